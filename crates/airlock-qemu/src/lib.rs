@@ -1,1 +1,59 @@
-//! TODO
+//! Airlock's QEMU driver: one QEMU process per desktop, driven over QMP.
+//!
+//! - [`qmp`]: an async QMP client (replies routed by id, events broadcast).
+//! - [`spec`]: the VM description and its command line (pure).
+//! - [`process`]: start, re-attach, kill.
+//! - [`agent`]: readiness ping and clock setting over the guest's serial agent port.
+//! - [`driver`]: the operations a pool needs: build a template, start a template clone,
+//!   cold-boot from the golden image, save/load an internal snapshot, set and revoke
+//!   display passwords.
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod driver;
+pub mod img;
+pub mod process;
+pub mod qmp;
+pub mod spec;
+
+pub use driver::{Driver, DriverConfig, Readiness, StartedVm, Template};
+pub use process::Vm;
+pub use qmp::{Qmp, QmpError, QmpEvent};
+pub use spec::{Accel, Boot, DisplayProtocol, DisplaySpec, Memory, VmSpec};
+
+/// What went wrong driving QEMU.
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    #[error("cannot start {qemu}: {reason}; is QEMU installed (apt-get install qemu-system-x86)?")]
+    Spawn { qemu: String, reason: String },
+    #[error("QEMU for {desktop} exited during start-up: {log}")]
+    Exited { desktop: String, log: String },
+    #[error("QEMU for {desktop} is not running: {why}")]
+    NotRunning { desktop: String, why: String },
+    #[error("QEMU for {desktop}: {source}")]
+    Qmp {
+        desktop: String,
+        #[source]
+        source: QmpError,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("qemu-img could not {what}: {reason}")]
+    Image { what: String, reason: String },
+    #[error("guest of {desktop} is not ready: {source}")]
+    NotReady {
+        desktop: String,
+        #[source]
+        source: agent::AgentError,
+    },
+    #[error("{desktop}: {what} failed: {reason}")]
+    Operation {
+        desktop: String,
+        what: String,
+        reason: String,
+    },
+}

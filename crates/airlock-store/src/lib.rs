@@ -1,1 +1,22 @@
-//! TODO
+//! Airlock's persistence: desktops, leases and the audit log, in one SQLite database
+//! (WAL mode, `synchronous=FULL`, schema migrations).
+//!
+//! *Architecture invariant:* one active lease per desktop is enforced by the database
+//! (a partial unique index on `leases(desktop_id) WHERE ended_at IS NULL`) and every
+//! acquire runs in one `IMMEDIATE` transaction together with the desktop's state change
+//! and its audit record. There is no check-then-act in memory.
+//!
+//! *Architecture invariant:* every state change that matters to an auditor is written in
+//! the same transaction as its audit record, and each audit record carries the SHA-256 of
+//! the previous one, so [`Store::verify_audit`] finds the first altered, inserted or
+//! deleted record.
+#![forbid(unsafe_code)]
+
+mod audit;
+mod error;
+mod schema;
+mod store;
+
+pub use audit::{AuditEntry, AuditRecord, ChainReport, GENESIS_HASH};
+pub use error::StoreError;
+pub use store::{Acquired, DesktopRow, LeaseRow, ResetRecord, Store};

@@ -1,1 +1,217 @@
-fn main() {}
+//! `airlockd`, the Airlock broker.
+#![forbid(unsafe_code)]
+
+mod api;
+mod config;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use config::Config;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "airlockd", version, about = "Airlock broker: a pool of disposable desktops for untrusted discs")]
+struct Cli {
+    /// The TOML config file.
+    #[arg(long, global = true, default_value = "/etc/airlock/airlockd.toml")]
+    config: PathBuf,
+    /// Overrides `server.state_dir`.
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (the default).
+    Serve,
+    /// Check the config file and exit.
+    CheckConfig,
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Print the SHA-256 of a token for the config (reads the token from stdin if not given).
+    HashToken { token: Option<String> },
+    /// Stop every desktop QEMU process of this state directory (they otherwise outlive the broker).
+    StopDesktops,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; exits 1 and names the first broken record if it is broken.
+    Verify,
+    /// Print the newest records.
+    Tail {
+        #[arg(short, long, default_value_t = 20)]
+        n: usize,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::HashToken { token } => {
+            let token = match token {
+                Some(t) => t,
+                None => {
+                    let mut s = String::new();
+                    std::io::stdin().read_line(&mut s).context("read the token from stdin")?;
+                    s.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            if token.is_empty() {
+                bail!("the token is empty; give a long random token (e.g. `openssl rand -hex 32`)");
+            }
+            println!("{}", config::hash_token(&token));
+            Ok(())
+        }
+        Command::CheckConfig => {
+            let c = Config::load(&cli.config, cli.state_dir.as_deref())?;
+            println!(
+                "{}: ok ({} desktops, accel {}, reset {}, {} terminals)",
+                cli.config.display(),
+                c.pool.desktops.len(),
+                c.pool.driver.accel.as_str(),
+                c.pool.reset_method,
+                c.terminals.len()
+            );
+            Ok(())
+        }
+        Command::Audit { command } => {
+            let c = Config::load(&cli.config, cli.state_dir.as_deref())?;
+            let db = c.pool.state_dir.join("airlock.db");
+            if !db.exists() {
+                bail!("no database at {}; has airlockd run with this state directory?", db.display());
+            }
+            let store = airlock_store::Store::open_read_only(&db)
+                .with_context(|| format!("open {}", db.display()))?;
+            match command {
+                AuditCommand::Verify => {
+                    let r = store.verify_audit()?;
+                    match r.first_broken {
+                        None => {
+                            println!("audit chain intact: {} records, head {}", r.records, r.head);
+                            Ok(())
+                        }
+                        Some((seq, why)) => {
+                            println!("audit chain BROKEN at record {seq}: {why}");
+                            println!("records 1..{} verify; last good head {}", seq - 1, r.head);
+                            std::process::exit(1);
+                        }
+                    }
+                }
+                AuditCommand::Tail { n } => {
+                    for r in store.audit_tail(n)? {
+                        println!("{}", serde_json::to_string(&r)?);
+                    }
+                    Ok(())
+                }
+            }
+        }
+        Command::StopDesktops => {
+            let c = Config::load(&cli.config, cli.state_dir.as_deref())?;
+            let rt = tokio::runtime::Runtime::new()?;
+            let mut n = 0;
+            for sub in ["desktops", "templates"] {
+                let Ok(entries) = std::fs::read_dir(c.pool.state_dir.join(sub)) else { continue };
+                for e in entries.flatten() {
+                    let run = e.path().join("run");
+                    if run.join("qemu.pid").exists() {
+                        rt.block_on(airlock_qemu::process::kill_stale(&run));
+                        n += 1;
+                    }
+                }
+            }
+            println!("stopped the desktops of {} ({n} run directories checked)", c.pool.state_dir.display());
+            Ok(())
+        }
+        Command::Serve => {
+            let c = Config::load(&cli.config, cli.state_dir.as_deref())?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(serve(c))
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let accel = config.pool.driver.accel;
+    tracing::info!(
+        accel = accel.as_str(),
+        desktops = config.pool.desktops.len(),
+        reset = %config.pool.reset_method,
+        state_dir = %config.pool.state_dir.display(),
+        "starting airlockd {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    if accel == airlock_qemu::Accel::Tcg {
+        tracing::warn!("accelerator is TCG (software emulation): desktops will be slow; use accel = \"kvm\" on a real host");
+    } else {
+        tracing::info!("accelerator is KVM (hardware virtualization)");
+    }
+    let pool = airlock_pool::Pool::start(config.pool.clone())
+        .await
+        .context("start the desktop pool")?;
+    let config = Arc::new(config);
+    let app = api::router(api::AppState { pool: pool.clone(), config: config.clone() });
+    let listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("listen on {} (server.listen); is another airlockd running?", config.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    // stdout is for people (and for tests that need the port); logs go to stderr.
+    println!("airlockd listening on {scheme}://{addr}");
+    println!("  web console: {scheme}://{addr}/   health: {scheme}://{addr}/healthz   metrics: {scheme}://{addr}/metrics");
+    let handle = axum_server::Handle::new();
+    let h2 = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down; desktops keep running and are re-attached at the next start (`airlockd stop-desktops` stops them)");
+        h2.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    });
+    match &config.tls {
+        Some((cert, key)) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .with_context(|| format!("load TLS certificate {} and key {}", cert.display(), key.display()))?;
+            axum_server::from_tcp_rustls(listener, tls)?
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await?;
+        }
+        None => {
+            axum_server::from_tcp(listener)?
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,101 @@
+//! Lease timing and end reasons.
+use crate::UnixMillis;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why a lease ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The terminal released it.
+    Released,
+    /// The terminal stopped sending heartbeats.
+    Expired,
+    /// The desktop's QEMU process died or was lost while leased.
+    DesktopLost,
+    /// The lease could not be completed (e.g. the display password could not be set).
+    SetupFailed,
+    /// An admin ended it.
+    Revoked,
+}
+
+impl EndReason {
+    /// All reasons.
+    pub const ALL: [EndReason; 5] = [
+        EndReason::Released,
+        EndReason::Expired,
+        EndReason::DesktopLost,
+        EndReason::SetupFailed,
+        EndReason::Revoked,
+    ];
+
+    /// The name used in the database and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Released => "released",
+            EndReason::Expired => "expired",
+            EndReason::DesktopLost => "desktop_lost",
+            EndReason::SetupFailed => "setup_failed",
+            EndReason::Revoked => "revoked",
+        }
+    }
+
+    /// Parses the database name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Heartbeat rules of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTiming {
+    /// A lease without a heartbeat for this long ends.
+    pub timeout_ms: i64,
+}
+
+impl LeaseTiming {
+    /// How often a terminal should send heartbeats: a third of the timeout, so two may be
+    /// lost without ending the lease; at least one second.
+    pub fn heartbeat_interval_s(&self) -> u64 {
+        u64::try_from((self.timeout_ms / 3 / 1000).max(1)).unwrap_or(1)
+    }
+
+    /// When a lease whose last sign of life was at `last` ends.
+    pub fn deadline(&self, last: UnixMillis) -> UnixMillis {
+        last.saturating_add(self.timeout_ms)
+    }
+
+    /// Whether a lease whose last sign of life was at `last` has ended by `now`.
+    pub fn is_expired(&self, last: UnixMillis, now: UnixMillis) -> bool {
+        now >= self.deadline(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_round_trip() {
+        for r in EndReason::ALL {
+            assert_eq!(EndReason::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(EndReason::parse("x"), None);
+    }
+
+    #[test]
+    fn timing() {
+        let t = LeaseTiming { timeout_ms: 30_000 };
+        assert_eq!(t.heartbeat_interval_s(), 10);
+        assert!(!t.is_expired(1_000, 30_999));
+        assert!(t.is_expired(1_000, 31_000));
+        assert_eq!(LeaseTiming { timeout_ms: 500 }.heartbeat_interval_s(), 1);
+        assert_eq!(t.deadline(i64::MAX), i64::MAX);
+    }
+}

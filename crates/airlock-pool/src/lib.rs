@@ -1,0 +1,14 @@
+//! Airlock's pool engine: keeps a pool of always-on desktops, hands each lease a clean
+//! one with a fresh display password, and resets every used desktop before anyone else
+//! can have it. It joins the pure rules of `airlock-core`, the transactions of
+//! `airlock-store` and the QEMU operations of `airlock-qemu`; it knows nothing of HTTP,
+//! TOML or JSON APIs (that is `airlockd`).
+#![forbid(unsafe_code)]
+
+mod config;
+mod engine;
+mod metrics;
+
+pub use config::{DisplayConfig, PoolConfig};
+pub use engine::{DesktopView, DisplayGrant, LeaseGrant, Pool, PoolError, PoolStatus};
+pub use metrics::Metrics;

@@ -1,0 +1,113 @@
+//! Prometheus metrics of the pool.
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::Mutex;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StateLabel {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct MethodLabel {
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct MethodResultLabel {
+    pub method: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct InfoLabel {
+    pub version: String,
+    pub accel: String,
+    pub qemu: String,
+    pub reset_method: String,
+}
+
+/// The pool's metrics registry.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub(crate) desktops: Family<StateLabel, Gauge>,
+    pub(crate) leases_active: Gauge,
+    pub(crate) acquire_seconds: Histogram,
+    pub(crate) acquires: Family<ResultLabel, Counter>,
+    pub(crate) reset_seconds: Family<MethodLabel, Histogram>,
+    pub(crate) resets: Family<MethodResultLabel, Counter>,
+    pub(crate) leases_ended: Family<ReasonLabel, Counter>,
+    pub(crate) info: Family<InfoLabel, Gauge>,
+}
+
+fn reset_histogram() -> Histogram {
+    Histogram::new([
+        0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0,
+    ])
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("airlock");
+        let desktops = Family::<StateLabel, Gauge>::default();
+        registry.register("desktops", "Desktops by state", desktops.clone());
+        let leases_active = Gauge::default();
+        registry.register("leases_active", "Active leases", leases_active.clone());
+        let acquire_seconds = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ]);
+        registry.register(
+            "acquire_seconds",
+            "Time to grant a lease (database transaction + display password)",
+            acquire_seconds.clone(),
+        );
+        let acquires = Family::<ResultLabel, Counter>::default();
+        registry.register("acquires", "Lease requests by result", acquires.clone());
+        let reset_seconds = Family::<MethodLabel, Histogram>::new_with_constructor(reset_histogram);
+        registry.register(
+            "reset_seconds",
+            "Release-to-clean time of successful resets, by method",
+            reset_seconds.clone(),
+        );
+        let resets = Family::<MethodResultLabel, Counter>::default();
+        registry.register("resets", "Reset attempts by method and result", resets.clone());
+        let leases_ended = Family::<ReasonLabel, Counter>::default();
+        registry.register("leases_ended", "Ended leases by reason", leases_ended.clone());
+        let info = Family::<InfoLabel, Gauge>::default();
+        registry.register("info", "Broker build and pool facts", info.clone());
+        Metrics {
+            registry: Mutex::new(registry),
+            desktops,
+            leases_active,
+            acquire_seconds,
+            acquires,
+            reset_seconds,
+            resets,
+            leases_ended,
+            info,
+        }
+    }
+
+    /// Renders the registry in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Ok(r) = self.registry.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        }
+        out
+    }
+}

@@ -1,0 +1,662 @@
+//! The operations a desktop pool needs from QEMU.
+use crate::agent::Agent;
+use crate::img::create_overlay;
+use crate::process::{kill_stale, Vm};
+use crate::spec::{files, Accel, Boot, DisplayProtocol, DisplaySpec, Memory, VmSpec};
+use crate::QemuError;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How the broker decides that a started guest is ready.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Readiness {
+    /// Ping the guest's agent serial port until it answers (docs/guest.md).
+    Serial { boot_timeout: Duration },
+    /// Wait a fixed time after start (for guests without an agent).
+    Delay(Duration),
+}
+
+/// What every desktop VM of a pool shares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriverConfig {
+    pub qemu: PathBuf,
+    pub qemu_img: PathBuf,
+    pub accel: Accel,
+    pub machine: String,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub boot: Boot,
+    /// The golden disk image every desktop starts from.
+    pub golden: PathBuf,
+    pub control_channel: bool,
+    pub sandbox: bool,
+    pub readiness: Readiness,
+}
+
+/// A frozen template: RAM file, device state and the disk as of the save.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Template {
+    pub key: String,
+    pub dir: PathBuf,
+    pub ram_file: PathBuf,
+    pub device_state: PathBuf,
+    pub base_disk: PathBuf,
+    pub built_at_unix: u64,
+    pub build_ms: u64,
+    /// SHA-256 of the saved device state: part of every clone's proof of a clean start.
+    pub device_state_sha256: String,
+}
+
+/// A desktop VM that was started and verified ready.
+#[derive(Debug)]
+pub struct StartedVm {
+    pub vm: Vm,
+    /// Facts that prove the clean start, for the audit log.
+    pub proof: Value,
+}
+
+/// The QEMU driver for one pool.
+#[derive(Debug, Clone)]
+pub struct Driver {
+    pub cfg: DriverConfig,
+    qemu_version: String,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> QemuError {
+    let what = what.into();
+    move |source| QemuError::Io { what, source }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Quotes a path for `sh -c` (QEMU runs `exec:` migration URIs through the shell).
+fn shell_quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
+}
+
+/// Hashes a file's identity: its full contents when small, else length + mtime + the
+/// first and last MiB (a multi-GiB golden image is not rehashed at every start).
+fn file_fingerprint(h: &mut Sha256, path: &Path) -> Result<(), QemuError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let meta = std::fs::metadata(path).map_err(io(format!("read {}", path.display())))?;
+    h.update(path.display().to_string().as_bytes());
+    h.update(meta.len().to_le_bytes());
+    let mut f = std::fs::File::open(path).map_err(io(format!("open {}", path.display())))?;
+    if meta.len() <= 256 << 20 {
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)
+            .map_err(io(format!("read {}", path.display())))?;
+        h.update(&buf);
+    } else {
+        if let Ok(m) = meta.modified() {
+            h.update(format!("{m:?}").as_bytes());
+        }
+        let mut buf = vec![0u8; 1 << 20];
+        f.read_exact(&mut buf)
+            .map_err(io(format!("read {}", path.display())))?;
+        h.update(&buf);
+        f.seek(SeekFrom::End(-(1 << 20)))
+            .map_err(io(format!("seek {}", path.display())))?;
+        f.read_exact(&mut buf)
+            .map_err(io(format!("read {}", path.display())))?;
+        h.update(&buf);
+    }
+    Ok(())
+}
+
+fn sha256_file(path: &Path) -> Result<String, QemuError> {
+    let data = std::fs::read(path).map_err(io(format!("read {}", path.display())))?;
+    Ok(hex::encode(Sha256::digest(&data)))
+}
+
+impl Driver {
+    /// Creates a driver, asking the QEMU binary for its version (which also checks it runs).
+    pub async fn new(cfg: DriverConfig) -> Result<Driver, QemuError> {
+        let out = tokio::process::Command::new(&cfg.qemu)
+            .arg("--version")
+            .output()
+            .await
+            .map_err(|e| QemuError::Spawn {
+                qemu: cfg.qemu.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        let qemu_version = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("unknown")
+            .to_owned();
+        Ok(Driver { cfg, qemu_version })
+    }
+
+    /// QEMU's version line.
+    pub fn qemu_version(&self) -> &str {
+        &self.qemu_version
+    }
+
+    /// The key of the template for the current configuration: it changes when the golden
+    /// image, kernel, initrd, QEMU binary or VM shape changes, which triggers a rebuild.
+    pub fn template_key(&self) -> Result<String, QemuError> {
+        let mut h = Sha256::new();
+        h.update(b"airlock-template-v1\n");
+        h.update(self.qemu_version.as_bytes());
+        let c = &self.cfg;
+        h.update(
+            format!(
+                "{}|{}|{}|{}|{}|{}",
+                c.accel.as_str(),
+                c.machine,
+                c.memory_mib,
+                c.vcpus,
+                c.control_channel,
+                c.sandbox
+            )
+            .as_bytes(),
+        );
+        file_fingerprint(&mut h, &c.golden)?;
+        if let Boot::Kernel {
+            kernel,
+            initrd,
+            append,
+        } = &c.boot
+        {
+            file_fingerprint(&mut h, kernel)?;
+            file_fingerprint(&mut h, initrd)?;
+            h.update(append.as_bytes());
+        }
+        Ok(hex::encode(h.finalize()).chars().take(16).collect())
+    }
+
+    /// The VM spec for a desktop, before the per-start choices (memory mode, incoming).
+    pub fn spec(
+        &self,
+        name: &str,
+        disk: &Path,
+        run_dir: &Path,
+        display: Option<DisplaySpec>,
+    ) -> VmSpec {
+        VmSpec {
+            name: name.to_owned(),
+            qemu: self.cfg.qemu.clone(),
+            accel: self.cfg.accel,
+            machine: self.cfg.machine.clone(),
+            memory_mib: self.cfg.memory_mib,
+            vcpus: self.cfg.vcpus,
+            boot: self.cfg.boot.clone(),
+            disk: disk.to_owned(),
+            run_dir: run_dir.to_owned(),
+            display,
+            memory: Memory::Anonymous,
+            vmgenid: uuid::Uuid::new_v4().to_string(),
+            control_channel: self.cfg.control_channel,
+            incoming: false,
+            sandbox: self.cfg.sandbox,
+        }
+    }
+
+    async fn wait_ready(&self, spec: &VmSpec, timeout: Duration) -> Result<Value, QemuError> {
+        match &self.cfg.readiness {
+            Readiness::Delay(d) => {
+                tokio::time::sleep(*d).await;
+                Ok(json!({ "probe": "delay", "delay_ms": d.as_millis() as u64 }))
+            }
+            Readiness::Serial { .. } => {
+                let nonce = uuid::Uuid::new_v4().simple().to_string();
+                let not_ready = |source| QemuError::NotReady {
+                    desktop: spec.name.clone(),
+                    source,
+                };
+                let mut agent = Agent::connect(&spec.run_file(files::AGENT), timeout)
+                    .await
+                    .map_err(not_ready)?;
+                let took = agent.ping(&nonce, timeout).await.map_err(not_ready)?;
+                // A restored guest's clock is as old as its template: set it. Not fatal.
+                let clock = agent.set_time(unix_now(), Duration::from_secs(2)).await;
+                if let Err(e) = &clock {
+                    tracing::warn!(desktop = %spec.name, error = %e, "could not set the guest clock");
+                }
+                Ok(json!({
+                    "probe": "serial-ping",
+                    "nonce": nonce,
+                    "answered_ms": took.as_millis() as u64,
+                    "clock_set": clock.is_ok(),
+                }))
+            }
+        }
+    }
+
+    fn boot_timeout(&self) -> Duration {
+        match &self.cfg.readiness {
+            Readiness::Serial { boot_timeout } => *boot_timeout,
+            Readiness::Delay(d) => *d + Duration::from_secs(10),
+        }
+    }
+
+    /// Returns the current template for this configuration, building it if it is missing
+    /// or stale (first start, golden image changed). Building boots the golden image once,
+    /// waits until it is ready, pauses it and saves its device state; RAM stays in a file.
+    pub async fn ensure_template(&self, templates_dir: &Path) -> Result<Template, QemuError> {
+        let key = self.template_key()?;
+        let dir = templates_dir.join(&key);
+        let meta_path = dir.join("template.json");
+        if let Ok(text) = std::fs::read_to_string(&meta_path) {
+            if let Ok(t) = serde_json::from_str::<Template>(&text) {
+                if t.ram_file.exists() && t.device_state.exists() && t.base_disk.exists() {
+                    tracing::info!(key = %key, "using existing template");
+                    return Ok(t);
+                }
+            }
+        }
+        tracing::info!(key = %key, accel = self.cfg.accel.as_str(), "building template: booting the golden image once");
+        let started = Instant::now();
+        let building = templates_dir.join(format!("{key}.building"));
+        if building.exists() {
+            kill_stale(&building.join("run")).await;
+            std::fs::remove_dir_all(&building).map_err(io("remove a half-built template"))?;
+        }
+        std::fs::create_dir_all(&building).map_err(io(format!(
+            "create {}",
+            building.display()
+        )))?;
+        let base_disk = building.join("base.qcow2");
+        create_overlay(&self.cfg.qemu_img, &self.cfg.golden, &base_disk).await?;
+        let ram_file = building.join("ram");
+        let mut spec = self.spec("template", &base_disk, &building.join("run"), None);
+        spec.memory = Memory::TemplateSource {
+            ram_file: ram_file.clone(),
+        };
+        let vm = Vm::spawn(&spec).await?;
+        let result = self.save_template(&vm, &spec, &building).await;
+        vm.kill().await;
+        result?;
+        // Freeze: the clones map the RAM file and use the disk as their backing file.
+        for f in [&ram_file, &base_disk, &building.join("device.state")] {
+            let mut perm = std::fs::metadata(f)
+                .map_err(io(format!("stat {}", f.display())))?
+                .permissions();
+            perm.set_readonly(true);
+            std::fs::set_permissions(f, perm).map_err(io(format!("freeze {}", f.display())))?;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&building, &dir).map_err(io("install the template"))?;
+        let device_state = dir.join("device.state");
+        let t = Template {
+            key: key.clone(),
+            ram_file: dir.join("ram"),
+            base_disk: dir.join("base.qcow2"),
+            device_state_sha256: sha256_file(&device_state)?,
+            device_state,
+            dir: dir.clone(),
+            built_at_unix: unix_now(),
+            build_ms: started.elapsed().as_millis() as u64,
+        };
+        let text = serde_json::to_string_pretty(&t).map_err(|e| QemuError::Operation {
+            desktop: "template".into(),
+            what: "write template.json".into(),
+            reason: e.to_string(),
+        })?;
+        std::fs::write(&meta_path, text).map_err(io("write template.json"))?;
+        tracing::info!(key = %key, ms = t.build_ms, "template built");
+        Ok(t)
+    }
+
+    async fn save_template(&self, vm: &Vm, spec: &VmSpec, dir: &Path) -> Result<(), QemuError> {
+        self.wait_ready(spec, self.boot_timeout()).await?;
+        let q = &vm.qmp;
+        let op = |what: &str| {
+            let what = what.to_owned();
+            move |e: crate::QmpError| QemuError::Operation {
+                desktop: "template".into(),
+                what,
+                reason: e.to_string(),
+            }
+        };
+        let t = Duration::from_secs(10);
+        q.execute("stop", None, t).await.map_err(op("stop"))?;
+        q.execute(
+            "migrate-set-capabilities",
+            Some(json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]})),
+            t,
+        )
+        .await
+        .map_err(op("migrate-set-capabilities"))?;
+        let uri = format!("exec:cat > {}", shell_quote(&dir.join("device.state")));
+        q.execute("migrate", Some(json!({ "uri": uri })), t)
+            .await
+            .map_err(op("migrate"))?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let r = q
+                .execute("query-migrate", None, t)
+                .await
+                .map_err(op("query-migrate"))?;
+            match r.get("status").and_then(Value::as_str) {
+                Some("completed") => return Ok(()),
+                Some("failed") | Some("cancelled") => {
+                    return Err(QemuError::Operation {
+                        desktop: "template".into(),
+                        what: "save device state".into(),
+                        reason: r
+                            .get("error-desc")
+                            .and_then(Value::as_str)
+                            .unwrap_or("migration failed")
+                            .to_owned(),
+                    })
+                }
+                _ if Instant::now() > deadline => {
+                    return Err(QemuError::Operation {
+                        desktop: "template".into(),
+                        what: "save device state".into(),
+                        reason: "did not complete within 120 s".into(),
+                    })
+                }
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    /// Starts a desktop as a clone of `template` in a fresh QEMU process: a new overlay
+    /// on the frozen base, the RAM file mapped copy-on-write, the saved device state
+    /// loaded, a new VM generation id; then waits until the guest answers.
+    pub async fn start_clone(
+        &self,
+        template: &Template,
+        mut spec: VmSpec,
+    ) -> Result<StartedVm, QemuError> {
+        let t0 = Instant::now();
+        kill_stale(&spec.run_dir).await;
+        create_overlay(&self.cfg.qemu_img, &template.base_disk, &spec.disk).await?;
+        spec.memory = Memory::TemplateClone {
+            ram_file: template.ram_file.clone(),
+        };
+        spec.incoming = true;
+        let vm = Vm::spawn(&spec).await?;
+        match self.finish_clone(&vm, &spec, template, t0).await {
+            Ok(proof) => Ok(StartedVm { vm, proof }),
+            Err(e) => {
+                vm.kill().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn finish_clone(
+        &self,
+        vm: &Vm,
+        spec: &VmSpec,
+        template: &Template,
+        t0: Instant,
+    ) -> Result<Value, QemuError> {
+        let q = &vm.qmp;
+        let op = |what: &'static str| {
+            let desktop = spec.name.clone();
+            move |e: crate::QmpError| QemuError::Operation {
+                desktop,
+                what: what.into(),
+                reason: e.to_string(),
+            }
+        };
+        let t = Duration::from_secs(10);
+        q.execute(
+            "migrate-set-capabilities",
+            Some(json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]})),
+            t,
+        )
+        .await
+        .map_err(op("migrate-set-capabilities"))?;
+        let uri = format!("exec:cat {}", shell_quote(&template.device_state));
+        q.execute("migrate-incoming", Some(json!({ "uri": uri })), t)
+            .await
+            .map_err(op("migrate-incoming"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = q.status().await.map_err(op("query-status"))?;
+            match s.as_str() {
+                "inmigrate" | "prelaunch" if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                "paused" => {
+                    q.execute("cont", None, t).await.map_err(op("cont"))?;
+                    break;
+                }
+                "running" => break,
+                other => {
+                    let r = q.execute("query-migrate", None, t).await.ok();
+                    return Err(QemuError::Operation {
+                        desktop: spec.name.clone(),
+                        what: "load the template's device state".into(),
+                        reason: format!(
+                            "VM state {other}; migration: {}",
+                            r.map(|v| v.to_string()).unwrap_or_default()
+                        ),
+                    });
+                }
+            }
+        }
+        let running_ms = t0.elapsed().as_millis() as u64;
+        let readiness = self.wait_ready(spec, Duration::from_secs(30)).await?;
+        Ok(json!({
+            "method": "template_clone",
+            "fresh_process": true,
+            "pid": vm.pid,
+            "accel": self.cfg.accel.as_str(),
+            "template_key": template.key,
+            "device_state_sha256": template.device_state_sha256,
+            "new_overlay_on": template.base_disk.display().to_string(),
+            "vmgenid": spec.vmgenid,
+            "running_ms": running_ms,
+            "readiness": readiness,
+        }))
+    }
+
+    /// Cold-boots a desktop from the golden image on a new overlay (the repair path, and
+    /// the start path when templates are not used).
+    pub async fn cold_boot(&self, mut spec: VmSpec) -> Result<StartedVm, QemuError> {
+        let t0 = Instant::now();
+        kill_stale(&spec.run_dir).await;
+        create_overlay(&self.cfg.qemu_img, &self.cfg.golden, &spec.disk).await?;
+        spec.memory = Memory::Anonymous;
+        spec.incoming = false;
+        let vm = Vm::spawn(&spec).await?;
+        match self.wait_ready(&spec, self.boot_timeout()).await {
+            Ok(readiness) => {
+                let proof = json!({
+                    "method": "rebuild",
+                    "fresh_process": true,
+                    "pid": vm.pid,
+                    "accel": self.cfg.accel.as_str(),
+                    "new_overlay_on": self.cfg.golden.display().to_string(),
+                    "vmgenid": spec.vmgenid,
+                    "boot_ms": t0.elapsed().as_millis() as u64,
+                    "readiness": readiness,
+                });
+                Ok(StartedVm { vm, proof })
+            }
+            Err(e) => {
+                vm.kill().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn run_job(
+        &self,
+        vm: &Vm,
+        name: &str,
+        command: &str,
+        args: Value,
+    ) -> Result<(), QemuError> {
+        let q = &vm.qmp;
+        let fail = |reason: String| QemuError::Operation {
+            desktop: name.to_owned(),
+            what: command.to_owned(),
+            reason,
+        };
+        let job_id = format!("airlock-{}", uuid::Uuid::new_v4().simple());
+        let mut a = args;
+        if let Some(o) = a.as_object_mut() {
+            o.insert("job-id".into(), job_id.clone().into());
+        }
+        q.execute(command, Some(a), Duration::from_secs(600))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let jobs = q
+                .execute("query-jobs", None, Duration::from_secs(10))
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let job = jobs
+                .as_array()
+                .and_then(|v| v.iter().find(|j| j.get("id").and_then(Value::as_str) == Some(&job_id)))
+                .cloned();
+            let Some(job) = job else {
+                return Err(fail("the job vanished".into()));
+            };
+            if job.get("status").and_then(Value::as_str) == Some("concluded") {
+                let _ = q
+                    .execute("job-dismiss", Some(json!({ "id": job_id })), Duration::from_secs(10))
+                    .await;
+                return match job.get("error").and_then(Value::as_str) {
+                    Some(err) => Err(fail(err.to_owned())),
+                    None => Ok(()),
+                };
+            }
+            if Instant::now() > deadline {
+                return Err(fail("did not finish within 600 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Saves the running VM's state as the internal snapshot `airlock-clean` (snapshot
+    /// restore mode takes it right after a verified clean boot).
+    pub async fn snapshot_save(&self, vm: &Vm, name: &str) -> Result<(), QemuError> {
+        // A previous snapshot with the same tag would make the save fail.
+        let _ = self
+            .run_job(
+                vm,
+                name,
+                "snapshot-delete",
+                json!({"tag": "airlock-clean", "devices": ["disk0"]}),
+            )
+            .await;
+        self.run_job(
+            vm,
+            name,
+            "snapshot-save",
+            json!({"tag": "airlock-clean", "vmstate": "disk0", "devices": ["disk0"]}),
+        )
+        .await?;
+        // snapshot-save leaves the VM running when it was running.
+        if vm.qmp.status().await.ok().as_deref() == Some("paused") {
+            let _ = vm.qmp.execute("cont", None, Duration::from_secs(10)).await;
+        }
+        Ok(())
+    }
+
+    /// Loads the internal snapshot `airlock-clean` in place and waits until the guest
+    /// answers. RAM, devices and disk go back to the snapshot; the process and its VM
+    /// generation id stay (see docs/threat-model.md).
+    pub async fn snapshot_load(&self, vm: &Vm, spec: &VmSpec) -> Result<Value, QemuError> {
+        let t0 = Instant::now();
+        self.run_job(
+            vm,
+            &spec.name,
+            "snapshot-load",
+            json!({"tag": "airlock-clean", "vmstate": "disk0", "devices": ["disk0"]}),
+        )
+        .await?;
+        // A failed load leaves the VM paused; a successful one resumes it if it ran.
+        let status = vm.qmp.status().await.map_err(|e| QemuError::Qmp {
+            desktop: spec.name.clone(),
+            source: e,
+        })?;
+        if status == "paused" {
+            vm.qmp
+                .execute("cont", None, Duration::from_secs(10))
+                .await
+                .map_err(|e| QemuError::Qmp {
+                    desktop: spec.name.clone(),
+                    source: e,
+                })?;
+        }
+        let readiness = self.wait_ready(spec, Duration::from_secs(30)).await?;
+        Ok(json!({
+            "method": "snapshot_restore",
+            "fresh_process": false,
+            "pid": vm.pid,
+            "accel": self.cfg.accel.as_str(),
+            "snapshot": "airlock-clean",
+            "vmgenid": spec.vmgenid,
+            "load_ms": t0.elapsed().as_millis() as u64,
+            "readiness": readiness,
+        }))
+    }
+
+    /// Sets the display password for a new lease; existing clients are disconnected.
+    pub async fn set_display_password(
+        &self,
+        vm: &Vm,
+        protocol: DisplayProtocol,
+        password: &str,
+    ) -> Result<(), QmpErrorWithContext> {
+        let connected = match protocol {
+            DisplayProtocol::Spice => "disconnect",
+            // QEMU's VNC server only supports "keep".
+            DisplayProtocol::Vnc => "keep",
+        };
+        vm.qmp
+            .execute(
+                "set_password",
+                Some(json!({"protocol": protocol.as_str(), "password": password, "connected": connected})),
+                Duration::from_secs(5),
+            )
+            .await
+            .map_err(|e| QmpErrorWithContext(format!("set_password: {e}")))?;
+        Ok(())
+    }
+
+    /// Revokes a lease's display password: replaces it with a random one nobody knows and
+    /// expires it at once, disconnecting SPICE clients.
+    pub async fn revoke_display_password(
+        &self,
+        vm: &Vm,
+        protocol: DisplayProtocol,
+    ) -> Result<(), QmpErrorWithContext> {
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        self.set_display_password(vm, protocol, &random).await?;
+        vm.qmp
+            .execute(
+                "expire_password",
+                Some(json!({"protocol": protocol.as_str(), "time": "now"})),
+                Duration::from_secs(5),
+            )
+            .await
+            .map_err(|e| QmpErrorWithContext(format!("expire_password: {e}")))?;
+        Ok(())
+    }
+}
+
+/// A display-password failure, with the command that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct QmpErrorWithContext(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote(Path::new("/a b/c")), "'/a b/c'");
+        assert_eq!(shell_quote(Path::new("/it's")), r"'/it'\''s'");
+    }
+}

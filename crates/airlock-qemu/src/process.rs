@@ -1,0 +1,243 @@
+//! QEMU processes: start, re-attach after a broker restart, stop.
+//!
+//! QEMU runs in its own process group with stdio going to `qemu.log` in the run
+//! directory, so it outlives the broker; a restarted broker finds it again through the
+//! pid file and the QMP socket.
+use crate::qmp::Qmp;
+use crate::spec::{files, VmSpec};
+use crate::QemuError;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A running QEMU process with a QMP session.
+#[derive(Debug)]
+pub struct Vm {
+    pub pid: i32,
+    pub qmp: Qmp,
+    pub run_dir: PathBuf,
+    /// Becomes `true` when the process has exited (child processes only; for re-attached
+    /// processes watch [`Qmp::closed`]).
+    exited: Option<watch::Receiver<bool>>,
+}
+
+fn remove_if_exists(p: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The last lines of a log file, for error messages.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let v: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    v[v.len().saturating_sub(lines)..].join(" | ")
+}
+
+/// Whether a process with this pid exists and its command line mentions `needle`
+/// (protects against pid reuse).
+pub fn process_matches(pid: i32, needle: &str) -> bool {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmd) => {
+            let s = String::from_utf8_lossy(&cmd);
+            s.contains(needle)
+        }
+        Err(_) => false,
+    }
+}
+
+fn is_zombie_or_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(true),
+        Err(_) => true,
+    }
+}
+
+fn kill_pid(pid: i32) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+    }
+}
+
+impl Vm {
+    /// Starts QEMU for `spec` and connects to its QMP socket.
+    pub async fn spawn(spec: &VmSpec) -> Result<Vm, QemuError> {
+        std::fs::create_dir_all(&spec.run_dir).map_err(|e| QemuError::Io {
+            what: format!("create run directory {}", spec.run_dir.display()),
+            source: e,
+        })?;
+        for f in [files::QMP, files::AGENT, files::CONTROL, files::USBREDIR, files::PID] {
+            remove_if_exists(&spec.run_file(f)).map_err(|e| QemuError::Io {
+                what: format!("remove stale {f}"),
+                source: e,
+            })?;
+        }
+        let log_path = spec.run_file(files::LOG);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| QemuError::Io {
+                what: format!("open {}", log_path.display()),
+                source: e,
+            })?;
+        let log2 = log.try_clone().map_err(|e| QemuError::Io {
+            what: "duplicate log handle".into(),
+            source: e,
+        })?;
+        let argv = spec.argv();
+        tracing::debug!(desktop = %spec.name, qemu = %spec.qemu.display(), ?argv, "starting QEMU");
+        let mut child = tokio::process::Command::new(&spec.qemu)
+            .args(&argv)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .process_group(0)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| QemuError::Spawn {
+                qemu: spec.qemu.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        let pid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| QemuError::Spawn {
+                qemu: spec.qemu.display().to_string(),
+                reason: "no pid".into(),
+            })?;
+        let (tx, rx) = watch::channel(false);
+        let mut exited_rx = rx.clone();
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+            let _ = tx.send(true);
+        });
+        let qmp_path = spec.run_file(files::QMP);
+        let connect = Qmp::connect(&qmp_path, Duration::from_secs(20));
+        let qmp = tokio::select! {
+            r = connect => r,
+            _ = exited_rx.wait_for(|v| *v) => {
+                return Err(QemuError::Exited {
+                    desktop: spec.name.clone(),
+                    log: log_tail(&log_path, 5),
+                });
+            }
+        };
+        let qmp = match qmp {
+            Ok(q) => q,
+            Err(e) => {
+                kill_pid(pid);
+                return Err(QemuError::Qmp {
+                    desktop: spec.name.clone(),
+                    source: e,
+                });
+            }
+        };
+        Ok(Vm {
+            pid,
+            qmp,
+            run_dir: spec.run_dir.clone(),
+            exited: Some(rx),
+        })
+    }
+
+    /// Re-attaches to a QEMU process left running by a previous broker: reads the pid
+    /// file, checks the process is ours, and connects to QMP.
+    pub async fn attach(run_dir: &Path, name: &str) -> Result<Vm, QemuError> {
+        let pid_path = run_dir.join(files::PID);
+        let text = std::fs::read_to_string(&pid_path).map_err(|e| QemuError::Io {
+            what: format!("read {}", pid_path.display()),
+            source: e,
+        })?;
+        let pid: i32 = text.trim().parse().map_err(|_| QemuError::NotRunning {
+            desktop: name.into(),
+            why: format!("pid file {} is not a number", pid_path.display()),
+        })?;
+        let qmp_path = run_dir.join(files::QMP);
+        if is_zombie_or_gone(pid) || !process_matches(pid, &qmp_path.display().to_string()) {
+            return Err(QemuError::NotRunning {
+                desktop: name.into(),
+                why: format!("process {pid} is gone"),
+            });
+        }
+        let qmp = Qmp::connect(&qmp_path, Duration::from_secs(5))
+            .await
+            .map_err(|e| QemuError::Qmp {
+                desktop: name.into(),
+                source: e,
+            })?;
+        Ok(Vm {
+            pid,
+            qmp,
+            run_dir: run_dir.to_owned(),
+            exited: None,
+        })
+    }
+
+    /// Whether the process still runs.
+    pub fn is_alive(&self) -> bool {
+        if let Some(rx) = &self.exited {
+            if *rx.borrow() {
+                return false;
+            }
+        }
+        !is_zombie_or_gone(self.pid) && !self.qmp.is_closed()
+    }
+
+    /// Waits until the process exits or its monitor connection ends.
+    pub async fn died(&self) {
+        match &self.exited {
+            Some(rx) => {
+                let mut rx = rx.clone();
+                tokio::select! {
+                    _ = rx.wait_for(|v| *v) => {}
+                    _ = self.qmp.closed() => {}
+                }
+            }
+            None => self.qmp.closed().await,
+        }
+    }
+
+    /// Kills the process (SIGKILL: a disposable desktop needs no clean shutdown) and waits
+    /// until it is gone.
+    pub async fn kill(&self) {
+        kill_pid(self.pid);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let gone = match &self.exited {
+                Some(rx) => *rx.borrow(),
+                None => is_zombie_or_gone(self.pid),
+            };
+            if gone || tokio::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Kills whatever QEMU process a run directory's pid file names, if it is still ours.
+pub async fn kill_stale(run_dir: &Path) {
+    let pid_path = run_dir.join(files::PID);
+    let Ok(text) = std::fs::read_to_string(&pid_path) else {
+        return;
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return;
+    };
+    let needle = run_dir.join(files::QMP).display().to_string();
+    if process_matches(pid, &needle) {
+        kill_pid(pid);
+        for _ in 0..2000 {
+            if is_zombie_or_gone(pid) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}

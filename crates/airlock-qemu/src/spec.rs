@@ -1,0 +1,356 @@
+//! What a desktop VM looks like, and the QEMU command line for it. Pure: no I/O.
+//!
+//! *Architecture invariant:* a desktop VM has no network interface (`-nic none`,
+//! `-nodefaults`). Its only channels are the ticketed display, the usb-redir chardev, the
+//! broker's agent serial port and, only when the config asks for it, a test control port;
+//! all of them are unix sockets in the desktop's run directory or a display port the
+//! broker chose.
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// The accelerator QEMU runs the guest with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// Hardware virtualization: the default on real hosts.
+    Kvm,
+    /// Software emulation: slow, but works everywhere (CI, nested hosts).
+    Tcg,
+}
+
+impl Accel {
+    /// The name QEMU uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// The remote display protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DisplayProtocol {
+    Spice,
+    Vnc,
+}
+
+impl DisplayProtocol {
+    /// The name QEMU and clients use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisplayProtocol::Spice => "spice",
+            DisplayProtocol::Vnc => "vnc",
+        }
+    }
+}
+
+/// Where a desktop's display listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisplaySpec {
+    pub protocol: DisplayProtocol,
+    pub listen: IpAddr,
+    pub port: u16,
+}
+
+/// How the guest boots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Boot {
+    /// Direct kernel boot (the demo guest).
+    Kernel {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        append: String,
+    },
+    /// The disk's own boot loader (a full desktop image).
+    Disk,
+}
+
+/// How guest RAM is backed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Memory {
+    /// Ordinary anonymous memory.
+    Anonymous,
+    /// The template's source VM: RAM in a file, shared, so the file holds the RAM image.
+    TemplateSource { ram_file: PathBuf },
+    /// A clone: the template's RAM file mapped privately (copy-on-write, loaded lazily).
+    TemplateClone { ram_file: PathBuf },
+}
+
+/// Everything needed to start one QEMU process for a desktop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmSpec {
+    /// The desktop's name (for `-name` and logs).
+    pub name: String,
+    pub qemu: PathBuf,
+    pub accel: Accel,
+    /// Machine type, e.g. `q35`.
+    pub machine: String,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub boot: Boot,
+    /// The writable disk (a qcow2 overlay).
+    pub disk: PathBuf,
+    /// Directory for sockets, pid file and logs.
+    pub run_dir: PathBuf,
+    pub display: Option<DisplaySpec>,
+    pub memory: Memory,
+    /// The VM generation id: new for every process, so the guest reseeds its RNG.
+    pub vmgenid: String,
+    /// Whether the test-only control shell port (second serial port) exists.
+    pub control_channel: bool,
+    /// Start paused, waiting for `migrate-incoming`.
+    pub incoming: bool,
+    /// Run QEMU under its seccomp sandbox.
+    pub sandbox: bool,
+}
+
+/// File names inside a run directory.
+pub mod files {
+    pub const QMP: &str = "qmp.sock";
+    pub const AGENT: &str = "agent.sock";
+    pub const AGENT_LOG: &str = "serial.log";
+    pub const CONTROL: &str = "control.sock";
+    pub const CONTROL_LOG: &str = "control.log";
+    pub const USBREDIR: &str = "usbredir.sock";
+    pub const PID: &str = "qemu.pid";
+    pub const LOG: &str = "qemu.log";
+}
+
+fn p(path: &Path) -> String {
+    // QEMU option values use ',' as separator; ",," escapes a comma.
+    path.display().to_string().replace(',', ",,")
+}
+
+impl VmSpec {
+    /// A run-directory path.
+    pub fn run_file(&self, name: &str) -> PathBuf {
+        self.run_dir.join(name)
+    }
+
+    /// The QEMU command line (without the binary).
+    pub fn argv(&self) -> Vec<String> {
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |s: &str| a.push(s.to_owned());
+        push("-name");
+        push(&format!("guest=airlock-{},debug-threads=on", self.name));
+        push("-nodefaults");
+        push("-no-user-config");
+        push("-accel");
+        push(self.accel.as_str());
+        let mut machine = self.machine.replace(',', ",,");
+        let ram_backend = match &self.memory {
+            Memory::Anonymous => None,
+            Memory::TemplateSource { ram_file } => Some((ram_file, "on")),
+            Memory::TemplateClone { ram_file } => Some((ram_file, "off")),
+        };
+        if ram_backend.is_some() {
+            machine.push_str(",memory-backend=ram0");
+        }
+        push("-machine");
+        push(&machine);
+        push("-m");
+        push(&format!("{}M", self.memory_mib));
+        if let Some((file, share)) = ram_backend {
+            push("-object");
+            push(&format!(
+                "memory-backend-file,id=ram0,size={}M,mem-path={},share={share}",
+                self.memory_mib,
+                p(file)
+            ));
+        }
+        push("-smp");
+        push(&self.vcpus.to_string());
+        push("-nic");
+        push("none");
+        push("-display");
+        push("none");
+        push("-vga");
+        push("std");
+        if let Boot::Kernel {
+            kernel,
+            initrd,
+            append,
+        } = &self.boot
+        {
+            push("-kernel");
+            push(&kernel.display().to_string());
+            push("-initrd");
+            push(&initrd.display().to_string());
+            push("-append");
+            push(append);
+        }
+        push("-drive");
+        push(&format!(
+            "file={},if=virtio,format=qcow2,node-name=disk0,discard=unmap",
+            p(&self.disk)
+        ));
+        push("-qmp");
+        push(&format!("unix:{},server=on,wait=off", p(&self.run_file(files::QMP))));
+        push("-chardev");
+        push(&format!(
+            "socket,id=agent0,path={},server=on,wait=off,logfile={},logappend=on",
+            p(&self.run_file(files::AGENT)),
+            p(&self.run_file(files::AGENT_LOG))
+        ));
+        push("-serial");
+        push("chardev:agent0");
+        if self.control_channel {
+            push("-chardev");
+            push(&format!(
+                "socket,id=control0,path={},server=on,wait=off,logfile={},logappend=on",
+                p(&self.run_file(files::CONTROL)),
+                p(&self.run_file(files::CONTROL_LOG))
+            ));
+            push("-serial");
+            push("chardev:control0");
+        }
+        push("-device");
+        push("qemu-xhci,id=xhci,streams=off");
+        push("-chardev");
+        push(&format!(
+            "socket,id=usbredir0,path={},server=on,wait=off",
+            p(&self.run_file(files::USBREDIR))
+        ));
+        push("-device");
+        push("usb-redir,chardev=usbredir0,id=redir0,bus=xhci.0");
+        push("-device");
+        push(&format!("vmgenid,guid={}", self.vmgenid));
+        if let Some(d) = &self.display {
+            match d.protocol {
+                DisplayProtocol::Spice => {
+                    push("-spice");
+                    // No password yet: SPICE refuses every client until a lease sets one.
+                    push(&format!(
+                        "port={},addr={},seamless-migration=off",
+                        d.port, d.listen
+                    ));
+                }
+                DisplayProtocol::Vnc => {
+                    push("-vnc");
+                    let host = match d.listen {
+                        IpAddr::V4(v4) => v4.to_string(),
+                        IpAddr::V6(v6) => format!("[{v6}]"),
+                    };
+                    // VNC displays are numbered from port 5900.
+                    let display = i32::from(d.port) - 5900;
+                    push(&format!("{host}:{display},password=on"));
+                }
+            }
+        }
+        if self.incoming {
+            push("-incoming");
+            push("defer");
+        }
+        if self.sandbox {
+            push("-sandbox");
+            push("on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny");
+        }
+        push("-pidfile");
+        push(&self.run_file(files::PID).display().to_string());
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> VmSpec {
+        VmSpec {
+            name: "desk-01".into(),
+            qemu: "qemu-system-x86_64".into(),
+            accel: Accel::Tcg,
+            machine: "q35".into(),
+            memory_mib: 256,
+            vcpus: 1,
+            boot: Boot::Kernel {
+                kernel: "/g/vmlinuz".into(),
+                initrd: "/g/initrd.img".into(),
+                append: "console=ttyS0".into(),
+            },
+            disk: "/s/desk-01/disk.qcow2".into(),
+            run_dir: "/s/desk-01/run".into(),
+            display: Some(DisplaySpec {
+                protocol: DisplayProtocol::Spice,
+                listen: "127.0.0.1".parse().unwrap(),
+                port: 5930,
+            }),
+            memory: Memory::TemplateClone {
+                ram_file: "/s/t/ram".into(),
+            },
+            vmgenid: "6b1b0b5e-0000-4000-8000-000000000001".into(),
+            control_channel: false,
+            incoming: true,
+            sandbox: true,
+        }
+    }
+
+    fn has_pair(a: &[String], k: &str, v: &str) -> bool {
+        a.windows(2).any(|w| w[0] == k && w[1] == v)
+    }
+
+    #[test]
+    fn no_network_and_required_devices() {
+        let a = spec().argv();
+        assert!(has_pair(&a, "-nic", "none"));
+        assert!(a.contains(&"-nodefaults".to_string()));
+        assert!(!a.iter().any(|x| x.contains("netdev") || x.contains("virtio-net")));
+        assert!(has_pair(&a, "-device", "qemu-xhci,id=xhci,streams=off"));
+        assert!(has_pair(&a, "-device", "usb-redir,chardev=usbredir0,id=redir0,bus=xhci.0"));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "vmgenid,guid=6b1b0b5e-0000-4000-8000-000000000001"
+        ));
+        assert!(has_pair(&a, "-accel", "tcg"));
+        assert!(has_pair(&a, "-incoming", "defer"));
+    }
+
+    #[test]
+    fn clone_maps_ram_privately_and_source_shares_it() {
+        let a = spec().argv();
+        assert!(has_pair(&a, "-machine", "q35,memory-backend=ram0"));
+        assert!(a.iter().any(|x| x.ends_with("mem-path=/s/t/ram,share=off")));
+        let mut s = spec();
+        s.memory = Memory::TemplateSource {
+            ram_file: "/s/t/ram".into(),
+        };
+        assert!(s.argv().iter().any(|x| x.ends_with("share=on")));
+        s.memory = Memory::Anonymous;
+        assert!(has_pair(&s.argv(), "-machine", "q35"));
+    }
+
+    #[test]
+    fn control_channel_only_when_asked() {
+        let a = spec().argv();
+        assert!(!a.iter().any(|x| x.contains("control0")));
+        let mut s = spec();
+        s.control_channel = true;
+        assert!(s.argv().iter().any(|x| x.contains("control.sock")));
+    }
+
+    #[test]
+    fn displays() {
+        let a = spec().argv();
+        assert!(has_pair(&a, "-spice", "port=5930,addr=127.0.0.1,seamless-migration=off"));
+        let mut s = spec();
+        s.display = Some(DisplaySpec {
+            protocol: DisplayProtocol::Vnc,
+            listen: "127.0.0.1".parse().unwrap(),
+            port: 5901,
+        });
+        assert!(has_pair(&s.argv(), "-vnc", "127.0.0.1:1,password=on"));
+        s.display = None;
+        assert!(!s.argv().iter().any(|x| x == "-vnc" || x == "-spice"));
+    }
+
+    #[test]
+    fn commas_in_paths_are_escaped() {
+        let mut s = spec();
+        s.disk = "/a,b/disk.qcow2".into();
+        assert!(s.argv().iter().any(|x| x.starts_with("file=/a,,b/disk.qcow2,")));
+    }
+}

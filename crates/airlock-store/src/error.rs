@@ -1,0 +1,24 @@
+use airlock_core::{DesktopId, TransitionError};
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}; check the state directory's disk space and permissions")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database schema migration failed: {0}; restore a backup or remove the state directory to start afresh")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error("no clean desktop is free")]
+    NoFreeDesktop,
+    #[error("no active lease with that id for this terminal")]
+    LeaseNotFound,
+    #[error("unknown desktop {0}")]
+    UnknownDesktop(DesktopId),
+    #[error("desktop {desktop}: {source}")]
+    Transition {
+        desktop: DesktopId,
+        #[source]
+        source: TransitionError,
+    },
+    #[error("the database holds a value this version does not understand ({0}); was it written by a newer airlockd?")]
+    Corrupt(String),
+}

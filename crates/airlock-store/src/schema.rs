@@ -1,0 +1,66 @@
+use rusqlite_migration::{Migrations, M};
+
+/// Schema migrations, applied in order and recorded in SQLite's `user_version`.
+/// Never edit a released migration: append a new one.
+pub(crate) fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(
+        r#"
+CREATE TABLE desktops (
+    id                TEXT PRIMARY KEY NOT NULL,
+    state             TEXT NOT NULL CHECK (state IN
+                        ('starting','clean','leased','dirty','resetting','broken')),
+    since             INTEGER NOT NULL,
+    reason            TEXT,
+    resets            INTEGER NOT NULL DEFAULT 0,
+    last_reset_ms     INTEGER,
+    last_reset_method TEXT,
+    generation        INTEGER NOT NULL DEFAULT 0,
+    proof             TEXT,
+    retired           INTEGER NOT NULL DEFAULT 0
+) STRICT;
+
+CREATE TABLE leases (
+    id           TEXT PRIMARY KEY NOT NULL,
+    desktop_id   TEXT NOT NULL REFERENCES desktops(id),
+    terminal     TEXT NOT NULL,
+    user         TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL,
+    ended_at     INTEGER,
+    end_reason   TEXT,
+    CHECK ((ended_at IS NULL) = (end_reason IS NULL))
+) STRICT;
+
+-- One active lease per desktop, enforced by the database itself.
+CREATE UNIQUE INDEX leases_one_active_per_desktop ON leases(desktop_id) WHERE ended_at IS NULL;
+CREATE INDEX leases_active ON leases(ended_at) WHERE ended_at IS NULL;
+
+CREATE TABLE audit (
+    seq        INTEGER PRIMARY KEY NOT NULL,
+    ts         INTEGER NOT NULL,
+    action     TEXT NOT NULL,
+    terminal   TEXT,
+    user       TEXT,
+    desktop_id TEXT,
+    lease_id   TEXT,
+    details    TEXT NOT NULL,
+    prev_hash  TEXT NOT NULL,
+    hash       TEXT NOT NULL
+) STRICT;
+
+-- The audit log is append-only for this program; the hash chain catches anyone else.
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#,
+    )])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_are_valid() {
+        super::migrations().validate().unwrap();
+    }
+}

@@ -1,0 +1,677 @@
+use crate::audit::{link_hash, verify_chain, AuditEntry, AuditRecord, ChainReport, GENESIS_HASH};
+use crate::schema::migrations;
+use crate::StoreError;
+use airlock_core::policy::{choose_desktop, Candidate};
+use airlock_core::{
+    DesktopEvent, DesktopId, DesktopState, EndReason, LeaseId, ResetMethod, TerminalName,
+    UnixMillis, UserName,
+};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transaction};
+use serde::Serialize;
+use std::path::Path;
+
+/// The SQLite store. Not `Sync`: the broker keeps it behind a mutex, which is fine because
+/// every operation is one short transaction.
+pub struct Store {
+    conn: Connection,
+}
+
+/// A desktop as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DesktopRow {
+    pub id: DesktopId,
+    pub state: DesktopState,
+    /// When it entered its current state.
+    pub since: UnixMillis,
+    /// Why it is in this state (e.g. why it is broken).
+    pub reason: Option<String>,
+    /// Completed resets.
+    pub resets: i64,
+    pub last_reset_ms: Option<i64>,
+    pub last_reset_method: Option<String>,
+    /// How many clean starts it has had.
+    pub generation: i64,
+    /// The proof of its last clean start (JSON).
+    pub proof: Option<String>,
+}
+
+/// A lease as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeaseRow {
+    pub id: LeaseId,
+    pub desktop: DesktopId,
+    pub terminal: TerminalName,
+    pub user: UserName,
+    pub created_at: UnixMillis,
+    pub heartbeat_at: UnixMillis,
+    pub ended_at: Option<UnixMillis>,
+    pub end_reason: Option<EndReason>,
+}
+
+/// The result of a successful acquire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acquired {
+    pub lease: LeaseRow,
+}
+
+/// A completed reset, for the desktop's statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResetRecord {
+    pub method: ResetMethod,
+    pub duration_ms: i64,
+    /// Proof of the clean start (JSON: method, template, vmgenid, readiness nonce, ...).
+    pub proof: serde_json::Value,
+}
+
+fn corrupt(what: &str, v: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} {v:?}"))
+}
+
+fn desktop_from_row(r: &Row<'_>) -> rusqlite::Result<(String, String, DesktopRowRest)> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        DesktopRowRest {
+            since: r.get(2)?,
+            reason: r.get(3)?,
+            resets: r.get(4)?,
+            last_reset_ms: r.get(5)?,
+            last_reset_method: r.get(6)?,
+            generation: r.get(7)?,
+            proof: r.get(8)?,
+        },
+    ))
+}
+
+struct DesktopRowRest {
+    since: i64,
+    reason: Option<String>,
+    resets: i64,
+    last_reset_ms: Option<i64>,
+    last_reset_method: Option<String>,
+    generation: i64,
+    proof: Option<String>,
+}
+
+fn desktop_row(raw: (String, String, DesktopRowRest)) -> Result<DesktopRow, StoreError> {
+    let (id, state, rest) = raw;
+    Ok(DesktopRow {
+        id: DesktopId::parse(&id).map_err(|_| corrupt("desktop id", &id))?,
+        state: DesktopState::parse(&state).ok_or_else(|| corrupt("desktop state", &state))?,
+        since: rest.since,
+        reason: rest.reason,
+        resets: rest.resets,
+        last_reset_ms: rest.last_reset_ms,
+        last_reset_method: rest.last_reset_method,
+        generation: rest.generation,
+        proof: rest.proof,
+    })
+}
+
+const DESKTOP_COLS: &str =
+    "id, state, since, reason, resets, last_reset_ms, last_reset_method, generation, proof";
+const LEASE_COLS: &str =
+    "id, desktop_id, terminal, user, created_at, heartbeat_at, ended_at, end_reason";
+
+type RawLease = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+);
+
+fn lease_from_row(r: &Row<'_>) -> rusqlite::Result<RawLease> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    ))
+}
+
+fn lease_row(raw: RawLease) -> Result<LeaseRow, StoreError> {
+    let (id, desktop, terminal, user, created_at, heartbeat_at, ended_at, end_reason) = raw;
+    Ok(LeaseRow {
+        id: LeaseId::parse(&id).map_err(|_| corrupt("lease id", &id))?,
+        desktop: DesktopId::parse(&desktop).map_err(|_| corrupt("desktop id", &desktop))?,
+        terminal: TerminalName::parse(&terminal).map_err(|_| corrupt("terminal", &terminal))?,
+        user: UserName::parse(&user).map_err(|_| corrupt("user", &user))?,
+        created_at,
+        heartbeat_at,
+        ended_at,
+        end_reason: match end_reason {
+            None => None,
+            Some(r) => Some(EndReason::parse(&r).ok_or_else(|| corrupt("end reason", &r))?),
+        },
+    })
+}
+
+fn append_audit_tx(
+    tx: &Transaction<'_>,
+    now: UnixMillis,
+    e: &AuditEntry,
+) -> Result<String, StoreError> {
+    let last: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (seq, prev) = match last {
+        Some((s, h)) => (s + 1, h),
+        None => (1, GENESIS_HASH.to_owned()),
+    };
+    let details = e.details.to_string();
+    let hash = link_hash(
+        &prev,
+        seq,
+        now,
+        &e.action,
+        e.terminal.as_deref(),
+        e.user.as_deref(),
+        e.desktop.as_deref(),
+        e.lease.as_deref(),
+        &details,
+    );
+    tx.execute(
+        "INSERT INTO audit (seq, ts, action, terminal, user, desktop_id, lease_id, details, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![seq, now, e.action, e.terminal, e.user, e.desktop, e.lease, details, prev, hash],
+    )?;
+    Ok(hash)
+}
+
+fn desktop_state_tx(tx: &Transaction<'_>, id: &DesktopId) -> Result<DesktopState, StoreError> {
+    let s: Option<String> = tx
+        .query_row(
+            "SELECT state FROM desktops WHERE id = ?1 AND retired = 0",
+            [id.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let s = s.ok_or_else(|| StoreError::UnknownDesktop(id.clone()))?;
+    DesktopState::parse(&s).ok_or_else(|| corrupt("desktop state", &s))
+}
+
+/// Applies a state-machine event to a desktop inside a transaction.
+fn transition_tx(
+    tx: &Transaction<'_>,
+    id: &DesktopId,
+    event: DesktopEvent,
+    now: UnixMillis,
+    reason: Option<&str>,
+) -> Result<(DesktopState, DesktopState), StoreError> {
+    let from = desktop_state_tx(tx, id)?;
+    let to = from
+        .apply(event)
+        .map_err(|source| StoreError::Transition {
+            desktop: id.clone(),
+            source,
+        })?;
+    tx.execute(
+        "UPDATE desktops SET state = ?2, since = ?3, reason = ?4 WHERE id = ?1",
+        params![id.as_str(), to.as_str(), now, reason],
+    )?;
+    Ok((from, to))
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        Self::configure(&mut conn)?;
+        Ok(Self { conn })
+    }
+
+    /// Opens an existing database read-only (for `airlockd audit verify`).
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Self { conn })
+    }
+
+    /// An in-memory database, for tests.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let mut conn = Connection::open_in_memory()?;
+        Self::configure(&mut conn)?;
+        Ok(Self { conn })
+    }
+
+    fn configure(conn: &mut Connection) -> Result<(), StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrations().to_latest(conn)?;
+        Ok(())
+    }
+
+    fn immediate(&mut self) -> Result<Transaction<'_>, StoreError> {
+        Ok(self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+    }
+
+    /// Makes the stored pool match the configured desktop ids: adds missing ones in state
+    /// `starting`, retires ones no longer configured (unless leased), and returns all
+    /// configured desktops.
+    pub fn sync_pool(
+        &mut self,
+        ids: &[DesktopId],
+        now: UnixMillis,
+    ) -> Result<Vec<DesktopRow>, StoreError> {
+        let tx = self.immediate()?;
+        for id in ids {
+            let known: Option<i64> = tx
+                .query_row(
+                    "SELECT retired FROM desktops WHERE id = ?1",
+                    [id.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match known {
+                None => {
+                    tx.execute(
+                        "INSERT INTO desktops (id, state, since) VALUES (?1, 'starting', ?2)",
+                        params![id.as_str(), now],
+                    )?;
+                    append_audit_tx(&tx, now, &AuditEntry::new("desktop_added").desktop(id))?;
+                }
+                Some(1) => {
+                    tx.execute(
+                        "UPDATE desktops SET retired = 0, state = 'dirty', since = ?2, reason = 'returned to the pool' WHERE id = ?1",
+                        params![id.as_str(), now],
+                    )?;
+                    append_audit_tx(&tx, now, &AuditEntry::new("desktop_returned").desktop(id))?;
+                }
+                Some(_) => {}
+            }
+        }
+        let stored: Vec<String> = {
+            let mut st = tx.prepare("SELECT id FROM desktops WHERE retired = 0")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for s in stored {
+            if !ids.iter().any(|i| i.as_str() == s) {
+                let leased: bool = tx.query_row(
+                    "SELECT EXISTS(SELECT 1 FROM leases WHERE desktop_id = ?1 AND ended_at IS NULL)",
+                    [&s],
+                    |r| r.get(0),
+                )?;
+                if !leased {
+                    tx.execute("UPDATE desktops SET retired = 1 WHERE id = ?1", [&s])?;
+                    append_audit_tx(&tx, now, &AuditEntry::new("desktop_retired").desktop(&s))?;
+                }
+            }
+        }
+        tx.commit()?;
+        self.desktops()
+    }
+
+    /// All desktops in the pool, by id.
+    pub fn desktops(&self) -> Result<Vec<DesktopRow>, StoreError> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {DESKTOP_COLS} FROM desktops WHERE retired = 0 ORDER BY id"
+        ))?;
+        let rows = st.query_map([], desktop_from_row)?;
+        rows.map(|r| desktop_row(r?)).collect()
+    }
+
+    /// One desktop.
+    pub fn desktop(&self, id: &DesktopId) -> Result<DesktopRow, StoreError> {
+        let raw = self
+            .conn
+            .query_row(
+                &format!("SELECT {DESKTOP_COLS} FROM desktops WHERE id = ?1 AND retired = 0"),
+                [id.as_str()],
+                desktop_from_row,
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::UnknownDesktop(id.clone()))?;
+        desktop_row(raw)
+    }
+
+    /// Applies a state-machine event to a desktop and writes its audit record, atomically.
+    /// Returns the new state.
+    pub fn transition(
+        &mut self,
+        id: &DesktopId,
+        event: DesktopEvent,
+        now: UnixMillis,
+        reason: Option<&str>,
+        audit: AuditEntry,
+    ) -> Result<DesktopState, StoreError> {
+        let tx = self.immediate()?;
+        let (from, to) = transition_tx(&tx, id, event, now, reason)?;
+        let mut details = audit.details.clone();
+        if let Some(obj) = details.as_object_mut() {
+            obj.insert("from".into(), from.as_str().into());
+            obj.insert("to".into(), to.as_str().into());
+            if let Some(r) = reason {
+                obj.insert("reason".into(), r.into());
+            }
+        }
+        append_audit_tx(&tx, now, &audit.desktop(id).details(details))?;
+        tx.commit()?;
+        Ok(to)
+    }
+
+    /// Marks a reset as succeeded: `resetting`/`starting` → `clean`, records its duration,
+    /// method and proof, and audits it, atomically.
+    pub fn reset_succeeded(
+        &mut self,
+        id: &DesktopId,
+        now: UnixMillis,
+        reset: &ResetRecord,
+    ) -> Result<(), StoreError> {
+        let tx = self.immediate()?;
+        let (from, _) = transition_tx(&tx, id, DesktopEvent::Ready, now, None)?;
+        let counts_as_reset = from == DesktopState::Resetting;
+        tx.execute(
+            "UPDATE desktops SET resets = resets + ?2, last_reset_ms = ?3, last_reset_method = ?4,
+                 generation = generation + 1, proof = ?5 WHERE id = ?1",
+            params![
+                id.as_str(),
+                i64::from(counts_as_reset),
+                reset.duration_ms,
+                reset.method.as_str(),
+                reset.proof.to_string()
+            ],
+        )?;
+        let action = if counts_as_reset {
+            "desktop_reset"
+        } else {
+            "desktop_ready"
+        };
+        let details = serde_json::json!({
+            "method": reset.method.as_str(),
+            "duration_ms": reset.duration_ms,
+            "proof": reset.proof,
+        });
+        append_audit_tx(
+            &tx,
+            now,
+            &AuditEntry::new(action).desktop(id).details(details),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Grants a lease on a clean desktop, atomically with the desktop's state change and
+    /// the audit record. Fails with [`StoreError::NoFreeDesktop`] if none is clean.
+    pub fn acquire(
+        &mut self,
+        lease_id: &LeaseId,
+        terminal: &TerminalName,
+        user: &UserName,
+        now: UnixMillis,
+    ) -> Result<Acquired, StoreError> {
+        let tx = self.immediate()?;
+        let candidates: Vec<Candidate> = {
+            let mut st = tx.prepare(
+                "SELECT id, since FROM desktops WHERE state = 'clean' AND retired = 0",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut v = Vec::new();
+            for r in rows {
+                let (id, since) = r?;
+                v.push(Candidate {
+                    id: DesktopId::parse(&id).map_err(|_| corrupt("desktop id", &id))?,
+                    clean_since: since,
+                });
+            }
+            v
+        };
+        let Some(chosen) = choose_desktop(&candidates) else {
+            return Err(StoreError::NoFreeDesktop);
+        };
+        let desktop = chosen.id.clone();
+        transition_tx(&tx, &desktop, DesktopEvent::Lease, now, None)?;
+        tx.execute(
+            "INSERT INTO leases (id, desktop_id, terminal, user, created_at, heartbeat_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            params![
+                lease_id.as_str(),
+                desktop.as_str(),
+                terminal.as_str(),
+                user.as_str(),
+                now
+            ],
+        )?;
+        append_audit_tx(
+            &tx,
+            now,
+            &AuditEntry::new("lease_granted")
+                .terminal(terminal)
+                .user(user)
+                .desktop(&desktop)
+                .lease(lease_id),
+        )?;
+        tx.commit()?;
+        Ok(Acquired {
+            lease: LeaseRow {
+                id: lease_id.clone(),
+                desktop,
+                terminal: terminal.clone(),
+                user: user.clone(),
+                created_at: now,
+                heartbeat_at: now,
+                ended_at: None,
+                end_reason: None,
+            },
+        })
+    }
+
+    /// Records a heartbeat for an active lease held by `terminal`.
+    pub fn heartbeat(
+        &mut self,
+        lease_id: &LeaseId,
+        terminal: &TerminalName,
+        now: UnixMillis,
+    ) -> Result<LeaseRow, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE leases SET heartbeat_at = max(heartbeat_at, ?3)
+             WHERE id = ?1 AND terminal = ?2 AND ended_at IS NULL",
+            params![lease_id.as_str(), terminal.as_str(), now],
+        )?;
+        if n == 0 {
+            return Err(StoreError::LeaseNotFound);
+        }
+        self.lease(lease_id)?.ok_or(StoreError::LeaseNotFound)
+    }
+
+    /// A lease by id, active or ended.
+    pub fn lease(&self, lease_id: &LeaseId) -> Result<Option<LeaseRow>, StoreError> {
+        let raw = self
+            .conn
+            .query_row(
+                &format!("SELECT {LEASE_COLS} FROM leases WHERE id = ?1"),
+                [lease_id.as_str()],
+                lease_from_row,
+            )
+            .optional()?;
+        raw.map(lease_row).transpose()
+    }
+
+    /// Ends an active lease and marks its desktop dirty, atomically, with an audit record.
+    /// With `terminal` set, only that terminal's lease is found (others get
+    /// [`StoreError::LeaseNotFound`]).
+    pub fn end_lease(
+        &mut self,
+        lease_id: &LeaseId,
+        terminal: Option<&TerminalName>,
+        reason: EndReason,
+        now: UnixMillis,
+        details: serde_json::Value,
+    ) -> Result<LeaseRow, StoreError> {
+        let tx = self.immediate()?;
+        let raw = tx
+            .query_row(
+                &format!("SELECT {LEASE_COLS} FROM leases WHERE id = ?1 AND ended_at IS NULL"),
+                [lease_id.as_str()],
+                lease_from_row,
+            )
+            .optional()?
+            .ok_or(StoreError::LeaseNotFound)?;
+        let mut lease = lease_row(raw)?;
+        if let Some(t) = terminal {
+            if &lease.terminal != t {
+                return Err(StoreError::LeaseNotFound);
+            }
+        }
+        tx.execute(
+            "UPDATE leases SET ended_at = ?2, end_reason = ?3 WHERE id = ?1",
+            params![lease_id.as_str(), now, reason.as_str()],
+        )?;
+        transition_tx(&tx, &lease.desktop, DesktopEvent::LeaseEnded, now, Some(reason.as_str()))?;
+        let mut d = details;
+        if let Some(obj) = d.as_object_mut() {
+            obj.insert("reason".into(), reason.as_str().into());
+            obj.insert("held_ms".into(), (now - lease.created_at).into());
+        }
+        append_audit_tx(
+            &tx,
+            now,
+            &AuditEntry::new("lease_ended")
+                .terminal(&lease.terminal)
+                .user(&lease.user)
+                .desktop(&lease.desktop)
+                .lease(lease_id)
+                .details(d),
+        )?;
+        tx.commit()?;
+        lease.ended_at = Some(now);
+        lease.end_reason = Some(reason);
+        Ok(lease)
+    }
+
+    /// All active leases.
+    pub fn active_leases(&self) -> Result<Vec<LeaseRow>, StoreError> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {LEASE_COLS} FROM leases WHERE ended_at IS NULL ORDER BY created_at"
+        ))?;
+        let rows = st.query_map([], lease_from_row)?;
+        rows.map(|r| lease_row(r?)).collect()
+    }
+
+    /// The active lease on a desktop, if any.
+    pub fn active_lease_on(&self, desktop: &DesktopId) -> Result<Option<LeaseRow>, StoreError> {
+        let raw = self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {LEASE_COLS} FROM leases WHERE desktop_id = ?1 AND ended_at IS NULL"
+                ),
+                [desktop.as_str()],
+                lease_from_row,
+            )
+            .optional()?;
+        raw.map(lease_row).transpose()
+    }
+
+    /// Active leases whose last heartbeat is older than `timeout_ms` at `now`.
+    pub fn expired_leases(
+        &self,
+        now: UnixMillis,
+        timeout_ms: i64,
+    ) -> Result<Vec<LeaseRow>, StoreError> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {LEASE_COLS} FROM leases WHERE ended_at IS NULL AND heartbeat_at + ?2 <= ?1"
+        ))?;
+        let rows = st.query_map(params![now, timeout_ms], lease_from_row)?;
+        rows.map(|r| lease_row(r?)).collect()
+    }
+
+    /// After a broker restart: counts every active lease's heartbeat from `now`, since the
+    /// terminals could not reach the broker while it was down. Audited.
+    pub fn resume_leases(&mut self, now: UnixMillis) -> Result<usize, StoreError> {
+        let tx = self.immediate()?;
+        let n = tx.execute(
+            "UPDATE leases SET heartbeat_at = max(heartbeat_at, ?1) WHERE ended_at IS NULL",
+            [now],
+        )?;
+        if n > 0 {
+            append_audit_tx(
+                &tx,
+                now,
+                &AuditEntry::new("leases_resumed").details(serde_json::json!({ "count": n })),
+            )?;
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Appends a free-standing audit record (broker start, template build, ...); returns
+    /// the new head hash.
+    pub fn audit(&mut self, now: UnixMillis, entry: AuditEntry) -> Result<String, StoreError> {
+        let tx = self.immediate()?;
+        let h = append_audit_tx(&tx, now, &entry)?;
+        tx.commit()?;
+        Ok(h)
+    }
+
+    /// The last `n` audit records, newest last.
+    pub fn audit_tail(&self, n: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut v = self.audit_query(
+            "SELECT seq, ts, action, terminal, user, desktop_id, lease_id, details, prev_hash, hash
+             FROM audit ORDER BY seq DESC LIMIT ?1",
+            i64::try_from(n).unwrap_or(i64::MAX),
+        )?;
+        v.reverse();
+        Ok(v)
+    }
+
+    fn audit_query(&self, sql: &str, arg: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut st = self.conn.prepare(sql)?;
+        let rows = st.query_map([arg], audit_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Checks the whole audit chain and reports the first broken link.
+    pub fn verify_audit(&self) -> Result<ChainReport, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT seq, ts, action, terminal, user, desktop_id, lease_id, details, prev_hash, hash
+             FROM audit ORDER BY seq",
+        )?;
+        let rows = st.query_map([], audit_from_row)?;
+        let mut records = Vec::new();
+        for r in rows {
+            records.push(r?);
+        }
+        Ok(verify_chain(records))
+    }
+
+    /// Direct access for tests that tamper with the database.
+    #[doc(hidden)]
+    pub fn connection_for_tests(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: r.get(0)?,
+        ts: r.get(1)?,
+        action: r.get(2)?,
+        terminal: r.get(3)?,
+        user: r.get(4)?,
+        desktop: r.get(5)?,
+        lease: r.get(6)?,
+        details: r.get(7)?,
+        prev_hash: r.get(8)?,
+        hash: r.get(9)?,
+    })
+}

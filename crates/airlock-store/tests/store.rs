@@ -1,0 +1,266 @@
+#![allow(clippy::unwrap_used)]
+use airlock_core::{DesktopEvent, DesktopId, DesktopState, EndReason, LeaseId, ResetMethod, TerminalName, UserName};
+use airlock_store::{AuditEntry, ResetRecord, Store, StoreError};
+use std::sync::{Arc, Barrier};
+
+fn ids(n: usize) -> Vec<DesktopId> {
+    (1..=n).map(|i| DesktopId::numbered("desk", i).unwrap()).collect()
+}
+
+fn lid(n: u8) -> LeaseId {
+    LeaseId::from_random([n; 16])
+}
+
+fn term(s: &str) -> TerminalName {
+    TerminalName::parse(s).unwrap()
+}
+
+fn user(s: &str) -> UserName {
+    UserName::parse(s).unwrap()
+}
+
+fn ready(store: &mut Store, id: &DesktopId, now: i64) {
+    store
+        .reset_succeeded(
+            id,
+            now,
+            &ResetRecord {
+                method: ResetMethod::Rebuild,
+                duration_ms: 5,
+                proof: serde_json::json!({"test": true}),
+            },
+        )
+        .unwrap();
+}
+
+fn clean_pool(n: usize) -> (Store, Vec<DesktopId>) {
+    let mut s = Store::open_in_memory().unwrap();
+    let ids = ids(n);
+    s.sync_pool(&ids, 1).unwrap();
+    for id in &ids {
+        ready(&mut s, id, 2);
+    }
+    (s, ids)
+}
+
+#[test]
+fn pool_starts_in_starting_and_becomes_clean() {
+    let mut s = Store::open_in_memory().unwrap();
+    let d = s.sync_pool(&ids(2), 10).unwrap();
+    assert!(d.iter().all(|r| r.state == DesktopState::Starting));
+    ready(&mut s, &ids(2)[0], 11);
+    let d = s.desktops().unwrap();
+    assert_eq!(d[0].state, DesktopState::Clean);
+    assert_eq!(d[0].generation, 1);
+    assert_eq!(d[0].resets, 0, "a first start is not a reset");
+}
+
+#[test]
+fn two_acquires_then_no_free_desktop() {
+    let (mut s, _) = clean_pool(2);
+    let a = s.acquire(&lid(1), &term("t1"), &user("a"), 100).unwrap();
+    let b = s.acquire(&lid(2), &term("t1"), &user("b"), 101).unwrap();
+    assert_ne!(a.lease.desktop, b.lease.desktop);
+    assert!(matches!(
+        s.acquire(&lid(3), &term("t1"), &user("c"), 102),
+        Err(StoreError::NoFreeDesktop)
+    ));
+    assert_eq!(s.active_leases().unwrap().len(), 2);
+    assert!(s.verify_audit().unwrap().is_intact());
+}
+
+#[test]
+fn allocation_prefers_longest_clean() {
+    let mut s = Store::open_in_memory().unwrap();
+    let ids = ids(2);
+    s.sync_pool(&ids, 1).unwrap();
+    ready(&mut s, &ids[1], 5);
+    ready(&mut s, &ids[0], 9);
+    let a = s.acquire(&lid(1), &term("t1"), &user("a"), 10).unwrap();
+    assert_eq!(a.lease.desktop, ids[1]);
+}
+
+#[test]
+fn database_refuses_a_second_active_lease_even_from_raw_sql() {
+    let (mut s, ids) = clean_pool(1);
+    s.acquire(&lid(1), &term("t1"), &user("a"), 100).unwrap();
+    let err = s.connection_for_tests().execute(
+        "INSERT INTO leases (id, desktop_id, terminal, user, created_at, heartbeat_at) VALUES ('x', ?1, 't', 'u', 1, 1)",
+        [ids[0].as_str()],
+    );
+    assert!(err.is_err(), "the unique index must refuse a second active lease");
+}
+
+#[test]
+fn concurrent_acquires_from_many_connections_grant_exactly_the_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("airlock.db");
+    {
+        let mut s = Store::open(&path).unwrap();
+        let ids = ids(2);
+        s.sync_pool(&ids, 1).unwrap();
+        for id in &ids {
+            ready(&mut s, id, 2);
+        }
+    }
+    let n = 40;
+    let barrier = Arc::new(Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let path = path.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut s = Store::open(&path).unwrap();
+                barrier.wait();
+                let id = lid(u8::try_from(i).unwrap());
+                match s.acquire(&id, &term("t1"), &user("u"), 100) {
+                    Ok(a) => Some(a.lease.desktop),
+                    Err(StoreError::NoFreeDesktop) => None,
+                    Err(e) => panic!("unexpected {e}"),
+                }
+            })
+        })
+        .collect();
+    let mut won: Vec<_> = handles.into_iter().filter_map(|h| h.join().unwrap()).collect();
+    assert_eq!(won.len(), 2);
+    won.sort();
+    won.dedup();
+    assert_eq!(won.len(), 2, "two different desktops");
+    let s = Store::open(&path).unwrap();
+    assert!(s.verify_audit().unwrap().is_intact());
+}
+
+#[test]
+fn heartbeat_and_end_are_for_the_holder_only() {
+    let (mut s, _) = clean_pool(1);
+    let a = s.acquire(&lid(1), &term("t1"), &user("a"), 100).unwrap();
+    assert!(matches!(s.heartbeat(&lid(1), &term("t2"), 150), Err(StoreError::LeaseNotFound)));
+    assert!(matches!(
+        s.end_lease(&lid(1), Some(&term("t2")), EndReason::Released, 150, serde_json::json!({})),
+        Err(StoreError::LeaseNotFound)
+    ));
+    let hb = s.heartbeat(&lid(1), &term("t1"), 200).unwrap();
+    assert_eq!(hb.heartbeat_at, 200);
+    // heartbeats never move backwards
+    assert_eq!(s.heartbeat(&lid(1), &term("t1"), 120).unwrap().heartbeat_at, 200);
+    let ended = s
+        .end_lease(&lid(1), Some(&term("t1")), EndReason::Released, 300, serde_json::json!({}))
+        .unwrap();
+    assert_eq!(ended.end_reason, Some(EndReason::Released));
+    assert_eq!(s.desktop(&a.lease.desktop).unwrap().state, DesktopState::Dirty);
+    assert!(matches!(s.heartbeat(&lid(1), &term("t1"), 400), Err(StoreError::LeaseNotFound)));
+    assert!(matches!(
+        s.end_lease(&lid(1), None, EndReason::Released, 400, serde_json::json!({})),
+        Err(StoreError::LeaseNotFound)
+    ));
+    // dirty is not allocatable
+    assert!(matches!(
+        s.acquire(&lid(2), &term("t1"), &user("a"), 500),
+        Err(StoreError::NoFreeDesktop)
+    ));
+}
+
+#[test]
+fn expiry_and_reset_cycle() {
+    let (mut s, ids) = clean_pool(1);
+    s.acquire(&lid(1), &term("t1"), &user("a"), 100).unwrap();
+    assert!(s.expired_leases(1_099, 1_000).unwrap().is_empty());
+    let exp = s.expired_leases(1_100, 1_000).unwrap();
+    assert_eq!(exp.len(), 1);
+    s.end_lease(&exp[0].id, None, EndReason::Expired, 1_100, serde_json::json!({})).unwrap();
+    s.transition(&ids[0], DesktopEvent::BeginReset, 1_101, None, AuditEntry::new("reset_started")).unwrap();
+    s.reset_succeeded(
+        &ids[0],
+        1_200,
+        &ResetRecord { method: ResetMethod::TemplateClone, duration_ms: 99, proof: serde_json::json!({"vmgenid": "x"}) },
+    )
+    .unwrap();
+    let d = s.desktop(&ids[0]).unwrap();
+    assert_eq!(d.state, DesktopState::Clean);
+    assert_eq!(d.resets, 1);
+    assert_eq!(d.last_reset_ms, Some(99));
+    assert_eq!(d.last_reset_method.as_deref(), Some("template_clone"));
+    s.acquire(&lid(2), &term("t1"), &user("a"), 1_300).unwrap();
+}
+
+#[test]
+fn illegal_transitions_change_nothing() {
+    let (mut s, ids) = clean_pool(1);
+    let before = s.verify_audit().unwrap().records;
+    let e = s.transition(&ids[0], DesktopEvent::BeginReset, 5, None, AuditEntry::new("x"));
+    assert!(matches!(e, Err(StoreError::Transition { .. })));
+    assert_eq!(s.desktop(&ids[0]).unwrap().state, DesktopState::Clean);
+    assert_eq!(s.verify_audit().unwrap().records, before);
+}
+
+#[test]
+fn resume_leases_after_restart() {
+    let (mut s, _) = clean_pool(1);
+    s.acquire(&lid(1), &term("t1"), &user("a"), 100).unwrap();
+    assert_eq!(s.resume_leases(5_000).unwrap(), 1);
+    assert!(s.expired_leases(5_500, 1_000).unwrap().is_empty());
+}
+
+#[test]
+fn pool_shrink_retires_unleased_desktops() {
+    let (mut s, ids) = clean_pool(3);
+    s.acquire(&lid(1), &term("t1"), &user("a"), 100).unwrap(); // desk-01 (all since=2: by id)
+    let d = s.sync_pool(&ids[1..2], 200).unwrap();
+    let names: Vec<_> = d.iter().map(|r| r.id.as_str().to_owned()).collect();
+    assert_eq!(names, vec!["desk-01", "desk-02"], "leased desk-01 stays until released");
+    let d = s.sync_pool(&ids, 300).unwrap();
+    assert_eq!(d.len(), 3);
+    assert_eq!(d[2].state, DesktopState::Dirty, "a returning desktop must be reset first");
+}
+
+#[test]
+fn audit_chain_detects_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let mut s = Store::open(&path).unwrap();
+    let ids = ids(2);
+    s.sync_pool(&ids, 1).unwrap();
+    for id in &ids {
+        ready(&mut s, id, 2);
+    }
+    s.acquire(&lid(1), &term("t1"), &user("alice"), 100).unwrap();
+    s.end_lease(&lid(1), None, EndReason::Released, 200, serde_json::json!({})).unwrap();
+    let report = s.verify_audit().unwrap();
+    assert!(report.is_intact());
+    assert_eq!(report.records, 6);
+    assert_eq!(s.audit_tail(1).unwrap()[0].hash, report.head);
+
+    // This program cannot rewrite history...
+    let c = s.connection_for_tests();
+    assert!(c.execute("UPDATE audit SET user = 'mallory' WHERE seq = 5", []).is_err());
+    assert!(c.execute("DELETE FROM audit WHERE seq = 5", []).is_err());
+    // ...and someone who drops the triggers is caught by the chain.
+    c.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;").unwrap();
+    c.execute("UPDATE audit SET user = 'mallory' WHERE seq = 5", []).unwrap();
+    let r = s.verify_audit().unwrap();
+    assert_eq!(r.first_broken.as_ref().unwrap().0, 5);
+
+    // Deleting a record in the middle is reported at the gap.
+    let dir2 = tempfile::tempdir().unwrap();
+    let p2 = dir2.path().join("b.db");
+    let mut s2 = Store::open(&p2).unwrap();
+    for i in 0..5 {
+        s2.audit(i, AuditEntry::new("x")).unwrap();
+    }
+    let c2 = s2.connection_for_tests();
+    c2.execute_batch("DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq = 3;").unwrap();
+    let r2 = s2.verify_audit().unwrap();
+    assert_eq!(r2.first_broken.unwrap().0, 4);
+}
+
+#[test]
+fn read_only_open_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    {
+        let mut s = Store::open(&path).unwrap();
+        s.audit(1, AuditEntry::new("broker_started")).unwrap();
+    }
+    let ro = Store::open_read_only(&path).unwrap();
+    assert!(ro.verify_audit().unwrap().is_intact());
+}

@@ -1,0 +1,349 @@
+//! The HTTP API. Every input is validated here, at the edge; errors are JSON
+//! `{"error": code, "message": text}` with a fitting status.
+use crate::config::Config;
+use airlock_core::{DesktopId, LeaseId, TerminalName, UserName};
+use airlock_pool::{Pool, PoolError};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    pub config: Arc<Config>,
+}
+
+/// An API error.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after_s: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after_s: None,
+        }
+    }
+
+    fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token; send `Authorization: Bearer <token>` with this terminal's token",
+        )
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"error": self.code, "message": self.message});
+        if let Some(s) = self.retry_after_s {
+            body["retry_after_s"] = json!(s);
+        }
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after_s {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+impl From<PoolError> for ApiError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::NoFreeDesktop { retry_after_s } => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "no_free_desktop",
+                message: format!(
+                    "every desktop is in use or being reset; try again in {retry_after_s} s"
+                ),
+                retry_after_s: Some(retry_after_s),
+            },
+            PoolError::LeaseNotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "lease_not_found",
+                "no active lease with that id for this terminal (it ended, or it is not yours)",
+            ),
+            PoolError::UnknownDesktop(d) => {
+                ApiError::new(StatusCode::NOT_FOUND, "desktop_not_found", format!("no desktop {d}"))
+            }
+            PoolError::NotBroken { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "not_broken", e.to_string())
+            }
+            PoolError::Setup(_) => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "desktop_unavailable",
+                message: e.to_string(),
+                retry_after_s: Some(1),
+            },
+            other => {
+                tracing::error!(error = %other, "internal error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; the broker log has the details",
+                )
+            }
+        }
+    }
+}
+
+/// A JSON body whose rejections become API errors.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => {
+                let status = rej.status();
+                let (code, message) = match status {
+                    StatusCode::PAYLOAD_TOO_LARGE => (
+                        "payload_too_large",
+                        "request body is too large".to_owned(),
+                    ),
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                        "unsupported_media_type",
+                        "send `Content-Type: application/json`".to_owned(),
+                    ),
+                    _ => ("bad_request", format!("invalid JSON body: {}", rej.body_text())),
+                };
+                Err(ApiError::new(status, code, message))
+            }
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<[u8; 32]> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = v.strip_prefix("Bearer ")?.trim();
+    if token.is_empty() || token.len() > 4096 {
+        return None;
+    }
+    Some(Sha256::digest(token.as_bytes()).into())
+}
+
+/// A request authenticated with a terminal token.
+pub struct TerminalAuth(pub TerminalName);
+
+impl FromRequestParts<AppState> for TerminalAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let h = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        // Compare against every terminal in constant time, so timing reveals nothing.
+        let mut found = None;
+        for t in &state.config.terminals {
+            if bool::from(t.token_sha256.ct_eq(&h)) {
+                found = Some(t.name.clone());
+            }
+        }
+        found.map(TerminalAuth).ok_or_else(ApiError::unauthorized)
+    }
+}
+
+/// A request authenticated with the admin token.
+pub struct AdminAuth;
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let h = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        if bool::from(state.config.admin_token_sha256.ct_eq(&h)) {
+            Ok(AdminAuth)
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseRequest {
+    user: String,
+}
+
+fn lease_id(s: &str) -> Result<LeaseId, ApiError> {
+    LeaseId::parse(s).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "lease_not_found",
+            "no lease with that id (lease ids are 32 lower-case hex digits)",
+        )
+    })
+}
+
+async fn create_lease(
+    State(st): State<AppState>,
+    TerminalAuth(terminal): TerminalAuth,
+    ApiJson(req): ApiJson<LeaseRequest>,
+) -> Result<Response, ApiError> {
+    let user = UserName::parse(&req.user).map_err(|e| ApiError::bad_request(format!("`user`: {e}")))?;
+    let grant = st.pool.acquire(&terminal, &user).await?;
+    Ok((StatusCode::CREATED, Json(grant)).into_response())
+}
+
+#[derive(Serialize)]
+struct HeartbeatReply {
+    lease_id: LeaseId,
+    expires_at: i64,
+}
+
+async fn heartbeat(
+    State(st): State<AppState>,
+    TerminalAuth(terminal): TerminalAuth,
+    Path(id): Path<String>,
+) -> Result<Json<HeartbeatReply>, ApiError> {
+    let id = lease_id(&id)?;
+    let expires_at = st.pool.heartbeat(&id, &terminal)?;
+    Ok(Json(HeartbeatReply {
+        lease_id: id,
+        expires_at,
+    }))
+}
+
+async fn release(
+    State(st): State<AppState>,
+    TerminalAuth(terminal): TerminalAuth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = lease_id(&id)?;
+    let desktop = st.pool.release(&id, &terminal).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"lease_id": id, "desktop_id": desktop, "state": "resetting"})),
+    )
+        .into_response())
+}
+
+async fn desktops(State(st): State<AppState>, _a: AdminAuth) -> Result<Response, ApiError> {
+    let d = st.pool.desktops()?;
+    let status = st.pool.status()?;
+    Ok(Json(json!({"desktops": d, "accel": status.accel, "reset_method": status.reset_method})).into_response())
+}
+
+async fn repair(
+    State(st): State<AppState>,
+    _a: AdminAuth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = DesktopId::parse(&id)
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "desktop_not_found", "no such desktop"))?;
+    st.pool.repair(&id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"desktop_id": id, "state": "resetting"}))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    limit: Option<usize>,
+}
+
+async fn audit(
+    State(st): State<AppState>,
+    _a: AdminAuth,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let records = st.pool.audit_tail(limit)?;
+    Ok(Json(json!({ "records": records })).into_response())
+}
+
+async fn audit_verify(State(st): State<AppState>, _a: AdminAuth) -> Result<Response, ApiError> {
+    let r = st.pool.verify_audit()?;
+    Ok(Json(json!({
+        "intact": r.is_intact(),
+        "records": r.records,
+        "head": r.head,
+        "first_broken": r.first_broken.map(|(seq, why)| json!({"seq": seq, "why": why})),
+    }))
+    .into_response())
+}
+
+async fn healthz(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let s = st.pool.status()?;
+    let ok = s.counts.clean + s.counts.leased > 0;
+    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok((
+        code,
+        Json(json!({
+            "status": if ok { "ok" } else { "starting_or_degraded" },
+            "desktops": s.counts,
+            "accel": s.accel,
+            "reset_method": s.reset_method,
+            "template": s.template,
+            "qemu": s.qemu,
+        })),
+    )
+        .into_response())
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        st.pool.render_metrics(),
+    )
+        .into_response()
+}
+
+async fn console() -> Html<&'static str> {
+    Html(include_str!("console.html"))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/api.md")
+}
+
+/// The API router.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/v1/leases", post(create_lease))
+        .route("/v1/leases/{id}/heartbeat", post(heartbeat))
+        .route("/v1/leases/{id}", delete(release))
+        .route("/v1/desktops", get(desktops))
+        .route("/v1/desktops/{id}/repair", post(repair))
+        .route("/v1/audit", get(audit))
+        .route("/v1/audit/verify", get(audit_verify))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/", get(console))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}

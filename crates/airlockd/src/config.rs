@@ -1,0 +1,595 @@
+//! The broker's TOML configuration: parsed strictly (unknown keys are errors) and
+//! validated, with every error naming the key and the fix.
+use airlock_core::{DesktopId, ResetMethod, TerminalName};
+use airlock_pool::{DisplayConfig, PoolConfig};
+use airlock_qemu::{Accel, Boot, DisplayProtocol, DriverConfig, Readiness};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration error: what is wrong, where, and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Syntax { path: String, message: String },
+    #[error("config key `{key}`: {problem}; {fix}")]
+    Invalid {
+        key: &'static str,
+        problem: String,
+        fix: String,
+    },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+        fix: fix.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: RawServer,
+    admin: RawAdmin,
+    #[serde(default)]
+    terminals: Vec<RawTerminal>,
+    pool: RawPool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default = "default_listen")]
+    listen: String,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    state_dir: PathBuf,
+    #[serde(default = "default_body")]
+    max_body_bytes: usize,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:7480".into()
+}
+
+fn default_body() -> usize {
+    16 * 1024
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    token_sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTerminal {
+    name: String,
+    token_sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    size: usize,
+    #[serde(default = "default_prefix")]
+    name_prefix: String,
+    #[serde(default = "default_accel")]
+    accel: String,
+    #[serde(default = "default_memory")]
+    memory_mib: u64,
+    #[serde(default = "default_vcpus")]
+    vcpus: u32,
+    #[serde(default = "default_machine")]
+    machine: String,
+    #[serde(default = "default_reset")]
+    reset: String,
+    #[serde(default = "default_heartbeat")]
+    heartbeat_timeout_s: u64,
+    #[serde(default = "default_qemu")]
+    qemu: PathBuf,
+    #[serde(default = "default_qemu_img")]
+    qemu_img: PathBuf,
+    #[serde(default = "yes")]
+    sandbox: bool,
+    #[serde(default)]
+    test_control_channel: bool,
+    guest: RawGuest,
+    #[serde(default)]
+    readiness: RawReadiness,
+    display: Option<RawDisplay>,
+}
+
+fn default_prefix() -> String {
+    "desk".into()
+}
+fn default_accel() -> String {
+    "kvm".into()
+}
+fn default_memory() -> u64 {
+    2048
+}
+fn default_vcpus() -> u32 {
+    2
+}
+fn default_machine() -> String {
+    "q35".into()
+}
+fn default_reset() -> String {
+    "template_clone".into()
+}
+fn default_heartbeat() -> u64 {
+    30
+}
+fn default_qemu() -> PathBuf {
+    "qemu-system-x86_64".into()
+}
+fn default_qemu_img() -> PathBuf {
+    "qemu-img".into()
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuest {
+    disk: PathBuf,
+    kernel: Option<PathBuf>,
+    initrd: Option<PathBuf>,
+    append: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReadiness {
+    #[serde(default = "default_probe")]
+    probe: String,
+    #[serde(default = "default_ready_timeout")]
+    timeout_s: u64,
+    delay_s: Option<u64>,
+}
+
+impl Default for RawReadiness {
+    fn default() -> Self {
+        Self {
+            probe: default_probe(),
+            timeout_s: default_ready_timeout(),
+            delay_s: None,
+        }
+    }
+}
+
+fn default_probe() -> String {
+    "serial".into()
+}
+fn default_ready_timeout() -> u64 {
+    300
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisplay {
+    #[serde(default = "default_protocol")]
+    protocol: String,
+    #[serde(default = "default_display_listen")]
+    listen: String,
+    advertise_host: Option<String>,
+    port_base: u16,
+}
+
+fn default_protocol() -> String {
+    "spice".into()
+}
+fn default_display_listen() -> String {
+    "127.0.0.1".into()
+}
+
+/// A terminal the broker accepts.
+#[derive(Debug, Clone)]
+pub struct Terminal {
+    pub name: TerminalName,
+    pub token_sha256: [u8; 32],
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub max_body_bytes: usize,
+    pub admin_token_sha256: [u8; 32],
+    pub terminals: Vec<Terminal>,
+    pub pool: PoolConfig,
+}
+
+/// SHA-256 of a token, as stored in the config.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn parse_hash(key: &'static str, s: &str) -> Result<[u8; 32], ConfigError> {
+    let fix = "put the output of `airlockd hash-token` here (64 hex digits)";
+    let bytes = hex::decode(s).map_err(|_| invalid(key, "is not hex", fix))?;
+    bytes
+        .try_into()
+        .map_err(|_| invalid(key, "is not 32 bytes (64 hex digits)", fix))
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Paths like `qemu-system-x86_64` (no slash) are looked up on PATH, not resolved.
+fn resolve_program(base: &Path, p: &Path) -> PathBuf {
+    if p.components().count() == 1 {
+        p.to_owned()
+    } else {
+        resolve(base, p)
+    }
+}
+
+fn must_exist(key: &'static str, p: &Path, fix: &str) -> Result<(), ConfigError> {
+    if p.is_file() {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("{} does not exist", p.display()), fix))
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths are relative to the file's
+    /// directory; `state_dir_override` replaces `server.state_dir`.
+    pub fn load(path: &Path, state_dir_override: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .unwrap_or(Path::new("."));
+        let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_owned());
+        Self::parse(&text, &path.display().to_string(), &base, state_dir_override)
+    }
+
+    /// Parses config text; `base` anchors relative paths.
+    pub fn parse(
+        text: &str,
+        name: &str,
+        base: &Path,
+        state_dir_override: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: name.to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        let s = raw.server;
+        let listen: SocketAddr = s.listen.parse().map_err(|_| {
+            invalid(
+                "server.listen",
+                format!("{:?} is not an address:port", s.listen),
+                "write e.g. \"127.0.0.1:7480\"",
+            )
+        })?;
+        let tls = match (s.tls_cert, s.tls_key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => {
+                let (c, k) = (resolve(base, &c), resolve(base, &k));
+                must_exist("server.tls_cert", &c, "give the PEM certificate chain file")?;
+                must_exist("server.tls_key", &k, "give the PEM private key file")?;
+                Some((c, k))
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "server.tls_key",
+                    "is missing while server.tls_cert is set",
+                    "set both tls_cert and tls_key, or neither",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "server.tls_cert",
+                    "is missing while server.tls_key is set",
+                    "set both tls_cert and tls_key, or neither",
+                ))
+            }
+        };
+        if tls.is_none() && !listen.ip().is_loopback() {
+            tracing::warn!(listen = %listen, "serving plain HTTP on a non-loopback address: tokens and display passwords cross the network in clear; set server.tls_cert and server.tls_key");
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&s.max_body_bytes) {
+            return Err(invalid(
+                "server.max_body_bytes",
+                format!("{} is out of range", s.max_body_bytes),
+                "use 1024 to 16777216",
+            ));
+        }
+        let state_dir = match state_dir_override {
+            Some(d) => d.to_owned(),
+            None => resolve(base, &s.state_dir),
+        };
+        let admin_token_sha256 = parse_hash("admin.token_sha256", &raw.admin.token_sha256)?;
+        let mut terminals = Vec::new();
+        for t in raw.terminals {
+            let name = TerminalName::parse(&t.name).map_err(|e| {
+                invalid("terminals.name", e.to_string(), "use a-z, 0-9, '-' and '_'")
+            })?;
+            if terminals.iter().any(|x: &Terminal| x.name == name) {
+                return Err(invalid(
+                    "terminals.name",
+                    format!("{name} appears twice"),
+                    "give every terminal its own name",
+                ));
+            }
+            let token_sha256 = parse_hash("terminals.token_sha256", &t.token_sha256)?;
+            terminals.push(Terminal { name, token_sha256 });
+        }
+        if terminals.is_empty() {
+            tracing::warn!("no [[terminals]] configured: no terminal can lease a desktop");
+        }
+        let p = raw.pool;
+        if !(1..=500).contains(&p.size) {
+            return Err(invalid("pool.size", format!("{} is out of range", p.size), "use 1 to 500"));
+        }
+        let desktops = (1..=p.size)
+            .map(|n| DesktopId::numbered(&p.name_prefix, n))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("pool.name_prefix", e.to_string(), "use a short lower-case name like \"desk\""))?;
+        let accel = match p.accel.as_str() {
+            "kvm" => Accel::Kvm,
+            "tcg" => Accel::Tcg,
+            other => {
+                return Err(invalid(
+                    "pool.accel",
+                    format!("{other:?} is not an accelerator"),
+                    "use \"kvm\" (hardware, the default) or \"tcg\" (software emulation)",
+                ))
+            }
+        };
+        if accel == Accel::Kvm && !Path::new("/dev/kvm").exists() {
+            return Err(invalid(
+                "pool.accel",
+                "is \"kvm\" but /dev/kvm does not exist",
+                "enable virtualization in the BIOS and load kvm_intel/kvm_amd, or set accel = \"tcg\" (slow)",
+            ));
+        }
+        if !(64..=1024 * 1024).contains(&p.memory_mib) {
+            return Err(invalid("pool.memory_mib", format!("{} is out of range", p.memory_mib), "use 64 to 1048576"));
+        }
+        if !(1..=64).contains(&p.vcpus) {
+            return Err(invalid("pool.vcpus", format!("{} is out of range", p.vcpus), "use 1 to 64"));
+        }
+        if p.machine.is_empty() || !p.machine.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_') {
+            return Err(invalid("pool.machine", format!("{:?} is not a machine type", p.machine), "use e.g. \"q35\""));
+        }
+        let reset_method = ResetMethod::parse(&p.reset).ok_or_else(|| {
+            invalid(
+                "pool.reset",
+                format!("{:?} is not a reset method", p.reset),
+                "use \"template_clone\" (default), \"snapshot_restore\" or \"rebuild\"",
+            )
+        })?;
+        if !(3..=86_400).contains(&p.heartbeat_timeout_s) {
+            return Err(invalid(
+                "pool.heartbeat_timeout_s",
+                format!("{} is out of range", p.heartbeat_timeout_s),
+                "use 3 to 86400 seconds",
+            ));
+        }
+        let golden = resolve(base, &p.guest.disk);
+        must_exist("pool.guest.disk", &golden, "build the demo guest with `cargo xtask guest`, or give your golden qcow2 image")?;
+        let boot = match (p.guest.kernel, p.guest.initrd) {
+            (Some(k), Some(i)) => {
+                let (k, i) = (resolve(base, &k), resolve(base, &i));
+                must_exist("pool.guest.kernel", &k, "build the demo guest with `cargo xtask guest`")?;
+                must_exist("pool.guest.initrd", &i, "build the demo guest with `cargo xtask guest`")?;
+                Boot::Kernel {
+                    kernel: k,
+                    initrd: i,
+                    append: p.guest.append.unwrap_or_default(),
+                }
+            }
+            (None, None) => {
+                if p.guest.append.is_some() {
+                    return Err(invalid("pool.guest.append", "is set without a kernel", "remove it, or set kernel and initrd"));
+                }
+                Boot::Disk
+            }
+            (Some(_), None) => return Err(invalid("pool.guest.initrd", "is missing while kernel is set", "set both kernel and initrd, or neither")),
+            (None, Some(_)) => return Err(invalid("pool.guest.kernel", "is missing while initrd is set", "set both kernel and initrd, or neither")),
+        };
+        let readiness = match p.readiness.probe.as_str() {
+            "serial" => {
+                if p.readiness.delay_s.is_some() {
+                    return Err(invalid("pool.readiness.delay_s", "is set but the probe is \"serial\"", "remove it, or set probe = \"delay\""));
+                }
+                if !(1..=3600).contains(&p.readiness.timeout_s) {
+                    return Err(invalid("pool.readiness.timeout_s", format!("{} is out of range", p.readiness.timeout_s), "use 1 to 3600"));
+                }
+                Readiness::Serial { boot_timeout: Duration::from_secs(p.readiness.timeout_s) }
+            }
+            "delay" => {
+                let d = p.readiness.delay_s.ok_or_else(|| invalid("pool.readiness.delay_s", "is missing", "set how many seconds a guest needs to become usable"))?;
+                Readiness::Delay(Duration::from_secs(d))
+            }
+            other => {
+                return Err(invalid(
+                    "pool.readiness.probe",
+                    format!("{other:?} is not a probe"),
+                    "use \"serial\" (the Airlock guest agent answers a ping on the first serial port) or \"delay\"",
+                ))
+            }
+        };
+        let display = match p.display {
+            None => None,
+            Some(d) => {
+                let protocol = match d.protocol.as_str() {
+                    "spice" => DisplayProtocol::Spice,
+                    "vnc" => DisplayProtocol::Vnc,
+                    other => return Err(invalid("pool.display.protocol", format!("{other:?} is not a protocol"), "use \"spice\" or \"vnc\"")),
+                };
+                let listen: IpAddr = d.listen.parse().map_err(|_| invalid("pool.display.listen", format!("{:?} is not an IP address", d.listen), "write e.g. \"127.0.0.1\" or \"0.0.0.0\""))?;
+                let last = usize::from(d.port_base) + p.size - 1;
+                if d.port_base < 1024 || last > 65535 {
+                    return Err(invalid("pool.display.port_base", format!("ports {}..={last} are out of range", d.port_base), "use a base from 1024 with room for every desktop"));
+                }
+                if protocol == DisplayProtocol::Vnc && (d.port_base < 5900 || last > 5900 + 99) {
+                    return Err(invalid("pool.display.port_base", "VNC displays must use ports 5900 to 5999", "use port_base = 5900 or above, with room for the pool"));
+                }
+                let advertise_host = d.advertise_host.unwrap_or_else(|| listen.to_string());
+                Some(DisplayConfig { protocol, listen, advertise_host, port_base: d.port_base })
+            }
+        };
+        let pool = PoolConfig {
+            desktops,
+            reset_method,
+            lease_timeout: Duration::from_secs(p.heartbeat_timeout_s),
+            display,
+            state_dir,
+            driver: DriverConfig {
+                qemu: resolve_program(base, &p.qemu),
+                qemu_img: resolve_program(base, &p.qemu_img),
+                accel,
+                machine: p.machine,
+                memory_mib: p.memory_mib,
+                vcpus: p.vcpus,
+                boot,
+                golden,
+                control_channel: p.test_control_channel,
+                sandbox: p.sandbox,
+                readiness,
+            },
+            sweep_interval: Duration::from_millis(500),
+            golden_check_interval: Duration::from_secs(5),
+        };
+        Ok(Config {
+            listen,
+            tls,
+            max_body_bytes: s.max_body_bytes,
+            admin_token_sha256,
+            terminals,
+            pool,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["golden.qcow2", "vmlinuz", "initrd.img"] {
+            std::fs::write(d.path().join(f), b"x").unwrap();
+        }
+        let p = d.path().to_owned();
+        (d, p)
+    }
+
+    fn good() -> String {
+        format!(
+            r#"
+[server]
+state_dir = "state"
+[admin]
+token_sha256 = "{admin}"
+[[terminals]]
+name = "t1"
+token_sha256 = "{t1}"
+[pool]
+size = 2
+accel = "tcg"
+memory_mib = 256
+[pool.guest]
+disk = "golden.qcow2"
+kernel = "vmlinuz"
+initrd = "initrd.img"
+append = "console=ttyS0"
+[pool.display]
+port_base = 5930
+"#,
+            admin = hash_token("a"),
+            t1 = hash_token("t")
+        )
+    }
+
+    fn err(text: &str) -> String {
+        let (_d, b) = base();
+        Config::parse(text, "test.toml", &b, None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_config() {
+        let (_d, b) = base();
+        let c = Config::parse(&good(), "test.toml", &b, None).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7480");
+        assert_eq!(c.pool.desktops.len(), 2);
+        assert_eq!(c.pool.desktops[1].as_str(), "desk-02");
+        assert_eq!(c.pool.state_dir, b.join("state"));
+        assert_eq!(c.pool.reset_method, ResetMethod::TemplateClone);
+        assert_eq!(c.pool.driver.qemu, PathBuf::from("qemu-system-x86_64"));
+        let o = Config::parse(&good(), "t", &b, Some(Path::new("/x"))).unwrap();
+        assert_eq!(o.pool.state_dir, PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = err(&good().replace("size = 2", "size = 2\nsizee = 3"));
+        assert!(e.contains("sizee"), "{e}");
+        let e = err(&format!("{}\n[bogus]\nx=1", good()));
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_fix() {
+        let cases = [
+            ("accel = \"tcg\"", "accel = \"xen\"", "pool.accel"),
+            ("size = 2", "size = 0", "pool.size"),
+            ("size = 2", "size = \"two\"", "size"),
+            ("memory_mib = 256", "memory_mib = 1", "pool.memory_mib"),
+            ("port_base = 5930", "port_base = 65535", "pool.display.port_base"),
+            ("disk = \"golden.qcow2\"", "disk = \"missing.qcow2\"", "pool.guest.disk"),
+            ("kernel = \"vmlinuz\"\n", "", "pool.guest.kernel"),
+            ("state_dir = \"state\"", "state_dir = \"state\"\nlisten = \"nowhere\"", "server.listen"),
+        ];
+        for (from, to, key) in cases {
+            let text = good().replacen(from, to, 1);
+            assert_ne!(text, good(), "{from}");
+            let e = err(&text);
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let e = err(&good().replace(&hash_token("t"), "zz"));
+        assert!(e.contains("terminals.token_sha256") && e.contains("hash-token"), "{e}");
+        let e = err(&good().replace("[pool]", "[pool]\nreset = \"magic\""));
+        assert!(e.contains("template_clone"), "{e}");
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let e = err(&good().replace("state_dir = \"state\"", "state_dir = \"state\"\ntls_cert = \"c.pem\""));
+        assert!(e.contains("server.tls_key"), "{e}");
+    }
+
+    #[test]
+    fn hashes() {
+        assert_eq!(
+            hash_token("demo-terminal"),
+            hex::encode(Sha256::digest(b"demo-terminal"))
+        );
+    }
+}

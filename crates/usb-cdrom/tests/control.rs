@@ -1,0 +1,220 @@
+//! Endpoint 0: standard requests, BOT class requests, stalls.
+
+mod common;
+
+use common::Host;
+use usb_cdrom::{
+    DeviceConfig, SetupPacket, Speed, TransferStatus, TransferType, UsbCdrom, BULK_IN_ENDPOINT,
+    BULK_OUT_ENDPOINT,
+};
+
+fn host() -> Host {
+    Host::new(UsbCdrom::new(DeviceConfig::default()))
+}
+
+#[test]
+fn enumeration_descriptors_with_truncation() {
+    let mut h = host();
+    // Linux first asks for 64 bytes of the device descriptor.
+    let r = h.control(0x80, 0x06, 0x0100, 0, 64);
+    assert!(r.is_ok());
+    assert_eq!(
+        r.data,
+        vec![
+            0x12, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x40, 0x09, 0x12, 0x01, 0x00, 0x00, 0x01,
+            0x01, 0x02, 0x03, 0x01
+        ]
+    );
+    // Windows asks for 8 first.
+    assert_eq!(h.control(0x80, 0x06, 0x0100, 0, 8).data.len(), 8);
+    assert!(h.control(0x00, 0x05, 7, 0, 0).is_ok());
+    assert_eq!(h.dev.address(), 7);
+    // Configuration header first, then the full wTotalLength.
+    let head = h.control(0x80, 0x06, 0x0200, 0, 9).data;
+    assert_eq!(
+        head,
+        vec![0x09, 0x02, 0x20, 0x00, 0x01, 0x01, 0x00, 0x80, 0xFA]
+    );
+    let full = h.control(0x80, 0x06, 0x0200, 0, 255).data;
+    assert_eq!(full.len(), 32);
+    assert_eq!(
+        &full[9..18],
+        &[0x09, 0x04, 0x00, 0x00, 0x02, 0x08, 0x06, 0x50, 0x00]
+    );
+    assert_eq!(&full[18..25], &[0x07, 0x05, 0x81, 0x02, 0x00, 0x02, 0x00]);
+    assert_eq!(&full[25..32], &[0x07, 0x05, 0x02, 0x02, 0x00, 0x02, 0x00]);
+    // Strings.
+    assert_eq!(
+        h.control(0x80, 0x06, 0x0300, 0, 255).data,
+        vec![4, 3, 0x09, 0x04]
+    );
+    let product = h.control(0x80, 0x06, 0x0302, 0x0409, 255).data;
+    let text: Vec<u16> = product[2..]
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    assert_eq!(String::from_utf16(&text).unwrap(), "Airlock Virtual CD-ROM");
+    assert_eq!(product[0] as usize, product.len());
+    assert_eq!(
+        h.control(0x80, 0x06, 0x0302, 0x0409, 2).data,
+        product[..2].to_vec()
+    );
+    assert_eq!(
+        h.control(0x80, 0x06, 0x0304, 0x0409, 255).status,
+        TransferStatus::Stall
+    );
+    // Device qualifier and other-speed configuration.
+    assert_eq!(h.control(0x80, 0x06, 0x0600, 0, 10).data.len(), 10);
+    let other = h.control(0x80, 0x06, 0x0700, 0, 255).data;
+    assert_eq!(other.len(), 32);
+    assert_eq!(other[1], 7);
+    // BOS and unknown descriptors stall.
+    assert_eq!(
+        h.control(0x80, 0x06, 0x0F00, 0, 5).status,
+        TransferStatus::Stall
+    );
+    assert_eq!(
+        h.control(0x80, 0x06, 0x0201, 0, 9).status,
+        TransferStatus::Stall
+    );
+    // Configuration.
+    assert!(h.control(0x00, 0x09, 1, 0, 0).is_ok());
+    assert_eq!(h.control(0x80, 0x08, 0, 0, 1).data, vec![1]);
+    assert_eq!(h.control(0x00, 0x09, 2, 0, 0).status, TransferStatus::Stall);
+    assert_eq!(h.control(0x81, 0x0A, 0, 0, 1).data, vec![0]);
+    assert!(h.control(0x01, 0x0B, 0, 0, 0).is_ok());
+    assert_eq!(h.control(0x01, 0x0B, 1, 0, 0).status, TransferStatus::Stall);
+    assert_eq!(h.control(0x01, 0x0B, 0, 1, 0).status, TransferStatus::Stall);
+}
+
+#[test]
+fn custom_identity() {
+    let cfg = DeviceConfig {
+        vendor_id: 0x0E8D,
+        product_id: 0x1806,
+        device_release: 0x0300,
+        manufacturer: "Hospital".into(),
+        product: "Drive".into(),
+        serial_number: "0123456789AB".into(),
+        ..DeviceConfig::default()
+    };
+    let dev = UsbCdrom::new(cfg.clone());
+    assert_eq!(dev.config(), &cfg);
+    let d = dev.descriptors().device();
+    assert_eq!(&d[8..14], &[0x8D, 0x0E, 0x06, 0x18, 0x00, 0x03]);
+    assert_eq!(dev.speed(), Speed::High);
+    assert_eq!(dev.interfaces()[0].class, 0x08);
+    assert_eq!(dev.interfaces()[0].subclass, 0x06);
+    assert_eq!(dev.interfaces()[0].protocol, 0x50);
+    let eps = dev.endpoints();
+    assert_eq!(eps.len(), 2);
+    assert!(eps
+        .iter()
+        .all(|e| e.transfer_type == TransferType::Bulk && e.max_packet_size == 512));
+    assert_eq!(eps[0].address, BULK_IN_ENDPOINT);
+    assert_eq!(eps[1].address, BULK_OUT_ENDPOINT);
+}
+
+#[test]
+fn get_status_and_halt_features() {
+    let mut h = host();
+    assert_eq!(h.control(0x80, 0x00, 0, 0, 2).data, vec![0, 0]);
+    assert_eq!(h.control(0x81, 0x00, 0, 0, 2).data, vec![0, 0]);
+    assert_eq!(h.control(0x81, 0x00, 0, 1, 2).status, TransferStatus::Stall);
+    assert_eq!(h.control(0x82, 0x00, 0, 0x81, 2).data, vec![0, 0]);
+    assert!(h.control(0x02, 0x03, 0, 0x81, 0).is_ok());
+    assert_eq!(h.control(0x82, 0x00, 0, 0x81, 2).data, vec![1, 0]);
+    assert!(h.dev.is_halted(0x81));
+    // A request on the halted endpoint stalls.
+    assert_eq!(h.in_(13).status, TransferStatus::Stall);
+    h.clear_halt(0x81);
+    assert_eq!(h.control(0x82, 0x00, 0, 0x81, 2).data, vec![0, 0]);
+    assert!(h.control(0x02, 0x03, 0, 0x02, 0).is_ok());
+    assert_eq!(h.control(0x82, 0x00, 0, 0x02, 2).data, vec![1, 0]);
+    assert_eq!(h.out(&[0; 31]).status, TransferStatus::Stall);
+    h.clear_halt(0x02);
+    assert!(!h.dev.is_halted(0x02));
+    // Endpoint 0 is fine to clear; unknown endpoints stall.
+    assert!(h.control(0x02, 0x01, 0, 0x00, 0).is_ok());
+    assert_eq!(
+        h.control(0x82, 0x00, 0, 0x83, 2).status,
+        TransferStatus::Stall
+    );
+    assert_eq!(
+        h.control(0x02, 0x01, 0, 0x83, 0).status,
+        TransferStatus::Stall
+    );
+    assert_eq!(
+        h.control(0x02, 0x03, 0, 0x03, 0).status,
+        TransferStatus::Stall
+    );
+    // Only ENDPOINT_HALT is a feature here; remote wakeup is not supported.
+    assert_eq!(
+        h.control(0x02, 0x01, 1, 0x81, 0).status,
+        TransferStatus::Stall
+    );
+    assert_eq!(h.control(0x00, 0x03, 1, 0, 0).status, TransferStatus::Stall);
+    assert_eq!(h.control(0x00, 0x01, 1, 0, 0).status, TransferStatus::Stall);
+}
+
+#[test]
+fn bot_class_requests() {
+    let mut h = host();
+    assert_eq!(h.control(0xA1, 0xFE, 0, 0, 1).data, vec![0]);
+    assert_eq!(h.control(0xA1, 0xFE, 0, 1, 1).status, TransferStatus::Stall);
+    assert_eq!(h.control(0xA1, 0xFE, 1, 0, 1).status, TransferStatus::Stall);
+    assert!(h.control(0x21, 0xFF, 0, 0, 0).is_ok());
+    assert_eq!(h.control(0x21, 0xFF, 0, 0, 1).status, TransferStatus::Stall);
+    assert_eq!(h.control(0x21, 0xFF, 1, 0, 0).status, TransferStatus::Stall);
+    // Wrong direction bits or request types stall.
+    assert_eq!(h.control(0x21, 0xFE, 0, 0, 1).status, TransferStatus::Stall);
+    assert_eq!(h.control(0xA1, 0xFF, 0, 0, 0).status, TransferStatus::Stall);
+}
+
+#[test]
+fn unsupported_requests_stall() {
+    let mut h = host();
+    for (rt, req) in [
+        (0x80u8, 0x07u8), // SET_DESCRIPTOR with the wrong direction
+        (0x00, 0x07),
+        (0x82, 0x0C), // SYNCH_FRAME
+        (0xC0, 0x01), // vendor
+        (0x40, 0x01),
+        (0x81, 0x06), // interface descriptor (HID style)
+        (0x23, 0x03), // hub class
+        (0xA1, 0x01),
+    ] {
+        let r = h
+            .dev
+            .control(SetupPacket::new(rt, req, 0, 0, 8), &[1, 2, 3]);
+        assert_eq!(r.status, TransferStatus::Stall, "{rt:#x} {req:#x}");
+        assert!(r.data.is_empty());
+    }
+}
+
+#[test]
+fn unconfigured_device_stalls_bulk() {
+    let mut h = host();
+    assert_eq!(h.dev.configuration(), 1);
+    assert!(h.control(0x00, 0x09, 0, 0, 0).is_ok());
+    assert_eq!(h.control(0x80, 0x08, 0, 0, 1).data, vec![0]);
+    assert_eq!(h.control(0x81, 0x0A, 0, 0, 1).status, TransferStatus::Stall);
+    assert_eq!(h.in_(13).status, TransferStatus::Stall);
+    assert_eq!(h.out(&[0; 31]).status, TransferStatus::Stall);
+    assert!(h.control(0x00, 0x09, 1, 0, 0).is_ok());
+    let csw = h.command(&[0; 6]);
+    assert_eq!(csw.status, usb_cdrom::CswStatus::Failed); // power-on UA, no disc
+}
+
+#[test]
+fn wrong_endpoints_are_invalid() {
+    let mut h = host();
+    h.dev.submit_bulk_in(0x82, 1, 512);
+    h.dev.submit_bulk_out(0x01, 2, &[0; 31]);
+    h.dev.submit_bulk_in(0x02, 3, 512);
+    let c = h.dev.take_completions();
+    assert_eq!(c.len(), 3);
+    assert!(c.iter().all(|c| c.status == TransferStatus::Invalid));
+    assert_eq!(c[0].endpoint, 0x82);
+    assert_eq!(h.dev.pending_requests(), 0);
+}

@@ -586,8 +586,14 @@ impl Pool {
             match result {
                 Ok(started) => {
                     let total = t0.elapsed();
-                    let StartedVm { vm, proof } = started.0;
-                    let spec = started.1;
+                    let proof = match started {
+                        Started::Fresh(StartedVm { vm, proof }, spec) => {
+                            self.register(id, vm, spec);
+                            proof
+                        }
+                        // Restored in place: same process, same registration.
+                        Started::InPlace(proof) => proof,
+                    };
                     let record = ResetRecord {
                         method: *method,
                         duration_ms: i64::try_from(total.as_millis()).unwrap_or(i64::MAX),
@@ -596,7 +602,6 @@ impl Pool {
                             "failed_attempts": failures,
                         }),
                     };
-                    self.register(id, vm, spec);
                     match self.store().and_then(|mut s| Ok(s.reset_succeeded(id, now_ms(), &record)?)) {
                         Ok(()) if is_reset => {
                             self.inner
@@ -654,7 +659,7 @@ impl Pool {
         &self,
         id: &DesktopId,
         method: ResetMethod,
-    ) -> Result<(StartedVm, VmSpec), PoolError> {
+    ) -> Result<Started, PoolError> {
         let driver = &self.inner.driver;
         match method {
             ResetMethod::TemplateClone => {
@@ -670,27 +675,14 @@ impl Pool {
                 }
                 let spec = self.vm_spec(id);
                 let started = driver.start_clone(&template, spec.clone()).await?;
-                Ok((started, spec))
+                Ok(Started::Fresh(started, spec))
             }
             ResetMethod::SnapshotRestore => {
                 let (vm, spec) = self
                     .running_vm(id)
                     .ok_or_else(|| PoolError::Internal("no running process to restore".into()))?;
-                match driver.snapshot_load(&vm, &spec).await {
-                    Ok(proof) => {
-                        // Keep the same process: take it back out of the map and re-register
-                        // with a new generation.
-                        let running = self
-                            .unregister(id)
-                            .ok_or_else(|| PoolError::Internal("desktop vanished".into()))?;
-                        drop(vm);
-                        let vm = Arc::try_unwrap(running.vm).map_err(|_| {
-                            PoolError::Internal("VM handle still in use".into())
-                        })?;
-                        Ok((StartedVm { vm, proof }, running.spec))
-                    }
-                    Err(e) => Err(e.into()),
-                }
+                let proof = driver.snapshot_load(&vm, &spec).await?;
+                Ok(Started::InPlace(proof))
             }
             ResetMethod::Rebuild => {
                 if let Some(old) = self.unregister(id) {
@@ -704,7 +696,7 @@ impl Pool {
                         return Err(e.into());
                     }
                 }
-                Ok((started, spec))
+                Ok(Started::Fresh(started, spec))
             }
         }
     }
@@ -1051,6 +1043,14 @@ impl Pool {
             _ => Err(PoolError::LeaseNotFound),
         }
     }
+}
+
+/// The outcome of one successful reset method.
+enum Started {
+    /// A new QEMU process, to register.
+    Fresh(StartedVm, VmSpec),
+    /// The running process was restored in place.
+    InPlace(serde_json::Value),
 }
 
 enum Work {

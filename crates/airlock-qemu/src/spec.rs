@@ -180,7 +180,12 @@ impl VmSpec {
             push("-initrd");
             push(&initrd.display().to_string());
             push("-append");
-            push(append);
+            if self.control_channel {
+                // The demo guest starts its test control shell only when told to.
+                push(&format!("{append} airlock.control=1"));
+            } else {
+                push(append);
+            }
         }
         push("-drive");
         push(&format!(
@@ -327,9 +332,11 @@ mod tests {
     fn control_channel_only_when_asked() {
         let a = spec().argv();
         assert!(!a.iter().any(|x| x.contains("control0")));
+        assert!(has_pair(&a, "-append", "console=ttyS0"));
         let mut s = spec();
         s.control_channel = true;
         assert!(s.argv().iter().any(|x| x.contains("control.sock")));
+        assert!(has_pair(&s.argv(), "-append", "console=ttyS0 airlock.control=1"));
     }
 
     #[test]

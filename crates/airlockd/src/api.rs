@@ -129,17 +129,22 @@ where
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
             Err(rej) => {
-                let status = rej.status();
-                let (code, message) = match status {
+                let (status, code, message) = match rej.status() {
                     StatusCode::PAYLOAD_TOO_LARGE => (
+                        StatusCode::PAYLOAD_TOO_LARGE,
                         "payload_too_large",
                         "request body is too large".to_owned(),
                     ),
                     StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
                         "unsupported_media_type",
                         "send `Content-Type: application/json`".to_owned(),
                     ),
-                    _ => ("bad_request", format!("invalid JSON body: {}", rej.body_text())),
+                    _ => (
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("invalid JSON body: {}", rej.body_text()),
+                    ),
                 };
                 Err(ApiError::new(status, code, message))
             }

@@ -1,0 +1,168 @@
+//! Acceptance tests of the broker with real QEMU (TCG) and the demo guest.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+const UP: Duration = Duration::from_secs(240);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pool_comes_up_clean_and_a_third_acquire_gets_503() {
+    let b = Broker::start(Opts::default()).await;
+    let d = b.wait_clean(2, UP).await;
+    assert_eq!(d.len(), 2);
+    let h: Value = b.http.get(format!("{}/healthz", b.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(h["accel"], "tcg", "the broker says which accelerator it uses");
+    assert_eq!(h["status"], "ok");
+
+    let a = b.acquire_ok("dr-alpha").await;
+    let c = b.acquire_ok("dr-beta").await;
+    assert_ne!(a["desktop_id"], c["desktop_id"]);
+    assert_ne!(a["display"]["password"], c["display"]["password"]);
+    assert_eq!(a["display"]["protocol"], "spice");
+    assert!(a["heartbeat_interval_s"].as_u64().unwrap() >= 1);
+    assert!(a["expires_at"].as_i64().unwrap() > 0);
+    assert_eq!(a["lease_id"].as_str().unwrap().len(), 32);
+
+    let r = b.acquire(TERMINAL_TOKEN, "dr-gamma").await;
+    assert_eq!(r.status(), 503);
+    let retry = r.headers().get("retry-after").unwrap().to_str().unwrap().parse::<u64>().unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "no_free_desktop");
+    assert_eq!(body["retry_after_s"].as_u64().unwrap(), retry);
+    assert!(body["message"].as_str().unwrap().contains("try again"));
+
+    let m = b.http.get(format!("{}/metrics", b.url)).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("airlock_desktops{state=\"leased\"} 2"), "{m}");
+    assert!(m.contains("airlock_leases_active 2"), "{m}");
+    assert!(m.contains("airlock_acquire_seconds_count 2"), "{m}");
+    assert!(m.contains("airlock_acquires_total{result=\"no_free_desktop\"} 1"), "{m}");
+    assert_audit_invariants(&b.audit().await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_concurrent_acquires_grant_exactly_two() {
+    let b = Broker::start(Opts::default()).await;
+    b.wait_clean(2, UP).await;
+    let futs = (0..200).map(|i| {
+        let b = &b;
+        async move { b.acquire(TERMINAL_TOKEN, &format!("user-{i}")).await }
+    });
+    let responses = futures::future::join_all(futs).await;
+    let mut granted = Vec::new();
+    let mut refused = 0;
+    for r in responses {
+        match r.status().as_u16() {
+            201 => granted.push(r.json::<Value>().await.unwrap()["desktop_id"].clone()),
+            503 => {
+                let v: Value = r.json().await.unwrap();
+                assert_eq!(v["error"], "no_free_desktop");
+                refused += 1;
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert_eq!(granted.len(), 2);
+    assert_eq!(refused, 198);
+    assert_ne!(granted[0], granted[1]);
+    let leases: Vec<_> = b.desktops().await.into_iter().filter(|d| d["state"] == "leased").collect();
+    assert_eq!(leases.len(), 2);
+    assert_audit_invariants(&b.audit().await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_and_lease_ownership_are_enforced() {
+    let b = Broker::start(Opts { size: 1, ..Opts::default() }).await;
+    b.wait_clean(1, UP).await;
+    let url = format!("{}/v1/leases", b.url);
+    // No token, wrong token, admin token on a terminal endpoint: 401 with a JSON error.
+    let r = b.http.post(&url).json(&serde_json::json!({"user": "u"})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers().get("www-authenticate").unwrap(), "Bearer");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "unauthorized");
+    assert_eq!(b.acquire("wrong-token", "u").await.status(), 401);
+    assert_eq!(b.acquire(ADMIN_TOKEN, "u").await.status(), 401);
+    let r = b.http.post(&url).header("authorization", "Basic abc").json(&serde_json::json!({"user": "u"})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // Terminal token on an admin endpoint.
+    let r = b.http.get(format!("{}/v1/desktops", b.url)).bearer_auth(TERMINAL_TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = b.http.get(format!("{}/v1/desktops", b.url)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    let lease = b.acquire_ok("dr-owner").await;
+    let id = lease["lease_id"].as_str().unwrap();
+    // Another terminal can neither heartbeat nor release it: 404, as if it did not exist.
+    assert_eq!(b.heartbeat(TERMINAL2_TOKEN, id).await, 404);
+    assert_eq!(b.release(TERMINAL2_TOKEN, id).await, 404);
+    assert_eq!(b.heartbeat("nope", id).await, 401);
+    assert_eq!(b.heartbeat(TERMINAL_TOKEN, id).await, 200);
+    assert_eq!(b.desktop(lease["desktop_id"].as_str().unwrap()).await["state"], "leased");
+    // The holder can.
+    assert_eq!(b.release(TERMINAL_TOKEN, id).await, 202);
+    assert_eq!(b.heartbeat(TERMINAL_TOKEN, id).await, 404, "an ended lease answers 404");
+    assert_eq!(b.release(TERMINAL_TOKEN, id).await, 404);
+    b.wait_clean(1, UP).await;
+    let audit = b.audit().await;
+    let granted: Vec<_> = audit.iter().filter(|r| r["action"] == "lease_granted").collect();
+    assert_eq!(granted.len(), 1);
+    assert_eq!(granted[0]["terminal"], "term-1");
+    assert_eq!(granted[0]["user"], "dr-owner");
+    assert_audit_invariants(&audit);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_clear_errors_and_changes_nothing() {
+    let b = Broker::start(Opts { size: 1, ..Opts::default() }).await;
+    b.wait_clean(1, UP).await;
+    let before = b.audit().await.len();
+    let url = format!("{}/v1/leases", b.url);
+    let post = |body: Vec<u8>, ct: Option<&'static str>| {
+        let mut r = b.http.post(&url).bearer_auth(TERMINAL_TOKEN).body(body);
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        r.send()
+    };
+    let json = Some("application/json");
+    let cases: Vec<(Vec<u8>, Option<&str>, u16, &str)> = vec![
+        (b"{not json".to_vec(), json, 400, "bad_request"),
+        (br#"{"user": 5}"#.to_vec(), json, 400, "bad_request"),
+        (br#"{"user": "u", "extra": 1}"#.to_vec(), json, 400, "bad_request"),
+        (br#"{}"#.to_vec(), json, 400, "bad_request"),
+        (br#"[]"#.to_vec(), json, 400, "bad_request"),
+        (br#"{"user": ""}"#.to_vec(), json, 400, "bad_request"),
+        (br#"{"user": "a\nb"}"#.to_vec(), json, 400, "bad_request"),
+        (vec![0xff, 0xfe, 0x00], json, 400, "bad_request"),
+        (br#"{"user": "u"}"#.to_vec(), None, 415, "unsupported_media_type"),
+        (format!(r#"{{"user": "{}"}}"#, "x".repeat(2 << 20)).into_bytes(), json, 413, "payload_too_large"),
+    ];
+    for (body, ct, status, code) in cases {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(40)]).into_owned();
+        let r = post(body, ct).await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{shown}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], code, "{shown}");
+        assert!(!v["message"].as_str().unwrap().is_empty());
+    }
+    // Unknown and malformed lease ids.
+    for id in ["00000000000000000000000000000000", "not-a-lease", "../../etc/passwd", &"a".repeat(5000)] {
+        let s = b.heartbeat(TERMINAL_TOKEN, id).await;
+        assert!(s == 404 || s == 414 || s == 400, "{id}: {s}");
+        let s = b.release(TERMINAL_TOKEN, id).await;
+        assert!(s == 404 || s == 414 || s == 400, "{id}: {s}");
+    }
+    let r = b.http.get(format!("{}/v1/nothing", b.url)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "not_found");
+    let r = b.http.get(format!("{}/v1/audit?limit=abc", b.url)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    // Nothing changed: the desktop is still clean, nothing was leased or audited.
+    let d = b.desktops().await;
+    assert_eq!(d[0]["state"], "clean");
+    assert_eq!(b.audit().await.len(), before);
+    assert_eq!(b.acquire(TERMINAL_TOKEN, "after-garbage").await.status(), 201);
+}

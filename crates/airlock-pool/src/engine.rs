@@ -1,13 +1,17 @@
 use crate::config::PoolConfig;
-use crate::metrics::{InfoLabel, MethodLabel, MethodResultLabel, ReasonLabel, ResultLabel, StateLabel};
+use crate::metrics::{
+    InfoLabel, MethodLabel, MethodResultLabel, ReasonLabel, ResultLabel, StateLabel,
+};
 use crate::Metrics;
 use airlock_core::policy::{median, retry_after_s, StateCounts};
 use airlock_core::{
-    DesktopEvent, DesktopId, DesktopState, EndReason, LeaseId, LeaseTiming, ResetMethod,
-    ResetPlan, TerminalName, UnixMillis, UserName,
+    DesktopEvent, DesktopId, DesktopState, EndReason, LeaseId, LeaseTiming, ResetMethod, ResetPlan,
+    TerminalName, UnixMillis, UserName,
 };
 use airlock_qemu::spec::files;
-use airlock_qemu::{DisplayProtocol, DisplaySpec, Driver, QemuError, StartedVm, Template, Vm, VmSpec};
+use airlock_qemu::{
+    DisplayProtocol, DisplaySpec, Driver, QemuError, StartedVm, Template, Vm, VmSpec,
+};
 use airlock_store::{AuditEntry, DesktopRow, ResetRecord, Store, StoreError};
 use serde::Serialize;
 use serde_json::json;
@@ -26,9 +30,16 @@ pub enum PoolError {
     #[error("unknown desktop {0}")]
     UnknownDesktop(String),
     #[error("desktop {desktop} is {state}; only a broken desktop can be repaired")]
-    NotBroken { desktop: String, state: DesktopState },
+    NotBroken {
+        desktop: String,
+        state: DesktopState,
+    },
     #[error("the desktop could not be prepared for the lease ({0}); it is being reset, try again")]
     Setup(String),
+    #[error("a USB stream is already open for this lease; close it first")]
+    UsbBusy,
+    #[error("the desktop's USB port cannot be reached ({0}); try again")]
+    UsbUnavailable(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("QEMU: {0}")]
@@ -103,6 +114,91 @@ struct Inner {
     reset_ms: Mutex<VecDeque<u64>>,
     metrics: Metrics,
     timing: LeaseTiming,
+    /// Open USB streams by lease: at most one per lease.
+    usb: Mutex<HashMap<LeaseId, UsbHandle>>,
+}
+
+struct UsbHandle {
+    stop: tokio::sync::watch::Sender<bool>,
+    done: tokio::sync::watch::Receiver<bool>,
+}
+
+/// An accepted USB stream, ready to be piped once the terminal's connection is upgraded.
+pub struct UsbStream {
+    pool: Pool,
+    lease: LeaseId,
+    desktop: DesktopId,
+    terminal: TerminalName,
+    user: UserName,
+    socket: tokio::net::UnixStream,
+    stop: tokio::sync::watch::Receiver<bool>,
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+impl UsbStream {
+    /// Pipes the terminal's connection to the desktop's usb-redir port until either side
+    /// closes, the stream breaks the usbredir rules, or the lease ends.
+    pub async fn run<T>(self, terminal: T)
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send,
+    {
+        let started = Instant::now();
+        let pool = self.pool.clone();
+        let (lease, desktop, term, user) = (
+            self.lease.clone(),
+            self.desktop.clone(),
+            self.terminal.clone(),
+            self.user.clone(),
+        );
+        let audit = |action: &str, details: serde_json::Value| {
+            if let Ok(mut s) = pool.store() {
+                let _ = s.audit(
+                    now_ms(),
+                    AuditEntry::new(action)
+                        .terminal(&term)
+                        .user(&user)
+                        .desktop(&desktop)
+                        .lease(&lease)
+                        .details(details),
+                );
+            }
+        };
+        let (end, stats) = crate::relay::pipe(terminal, self.socket, self.stop, |ev| match ev {
+            crate::relay::StreamEvent::Attached { vid, pid, class, interfaces } => {
+                tracing::info!(lease = %lease, desktop = %desktop, "USB device attached: {vid:04x}:{pid:04x}");
+                audit("usb_attached", json!({
+                    "vid": format!("{vid:04x}"), "pid": format!("{pid:04x}"), "device_class": class,
+                    "interfaces": interfaces.iter().map(|(c, s, p)| format!("{c:02x}:{s:02x}:{p:02x}")).collect::<Vec<_>>(),
+                }));
+            }
+            crate::relay::StreamEvent::Detached => {
+                tracing::info!(lease = %lease, desktop = %desktop, "USB device detached");
+                audit("usb_detached", json!({}));
+            }
+        })
+        .await;
+        match &end {
+            crate::relay::RelayEnd::Error(e) => {
+                tracing::warn!(lease = %lease, desktop = %desktop, error = %e, "USB stream ended by the relay")
+            }
+            e => {
+                tracing::info!(lease = %lease, desktop = %desktop, end = %e.as_str(), "USB stream closed")
+            }
+        }
+        audit(
+            "usb_stream_closed",
+            json!({
+                "end": end.as_str(),
+                "bytes_to_desktop": stats.to_desktop,
+                "bytes_to_terminal": stats.to_terminal,
+                "seconds": started.elapsed().as_secs_f64(),
+            }),
+        );
+        if let Ok(mut m) = pool.inner.usb.lock() {
+            m.remove(&lease);
+        }
+        let _ = self.done.send(true);
+    }
 }
 
 /// The pool engine. Cheap to clone.
@@ -140,7 +236,9 @@ fn random_password(len: usize) -> Result<String, PoolError> {
             }
         }
     }
-    Err(PoolError::Internal("not enough random bytes for a password".into()))
+    Err(PoolError::Internal(
+        "not enough random bytes for a password".into(),
+    ))
 }
 
 impl Pool {
@@ -202,6 +300,7 @@ impl Pool {
                 reset_ms: Mutex::new(VecDeque::new()),
                 metrics,
                 timing,
+                usb: Mutex::new(HashMap::new()),
             }),
         };
         let need_work = pool.reattach(&rows).await?;
@@ -238,9 +337,12 @@ impl Pool {
 
     fn vm_spec(&self, id: &DesktopId) -> VmSpec {
         let dir = self.desktop_dir(id);
-        self.inner
-            .driver
-            .spec(id.as_str(), &dir.join("disk.qcow2"), &dir.join("run"), self.display_for(id))
+        self.inner.driver.spec(
+            id.as_str(),
+            &dir.join("disk.qcow2"),
+            &dir.join("run"),
+            self.display_for(id),
+        )
     }
 
     fn spec_path(&self, id: &DesktopId) -> PathBuf {
@@ -324,11 +426,25 @@ impl Pool {
                 }
                 (DesktopState::Leased, _, _) => {
                     self.lease_lost(id)?;
-                    work.push((id.clone(), Work::Reset { process_alive: false }));
+                    work.push((
+                        id.clone(),
+                        Work::Reset {
+                            process_alive: false,
+                        },
+                    ));
                 }
                 (DesktopState::Clean, _, _) => {
-                    self.transition(id, DesktopEvent::Died, Some("QEMU process gone after broker restart"))?;
-                    work.push((id.clone(), Work::Reset { process_alive: false }));
+                    self.transition(
+                        id,
+                        DesktopEvent::Died,
+                        Some("QEMU process gone after broker restart"),
+                    )?;
+                    work.push((
+                        id.clone(),
+                        Work::Reset {
+                            process_alive: false,
+                        },
+                    ));
                 }
                 (DesktopState::Starting, _, _) => {
                     airlock_qemu::process::kill_stale(&run_dir).await;
@@ -337,9 +453,18 @@ impl Pool {
                 (DesktopState::Dirty | DesktopState::Resetting, _, _) => {
                     airlock_qemu::process::kill_stale(&run_dir).await;
                     if row.state == DesktopState::Resetting {
-                        self.transition(id, DesktopEvent::Recover, Some("broker restarted during a reset"))?;
+                        self.transition(
+                            id,
+                            DesktopEvent::Recover,
+                            Some("broker restarted during a reset"),
+                        )?;
                     }
-                    work.push((id.clone(), Work::Reset { process_alive: false }));
+                    work.push((
+                        id.clone(),
+                        Work::Reset {
+                            process_alive: false,
+                        },
+                    ));
                 }
                 (DesktopState::Broken, _, _) => {
                     airlock_qemu::process::kill_stale(&run_dir).await;
@@ -354,7 +479,10 @@ impl Pool {
         let Some((_vm, spec)) = self.running_vm(id) else {
             return false;
         };
-        if !matches!(self.inner.cfg.driver.readiness, airlock_qemu::Readiness::Serial { .. }) {
+        if !matches!(
+            self.inner.cfg.driver.readiness,
+            airlock_qemu::Readiness::Serial { .. }
+        ) {
             return true;
         }
         let path = spec.run_file(files::AGENT);
@@ -378,7 +506,9 @@ impl Pool {
             self.inner
                 .metrics
                 .leases_ended
-                .get_or_create(&ReasonLabel { reason: EndReason::DesktopLost.as_str().into() })
+                .get_or_create(&ReasonLabel {
+                    reason: EndReason::DesktopLost.as_str().into(),
+                })
                 .inc();
         } else {
             drop(store);
@@ -425,7 +555,12 @@ impl Pool {
             let _ = t.await;
         }
         if let Ok(c) = self.counts() {
-            tracing::info!(clean = c.clean, leased = c.leased, broken = c.broken, "pool is up");
+            tracing::info!(
+                clean = c.clean,
+                leased = c.leased,
+                broken = c.broken,
+                "pool is up"
+            );
         }
     }
 
@@ -437,7 +572,8 @@ impl Pool {
             Ok(t) => {
                 let changed = {
                     let cur = self.inner.template.lock().ok();
-                    cur.and_then(|c| c.as_ref().map(|x| x.key != t.key)).unwrap_or(true)
+                    cur.and_then(|c| c.as_ref().map(|x| x.key != t.key))
+                        .unwrap_or(true)
                 };
                 if changed {
                     if let Ok(mut s) = self.store() {
@@ -512,7 +648,8 @@ impl Pool {
             tracing::error!(desktop = %id, error = %e, "could not record a lost desktop");
             return;
         }
-        self.reset_locked(id, ResetPlan::new(ResetMethod::Rebuild, false)).await;
+        self.reset_locked(id, ResetPlan::new(ResetMethod::Rebuild, false))
+            .await;
     }
 
     /// A desktop's QEMU died (or its monitor closed).
@@ -587,7 +724,8 @@ impl Pool {
                 Ok(started) => {
                     let total = t0.elapsed();
                     let proof = match started {
-                        Started::Fresh(StartedVm { vm, proof }, spec) => {
+                        Started::Fresh(b) => {
+                            let (StartedVm { vm, proof }, spec) = *b;
                             self.register(id, vm, spec);
                             proof
                         }
@@ -602,12 +740,17 @@ impl Pool {
                             "failed_attempts": failures,
                         }),
                     };
-                    match self.store().and_then(|mut s| Ok(s.reset_succeeded(id, now_ms(), &record)?)) {
+                    match self
+                        .store()
+                        .and_then(|mut s| Ok(s.reset_succeeded(id, now_ms(), &record)?))
+                    {
                         Ok(()) if is_reset => {
                             self.inner
                                 .metrics
                                 .reset_seconds
-                                .get_or_create(&MethodLabel { method: method.as_str().into() })
+                                .get_or_create(&MethodLabel {
+                                    method: method.as_str().into(),
+                                })
                                 .observe(total.as_secs_f64());
                             if let Ok(mut v) = self.inner.reset_ms.lock() {
                                 v.push_back(u64::try_from(total.as_millis()).unwrap_or(u64::MAX));
@@ -633,9 +776,9 @@ impl Pool {
                     if let Ok(mut s) = self.store() {
                         let _ = s.audit(
                             now_ms(),
-                            AuditEntry::new("reset_attempt_failed")
-                                .desktop(id)
-                                .details(json!({"method": method.as_str(), "error": e.to_string()})),
+                            AuditEntry::new("reset_attempt_failed").desktop(id).details(
+                                json!({"method": method.as_str(), "error": e.to_string()}),
+                            ),
                         );
                     }
                 }
@@ -646,7 +789,13 @@ impl Pool {
         }
         let reason: Vec<String> = failures
             .iter()
-            .map(|f| format!("{}: {}", f["method"].as_str().unwrap_or("?"), f["error"].as_str().unwrap_or("?")))
+            .map(|f| {
+                format!(
+                    "{}: {}",
+                    f["method"].as_str().unwrap_or("?"),
+                    f["error"].as_str().unwrap_or("?")
+                )
+            })
             .collect();
         let reason = reason.join("; ");
         tracing::error!(desktop = %id, reason = %reason, "every reset attempt failed: desktop is broken");
@@ -655,11 +804,7 @@ impl Pool {
         }
     }
 
-    async fn try_method(
-        &self,
-        id: &DesktopId,
-        method: ResetMethod,
-    ) -> Result<Started, PoolError> {
+    async fn try_method(&self, id: &DesktopId, method: ResetMethod) -> Result<Started, PoolError> {
         let driver = &self.inner.driver;
         match method {
             ResetMethod::TemplateClone => {
@@ -675,7 +820,7 @@ impl Pool {
                 }
                 let spec = self.vm_spec(id);
                 let started = driver.start_clone(&template, spec.clone()).await?;
-                Ok(Started::Fresh(started, spec))
+                Ok(Started::Fresh(Box::new((started, spec))))
             }
             ResetMethod::SnapshotRestore => {
                 let (vm, spec) = self
@@ -696,7 +841,7 @@ impl Pool {
                         return Err(e.into());
                     }
                 }
-                Ok(Started::Fresh(started, spec))
+                Ok(Started::Fresh(Box::new((started, spec))))
             }
         }
     }
@@ -733,7 +878,13 @@ impl Pool {
                 tracing::error!(desktop = %desktop, error = %e, "could not set the display password; ending the lease");
                 self.count_acquire("error");
                 let ended = self.store().and_then(|mut s| {
-                    Ok(s.end_lease(&lease_id, None, EndReason::SetupFailed, now_ms(), json!({"error": e.to_string()}))?)
+                    Ok(s.end_lease(
+                        &lease_id,
+                        None,
+                        EndReason::SetupFailed,
+                        now_ms(),
+                        json!({"error": e.to_string()}),
+                    )?)
                 });
                 if ended.is_ok() {
                     self.spawn_reset(&desktop);
@@ -742,7 +893,10 @@ impl Pool {
             }
         };
         self.count_acquire("granted");
-        self.inner.metrics.acquire_seconds.observe(t0.elapsed().as_secs_f64());
+        self.inner
+            .metrics
+            .acquire_seconds
+            .observe(t0.elapsed().as_secs_f64());
         tracing::info!(lease = %lease_id, desktop = %desktop, terminal = %terminal, user = %user,
             ms = t0.elapsed().as_secs_f64() * 1000.0, "lease granted");
         Ok(LeaseGrant {
@@ -758,7 +912,9 @@ impl Pool {
         self.inner
             .metrics
             .acquires
-            .get_or_create(&ResultLabel { result: result.into() })
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
             .inc();
     }
 
@@ -801,17 +957,28 @@ impl Pool {
     }
 
     /// Records a heartbeat; returns the lease's new expiry time.
-    pub fn heartbeat(&self, lease: &LeaseId, terminal: &TerminalName) -> Result<UnixMillis, PoolError> {
-        let row = self.store()?.heartbeat(lease, terminal, now_ms()).map_err(|e| match e {
-            StoreError::LeaseNotFound => PoolError::LeaseNotFound,
-            e => e.into(),
-        })?;
+    pub fn heartbeat(
+        &self,
+        lease: &LeaseId,
+        terminal: &TerminalName,
+    ) -> Result<UnixMillis, PoolError> {
+        let row = self
+            .store()?
+            .heartbeat(lease, terminal, now_ms())
+            .map_err(|e| match e {
+                StoreError::LeaseNotFound => PoolError::LeaseNotFound,
+                e => e.into(),
+            })?;
         Ok(self.inner.timing.deadline(row.heartbeat_at))
     }
 
     /// Ends a lease at the terminal's request; the desktop's display password is revoked
     /// and the desktop reset in the background.
-    pub async fn release(&self, lease: &LeaseId, terminal: &TerminalName) -> Result<DesktopId, PoolError> {
+    pub async fn release(
+        &self,
+        lease: &LeaseId,
+        terminal: &TerminalName,
+    ) -> Result<DesktopId, PoolError> {
         self.end(lease, Some(terminal), EndReason::Released).await
     }
 
@@ -831,13 +998,25 @@ impl Pool {
         self.inner
             .metrics
             .leases_ended
-            .get_or_create(&ReasonLabel { reason: reason.as_str().into() })
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str().into(),
+            })
             .inc();
         tracing::info!(lease = %lease, desktop = %row.desktop, reason = %reason, "lease ended");
+        // The lease's USB stream closes before the reset.
+        self.close_usb(lease).await;
         // Revoke the password at once: the reset that follows replaces the process anyway,
         // but a snapshot restore keeps it, and the reset may wait behind another operation.
-        if let (Some(cfg), Some((vm, _))) = (self.inner.cfg.display.as_ref(), self.running_vm(&row.desktop)) {
-            if let Err(e) = self.inner.driver.revoke_display_password(&vm, cfg.protocol).await {
+        if let (Some(cfg), Some((vm, _))) = (
+            self.inner.cfg.display.as_ref(),
+            self.running_vm(&row.desktop),
+        ) {
+            if let Err(e) = self
+                .inner
+                .driver
+                .revoke_display_password(&vm, cfg.protocol)
+                .await
+            {
                 tracing::warn!(desktop = %row.desktop, error = %e, "could not revoke the display password (the reset will)");
             }
         }
@@ -845,23 +1024,123 @@ impl Pool {
         Ok(row.desktop)
     }
 
+    /// Accepts a USB stream for a lease held by `terminal`: one per lease, only while the
+    /// lease is active, only to that lease's desktop.
+    pub async fn open_usb(
+        &self,
+        lease: &LeaseId,
+        terminal: &TerminalName,
+        claim: &crate::relay::DeviceClaim,
+    ) -> Result<UsbStream, PoolError> {
+        let row = self.lease_of(lease, terminal)?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+        {
+            let mut m = self
+                .inner
+                .usb
+                .lock()
+                .map_err(|_| PoolError::Internal("usb map poisoned".into()))?;
+            if m.contains_key(lease) {
+                return Err(PoolError::UsbBusy);
+            }
+            m.insert(
+                lease.clone(),
+                UsbHandle {
+                    stop: stop_tx,
+                    done: done_rx,
+                },
+            );
+        }
+        let forget = |p: &Pool| {
+            if let Ok(mut m) = p.inner.usb.lock() {
+                m.remove(lease);
+            }
+        };
+        // Re-check after registering: a lease that ended meanwhile gets no stream (its end
+        // either saw our entry and closed it, or we see it ended here).
+        if self.lease_of(lease, terminal).is_err() {
+            forget(self);
+            return Err(PoolError::LeaseNotFound);
+        }
+        let path = self.run_dir(&row.desktop).join(files::USBREDIR);
+        let socket = match tokio::time::timeout(
+            Duration::from_secs(3),
+            tokio::net::UnixStream::connect(&path),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                forget(self);
+                return Err(PoolError::UsbUnavailable(e.to_string()));
+            }
+            Err(_) => {
+                forget(self);
+                return Err(PoolError::UsbUnavailable("timed out".into()));
+            }
+        };
+        if let Ok(mut s) = self.store() {
+            let _ = s.audit(
+                now_ms(),
+                AuditEntry::new("usb_stream_opened")
+                    .terminal(terminal)
+                    .user(&row.user)
+                    .desktop(&row.desktop)
+                    .lease(lease)
+                    .details(serde_json::to_value(claim).unwrap_or_default()),
+            );
+        }
+        tracing::info!(lease = %lease, desktop = %row.desktop, kind = %claim.kind, "USB stream opened");
+        Ok(UsbStream {
+            pool: self.clone(),
+            lease: lease.clone(),
+            desktop: row.desktop,
+            terminal: terminal.clone(),
+            user: row.user,
+            socket,
+            stop: stop_rx,
+            done: done_tx,
+        })
+    }
+
+    /// Closes a lease's USB stream, if any, and waits (briefly) until it is closed.
+    async fn close_usb(&self, lease: &LeaseId) {
+        let handle = self.inner.usb.lock().ok().and_then(|mut m| m.remove(lease));
+        if let Some(h) = handle {
+            let _ = h.stop.send(true);
+            let mut done = h.done;
+            let _ = tokio::time::timeout(Duration::from_secs(3), done.wait_for(|d| *d)).await;
+        }
+    }
+
     fn spawn_reset(&self, id: &DesktopId) {
         let p = self.clone();
         let id = id.clone();
         tokio::spawn(async move {
-            let alive = p.running_vm(&id).map(|(vm, _)| vm.is_alive()).unwrap_or(false);
+            let alive = p
+                .running_vm(&id)
+                .map(|(vm, _)| vm.is_alive())
+                .unwrap_or(false);
             p.reset(&id, alive).await;
         });
     }
 
     /// An admin asks to retry a broken desktop.
     pub async fn repair(&self, id: &DesktopId) -> Result<(), PoolError> {
-        let state = self.store()?.desktop(id).map_err(|e| match e {
-            StoreError::UnknownDesktop(d) => PoolError::UnknownDesktop(d.to_string()),
-            e => e.into(),
-        })?.state;
+        let state = self
+            .store()?
+            .desktop(id)
+            .map_err(|e| match e {
+                StoreError::UnknownDesktop(d) => PoolError::UnknownDesktop(d.to_string()),
+                e => e.into(),
+            })?
+            .state;
         if state != DesktopState::Broken {
-            return Err(PoolError::NotBroken { desktop: id.to_string(), state });
+            return Err(PoolError::NotBroken {
+                desktop: id.to_string(),
+                state,
+            });
         }
         self.transition(id, DesktopEvent::Repair, Some("admin repair"))?;
         let p = self.clone();
@@ -880,7 +1159,10 @@ impl Pool {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let expired = match self.store().and_then(|s| Ok(s.expired_leases(now_ms(), self.inner.timing.timeout_ms)?)) {
+            let expired = match self
+                .store()
+                .and_then(|s| Ok(s.expired_leases(now_ms(), self.inner.timing.timeout_ms)?))
+            {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::error!(error = %e, "lease sweep failed");
@@ -914,8 +1196,15 @@ impl Pool {
                 continue;
             }
             last = stamp;
-            let current = self.inner.template.lock().ok().and_then(|t| t.as_ref().map(|t| t.key.clone()));
-            let Ok(key) = self.inner.driver.template_key() else { continue };
+            let current = self
+                .inner
+                .template
+                .lock()
+                .ok()
+                .and_then(|t| t.as_ref().map(|t| t.key.clone()));
+            let Ok(key) = self.inner.driver.template_key() else {
+                continue;
+            };
             if current.as_deref() == Some(key.as_str()) {
                 continue;
             }
@@ -934,7 +1223,9 @@ impl Pool {
                     tokio::spawn(async move {
                         let Ok(lock) = p.op_lock(&id) else { return };
                         let g = lock.lock().await;
-                        let ok = p.transition(&id, DesktopEvent::Invalidate, Some("golden image changed")).is_ok();
+                        let ok = p
+                            .transition(&id, DesktopEvent::Invalidate, Some("golden image changed"))
+                            .is_ok();
                         drop(g);
                         if ok {
                             p.reset(&id, true).await;
@@ -954,7 +1245,11 @@ impl Pool {
         }
         paths
             .iter()
-            .map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.len(), m.modified().ok()?))))
+            .map(|p| {
+                std::fs::metadata(p)
+                    .ok()
+                    .and_then(|m| Some((m.len(), m.modified().ok()?)))
+            })
             .collect()
     }
 
@@ -980,7 +1275,9 @@ impl Pool {
                     terminal: lease.map(|l| l.terminal.clone()),
                     user: lease.map(|l| l.user.clone()),
                     pid: running.as_ref().map(|(vm, _)| vm.pid),
-                    display_port: running.as_ref().and_then(|(_, s)| s.display.as_ref().map(|d| d.port)),
+                    display_port: running
+                        .as_ref()
+                        .and_then(|(_, s)| s.display.as_ref().map(|d| d.port)),
                     id: r.id,
                     state: r.state,
                     since: r.since,
@@ -1000,7 +1297,12 @@ impl Pool {
             counts: self.counts()?,
             accel: self.inner.cfg.driver.accel.as_str(),
             reset_method: self.inner.cfg.reset_method.as_str(),
-            template: self.inner.template.lock().ok().and_then(|t| t.as_ref().map(|t| t.key.clone())),
+            template: self
+                .inner
+                .template
+                .lock()
+                .ok()
+                .and_then(|t| t.as_ref().map(|t| t.key.clone())),
             qemu: self.inner.driver.qemu_version().to_owned(),
         })
     }
@@ -1011,12 +1313,15 @@ impl Pool {
         if let Ok(c) = self.counts() {
             for s in DesktopState::ALL {
                 m.desktops
-                    .get_or_create(&StateLabel { state: s.as_str().into() })
+                    .get_or_create(&StateLabel {
+                        state: s.as_str().into(),
+                    })
                     .set(i64::try_from(c.get(s)).unwrap_or(i64::MAX));
             }
         }
         if let Ok(l) = self.store().and_then(|s| Ok(s.active_leases()?)) {
-            m.leases_active.set(i64::try_from(l.len()).unwrap_or(i64::MAX));
+            m.leases_active
+                .set(i64::try_from(l.len()).unwrap_or(i64::MAX));
         }
         m.render()
     }
@@ -1037,7 +1342,11 @@ impl Pool {
     }
 
     /// The active lease with this id held by this terminal, if any.
-    pub fn lease_of(&self, lease: &LeaseId, terminal: &TerminalName) -> Result<airlock_store::LeaseRow, PoolError> {
+    pub fn lease_of(
+        &self,
+        lease: &LeaseId,
+        terminal: &TerminalName,
+    ) -> Result<airlock_store::LeaseRow, PoolError> {
         match self.store()?.lease(lease)? {
             Some(l) if l.ended_at.is_none() && &l.terminal == terminal => Ok(l),
             _ => Err(PoolError::LeaseNotFound),
@@ -1048,7 +1357,7 @@ impl Pool {
 /// The outcome of one successful reset method.
 enum Started {
     /// A new QEMU process, to register.
-    Fresh(StartedVm, VmSpec),
+    Fresh(Box<(StartedVm, VmSpec)>),
     /// The running process was restored in place.
     InPlace(serde_json::Value),
 }

@@ -8,7 +8,8 @@
 mod config;
 mod engine;
 mod metrics;
+pub mod relay;
 
 pub use config::{DisplayConfig, PoolConfig};
-pub use engine::{DesktopView, DisplayGrant, LeaseGrant, Pool, PoolError, PoolStatus};
+pub use engine::{DesktopView, DisplayGrant, LeaseGrant, Pool, PoolError, PoolStatus, UsbStream};
 pub use metrics::Metrics;

@@ -84,9 +84,17 @@ impl Metrics {
             reset_seconds.clone(),
         );
         let resets = Family::<MethodResultLabel, Counter>::default();
-        registry.register("resets", "Reset attempts by method and result", resets.clone());
+        registry.register(
+            "resets",
+            "Reset attempts by method and result",
+            resets.clone(),
+        );
         let leases_ended = Family::<ReasonLabel, Counter>::default();
-        registry.register("leases_ended", "Ended leases by reason", leases_ended.clone());
+        registry.register(
+            "leases_ended",
+            "Ended leases by reason",
+            leases_ended.clone(),
+        );
         let info = Family::<InfoLabel, Gauge>::default();
         registry.register("info", "Broker build and pool facts", info.clone());
         Metrics {

@@ -261,10 +261,7 @@ impl Driver {
             kill_stale(&building.join("run")).await;
             std::fs::remove_dir_all(&building).map_err(io("remove a half-built template"))?;
         }
-        std::fs::create_dir_all(&building).map_err(io(format!(
-            "create {}",
-            building.display()
-        )))?;
+        std::fs::create_dir_all(&building).map_err(io(format!("create {}", building.display())))?;
         let base_disk = building.join("base.qcow2");
         create_overlay(&self.cfg.qemu_img, &self.cfg.golden, &base_disk).await?;
         let ram_file = building.join("ram");
@@ -515,14 +512,21 @@ impl Driver {
                 .map_err(|e| fail(e.to_string()))?;
             let job = jobs
                 .as_array()
-                .and_then(|v| v.iter().find(|j| j.get("id").and_then(Value::as_str) == Some(&job_id)))
+                .and_then(|v| {
+                    v.iter()
+                        .find(|j| j.get("id").and_then(Value::as_str) == Some(&job_id))
+                })
                 .cloned();
             let Some(job) = job else {
                 return Err(fail("the job vanished".into()));
             };
             if job.get("status").and_then(Value::as_str) == Some("concluded") {
                 let _ = q
-                    .execute("job-dismiss", Some(json!({ "id": job_id })), Duration::from_secs(10))
+                    .execute(
+                        "job-dismiss",
+                        Some(json!({ "id": job_id })),
+                        Duration::from_secs(10),
+                    )
                     .await;
                 return match job.get("error").and_then(Value::as_str) {
                     Some(err) => Err(fail(err.to_owned())),

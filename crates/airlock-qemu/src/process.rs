@@ -71,7 +71,13 @@ impl Vm {
             what: format!("create run directory {}", spec.run_dir.display()),
             source: e,
         })?;
-        for f in [files::QMP, files::AGENT, files::CONTROL, files::USBREDIR, files::PID] {
+        for f in [
+            files::QMP,
+            files::AGENT,
+            files::CONTROL,
+            files::USBREDIR,
+            files::PID,
+        ] {
             remove_if_exists(&spec.run_file(f)).map_err(|e| QemuError::Io {
                 what: format!("remove stale {f}"),
                 source: e,

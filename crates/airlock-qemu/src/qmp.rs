@@ -61,7 +61,9 @@ pub struct Qmp {
 
 impl std::fmt::Debug for Qmp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Qmp").field("version", &self.version).finish()
+        f.debug_struct("Qmp")
+            .field("version", &self.version)
+            .finish()
     }
 }
 
@@ -113,7 +115,12 @@ impl Qmp {
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let (events, _) = broadcast::channel(256);
         let (closed_tx, closed) = tokio::sync::watch::channel(false);
-        tokio::spawn(reader_task(reader, pending.clone(), events.clone(), closed_tx));
+        tokio::spawn(reader_task(
+            reader,
+            pending.clone(),
+            events.clone(),
+            closed_tx,
+        ));
         let qmp = Qmp {
             writer: tokio::sync::Mutex::new(write),
             pending,
@@ -220,7 +227,10 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
 ) -> Result<Option<String>, QmpError> {
     let mut buf = Vec::new();
     loop {
-        let chunk = r.fill_buf().await.map_err(|e| QmpError::Io(e.to_string()))?;
+        let chunk = r
+            .fill_buf()
+            .await
+            .map_err(|e| QmpError::Io(e.to_string()))?;
         if chunk.is_empty() {
             return if buf.is_empty() {
                 Ok(None)
@@ -243,7 +253,9 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
         }
     }
     if buf.len() > MAX_LINE {
-        return Err(QmpError::Protocol(format!("line longer than {MAX_LINE} bytes")));
+        return Err(QmpError::Protocol(format!(
+            "line longer than {MAX_LINE} bytes"
+        )));
     }
     String::from_utf8(buf)
         .map(Some)
@@ -365,7 +377,14 @@ mod tests {
             classify(r#"{"event": "STOP", "timestamp": {}}"#).unwrap(),
             Incoming::Event(QmpEvent { .. })
         ));
-        for bad in ["", "[]", "nope", r#"{"return": 1}"#, r#"{"id": 1}"#, r#"{"event": 5}"#] {
+        for bad in [
+            "",
+            "[]",
+            "nope",
+            r#"{"return": 1}"#,
+            r#"{"id": 1}"#,
+            r#"{"event": 5}"#,
+        ] {
             assert!(classify(bad).is_err(), "{bad}");
         }
     }

@@ -193,7 +193,10 @@ impl VmSpec {
             p(&self.disk)
         ));
         push("-qmp");
-        push(&format!("unix:{},server=on,wait=off", p(&self.run_file(files::QMP))));
+        push(&format!(
+            "unix:{},server=on,wait=off",
+            p(&self.run_file(files::QMP))
+        ));
         push("-chardev");
         push(&format!(
             "socket,id=agent0,path={},server=on,wait=off,logfile={},logappend=on",
@@ -302,9 +305,15 @@ mod tests {
         let a = spec().argv();
         assert!(has_pair(&a, "-nic", "none"));
         assert!(a.contains(&"-nodefaults".to_string()));
-        assert!(!a.iter().any(|x| x.contains("netdev") || x.contains("virtio-net")));
+        assert!(!a
+            .iter()
+            .any(|x| x.contains("netdev") || x.contains("virtio-net")));
         assert!(has_pair(&a, "-device", "qemu-xhci,id=xhci,streams=off"));
-        assert!(has_pair(&a, "-device", "usb-redir,chardev=usbredir0,id=redir0,bus=xhci.0"));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "usb-redir,chardev=usbredir0,id=redir0,bus=xhci.0"
+        ));
         assert!(has_pair(
             &a,
             "-device",
@@ -336,13 +345,21 @@ mod tests {
         let mut s = spec();
         s.control_channel = true;
         assert!(s.argv().iter().any(|x| x.contains("control.sock")));
-        assert!(has_pair(&s.argv(), "-append", "console=ttyS0 airlock.control=1"));
+        assert!(has_pair(
+            &s.argv(),
+            "-append",
+            "console=ttyS0 airlock.control=1"
+        ));
     }
 
     #[test]
     fn displays() {
         let a = spec().argv();
-        assert!(has_pair(&a, "-spice", "port=5930,addr=127.0.0.1,seamless-migration=off"));
+        assert!(has_pair(
+            &a,
+            "-spice",
+            "port=5930,addr=127.0.0.1,seamless-migration=off"
+        ));
         let mut s = spec();
         s.display = Some(DisplaySpec {
             protocol: DisplayProtocol::Vnc,
@@ -358,6 +375,9 @@ mod tests {
     fn commas_in_paths_are_escaped() {
         let mut s = spec();
         s.disk = "/a,b/disk.qcow2".into();
-        assert!(s.argv().iter().any(|x| x.starts_with("file=/a,,b/disk.qcow2,")));
+        assert!(s
+            .argv()
+            .iter()
+            .any(|x| x.starts_with("file=/a,,b/disk.qcow2,")));
     }
 }

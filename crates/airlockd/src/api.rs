@@ -91,12 +91,23 @@ impl From<PoolError> for ApiError {
                 "lease_not_found",
                 "no active lease with that id for this terminal (it ended, or it is not yours)",
             ),
-            PoolError::UnknownDesktop(d) => {
-                ApiError::new(StatusCode::NOT_FOUND, "desktop_not_found", format!("no desktop {d}"))
-            }
+            PoolError::UnknownDesktop(d) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "desktop_not_found",
+                format!("no desktop {d}"),
+            ),
             PoolError::NotBroken { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "not_broken", e.to_string())
             }
+            PoolError::UsbBusy => {
+                ApiError::new(StatusCode::CONFLICT, "usb_stream_open", e.to_string())
+            }
+            PoolError::UsbUnavailable(_) => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "usb_unavailable",
+                message: e.to_string(),
+                retry_after_s: Some(1),
+            },
             PoolError::Setup(_) => ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "desktop_unavailable",
@@ -212,14 +223,103 @@ fn lease_id(s: &str) -> Result<LeaseId, ApiError> {
     })
 }
 
+/// The protocol token of the USB stream upgrade.
+pub const USB_PROTOCOL: &str = "airlock-usbredir/1";
+
+/// The base URL terminals reach this broker at, from the request's Host header.
+fn base_url(st: &AppState, headers: &HeaderMap) -> String {
+    let scheme = if st.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.len() <= 255 && h.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| st.config.listen.to_string());
+    format!("{scheme}://{host}")
+}
+
 async fn create_lease(
     State(st): State<AppState>,
+    headers: HeaderMap,
     TerminalAuth(terminal): TerminalAuth,
     ApiJson(req): ApiJson<LeaseRequest>,
 ) -> Result<Response, ApiError> {
-    let user = UserName::parse(&req.user).map_err(|e| ApiError::bad_request(format!("`user`: {e}")))?;
+    let user =
+        UserName::parse(&req.user).map_err(|e| ApiError::bad_request(format!("`user`: {e}")))?;
     let grant = st.pool.acquire(&terminal, &user).await?;
-    Ok((StatusCode::CREATED, Json(grant)).into_response())
+    let mut body = serde_json::to_value(&grant)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    body["usb"] = json!({
+        "url": format!("{}/v1/leases/{}/usb", base_url(&st, &headers), grant.lease_id),
+        "protocol": USB_PROTOCOL,
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `GET /v1/leases/{id}/usb` with `Upgrade: airlock-usbredir/1`: the lease holder's one
+/// usbredir stream, piped to that lease's desktop and nowhere else.
+async fn usb_stream(
+    State(st): State<AppState>,
+    TerminalAuth(terminal): TerminalAuth,
+    Path(id): Path<String>,
+    mut req: Request,
+) -> Result<Response, ApiError> {
+    let id = lease_id(&id)?;
+    let h = req.headers();
+    let upgrade_ok = h
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(USB_PROTOCOL));
+    let connection_ok = h
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    if !upgrade_ok || !connection_ok {
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            format!("send `Connection: Upgrade` and `Upgrade: {USB_PROTOCOL}`"),
+        ));
+    }
+    let claim = match h.get("x-airlock-device") {
+        None => airlock_pool::relay::DeviceClaim {
+            kind: "unspecified".into(),
+            ..Default::default()
+        },
+        Some(v) => {
+            let text = v
+                .to_str()
+                .map_err(|_| ApiError::bad_request("X-Airlock-Device is not text"))?;
+            airlock_pool::relay::DeviceClaim::parse(text)
+                .map_err(|e| ApiError::bad_request(format!("X-Airlock-Device: {e}")))?
+        }
+    };
+    let stream = st.pool.open_usb(&id, &terminal, &claim).await?;
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => stream.run(hyper_util::rt::TokioIo::new(upgraded)).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "USB stream upgrade failed");
+                // Run against a closed pipe so the stream is closed and audited.
+                let (closed, _) = tokio::io::duplex(64);
+                stream.run(closed).await;
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, USB_PROTOCOL)
+        .body(axum::body::Body::empty())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
 #[derive(Serialize)]
@@ -258,7 +358,10 @@ async fn release(
 async fn desktops(State(st): State<AppState>, _a: AdminAuth) -> Result<Response, ApiError> {
     let d = st.pool.desktops()?;
     let status = st.pool.status()?;
-    Ok(Json(json!({"desktops": d, "accel": status.accel, "reset_method": status.reset_method})).into_response())
+    Ok(
+        Json(json!({"desktops": d, "accel": status.accel, "reset_method": status.reset_method}))
+            .into_response(),
+    )
 }
 
 async fn repair(
@@ -266,10 +369,19 @@ async fn repair(
     _a: AdminAuth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = DesktopId::parse(&id)
-        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "desktop_not_found", "no such desktop"))?;
+    let id = DesktopId::parse(&id).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "desktop_not_found",
+            "no such desktop",
+        )
+    })?;
     st.pool.repair(&id).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"desktop_id": id, "state": "resetting"}))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"desktop_id": id, "state": "resetting"})),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -303,7 +415,11 @@ async fn audit_verify(State(st): State<AppState>, _a: AdminAuth) -> Result<Respo
 async fn healthz(State(st): State<AppState>) -> Result<Response, ApiError> {
     let s = st.pool.status()?;
     let ok = s.counts.clean + s.counts.leased > 0;
-    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     Ok((
         code,
         Json(json!({
@@ -320,7 +436,10 @@ async fn healthz(State(st): State<AppState>) -> Result<Response, ApiError> {
 
 async fn metrics(State(st): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         st.pool.render_metrics(),
     )
         .into_response()
@@ -331,7 +450,11 @@ async fn console() -> Html<&'static str> {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/api.md")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see docs/api.md",
+    )
 }
 
 /// The API router.
@@ -341,6 +464,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/leases", post(create_lease))
         .route("/v1/leases/{id}/heartbeat", post(heartbeat))
         .route("/v1/leases/{id}", delete(release))
+        .route("/v1/leases/{id}/usb", get(usb_stream))
         .route("/v1/desktops", get(desktops))
         .route("/v1/desktops/{id}/repair", post(repair))
         .route("/v1/audit", get(audit))

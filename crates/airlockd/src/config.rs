@@ -261,10 +261,21 @@ impl Config {
         })?;
         let base = path
             .parent()
-            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
             .unwrap_or(Path::new("."));
         let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_owned());
-        Self::parse(&text, &path.display().to_string(), &base, state_dir_override)
+        Self::parse(
+            &text,
+            &path.display().to_string(),
+            &base,
+            state_dir_override,
+        )
     }
 
     /// Parses config text; `base` anchors relative paths.
@@ -344,12 +355,22 @@ impl Config {
         }
         let p = raw.pool;
         if !(1..=500).contains(&p.size) {
-            return Err(invalid("pool.size", format!("{} is out of range", p.size), "use 1 to 500"));
+            return Err(invalid(
+                "pool.size",
+                format!("{} is out of range", p.size),
+                "use 1 to 500",
+            ));
         }
         let desktops = (1..=p.size)
             .map(|n| DesktopId::numbered(&p.name_prefix, n))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid("pool.name_prefix", e.to_string(), "use a short lower-case name like \"desk\""))?;
+            .map_err(|e| {
+                invalid(
+                    "pool.name_prefix",
+                    e.to_string(),
+                    "use a short lower-case name like \"desk\"",
+                )
+            })?;
         let accel = match p.accel.as_str() {
             "kvm" => Accel::Kvm,
             "tcg" => Accel::Tcg,
@@ -369,13 +390,30 @@ impl Config {
             ));
         }
         if !(64..=1024 * 1024).contains(&p.memory_mib) {
-            return Err(invalid("pool.memory_mib", format!("{} is out of range", p.memory_mib), "use 64 to 1048576"));
+            return Err(invalid(
+                "pool.memory_mib",
+                format!("{} is out of range", p.memory_mib),
+                "use 64 to 1048576",
+            ));
         }
         if !(1..=64).contains(&p.vcpus) {
-            return Err(invalid("pool.vcpus", format!("{} is out of range", p.vcpus), "use 1 to 64"));
+            return Err(invalid(
+                "pool.vcpus",
+                format!("{} is out of range", p.vcpus),
+                "use 1 to 64",
+            ));
         }
-        if p.machine.is_empty() || !p.machine.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_') {
-            return Err(invalid("pool.machine", format!("{:?} is not a machine type", p.machine), "use e.g. \"q35\""));
+        if p.machine.is_empty()
+            || !p
+                .machine
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+        {
+            return Err(invalid(
+                "pool.machine",
+                format!("{:?} is not a machine type", p.machine),
+                "use e.g. \"q35\"",
+            ));
         }
         let reset_method = ResetMethod::parse(&p.reset).ok_or_else(|| {
             invalid(
@@ -392,12 +430,24 @@ impl Config {
             ));
         }
         let golden = resolve(base, &p.guest.disk);
-        must_exist("pool.guest.disk", &golden, "build the demo guest with `cargo xtask guest`, or give your golden qcow2 image")?;
+        must_exist(
+            "pool.guest.disk",
+            &golden,
+            "build the demo guest with `cargo xtask guest`, or give your golden qcow2 image",
+        )?;
         let boot = match (p.guest.kernel, p.guest.initrd) {
             (Some(k), Some(i)) => {
                 let (k, i) = (resolve(base, &k), resolve(base, &i));
-                must_exist("pool.guest.kernel", &k, "build the demo guest with `cargo xtask guest`")?;
-                must_exist("pool.guest.initrd", &i, "build the demo guest with `cargo xtask guest`")?;
+                must_exist(
+                    "pool.guest.kernel",
+                    &k,
+                    "build the demo guest with `cargo xtask guest`",
+                )?;
+                must_exist(
+                    "pool.guest.initrd",
+                    &i,
+                    "build the demo guest with `cargo xtask guest`",
+                )?;
                 Boot::Kernel {
                     kernel: k,
                     initrd: i,
@@ -406,12 +456,28 @@ impl Config {
             }
             (None, None) => {
                 if p.guest.append.is_some() {
-                    return Err(invalid("pool.guest.append", "is set without a kernel", "remove it, or set kernel and initrd"));
+                    return Err(invalid(
+                        "pool.guest.append",
+                        "is set without a kernel",
+                        "remove it, or set kernel and initrd",
+                    ));
                 }
                 Boot::Disk
             }
-            (Some(_), None) => return Err(invalid("pool.guest.initrd", "is missing while kernel is set", "set both kernel and initrd, or neither")),
-            (None, Some(_)) => return Err(invalid("pool.guest.kernel", "is missing while initrd is set", "set both kernel and initrd, or neither")),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "pool.guest.initrd",
+                    "is missing while kernel is set",
+                    "set both kernel and initrd, or neither",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "pool.guest.kernel",
+                    "is missing while initrd is set",
+                    "set both kernel and initrd, or neither",
+                ))
+            }
         };
         let readiness = match p.readiness.probe.as_str() {
             "serial" => {
@@ -441,18 +507,43 @@ impl Config {
                 let protocol = match d.protocol.as_str() {
                     "spice" => DisplayProtocol::Spice,
                     "vnc" => DisplayProtocol::Vnc,
-                    other => return Err(invalid("pool.display.protocol", format!("{other:?} is not a protocol"), "use \"spice\" or \"vnc\"")),
+                    other => {
+                        return Err(invalid(
+                            "pool.display.protocol",
+                            format!("{other:?} is not a protocol"),
+                            "use \"spice\" or \"vnc\"",
+                        ))
+                    }
                 };
-                let listen: IpAddr = d.listen.parse().map_err(|_| invalid("pool.display.listen", format!("{:?} is not an IP address", d.listen), "write e.g. \"127.0.0.1\" or \"0.0.0.0\""))?;
+                let listen: IpAddr = d.listen.parse().map_err(|_| {
+                    invalid(
+                        "pool.display.listen",
+                        format!("{:?} is not an IP address", d.listen),
+                        "write e.g. \"127.0.0.1\" or \"0.0.0.0\"",
+                    )
+                })?;
                 let last = usize::from(d.port_base) + p.size - 1;
                 if d.port_base < 1024 || last > 65535 {
-                    return Err(invalid("pool.display.port_base", format!("ports {}..={last} are out of range", d.port_base), "use a base from 1024 with room for every desktop"));
+                    return Err(invalid(
+                        "pool.display.port_base",
+                        format!("ports {}..={last} are out of range", d.port_base),
+                        "use a base from 1024 with room for every desktop",
+                    ));
                 }
                 if protocol == DisplayProtocol::Vnc && (d.port_base < 5900 || last > 5900 + 99) {
-                    return Err(invalid("pool.display.port_base", "VNC displays must use ports 5900 to 5999", "use port_base = 5900 or above, with room for the pool"));
+                    return Err(invalid(
+                        "pool.display.port_base",
+                        "VNC displays must use ports 5900 to 5999",
+                        "use port_base = 5900 or above, with room for the pool",
+                    ));
                 }
                 let advertise_host = d.advertise_host.unwrap_or_else(|| listen.to_string());
-                Some(DisplayConfig { protocol, listen, advertise_host, port_base: d.port_base })
+                Some(DisplayConfig {
+                    protocol,
+                    listen,
+                    advertise_host,
+                    port_base: d.port_base,
+                })
             }
         };
         let pool = PoolConfig {
@@ -530,7 +621,9 @@ port_base = 5930
 
     fn err(text: &str) -> String {
         let (_d, b) = base();
-        Config::parse(text, "test.toml", &b, None).unwrap_err().to_string()
+        Config::parse(text, "test.toml", &b, None)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -562,10 +655,22 @@ port_base = 5930
             ("size = 2", "size = 0", "pool.size"),
             ("size = 2", "size = \"two\"", "size"),
             ("memory_mib = 256", "memory_mib = 1", "pool.memory_mib"),
-            ("port_base = 5930", "port_base = 65535", "pool.display.port_base"),
-            ("disk = \"golden.qcow2\"", "disk = \"missing.qcow2\"", "pool.guest.disk"),
+            (
+                "port_base = 5930",
+                "port_base = 65535",
+                "pool.display.port_base",
+            ),
+            (
+                "disk = \"golden.qcow2\"",
+                "disk = \"missing.qcow2\"",
+                "pool.guest.disk",
+            ),
             ("kernel = \"vmlinuz\"\n", "", "pool.guest.kernel"),
-            ("state_dir = \"state\"", "state_dir = \"state\"\nlisten = \"nowhere\"", "server.listen"),
+            (
+                "state_dir = \"state\"",
+                "state_dir = \"state\"\nlisten = \"nowhere\"",
+                "server.listen",
+            ),
         ];
         for (from, to, key) in cases {
             let text = good().replacen(from, to, 1);
@@ -574,14 +679,20 @@ port_base = 5930
             assert!(e.contains(key), "{key}: {e}");
         }
         let e = err(&good().replace(&hash_token("t"), "zz"));
-        assert!(e.contains("terminals.token_sha256") && e.contains("hash-token"), "{e}");
+        assert!(
+            e.contains("terminals.token_sha256") && e.contains("hash-token"),
+            "{e}"
+        );
         let e = err(&good().replace("[pool]", "[pool]\nreset = \"magic\""));
         assert!(e.contains("template_clone"), "{e}");
     }
 
     #[test]
     fn tls_needs_both_files() {
-        let e = err(&good().replace("state_dir = \"state\"", "state_dir = \"state\"\ntls_cert = \"c.pem\""));
+        let e = err(&good().replace(
+            "state_dir = \"state\"",
+            "state_dir = \"state\"\ntls_cert = \"c.pem\"",
+        ));
         assert!(e.contains("server.tls_key"), "{e}");
     }
 

@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "airlockd", version, about = "Airlock broker: a pool of disposable desktops for untrusted discs")]
+#[command(
+    name = "airlockd",
+    version,
+    about = "Airlock broker: a pool of disposable desktops for untrusted discs"
+)]
 struct Cli {
     /// The TOML config file.
     #[arg(long, global = true, default_value = "/etc/airlock/airlockd.toml")]
@@ -71,7 +75,9 @@ fn main() -> Result<()> {
                 Some(t) => t,
                 None => {
                     let mut s = String::new();
-                    std::io::stdin().read_line(&mut s).context("read the token from stdin")?;
+                    std::io::stdin()
+                        .read_line(&mut s)
+                        .context("read the token from stdin")?;
                     s.trim_end_matches(['\r', '\n']).to_owned()
                 }
             };
@@ -97,7 +103,10 @@ fn main() -> Result<()> {
             let c = Config::load(&cli.config, cli.state_dir.as_deref())?;
             let db = c.pool.state_dir.join("airlock.db");
             if !db.exists() {
-                bail!("no database at {}; has airlockd run with this state directory?", db.display());
+                bail!(
+                    "no database at {}; has airlockd run with this state directory?",
+                    db.display()
+                );
             }
             let store = airlock_store::Store::open_read_only(&db)
                 .with_context(|| format!("open {}", db.display()))?;
@@ -129,7 +138,9 @@ fn main() -> Result<()> {
             let rt = tokio::runtime::Runtime::new()?;
             let mut n = 0;
             for sub in ["desktops", "templates"] {
-                let Ok(entries) = std::fs::read_dir(c.pool.state_dir.join(sub)) else { continue };
+                let Ok(entries) = std::fs::read_dir(c.pool.state_dir.join(sub)) else {
+                    continue;
+                };
                 for e in entries.flatten() {
                     let run = e.path().join("run");
                     if run.join("qemu.pid").exists() {
@@ -138,7 +149,10 @@ fn main() -> Result<()> {
                     }
                 }
             }
-            println!("stopped the desktops of {} ({n} run directories checked)", c.pool.state_dir.display());
+            println!(
+                "stopped the desktops of {} ({n} run directories checked)",
+                c.pool.state_dir.display()
+            );
             Ok(())
         }
         Command::Serve => {
@@ -168,12 +182,23 @@ async fn serve(config: Config) -> Result<()> {
         .await
         .context("start the desktop pool")?;
     let config = Arc::new(config);
-    let app = api::router(api::AppState { pool: pool.clone(), config: config.clone() });
-    let listener = std::net::TcpListener::bind(config.listen)
-        .with_context(|| format!("listen on {} (server.listen); is another airlockd running?", config.listen))?;
+    let app = api::router(api::AppState {
+        pool: pool.clone(),
+        config: config.clone(),
+    });
+    let listener = std::net::TcpListener::bind(config.listen).with_context(|| {
+        format!(
+            "listen on {} (server.listen); is another airlockd running?",
+            config.listen
+        )
+    })?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     // stdout is for people (and for tests that need the port); logs go to stderr.
     println!("airlockd listening on {scheme}://{addr}");
     println!("  web console: {scheme}://{addr}/   health: {scheme}://{addr}/healthz   metrics: {scheme}://{addr}/metrics");
@@ -189,7 +214,13 @@ async fn serve(config: Config) -> Result<()> {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                 .await
-                .with_context(|| format!("load TLS certificate {} and key {}", cert.display(), key.display()))?;
+                .with_context(|| {
+                    format!(
+                        "load TLS certificate {} and key {}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
             axum_server::from_tcp_rustls(listener, tls)?
                 .handle(handle)
                 .serve(app.into_make_service())

@@ -14,8 +14,19 @@ async fn pool_comes_up_clean_and_a_third_acquire_gets_503() {
     let b = Broker::start(Opts::default()).await;
     let d = b.wait_clean(2, UP).await;
     assert_eq!(d.len(), 2);
-    let h: Value = b.http.get(format!("{}/healthz", b.url)).send().await.unwrap().json().await.unwrap();
-    assert_eq!(h["accel"], "tcg", "the broker says which accelerator it uses");
+    let h: Value = b
+        .http
+        .get(format!("{}/healthz", b.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        h["accel"], "tcg",
+        "the broker says which accelerator it uses"
+    );
     assert_eq!(h["status"], "ok");
 
     let a = b.acquire_ok("dr-alpha").await;
@@ -29,17 +40,35 @@ async fn pool_comes_up_clean_and_a_third_acquire_gets_503() {
 
     let r = b.acquire(TERMINAL_TOKEN, "dr-gamma").await;
     assert_eq!(r.status(), 503);
-    let retry = r.headers().get("retry-after").unwrap().to_str().unwrap().parse::<u64>().unwrap();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "no_free_desktop");
     assert_eq!(body["retry_after_s"].as_u64().unwrap(), retry);
     assert!(body["message"].as_str().unwrap().contains("try again"));
 
-    let m = b.http.get(format!("{}/metrics", b.url)).send().await.unwrap().text().await.unwrap();
+    let m = b
+        .http
+        .get(format!("{}/metrics", b.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(m.contains("airlock_desktops{state=\"leased\"} 2"), "{m}");
     assert!(m.contains("airlock_leases_active 2"), "{m}");
     assert!(m.contains("airlock_acquire_seconds_count 2"), "{m}");
-    assert!(m.contains("airlock_acquires_total{result=\"no_free_desktop\"} 1"), "{m}");
+    assert!(
+        m.contains("airlock_acquires_total{result=\"no_free_desktop\"} 1"),
+        "{m}"
+    );
     assert_audit_invariants(&b.audit().await);
 }
 
@@ -68,29 +97,62 @@ async fn two_hundred_concurrent_acquires_grant_exactly_two() {
     assert_eq!(granted.len(), 2);
     assert_eq!(refused, 198);
     assert_ne!(granted[0], granted[1]);
-    let leases: Vec<_> = b.desktops().await.into_iter().filter(|d| d["state"] == "leased").collect();
+    let leases: Vec<_> = b
+        .desktops()
+        .await
+        .into_iter()
+        .filter(|d| d["state"] == "leased")
+        .collect();
     assert_eq!(leases.len(), 2);
     assert_audit_invariants(&b.audit().await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_and_lease_ownership_are_enforced() {
-    let b = Broker::start(Opts { size: 1, ..Opts::default() }).await;
+    let b = Broker::start(Opts {
+        size: 1,
+        ..Opts::default()
+    })
+    .await;
     b.wait_clean(1, UP).await;
     let url = format!("{}/v1/leases", b.url);
     // No token, wrong token, admin token on a terminal endpoint: 401 with a JSON error.
-    let r = b.http.post(&url).json(&serde_json::json!({"user": "u"})).send().await.unwrap();
+    let r = b
+        .http
+        .post(&url)
+        .json(&serde_json::json!({"user": "u"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers().get("www-authenticate").unwrap(), "Bearer");
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "unauthorized");
     assert_eq!(b.acquire("wrong-token", "u").await.status(), 401);
     assert_eq!(b.acquire(ADMIN_TOKEN, "u").await.status(), 401);
-    let r = b.http.post(&url).header("authorization", "Basic abc").json(&serde_json::json!({"user": "u"})).send().await.unwrap();
+    let r = b
+        .http
+        .post(&url)
+        .header("authorization", "Basic abc")
+        .json(&serde_json::json!({"user": "u"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     // Terminal token on an admin endpoint.
-    let r = b.http.get(format!("{}/v1/desktops", b.url)).bearer_auth(TERMINAL_TOKEN).send().await.unwrap();
+    let r = b
+        .http
+        .get(format!("{}/v1/desktops", b.url))
+        .bearer_auth(TERMINAL_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = b.http.get(format!("{}/v1/desktops", b.url)).send().await.unwrap();
+    let r = b
+        .http
+        .get(format!("{}/v1/desktops", b.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
     let lease = b.acquire_ok("dr-owner").await;
@@ -100,14 +162,24 @@ async fn tokens_and_lease_ownership_are_enforced() {
     assert_eq!(b.release(TERMINAL2_TOKEN, id).await, 404);
     assert_eq!(b.heartbeat("nope", id).await, 401);
     assert_eq!(b.heartbeat(TERMINAL_TOKEN, id).await, 200);
-    assert_eq!(b.desktop(lease["desktop_id"].as_str().unwrap()).await["state"], "leased");
+    assert_eq!(
+        b.desktop(lease["desktop_id"].as_str().unwrap()).await["state"],
+        "leased"
+    );
     // The holder can.
     assert_eq!(b.release(TERMINAL_TOKEN, id).await, 202);
-    assert_eq!(b.heartbeat(TERMINAL_TOKEN, id).await, 404, "an ended lease answers 404");
+    assert_eq!(
+        b.heartbeat(TERMINAL_TOKEN, id).await,
+        404,
+        "an ended lease answers 404"
+    );
     assert_eq!(b.release(TERMINAL_TOKEN, id).await, 404);
     b.wait_clean(1, UP).await;
     let audit = b.audit().await;
-    let granted: Vec<_> = audit.iter().filter(|r| r["action"] == "lease_granted").collect();
+    let granted: Vec<_> = audit
+        .iter()
+        .filter(|r| r["action"] == "lease_granted")
+        .collect();
     assert_eq!(granted.len(), 1);
     assert_eq!(granted[0]["terminal"], "term-1");
     assert_eq!(granted[0]["user"], "dr-owner");
@@ -116,7 +188,11 @@ async fn tokens_and_lease_ownership_are_enforced() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_clear_errors_and_changes_nothing() {
-    let b = Broker::start(Opts { size: 1, ..Opts::default() }).await;
+    let b = Broker::start(Opts {
+        size: 1,
+        ..Opts::default()
+    })
+    .await;
     b.wait_clean(1, UP).await;
     let before = b.audit().await.len();
     let url = format!("{}/v1/leases", b.url);
@@ -131,14 +207,29 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     let cases: Vec<(Vec<u8>, Option<&str>, u16, &str)> = vec![
         (b"{not json".to_vec(), json, 400, "bad_request"),
         (br#"{"user": 5}"#.to_vec(), json, 400, "bad_request"),
-        (br#"{"user": "u", "extra": 1}"#.to_vec(), json, 400, "bad_request"),
+        (
+            br#"{"user": "u", "extra": 1}"#.to_vec(),
+            json,
+            400,
+            "bad_request",
+        ),
         (br#"{}"#.to_vec(), json, 400, "bad_request"),
         (br#"[]"#.to_vec(), json, 400, "bad_request"),
         (br#"{"user": ""}"#.to_vec(), json, 400, "bad_request"),
         (br#"{"user": "a\nb"}"#.to_vec(), json, 400, "bad_request"),
         (vec![0xff, 0xfe, 0x00], json, 400, "bad_request"),
-        (br#"{"user": "u"}"#.to_vec(), None, 415, "unsupported_media_type"),
-        (format!(r#"{{"user": "{}"}}"#, "x".repeat(2 << 20)).into_bytes(), json, 413, "payload_too_large"),
+        (
+            br#"{"user": "u"}"#.to_vec(),
+            None,
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            format!(r#"{{"user": "{}"}}"#, "x".repeat(2 << 20)).into_bytes(),
+            json,
+            413,
+            "payload_too_large",
+        ),
     ];
     for (body, ct, status, code) in cases {
         let shown = String::from_utf8_lossy(&body[..body.len().min(40)]).into_owned();
@@ -149,20 +240,39 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
         assert!(!v["message"].as_str().unwrap().is_empty());
     }
     // Unknown and malformed lease ids.
-    for id in ["00000000000000000000000000000000", "not-a-lease", "../../etc/passwd", &"a".repeat(5000)] {
+    for id in [
+        "00000000000000000000000000000000",
+        "not-a-lease",
+        "../../etc/passwd",
+        &"a".repeat(5000),
+    ] {
         let s = b.heartbeat(TERMINAL_TOKEN, id).await;
         assert!(s == 404 || s == 414 || s == 400, "{id}: {s}");
         let s = b.release(TERMINAL_TOKEN, id).await;
         assert!(s == 404 || s == 414 || s == 400, "{id}: {s}");
     }
-    let r = b.http.get(format!("{}/v1/nothing", b.url)).send().await.unwrap();
+    let r = b
+        .http
+        .get(format!("{}/v1/nothing", b.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "not_found");
-    let r = b.http.get(format!("{}/v1/audit?limit=abc", b.url)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let r = b
+        .http
+        .get(format!("{}/v1/audit?limit=abc", b.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     // Nothing changed: the desktop is still clean, nothing was leased or audited.
     let d = b.desktops().await;
     assert_eq!(d[0]["state"], "clean");
     assert_eq!(b.audit().await.len(), before);
-    assert_eq!(b.acquire(TERMINAL_TOKEN, "after-garbage").await.status(), 201);
+    assert_eq!(
+        b.acquire(TERMINAL_TOKEN, "after-garbage").await.status(),
+        201
+    );
 }

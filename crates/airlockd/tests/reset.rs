@@ -11,7 +11,14 @@ use std::time::Duration;
 const UP: Duration = Duration::from_secs(240);
 
 fn unique() -> String {
-    format!("{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }
 
 fn reset_proof(audit: &[Value], desktop: &str) -> Value {
@@ -32,7 +39,11 @@ fn first_proof(audit: &[Value], desktop: &str) -> Value {
 }
 
 async fn markers_vanish_after_release(method: &'static str) {
-    let b = Broker::start(Opts { reset: method, ..Opts::default() }).await;
+    let b = Broker::start(Opts {
+        reset: method,
+        ..Opts::default()
+    })
+    .await;
     b.wait_clean(2, UP).await;
     let lease = b.acquire_ok("dr-malware").await;
     let desk = lease["desktop_id"].as_str().unwrap().to_owned();
@@ -42,9 +53,14 @@ async fn markers_vanish_after_release(method: &'static str) {
     // The "disc" plants malware in RAM and on the writable disk.
     let mut c = b.control(&desk);
     let golden = c.run("dd if=/dev/vda bs=64 count=1 2>/dev/null");
-    assert!(golden.contains("AIRLOCK-GOLDEN"), "golden disk header: {golden:?}");
+    assert!(
+        golden.contains("AIRLOCK-GOLDEN"),
+        "golden disk header: {golden:?}"
+    );
     c.run(&format!("echo MALWARE-RAM-{tag} > /malware.txt"));
-    c.run(&format!("echo MALWARE-DISK-{tag} | dd of=/dev/vda bs=512 seek=4096 conv=fsync 2>/dev/null; sync"));
+    c.run(&format!(
+        "echo MALWARE-DISK-{tag} | dd of=/dev/vda bs=512 seek=4096 conv=fsync 2>/dev/null; sync"
+    ));
     let seen = c.run("cat /malware.txt; dd if=/dev/vda bs=512 skip=4096 count=1 2>/dev/null");
     assert!(seen.contains(&format!("MALWARE-RAM-{tag}")), "{seen:?}");
     assert!(seen.contains(&format!("MALWARE-DISK-{tag}")), "{seen:?}");
@@ -52,21 +68,39 @@ async fn markers_vanish_after_release(method: &'static str) {
 
     assert_eq!(b.release(TERMINAL_TOKEN, &id).await, 202);
     let d = b
-        .wait_desktop(&desk, UP, |d| d["state"] == "clean" && d["resets"].as_i64() == Some(1))
+        .wait_desktop(&desk, UP, |d| {
+            d["state"] == "clean" && d["resets"].as_i64() == Some(1)
+        })
         .await;
     assert_eq!(d["last_reset_method"], method);
     assert!(d["lease"].is_null());
 
     let mut c = b.control(&desk);
     let after = c.run("cat /malware.txt 2>&1; dd if=/dev/vda bs=512 skip=4096 count=1 2>/dev/null; dd if=/dev/vda bs=64 count=1 2>/dev/null; echo; date +%s");
-    assert!(!after.contains(&format!("MALWARE-RAM-{tag}")), "RAM marker survived {method}: {after:?}");
-    assert!(!after.contains(&format!("MALWARE-DISK-{tag}")), "disk marker survived {method}: {after:?}");
+    assert!(
+        !after.contains(&format!("MALWARE-RAM-{tag}")),
+        "RAM marker survived {method}: {after:?}"
+    );
+    assert!(
+        !after.contains(&format!("MALWARE-DISK-{tag}")),
+        "disk marker survived {method}: {after:?}"
+    );
     assert!(after.contains("No such file"), "{after:?}");
     assert!(after.contains("AIRLOCK-GOLDEN"), "{after:?}");
     // The guest clock was set after the restore.
-    let guest_now: i64 = after.split_whitespace().rev().find_map(|w| w.parse().ok()).unwrap();
-    let host_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    assert!((guest_now - host_now).abs() <= 5, "guest clock {guest_now} vs host {host_now}");
+    let guest_now: i64 = after
+        .split_whitespace()
+        .rev()
+        .find_map(|w| w.parse().ok())
+        .unwrap();
+    let host_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (guest_now - host_now).abs() <= 5,
+        "guest clock {guest_now} vs host {host_now}"
+    );
 
     // The audit holds a proof of the clean start.
     let audit = b.audit().await;
@@ -80,7 +114,10 @@ async fn markers_vanish_after_release(method: &'static str) {
         "template_clone" | "rebuild" => {
             assert_eq!(start["fresh_process"], true);
             assert_ne!(start["pid"], before["pid"], "a fresh QEMU process");
-            assert_ne!(start["vmgenid"], before["vmgenid"], "a new VM generation id");
+            assert_ne!(
+                start["vmgenid"], before["vmgenid"],
+                "a new VM generation id"
+            );
         }
         _ => {
             assert_eq!(start["fresh_process"], false);
@@ -110,7 +147,12 @@ async fn release_wipes_ram_and_disk_with_rebuild() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lease_without_heartbeats_expires_and_its_desktop_resets() {
-    let b = Broker::start(Opts { size: 1, heartbeat_timeout_s: 3, ..Opts::default() }).await;
+    let b = Broker::start(Opts {
+        size: 1,
+        heartbeat_timeout_s: 3,
+        ..Opts::default()
+    })
+    .await;
     b.wait_clean(1, UP).await;
     let lease = b.acquire_ok("dr-forgetful").await;
     assert_eq!(lease["heartbeat_interval_s"], 1);
@@ -124,7 +166,9 @@ async fn a_lease_without_heartbeats_expires_and_its_desktop_resets() {
     assert_eq!(b.desktop(desk).await["state"], "leased");
     // ...and without them it ends.
     let d = b
-        .wait_desktop(desk, Duration::from_secs(60), |d| d["state"] == "clean" && d["resets"].as_i64() == Some(1))
+        .wait_desktop(desk, Duration::from_secs(60), |d| {
+            d["state"] == "clean" && d["resets"].as_i64() == Some(1)
+        })
         .await;
     assert!(d["lease"].is_null());
     assert_eq!(b.heartbeat(TERMINAL_TOKEN, id).await, 404);
@@ -142,23 +186,39 @@ async fn killing_a_desktops_qemu_rebuilds_it() {
     let d = b.wait_clean(2, UP).await;
     let lease = b.acquire_ok("dr-crash").await;
     let leased = lease["desktop_id"].as_str().unwrap().to_owned();
-    let other = d.iter().map(|x| x["id"].as_str().unwrap().to_owned()).find(|x| *x != leased).unwrap();
+    let other = d
+        .iter()
+        .map(|x| x["id"].as_str().unwrap().to_owned())
+        .find(|x| *x != leased)
+        .unwrap();
     for desk in [&leased, &other] {
         let pid = b.desktop(desk).await["pid"].as_i64().unwrap();
-        std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status().unwrap();
+        std::process::Command::new("kill")
+            .arg("-9")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
         let d = b
             .wait_desktop(desk, UP, |d| {
-                d["state"] == "clean" && d["pid"].as_i64().is_some_and(|p| p != pid) && d["resets"].as_i64() == Some(1)
+                d["state"] == "clean"
+                    && d["pid"].as_i64().is_some_and(|p| p != pid)
+                    && d["resets"].as_i64() == Some(1)
             })
             .await;
         assert_eq!(d["last_reset_method"], "rebuild");
     }
     // The lease on the killed desktop ended.
-    assert_eq!(b.heartbeat(TERMINAL_TOKEN, lease["lease_id"].as_str().unwrap()).await, 404);
+    assert_eq!(
+        b.heartbeat(TERMINAL_TOKEN, lease["lease_id"].as_str().unwrap())
+            .await,
+        404
+    );
     let audit = b.audit().await;
     let ended = audit.iter().find(|r| r["action"] == "lease_ended").unwrap();
     assert!(ended["details"].as_str().unwrap().contains("desktop_lost"));
-    assert!(audit.iter().any(|r| r["action"] == "desktop_died" && r["desktop"] == other.as_str()));
+    assert!(audit
+        .iter()
+        .any(|r| r["action"] == "desktop_died" && r["desktop"] == other.as_str()));
     assert_audit_invariants(&audit);
     b.acquire_ok("after-1").await;
     b.acquire_ok("after-2").await;

@@ -34,7 +34,11 @@ async fn kill9_and_restart_keeps_leases_and_never_hands_out_dirty_desktops() {
     if spice_client_available() {
         let port = l1["display"]["port"].as_u64().unwrap().to_string();
         let pw = l1["display"]["password"].as_str().unwrap();
-        assert_eq!(spice_auth(&port, pw), 0, "the lease's display password still opens the display");
+        assert_eq!(
+            spice_auth(&port, pw),
+            0,
+            "the lease's display password still opens the display"
+        );
     }
 
     // The other desktop is free; X is never handed out twice.
@@ -45,7 +49,11 @@ async fn kill9_and_restart_keeps_leases_and_never_hands_out_dirty_desktops() {
 
     // Release the second lease and kill the broker while that desktop is dirty/resetting.
     let y = l2["desktop_id"].as_str().unwrap().to_owned();
-    assert_eq!(b.release(TERMINAL_TOKEN, l2["lease_id"].as_str().unwrap()).await, 202);
+    assert_eq!(
+        b.release(TERMINAL_TOKEN, l2["lease_id"].as_str().unwrap())
+            .await,
+        202
+    );
     b.kill9();
     b.spawn();
     // Hammer acquire right away: Y may be granted only after a verified reset.
@@ -63,11 +71,21 @@ async fn kill9_and_restart_keeps_leases_and_never_hands_out_dirty_desktops() {
     }
     let granted = granted.expect("Y came back clean");
     assert_eq!(granted["desktop_id"], y.as_str());
-    assert_eq!(b.heartbeat(TERMINAL_TOKEN, &id1).await, 200, "X's lease survived two restarts");
+    assert_eq!(
+        b.heartbeat(TERMINAL_TOKEN, &id1).await,
+        200,
+        "X's lease survived two restarts"
+    );
 
     let audit = b.audit().await;
     assert_audit_invariants(&audit);
-    assert!(audit.iter().filter(|r| r["action"] == "broker_started").count() == 3);
+    assert!(
+        audit
+            .iter()
+            .filter(|r| r["action"] == "broker_started")
+            .count()
+            == 3
+    );
     let (ok, out) = b.verify_audit_cli();
     assert!(ok, "{out}");
     assert!(out.contains("intact"), "{out}");

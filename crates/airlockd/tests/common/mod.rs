@@ -16,7 +16,10 @@ pub const TERMINAL2_TOKEN: &str = "test-terminal-token-2";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The demo guest's manifest (`cargo xtask guest` writes it).
@@ -86,7 +89,10 @@ pub struct Broker {
 impl Broker {
     pub async fn start(opts: Opts) -> Broker {
         let m = guest_manifest();
-        let tmp = tempfile::Builder::new().prefix("airlock-test-").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("airlock-test-")
+            .tempdir()
+            .unwrap();
         let state = tmp.path().join("state");
         let port_base = free_ports(u16::try_from(opts.size).unwrap());
         let config = tmp.path().join("airlockd.toml");
@@ -137,7 +143,11 @@ port_base = {port_base}
             initrd = m["initrd"].as_str().unwrap(),
             append = m["append"].as_str().unwrap(),
             display = opts.display,
-            port_base = if opts.display == "vnc" { 5900 + (port_base % 90) } else { port_base },
+            port_base = if opts.display == "vnc" {
+                5900 + (port_base % 90)
+            } else {
+                port_base
+            },
         );
         std::fs::write(&config, text).unwrap();
         let mut b = Broker {
@@ -146,7 +156,10 @@ port_base = {port_base}
             _tmp: tmp,
             config,
             child: None,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
             display_port_base: port_base,
         };
         b.spawn();
@@ -171,9 +184,10 @@ port_base = {port_base}
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().and_then(Result::ok).unwrap_or_else(|| {
-            panic!("airlockd printed nothing; log: {}", self.log_tail(40))
-        });
+        let first = lines
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("airlockd printed nothing; log: {}", self.log_tail(40)));
         let url = first
             .strip_prefix("airlockd listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
@@ -215,7 +229,11 @@ port_base = {port_base}
     }
 
     pub async fn desktop(&self, id: &str) -> Value {
-        self.desktops().await.into_iter().find(|d| d["id"] == id).unwrap()
+        self.desktops()
+            .await
+            .into_iter()
+            .find(|d| d["id"] == id)
+            .unwrap()
     }
 
     /// Waits until `n` desktops are clean (panics with the log after `timeout`).
@@ -229,7 +247,9 @@ port_base = {port_base}
             if start.elapsed() > timeout {
                 panic!(
                     "only {:?} after {timeout:?}; log:\n{}",
-                    d.iter().map(|x| (x["id"].clone(), x["state"].clone())).collect::<Vec<_>>(),
+                    d.iter()
+                        .map(|x| (x["id"].clone(), x["state"].clone()))
+                        .collect::<Vec<_>>(),
                     self.log_tail(60)
                 );
             }
@@ -238,7 +258,12 @@ port_base = {port_base}
     }
 
     /// Waits until a desktop satisfies `pred`.
-    pub async fn wait_desktop(&self, id: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_desktop(
+        &self,
+        id: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let start = Instant::now();
         loop {
             let d = self.desktop(id).await;
@@ -246,7 +271,10 @@ port_base = {port_base}
                 return d;
             }
             if start.elapsed() > timeout {
-                panic!("desktop {id} is {d} after {timeout:?}; log:\n{}", self.log_tail(60));
+                panic!(
+                    "desktop {id} is {d} after {timeout:?}; log:\n{}",
+                    self.log_tail(60)
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -308,7 +336,10 @@ port_base = {port_base}
             .args(["audit", "verify"])
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     }
 
     /// A shell on a desktop's test-only control port.
@@ -319,7 +350,9 @@ port_base = {port_base}
     pub fn qemu_pids(&self) -> Vec<i32> {
         let mut pids = Vec::new();
         for sub in ["desktops", "templates"] {
-            let Ok(entries) = std::fs::read_dir(self.state.join(sub)) else { continue };
+            let Ok(entries) = std::fs::read_dir(self.state.join(sub)) else {
+                continue;
+            };
             for e in entries.flatten() {
                 if let Ok(t) = std::fs::read_to_string(e.path().join("run/qemu.pid")) {
                     if let Ok(p) = t.trim().parse() {
@@ -360,7 +393,9 @@ impl Control {
         loop {
             match UnixStream::connect(path) {
                 Ok(stream) => {
-                    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_millis(200)))
+                        .unwrap();
                     return Control { stream, n: 0 };
                 }
                 Err(e) if start.elapsed() > Duration::from_secs(10) => {
@@ -387,7 +422,9 @@ impl Control {
             match self.stream.read(&mut chunk) {
                 Ok(0) => panic!("control port closed"),
                 Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
                 Err(e) => panic!("control port: {e}"),
             }
             let text = String::from_utf8_lossy(&buf);
@@ -414,7 +451,9 @@ pub fn assert_audit_invariants(records: &[Value]) {
     }
     let mut st: HashMap<String, S> = HashMap::new();
     for r in records {
-        let Some(d) = r["desktop"].as_str() else { continue };
+        let Some(d) = r["desktop"].as_str() else {
+            continue;
+        };
         let s = st.entry(d.to_owned()).or_insert(S::Unknown);
         match r["action"].as_str().unwrap() {
             "desktop_ready" | "desktop_reset" => *s = S::Clean,
@@ -426,10 +465,10 @@ pub fn assert_audit_invariants(records: &[Value]) {
                 assert_eq!(*s, S::Leased, "lease ended on {d} in state {s:?}: {r}");
                 *s = S::Used;
             }
-            "desktop_died" | "desktop_invalidated" | "reset_started" | "desktop_broken" => {
-                if *s == S::Clean {
-                    *s = S::Used;
-                }
+            "desktop_died" | "desktop_invalidated" | "reset_started" | "desktop_broken"
+                if *s == S::Clean =>
+            {
+                *s = S::Used;
             }
             _ => {}
         }

@@ -1,0 +1,326 @@
+#!/bin/busybox sh
+# Airlock demo guest: /init (PID 1) of the initramfs built by `cargo xtask guest`.
+#
+# The broker and the tests depend on what this script prints; the contract is
+# docs/guest.md. Keep the two in step.
+#
+#   ttyS0  agent port: AIRLOCK-* lines out, airlock-* commands in (raw, no echo)
+#   ttyS1  root shell, only with `airlock.control=1` on the kernel command line
+#   tty0   human-readable status for the clinician (seen over SPICE/VNC)
+#   vda    writable disk (virtio-blk); never mounted, tests write markers to it
+
+export PATH=/bin LC_ALL=C HOME=/root
+umask 022
+CR=$(printf '\r')
+
+# The test-only control shell on ttyS1 (started below as
+# `/init --control-shell`): runs each line it reads, in this shell so that
+# the working directory and variables persist. A line that does not parse
+# prints the error and sets $? to 2 instead of killing the shell. Commands get
+# /dev/null as stdin, so they cannot eat the lines that follow.
+if [ "$$" != 1 ] && [ "$1" = --control-shell ]; then
+	setstatus() { return "$1"; }
+	cd /
+	rc=0
+	while IFS= read -r line; do
+		line=${line%"$CR"}
+		if sh -n -c "$line" 2>/dev/null; then
+			setstatus "$rc" # so that `$?` in the line is the last line's status
+			eval "$line" </dev/null
+			rc=$?
+		else
+			sh -n -c "$line" 2>&1
+			rc=2
+		fi
+	done
+	exit 0
+fi
+
+/bin/busybox --install -s /bin
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mkdir -p /run/airlock/cd /media
+
+AGENT=/dev/ttyS0
+SCREEN=/dev/tty0
+STATE=/run/airlock/cd
+ESC=$(printf '\033')
+set -o pipefail
+
+log() { echo "airlock-init: $*" >"$SCREEN" 2>/dev/null; }
+
+# One complete line per write(2), so lines from concurrent writers never mix.
+agent_say() { echo "$*" >"$AGENT" 2>/dev/null; }
+
+# ---------------------------------------------------------------- modules
+# /etc/modules is written by xtask in dependency order: "name [param=value...]".
+while read -r mod args; do
+	case "$mod" in '' | '#'*) continue ;; esac
+	# shellcheck disable=SC2086 # args are module parameters, split on purpose
+	insmod "/lib/modules/$mod.ko" $args 2>/dev/null || log "insmod $mod failed"
+done </etc/modules
+
+# ---------------------------------------------------------------- clock
+# Monotonic nanoseconds (immune to airlock-settime). busybox date has no %N;
+# /proc/timer_list has ns resolution, /proc/uptime 10 ms as a fallback.
+now_ns() {
+	t=$(sed -n '3{s/^now at \([0-9]*\) nsecs$/\1/p;q}' /proc/timer_list 2>/dev/null)
+	if [ -z "$t" ]; then
+		read -r t _ </proc/uptime
+		t=$((${t%.*} * 1000000000 + ${t#*.} * 10000000))
+	fi
+	echo "$t"
+}
+
+# ---------------------------------------------------------------- console screen
+# The clinician sees tty0: a header and one status block per CD drive.
+draw() {
+	local f found
+	{
+		printf '%s[H%s[2J' "$ESC" "$ESC"
+		printf '%s[1;37;44m%-80s%s[0m\n\n' "$ESC" "  AIRLOCK  -  isolated CD reader" "$ESC"
+		found=
+		for f in "$STATE"/*.screen; do
+			[ -e "$f" ] || continue
+			found=1
+			cat "$f"
+			echo
+		done
+		if [ -z "$found" ]; then
+			printf '  Connect the CD drive at your terminal and insert a disc.\n'
+		fi
+	} >"$SCREEN" 2>/dev/null
+}
+
+# screen DEV COLOUR TEXT...: replace DEV's status block (COLOUR: ANSI code)
+screen() {
+	local d=$1 colour=$2 l
+	shift 2
+	{
+		printf '  %s[1;%sm' "$ESC" "$colour"
+		printf '%s\n' "$1"
+		printf '%s[0m' "$ESC"
+		shift
+		for l in "$@"; do printf '    %s\n' "$l"; done
+	} >"$STATE/$d.screen"
+	draw
+}
+
+# Only printable ASCII from the disc reaches the consoles.
+clean() { tr -c '\n -~' '?'; }
+
+# ---------------------------------------------------------------- CD monitor
+# Media detection is polled: every 0.5 s each /sys/block/sr* is opened (the
+# open makes the kernel revalidate the medium and fails with ENOMEDIUM when
+# there is none) and the medium is fingerprinted by its size and the ISO 9660
+# primary volume descriptor, so a disc swapped between two polls is still seen.
+EMPTY_MD5=d41d8cd98f00b204e9800998ecf8427e
+
+cd_fingerprint() {
+	local d=$1 size n
+	{ :; } 2>/dev/null <"/dev/$d" || return 1
+	read -r size <"/sys/block/$d/size" || return 1
+	[ "$size" -gt 0 ] 2>/dev/null || return 1
+	if dd if="/dev/$d" of="$STATE/$d.pvd" bs=2048 skip=16 count=1 2>/dev/null &&
+		[ -s "$STATE/$d.pvd" ]; then
+		rm -f "$STATE/$d.retry"
+		set -- $(md5sum <"$STATE/$d.pvd")
+		echo "$size $1"
+		return 0
+	fi
+	# The drive may still be spinning up: give it a few polls before
+	# declaring the medium unreadable (it is then reported by cd_insert).
+	n=0
+	[ -e "$STATE/$d.retry" ] && read -r n <"$STATE/$d.retry"
+	n=$((n + 1))
+	echo "$n" >"$STATE/$d.retry"
+	[ "$n" -ge 6 ] || return 2
+	echo "$size $EMPTY_MD5"
+}
+
+cd_insert() {
+	local d=$1 mnt=/media/$1 tmp=$STATE/$1 t0 t1 t2 t3 t4 t5 files bytes size name sum ms secs label top mb
+	mkdir -p "$mnt"
+	echo 3 >/proc/sys/vm/drop_caches 2>/dev/null
+	screen "$d" 33 "CD drive $d: disc inserted, reading..."
+	t0=$(now_ns)
+	if ! mount -t iso9660 -o ro "/dev/$d" "$mnt" 2>/dev/null; then
+		agent_say "AIRLOCK-CD-ERROR dev=$d reason=mount-failed"
+		screen "$d" 31 "CD drive $d: this disc cannot be read (not an ISO 9660 data disc)."
+		return
+	fi
+	t1=$(now_ns)
+	agent_say "AIRLOCK-CD-INSERTED dev=$d"
+
+	t2=$(now_ns)
+	# Regular files, sorted by their relative path in C (byte) order.
+	if ! (cd "$mnt" && find . -type f -print0 | sort -z) >"$tmp.list0" ||
+		! (cd "$mnt" && xargs -0 -r stat -c %s <"$tmp.list0") >"$tmp.sizes"; then
+		agent_say "AIRLOCK-CD-ERROR dev=$d reason=list-failed"
+		screen "$d" 31 "CD drive $d: the disc's directory cannot be read."
+		return
+	fi
+	t3=$(now_ns)
+	# Names are shown with anything but printable ASCII replaced by '?'.
+	tr '\n\0' '?\n' <"$tmp.list0" | sed 's|^\./||' | clean >"$tmp.names"
+	paste -d ' ' "$tmp.sizes" "$tmp.names" >"$tmp.files"
+	files=0 bytes=0
+	while read -r size name; do
+		agent_say "AIRLOCK-CD-FILE $size $name"
+		files=$((files + 1))
+		bytes=$((bytes + size))
+	done <"$tmp.files"
+
+	t4=$(now_ns)
+	if sum=$( (cd "$mnt" && xargs -0 -r cat <"$tmp.list0") | sha256sum); then
+		t5=$(now_ns)
+		set -- $sum
+		sum=$1
+		ms=$(((t1 - t0 + t3 - t2 + t5 - t4) / 1000000))
+		secs=$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))
+		agent_say "AIRLOCK-CD dev=$d files=$files bytes=$bytes sha256=$sum seconds=$secs"
+		label=$(dd if="$STATE/$d.pvd" bs=1 skip=40 count=32 2>/dev/null | tr -c 'A-Za-z0-9_.-' ' ' | sed 's/ *$//')
+		top=$(ls -p "$mnt" 2>/dev/null | head -n 12 | clean | tr '\n' ' ')
+		mb=$((bytes / 1000000)).$((bytes % 1000000 / 100000))
+		screen "$d" 32 "CD drive $d: disc read OK" \
+			"Label:   $label" \
+			"Content: $top" \
+			"$files files, $mb MB, read in $secs s" \
+			"SHA-256: $sum"
+	else
+		agent_say "AIRLOCK-CD-ERROR dev=$d reason=read-error"
+		screen "$d" 31 "CD drive $d: read error; the disc may be damaged."
+	fi
+	rm -f "$tmp.list0" "$tmp.sizes" "$tmp.names" "$tmp.files"
+}
+
+cd_remove() {
+	local d=$1
+	if grep -q " /media/$d " /proc/mounts; then
+		umount "/media/$d" 2>/dev/null || umount -l "/media/$d" 2>/dev/null
+	fi
+	rm -f "$STATE/$d.fp" "$STATE/$d.pvd" "$STATE/$d.retry"
+	agent_say "AIRLOCK-CD-REMOVED dev=$d"
+}
+
+cd_poll() {
+	local sys d fp old f
+	for sys in /sys/block/sr*; do
+		[ -e "$sys" ] || continue
+		d=${sys##*/}
+		[ -e "$STATE/$d.screen" ] || screen "$d" 37 "CD drive $d: connected, no disc."
+		fp=$(cd_fingerprint "$d")
+		[ $? = 2 ] && continue
+		old=
+		[ -e "$STATE/$d.fp" ] && read -r old <"$STATE/$d.fp"
+		[ "$fp" = "$old" ] && continue
+		if [ -n "$old" ]; then
+			cd_remove "$d"
+			screen "$d" 37 "CD drive $d: disc removed."
+		fi
+		if [ -n "$fp" ]; then
+			echo "$fp" >"$STATE/$d.fp"
+			cd_insert "$d"
+		fi
+	done
+	# Drives that went away (USB unplugged, forwarding ended).
+	for f in "$STATE"/*.screen; do
+		[ -e "$f" ] || continue
+		d=${f##*/}
+		d=${d%.screen}
+		[ -e "/sys/block/$d" ] && continue
+		[ -e "$STATE/$d.fp" ] && cd_remove "$d"
+		rm -f "$f"
+		draw
+	done
+}
+
+cd_monitor() {
+	cd /
+	while :; do
+		cd_poll
+		sleep 0.5
+	done
+}
+
+# ---------------------------------------------------------------- agent (ttyS0)
+# printable WORD: set P to WORD less anything but printable non-blank ASCII
+# (no fork in the common case: pings arrive every few hundred ms at boot).
+printable() {
+	P=$1
+	case "$P" in *[!!-~]*) P=$(printf '%s' "$1" | tr -cd '!-~' | cut -c1-64) ;; esac
+}
+
+agent() {
+	local line
+	while IFS= read -r line; do
+		line=${line%"$CR"}
+		set -f
+		# shellcheck disable=SC2086 # split the command line into words
+		set -- $line
+		set +f
+		case "$1" in
+		'') ;;
+		airlock-ping)
+			printable "$2"
+			agent_say "AIRLOCK-READY $P"
+			;;
+		airlock-settime)
+			case "$2" in
+			'' | *[!0-9]*)
+				printable "$2"
+				agent_say "AIRLOCK-TIME-ERROR $P"
+				;;
+			*)
+				if date -s "@$2" >/dev/null 2>&1; then
+					agent_say "AIRLOCK-TIME-SET $2"
+				else
+					agent_say "AIRLOCK-TIME-ERROR $2"
+				fi
+				;;
+			esac
+			;;
+		*)
+			printable "$1"
+			agent_say "AIRLOCK-ERROR unknown-command $P"
+			;;
+		esac
+	done
+}
+
+# ---------------------------------------------------------------- start
+stty -F "$AGENT" raw -echo 115200 2>/dev/null
+# PID 1 keeps both ports open for good: while a port is open its termios
+# stay set and input is buffered, so nothing sent is lost while a reader
+# starts or restarts.
+exec 6<>"$AGENT"
+(while :; do
+	agent <"$AGENT"
+	sleep 1
+done) &
+
+control=
+for w in $(cat /proc/cmdline); do
+	[ "$w" = airlock.control=1 ] && control=1
+done
+if [ -n "$control" ]; then
+	# Test-only root shell (see --control-shell above): a script, so not
+	# interactive (no prompt, no line editing, no echo). Restarted if it
+	# exits (`exit`).
+	stty -F /dev/ttyS1 raw -echo 115200 2>/dev/null
+	exec 7<>/dev/ttyS1
+	(while :; do
+		setsid /init --control-shell </dev/ttyS1 >/dev/ttyS1 2>&1
+		sleep 1
+	done) &
+fi
+
+draw
+cd_monitor &
+agent_say "AIRLOCK-READY boot"
+
+# PID 1 must not exit; reap orphans.
+while :; do wait; sleep 60; done

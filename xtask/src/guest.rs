@@ -1,0 +1,488 @@
+//! `cargo xtask guest`: the demo guest, built from Debian packages alone.
+//!
+//! Outputs (in `--out`, default `build/guest/`): `vmlinuz`, `initrd.img`
+//! (gzip'd newc cpio: busybox, kernel modules, /init), `golden.qcow2` (the
+//! writable disk) and `manifest.json`. The guest's behaviour is specified in
+//! docs/guest.md; its /init is `xtask/guest/init.sh`.
+
+use crate::util::{self, create_dir, mb, run, sha256_hex, write_atomic};
+use crate::{cpio, kmod};
+use anyhow::{bail, Context, Result};
+use flate2::{write::GzEncoder, Compression};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The guest's /init.
+pub const INIT_SH: &str = include_str!("../guest/init.sh");
+/// The kernel modules in the initramfs (dependencies are added).
+pub const MODULES_TXT: &str = include_str!("../guest/modules.txt");
+/// Recommended kernel command line. ttyS0 carries the kernel console too
+/// (quiet: only critical messages), so a panic is seen on the agent port.
+/// `block.events_dfl_poll_msecs` makes the kernel poll CD drives for media
+/// changes.
+pub const APPEND: &str =
+    "console=ttyS0 console=tty0 quiet loglevel=3 block.events_dfl_poll_msecs=1000";
+/// What /dev/vda starts with on the golden disk.
+pub const GOLDEN_HEADER: &[u8] = b"AIRLOCK-GOLDEN-DISK v1\n";
+pub const GOLDEN_SIZE: u64 = 64 << 20;
+
+const KERNEL_META_PACKAGE: &str = "linux-image-amd64";
+const BUSYBOX_PACKAGE: &str = "busybox-static";
+/// Bump when the way the outputs are built changes, to invalidate caches.
+const BUILD_FORMAT: &str = "airlock-guest-build 1";
+
+pub struct Options {
+    pub out: PathBuf,
+    pub force: bool,
+}
+
+pub fn default_out() -> PathBuf {
+    util::workspace_root().join("build/guest")
+}
+
+/// `manifest.json`: what a broker config (or a test) needs to boot the guest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub golden_disk: PathBuf,
+    pub append: String,
+    /// `uname -r` of the guest kernel.
+    pub kernel_version: String,
+    /// Debian version of the kernel package.
+    pub kernel_package_version: String,
+    /// Debian version of busybox-static.
+    pub busybox_version: String,
+    pub init_sha256: String,
+}
+
+/// A package as `apt-cache show` describes its candidate version.
+#[derive(Debug, Clone)]
+struct Package {
+    name: String,
+    version: String,
+    arch: String,
+    size: u64,
+    depends: String,
+}
+
+impl Package {
+    /// The file name `apt-get download` gives it.
+    fn deb_name(&self) -> String {
+        format!(
+            "{}_{}_{}.deb",
+            self.name,
+            self.version.replace(':', "%3a"),
+            self.arch
+        )
+    }
+}
+
+pub fn build(opts: &Options) -> Result<Manifest> {
+    util::require_tools(&[
+        ("apt-get", "apt"),
+        ("apt-cache", "apt"),
+        ("dpkg-deb", "dpkg"),
+        ("qemu-img", "qemu-utils"),
+    ])?;
+    let out = util::absolute(&opts.out)?;
+    create_dir(&out)?;
+    let cache = out.join("cache");
+    create_dir(&cache.join("debs"))?;
+
+    let mut updated = false;
+    let (kernel_pkg, busybox_pkg) = resolve_packages(&mut updated)?;
+    let manifest_path = out.join("manifest.json");
+    let outputs = Outputs::new(&out);
+
+    let key = cache_key(&kernel_pkg, &busybox_pkg);
+    let stamp = out.join(".cache-key");
+    let up_to_date = fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == key)
+        && outputs.all().iter().all(|p| p.is_file())
+        && manifest_path.is_file();
+    if up_to_date && !opts.force {
+        let manifest: Manifest = serde_json::from_slice(
+            &fs::read(&manifest_path)
+                .with_context(|| format!("reading {}", manifest_path.display()))?,
+        )
+        .with_context(|| {
+            format!(
+                "parsing {} (run with --force to rebuild)",
+                manifest_path.display()
+            )
+        })?;
+        // The build directory may have moved: the manifest names the files
+        // where they are now.
+        let manifest = Manifest {
+            kernel: outputs.kernel.clone(),
+            initrd: outputs.initrd.clone(),
+            golden_disk: outputs.golden_disk.clone(),
+            ..manifest
+        };
+        write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
+        println!(
+            "guest is up to date ({} {}, {} {}); use --force to rebuild",
+            kernel_pkg.name, kernel_pkg.version, busybox_pkg.name, busybox_pkg.version
+        );
+        print_summary(&manifest_path, &manifest);
+        return Ok(manifest);
+    }
+    let _ = fs::remove_file(&stamp);
+
+    let kernel_deb = download(&cache, &kernel_pkg, &mut updated)?;
+    let busybox_deb = download(&cache, &busybox_pkg, &mut updated)?;
+    let kernel_root = extract(&cache, &kernel_pkg, &kernel_deb)?;
+    let busybox_root = extract(&cache, &busybox_pkg, &busybox_deb)?;
+
+    // The kernel image: boot/vmlinuz-<uname -r>.
+    let (vmlinuz, kernel_version) = find_kernel(&kernel_root)?;
+    copy_atomic(&vmlinuz, &outputs.kernel)?;
+
+    println!("building initramfs");
+    let modules_dir = kernel_root.join("lib/modules").join(&kernel_version);
+    let index = kmod::index(&modules_dir)
+        .with_context(|| format!("indexing the kernel modules in {}", modules_dir.display()))?;
+    let modules =
+        kmod::resolve(MODULES_TXT, &index).context("resolving xtask/guest/modules.txt")?;
+    for m in modules.iter().filter(|m| m.implied) {
+        println!("  adding module {} (a dependency)", m.stem);
+    }
+    let busybox = busybox_root.join("bin/busybox");
+    let initrd = initramfs(&busybox, &modules)?;
+    write_atomic(&outputs.initrd, &initrd)?;
+    println!(
+        "  {} ({} modules, {})",
+        outputs.initrd.display(),
+        modules.len(),
+        mb(initrd.len() as u64)
+    );
+
+    println!("creating the golden disk ({} MiB qcow2)", GOLDEN_SIZE >> 20);
+    golden_disk(&outputs.golden_disk)?;
+
+    let manifest = Manifest {
+        kernel: outputs.kernel.clone(),
+        initrd: outputs.initrd.clone(),
+        golden_disk: outputs.golden_disk.clone(),
+        append: APPEND.to_string(),
+        kernel_version,
+        kernel_package_version: kernel_pkg.version.clone(),
+        busybox_version: busybox_pkg.version.clone(),
+        init_sha256: sha256_hex(INIT_SH.as_bytes()),
+    };
+    write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
+    write_atomic(&stamp, key.as_bytes())?;
+    println!("guest built");
+    print_summary(&manifest_path, &manifest);
+    Ok(manifest)
+}
+
+struct Outputs {
+    kernel: PathBuf,
+    initrd: PathBuf,
+    golden_disk: PathBuf,
+}
+
+impl Outputs {
+    fn new(out: &Path) -> Self {
+        Outputs {
+            kernel: out.join("vmlinuz"),
+            initrd: out.join("initrd.img"),
+            golden_disk: out.join("golden.qcow2"),
+        }
+    }
+    fn all(&self) -> [&Path; 3] {
+        [&self.kernel, &self.initrd, &self.golden_disk]
+    }
+}
+
+fn cache_key(kernel: &Package, busybox: &Package) -> String {
+    let mut input = String::new();
+    for part in [
+        BUILD_FORMAT,
+        &kernel.name,
+        &kernel.version,
+        &busybox.name,
+        &busybox.version,
+        APPEND,
+        &sha256_hex(INIT_SH.as_bytes()),
+        &sha256_hex(MODULES_TXT.as_bytes()),
+        &sha256_hex(GOLDEN_HEADER),
+        &GOLDEN_SIZE.to_string(),
+    ] {
+        input.push_str(part);
+        input.push('\n');
+    }
+    sha256_hex(input.as_bytes())
+}
+
+fn print_summary(manifest_path: &Path, m: &Manifest) {
+    println!(
+        "  kernel       {} ({})",
+        m.kernel.display(),
+        m.kernel_version
+    );
+    println!("  initrd       {}", m.initrd.display());
+    println!("  golden disk  {}", m.golden_disk.display());
+    println!("  manifest     {}", manifest_path.display());
+    println!("  append       {}", m.append);
+    println!(
+        "next: point the broker's desktop config at these files (see docs/guest.md), or try it:"
+    );
+    println!(
+        "  qemu-img create -f qcow2 -b {} -F qcow2 /tmp/airlock-demo.qcow2",
+        m.golden_disk.display()
+    );
+    println!(
+        "  qemu-system-x86_64 -accel tcg -machine q35 -m 256 -nodefaults -nic none \\\n    \
+         -vga std -display none -vnc 127.0.0.1:0 \\\n    \
+         -kernel {} -initrd {} \\\n    -append '{} airlock.control=1' \\\n    \
+         -serial stdio -serial pty -device qemu-xhci,id=xhci \\\n    \
+         -drive file=/tmp/airlock-demo.qcow2,if=virtio,format=qcow2",
+        m.kernel.display(),
+        m.initrd.display(),
+        m.append
+    );
+    println!(
+        "  then type `airlock-ping 1` (answer: AIRLOCK-READY 1; Ctrl-C quits), watch the console with a VNC \
+         viewer on :0; `cargo xtask sample-disc` makes discs to hot-plug"
+    );
+}
+
+// ------------------------------------------------------------------ apt
+
+/// Candidate versions of the kernel (the package `linux-image-amd64` depends
+/// on) and of busybox-static. Runs `apt-get update` once if apt knows neither.
+fn resolve_packages(updated: &mut bool) -> Result<(Package, Package)> {
+    loop {
+        let meta = apt_show(KERNEL_META_PACKAGE)?;
+        let busybox = apt_show(BUSYBOX_PACKAGE)?;
+        match (meta, busybox) {
+            (Some(meta), Some(busybox)) => {
+                let kernel_name = meta
+                    .depends
+                    .split(',')
+                    .map(|d| d.trim().split([' ', '(']).next().unwrap_or_default())
+                    .find(|d| d.starts_with("linux-image-"))
+                    .with_context(|| {
+                        format!("{KERNEL_META_PACKAGE} depends on no linux-image-* package: {}", meta.depends)
+                    })?
+                    .to_string();
+                let kernel = apt_show(&kernel_name)?.with_context(|| {
+                    format!("apt knows {KERNEL_META_PACKAGE} but not its dependency {kernel_name}; run `apt-get update`")
+                })?;
+                return Ok((kernel, busybox));
+            }
+            _ if !*updated => {
+                println!(
+                    "apt does not know {KERNEL_META_PACKAGE} / {BUSYBOX_PACKAGE} (package lists missing or stale): running `apt-get update` once"
+                );
+                apt_update()?;
+                *updated = true;
+            }
+            _ => bail!(
+                "apt cannot find {KERNEL_META_PACKAGE} and {BUSYBOX_PACKAGE} even after `apt-get update`; \
+                 check /etc/apt/sources.list* (Debian 12 `main` is needed)"
+            ),
+        }
+    }
+}
+
+fn apt_update() -> Result<()> {
+    run(Command::new("apt-get").arg("update"))
+        .context("`apt-get update` failed: check the network and /etc/apt/sources.list*, or run it by hand as root")?;
+    Ok(())
+}
+
+fn apt_show(name: &str) -> Result<Option<Package>> {
+    let out = Command::new("apt-cache")
+        .args(["show", "--no-all-versions", name])
+        .output()
+        .context("could not run apt-cache")?;
+    if !out.status.success() || out.stdout.is_empty() {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |f: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(f).and_then(|r| r.strip_prefix(':')))
+            .map(|v| v.trim().to_string())
+    };
+    let version = field("Version").with_context(|| format!("apt-cache show {name}: no Version"))?;
+    Ok(Some(Package {
+        name: name.to_string(),
+        version,
+        arch: field("Architecture").unwrap_or_else(|| "amd64".into()),
+        size: field("Size").and_then(|s| s.parse().ok()).unwrap_or(0),
+        depends: field("Depends").unwrap_or_default(),
+    }))
+}
+
+/// `apt-get download` into the cache (skipped when the .deb is there).
+fn download(cache: &Path, pkg: &Package, updated: &mut bool) -> Result<PathBuf> {
+    let dir = cache.join("debs");
+    let deb = dir.join(pkg.deb_name());
+    if deb.is_file() {
+        return Ok(deb);
+    }
+    println!(
+        "downloading {} {} ({})",
+        pkg.name,
+        pkg.version,
+        mb(pkg.size)
+    );
+    let mut cmd = Command::new("apt-get");
+    cmd.current_dir(&dir)
+        .arg("download")
+        .arg(format!("{}={}", pkg.name, pkg.version));
+    if let Err(e) = run(&mut cmd) {
+        if *updated {
+            return Err(e).context(format!("downloading {}", pkg.name));
+        }
+        println!("download failed ({e:#}); running `apt-get update` once and retrying");
+        apt_update()?;
+        *updated = true;
+        run(&mut cmd).with_context(|| {
+            format!(
+                "downloading {} {} failed even after `apt-get update` (the version may have left the mirror: \
+                 run `cargo xtask guest` again to pick the current one)",
+                pkg.name, pkg.version
+            )
+        })?;
+    }
+    if !deb.is_file() {
+        bail!(
+            "`apt-get download` did not leave {} in {}",
+            pkg.deb_name(),
+            dir.display()
+        );
+    }
+    Ok(deb)
+}
+
+/// `dpkg-deb -x` into the cache (skipped when already complete).
+fn extract(cache: &Path, pkg: &Package, deb: &Path) -> Result<PathBuf> {
+    let dir =
+        cache
+            .join("extract")
+            .join(format!("{}_{}", pkg.name, pkg.version.replace(':', "%3a")));
+    let done = dir.join(".complete");
+    if done.is_file() {
+        return Ok(dir);
+    }
+    println!(
+        "extracting {}",
+        deb.file_name().unwrap_or_default().to_string_lossy()
+    );
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    create_dir(&dir)?;
+    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&dir)).with_context(|| {
+        format!(
+            "extracting {} (delete it to download it again)",
+            deb.display()
+        )
+    })?;
+    fs::write(&done, b"").with_context(|| format!("writing {}", done.display()))?;
+    Ok(dir)
+}
+
+fn find_kernel(root: &Path) -> Result<(PathBuf, String)> {
+    let boot = root.join("boot");
+    for entry in fs::read_dir(&boot).with_context(|| format!("reading {}", boot.display()))? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if let Some(version) = name.strip_prefix("vmlinuz-") {
+            return Ok((path.clone(), version.to_string()));
+        }
+    }
+    bail!(
+        "no boot/vmlinuz-* in the kernel package ({})",
+        root.display()
+    )
+}
+
+fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
+    let data = fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+    write_atomic(to, &data)
+}
+
+// ------------------------------------------------------------------ initramfs
+
+/// The initramfs: busybox, /init, the modules and /etc/modules, gzip'd.
+pub fn initramfs(busybox: &Path, modules: &[kmod::Module]) -> Result<Vec<u8>> {
+    let busybox_bin =
+        fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?;
+    let mut list = String::from("# written by cargo xtask guest: name [params], in load order\n");
+    for m in modules {
+        list.push_str(m.stem.trim());
+        if !m.params.is_empty() {
+            list.push(' ');
+            list.push_str(&m.params);
+        }
+        list.push('\n');
+    }
+
+    let gz = GzEncoder::new(Vec::new(), Compression::best());
+    let mut w = cpio::Writer::new(gz);
+    for dir in [
+        "bin",
+        "dev",
+        "etc",
+        "lib",
+        "lib/modules",
+        "media",
+        "proc",
+        "root",
+        "run",
+        "sys",
+        "tmp",
+    ] {
+        w.dir(dir, if dir == "tmp" { 0o1777 } else { 0o755 })?;
+    }
+    w.char_dev("dev/console", 0o600, 5, 1)?;
+    w.file("bin/busybox", 0o755, &busybox_bin)?;
+    w.symlink("bin/sh", "busybox")?;
+    w.file("init", 0o755, INIT_SH.as_bytes())?;
+    w.file("etc/modules", 0o644, list.as_bytes())?;
+    for m in modules {
+        let data = fs::read(&m.path).with_context(|| format!("reading {}", m.path.display()))?;
+        w.file(&format!("lib/modules/{}.ko", m.stem), 0o644, &data)?;
+    }
+    let gz = w.finish().context("writing the initramfs")?;
+    gz.finish().context("compressing the initramfs")
+}
+
+/// The golden disk: GOLDEN_SIZE bytes, GOLDEN_HEADER at offset 0, zeros
+/// elsewhere, as qcow2.
+fn golden_disk(path: &Path) -> Result<()> {
+    let raw = util::tmp_path(&path.with_extension("raw"));
+    {
+        let f = fs::File::create(&raw).with_context(|| format!("creating {}", raw.display()))?;
+        let mut header = GOLDEN_HEADER.to_vec();
+        header.resize(512, 0);
+        std::io::Write::write_all(&mut &f, &header)?;
+        f.set_len(GOLDEN_SIZE)?;
+    }
+    let tmp = util::tmp_path(path);
+    let result = run(Command::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&tmp));
+    let _ = fs::remove_file(&raw);
+    result.context("creating the golden disk with qemu-img")?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))?;
+    Ok(())
+}
+
+/// Check of the first bytes of a guest disk read back from the guest.
+pub fn is_golden_header(bytes: &[u8]) -> bool {
+    bytes.starts_with(GOLDEN_HEADER)
+}

@@ -162,7 +162,11 @@ impl UserName {
         }
         let len = s.chars().count();
         if len > 128 {
-            return Err(IdError::TooLong { kind, len, max: 128 });
+            return Err(IdError::TooLong {
+                kind,
+                len,
+                max: 128,
+            });
         }
         if let Some(found) = s.chars().find(|c| c.is_control()) {
             return Err(IdError::BadChar {

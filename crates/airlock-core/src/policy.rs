@@ -189,9 +189,18 @@ mod tests {
     #[test]
     fn plans() {
         use ResetMethod::*;
-        assert_eq!(ResetPlan::new(TemplateClone, true).steps(), &[TemplateClone, Rebuild]);
-        assert_eq!(ResetPlan::new(TemplateClone, false).steps(), &[TemplateClone, Rebuild]);
-        assert_eq!(ResetPlan::new(SnapshotRestore, true).steps(), &[SnapshotRestore, Rebuild]);
+        assert_eq!(
+            ResetPlan::new(TemplateClone, true).steps(),
+            &[TemplateClone, Rebuild]
+        );
+        assert_eq!(
+            ResetPlan::new(TemplateClone, false).steps(),
+            &[TemplateClone, Rebuild]
+        );
+        assert_eq!(
+            ResetPlan::new(SnapshotRestore, true).steps(),
+            &[SnapshotRestore, Rebuild]
+        );
         assert_eq!(ResetPlan::new(SnapshotRestore, false).steps(), &[Rebuild]);
         assert_eq!(ResetPlan::new(Rebuild, true).steps(), &[Rebuild]);
         for m in ResetMethod::ALL {

@@ -211,12 +211,10 @@ fn transition_tx(
     reason: Option<&str>,
 ) -> Result<(DesktopState, DesktopState), StoreError> {
     let from = desktop_state_tx(tx, id)?;
-    let to = from
-        .apply(event)
-        .map_err(|source| StoreError::Transition {
-            desktop: id.clone(),
-            source,
-        })?;
+    let to = from.apply(event).map_err(|source| StoreError::Transition {
+        desktop: id.clone(),
+        source,
+    })?;
     tx.execute(
         "UPDATE desktops SET state = ?2, since = ?3, reason = ?4 WHERE id = ?1",
         params![id.as_str(), to.as_str(), now, reason],
@@ -421,9 +419,8 @@ impl Store {
     ) -> Result<Acquired, StoreError> {
         let tx = self.immediate()?;
         let candidates: Vec<Candidate> = {
-            let mut st = tx.prepare(
-                "SELECT id, since FROM desktops WHERE state = 'clean' AND retired = 0",
-            )?;
+            let mut st =
+                tx.prepare("SELECT id, since FROM desktops WHERE state = 'clean' AND retired = 0")?;
             let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
             let mut v = Vec::new();
             for r in rows {
@@ -536,7 +533,13 @@ impl Store {
             "UPDATE leases SET ended_at = ?2, end_reason = ?3 WHERE id = ?1",
             params![lease_id.as_str(), now, reason.as_str()],
         )?;
-        transition_tx(&tx, &lease.desktop, DesktopEvent::LeaseEnded, now, Some(reason.as_str()))?;
+        transition_tx(
+            &tx,
+            &lease.desktop,
+            DesktopEvent::LeaseEnded,
+            now,
+            Some(reason.as_str()),
+        )?;
         let mut d = details;
         if let Some(obj) = d.as_object_mut() {
             obj.insert("reason".into(), reason.as_str().into());

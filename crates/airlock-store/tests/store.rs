@@ -1,10 +1,14 @@
 #![allow(clippy::unwrap_used)]
-use airlock_core::{DesktopEvent, DesktopId, DesktopState, EndReason, LeaseId, ResetMethod, TerminalName, UserName};
+use airlock_core::{
+    DesktopEvent, DesktopId, DesktopState, EndReason, LeaseId, ResetMethod, TerminalName, UserName,
+};
 use airlock_store::{AuditEntry, ResetRecord, Store, StoreError};
 use std::sync::{Arc, Barrier};
 
 fn ids(n: usize) -> Vec<DesktopId> {
-    (1..=n).map(|i| DesktopId::numbered("desk", i).unwrap()).collect()
+    (1..=n)
+        .map(|i| DesktopId::numbered("desk", i).unwrap())
+        .collect()
 }
 
 fn lid(n: u8) -> LeaseId {
@@ -88,7 +92,10 @@ fn database_refuses_a_second_active_lease_even_from_raw_sql() {
         "INSERT INTO leases (id, desktop_id, terminal, user, created_at, heartbeat_at) VALUES ('x', ?1, 't', 'u', 1, 1)",
         [ids[0].as_str()],
     );
-    assert!(err.is_err(), "the unique index must refuse a second active lease");
+    assert!(
+        err.is_err(),
+        "the unique index must refuse a second active lease"
+    );
 }
 
 #[test]
@@ -121,7 +128,10 @@ fn concurrent_acquires_from_many_connections_grant_exactly_the_pool() {
             })
         })
         .collect();
-    let mut won: Vec<_> = handles.into_iter().filter_map(|h| h.join().unwrap()).collect();
+    let mut won: Vec<_> = handles
+        .into_iter()
+        .filter_map(|h| h.join().unwrap())
+        .collect();
     assert_eq!(won.len(), 2);
     won.sort();
     won.dedup();
@@ -134,23 +144,53 @@ fn concurrent_acquires_from_many_connections_grant_exactly_the_pool() {
 fn heartbeat_and_end_are_for_the_holder_only() {
     let (mut s, _) = clean_pool(1);
     let a = s.acquire(&lid(1), &term("t1"), &user("a"), 100).unwrap();
-    assert!(matches!(s.heartbeat(&lid(1), &term("t2"), 150), Err(StoreError::LeaseNotFound)));
     assert!(matches!(
-        s.end_lease(&lid(1), Some(&term("t2")), EndReason::Released, 150, serde_json::json!({})),
+        s.heartbeat(&lid(1), &term("t2"), 150),
+        Err(StoreError::LeaseNotFound)
+    ));
+    assert!(matches!(
+        s.end_lease(
+            &lid(1),
+            Some(&term("t2")),
+            EndReason::Released,
+            150,
+            serde_json::json!({})
+        ),
         Err(StoreError::LeaseNotFound)
     ));
     let hb = s.heartbeat(&lid(1), &term("t1"), 200).unwrap();
     assert_eq!(hb.heartbeat_at, 200);
     // heartbeats never move backwards
-    assert_eq!(s.heartbeat(&lid(1), &term("t1"), 120).unwrap().heartbeat_at, 200);
+    assert_eq!(
+        s.heartbeat(&lid(1), &term("t1"), 120).unwrap().heartbeat_at,
+        200
+    );
     let ended = s
-        .end_lease(&lid(1), Some(&term("t1")), EndReason::Released, 300, serde_json::json!({}))
+        .end_lease(
+            &lid(1),
+            Some(&term("t1")),
+            EndReason::Released,
+            300,
+            serde_json::json!({}),
+        )
         .unwrap();
     assert_eq!(ended.end_reason, Some(EndReason::Released));
-    assert_eq!(s.desktop(&a.lease.desktop).unwrap().state, DesktopState::Dirty);
-    assert!(matches!(s.heartbeat(&lid(1), &term("t1"), 400), Err(StoreError::LeaseNotFound)));
+    assert_eq!(
+        s.desktop(&a.lease.desktop).unwrap().state,
+        DesktopState::Dirty
+    );
     assert!(matches!(
-        s.end_lease(&lid(1), None, EndReason::Released, 400, serde_json::json!({})),
+        s.heartbeat(&lid(1), &term("t1"), 400),
+        Err(StoreError::LeaseNotFound)
+    ));
+    assert!(matches!(
+        s.end_lease(
+            &lid(1),
+            None,
+            EndReason::Released,
+            400,
+            serde_json::json!({})
+        ),
         Err(StoreError::LeaseNotFound)
     ));
     // dirty is not allocatable
@@ -167,12 +207,30 @@ fn expiry_and_reset_cycle() {
     assert!(s.expired_leases(1_099, 1_000).unwrap().is_empty());
     let exp = s.expired_leases(1_100, 1_000).unwrap();
     assert_eq!(exp.len(), 1);
-    s.end_lease(&exp[0].id, None, EndReason::Expired, 1_100, serde_json::json!({})).unwrap();
-    s.transition(&ids[0], DesktopEvent::BeginReset, 1_101, None, AuditEntry::new("reset_started")).unwrap();
+    s.end_lease(
+        &exp[0].id,
+        None,
+        EndReason::Expired,
+        1_100,
+        serde_json::json!({}),
+    )
+    .unwrap();
+    s.transition(
+        &ids[0],
+        DesktopEvent::BeginReset,
+        1_101,
+        None,
+        AuditEntry::new("reset_started"),
+    )
+    .unwrap();
     s.reset_succeeded(
         &ids[0],
         1_200,
-        &ResetRecord { method: ResetMethod::TemplateClone, duration_ms: 99, proof: serde_json::json!({"vmgenid": "x"}) },
+        &ResetRecord {
+            method: ResetMethod::TemplateClone,
+            duration_ms: 99,
+            proof: serde_json::json!({"vmgenid": "x"}),
+        },
     )
     .unwrap();
     let d = s.desktop(&ids[0]).unwrap();
@@ -187,7 +245,13 @@ fn expiry_and_reset_cycle() {
 fn illegal_transitions_change_nothing() {
     let (mut s, ids) = clean_pool(1);
     let before = s.verify_audit().unwrap().records;
-    let e = s.transition(&ids[0], DesktopEvent::BeginReset, 5, None, AuditEntry::new("x"));
+    let e = s.transition(
+        &ids[0],
+        DesktopEvent::BeginReset,
+        5,
+        None,
+        AuditEntry::new("x"),
+    );
     assert!(matches!(e, Err(StoreError::Transition { .. })));
     assert_eq!(s.desktop(&ids[0]).unwrap().state, DesktopState::Clean);
     assert_eq!(s.verify_audit().unwrap().records, before);
@@ -207,10 +271,18 @@ fn pool_shrink_retires_unleased_desktops() {
     s.acquire(&lid(1), &term("t1"), &user("a"), 100).unwrap(); // desk-01 (all since=2: by id)
     let d = s.sync_pool(&ids[1..2], 200).unwrap();
     let names: Vec<_> = d.iter().map(|r| r.id.as_str().to_owned()).collect();
-    assert_eq!(names, vec!["desk-01", "desk-02"], "leased desk-01 stays until released");
+    assert_eq!(
+        names,
+        vec!["desk-01", "desk-02"],
+        "leased desk-01 stays until released"
+    );
     let d = s.sync_pool(&ids, 300).unwrap();
     assert_eq!(d.len(), 3);
-    assert_eq!(d[2].state, DesktopState::Dirty, "a returning desktop must be reset first");
+    assert_eq!(
+        d[2].state,
+        DesktopState::Dirty,
+        "a returning desktop must be reset first"
+    );
 }
 
 #[test]
@@ -223,8 +295,16 @@ fn audit_chain_detects_tampering() {
     for id in &ids {
         ready(&mut s, id, 2);
     }
-    s.acquire(&lid(1), &term("t1"), &user("alice"), 100).unwrap();
-    s.end_lease(&lid(1), None, EndReason::Released, 200, serde_json::json!({})).unwrap();
+    s.acquire(&lid(1), &term("t1"), &user("alice"), 100)
+        .unwrap();
+    s.end_lease(
+        &lid(1),
+        None,
+        EndReason::Released,
+        200,
+        serde_json::json!({}),
+    )
+    .unwrap();
     let report = s.verify_audit().unwrap();
     assert!(report.is_intact());
     assert_eq!(report.records, 6);
@@ -232,11 +312,15 @@ fn audit_chain_detects_tampering() {
 
     // This program cannot rewrite history...
     let c = s.connection_for_tests();
-    assert!(c.execute("UPDATE audit SET user = 'mallory' WHERE seq = 5", []).is_err());
+    assert!(c
+        .execute("UPDATE audit SET user = 'mallory' WHERE seq = 5", [])
+        .is_err());
     assert!(c.execute("DELETE FROM audit WHERE seq = 5", []).is_err());
     // ...and someone who drops the triggers is caught by the chain.
-    c.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;").unwrap();
-    c.execute("UPDATE audit SET user = 'mallory' WHERE seq = 5", []).unwrap();
+    c.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;")
+        .unwrap();
+    c.execute("UPDATE audit SET user = 'mallory' WHERE seq = 5", [])
+        .unwrap();
     let r = s.verify_audit().unwrap();
     assert_eq!(r.first_broken.as_ref().unwrap().0, 5);
 
@@ -248,7 +332,8 @@ fn audit_chain_detects_tampering() {
         s2.audit(i, AuditEntry::new("x")).unwrap();
     }
     let c2 = s2.connection_for_tests();
-    c2.execute_batch("DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq = 3;").unwrap();
+    c2.execute_batch("DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq = 3;")
+        .unwrap();
     let r2 = s2.verify_audit().unwrap();
     assert_eq!(r2.first_broken.unwrap().0, 4);
 }

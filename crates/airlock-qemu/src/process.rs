@@ -83,6 +83,13 @@ impl Vm {
                 source: e,
             })?;
         }
+        // Keep the previous process's guest output for forensics, start a new one.
+        for f in [files::AGENT_LOG, files::CONTROL_LOG] {
+            let cur = spec.run_file(f);
+            if cur.exists() {
+                let _ = std::fs::rename(&cur, spec.run_file(&format!("{f}.1")));
+            }
+        }
         let log_path = spec.run_file(files::LOG);
         let log = std::fs::OpenOptions::new()
             .create(true)

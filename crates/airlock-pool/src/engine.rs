@@ -964,7 +964,7 @@ impl Pool {
     ) -> Result<UnixMillis, PoolError> {
         let row = self
             .store()?
-            .heartbeat(lease, terminal, now_ms())
+            .heartbeat(lease, terminal, now_ms(), self.inner.timing.timeout_ms)
             .map_err(|e| match e {
                 StoreError::LeaseNotFound => PoolError::LeaseNotFound,
                 e => e.into(),

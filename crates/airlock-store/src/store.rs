@@ -472,17 +472,20 @@ impl Store {
         })
     }
 
-    /// Records a heartbeat for an active lease held by `terminal`.
+    /// Records a heartbeat for an active lease held by `terminal`. A lease whose last
+    /// heartbeat is `timeout_ms` or more in the past has expired, even if the sweeper has
+    /// not ended it yet, and cannot be revived.
     pub fn heartbeat(
         &mut self,
         lease_id: &LeaseId,
         terminal: &TerminalName,
         now: UnixMillis,
+        timeout_ms: i64,
     ) -> Result<LeaseRow, StoreError> {
         let n = self.conn.execute(
             "UPDATE leases SET heartbeat_at = max(heartbeat_at, ?3)
-             WHERE id = ?1 AND terminal = ?2 AND ended_at IS NULL",
-            params![lease_id.as_str(), terminal.as_str(), now],
+             WHERE id = ?1 AND terminal = ?2 AND ended_at IS NULL AND heartbeat_at + ?4 > ?3",
+            params![lease_id.as_str(), terminal.as_str(), now, timeout_ms],
         )?;
         if n == 0 {
             return Err(StoreError::LeaseNotFound);

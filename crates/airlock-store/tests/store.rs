@@ -145,7 +145,7 @@ fn heartbeat_and_end_are_for_the_holder_only() {
     let (mut s, _) = clean_pool(1);
     let a = s.acquire(&lid(1), &term("t1"), &user("a"), 100).unwrap();
     assert!(matches!(
-        s.heartbeat(&lid(1), &term("t2"), 150),
+        s.heartbeat(&lid(1), &term("t2"), 150, 1_000),
         Err(StoreError::LeaseNotFound)
     ));
     assert!(matches!(
@@ -158,13 +158,20 @@ fn heartbeat_and_end_are_for_the_holder_only() {
         ),
         Err(StoreError::LeaseNotFound)
     ));
-    let hb = s.heartbeat(&lid(1), &term("t1"), 200).unwrap();
+    let hb = s.heartbeat(&lid(1), &term("t1"), 200, 1_000).unwrap();
     assert_eq!(hb.heartbeat_at, 200);
     // heartbeats never move backwards
     assert_eq!(
-        s.heartbeat(&lid(1), &term("t1"), 120).unwrap().heartbeat_at,
+        s.heartbeat(&lid(1), &term("t1"), 120, 1_000)
+            .unwrap()
+            .heartbeat_at,
         200
     );
+    // a lease past its timeout cannot be revived, even before the sweeper ends it
+    assert!(matches!(
+        s.heartbeat(&lid(1), &term("t1"), 1_200, 1_000),
+        Err(StoreError::LeaseNotFound)
+    ));
     let ended = s
         .end_lease(
             &lid(1),
@@ -180,7 +187,7 @@ fn heartbeat_and_end_are_for_the_holder_only() {
         DesktopState::Dirty
     );
     assert!(matches!(
-        s.heartbeat(&lid(1), &term("t1"), 400),
+        s.heartbeat(&lid(1), &term("t1"), 400, 1_000),
         Err(StoreError::LeaseNotFound)
     ));
     assert!(matches!(

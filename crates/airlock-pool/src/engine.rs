@@ -116,6 +116,11 @@ struct Inner {
     timing: LeaseTiming,
     /// Open USB streams by lease: at most one per lease.
     usb: Mutex<HashMap<LeaseId, UsbHandle>>,
+    /// The identity of the golden image (and kernel/initrd) the pool runs.
+    golden_key: Mutex<String>,
+    /// Desktops whose clean state predates the current golden image (snapshot pools):
+    /// their next reset is a rebuild.
+    stale: Mutex<std::collections::HashSet<DesktopId>>,
 }
 
 struct UsbHandle {
@@ -284,6 +289,7 @@ impl Pool {
             })),
         )?;
         tracing::info!(audit_head = %head, "audit chain head (keep a copy elsewhere to detect truncation)");
+        let golden_key = driver.template_key()?;
         let resumed = store.resume_leases(now)?;
         if resumed > 0 {
             tracing::info!(leases = resumed, "resumed active leases after restart");
@@ -301,6 +307,8 @@ impl Pool {
                 metrics,
                 timing,
                 usb: Mutex::new(HashMap::new()),
+                golden_key: Mutex::new(golden_key),
+                stale: Mutex::new(std::collections::HashSet::new()),
             }),
         };
         let need_work = pool.reattach(&rows).await?;
@@ -673,8 +681,19 @@ impl Pool {
 
     /// Resets a dirty desktop with the pool's preferred method, falling back to a rebuild.
     pub async fn reset(&self, id: &DesktopId, process_alive: bool) {
-        let plan = ResetPlan::new(self.inner.cfg.reset_method, process_alive);
-        self.reset_locked(id, plan).await;
+        let stale = self
+            .inner
+            .stale
+            .lock()
+            .map(|mut s| s.remove(id))
+            .unwrap_or(false);
+        let method = if stale {
+            ResetMethod::Rebuild
+        } else {
+            self.inner.cfg.reset_method
+        };
+        self.reset_locked(id, ResetPlan::new(method, process_alive))
+            .await;
     }
 
     async fn reset_locked(&self, id: &DesktopId, plan: ResetPlan) {
@@ -1183,9 +1202,6 @@ impl Pool {
     /// template and resets the clean desktops onto it. Leased desktops get it at their
     /// next reset.
     async fn golden_watch_loop(&self) {
-        if self.inner.cfg.reset_method != ResetMethod::TemplateClone {
-            return;
-        }
         let mut last = self.golden_stamp();
         let mut tick = tokio::time::interval(self.inner.cfg.golden_check_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1196,42 +1212,59 @@ impl Pool {
                 continue;
             }
             last = stamp;
-            let current = self
+            let Ok(key) = self.inner.driver.template_key() else {
+                continue; // mid-copy or unreadable: look again at the next tick
+            };
+            if self
                 .inner
-                .template
+                .golden_key
                 .lock()
                 .ok()
-                .and_then(|t| t.as_ref().map(|t| t.key.clone()));
-            let Ok(key) = self.inner.driver.template_key() else {
-                continue;
-            };
-            if current.as_deref() == Some(key.as_str()) {
+                .map(|k| k.clone())
+                .as_deref()
+                == Some(key.as_str())
+            {
                 continue;
             }
-            tracing::info!("golden image changed: building a new template");
-            if self.refresh_template().await {
-                let clean: Vec<DesktopId> = self
-                    .store()
-                    .and_then(|s| Ok(s.desktops()?))
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|d| d.state == DesktopState::Clean)
-                    .map(|d| d.id)
-                    .collect();
-                for id in clean {
-                    let p = self.clone();
-                    tokio::spawn(async move {
-                        let Ok(lock) = p.op_lock(&id) else { return };
-                        let g = lock.lock().await;
-                        let ok = p
-                            .transition(&id, DesktopEvent::Invalidate, Some("golden image changed"))
-                            .is_ok();
-                        drop(g);
-                        if ok {
-                            p.reset(&id, true).await;
-                        }
-                    });
+            tracing::info!(key = %key, "golden image changed: clean desktops are reset onto it, leased ones after their lease");
+            if let Ok(mut k) = self.inner.golden_key.lock() {
+                *k = key.clone();
+            }
+            if let Ok(mut s) = self.store() {
+                let _ = s.audit(
+                    now_ms(),
+                    AuditEntry::new("golden_changed").details(json!({ "key": key })),
+                );
+            }
+            if self.inner.cfg.reset_method == ResetMethod::TemplateClone {
+                if !self.refresh_template().await {
+                    continue;
                 }
+            } else if let Ok(mut st) = self.inner.stale.lock() {
+                // A snapshot holds the old image: the next reset of every desktop rebuilds.
+                st.extend(self.inner.cfg.desktops.iter().cloned());
+            }
+            let clean: Vec<DesktopId> = self
+                .store()
+                .and_then(|s| Ok(s.desktops()?))
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|d| d.state == DesktopState::Clean)
+                .map(|d| d.id)
+                .collect();
+            for id in clean {
+                let p = self.clone();
+                tokio::spawn(async move {
+                    let Ok(lock) = p.op_lock(&id) else { return };
+                    let g = lock.lock().await;
+                    let ok = p
+                        .transition(&id, DesktopEvent::Invalidate, Some("golden image changed"))
+                        .is_ok();
+                    drop(g);
+                    if ok {
+                        p.reset(&id, true).await;
+                    }
+                });
             }
         }
     }

@@ -223,3 +223,115 @@ async fn killing_a_desktops_qemu_rebuilds_it() {
     b.acquire_ok("after-1").await;
     b.acquire_ok("after-2").await;
 }
+
+/// Writes a copy of the demo golden disk whose header says `version`, via a raw image.
+fn golden_with_header(dir: &std::path::Path, version: &str) -> std::path::PathBuf {
+    let src = guest_manifest()["golden_disk"].as_str().unwrap().to_owned();
+    let raw = dir.join(format!("{version}.raw"));
+    let out = dir.join(format!("{version}.qcow2"));
+    let st = std::process::Command::new("qemu-img")
+        .args(["convert", "-O", "raw", &src])
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut bytes = std::fs::read(&raw).unwrap();
+    let header = format!("AIRLOCK-GOLDEN-DISK {version}\n");
+    bytes[..header.len()].copy_from_slice(header.as_bytes());
+    std::fs::write(&raw, bytes).unwrap();
+    let st = std::process::Command::new("qemu-img")
+        .args(["convert", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    out
+}
+
+async fn a_new_golden_image_reaches_every_desktop(method: &'static str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let golden = tmp.path().join("golden.qcow2");
+    std::fs::rename(golden_with_header(tmp.path(), "v1"), &golden).unwrap();
+    let b = Broker::start(Opts {
+        reset: method,
+        golden: Some(golden.clone()),
+        ..Opts::default()
+    })
+    .await;
+    b.wait_clean(2, UP).await;
+    let lease = b.acquire_ok("dr-during-update").await;
+    let leased = lease["desktop_id"].as_str().unwrap().to_owned();
+    let other = if leased == "desk-01" {
+        "desk-02"
+    } else {
+        "desk-01"
+    };
+    assert!(b
+        .control(other)
+        .run("dd if=/dev/vda bs=32 count=1 2>/dev/null")
+        .contains("v1"));
+
+    // The admin replaces the golden image (a new file renamed over the old one).
+    let v2 = golden_with_header(tmp.path(), "v2");
+    std::fs::rename(&v2, &golden).unwrap();
+
+    // The clean desktop is reset onto it; the leased one keeps its session...
+    b.wait_desktop(other, UP, |d| {
+        d["state"] == "clean" && d["resets"].as_i64() == Some(1)
+    })
+    .await;
+    let head = b
+        .control(other)
+        .run("dd if=/dev/vda bs=32 count=1 2>/dev/null");
+    assert!(head.contains("v2"), "{method}: {head:?}");
+    let d = b.desktop(&leased).await;
+    assert_eq!(d["state"], "leased");
+    assert!(b
+        .control(&leased)
+        .run("dd if=/dev/vda bs=32 count=1 2>/dev/null")
+        .contains("v1"));
+    // ...and gets the new image at its reset.
+    assert_eq!(
+        b.release(TERMINAL_TOKEN, lease["lease_id"].as_str().unwrap())
+            .await,
+        202
+    );
+    let d = b
+        .wait_desktop(&leased, UP, |d| {
+            d["state"] == "clean" && d["resets"].as_i64() == Some(1)
+        })
+        .await;
+    assert!(b
+        .control(&leased)
+        .run("dd if=/dev/vda bs=32 count=1 2>/dev/null")
+        .contains("v2"));
+    let audit = b.audit().await;
+    assert!(audit.iter().any(|r| r["action"] == "golden_changed"));
+    if method == "template_clone" {
+        assert_eq!(d["last_reset_method"], "template_clone");
+        assert_eq!(
+            audit
+                .iter()
+                .filter(|r| r["action"] == "template_ready")
+                .count(),
+            2
+        );
+    } else {
+        assert_eq!(
+            d["last_reset_method"], "rebuild",
+            "a snapshot of the old image is not restored"
+        );
+    }
+    assert_audit_invariants(&audit);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_golden_image_reaches_every_desktop_with_template_clone() {
+    a_new_golden_image_reaches_every_desktop("template_clone").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_golden_image_reaches_every_desktop_with_snapshot_restore() {
+    a_new_golden_image_reaches_every_desktop("snapshot_restore").await;
+}

@@ -62,6 +62,8 @@ pub struct Opts {
     pub heartbeat_timeout_s: u64,
     pub display: &'static str,
     pub memory_mib: u64,
+    /// Another golden disk than the demo guest's.
+    pub golden: Option<PathBuf>,
 }
 
 impl Default for Opts {
@@ -72,6 +74,7 @@ impl Default for Opts {
             heartbeat_timeout_s: 60,
             display: "spice",
             memory_mib: 256,
+            golden: None,
         }
     }
 }
@@ -138,7 +141,11 @@ port_base = {port_base}
             mem = opts.memory_mib,
             reset = opts.reset,
             hb = opts.heartbeat_timeout_s,
-            disk = m["golden_disk"].as_str().unwrap(),
+            disk = opts
+                .golden
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| m["golden_disk"].as_str().unwrap().to_owned()),
             kernel = m["kernel"].as_str().unwrap(),
             initrd = m["initrd"].as_str().unwrap(),
             append = m["append"].as_str().unwrap(),

@@ -10,29 +10,29 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need_pkgs=()
-for p in qemu-system-x86 qemu-utils xorriso python3-gi gir1.2-spiceclientglib-2.0 curl; do
+for p in xorriso python3-gi gir1.2-spiceclientglib-2.0 curl; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
-# qemu-img must match the QEMU it drives (Debian 12: 7.2); the image may carry a newer one.
-if command -v qemu-system-x86_64 >/dev/null && command -v qemu-img >/dev/null; then
+# QEMU and qemu-img must be the same version (Debian 12: 7.2); the machine image may
+# carry a newer qemu-utils, which blocks installing QEMU 7.2 unless both are named.
+need_qemu=no
+if ! command -v qemu-system-x86_64 >/dev/null || ! command -v qemu-img >/dev/null; then
+    need_qemu=yes
+else
     qv=$(qemu-system-x86_64 --version | head -1 | grep -oE '[0-9]+\.[0-9]+' | head -1)
     iv=$(qemu-img --version | head -1 | grep -oE '[0-9]+\.[0-9]+' | head -1)
-    [ "$qv" = "$iv" ] || need_pkgs+=(qemu-utils)
+    [ "$qv" = "$iv" ] || need_qemu=yes
 fi
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-    say "installing Debian packages: ${need_pkgs[*]}"
+if [ ${#need_pkgs[@]} -gt 0 ] || [ "$need_qemu" = yes ]; then
     export DEBIAN_FRONTEND=noninteractive
+    say "updating the package lists"
     $SUDO apt-get update -qq
-    qver=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
-    pkgs=()
-    for p in "${need_pkgs[@]}"; do
-        case "$p" in
-            qemu-utils) pkgs+=("qemu-utils=$qver") ;;
-            *) pkgs+=("$p") ;;
-        esac
-    done
-    $SUDO apt-get install -y -qq --no-install-recommends --allow-downgrades \
-        qemu-system-x86 "${pkgs[@]}" >/dev/null
+    if [ "$need_qemu" = yes ]; then
+        qver=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+        need_pkgs+=("qemu-system-x86=$qver" "qemu-utils=$qver")
+    fi
+    say "installing Debian packages: ${need_pkgs[*]}"
+    $SUDO apt-get install -y -qq --no-install-recommends --allow-downgrades "${need_pkgs[@]}" >/dev/null
 fi
 say "QEMU: $(qemu-system-x86_64 --version | head -1); qemu-img: $(qemu-img --version | head -1)"
 

@@ -1,0 +1,217 @@
+//! The `airlock` binary: arguments, messages, exit codes, and one end-to-end
+//! run against QEMU's usb-redir (TCG) with disc changes typed on stdin.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../airlock-usb/tests/common/mod.rs"]
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+use tokio::io::AsyncWriteExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_airlock");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("AIRLOCK_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["usb", "forward"][..],
+        &["usb", "forward", "--to", "unix:/x"],
+        &[
+            "usb", "forward", "--to", "unix:/x", "--iso", "a.iso", "--device", "auto",
+        ],
+        &["usb", "forward", "--broker", "http://h", "--iso", "a.iso"],
+        &["usb", "forward", "--to", "unix:/x", "--device", "nonsense"],
+        &["usb", "frobnicate"],
+    ] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+    }
+    let o = run(&["usb", "forward", "--help"]);
+    assert!(o.status.success());
+    assert!(text(&o).contains("--iso"));
+}
+
+#[test]
+fn list_says_clearly_what_it_found() {
+    let o = run(&["usb", "list"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    if !std::path::Path::new("/sys/bus/usb/devices").exists() {
+        assert!(t.contains("no USB subsystem"), "{t}");
+    } else {
+        assert!(
+            t.contains("No USB optical drive found") || t.contains("verdict:"),
+            "{t}"
+        );
+    }
+}
+
+#[test]
+fn bad_inputs_get_an_error_and_a_hint() {
+    let o = run(&[
+        "usb",
+        "forward",
+        "--broker",
+        "http://127.0.0.1:9",
+        "--lease",
+        "../etc",
+        "--iso",
+        "x.iso",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("not 32 lower-case hex digits"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("hint:"), "{}", text(&o));
+
+    let lease = "ab".repeat(16);
+    let o = run(&[
+        "usb",
+        "forward",
+        "--broker",
+        "http://127.0.0.1:9",
+        "--lease",
+        &lease,
+        "--iso",
+        "x.iso",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("no terminal token"), "{}", text(&o));
+
+    let o = run(&[
+        "usb", "forward", "--broker", "ftp://h", "--lease", &lease, "--iso", "x.iso",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("not http or https"), "{}", text(&o));
+
+    let o = run(&[
+        "usb",
+        "forward",
+        "--to",
+        "unix:/nonexistent/u.sock",
+        "--iso",
+        "/nonexistent.iso",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("cannot open disc image"), "{}", text(&o));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let iso = tmp.path().join("d.iso");
+    std::fs::write(&iso, vec![0u8; 4096]).unwrap();
+    let o = run(&[
+        "usb",
+        "forward",
+        "--to",
+        "unix:/nonexistent/u.sock",
+        "--iso",
+        iso.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let t = text(&o);
+    assert!(t.contains("Forwarding: emulated USB CD-ROM"), "{t}");
+    assert!(
+        t.contains("cannot connect to unix:/nonexistent/u.sock"),
+        "{t}"
+    );
+    assert!(t.contains("hint: Check the socket path"), "{t}");
+
+    if !std::path::Path::new("/sys/bus/usb/devices").exists() {
+        let o = run(&["usb", "forward", "--to", "unix:/x.sock", "--device", "auto"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(text(&o).contains("no USB subsystem"), "{}", text(&o));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_an_iso_to_qemu_and_swap_from_stdin() {
+    if !have_qemu() {
+        eprintln!("skipping: qemu-system-x86_64 is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let first = make_iso(
+        tmp.path(),
+        "one",
+        &[
+            ("ONE.TXT", b"one\n".to_vec()),
+            ("DATA/BLOB", noise(11, 400_000)),
+        ],
+    );
+    let second = make_iso(tmp.path(), "two", &[("TWO.TXT", noise(12, 90_000))]);
+    let mut vm = Vm::start(tmp.path());
+    vm.wait_line("AIRLOCK-READY boot", 0, Duration::from_secs(45))
+        .await;
+
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["usb", "forward", "--to"])
+        .arg(format!("unix:{}", vm.usbredir_sock.display()))
+        .arg("--iso")
+        .arg(&first.iso)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+
+    let (i, line) = vm
+        .wait_line("AIRLOCK-CD dev=", 0, Duration::from_secs(45))
+        .await;
+    assert_eq!(parse_cd_line(&line).2, first.sha256, "{line}");
+    stdin.write_all(b"eject\n").await.unwrap();
+    let (j, _) = vm
+        .wait_line("AIRLOCK-CD-REMOVED dev=sr0", i + 1, Duration::from_secs(20))
+        .await;
+    stdin
+        .write_all(format!("insert {}\n", second.iso.display()).as_bytes())
+        .await
+        .unwrap();
+    let (_, line) = vm
+        .wait_line("AIRLOCK-CD dev=", j + 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(parse_cd_line(&line).2, second.sha256, "{line}");
+    stdin.write_all(b"unplug\n").await.unwrap();
+
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("airlock exits after unplug")
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("Forwarding: emulated USB CD-ROM 1209:0001"),
+        "{t}"
+    );
+    assert!(
+        t.contains("Drive attached to the desktop (qemu usb-redir guest"),
+        "{t}"
+    );
+    assert!(t.contains("Disc ejected."), "{t}");
+    assert!(t.contains("Disc inserted:"), "{t}");
+    assert!(
+        t.contains("Session ended: the device was unplugged on request"),
+        "{t}"
+    );
+}

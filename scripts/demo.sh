@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
-scripts/setup.sh
+[ "${AIRLOCK_SKIP_SETUP:-}" = 1 ] || scripts/setup.sh
 say "building airlockd and airlock (release)"
 cargo build --release -q -p airlockd -p airlock
 
@@ -98,8 +98,9 @@ done
 curl -s -H 'Authorization: Bearer demo-admin' "$URL/v1/desktops" | python3 -c "
 import json,sys
 for d in json.load(sys.stdin)['desktops']:
-    r = f\"{d['last_reset_s']:.3f} s by {d['last_reset_method']}\" if d['last_reset_s'] is not None else 'never'
-    print(f\"  {d['id']}: {d['state']:9} resets={d['resets']} last reset {r}\")"
+    how = 'last reset' if d['resets'] else 'started'
+    r = f\"{how} in {d['last_reset_s']:.3f} s by {d['last_reset_method']}\" if d['last_reset_s'] is not None else ''
+    print(f\"  {d['id']}: {d['state']:9} resets={d['resets']} {r}\")"
 target/release/airlockd --config "$CONFIG" audit verify | sed 's/^/  /'
 
 cat <<NEXT

@@ -24,6 +24,7 @@ say "starting airlockd (log: $STATE/airlockd.log)"
 $AIRLOCKD >"$STATE/airlockd.out" 2>"$STATE/airlockd.log" &
 BROKER=$!
 cleanup() {
+    trap - EXIT INT TERM
     kill "$BROKER" 2>/dev/null || true
     wait "$BROKER" 2>/dev/null || true
     $AIRLOCKD stop-desktops >/dev/null 2>&1 || true

@@ -227,11 +227,31 @@ fn parse_hash(key: &'static str, s: &str) -> Result<[u8; 32], ConfigError> {
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
+    let joined = if p.is_absolute() {
         p.to_owned()
     } else {
         base.join(p)
+    };
+    normalize(&joined)
+}
+
+/// Removes `.` and `..` components lexically (`/a/b/../c` → `/a/c`), so logs and the
+/// QEMU command line show plain paths.
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
     }
+    out
 }
 
 /// Paths like `qemu-system-x86_64` (no slash) are looked up on PATH, not resolved.
@@ -694,6 +714,22 @@ port_base = 5930
             "state_dir = \"state\"\ntls_cert = \"c.pem\"",
         ));
         assert!(e.contains("server.tls_key"), "{e}");
+    }
+
+    #[test]
+    fn paths_are_normalized() {
+        assert_eq!(
+            normalize(Path::new("/a/b/../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
+        assert_eq!(
+            resolve(Path::new("/etc/airlock"), Path::new("../x")),
+            PathBuf::from("/etc/x")
+        );
+        assert_eq!(
+            resolve(Path::new("/etc"), Path::new("/abs/y")),
+            PathBuf::from("/abs/y")
+        );
     }
 
     #[test]

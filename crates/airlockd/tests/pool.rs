@@ -30,7 +30,11 @@ async fn pool_comes_up_clean_and_a_third_acquire_gets_503() {
     assert_eq!(h["status"], "ok");
     let page = b.http.get(format!("{}/", b.url)).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("<title>Airlock console</title>"));
+    assert!(page
+        .text()
+        .await
+        .unwrap()
+        .contains("<title>Airlock console</title>"));
 
     let a = b.acquire_ok("dr-alpha").await;
     let c = b.acquire_ok("dr-beta").await;

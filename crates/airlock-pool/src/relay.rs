@@ -257,96 +257,102 @@ where
     let (hello_tx, mut hello_rx) = tokio::sync::watch::channel::<Option<usbredir::Hello>>(None);
     let mut stats = RelayStats::default();
 
-    // Desktop → terminal: decode only the desktop's hello, then copy.
-    let down = async {
-        let mut codec = Codec::new(Role::Host);
-        codec.set_max_buffered(64 * 1024);
-        let mut seen_hello = false;
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut n_total = 0u64;
-        loop {
-            let n = match d_rd.read(&mut buf).await {
-                Ok(0) => return (RelayEnd::DesktopClosed, n_total),
-                Ok(n) => n,
-                Err(e) => return (RelayEnd::Io(e.to_string()), n_total),
-            };
-            let chunk = buf.get(..n).unwrap_or_default();
-            if !seen_hello {
-                if let Err(e) = codec.feed(chunk) {
-                    return (
-                        RelayEnd::Io(format!("desktop sent no usbredir hello: {e}")),
-                        n_total,
-                    );
-                }
-                match codec.next_frame() {
-                    Ok(Some(f)) => {
-                        if let Packet::Hello(h) = f.packet {
-                            let _ = hello_tx.send(Some(h));
-                            seen_hello = true;
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => return (RelayEnd::Io(format!("desktop hello: {e}")), n_total),
-                }
-            }
-            if let Err(e) = t_wr.write_all(chunk).await {
-                return (RelayEnd::Io(e.to_string()), n_total);
-            }
-            n_total += n as u64;
-        }
-    };
-
-    // Terminal → desktop: validate, then copy.
-    let up = async {
-        let mut monitor = StreamMonitor::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut n_total = 0u64;
-        loop {
-            let n = tokio::select! {
-                r = t_rd.read(&mut buf) => match r {
-                    Ok(0) => return (RelayEnd::TerminalClosed, n_total),
+    let end = {
+        // Desktop → terminal: decode only the desktop's hello, then copy.
+        let down = async {
+            let mut codec = Codec::new(Role::Host);
+            codec.set_max_buffered(64 * 1024);
+            let mut seen_hello = false;
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut n_total = 0u64;
+            loop {
+                let n = match d_rd.read(&mut buf).await {
+                    Ok(0) => return (RelayEnd::DesktopClosed, n_total),
                     Ok(n) => n,
                     Err(e) => return (RelayEnd::Io(e.to_string()), n_total),
-                },
-                _ = hello_rx.changed() => {
+                };
+                let chunk = buf.get(..n).unwrap_or_default();
+                if !seen_hello {
+                    if let Err(e) = codec.feed(chunk) {
+                        return (
+                            RelayEnd::Io(format!("desktop sent no usbredir hello: {e}")),
+                            n_total,
+                        );
+                    }
+                    match codec.next_frame() {
+                        Ok(Some(f)) => {
+                            if let Packet::Hello(h) = f.packet {
+                                let _ = hello_tx.send(Some(h));
+                                seen_hello = true;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => return (RelayEnd::Io(format!("desktop hello: {e}")), n_total),
+                    }
+                }
+                if let Err(e) = t_wr.write_all(chunk).await {
+                    return (RelayEnd::Io(e.to_string()), n_total);
+                }
+                n_total += n as u64;
+            }
+        };
+
+        // Terminal → desktop: validate, then copy.
+        let up = async {
+            let mut monitor = StreamMonitor::new();
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut n_total = 0u64;
+            loop {
+                let n = tokio::select! {
+                    r = t_rd.read(&mut buf) => match r {
+                        Ok(0) => return (RelayEnd::TerminalClosed, n_total),
+                        Ok(n) => n,
+                        Err(e) => return (RelayEnd::Io(e.to_string()), n_total),
+                    },
+                    _ = hello_rx.changed() => {
+                        if let Some(h) = hello_rx.borrow().clone() {
+                            if let Err(e) = monitor.desktop_hello(&h) {
+                                return (RelayEnd::Error(e), n_total);
+                            }
+                        }
+                        match monitor.drain() {
+                            Ok(evs) => evs.into_iter().for_each(&mut on_event),
+                            Err(e) => return (RelayEnd::Error(e), n_total),
+                        }
+                        continue;
+                    }
+                };
+                let chunk = buf.get(..n).unwrap_or_default();
+                if !monitor.has_desktop_hello() {
                     if let Some(h) = hello_rx.borrow().clone() {
                         if let Err(e) = monitor.desktop_hello(&h) {
                             return (RelayEnd::Error(e), n_total);
                         }
                     }
-                    match monitor.drain() {
-                        Ok(evs) => evs.into_iter().for_each(&mut on_event),
-                        Err(e) => return (RelayEnd::Error(e), n_total),
-                    }
-                    continue;
                 }
-            };
-            let chunk = buf.get(..n).unwrap_or_default();
-            if !monitor.has_desktop_hello() {
-                if let Some(h) = hello_rx.borrow().clone() {
-                    if let Err(e) = monitor.desktop_hello(&h) {
-                        return (RelayEnd::Error(e), n_total);
-                    }
+                match monitor.from_terminal(chunk) {
+                    Ok(evs) => evs.into_iter().for_each(&mut on_event),
+                    Err(e) => return (RelayEnd::Error(e), n_total),
                 }
+                if let Err(e) = d_wr.write_all(chunk).await {
+                    return (RelayEnd::Io(e.to_string()), n_total);
+                }
+                n_total += n as u64;
             }
-            match monitor.from_terminal(chunk) {
-                Ok(evs) => evs.into_iter().for_each(&mut on_event),
-                Err(e) => return (RelayEnd::Error(e), n_total),
-            }
-            if let Err(e) = d_wr.write_all(chunk).await {
-                return (RelayEnd::Io(e.to_string()), n_total);
-            }
-            n_total += n as u64;
+        };
+
+        tokio::pin!(up);
+        tokio::pin!(down);
+        tokio::select! {
+            (end, n) = &mut up => { stats.to_desktop = n; end }
+            (end, n) = &mut down => { stats.to_terminal = n; end }
+            _ = stop.wait_for(|v| *v) => RelayEnd::LeaseEnded,
         }
     };
-
-    tokio::pin!(up);
-    tokio::pin!(down);
-    let end = tokio::select! {
-        (end, n) = &mut up => { stats.to_desktop = n; end }
-        (end, n) = &mut down => { stats.to_terminal = n; end }
-        _ = stop.wait_for(|v| *v) => RelayEnd::LeaseEnded,
-    };
+    // Close the terminal's side properly (a TLS close_notify over HTTPS), so the terminal
+    // sees the end of the stream rather than a truncated connection.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), t_wr.shutdown()).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), d_wr.shutdown()).await;
     (end, stats)
 }
 

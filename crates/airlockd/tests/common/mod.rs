@@ -64,6 +64,10 @@ pub struct Opts {
     pub memory_mib: u64,
     /// Another golden disk than the demo guest's.
     pub golden: Option<PathBuf>,
+    /// TLS certificate and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The CA the test client trusts for TLS.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Default for Opts {
@@ -75,6 +79,8 @@ impl Default for Opts {
             display: "spice",
             memory_mib: 256,
             golden: None,
+            tls: None,
+            tls_ca: None,
         }
     }
 }
@@ -104,6 +110,7 @@ impl Broker {
 [server]
 listen = "127.0.0.1:0"
 state_dir = "{state}"
+{tls}
 [admin]
 token_sha256 = "{admin}"
 [[terminals]]
@@ -134,6 +141,15 @@ listen = "127.0.0.1"
 port_base = {port_base}
 "#,
             state = state.display(),
+            tls = opts
+                .tls
+                .as_ref()
+                .map(|(c, k)| format!(
+                    "tls_cert = \"{}\"\ntls_key = \"{}\"",
+                    c.display(),
+                    k.display()
+                ))
+                .unwrap_or_default(),
             admin = sha256_hex(ADMIN_TOKEN),
             t1 = sha256_hex(TERMINAL_TOKEN),
             t2 = sha256_hex(TERMINAL2_TOKEN),
@@ -163,10 +179,14 @@ port_base = {port_base}
             _tmp: tmp,
             config,
             child: None,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .unwrap(),
+            http: {
+                let mut c = reqwest::Client::builder().timeout(Duration::from_secs(60));
+                if let Some(ca) = &opts.tls_ca {
+                    let pem = std::fs::read(ca).unwrap();
+                    c = c.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+                }
+                c.build().unwrap()
+            },
             display_port_base: port_base,
         };
         b.spawn();

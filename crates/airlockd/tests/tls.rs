@@ -1,0 +1,133 @@
+//! With TLS configured, the API and the USB stream run over HTTPS: a terminal that trusts
+//! the broker's certificate leases a desktop and forwards an ISO into it, and the desktop
+//! reads exactly the disc's files.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use airlock_usb::source::{prepare, Source};
+use airlock_usb::transport::{connect, BrokerTarget, LeaseRef, Target, Token, TrustRoots};
+use common::*;
+use std::time::Duration;
+
+fn expected(name: &str) -> (std::path::PathBuf, String) {
+    let dir = workspace_root().join("build/discs");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.files.json"))).unwrap_or_else(|e| {
+            panic!("{name}.files.json missing ({e}); run `cargo xtask sample-disc` (scripts/setup.sh does)")
+        }))
+        .unwrap();
+    (
+        dir.join(format!("{name}.iso")),
+        meta["sha256"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_api_and_usb_stream() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().unwrap();
+    // A site CA and a broker certificate it signed.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Airlock test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key_pair = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key_pair, &issuer)
+        .unwrap();
+    let ca = tmp.path().join("ca.pem");
+    let cert = tmp.path().join("cert.pem");
+    let key = tmp.path().join("key.pem");
+    std::fs::write(&ca, ca_cert.pem()).unwrap();
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, key_pair.serialize_pem()).unwrap();
+
+    let b = Broker::start(Opts {
+        size: 1,
+        tls: Some((cert, key)),
+        tls_ca: Some(ca.clone()),
+        ..Opts::default()
+    })
+    .await;
+    assert!(b.url.starts_with("https://"), "{}", b.url);
+    b.wait_clean(1, Duration::from_secs(240)).await;
+    // A client that does not trust the certificate cannot talk to the broker.
+    let plain = reqwest::Client::new();
+    assert!(plain
+        .get(format!("{}/healthz", b.url))
+        .send()
+        .await
+        .is_err());
+
+    let lease = b.acquire_ok("dr-tls").await;
+    let usb_url = lease["usb"]["url"].as_str().unwrap();
+    assert!(usb_url.starts_with("https://"), "{usb_url}");
+    let desk = lease["desktop_id"].as_str().unwrap();
+
+    let (iso, want) = expected("sample-small");
+    let prepared = prepare(&Source::Iso(iso)).await.unwrap();
+    let target = Target::Broker(BrokerTarget {
+        url: b.url.parse().unwrap(),
+        lease: LeaseRef::parse(lease["lease_id"].as_str().unwrap()).unwrap(),
+        token: Token::parse(TERMINAL_TOKEN).unwrap(),
+        trust: TrustRoots::CaFile(ca),
+    });
+    let stream = connect(&target, prepared.description()).await.unwrap();
+    let session = tokio::spawn(prepared.run(stream));
+
+    let serial = b.run_dir(desk).join("serial.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let line = loop {
+        let text = std::fs::read_to_string(&serial).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.starts_with("AIRLOCK-CD dev=")) {
+            break l.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the desktop never read the disc: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        line.contains(&format!("sha256={want}")),
+        "{line} (want {want})"
+    );
+
+    // Releasing the lease closes the stream; the terminal's session ends.
+    assert_eq!(
+        b.release(TERMINAL_TOKEN, lease["lease_id"].as_str().unwrap())
+            .await,
+        202
+    );
+    let summary = tokio::time::timeout(Duration::from_secs(15), session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(summary.is_ok(), "{summary:?}");
+    let audit = b.audit().await;
+    let attached = audit
+        .iter()
+        .find(|r| r["action"] == "usb_attached")
+        .unwrap();
+    assert!(
+        attached["details"].as_str().unwrap().contains("08:06:50"),
+        "{attached}"
+    );
+    let opened = audit
+        .iter()
+        .find(|r| r["action"] == "usb_stream_opened")
+        .unwrap();
+    assert!(
+        opened["details"]
+            .as_str()
+            .unwrap()
+            .contains("sample-small.iso"),
+        "{opened}"
+    );
+}

@@ -121,6 +121,8 @@ struct Inner {
     /// Desktops whose clean state predates the current golden image (snapshot pools):
     /// their next reset is a rebuild.
     stale: Mutex<std::collections::HashSet<DesktopId>>,
+    /// Bumped when a desktop's lease ends: cuts its forwarded display connections.
+    display_cut: HashMap<DesktopId, tokio::sync::watch::Sender<u64>>,
 }
 
 struct UsbHandle {
@@ -290,6 +292,29 @@ impl Pool {
         )?;
         tracing::info!(audit_head = %head, "audit chain head (keep a copy elsewhere to detect truncation)");
         let golden_key = driver.template_key()?;
+        let display_cut_map = cfg
+            .desktops
+            .iter()
+            .map(|d| (d.clone(), tokio::sync::watch::channel(0u64).0))
+            .collect();
+        // The broker owns the display ports (see display.rs): bind them all now, so a
+        // port conflict stops the start with a clear error.
+        let mut display_listeners = Vec::new();
+        if let Some(d) = &cfg.display {
+            for (i, id) in cfg.desktops.iter().enumerate() {
+                let port = u16::try_from(i)
+                    .ok()
+                    .and_then(|i| d.port_base.checked_add(i))
+                    .ok_or_else(|| PoolError::Internal("display port out of range".into()))?;
+                let l = tokio::net::TcpListener::bind((d.listen, port)).await.map_err(|e| {
+                    PoolError::Internal(format!(
+                        "cannot listen on display port {}:{port} for {id}: {e}; is another airlockd or program using it? (pool.display.port_base)",
+                        d.listen
+                    ))
+                })?;
+                display_listeners.push((id.clone(), l));
+            }
+        }
         let resumed = store.resume_leases(now)?;
         if resumed > 0 {
             tracing::info!(leases = resumed, "resumed active leases after restart");
@@ -308,9 +333,13 @@ impl Pool {
                 timing,
                 usb: Mutex::new(HashMap::new()),
                 golden_key: Mutex::new(golden_key),
+                display_cut: display_cut_map,
                 stale: Mutex::new(std::collections::HashSet::new()),
             }),
         };
+        for (id, l) in display_listeners {
+            tokio::spawn(pool.clone().serve_display(id, l));
+        }
         let need_work = pool.reattach(&rows).await?;
         let p = pool.clone();
         tokio::spawn(async move { p.bring_up(need_work).await });
@@ -835,7 +864,7 @@ impl Pool {
                     .and_then(|t| t.clone())
                     .ok_or_else(|| PoolError::Internal("no template is available".into()))?;
                 if let Some(old) = self.unregister(id) {
-                    old.vm.kill().await;
+                    old.vm.kill_now();
                 }
                 let spec = self.vm_spec(id);
                 let started = driver.start_clone(&template, spec.clone()).await?;
@@ -850,7 +879,7 @@ impl Pool {
             }
             ResetMethod::Rebuild => {
                 if let Some(old) = self.unregister(id) {
-                    old.vm.kill().await;
+                    old.vm.kill_now();
                 }
                 let spec = self.vm_spec(id);
                 let started = driver.cold_boot(spec.clone()).await?;
@@ -1022,7 +1051,10 @@ impl Pool {
             })
             .inc();
         tracing::info!(lease = %lease, desktop = %row.desktop, reason = %reason, "lease ended");
-        // The lease's USB stream closes before the reset.
+        // The lease's display connections and USB stream close before the reset.
+        if let Some(tx) = self.inner.display_cut.get(&row.desktop) {
+            tx.send_modify(|v| *v += 1);
+        }
         self.close_usb(lease).await;
         // Revoke the password at once: the reset that follows replaces the process anyway,
         // but a snapshot restore keeps it, and the reset may wait behind another operation.
@@ -1121,6 +1153,21 @@ impl Pool {
             stop: stop_rx,
             done: done_tx,
         })
+    }
+
+    pub(crate) fn display_cut_receiver(
+        &self,
+        id: &DesktopId,
+    ) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.display_cut.get(id).map(|tx| tx.subscribe())
+    }
+
+    pub(crate) fn active_lease_id(&self, id: &DesktopId) -> Option<LeaseId> {
+        self.store().ok()?.active_lease_on(id).ok()?.map(|l| l.id)
+    }
+
+    pub(crate) fn running_run_file(&self, id: &DesktopId, name: &str) -> Option<PathBuf> {
+        self.running_vm(id).map(|(_, spec)| spec.run_file(name))
     }
 
     /// Closes a lease's USB stream, if any, and waits (briefly) until it is closed.

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod display;
 mod engine;
 mod metrics;
 pub mod relay;

@@ -1,7 +1,7 @@
 //! The operations a desktop pool needs from QEMU.
 use crate::agent::Agent;
 use crate::img::create_overlay;
-use crate::process::{kill_stale, Vm};
+use crate::process::{kill_stale, kill_stale_now, Vm};
 use crate::spec::{files, Accel, Boot, DisplayProtocol, DisplaySpec, Memory, VmSpec};
 use crate::QemuError;
 use serde::{Deserialize, Serialize};
@@ -368,7 +368,7 @@ impl Driver {
         mut spec: VmSpec,
     ) -> Result<StartedVm, QemuError> {
         let t0 = Instant::now();
-        kill_stale(&spec.run_dir).await;
+        kill_stale_now(&spec.run_dir);
         create_overlay(&self.cfg.qemu_img, &template.base_disk, &spec.disk).await?;
         spec.memory = Memory::TemplateClone {
             ram_file: template.ram_file.clone(),
@@ -457,7 +457,7 @@ impl Driver {
     /// the start path when templates are not used).
     pub async fn cold_boot(&self, mut spec: VmSpec) -> Result<StartedVm, QemuError> {
         let t0 = Instant::now();
-        kill_stale(&spec.run_dir).await;
+        kill_stale_now(&spec.run_dir);
         create_overlay(&self.cfg.qemu_img, &self.cfg.golden, &spec.disk).await?;
         spec.memory = Memory::Anonymous;
         spec.incoming = false;

@@ -216,6 +216,14 @@ impl Vm {
         }
     }
 
+    /// Sends SIGKILL and returns at once. The process can no longer run guest code; the
+    /// kernel frees its memory in the background (for a desktop with gigabytes of dirtied
+    /// RAM that takes a while, and nothing needs to wait for it: every resource a new
+    /// process needs is a new file or socket).
+    pub fn kill_now(&self) {
+        kill_pid(self.pid);
+    }
+
     /// Kills the process (SIGKILL: a disposable desktop needs no clean shutdown) and waits
     /// until it is gone.
     pub async fn kill(&self) {
@@ -231,6 +239,22 @@ impl Vm {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+}
+
+/// Kills whatever QEMU process a run directory's pid file names, if it is still ours,
+/// without waiting for it to exit.
+pub fn kill_stale_now(run_dir: &Path) {
+    let pid_path = run_dir.join(files::PID);
+    let Ok(text) = std::fs::read_to_string(&pid_path) else {
+        return;
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return;
+    };
+    let needle = run_dir.join(files::QMP).display().to_string();
+    if process_matches(pid, &needle) {
+        kill_pid(pid);
     }
 }
 

@@ -47,7 +47,8 @@ impl DisplayProtocol {
     }
 }
 
-/// Where a desktop's display listens.
+/// Where a desktop's display is reached: the broker listens on `listen:port` and forwards
+/// each connection to QEMU's display socket in the run directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DisplaySpec {
     pub protocol: DisplayProtocol,
@@ -115,6 +116,7 @@ pub mod files {
     pub const CONTROL: &str = "control.sock";
     pub const CONTROL_LOG: &str = "control.log";
     pub const USBREDIR: &str = "usbredir.sock";
+    pub const DISPLAY: &str = "display.sock";
     pub const PID: &str = "qemu.pid";
     pub const LOG: &str = "qemu.log";
 }
@@ -227,24 +229,18 @@ impl VmSpec {
         push("-device");
         push(&format!("vmgenid,guid={}", self.vmgenid));
         if let Some(d) = &self.display {
+            // QEMU's display server listens on a unix socket in the run directory; the
+            // broker owns the TCP port clients connect to and forwards to it.
+            let sock = p(&self.run_file(files::DISPLAY));
             match d.protocol {
                 DisplayProtocol::Spice => {
                     push("-spice");
                     // No password yet: SPICE refuses every client until a lease sets one.
-                    push(&format!(
-                        "port={},addr={},seamless-migration=off",
-                        d.port, d.listen
-                    ));
+                    push(&format!("unix=on,addr={sock},seamless-migration=off"));
                 }
                 DisplayProtocol::Vnc => {
                     push("-vnc");
-                    let host = match d.listen {
-                        IpAddr::V4(v4) => v4.to_string(),
-                        IpAddr::V6(v6) => format!("[{v6}]"),
-                    };
-                    // VNC displays are numbered from port 5900.
-                    let display = i32::from(d.port) - 5900;
-                    push(&format!("{host}:{display},password=on"));
+                    push(&format!("unix:{sock},password=on"));
                 }
             }
         }
@@ -358,7 +354,7 @@ mod tests {
         assert!(has_pair(
             &a,
             "-spice",
-            "port=5930,addr=127.0.0.1,seamless-migration=off"
+            "unix=on,addr=/s/desk-01/run/display.sock,seamless-migration=off"
         ));
         let mut s = spec();
         s.display = Some(DisplaySpec {
@@ -366,7 +362,15 @@ mod tests {
             listen: "127.0.0.1".parse().unwrap(),
             port: 5901,
         });
-        assert!(has_pair(&s.argv(), "-vnc", "127.0.0.1:1,password=on"));
+        assert!(has_pair(
+            &s.argv(),
+            "-vnc",
+            "unix:/s/desk-01/run/display.sock,password=on"
+        ));
+        assert!(
+            !s.argv().iter().any(|x| x.contains("5901")),
+            "QEMU never binds the port"
+        );
         s.display = None;
         assert!(!s.argv().iter().any(|x| x == "-vnc" || x == "-spice"));
     }

@@ -17,8 +17,8 @@ async fn display_password_opens_only_during_its_lease() {
     .await;
     b.wait_clean(1, Duration::from_secs(240)).await;
     let port = (b.display_port_base).to_string();
-    // Before any lease, nobody gets in.
-    assert_ne!(spice_auth(&port, ""), 0);
+    // Before any lease the broker forwards no display connection at all.
+    assert_eq!(spice_auth(&port, ""), 1, "no display outside a lease");
     let l = b.acquire_ok("dr-view").await;
     assert_eq!(l["display"]["port"].as_u64().unwrap().to_string(), port);
     let pw = l["display"]["password"].as_str().unwrap().to_owned();
@@ -30,7 +30,7 @@ async fn display_password_opens_only_during_its_lease() {
     assert_eq!(
         spice_auth(&port, "wrong-password"),
         2,
-        "a wrong password is refused"
+        "a wrong password is refused by QEMU"
     );
     assert_eq!(
         b.release(TERMINAL_TOKEN, l["lease_id"].as_str().unwrap())
@@ -47,12 +47,19 @@ async fn display_password_opens_only_during_its_lease() {
     .await;
     assert_eq!(
         spice_auth(&port, &pw),
+        1,
+        "a clean desktop's display is not forwarded"
+    );
+    // The next lease (same desktop: the pool has one) gets a different password; the old
+    // one is refused by the desktop itself.
+    let l2 = b.acquire_ok("dr-next").await;
+    assert_eq!(l2["desktop_id"], l["desktop_id"]);
+    let pw2 = l2["display"]["password"].as_str().unwrap();
+    assert_ne!(pw2, pw);
+    assert_eq!(
+        spice_auth(&port, &pw),
         2,
         "the ended lease's password is refused"
     );
-    // The next lease gets a different password, which works.
-    let l2 = b.acquire_ok("dr-next").await;
-    let pw2 = l2["display"]["password"].as_str().unwrap();
-    assert_ne!(pw2, pw);
     assert_eq!(spice_auth(&port, pw2), 0);
 }

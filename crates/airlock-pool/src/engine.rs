@@ -88,6 +88,8 @@ pub struct DesktopView {
 /// The pool's overall status, for `/healthz`.
 #[derive(Debug, Clone, Serialize)]
 pub struct PoolStatus {
+    /// What is wrong, in words an admin can act on (empty when all is well).
+    pub problems: Vec<String>,
     pub counts: StateCounts,
     pub accel: &'static str,
     pub reset_method: &'static str,
@@ -121,6 +123,8 @@ struct Inner {
     /// Desktops whose clean state predates the current golden image (snapshot pools):
     /// their next reset is a rebuild.
     stale: Mutex<std::collections::HashSet<DesktopId>>,
+    /// Why the pool is degraded (e.g. the template could not be built), for /healthz.
+    template_error: Mutex<Option<String>>,
     /// Bumped when a desktop's lease ends: cuts its forwarded display connections.
     display_cut: HashMap<DesktopId, tokio::sync::watch::Sender<u64>>,
 }
@@ -334,6 +338,7 @@ impl Pool {
                 usb: Mutex::new(HashMap::new()),
                 golden_key: Mutex::new(golden_key),
                 display_cut: display_cut_map,
+                template_error: Mutex::new(None),
                 stale: Mutex::new(std::collections::HashSet::new()),
             }),
         };
@@ -629,10 +634,18 @@ impl Pool {
                 if let Ok(mut cur) = self.inner.template.lock() {
                     *cur = Some(t);
                 }
+                if let Ok(mut e) = self.inner.template_error.lock() {
+                    *e = None;
+                }
                 changed
             }
             Err(e) => {
                 tracing::error!(error = %e, "template build failed; desktops will be rebuilt from the golden image instead");
+                if let Ok(mut te) = self.inner.template_error.lock() {
+                    *te = Some(format!(
+                        "no template ({e}): resets fall back to rebuilds, which are much slower"
+                    ));
+                }
                 if let Ok(mut s) = self.store() {
                     let _ = s.audit(
                         now_ms(),
@@ -650,7 +663,7 @@ impl Pool {
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if name == keep || name.ends_with(".building") {
+            if name == keep || name == airlock_qemu::driver::BUILD_DIR {
                 continue;
             }
             // A clone still running from an old template maps its RAM file; Linux keeps
@@ -1373,8 +1386,26 @@ impl Pool {
 
     /// Overall status.
     pub fn status(&self) -> Result<PoolStatus, PoolError> {
+        let counts = self.counts()?;
+        let mut problems = Vec::new();
+        if let Some(e) = self
+            .inner
+            .template_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+        {
+            problems.push(e);
+        }
+        if counts.broken > 0 {
+            problems.push(format!(
+                "{} desktop(s) broken: see GET /v1/desktops for the reason, then repair",
+                counts.broken
+            ));
+        }
         Ok(PoolStatus {
-            counts: self.counts()?,
+            problems,
+            counts,
             accel: self.inner.cfg.driver.accel.as_str(),
             reset_method: self.inner.cfg.reset_method.as_str(),
             template: self

@@ -10,6 +10,32 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Where a template is built before it is renamed to its key.
+pub const BUILD_DIR: &str = ".build";
+
+/// The longest unix socket path the driver creates under a state directory whose desktop
+/// ids are at most `max_id_len` long (the kernel's limit is 107 bytes).
+pub fn longest_socket_path(state_dir: &Path, max_id_len: usize) -> PathBuf {
+    let desktop = state_dir
+        .join("desktops")
+        .join("x".repeat(max_id_len))
+        .join("run")
+        .join(files::USBREDIR);
+    let template = state_dir
+        .join("templates")
+        .join(BUILD_DIR)
+        .join("run")
+        .join(files::USBREDIR);
+    if desktop.as_os_str().len() >= template.as_os_str().len() {
+        desktop
+    } else {
+        template
+    }
+}
+
+/// The kernel's limit on a unix socket path (`sun_path` less the final NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
 /// How the broker decides that a started guest is ready.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Readiness {
@@ -256,7 +282,8 @@ impl Driver {
         }
         tracing::info!(key = %key, accel = self.cfg.accel.as_str(), "building template: booting the golden image once");
         let started = Instant::now();
-        let building = templates_dir.join(format!("{key}.building"));
+        // A short fixed name: unix socket paths under it must stay within 107 bytes.
+        let building = templates_dir.join(BUILD_DIR);
         if building.exists() {
             kill_stale(&building.join("run")).await;
             std::fs::remove_dir_all(&building).map_err(io("remove a half-built template"))?;

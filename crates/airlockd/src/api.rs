@@ -414,16 +414,23 @@ async fn audit_verify(State(st): State<AppState>, _a: AdminAuth) -> Result<Respo
 
 async fn healthz(State(st): State<AppState>) -> Result<Response, ApiError> {
     let s = st.pool.status()?;
-    let ok = s.counts.clean + s.counts.leased > 0;
-    let code = if ok {
+    let usable = s.counts.clean + s.counts.leased > 0;
+    let code = if usable {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let status = match (usable, s.problems.is_empty()) {
+        (true, true) => "ok",
+        (true, false) => "degraded",
+        (false, _) if s.counts.starting > 0 && s.problems.is_empty() => "starting",
+        (false, _) => "unavailable",
+    };
     Ok((
         code,
         Json(json!({
-            "status": if ok { "ok" } else { "starting_or_degraded" },
+            "status": status,
+            "problems": s.problems,
             "desktops": s.counts,
             "accel": s.accel,
             "reset_method": s.reset_method,

@@ -351,7 +351,7 @@ impl Config {
             ));
         }
         let state_dir = match state_dir_override {
-            Some(d) => d.to_owned(),
+            Some(d) => normalize(&std::path::absolute(d).unwrap_or_else(|_| d.to_owned())),
             None => resolve(base, &s.state_dir),
         };
         let admin_token_sha256 = parse_hash("admin.token_sha256", &raw.admin.token_sha256)?;
@@ -566,6 +566,28 @@ impl Config {
                 })
             }
         };
+        let longest = airlock_qemu::driver::longest_socket_path(
+            &state_dir,
+            desktops.iter().map(|d| d.as_str().len()).max().unwrap_or(0),
+        );
+        let excess = longest
+            .as_os_str()
+            .len()
+            .saturating_sub(airlock_qemu::driver::MAX_SOCKET_PATH);
+        if excess > 0 {
+            return Err(invalid(
+                "server.state_dir",
+                format!(
+                    "{} is {excess} characters too long: QEMU's sockets under it (e.g. {}) would pass the kernel's 107-byte limit for unix socket paths",
+                    state_dir.display(),
+                    longest.display()
+                ),
+                format!(
+                    "use a state directory of at most {} characters (e.g. /var/lib/airlock), or a shorter pool.name_prefix",
+                    state_dir.as_os_str().len() - excess
+                ),
+            ));
+        }
         let pool = PoolConfig {
             desktops,
             reset_method,
@@ -705,6 +727,20 @@ port_base = 5930
         );
         let e = err(&good().replace("[pool]", "[pool]\nreset = \"magic\""));
         assert!(e.contains("template_clone"), "{e}");
+    }
+
+    #[test]
+    fn long_state_dirs_are_refused_before_sockets_break() {
+        let (_d, b) = base();
+        let long = format!("/{}", "s".repeat(80));
+        let e = Config::parse(&good(), "t", &b, Some(Path::new(&long)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("server.state_dir") && e.contains("107-byte"),
+            "{e}"
+        );
+        assert!(Config::parse(&good(), "t", &b, Some(Path::new("/var/lib/airlock"))).is_ok());
     }
 
     #[test]

@@ -335,3 +335,83 @@ async fn a_new_golden_image_reaches_every_desktop_with_template_clone() {
 async fn a_new_golden_image_reaches_every_desktop_with_snapshot_restore() {
     a_new_golden_image_reaches_every_desktop("snapshot_restore").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_desktop_that_never_becomes_ready_is_broken_not_handed_out() {
+    // The guest's init is missing: the kernel panics and the agent never answers.
+    let b = Broker::start(Opts {
+        size: 1,
+        append: Some("console=ttyS0 quiet init=/nonexistent panic=0"),
+        ready_timeout_s: 4,
+        ..Opts::default()
+    })
+    .await;
+    let d = b
+        .wait_desktop("desk-01", UP, |d| d["state"] == "broken")
+        .await;
+    let reason = d["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("template_clone") && reason.contains("rebuild"),
+        "{reason}"
+    );
+    assert!(reason.contains("did not answer"), "{reason}");
+    let r = b
+        .http
+        .get(format!("{}/healthz", b.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let h: Value = r.json().await.unwrap();
+    assert_eq!(h["status"], "unavailable");
+    let problems = h["problems"].to_string();
+    assert!(
+        problems.contains("no template") && problems.contains("broken"),
+        "{problems}"
+    );
+    let r = b.acquire(TERMINAL_TOKEN, "dr-unlucky").await;
+    assert_eq!(r.status(), 503);
+    let m = b
+        .http
+        .get(format!("{}/metrics", b.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("airlock_desktops{state=\"broken\"} 1"), "{m}");
+    // An admin's repair tries again (and fails again, visibly).
+    let r = b
+        .http
+        .post(format!("{}/v1/desktops/desk-01/repair", b.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let first_since = d["since"].as_i64().unwrap();
+    b.wait_desktop("desk-01", UP, |d| {
+        d["state"] == "broken" && d["since"].as_i64() > Some(first_since)
+    })
+    .await;
+    let r = b
+        .http
+        .post(format!("{}/v1/desktops/desk-02/repair", b.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let audit = b.audit().await;
+    assert!(audit.iter().any(|r| r["action"] == "template_failed"));
+    assert!(
+        audit
+            .iter()
+            .filter(|r| r["action"] == "desktop_broken")
+            .count()
+            >= 1
+    );
+    assert!(audit.iter().any(|r| r["action"] == "repair_requested"));
+    assert!(!audit.iter().any(|r| r["action"] == "lease_granted"));
+}

@@ -68,6 +68,10 @@ pub struct Opts {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The CA the test client trusts for TLS.
     pub tls_ca: Option<PathBuf>,
+    /// Replaces the guest's kernel command line.
+    pub append: Option<&'static str>,
+    /// `pool.readiness.timeout_s`.
+    pub ready_timeout_s: u64,
 }
 
 impl Default for Opts {
@@ -81,6 +85,8 @@ impl Default for Opts {
             golden: None,
             tls: None,
             tls_ca: None,
+            append: None,
+            ready_timeout_s: 180,
         }
     }
 }
@@ -134,7 +140,7 @@ initrd = "{initrd}"
 append = "{append}"
 [pool.readiness]
 probe = "serial"
-timeout_s = 180
+timeout_s = {ready_timeout}
 [pool.display]
 protocol = "{display}"
 listen = "127.0.0.1"
@@ -164,7 +170,8 @@ port_base = {port_base}
                 .unwrap_or_else(|| m["golden_disk"].as_str().unwrap().to_owned()),
             kernel = m["kernel"].as_str().unwrap(),
             initrd = m["initrd"].as_str().unwrap(),
-            append = m["append"].as_str().unwrap(),
+            append = opts.append.unwrap_or_else(|| m["append"].as_str().unwrap()),
+            ready_timeout = opts.ready_timeout_s,
             display = opts.display,
             port_base = if opts.display == "vnc" {
                 5900 + (port_base % 90)

@@ -1,0 +1,108 @@
+//! The emulated CD through the broker's relay: `airlock usb forward --iso`
+//! on this machine serves an ISO image as a USB CD-ROM drive over usbredir,
+//! through `airlockd`, to a leased desktop, which mounts and reads it; then a
+//! disc change (the CLI's `eject` and `insert FILE` commands on stdin) is
+//! seen by the guest as a removal and a new disc.
+
+use airlock_e2e::rig::{self, Proc};
+use airlock_e2e::{artifacts, broker, filler, make_iso};
+use anyhow::{ensure, Context, Result};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn emulated_cd_through_the_relay_with_a_disc_change() -> Result<()> {
+    let Some(a) = artifacts() else { return Ok(()) };
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir()?;
+    // The second disc: small, with a name that needs Rock Ridge.
+    let second = make_iso(
+        tmp.path(),
+        "second",
+        "AIRLOCK_SECOND",
+        &[
+            ("README.TXT", b"A second referral disc (synthetic).\n".to_vec()),
+            ("IMAGES/Scan 0001.bin", filler(1, 700_000)),
+            ("IMAGES/Scan 0002.bin", filler(2, 300_001)),
+        ],
+    )?;
+
+    let broker = broker(a, 1)?;
+    broker.wait_clean(1, Duration::from_secs(180))?;
+    let lease = broker.acquire("dr-emulated")?;
+    let serial = broker.serial_log(&lease.desktop);
+    let mark = serial.mark();
+
+    let log_path = tmp.path().join("forward.log");
+    let log = std::fs::File::create(&log_path)?;
+    let mut fwd = Proc::spawn(
+        Command::new(a.bin_dir.join("airlock"))
+            .args(["usb", "forward", "--broker", &broker.url, "--lease", &lease.id, "--iso"])
+            .arg(&a.small.iso)
+            .env("AIRLOCK_TOKEN", rig::TERMINAL_TOKEN)
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone()?)
+            .stderr(log),
+        "airlock usb forward --iso",
+    )?;
+    let fwd_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let mut stdin = fwd.child().stdin.take().context("stdin")?;
+
+    // The first disc.
+    let report = serial
+        .wait_cd(mark, Duration::from_secs(60))
+        .with_context(|| format!("forward log:\n{}", fwd_log()))?;
+    report.check(&a.small)?;
+    let s = report.summary.as_ref().context("summary")?;
+    println!(
+        "first disc: sha256={} seconds={} ({:.1} s since start)",
+        s.sha256,
+        s.seconds,
+        t0.elapsed().as_secs_f64()
+    );
+
+    // Eject: the guest sees the disc go.
+    writeln!(stdin, "eject")?;
+    let after_eject = serial
+        .wait_removed(report.end, Duration::from_secs(30))
+        .with_context(|| format!("forward log:\n{}", fwd_log()))?;
+
+    // Insert the second disc: the guest mounts and reads it.
+    writeln!(stdin, "insert {}", second.iso.display())?;
+    let report2 = serial
+        .wait_cd(after_eject, Duration::from_secs(60))
+        .with_context(|| format!("forward log:\n{}", fwd_log()))?;
+    report2.check(&second)?;
+    println!(
+        "second disc: sha256={} seconds={}",
+        second.sha256,
+        report2.summary.as_ref().map_or(0.0, |s| s.seconds)
+    );
+
+    // Unplug: the CLI ends the session and exits 0; the guest sees the drive go.
+    writeln!(stdin, "unplug")?;
+    let status = fwd.wait_timeout(Duration::from_secs(30))?;
+    let out = fwd_log();
+    println!("forward log:\n{out}");
+    ensure!(status.success(), "airlock usb forward exited {status}");
+    ensure!(out.contains("Disc ejected."), "{out}");
+    ensure!(out.contains("Disc inserted:"), "{out}");
+    ensure!(out.contains("Session ended"), "{out}");
+    serial.wait_removed(report2.end, Duration::from_secs(30))?;
+
+    let audit = broker.audit()?;
+    let opened: Vec<&serde_json::Value> = audit
+        .iter()
+        .filter(|r| r["action"] == "usb_stream_opened")
+        .collect();
+    ensure!(opened.len() == 1, "streams: {opened:?}");
+    let details = opened[0]["details"].as_str().unwrap_or_default();
+    ensure!(
+        details.contains("sample-small.iso"),
+        "the stream's audit record does not name the image: {details}"
+    );
+    ensure!(broker.release(&lease)? == 202);
+    println!("test took {:.1} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! The "real Linux USB stack" path: a terminal VM (QEMU, TCG) whose xHCI
+//! controller carries a USB CD drive (usb-bot + scsi-cd) and a USB stick
+//! (usb-storage) runs the static `airlock` binary; it finds the drive with
+//! nusb, checks it by INQUIRY and forwards it through the broker to a leased
+//! desktop, which reads the disc. The stick is refused. The terminal VM has
+//! no storage driver (the guard) and reaches only the broker (slirp,
+//! `restrict=on`, one guestfwd).
+
+use airlock_e2e::rig::{self, TerminalOptions, TerminalVm};
+use airlock_e2e::{artifacts, broker};
+use anyhow::{ensure, Context, Result};
+use std::time::{Duration, Instant};
+
+/// The guard, observed from inside the terminal VM: no block device for any
+/// USB storage, no storage driver registered or loaded, and nothing asked the
+/// kernel to load one successfully.
+fn assert_guarded(term: &mut TerminalVm, when: &str) -> Result<()> {
+    let nodes = term
+        .shell
+        .sh("ls -d /dev/sr* /dev/sd* /sys/block/sr* /sys/block/sd* 2>/dev/null; true")?;
+    ensure!(
+        nodes.trim().is_empty(),
+        "{when}: the terminal VM has storage nodes: {nodes}"
+    );
+    let drivers = term.shell.sh("ls /sys/bus/usb/drivers")?;
+    for d in ["usb-storage", "uas"] {
+        ensure!(
+            !drivers.split_whitespace().any(|x| x == d),
+            "{when}: driver {d} is registered in the terminal VM: {drivers}"
+        );
+    }
+    let lsmod = term.shell.sh("cat /proc/modules")?;
+    for m in xtask::terminal::FORBIDDEN_MODULES {
+        ensure!(
+            !lsmod.lines().any(|l| l.split(' ').next() == Some(m)),
+            "{when}: module {m} is loaded in the terminal VM"
+        );
+    }
+    Ok(())
+}
+
+/// Wait until the terminal VM's USB bus shows `n` devices besides the root hubs.
+fn wait_usb_devices(term: &mut TerminalVm, n: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = term
+            .shell
+            .sh("for d in /sys/bus/usb/devices/[0-9]*-[0-9]*; do [ -e $d/idVendor ] && echo $d; done; true")?;
+        let have = out.lines().filter(|l| !l.trim().is_empty()).count();
+        if have == n {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the terminal VM has {have} USB devices, expected {n}: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
+    let Some(a) = artifacts() else { return Ok(()) };
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir()?;
+    let stick = tmp.path().join("stick.img");
+    let mut img = b"AIRLOCK-E2E-USB-STICK\n".to_vec();
+    img.resize(8 << 20, 0);
+    std::fs::write(&stick, &img)?;
+
+    let broker = broker(a, 1)?;
+    let mut term = TerminalVm::boot(
+        &a.terminal,
+        broker.port,
+        &TerminalOptions {
+            cd_iso: Some(a.small.iso.clone()),
+            stick: Some(stick.clone()),
+            smp: 1,
+            memory_mib: 256,
+        },
+    )?;
+    // The READY line carries `airlock --version` run inside the VM: the
+    // static binary runs on busybox without a libc.
+    let ready = term.wait_ready(Duration::from_secs(90))?;
+    ensure!(
+        ready.contains("airlock=airlock "),
+        "airlock does not run in the terminal VM: {ready}"
+    );
+    assert_guarded(&mut term, "at boot")?;
+
+    // Both cold-plugged devices are on the bus (no `attached` needed), the
+    // drive is accepted by INQUIRY and the stick refused.
+    wait_usb_devices(&mut term, 2)?;
+    let list = term.shell.sh("airlock usb list 2>&1")?;
+    println!("airlock usb list:\n{list}");
+    ensure!(
+        list.contains("OK, can be forwarded"),
+        "the CD drive is not forwardable: {list}"
+    );
+    ensure!(
+        list.contains("REFUSED") && list.contains("type 0x00"),
+        "the stick is not refused by its peripheral type: {list}"
+    );
+    assert_guarded(&mut term, "after airlock usb list")?;
+
+    broker.wait_clean(1, Duration::from_secs(180))?;
+    let lease = broker.acquire("dr-terminal-vm")?;
+    let serial = broker.serial_log(&lease.desktop);
+
+    // The drive alone: forwarded through the broker, read by the desktop.
+    term.qmp.unplug("stick0")?;
+    wait_usb_devices(&mut term, 1)?;
+    let mark = serial.mark();
+    term.start_forward("fwd", &lease.id, "auto")?;
+    let report = serial
+        .wait_cd(mark, Duration::from_secs(60))
+        .with_context(|| {
+            format!(
+                "forward log: {}",
+                term.forward_log("fwd").unwrap_or_default()
+            )
+        })?;
+    report.check(&a.small)?;
+    let s = report.summary.as_ref().context("summary")?;
+    println!(
+        "desktop read the terminal VM's drive: files={} bytes={} sha256={} seconds={}",
+        s.files, s.bytes, s.sha256, s.seconds
+    );
+    assert_guarded(&mut term, "while forwarding")?;
+    let log = term.stop_forward("fwd")?;
+    println!("forward log:\n{log}");
+    ensure!(
+        log.contains("Session ended"),
+        "the forwarder did not end cleanly: {log}"
+    );
+    serial.wait_removed(report.end, Duration::from_secs(30))?;
+
+    // The stick alone: refused before anything reaches the broker.
+    term.qmp.unplug("cd0")?;
+    // Plug the stick back in (its block node outlived the device).
+    term.qmp.cmd(
+        "device_add",
+        serde_json::json!({"driver": "usb-storage", "id": "stick1", "bus": "xhci.0", "drive": "stickimg"}),
+    )?;
+    wait_usb_devices(&mut term, 1)?;
+    let mark = serial.mark();
+    let (out, status) = term.shell.run(
+        &format!(
+            "AIRLOCK_TOKEN={} airlock usb forward --broker {} --lease {} --device auto 2>&1",
+            rig::TERMINAL_TOKEN,
+            rig::TERMINAL_BROKER_URL,
+            lease.id
+        ),
+        Duration::from_secs(60),
+    )?;
+    println!("forwarding the stick (exit {status}):\n{out}");
+    ensure!(status != 0, "forwarding a USB stick succeeded: {out}");
+    ensure!(
+        out.contains("refusing to forward") && out.contains("not a CD/DVD drive"),
+        "no clear refusal: {out}"
+    );
+    // Nothing reached the desktop.
+    std::thread::sleep(Duration::from_secs(2));
+    let since: Vec<String> = serial.lines_since(mark).into_iter().map(|(_, l)| l).collect();
+    ensure!(
+        !since.iter().any(|l| l.starts_with("AIRLOCK-CD")),
+        "the desktop saw something: {since:?}"
+    );
+    assert_guarded(&mut term, "at the end")?;
+
+    // The broker's audit trail: exactly one stream, for the drive.
+    let audit = broker.audit()?;
+    let opened: Vec<&serde_json::Value> = audit
+        .iter()
+        .filter(|r| r["action"] == "usb_stream_opened")
+        .collect();
+    ensure!(opened.len() == 1, "usb streams opened: {opened:?}");
+    let details = opened[0]["details"].as_str().unwrap_or_default();
+    ensure!(
+        details.contains("drive"),
+        "the stream was not audited as a drive: {details}"
+    );
+    ensure!(broker.release(&lease)? == 202, "release failed");
+    println!("test took {:.1} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -242,33 +242,27 @@ impl Vm {
     }
 }
 
+/// The pid a run directory's pid file names, if that process is still ours (its command
+/// line names this run directory's QMP socket: pids get reused).
+fn stale_pid(run_dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(run_dir.join(files::PID)).ok()?;
+    let pid = text.trim().parse::<i32>().ok()?;
+    let needle = run_dir.join(files::QMP).display().to_string();
+    process_matches(pid, &needle).then_some(pid)
+}
+
 /// Kills whatever QEMU process a run directory's pid file names, if it is still ours,
 /// without waiting for it to exit.
 pub fn kill_stale_now(run_dir: &Path) {
-    let pid_path = run_dir.join(files::PID);
-    let Ok(text) = std::fs::read_to_string(&pid_path) else {
-        return;
-    };
-    let Ok(pid) = text.trim().parse::<i32>() else {
-        return;
-    };
-    let needle = run_dir.join(files::QMP).display().to_string();
-    if process_matches(pid, &needle) {
+    if let Some(pid) = stale_pid(run_dir) {
         kill_pid(pid);
     }
 }
 
-/// Kills whatever QEMU process a run directory's pid file names, if it is still ours.
+/// Kills whatever QEMU process a run directory's pid file names, if it is still ours, and
+/// waits (up to 10 s) until it is gone.
 pub async fn kill_stale(run_dir: &Path) {
-    let pid_path = run_dir.join(files::PID);
-    let Ok(text) = std::fs::read_to_string(&pid_path) else {
-        return;
-    };
-    let Ok(pid) = text.trim().parse::<i32>() else {
-        return;
-    };
-    let needle = run_dir.join(files::QMP).display().to_string();
-    if process_matches(pid, &needle) {
+    if let Some(pid) = stale_pid(run_dir) {
         kill_pid(pid);
         for _ in 0..2000 {
             if is_zombie_or_gone(pid) {

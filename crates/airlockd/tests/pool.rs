@@ -60,15 +60,7 @@ async fn pool_comes_up_clean_and_a_third_acquire_gets_503() {
     assert_eq!(body["retry_after_s"].as_u64().unwrap(), retry);
     assert!(body["message"].as_str().unwrap().contains("try again"));
 
-    let m = b
-        .http
-        .get(format!("{}/metrics", b.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = b.metrics().await;
     assert!(m.contains("airlock_desktops{state=\"leased\"} 2"), "{m}");
     assert!(m.contains("airlock_leases_active 2"), "{m}");
     assert!(m.contains("airlock_acquire_seconds_count 2"), "{m}");

@@ -371,15 +371,7 @@ async fn a_desktop_that_never_becomes_ready_is_broken_not_handed_out() {
     );
     let r = b.acquire(TERMINAL_TOKEN, "dr-unlucky").await;
     assert_eq!(r.status(), 503);
-    let m = b
-        .http
-        .get(format!("{}/metrics", b.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = b.metrics().await;
     assert!(m.contains("airlock_desktops{state=\"broken\"} 1"), "{m}");
     // An admin's repair tries again (and fails again, visibly).
     let r = b

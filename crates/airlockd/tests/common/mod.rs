@@ -249,6 +249,18 @@ port_base = {port_base}
         self.state.join("desktops").join(desktop).join("run")
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+
     pub async fn desktops(&self) -> Vec<Value> {
         let r = self
             .http

@@ -60,9 +60,9 @@ pub struct Manifest {
 
 /// A package as `apt-cache show` describes its candidate version.
 #[derive(Debug, Clone)]
-struct Package {
-    name: String,
-    version: String,
+pub(crate) struct Package {
+    pub(crate) name: String,
+    pub(crate) version: String,
     arch: String,
     size: u64,
     depends: String,
@@ -255,7 +255,7 @@ fn print_summary(manifest_path: &Path, m: &Manifest) {
 
 /// Candidate versions of the kernel (the package `linux-image-amd64` depends
 /// on) and of busybox-static. Runs `apt-get update` once if apt knows neither.
-fn resolve_packages(updated: &mut bool) -> Result<(Package, Package)> {
+pub(crate) fn resolve_packages(updated: &mut bool) -> Result<(Package, Package)> {
     loop {
         let meta = apt_show(KERNEL_META_PACKAGE)?;
         let busybox = apt_show(BUSYBOX_PACKAGE)?;
@@ -321,7 +321,7 @@ fn apt_show(name: &str) -> Result<Option<Package>> {
 }
 
 /// `apt-get download` into the cache (skipped when the .deb is there).
-fn download(cache: &Path, pkg: &Package, updated: &mut bool) -> Result<PathBuf> {
+pub(crate) fn download(cache: &Path, pkg: &Package, updated: &mut bool) -> Result<PathBuf> {
     let dir = cache.join("debs");
     let deb = dir.join(pkg.deb_name());
     if deb.is_file() {
@@ -363,7 +363,7 @@ fn download(cache: &Path, pkg: &Package, updated: &mut bool) -> Result<PathBuf> 
 }
 
 /// `dpkg-deb -x` into the cache (skipped when already complete).
-fn extract(cache: &Path, pkg: &Package, deb: &Path) -> Result<PathBuf> {
+pub(crate) fn extract(cache: &Path, pkg: &Package, deb: &Path) -> Result<PathBuf> {
     let dir =
         cache
             .join("extract")
@@ -390,7 +390,7 @@ fn extract(cache: &Path, pkg: &Package, deb: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn find_kernel(root: &Path) -> Result<(PathBuf, String)> {
+pub(crate) fn find_kernel(root: &Path) -> Result<(PathBuf, String)> {
     let boot = root.join("boot");
     for entry in fs::read_dir(&boot).with_context(|| format!("reading {}", boot.display()))? {
         let path = entry?.path();

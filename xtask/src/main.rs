@@ -33,6 +33,71 @@ enum Task {
         #[arg(long)]
         force: bool,
     },
+    /// Build the test terminal VM (kernel, initramfs with the static `airlock` binary).
+    TerminalGuest {
+        /// Output directory [default: <workspace>/build/terminal]
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Rebuild even if the outputs are up to date.
+        #[arg(long)]
+        force: bool,
+        /// Put this (static) airlock binary in instead of building one.
+        #[arg(long)]
+        airlock_bin: Option<PathBuf>,
+    },
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(Bench),
+    /// (internal) Copy stdin to a TCP connection with TCP_NODELAY and it to
+    /// stdout: the terminal VM's slirp guestfwd runs this per connection.
+    #[command(hide = true)]
+    TcpPump {
+        /// HOST:PORT
+        addr: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// The broker: acquire latency and release-to-clean time per reset method.
+    Broker(xtask::bench_broker::BrokerArgs),
+    /// The desktop guest reading the sample disc: (a) a USB CD drive in the
+    /// desktop VM, (b) the emulated CD over the broker relay, (c) the terminal
+    /// VM's drive forwarded over the relay.
+    Disc {
+        /// Insertions per path (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The disc [default: build/discs/sample.iso]; needs NAME.files.json beside it.
+        #[arg(long)]
+        iso: Option<PathBuf>,
+        /// Only these paths (comma-separated: a,b,c).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// vCPUs of the terminal VM.
+        #[arg(long, default_value_t = 1)]
+        terminal_smp: u32,
+        /// How the terminal VM reaches the broker: `loopback` (slirp to
+        /// 10.0.2.2) or `guestfwd` (restrict=on, one guestfwd running a
+        /// TCP_NODELAY pump on the host per connection; slower, see
+        /// docs/benchmarks.md).
+        #[arg(long, default_value = "loopback")]
+        terminal_net: String,
+        /// Results file [default: build/bench/disc.json].
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Shell command run in the desktop guest before each measured insertion
+        /// ({dev} = its block device), e.g. 'echo 1024 >/sys/block/{dev}/queue/read_ahead_kb'.
+        #[arg(long)]
+        guest_setup: Option<String>,
+        /// Throttle the QEMU drives of (a) and (c) to this many MB/s, like a real
+        /// drive (52x CD ~ 7.8, 16x DVD ~ 22).
+        #[arg(long)]
+        drive_mbps: Option<f64>,
+        /// Use this airlockd binary instead of `cargo build --release -p airlockd`'s.
+        #[arg(long)]
+        airlockd: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +120,50 @@ fn run(cli: Cli) -> Result<()> {
         Task::SampleDisc { out, force } => {
             let out = out.unwrap_or_else(xtask::disc::default_out);
             xtask::disc::build(&xtask::disc::Options { out, force })?;
+        }
+        Task::TerminalGuest {
+            out,
+            force,
+            airlock_bin,
+        } => {
+            let out = out.unwrap_or_else(xtask::terminal::default_out);
+            xtask::terminal::build(&xtask::terminal::Options {
+                out,
+                force,
+                airlock_bin,
+            })?;
+        }
+        Task::TcpPump { addr } => xtask::rig::tcp_pump(&addr)?,
+        Task::Bench(Bench::Broker(args)) => xtask::bench_broker::broker(&args)?,
+        Task::Bench(Bench::Disc {
+            runs,
+            iso,
+            only,
+            terminal_smp,
+            terminal_net,
+            json,
+            guest_setup,
+            drive_mbps,
+            airlockd,
+        }) => {
+            let terminal_net = match terminal_net.as_str() {
+                "guestfwd" => xtask::rig::TerminalNet::GuestFwd {
+                    pump: std::env::current_exe()?,
+                },
+                "loopback" => xtask::rig::TerminalNet::HostLoopback,
+                other => anyhow::bail!("--terminal-net is loopback or guestfwd, not {other:?}"),
+            };
+            xtask::bench_disc::run(&xtask::bench_disc::Options {
+                runs,
+                iso,
+                only,
+                terminal_smp,
+                terminal_net,
+                json,
+                guest_setup,
+                drive_mbps,
+                airlockd,
+            })?;
         }
     }
     Ok(())

@@ -87,7 +87,7 @@ fn build() -> Result<Artifacts> {
 /// A broker with `size` desktops of the demo guest.
 pub fn broker(a: &Artifacts, size: usize) -> Result<rig::Broker> {
     rig::Broker::start(&rig::BrokerOptions {
-        bin_dir: a.bin_dir.clone(),
+        airlockd: a.bin_dir.join("airlockd"),
         guest: a.guest.clone(),
         size,
         memory_mib: 256,
@@ -96,7 +96,12 @@ pub fn broker(a: &Artifacts, size: usize) -> Result<rig::Broker> {
 
 /// An ISO 9660 image (Rock Ridge + Joliet, like the sample discs) with the
 /// given files, and what the guest must report for it.
-pub fn make_iso(dir: &Path, name: &str, volume: &str, files: &[(&str, Vec<u8>)]) -> Result<FileList> {
+pub fn make_iso(
+    dir: &Path,
+    name: &str,
+    volume: &str,
+    files: &[(&str, Vec<u8>)],
+) -> Result<FileList> {
     let root = dir.join(format!("{name}.root"));
     for (path, data) in files {
         let p = root.join(path);
@@ -121,11 +126,7 @@ pub fn make_iso(dir: &Path, name: &str, volume: &str, files: &[(&str, Vec<u8>)])
     entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     let mut h = sha2::Sha256::new();
     for e in &entries {
-        let data = &files
-            .iter()
-            .find(|(p, _)| *p == e.path)
-            .context("entry")?
-            .1;
+        let data = &files.iter().find(|(p, _)| *p == e.path).context("entry")?.1;
         h.update(data);
     }
     let iso_data = std::fs::read(&iso)?;

@@ -22,7 +22,10 @@ fn emulated_cd_through_the_relay_with_a_disc_change() -> Result<()> {
         "second",
         "AIRLOCK_SECOND",
         &[
-            ("README.TXT", b"A second referral disc (synthetic).\n".to_vec()),
+            (
+                "README.TXT",
+                b"A second referral disc (synthetic).\n".to_vec(),
+            ),
             ("IMAGES/Scan 0001.bin", filler(1, 700_000)),
             ("IMAGES/Scan 0002.bin", filler(2, 300_001)),
         ],
@@ -38,7 +41,15 @@ fn emulated_cd_through_the_relay_with_a_disc_change() -> Result<()> {
     let log = std::fs::File::create(&log_path)?;
     let mut fwd = Proc::spawn(
         Command::new(a.bin_dir.join("airlock"))
-            .args(["usb", "forward", "--broker", &broker.url, "--lease", &lease.id, "--iso"])
+            .args([
+                "usb",
+                "forward",
+                "--broker",
+                &broker.url,
+                "--lease",
+                &lease.id,
+                "--iso",
+            ])
             .arg(&a.small.iso)
             .env("AIRLOCK_TOKEN", rig::TERMINAL_TOKEN)
             .stdin(Stdio::piped())

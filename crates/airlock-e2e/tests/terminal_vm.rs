@@ -77,6 +77,9 @@ fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
             stick: Some(stick.clone()),
             smp: 1,
             memory_mib: 256,
+            net: rig::TerminalNet::GuestFwd {
+                pump: a.bin_dir.join("xtask"),
+            },
         },
     )?;
     // The READY line carries `airlock --version` run inside the VM: the
@@ -148,7 +151,7 @@ fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
         &format!(
             "AIRLOCK_TOKEN={} airlock usb forward --broker {} --lease {} --device auto 2>&1",
             rig::TERMINAL_TOKEN,
-            rig::TERMINAL_BROKER_URL,
+            term.broker_url,
             lease.id
         ),
         Duration::from_secs(60),
@@ -161,7 +164,11 @@ fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
     );
     // Nothing reached the desktop.
     std::thread::sleep(Duration::from_secs(2));
-    let since: Vec<String> = serial.lines_since(mark).into_iter().map(|(_, l)| l).collect();
+    let since: Vec<String> = serial
+        .lines_since(mark)
+        .into_iter()
+        .map(|(_, l)| l)
+        .collect();
     ensure!(
         !since.iter().any(|l| l.starts_with("AIRLOCK-CD")),
         "the desktop saw something: {since:?}"

@@ -1,0 +1,745 @@
+//! `cargo xtask bench disc`: how long the desktop guest takes to read the
+//! sample referral disc, by path:
+//!
+//! - **(a) local**: a `usb-bot` + `scsi-cd` attached directly to a desktop VM
+//!   (the "local USB drive" baseline; QEMU serves the ISO itself);
+//! - **(b) emulated**: `airlock usb forward --iso` on this machine, through
+//!   the broker's relay to a leased desktop's `usb-redir`;
+//! - **(c) terminal**: the terminal VM's USB CD drive (real Linux USB stack,
+//!   nusb/usbfs), forwarded by `airlock` in that VM over slirp and the relay.
+//!
+//! The figure is the guest's own `seconds=` (docs/guest.md: mount, list and
+//! read every file, hashing as it reads; the page cache is dropped first).
+//! Each run is a fresh disc insertion (eject + insert: QMP for (a) and (c),
+//! the CLI's `eject` / `insert` for (b)); every path starts with one
+//! insertion that is not counted (for (b) and (c) the one at attach time). After each guest read, a raw `dd`
+//! of the whole device (page cache dropped) measures the transport alone.
+//! All VMs run under TCG on this machine. Every process it starts is stopped
+//! at the end, also on error (the rig's Drop guards).
+
+use crate::disc::FileList;
+use crate::rig::{self, Broker, BrokerOptions, LocalDesktop, Proc, SerialLog, Shell};
+use crate::{disc, guest, terminal, util};
+use anyhow::{ensure, Context, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Options {
+    pub runs: usize,
+    /// The disc [default: build/discs/sample.iso].
+    pub iso: Option<PathBuf>,
+    /// Which paths: any of a, b, c (empty: all).
+    pub only: Vec<String>,
+    /// vCPUs of the terminal VM.
+    pub terminal_smp: u32,
+    /// How the terminal VM reaches the broker.
+    pub terminal_net: rig::TerminalNet,
+    /// Where to write the results as JSON [default: build/bench/disc.json].
+    pub json: Option<PathBuf>,
+    /// Throttle the QEMU drives of (a) and (c) to this many MB/s (a real
+    /// drive's speed: 52x CD ≈ 7.8, 16x DVD ≈ 22); (b) reads an image file
+    /// and cannot be throttled.
+    pub drive_mbps: Option<f64>,
+    /// Use this `airlockd` instead of the one just built (A/B experiments).
+    pub airlockd: Option<PathBuf>,
+    /// A shell command run in the desktop guest before each measured
+    /// insertion (`{dev}` = the drive's block device, e.g. sr0), to try
+    /// guest settings such as `echo 1024 >/sys/block/{dev}/queue/read_ahead_kb`.
+    pub guest_setup: Option<String>,
+}
+
+/// One path's measurements.
+#[derive(Debug, Clone, Serialize)]
+pub struct Series {
+    pub key: String,
+    pub label: String,
+    /// The guest's `seconds=` per run.
+    pub seconds: Vec<f64>,
+    /// Raw `dd` of the whole device per run, seconds.
+    pub raw_seconds: Vec<f64>,
+    /// From the insertion to the guest's report, per run.
+    pub wall_seconds: Vec<f64>,
+    /// CPU seconds per component over the same interval, per run.
+    pub cpu: Vec<BTreeMap<String, f64>>,
+    /// How the guest sees the drive: USB speed (Mb/s), largest request
+    /// (max_sectors_kb) and readahead (read_ahead_kb).
+    pub device: String,
+    /// The drive's block device in the guest (sr0).
+    #[serde(skip)]
+    dev: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub date: String,
+    pub iso: PathBuf,
+    pub iso_size: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub runs: usize,
+    pub terminal_smp: u32,
+    pub terminal_net: String,
+    pub guest_setup: Option<String>,
+    pub drive_mbps: Option<f64>,
+    pub host_cpus: usize,
+    /// /proc/loadavg before and after (the machine may be shared).
+    pub loadavg_before: String,
+    pub loadavg_after: String,
+    pub qemu: String,
+    pub series: Vec<Series>,
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+pub fn run(o: &Options) -> Result<Report> {
+    ensure!(o.runs >= 1, "--runs must be at least 1");
+    rig::stop_everything_on_signal();
+    util::require_tools(&[(rig::QEMU, "qemu-system-x86"), ("qemu-img", "qemu-utils")])?;
+    for k in &o.only {
+        ensure!(
+            ["a", "b", "c"].contains(&k.as_str()),
+            "--only takes a, b and c, not {k:?}"
+        );
+    }
+    let want = |k: &str| o.only.is_empty() || o.only.iter().any(|x| x == k);
+
+    println!("== preparing (guest, discs, terminal VM, release binaries)");
+    let g = guest::build(&guest::Options {
+        out: guest::default_out(),
+        force: false,
+    })?;
+    let discs = disc::build(&disc::Options {
+        out: disc::default_out(),
+        force: false,
+    })?;
+    let disc = match &o.iso {
+        Some(iso) => {
+            let iso = util::absolute(iso)?;
+            let list = iso.with_extension("files.json");
+            disc::read_file_list(&list).with_context(|| {
+                format!("{} needs its file list {}", iso.display(), list.display())
+            })?
+        }
+        None => discs
+            .iter()
+            .find(|d| d.iso.file_name().is_some_and(|n| n == "sample.iso"))
+            .cloned()
+            .context("sample.iso was not built")?,
+    };
+    let term = if want("c") {
+        Some(terminal::build(&terminal::Options {
+            out: terminal::default_out(),
+            force: false,
+            airlock_bin: None,
+        })?)
+    } else {
+        None
+    };
+    let bin_dir = rig::build_host_binaries(true)?;
+    // The ISO in the host's page cache for every path alike.
+    std::io::copy(&mut std::fs::File::open(&disc.iso)?, &mut std::io::sink())?;
+
+    let loadavg_before = loadavg();
+    let mut series = Vec::new();
+    if want("a") {
+        println!("== (a) local USB drive: usb-bot + scsi-cd on the desktop VM");
+        let mut d = LocalDesktop::boot(&g, 256)?;
+        let mut s = Series::new("a", "local USB drive (usb-bot + scsi-cd in the desktop VM)");
+        let watch = vec![Watch::qemu("desktop QEMU", d.qemu_pid())];
+        let mut mark = d.serial.mark();
+        for run in 0..=o.runs {
+            setup(&mut d.control, o, &s, run)?;
+            let cpu = CpuSample::take(&watch);
+            d.qmp.insert("cd0-cd", &disc.iso)?;
+            if let (0, Some(mbps)) = (run, o.drive_mbps) {
+                d.qmp.throttle_reads("cd0-cd", (mbps * 1e6) as u64)?;
+            }
+            mark = measure(
+                &d.serial,
+                &mut d.control,
+                &disc,
+                mark,
+                &mut s,
+                run,
+                &cpu,
+                &mut || Ok(()),
+            )?;
+            d.qmp.eject("cd0-cd")?;
+            mark = d.serial.wait_removed(mark, Duration::from_secs(60))?;
+        }
+        series.push(s);
+    }
+
+    if want("b") || want("c") {
+        let broker = Broker::start(&BrokerOptions {
+            airlockd: o
+                .airlockd
+                .clone()
+                .unwrap_or_else(|| bin_dir.join("airlockd")),
+            guest: g.clone(),
+            size: 1,
+            memory_mib: 256,
+        })?;
+        if want("b") {
+            println!("== (b) emulated CD over the broker relay (airlock usb forward --iso)");
+            broker.wait_clean(1, Duration::from_secs(180))?;
+            let lease = broker.acquire("bench-emulated")?;
+            let serial = broker.serial_log(&lease.desktop);
+            let mut control = broker.control(&lease.desktop)?;
+            let mut s = Series::new("b", "emulated CD over the broker relay");
+            let mut mark = serial.mark();
+            let log = broker.state.join("bench-forward-b.log");
+            let logf = std::fs::File::create(&log)?;
+            let mut watch = vec![
+                Watch::qemu("desktop QEMU", broker.desktop_qemu_pid(&lease.desktop)?),
+                Watch::process("airlockd", broker.pid().context("broker pid")?),
+            ];
+            let mut cpu = CpuSample::take(&watch);
+            let mut fwd = Proc::spawn(
+                Command::new(bin_dir.join("airlock"))
+                    .args([
+                        "usb",
+                        "forward",
+                        "--broker",
+                        &broker.url,
+                        "--lease",
+                        &lease.id,
+                    ])
+                    .arg("--iso")
+                    .arg(&disc.iso)
+                    .env("AIRLOCK_TOKEN", rig::TERMINAL_TOKEN)
+                    .stdin(Stdio::piped())
+                    .stdout(logf.try_clone()?)
+                    .stderr(logf),
+                "airlock usb forward --iso",
+            )?;
+            watch.push(Watch::process("airlock (emulated CD)", fwd.id()));
+            cpu.add(&watch[2]);
+            let mut stdin = fwd.child().stdin.take().context("stdin")?;
+            for run in 0..=o.runs {
+                if run > 0 {
+                    setup(&mut control, o, &s, run)?;
+                    cpu = CpuSample::take(&watch);
+                    writeln!(stdin, "insert {}", disc.iso.display())?;
+                }
+                let fwd_log = || std::fs::read_to_string(&log).unwrap_or_default();
+                mark = measure(
+                    &serial,
+                    &mut control,
+                    &disc,
+                    mark,
+                    &mut s,
+                    run,
+                    &cpu,
+                    &mut || {
+                        ensure!(fwd.running(), "airlock usb forward exited: {}", fwd_log());
+                        Ok(())
+                    },
+                )
+                .with_context(|| format!("forward log: {}", fwd_log()))?;
+                writeln!(stdin, "eject")?;
+                mark = serial.wait_removed(mark, Duration::from_secs(60))?;
+            }
+            writeln!(stdin, "unplug")?;
+            let _ = fwd.wait_timeout(Duration::from_secs(30));
+            broker.release(&lease)?;
+            series.push(s);
+        }
+        if let Some(term) = &term {
+            println!(
+                "== (c) the terminal VM's USB drive over slirp and the broker relay (terminal -smp {})",
+                o.terminal_smp
+            );
+            let mut t = rig::TerminalVm::boot(
+                term,
+                broker.port,
+                &rig::TerminalOptions {
+                    cd_iso: Some(disc.iso.clone()),
+                    stick: None,
+                    smp: o.terminal_smp,
+                    memory_mib: 256,
+                    net: o.terminal_net.clone(),
+                },
+            )?;
+            t.wait_ready(Duration::from_secs(120))?;
+            t.wait_usb_devices(1, Duration::from_secs(30))?;
+            if let Some(mbps) = o.drive_mbps {
+                t.qmp.throttle_reads("cd0-cd", (mbps * 1e6) as u64)?;
+            }
+            broker.wait_clean(1, Duration::from_secs(180))?;
+            let lease = broker.acquire("bench-terminal")?;
+            let serial = broker.serial_log(&lease.desktop);
+            let mut control = broker.control(&lease.desktop)?;
+            let mut s = Series::new("c", "terminal VM's USB drive over slirp + the broker relay");
+            let mut mark = serial.mark();
+            let mut watch = vec![
+                Watch::qemu("desktop QEMU", broker.desktop_qemu_pid(&lease.desktop)?),
+                Watch::process("airlockd", broker.pid().context("broker pid")?),
+                Watch::qemu("terminal VM QEMU", t.qemu_pid()),
+            ];
+            let mut cpu = CpuSample::take(&watch);
+            t.start_forward("bench", &lease.id, "auto")?;
+            // The guestfwd's `nc` starts with the connection.
+            std::thread::sleep(Duration::from_millis(500));
+            for pid in children(t.qemu_pid()) {
+                let w = Watch::process("busybox nc (guestfwd)", pid);
+                cpu.add(&w);
+                watch.push(w);
+            }
+            for run in 0..=o.runs {
+                if run > 0 {
+                    setup(&mut control, o, &s, run)?;
+                    cpu = CpuSample::take(&watch);
+                    t.qmp.insert("cd0-cd", &disc.iso)?;
+                }
+                let mut alive = || {
+                    ensure!(
+                        t.forward_running("bench")?,
+                        "airlock usb forward in the terminal VM exited: {}",
+                        t.forward_log("bench").unwrap_or_default()
+                    );
+                    Ok(())
+                };
+                mark = measure(
+                    &serial,
+                    &mut control,
+                    &disc,
+                    mark,
+                    &mut s,
+                    run,
+                    &cpu,
+                    &mut alive,
+                )?;
+                t.qmp.eject("cd0-cd")?;
+                mark = serial.wait_removed(mark, Duration::from_secs(60))?;
+            }
+            let log = t.stop_forward("bench")?;
+            println!("terminal forward log:\n{log}");
+            broker.release(&lease)?;
+            series.push(s);
+        }
+    }
+
+    let report = Report {
+        date: util::run_stdout(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?
+            .trim()
+            .to_string(),
+        iso: disc.iso.clone(),
+        iso_size: disc.iso_size,
+        files: disc.files,
+        bytes: disc.bytes,
+        runs: o.runs,
+        terminal_smp: o.terminal_smp,
+        terminal_net: format!("{:?}", o.terminal_net),
+        guest_setup: o.guest_setup.clone(),
+        drive_mbps: o.drive_mbps,
+        host_cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        loadavg_before,
+        loadavg_after: loadavg(),
+        qemu: util::run_stdout(Command::new(rig::QEMU).arg("--version"))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        series,
+    };
+    let json = o
+        .json
+        .clone()
+        .unwrap_or_else(|| util::workspace_root().join("build/bench/disc.json"));
+    if let Some(dir) = json.parent() {
+        util::create_dir(dir)?;
+    }
+    util::write_atomic(&json, &serde_json::to_vec_pretty(&report)?)?;
+    println!();
+    println!("{}", table(&report));
+    println!("{}", cpu_table(&report));
+    println!(
+        "load average before: {}, after: {}",
+        report.loadavg_before, report.loadavg_after
+    );
+    println!("results: {}", json.display());
+    Ok(report)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Series {
+    fn new(key: &str, label: &str) -> Series {
+        Series {
+            key: key.into(),
+            label: label.into(),
+            seconds: Vec::new(),
+            raw_seconds: Vec::new(),
+            wall_seconds: Vec::new(),
+            cpu: Vec::new(),
+            device: String::new(),
+            dev: String::new(),
+        }
+    }
+}
+
+/// Wait for the guest's report of the disc inserted after `mark`, check it
+/// and record it with the CPU time each watched process spent since `cpu`;
+/// then time a raw read of the whole device. Returns the log cursor.
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    serial: &SerialLog,
+    control: &mut Shell,
+    disc: &FileList,
+    mark: usize,
+    s: &mut Series,
+    run: usize,
+    cpu: &CpuSample,
+    alive: &mut dyn FnMut() -> Result<()>,
+) -> Result<usize> {
+    let t0 = Instant::now();
+    let r = serial.wait_cd_while(mark, Duration::from_secs(900), alive)?;
+    let wall = t0.elapsed().as_secs_f64();
+    let used = cpu.since();
+    r.check(disc)?;
+    let secs = r.summary.as_ref().map_or(f64::NAN, |x| x.seconds);
+    // Raw transport: the whole device, page cache dropped, 1 MiB reads.
+    let now = "$(sed -n '3{s/^now at \\([0-9]*\\) nsecs$/\\1/p;q}' /proc/timer_list)";
+    let (out, _) = control.run(
+        &format!(
+            "echo 3 >/proc/sys/vm/drop_caches; a={now}; n=$(dd if=/dev/{dev} of=/dev/null bs=1M 2>&1 | sed -n 's/ records in$//p'); \
+             b={now}; echo RAW $(( (b - a) / 1000000 )) $n",
+            dev = r.dev
+        ),
+        Duration::from_secs(900),
+    )?;
+    let raw_line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("RAW "))
+        .with_context(|| format!("no RAW line in {out:?}"))?;
+    let (ms, n) = raw_line.trim().split_once(' ').context("bad RAW line")?;
+    let raw_ms: f64 = ms.parse()?;
+    // busybox dd reports "FULL+PARTIAL records in" (1 MiB records).
+    let expected = format!(
+        "{}+{}",
+        disc.iso_size >> 20,
+        u64::from(disc.iso_size % (1 << 20) != 0)
+    );
+    ensure!(
+        n.trim() == expected,
+        "the raw read of /dev/{} got {n} records, the disc has {expected}",
+        r.dev
+    );
+    let raw = raw_ms / 1000.0;
+    if run == 0 {
+        s.dev = r.dev.clone();
+    }
+    if run == 1 {
+        let q = format!("/sys/block/{}/queue", r.dev);
+        let info = control.sh(&format!(
+            "for d in /sys/bus/usb/devices/[0-9]*-[0-9]*; do [ -e $d/speed ] && echo speed=$(cat $d/speed); done; \
+             echo max_sectors_kb=$(cat {q}/max_sectors_kb) read_ahead_kb=$(cat {q}/read_ahead_kb)"
+        ))?;
+        s.device = info.split_whitespace().collect::<Vec<_>>().join(" ");
+        println!("      the guest's drive: {}", s.device);
+    }
+    let which = if run == 0 {
+        "warm-up (not counted)".to_string()
+    } else {
+        format!("run {run}")
+    };
+    println!(
+        "  ({}) {which}: guest seconds={secs:.3} ({:.1} MB/s), raw dd {raw:.3} s ({:.1} MB/s); wall {wall:.1} s",
+        s.key,
+        disc.bytes as f64 / secs / 1e6,
+        disc.iso_size as f64 / raw / 1e6,
+    );
+    println!(
+        "      CPU seconds from insertion to the guest's report: {}",
+        used.iter()
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if run > 0 {
+        s.seconds.push(secs);
+        s.raw_seconds.push(raw);
+        s.wall_seconds.push(wall);
+        s.cpu.push(used);
+    }
+    Ok(r.end)
+}
+
+/// Run `--guest-setup` in the desktop guest before a measured insertion.
+fn setup(control: &mut Shell, o: &Options, s: &Series, run: usize) -> Result<()> {
+    let Some(cmd) = &o.guest_setup else {
+        return Ok(());
+    };
+    if run == 0 || s.dev.is_empty() {
+        return Ok(());
+    }
+    let cmd = cmd.replace("{dev}", &s.dev);
+    let out = control
+        .sh(&cmd)
+        .with_context(|| format!("--guest-setup `{cmd}`"))?;
+    if run == 1 {
+        println!("      guest setup `{cmd}`: {}", out.trim());
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ CPU accounting
+
+/// A process whose CPU time is recorded; QEMU's threads are split into its
+/// vCPU threads (named `CPU n/TCG` with `debug-threads=on`) and the rest
+/// (main loop: device emulation, chardevs, usb-redir, slirp).
+#[derive(Debug, Clone)]
+pub struct Watch {
+    label: String,
+    pid: u32,
+    qemu: bool,
+}
+
+impl Watch {
+    pub fn qemu(label: &str, pid: u32) -> Watch {
+        Watch {
+            label: label.into(),
+            pid,
+            qemu: true,
+        }
+    }
+    pub fn process(label: &str, pid: u32) -> Watch {
+        Watch {
+            label: label.into(),
+            pid,
+            qemu: false,
+        }
+    }
+}
+
+/// CPU ticks per (label, thread group) at one moment.
+pub struct CpuSample {
+    at: BTreeMap<String, u64>,
+    watch: Vec<Watch>,
+}
+
+/// utime + stime of every thread of `pid`, by thread name.
+fn thread_ticks(pid: u32) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        // Fields after the name: state is field 3, utime 14, stime 15.
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let t = |i: usize| {
+            f.get(i - 3)
+                .and_then(|x| x.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        out.push((comm, t(14) + t(15)));
+    }
+    out
+}
+
+/// Child processes of `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let ppid = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|x| x.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn sample_into(at: &mut BTreeMap<String, u64>, w: &Watch) {
+    for (comm, ticks) in thread_ticks(w.pid) {
+        let key = if !w.qemu {
+            w.label.clone()
+        } else if comm.starts_with("CPU ") {
+            format!("{} vCPU", w.label)
+        } else {
+            format!("{} other threads", w.label)
+        };
+        *at.entry(key).or_default() += ticks;
+    }
+}
+
+impl CpuSample {
+    pub fn take(watch: &[Watch]) -> CpuSample {
+        let mut at = BTreeMap::new();
+        for w in watch {
+            sample_into(&mut at, w);
+        }
+        CpuSample {
+            at,
+            watch: watch.to_vec(),
+        }
+    }
+
+    /// Start watching one more process from now.
+    pub fn add(&mut self, w: &Watch) {
+        sample_into(&mut self.at, w);
+        self.watch.push(w.clone());
+    }
+
+    /// CPU seconds per label since the sample was taken.
+    pub fn since(&self) -> BTreeMap<String, f64> {
+        let now = CpuSample::take(&self.watch);
+        let hz = clock_ticks_per_second();
+        now.at
+            .iter()
+            .map(|(k, v)| {
+                let before = self.at.get(k).copied().unwrap_or(0);
+                (k.clone(), v.saturating_sub(before) as f64 / hz)
+            })
+            .collect()
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        util::run_stdout(Command::new("getconf").arg("CLK_TCK"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// The results as a Markdown table.
+pub fn table(r: &Report) -> String {
+    let base = r
+        .series
+        .iter()
+        .find(|s| s.key == "a")
+        .map(|s| (median(&s.seconds), median(&s.raw_seconds)));
+    let mut t = String::from(
+        "| path | guest `seconds=` per run | median | vs (a) | raw `dd` of the device, median | vs (a) |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for s in &r.series {
+        let m = median(&s.seconds);
+        let raw = median(&s.raw_seconds);
+        let runs = s
+            .seconds
+            .iter()
+            .map(|x| format!("{x:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (ratio, raw_ratio) = match base {
+            Some((b, braw)) => (format!("{:.2}", m / b), format!("{:.2}", raw / braw)),
+            None => ("–".into(), "–".into()),
+        };
+        t.push_str(&format!(
+            "| ({}) {} | {runs} | {m:.3} s ({:.1} MB/s) | {ratio} | {raw:.3} s ({:.1} MB/s) | {raw_ratio} |\n",
+            s.key,
+            s.label,
+            r.bytes as f64 / m / 1e6,
+            r.iso_size as f64 / raw / 1e6,
+        ));
+    }
+    t
+}
+
+/// Median CPU seconds per component from insertion to the guest's report,
+/// as a Markdown table (one column per path).
+pub fn cpu_table(r: &Report) -> String {
+    let mut labels: Vec<String> = Vec::new();
+    for s in &r.series {
+        for run in &s.cpu {
+            for k in run.keys() {
+                if !labels.contains(k) {
+                    labels.push(k.clone());
+                }
+            }
+        }
+    }
+    labels.sort();
+    let mut t = String::from("| CPU seconds (median) |");
+    let mut rule = String::from("|---|");
+    for s in &r.series {
+        t.push_str(&format!(" ({}) |", s.key));
+        rule.push_str("---|");
+    }
+    t.push('\n');
+    t.push_str(&rule);
+    t.push('\n');
+    let mut row = |name: &str, f: &dyn Fn(&Series) -> f64| {
+        t.push_str(&format!("| {name} |"));
+        for s in &r.series {
+            let v = f(s);
+            if v.is_nan() {
+                t.push_str(" – |");
+            } else {
+                t.push_str(&format!(" {v:.2} |"));
+            }
+        }
+        t.push('\n');
+    };
+    row("wall time, insertion to report", &|s| {
+        median(&s.wall_seconds)
+    });
+    for l in &labels {
+        row(l, &|s| {
+            let v: Vec<f64> = s.cpu.iter().filter_map(|c| c.get(l).copied()).collect();
+            median(&v)
+        });
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+}

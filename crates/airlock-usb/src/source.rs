@@ -104,7 +104,38 @@ pub async fn prepare(source: &Source) -> Result<Prepared, PrepareError> {
     match source {
         Source::Drive(sel) => {
             let listing = drive::list_candidates().await?;
-            let candidate = drive::select(&listing, *sel)?;
+            let candidate = match drive::select(&listing, *sel) {
+                Ok(c) => c,
+                // Several mass-storage devices match (say a drive and a USB stick): keep
+                // the ones whose INQUIRY says CD/DVD. The probe only asks; it reads
+                // nothing from any medium.
+                Err(drive::DriveError::Ambiguous(_)) => {
+                    let mut optical = Vec::new();
+                    for c in listing.candidates.iter().filter(|c| sel.matches(c)) {
+                        if let drive::ProbeReport::Optical(_) = drive::probe_candidate(c).await {
+                            optical.push(c);
+                        }
+                    }
+                    match optical.as_slice() {
+                        [one] => *one,
+                        [] => {
+                            return Err(drive::DriveError::NotFound(
+                                "none of the USB storage devices is a CD/DVD drive; check `airlock usb list`".into(),
+                            )
+                            .into())
+                        }
+                        many => {
+                            return Err(drive::DriveError::Ambiguous(format!(
+                                "{} CD/DVD drives: {}; unplug all but one or give --device VID:PID",
+                                many.len(),
+                                many.iter().map(|c| c.describe()).collect::<Vec<_>>().join("; ")
+                            ))
+                            .into())
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
             let open = drive::open_drive(candidate).await?;
             let q = open.inquiry();
             let summary = format!(

@@ -229,7 +229,19 @@ pub async fn list_candidates() -> Result<Listing, DriveError> {
     })
 }
 
-/// Picks the candidate `selector` names.
+impl DriveSelector {
+    /// Whether a candidate matches this selector.
+    pub fn matches(&self, c: &Candidate) -> bool {
+        match *self {
+            DriveSelector::Auto => true,
+            DriveSelector::VidPid(v, p) => c.vid == v && c.pid == p,
+        }
+    }
+}
+
+/// Picks the candidate `selector` names. With several matches it fails with
+/// [`DriveError::Ambiguous`]; `source::prepare` then keeps the ones whose INQUIRY says
+/// CD/DVD.
 pub fn select(listing: &Listing, selector: DriveSelector) -> Result<&Candidate, DriveError> {
     if !listing.usb_present {
         return Err(DriveError::NotFound(
@@ -240,10 +252,7 @@ pub fn select(listing: &Listing, selector: DriveSelector) -> Result<&Candidate, 
     let matching: Vec<&Candidate> = listing
         .candidates
         .iter()
-        .filter(|c| match selector {
-            DriveSelector::Auto => true,
-            DriveSelector::VidPid(v, p) => c.vid == v && c.pid == p,
-        })
+        .filter(|c| selector.matches(c))
         .collect();
     match (selector, matching.as_slice()) {
         (_, [one]) => Ok(one),

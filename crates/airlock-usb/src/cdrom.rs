@@ -374,10 +374,7 @@ pub fn map_status(s: TransferStatus) -> Status {
 pub fn device_connect(drive: &UsbCdrom) -> DeviceConnect {
     let c = drive.config();
     DeviceConnect {
-        speed: match drive.speed() {
-            usb_cdrom::Speed::Full => Speed::Full,
-            usb_cdrom::Speed::High => Speed::High,
-        },
+        speed: redir_speed(drive.speed()),
         // Class defined per interface, as in the device descriptor.
         device_class: 0,
         device_subclass: 0,
@@ -388,11 +385,29 @@ pub fn device_connect(drive: &UsbCdrom) -> DeviceConnect {
     }
 }
 
+/// The usbredir speed of a device model speed.
+pub fn redir_speed(speed: usb_cdrom::Speed) -> Speed {
+    match speed {
+        usb_cdrom::Speed::Full => Speed::Full,
+        usb_cdrom::Speed::High => Speed::High,
+        usb_cdrom::Speed::Super => Speed::Super,
+    }
+}
+
 /// The interfaces and endpoints of the emulated drive in its current
-/// configuration (none while unconfigured).
+/// configuration (none while unconfigured). Endpoint 0 and the bulk
+/// endpoints carry the drive's max packet sizes at its speed (at
+/// SuperSpeed 512 and 1024).
 pub fn layout(drive: &UsbCdrom) -> DeviceLayout {
     let mut interfaces = InterfaceInfo::default();
     let mut endpoints = EpInfo::new();
+    let ep0 = Endpoint {
+        ep_type: EndpointType::Control,
+        max_packet_size: drive.ep0_max_packet(),
+        ..Endpoint::INVALID
+    };
+    endpoints.set(0x00, ep0);
+    endpoints.set(0x80, ep0);
     if drive.configuration() != 0 {
         interfaces.interfaces = drive
             .interfaces()
@@ -568,11 +583,15 @@ mod tests {
                 _ => None,
             })
             .expect("device announced");
-        assert_eq!(connected.0.speed, Speed::High);
+        // SuperSpeed by default: what QEMU puts on an xHCI USB 3 port.
+        assert_eq!(connected.0.speed, Speed::Super);
         assert_eq!(connected.0.vendor_id, 0x1209);
         assert_eq!(connected.1.interfaces[0].class, 0x08);
         assert_eq!(connected.2.get(0x81).ep_type, EndpointType::Bulk);
-        assert_eq!(connected.2.get(0x02).max_packet_size, 512);
+        assert_eq!(connected.2.get(0x81).max_packet_size, 1024);
+        assert_eq!(connected.2.get(0x02).max_packet_size, 1024);
+        assert_eq!(connected.2.get(0x00).max_packet_size, 512);
+        assert_eq!(connected.2.get(0x80).max_packet_size, 512);
 
         // Reset then GET_DESCRIPTOR(device).
         p.guest.reset().unwrap();
@@ -583,7 +602,14 @@ mod tests {
         let r = p.control_reply(id).unwrap();
         assert_eq!(r.status, Status::Success);
         assert_eq!(r.data.len(), 18);
+        assert_eq!(&r.data[2..4], &[0x00, 0x03], "bcdUSB 3.00");
+        assert_eq!(r.data[7], 9, "bMaxPacketSize0 2^9");
         assert_eq!(&r.data[8..10], &0x1209u16.to_le_bytes());
+        // The BOS a guest reads from a USB 3 device.
+        let id = p.guest.control_in(0x80, 6, 0x0F00, 0, 255).unwrap();
+        p.pump();
+        let r = p.control_reply(id).unwrap();
+        assert_eq!((r.status, r.data.len()), (Status::Success, 22));
 
         // set_configuration(1) is answered with the layout then the status.
         let id = p.guest.set_configuration(1).unwrap();
@@ -613,6 +639,34 @@ mod tests {
         usb_cdrom::medium::fill_pattern(17, &mut want[2048..]);
         assert_eq!(data, want);
         assert!(p.bridge.counters().bytes_to_guest >= 4096);
+    }
+
+    #[test]
+    fn high_speed_is_a_configuration_choice() {
+        let config = DeviceConfig {
+            speed: usb_cdrom::Speed::High,
+            ..DeviceConfig::default()
+        };
+        let mut bridge = CdromBridge::new(config, None).unwrap();
+        let mut guest = GuestSession::new("test guest", Caps::from_bits(0xFE));
+        guest.feed(&bridge.take_output()).unwrap();
+        bridge.feed(&guest.take_output()).unwrap();
+        guest.feed(&bridge.take_output()).unwrap();
+        let mut announced = None;
+        while let Some(ev) = guest.next_event().unwrap() {
+            if let GuestEvent::DeviceConnected {
+                device, endpoints, ..
+            } = ev
+            {
+                announced = Some((device.speed, endpoints));
+            }
+        }
+        let (speed, endpoints) = announced.expect("device announced");
+        assert_eq!(speed, Speed::High);
+        assert_eq!(endpoints.get(0x00).max_packet_size, 64);
+        assert_eq!(endpoints.get(0x81).max_packet_size, 512);
+        assert_eq!(endpoints.get(0x02).max_packet_size, 512);
+        assert_eq!(redir_speed(usb_cdrom::Speed::Full), Speed::Full);
     }
 
     #[test]

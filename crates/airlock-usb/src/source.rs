@@ -21,7 +21,10 @@ use usb_cdrom::DeviceConfig;
 use crate::drive::{self, DriveError, DriveForwarder, DriveSelector, ForwardHandle};
 use crate::emulated::{open_iso, CdHandle, EmulatedCd};
 use crate::transport::{DeviceDescription, DeviceKind};
+
 use crate::{Progress, RedirStream, SessionError, SessionGone, SessionSummary};
+/// The bus speeds an emulated drive can present.
+pub use usb_cdrom::Speed as CdSpeed;
 
 /// What to forward.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +33,9 @@ pub enum Source {
     Drive(DriveSelector),
     /// An emulated drive with this ISO image in it.
     Iso(PathBuf),
+    /// An emulated drive with this ISO image, presenting itself at this bus
+    /// speed ([`Source::Iso`] is SuperSpeed).
+    IsoAtSpeed(PathBuf, CdSpeed),
 }
 
 /// Preparing a source failed.
@@ -161,6 +167,13 @@ pub async fn prepare(source: &Source) -> Result<Prepared, PrepareError> {
             })
         }
         Source::Iso(path) => prepare_iso(path, DeviceConfig::default()),
+        Source::IsoAtSpeed(path, speed) => prepare_iso(
+            path,
+            DeviceConfig {
+                speed: *speed,
+                ..DeviceConfig::default()
+            },
+        ),
     }
 }
 

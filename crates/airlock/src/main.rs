@@ -18,7 +18,7 @@ use std::time::Duration;
 use airlock_usb::drive::probe::device_type_name;
 use airlock_usb::drive::{self, DriveError, DriveSelector, ProbeReport};
 use airlock_usb::progress::{human_bytes, Phase};
-use airlock_usb::source::{prepare, PrepareError, Source, UsbHandle};
+use airlock_usb::source::{prepare, CdSpeed, PrepareError, Source, UsbHandle};
 use airlock_usb::transport::{
     self, BrokerTarget, BrokerUrl, LeaseRef, Target, Token, TransportError, TrustRoots,
 };
@@ -76,12 +76,24 @@ struct ForwardArgs {
     /// Forward an emulated CD-ROM drive with this ISO image instead of a real drive.
     #[arg(long, value_name = "FILE")]
     iso: Option<PathBuf>,
+    /// Bus speed the emulated drive (--iso) presents: `super` (USB 3, larger
+    /// commands, needs an xHCI port) or `high` (USB 2, for EHCI desktops).
+    /// [default: super]
+    #[arg(long, value_name = "super|high", conflicts_with = "device")]
+    usb_speed: Option<UsbSpeedArg>,
     /// File with the terminal's bearer token (else the AIRLOCK_TOKEN environment variable).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
     /// PEM file with the CA certificate(s) to trust for an https broker (default: public roots).
     #[arg(long, value_name = "PEM")]
     ca_file: Option<PathBuf>,
+}
+
+/// `--usb-speed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum UsbSpeedArg {
+    Super,
+    High,
 }
 
 fn main() -> std::process::ExitCode {
@@ -277,7 +289,10 @@ fn target_from(args: &ForwardArgs) -> anyhow::Result<Target> {
 async fn usb_forward(args: ForwardArgs) -> anyhow::Result<()> {
     let target = target_from(&args)?;
     let source = match (&args.iso, args.device) {
-        (Some(iso), None) => Source::Iso(iso.clone()),
+        (Some(iso), None) => match args.usb_speed.unwrap_or(UsbSpeedArg::Super) {
+            UsbSpeedArg::Super => Source::Iso(iso.clone()),
+            UsbSpeedArg::High => Source::IsoAtSpeed(iso.clone(), CdSpeed::High),
+        },
         (None, Some(sel)) => Source::Drive(sel),
         _ => bail!("give either --device auto|VID:PID or --iso FILE"),
     };

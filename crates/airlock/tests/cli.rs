@@ -40,6 +40,26 @@ fn usage_errors_exit_2() {
         ],
         &["usb", "forward", "--broker", "http://h", "--iso", "a.iso"],
         &["usb", "forward", "--to", "unix:/x", "--device", "nonsense"],
+        &[
+            "usb",
+            "forward",
+            "--to",
+            "unix:/x",
+            "--device",
+            "auto",
+            "--usb-speed",
+            "high",
+        ],
+        &[
+            "usb",
+            "forward",
+            "--to",
+            "unix:/x",
+            "--iso",
+            "a.iso",
+            "--usb-speed",
+            "low",
+        ],
         &["usb", "frobnicate"],
     ] {
         let o = run(args);

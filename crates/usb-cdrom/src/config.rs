@@ -1,5 +1,7 @@
 //! Identity and behaviour knobs of the emulated drive.
 
+use crate::usb::Speed;
+
 /// What the Bulk-Only Transport does when the host's CBW asks for fewer bytes than the
 /// command has to return (BOT case 7, "Hi < Di").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -43,6 +45,12 @@ pub struct DeviceConfig {
     pub inquiry_revision: String,
     /// BOT case 7 handling; see [`OverrunPolicy`].
     pub overrun_policy: OverrunPolicy,
+    /// The bus speed the drive presents itself at, and with it the descriptors and
+    /// packet sizes. Default [`Speed::Super`]: a USB 3 drive on an xHCI port, which
+    /// lets the host send larger commands (Linux usb-storage: 1 MiB instead of
+    /// 120 KiB at high speed). Use [`Speed::High`] when the port cannot take a
+    /// SuperSpeed device (EHCI, or a USB 2 hub in between).
+    pub speed: Speed,
 }
 
 impl Default for DeviceConfig {
@@ -58,6 +66,7 @@ impl Default for DeviceConfig {
             inquiry_product: "VIRTUAL CD-ROM".to_owned(),
             inquiry_revision: "1.00".to_owned(),
             overrun_policy: OverrunPolicy::PhaseError,
+            speed: Speed::Super,
         }
     }
 }
@@ -90,6 +99,7 @@ mod tests {
     fn defaults_are_sane() {
         let c = DeviceConfig::default();
         assert_eq!(c.overrun_policy, OverrunPolicy::PhaseError);
+        assert_eq!(c.speed, Speed::Super);
         assert!(c.serial_number.len() >= 12);
         assert!(c.serial_number.chars().all(|c| c.is_ascii_hexdigit()));
     }

@@ -1,20 +1,41 @@
-//! USB descriptors of a USB 2.0 high-speed Bulk-Only mass-storage CD drive.
+//! USB descriptors of a Bulk-Only mass-storage CD drive, at the speed it is configured
+//! for ([`DeviceConfig::speed`]).
+//!
+//! * **SuperSpeed** (the default): a USB 3.0 device. Device descriptor with `bcdUSB`
+//!   0x0300 and `bMaxPacketSize0` 9 (2^9 = 512 bytes); a BOS descriptor with the USB 2.0
+//!   Extension and the SuperSpeed USB Device Capability; bulk endpoints of 1024 bytes,
+//!   each followed by its SuperSpeed Endpoint Companion descriptor (bursts of up to 16
+//!   packets, no streams). No device qualifier or other-speed configuration: a
+//!   SuperSpeed device answers those with a request error.
+//! * **High speed**: a USB 2.0 device (`bcdUSB` 0x0200, `bMaxPacketSize0` 64, bulk
+//!   512), with a device qualifier and a full-speed other-speed configuration.
+//! * **Full speed**: the same USB 2.0 device running at full speed (bulk 64); its
+//!   other-speed configuration is the high-speed one.
 
 use crate::config::DeviceConfig;
-use crate::usb::{EndpointInfo, InterfaceInfo, TransferType};
+use crate::usb::{EndpointInfo, InterfaceInfo, Speed, TransferType};
 
 /// Bulk IN endpoint address (data to the host, and the CSW).
 pub const BULK_IN_ENDPOINT: u8 = 0x81;
 /// Bulk OUT endpoint address (CBWs and data from the host).
 pub const BULK_OUT_ENDPOINT: u8 = 0x02;
 /// `wMaxPacketSize` of the bulk endpoints at high speed.
-pub const BULK_MAX_PACKET: u16 = 512;
+pub const BULK_MAX_PACKET: u16 = Speed::High.bulk_max_packet();
 /// `wMaxPacketSize` of the bulk endpoints at full speed (other-speed configuration).
-pub const BULK_MAX_PACKET_FULL_SPEED: u16 = 64;
-/// `bMaxPacketSize0`.
+pub const BULK_MAX_PACKET_FULL_SPEED: u16 = Speed::Full.bulk_max_packet();
+/// `wMaxPacketSize` of the bulk endpoints at SuperSpeed.
+pub const BULK_MAX_PACKET_SUPER_SPEED: u16 = Speed::Super.bulk_max_packet();
+/// `bMaxPacketSize0` at full and high speed.
 pub const EP0_MAX_PACKET: u8 = 64;
-/// `bcdUSB`.
+/// `bMaxPacketSize0` at SuperSpeed: an exponent, 2^9 = 512 bytes.
+pub const EP0_MAX_PACKET_EXPONENT_SUPER_SPEED: u8 = 9;
+/// `bcdUSB` at full and high speed.
 pub const USB_VERSION: u16 = 0x0200;
+/// `bcdUSB` at SuperSpeed.
+pub const USB_VERSION_SUPER_SPEED: u16 = 0x0300;
+/// `bMaxBurst` of the SuperSpeed endpoint companions: bursts of up to 16 packets
+/// (16 KiB), the most a bulk endpoint can announce.
+pub const SUPER_SPEED_MAX_BURST: u8 = 15;
 /// Mass-storage interface class.
 pub const CLASS_MASS_STORAGE: u8 = 0x08;
 /// SCSI transparent command set subclass.
@@ -40,6 +61,20 @@ pub mod descriptor_type {
     pub const DEVICE_QUALIFIER: u8 = 6;
     /// Other-speed configuration descriptor.
     pub const OTHER_SPEED_CONFIGURATION: u8 = 7;
+    /// Binary device Object Store (BOS) descriptor.
+    pub const BOS: u8 = 0x0F;
+    /// Device capability descriptor (inside the BOS).
+    pub const DEVICE_CAPABILITY: u8 = 0x10;
+    /// SuperSpeed endpoint companion descriptor.
+    pub const SUPER_SPEED_ENDPOINT_COMPANION: u8 = 0x30;
+}
+
+/// Device capability types (`bDevCapabilityType`).
+pub mod capability_type {
+    /// USB 2.0 Extension.
+    pub const USB_2_0_EXTENSION: u8 = 0x02;
+    /// SuperSpeed USB.
+    pub const SUPER_SPEED_USB: u8 = 0x03;
 }
 
 /// String descriptor indexes.
@@ -47,8 +82,14 @@ const STR_MANUFACTURER: u8 = 1;
 const STR_PRODUCT: u8 = 2;
 const STR_SERIAL: u8 = 3;
 
-/// Total length of the configuration descriptor set: configuration + interface + 2 endpoints.
+/// Total length of the configuration descriptor set at full and high speed:
+/// configuration + interface + 2 endpoints.
 pub const CONFIGURATION_TOTAL_LENGTH: u16 = 9 + 9 + 7 + 7;
+/// Total length of the configuration descriptor set at SuperSpeed: configuration +
+/// interface + 2 × (endpoint + endpoint companion).
+pub const CONFIGURATION_TOTAL_LENGTH_SUPER_SPEED: u16 = 9 + 9 + 2 * (7 + 6);
+/// Total length of the BOS descriptor: header + USB 2.0 Extension + SuperSpeed USB.
+pub const BOS_TOTAL_LENGTH: u16 = 5 + 7 + 10;
 
 /// The interface of the device.
 pub const INTERFACE: InterfaceInfo = InterfaceInfo {
@@ -58,37 +99,46 @@ pub const INTERFACE: InterfaceInfo = InterfaceInfo {
     protocol: PROTOCOL_BOT,
 };
 
-/// The endpoints of the device other than endpoint 0, at high speed.
-pub const ENDPOINTS: [EndpointInfo; 2] = [
-    EndpointInfo {
-        address: BULK_IN_ENDPOINT,
-        transfer_type: TransferType::Bulk,
-        max_packet_size: BULK_MAX_PACKET,
-        interval: 0,
-        interface: 0,
-    },
-    EndpointInfo {
-        address: BULK_OUT_ENDPOINT,
-        transfer_type: TransferType::Bulk,
-        max_packet_size: BULK_MAX_PACKET,
-        interval: 0,
-        interface: 0,
-    },
-];
+/// The endpoints of the device other than endpoint 0, at `speed`.
+pub const fn endpoints(speed: Speed) -> [EndpointInfo; 2] {
+    let max_packet_size = speed.bulk_max_packet();
+    [
+        EndpointInfo {
+            address: BULK_IN_ENDPOINT,
+            transfer_type: TransferType::Bulk,
+            max_packet_size,
+            interval: 0,
+            interface: 0,
+        },
+        EndpointInfo {
+            address: BULK_OUT_ENDPOINT,
+            transfer_type: TransferType::Bulk,
+            max_packet_size,
+            interval: 0,
+            interface: 0,
+        },
+    ]
+}
 
 /// The descriptors of one device, built once from its [`DeviceConfig`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Descriptors {
+    speed: Speed,
     device: [u8; 18],
     configuration: Vec<u8>,
-    other_speed: Vec<u8>,
-    qualifier: [u8; 10],
+    /// Full and high speed only.
+    other_speed: Option<Vec<u8>>,
+    /// Full and high speed only.
+    qualifier: Option<[u8; 10]>,
+    /// SuperSpeed only.
+    bos: Option<Vec<u8>>,
     strings: [Option<Vec<u8>>; 3],
 }
 
 impl Descriptors {
-    /// Builds the descriptors for `config`.
+    /// Builds the descriptors for `config` (at `config.speed`).
     pub fn new(config: &DeviceConfig) -> Self {
+        let speed = config.speed;
         let strings = [
             string_descriptor(&config.manufacturer),
             string_descriptor(&config.product),
@@ -104,7 +154,11 @@ impl Descriptors {
         let vid = config.vendor_id.to_le_bytes();
         let pid = config.product_id.to_le_bytes();
         let rel = config.device_release.to_le_bytes();
-        let usb = USB_VERSION.to_le_bytes();
+        let (usb, ep0) = match speed {
+            Speed::Full | Speed::High => (USB_VERSION, EP0_MAX_PACKET),
+            Speed::Super => (USB_VERSION_SUPER_SPEED, EP0_MAX_PACKET_EXPONENT_SUPER_SPEED),
+        };
+        let usb = usb.to_le_bytes();
         let device = [
             18,
             descriptor_type::DEVICE,
@@ -113,7 +167,7 @@ impl Descriptors {
             0x00, // class defined per interface
             0x00,
             0x00,
-            EP0_MAX_PACKET,
+            ep0,
             vid[0],
             vid[1],
             pid[0],
@@ -137,16 +191,41 @@ impl Descriptors {
             1,
             0,
         ];
-        Self {
-            device,
-            configuration: configuration_set(descriptor_type::CONFIGURATION, BULK_MAX_PACKET),
-            other_speed: configuration_set(
-                descriptor_type::OTHER_SPEED_CONFIGURATION,
-                BULK_MAX_PACKET_FULL_SPEED,
+        let (configuration, other_speed, qualifier, bos) = match speed {
+            Speed::Full => (
+                usb2_configuration_set(descriptor_type::CONFIGURATION, Speed::Full),
+                Some(usb2_configuration_set(
+                    descriptor_type::OTHER_SPEED_CONFIGURATION,
+                    Speed::High,
+                )),
+                Some(qualifier),
+                None,
             ),
+            Speed::High => (
+                usb2_configuration_set(descriptor_type::CONFIGURATION, Speed::High),
+                Some(usb2_configuration_set(
+                    descriptor_type::OTHER_SPEED_CONFIGURATION,
+                    Speed::Full,
+                )),
+                Some(qualifier),
+                None,
+            ),
+            Speed::Super => (super_speed_configuration_set(), None, None, Some(bos())),
+        };
+        Self {
+            speed,
+            device,
+            configuration,
+            other_speed,
             qualifier,
+            bos,
             strings,
         }
+    }
+
+    /// The speed these descriptors are for.
+    pub fn speed(&self) -> Speed {
+        self.speed
     }
 
     /// The 18-byte device descriptor.
@@ -154,19 +233,25 @@ impl Descriptors {
         &self.device
     }
 
-    /// The full configuration descriptor set (configuration, interface, endpoints).
+    /// The full configuration descriptor set (configuration, interface, endpoints and,
+    /// at SuperSpeed, the endpoint companions).
     pub fn configuration(&self) -> &[u8] {
         &self.configuration
     }
 
-    /// The other-speed (full-speed) configuration descriptor set.
-    pub fn other_speed_configuration(&self) -> &[u8] {
-        &self.other_speed
+    /// The other-speed configuration descriptor set (full and high speed only).
+    pub fn other_speed_configuration(&self) -> Option<&[u8]> {
+        self.other_speed.as_deref()
     }
 
-    /// The device qualifier descriptor.
-    pub fn device_qualifier(&self) -> &[u8; 10] {
-        &self.qualifier
+    /// The device qualifier descriptor (full and high speed only).
+    pub fn device_qualifier(&self) -> Option<&[u8; 10]> {
+        self.qualifier.as_ref()
+    }
+
+    /// The BOS descriptor with its device capabilities (SuperSpeed only).
+    pub fn bos(&self) -> Option<&[u8]> {
+        self.bos.as_deref()
     }
 
     /// String descriptor `index` (0 is the language-id list), or `None` if it does not exist.
@@ -188,19 +273,19 @@ impl Descriptors {
             (descriptor_type::DEVICE, 0) => Some(self.device.to_vec()),
             (descriptor_type::CONFIGURATION, 0) => Some(self.configuration.clone()),
             (descriptor_type::STRING, i) => self.string(i),
-            (descriptor_type::DEVICE_QUALIFIER, 0) => Some(self.qualifier.to_vec()),
-            (descriptor_type::OTHER_SPEED_CONFIGURATION, 0) => Some(self.other_speed.clone()),
+            (descriptor_type::DEVICE_QUALIFIER, 0) => self.qualifier.map(|q| q.to_vec()),
+            (descriptor_type::OTHER_SPEED_CONFIGURATION, 0) => self.other_speed.clone(),
+            (descriptor_type::BOS, 0) => self.bos.clone(),
             _ => None,
         }
     }
 }
 
-/// Builds a configuration descriptor set of `kind` (configuration or other-speed) with
-/// bulk endpoints of `max_packet` bytes.
-fn configuration_set(kind: u8, max_packet: u16) -> Vec<u8> {
-    let total = CONFIGURATION_TOTAL_LENGTH.to_le_bytes();
-    let mp = max_packet.to_le_bytes();
-    let mut d = vec![
+/// The configuration and interface descriptors, with `total` as `wTotalLength` and
+/// `max_power` as `bMaxPower` (units of 2 mA, or 8 mA at SuperSpeed).
+fn configuration_and_interface(kind: u8, total: u16, max_power: u8) -> Vec<u8> {
+    let total = total.to_le_bytes();
+    vec![
         // configuration
         9,
         kind,
@@ -210,7 +295,7 @@ fn configuration_set(kind: u8, max_packet: u16) -> Vec<u8> {
         1,    // bConfigurationValue
         0,    // iConfiguration
         0x80, // bus powered, no remote wakeup
-        250,  // 500 mA
+        max_power,
         // interface 0
         9,
         descriptor_type::INTERFACE,
@@ -221,11 +306,89 @@ fn configuration_set(kind: u8, max_packet: u16) -> Vec<u8> {
         SUBCLASS_SCSI,
         PROTOCOL_BOT,
         0,
-    ];
+    ]
+}
+
+/// A bulk endpoint descriptor.
+fn bulk_endpoint(address: u8, max_packet: u16) -> [u8; 7] {
+    let mp = max_packet.to_le_bytes();
+    [7, descriptor_type::ENDPOINT, address, 0x02, mp[0], mp[1], 0]
+}
+
+/// Builds a USB 2.0 configuration descriptor set of `kind` (configuration or
+/// other-speed) for `speed` (full or high).
+fn usb2_configuration_set(kind: u8, speed: Speed) -> Vec<u8> {
+    // 250 × 2 mA = 500 mA.
+    let mut d = configuration_and_interface(kind, CONFIGURATION_TOTAL_LENGTH, 250);
     for address in [BULK_IN_ENDPOINT, BULK_OUT_ENDPOINT] {
-        d.extend_from_slice(&[7, descriptor_type::ENDPOINT, address, 0x02, mp[0], mp[1], 0]);
+        d.extend_from_slice(&bulk_endpoint(address, speed.bulk_max_packet()));
     }
     d
+}
+
+/// Builds the SuperSpeed configuration descriptor set: each bulk endpoint is followed
+/// by its endpoint companion (`bMaxBurst` [`SUPER_SPEED_MAX_BURST`], no streams,
+/// `wBytesPerInterval` 0 as for any bulk endpoint).
+fn super_speed_configuration_set() -> Vec<u8> {
+    // 112 × 8 mA = 896 mA, the most a SuperSpeed bus-powered device may draw.
+    let mut d = configuration_and_interface(
+        descriptor_type::CONFIGURATION,
+        CONFIGURATION_TOTAL_LENGTH_SUPER_SPEED,
+        112,
+    );
+    for address in [BULK_IN_ENDPOINT, BULK_OUT_ENDPOINT] {
+        d.extend_from_slice(&bulk_endpoint(address, Speed::Super.bulk_max_packet()));
+        d.extend_from_slice(&[
+            6,
+            descriptor_type::SUPER_SPEED_ENDPOINT_COMPANION,
+            SUPER_SPEED_MAX_BURST,
+            0, // bmAttributes: no streams
+            0, // wBytesPerInterval (periodic endpoints only)
+            0,
+        ]);
+    }
+    d
+}
+
+/// Builds the BOS descriptor of the SuperSpeed device.
+///
+/// * USB 2.0 Extension: `bmAttributes` 0, no Link Power Management. The device only
+///   ever runs at SuperSpeed with these descriptors (high speed is a configuration of
+///   its own), so it claims nothing about USB 2 link states.
+/// * SuperSpeed USB: no Latency Tolerance Messages; speeds supported full, high and
+///   SuperSpeed (the product can be configured for each), all functionality from full
+///   speed up; U1 and U2 exit latencies 0. A device that reports both exit latencies
+///   as 0 does not take part in U1/U2 link power management (Linux then leaves LPM
+///   off), which is right for an emulated link without power states.
+fn bos() -> Vec<u8> {
+    let total = BOS_TOTAL_LENGTH.to_le_bytes();
+    vec![
+        // BOS header
+        5,
+        descriptor_type::BOS,
+        total[0],
+        total[1],
+        2, // bNumDeviceCaps
+        // USB 2.0 Extension
+        7,
+        descriptor_type::DEVICE_CAPABILITY,
+        capability_type::USB_2_0_EXTENSION,
+        0, // bmAttributes (u32): no LPM
+        0,
+        0,
+        0,
+        // SuperSpeed USB Device Capability
+        10,
+        descriptor_type::DEVICE_CAPABILITY,
+        capability_type::SUPER_SPEED_USB,
+        0,    // bmAttributes: no LTM
+        0x0E, // wSpeedsSupported: full, high, 5 Gbit/s
+        0x00,
+        1, // bFunctionalitySupport: everything works from full speed up
+        0, // bU1DevExitLat
+        0, // wU2DevExitLat
+        0,
+    ]
 }
 
 /// Encodes `s` as a string descriptor (UTF-16LE, at most 126 code units); `None` for "".
@@ -247,14 +410,22 @@ fn string_descriptor(s: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    fn high() -> DeviceConfig {
+        DeviceConfig {
+            speed: Speed::High,
+            ..DeviceConfig::default()
+        }
+    }
+
     #[test]
-    fn device_descriptor_bytes() {
+    fn device_descriptor_bytes_high_speed() {
         let d = Descriptors::new(&DeviceConfig {
             vendor_id: 0x1234,
             product_id: 0xABCD,
             device_release: 0x0102,
-            ..DeviceConfig::default()
+            ..high()
         });
+        assert_eq!(d.speed(), Speed::High);
         assert_eq!(
             d.device(),
             &[
@@ -265,8 +436,26 @@ mod tests {
     }
 
     #[test]
-    fn configuration_bytes() {
-        let d = Descriptors::new(&DeviceConfig::default());
+    fn device_descriptor_bytes_super_speed() {
+        let d = Descriptors::new(&DeviceConfig {
+            vendor_id: 0x1234,
+            product_id: 0xABCD,
+            device_release: 0x0102,
+            ..DeviceConfig::default()
+        });
+        assert_eq!(d.speed(), Speed::Super);
+        assert_eq!(
+            d.device(),
+            &[
+                0x12, 0x01, 0x00, 0x03, 0x00, 0x00, 0x00, 0x09, 0x34, 0x12, 0xCD, 0xAB, 0x02, 0x01,
+                0x01, 0x02, 0x03, 0x01
+            ]
+        );
+    }
+
+    #[test]
+    fn configuration_bytes_high_speed() {
+        let d = Descriptors::new(&high());
         assert_eq!(
             d.configuration(),
             &[
@@ -276,14 +465,87 @@ mod tests {
                 0x07, 0x05, 0x02, 0x02, 0x00, 0x02, 0x00, // bulk OUT
             ]
         );
-        let o = d.other_speed_configuration();
+        let o = d.other_speed_configuration().unwrap();
         assert_eq!(o.len(), 32);
         assert_eq!(o[1], 0x07);
         assert_eq!(&o[22..24], &[0x40, 0x00]);
         assert_eq!(
-            d.device_qualifier(),
+            d.device_qualifier().unwrap(),
             &[0x0A, 0x06, 0x00, 0x02, 0x00, 0x00, 0x00, 0x40, 0x01, 0x00]
         );
+        assert!(d.bos().is_none());
+    }
+
+    #[test]
+    fn configuration_bytes_full_speed() {
+        let d = Descriptors::new(&DeviceConfig {
+            speed: Speed::Full,
+            ..DeviceConfig::default()
+        });
+        assert_eq!(&d.device()[2..4], &[0x00, 0x02]);
+        assert_eq!(d.device()[7], 0x40);
+        let c = d.configuration();
+        assert_eq!(c.len(), 32);
+        assert_eq!(
+            (&c[22..24], &c[29..31]),
+            (&[0x40, 0x00][..], &[0x40, 0x00][..])
+        );
+        let o = d.other_speed_configuration().unwrap();
+        assert_eq!(o[1], 0x07);
+        assert_eq!(
+            (&o[22..24], &o[29..31]),
+            (&[0x00, 0x02][..], &[0x00, 0x02][..])
+        );
+        assert!(d.device_qualifier().is_some());
+        assert!(d.bos().is_none());
+    }
+
+    #[test]
+    fn configuration_bytes_super_speed() {
+        let d = Descriptors::new(&DeviceConfig::default());
+        assert_eq!(
+            d.configuration(),
+            &[
+                0x09, 0x02, 0x2C, 0x00, 0x01, 0x01, 0x00, 0x80, 0x70, // configuration
+                0x09, 0x04, 0x00, 0x00, 0x02, 0x08, 0x06, 0x50, 0x00, // interface
+                0x07, 0x05, 0x81, 0x02, 0x00, 0x04, 0x00, // bulk IN, 1024
+                0x06, 0x30, 0x0F, 0x00, 0x00, 0x00, // its companion: burst 16, no streams
+                0x07, 0x05, 0x02, 0x02, 0x00, 0x04, 0x00, // bulk OUT, 1024
+                0x06, 0x30, 0x0F, 0x00, 0x00, 0x00, // its companion
+            ]
+        );
+        assert_eq!(
+            d.configuration().len(),
+            usize::from(CONFIGURATION_TOTAL_LENGTH_SUPER_SPEED)
+        );
+        assert!(d.other_speed_configuration().is_none());
+        assert!(d.device_qualifier().is_none());
+    }
+
+    #[test]
+    fn bos_bytes() {
+        let d = Descriptors::new(&DeviceConfig::default());
+        let bos = d.bos().unwrap();
+        assert_eq!(
+            bos,
+            &[
+                0x05, 0x0F, 0x16, 0x00, 0x02, // BOS: 22 bytes, 2 capabilities
+                0x07, 0x10, 0x02, 0x00, 0x00, 0x00, 0x00, // USB 2.0 Extension, no LPM
+                0x0A, 0x10, 0x03, 0x00, 0x0E, 0x00, 0x01, 0x00, 0x00, 0x00, // SuperSpeed USB
+            ]
+        );
+        assert_eq!(bos.len(), usize::from(BOS_TOTAL_LENGTH));
+    }
+
+    #[test]
+    fn endpoint_info_follows_the_speed() {
+        for (speed, maxp) in [(Speed::Full, 64), (Speed::High, 512), (Speed::Super, 1024)] {
+            let eps = endpoints(speed);
+            assert_eq!(
+                eps.map(|e| (e.address, e.max_packet_size)),
+                [(0x81, maxp), (0x02, maxp)]
+            );
+        }
     }
 
     #[test]
@@ -309,13 +571,30 @@ mod tests {
 
     #[test]
     fn get_by_value() {
-        let d = Descriptors::new(&DeviceConfig::default());
+        let d = Descriptors::new(&high());
         assert_eq!(d.get(0x0100).unwrap().len(), 18);
         assert_eq!(d.get(0x0200).unwrap().len(), 32);
         assert!(d.get(0x0201).is_none());
         assert_eq!(d.get(0x0600).unwrap().len(), 10);
         assert_eq!(d.get(0x0700).unwrap().len(), 32);
         assert!(d.get(0x0F00).is_none(), "no BOS for a USB 2.00 device");
+        assert!(d.get(0x2100).is_none());
+
+        let d = Descriptors::new(&DeviceConfig::default());
+        assert_eq!(d.get(0x0100).unwrap().len(), 18);
+        assert_eq!(d.get(0x0200).unwrap().len(), 44);
+        assert!(d.get(0x0201).is_none());
+        assert!(d.get(0x0600).is_none(), "no device qualifier at SuperSpeed");
+        assert!(
+            d.get(0x0700).is_none(),
+            "no other-speed configuration at SuperSpeed"
+        );
+        assert_eq!(d.get(0x0F00).unwrap().len(), 22);
+        assert!(d.get(0x0F01).is_none());
+        assert!(
+            d.get(0x3000).is_none(),
+            "companions only inside the configuration"
+        );
         assert!(d.get(0x2100).is_none());
     }
 }

@@ -8,8 +8,9 @@
 //!
 //! * Bulk IN requests queue up and complete strictly in order. Each is filled the way a
 //!   host controller fills a transfer: it ends when it is full, after a short packet
-//!   (the data phase ended on a non-512-byte boundary, or the 13-byte CSW), or on a
-//!   STALL. A data phase ending on a 512-byte boundary runs on into the CSW in the same
+//!   (the data phase ended on a boundary that is not a multiple of the bulk max packet
+//!   size, 512 bytes at high speed or 1024 at SuperSpeed, or the 13-byte CSW), or on a
+//!   STALL. A data phase ending on a packet boundary runs on into the CSW in the same
 //!   request, so one large (QEMU-combined, up to 1 MiB or more) request can carry data
 //!   and CSW.
 //! * Bulk OUT requests complete as soon as the device can take the data; an OUT that
@@ -23,9 +24,7 @@ use std::collections::VecDeque;
 
 use crate::bot::{Cbw, Csw, CswStatus, CSW_LEN};
 use crate::config::{DeviceConfig, OverrunPolicy};
-use crate::descriptors::{
-    Descriptors, BULK_IN_ENDPOINT, BULK_MAX_PACKET, BULK_OUT_ENDPOINT, ENDPOINTS, INTERFACE,
-};
+use crate::descriptors::{self, Descriptors, BULK_IN_ENDPOINT, BULK_OUT_ENDPOINT, INTERFACE};
 use crate::medium::{Medium, SECTOR_SIZE};
 use crate::scsi::{DataIn, MediumState, Outcome, ScsiTarget};
 use crate::sense::Sense;
@@ -44,6 +43,10 @@ mod request {
     pub const SET_CONFIGURATION: u8 = 0x09;
     pub const GET_INTERFACE: u8 = 0x0A;
     pub const SET_INTERFACE: u8 = 0x0B;
+    /// SuperSpeed: SET_SEL (system exit latencies, 6 bytes of data).
+    pub const SET_SEL: u8 = 0x30;
+    /// SuperSpeed: SET_ISOCH_DELAY.
+    pub const SET_ISOCH_DELAY: u8 = 0x31;
     /// BOT class request: GET MAX LUN.
     pub const GET_MAX_LUN: u8 = 0xFE;
     /// BOT class request: Bulk-Only Mass Storage Reset.
@@ -52,12 +55,15 @@ mod request {
 
 /// Feature selector ENDPOINT_HALT.
 const ENDPOINT_HALT: u16 = 0;
+/// Device feature selector U1_ENABLE (SuperSpeed).
+const U1_ENABLE: u16 = 48;
+/// Device feature selector U2_ENABLE (SuperSpeed).
+const U2_ENABLE: u16 = 49;
+/// `wLength` of SET_SEL.
+const SET_SEL_LENGTH: u16 = 6;
 
 /// Most sectors read from the medium in one go while filling IN requests.
 const MAX_CHUNK_SECTORS: u64 = 256;
-
-/// Bulk packet size as a `u64`.
-const MAXP: u64 = BULK_MAX_PACKET as u64;
 
 /// Halt state of one bulk endpoint.
 #[derive(Debug, Default, Clone, Copy)]
@@ -212,12 +218,16 @@ struct OutRequest {
     data: Vec<u8>,
 }
 
-/// An emulated USB 2.0 high-speed CD/DVD-ROM drive (Bulk-Only Transport, SCSI/MMC).
+/// An emulated USB CD/DVD-ROM drive (Bulk-Only Transport, SCSI/MMC), SuperSpeed or
+/// high speed as configured ([`DeviceConfig::speed`]).
 ///
 /// See the [module documentation](self) for the transfer model.
 pub struct UsbCdrom {
     config: DeviceConfig,
     descriptors: Descriptors,
+    endpoints: [EndpointInfo; 2],
+    /// Bulk max packet size at the configured speed: where short packets begin.
+    bulk_max_packet: u64,
     scsi: ScsiTarget,
     address: u8,
     configuration: u8,
@@ -226,6 +236,10 @@ pub struct UsbCdrom {
     bulk_out: Endpoint,
     /// An invalid CBW arrived: both endpoints stay halted until a mass-storage reset.
     wedged: bool,
+    /// SuperSpeed link power features the host enabled (reported by GET_STATUS; the
+    /// emulated link has no power states, so they change nothing else).
+    u1_enabled: bool,
+    u2_enabled: bool,
     in_queue: VecDeque<InRequest>,
     out_queue: VecDeque<OutRequest>,
     completions: VecDeque<Completion>,
@@ -234,6 +248,7 @@ pub struct UsbCdrom {
 impl std::fmt::Debug for UsbCdrom {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UsbCdrom")
+            .field("speed", &self.config.speed)
             .field("scsi", &self.scsi)
             .field("address", &self.address)
             .field("configuration", &self.configuration)
@@ -265,6 +280,8 @@ impl UsbCdrom {
     fn build(config: DeviceConfig, medium: Option<Box<dyn Medium>>) -> Self {
         Self {
             descriptors: Descriptors::new(&config),
+            endpoints: descriptors::endpoints(config.speed),
+            bulk_max_packet: u64::from(config.speed.bulk_max_packet()),
             scsi: ScsiTarget::new(&config, medium),
             config,
             address: 0,
@@ -273,6 +290,8 @@ impl UsbCdrom {
             bulk_in: Endpoint::default(),
             bulk_out: Endpoint::default(),
             wedged: false,
+            u1_enabled: false,
+            u2_enabled: false,
             in_queue: VecDeque::new(),
             out_queue: VecDeque::new(),
             completions: VecDeque::new(),
@@ -289,9 +308,15 @@ impl UsbCdrom {
         &self.descriptors
     }
 
-    /// Bus speed the device runs at.
+    /// Bus speed the device runs at (from its configuration).
     pub fn speed(&self) -> Speed {
-        Speed::High
+        self.config.speed
+    }
+
+    /// Maximum packet size of endpoint 0 in bytes at the device's speed (64, or 512 at
+    /// SuperSpeed).
+    pub fn ep0_max_packet(&self) -> u16 {
+        self.config.speed.ep0_max_packet()
     }
 
     /// The interfaces of the active configuration.
@@ -299,9 +324,10 @@ impl UsbCdrom {
         std::slice::from_ref(&INTERFACE)
     }
 
-    /// The bulk endpoints of the active configuration.
-    pub fn endpoints(&self) -> &'static [EndpointInfo] {
-        &ENDPOINTS
+    /// The bulk endpoints of the active configuration, with their max packet size at
+    /// the device's speed.
+    pub fn endpoints(&self) -> &[EndpointInfo] {
+        &self.endpoints
     }
 
     /// The current configuration value (0 or 1).
@@ -367,6 +393,8 @@ impl UsbCdrom {
     pub fn reset(&mut self) {
         self.cancel_all();
         self.address = 0;
+        self.u1_enabled = false;
+        self.u2_enabled = false;
         self.reset_transport();
         self.scsi.reset();
     }
@@ -470,9 +498,10 @@ impl UsbCdrom {
 
     /// Submits a bulk IN request for up to `max_len` bytes. It completes, in order with
     /// the other IN requests, once the device has data, a CSW or a stall for it.
-    /// Requests are expected in multiples of 512 bytes (or exactly the expected length);
-    /// other sizes are filled byte-exactly rather than failing with babble, except that
-    /// the 13-byte CSW is never split (a smaller empty request gets `Babble`).
+    /// Requests are expected in multiples of the bulk max packet size (or exactly the
+    /// expected length); other sizes are filled byte-exactly rather than failing with
+    /// babble, except that the 13-byte CSW is never split (a smaller empty request gets
+    /// `Babble`).
     pub fn submit_bulk_in(&mut self, endpoint: u8, id: u64, max_len: u32) {
         if endpoint != BULK_IN_ENDPOINT {
             self.complete(id, endpoint, TransferStatus::Invalid, Vec::new(), 0);
@@ -761,7 +790,7 @@ impl UsbCdrom {
                         residue: u32::try_from(u64::from(*host_len) - *sent).unwrap_or(u32::MAX),
                         status: *status,
                     };
-                    let short_packet = *sent % MAXP != 0;
+                    let short_packet = *sent % self.bulk_max_packet != 0;
                     let host_wants_more = *sent < u64::from(*host_len);
                     self.bot = Bot::Status(csw);
                     if short_packet {
@@ -826,10 +855,10 @@ impl UsbCdrom {
         self.pump();
     }
 
-    /// Handles a control transfer on endpoint 0. `data` is the OUT data stage (ignored
-    /// by every request this device accepts).
+    /// Handles a control transfer on endpoint 0. `data` is the OUT data stage (only
+    /// SET_SEL has one; its values are not needed by an emulated link).
     pub fn control(&mut self, setup: SetupPacket, data: &[u8]) -> ControlResult {
-        let _ = data;
+        let super_speed = self.config.speed == Speed::Super;
         let SetupPacket {
             request_type,
             request,
@@ -846,7 +875,9 @@ impl UsbCdrom {
         };
         match (request_type, request) {
             (0x80, request::GET_STATUS) if value == 0 && index == 0 => {
-                ControlResult::ok(vec![0, 0], length) // bus powered, no remote wakeup
+                // Bus powered, no remote wakeup; at SuperSpeed bits 2 and 3 are U1/U2.
+                let status = (u8::from(self.u1_enabled) << 2) | (u8::from(self.u2_enabled) << 3);
+                ControlResult::ok(vec![status, 0], length)
             }
             (0x81, request::GET_STATUS) if value == 0 && index == 0 => {
                 ControlResult::ok(vec![0, 0], length)
@@ -864,6 +895,33 @@ impl UsbCdrom {
             }
             (0x02, request::SET_FEATURE) if value == ENDPOINT_HALT && index <= 0xFF => {
                 ok_if(self.set_halt(index as u8))
+            }
+            (0x00, request::SET_FEATURE | request::CLEAR_FEATURE)
+                if super_speed
+                    && self.configuration != 0
+                    && matches!(value, U1_ENABLE | U2_ENABLE)
+                    && index == 0
+                    && length == 0 =>
+            {
+                let on = request == request::SET_FEATURE;
+                if value == U1_ENABLE {
+                    self.u1_enabled = on;
+                } else {
+                    self.u2_enabled = on;
+                }
+                ControlResult::ack()
+            }
+            (0x00, request::SET_SEL)
+                if super_speed
+                    && value == 0
+                    && index == 0
+                    && length == SET_SEL_LENGTH
+                    && data.len() == usize::from(SET_SEL_LENGTH) =>
+            {
+                ControlResult::ack()
+            }
+            (0x00, request::SET_ISOCH_DELAY) if super_speed && index == 0 && length == 0 => {
+                ControlResult::ack()
             }
             (0x00, request::SET_ADDRESS) if value <= 127 && index == 0 => {
                 self.address = value as u8;

@@ -1,8 +1,10 @@
 //! An emulated USB CD/DVD-ROM drive, as pure logic.
 //!
-//! The crate models a USB 2.0 high-speed mass-storage optical drive down to the
-//! transfer level: device/configuration/string descriptors and the standard and
-//! Bulk-Only Transport (BOT) class requests on endpoint 0, the BOT state machine on the
+//! The crate models a USB mass-storage optical drive down to the transfer level, as a
+//! USB 3.0 SuperSpeed device (the default) or a USB 2.0 high-speed one
+//! ([`DeviceConfig::speed`]): device/configuration/BOS/string descriptors and the
+//! standard and Bulk-Only Transport (BOT) class requests on endpoint 0, the BOT state
+//! machine on the
 //! bulk endpoints (CBW, data phase, CSW, the thirteen host/device mismatch cases, stalls
 //! and reset recovery), and an SCSI/MMC logical unit with the commands Linux and Windows
 //! send to a CD drive. The disc is any [`Medium`] that hands out 2048-byte sectors; the
@@ -43,7 +45,8 @@
 //!
 //! // READ(10) of 8 sectors (16 KiB) from LBA 16. The IN requests may be queued before
 //! // or after the CBW; here one of 8 KiB and one combined 1 MiB request that takes the
-//! // rest of the data and, as the data ends on a 512-byte boundary, the CSW too.
+//! // rest of the data and, as the data ends on a packet boundary (1024 bytes at
+//! // SuperSpeed), the CSW too.
 //! drive.submit_bulk_out(BULK_OUT_ENDPOINT, 6, &cbw(3, 16384, &[0x28, 0, 0, 0, 0, 16, 0, 0, 8, 0]));
 //! drive.submit_bulk_in(BULK_IN_ENDPOINT, 7, 8192);
 //! drive.submit_bulk_in(BULK_IN_ENDPOINT, 8, 1 << 20);
@@ -68,7 +71,9 @@ pub mod usb;
 
 pub use bot::{Cbw, CbwError, Csw, CswStatus};
 pub use config::{DeviceConfig, OverrunPolicy};
-pub use descriptors::{Descriptors, BULK_IN_ENDPOINT, BULK_MAX_PACKET, BULK_OUT_ENDPOINT};
+pub use descriptors::{
+    Descriptors, BULK_IN_ENDPOINT, BULK_MAX_PACKET, BULK_MAX_PACKET_SUPER_SPEED, BULK_OUT_ENDPOINT,
+};
 pub use device::UsbCdrom;
 pub use medium::{IsoFile, Medium, MediumError, MemoryMedium, SECTOR_SIZE};
 pub use scsi::{MediumState, Outcome, ScsiTarget};

@@ -157,7 +157,7 @@ pub struct EndpointInfo {
     pub address: u8,
     /// Transfer type.
     pub transfer_type: TransferType,
-    /// `wMaxPacketSize` at the current (high) speed.
+    /// `wMaxPacketSize` at the device's speed (in bytes).
     pub max_packet_size: u16,
     /// `bInterval`.
     pub interval: u8,
@@ -179,12 +179,39 @@ pub struct InterfaceInfo {
 }
 
 /// Device speed, numbered as usbredir's `device_connect.speed`.
+///
+/// The emulated drive presents itself at one speed for the whole session, with the
+/// descriptors of that speed (see [`crate::descriptors`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Speed {
-    /// Full speed (12 Mbit/s).
+    /// Full speed (12 Mbit/s): USB 2.0 descriptors, 64-byte bulk packets.
     Full = 1,
-    /// High speed (480 Mbit/s).
+    /// High speed (480 Mbit/s): USB 2.0 descriptors, 512-byte bulk packets. For ports
+    /// that cannot take a SuperSpeed device (EHCI, or a USB 2 hub).
     High = 2,
+    /// SuperSpeed (5 Gbit/s): USB 3.0 descriptors (BOS, endpoint companions),
+    /// 1024-byte bulk packets. Needs a SuperSpeed port (QEMU `qemu-xhci`).
+    Super = 3,
+}
+
+impl Speed {
+    /// `wMaxPacketSize` of a bulk endpoint at this speed.
+    pub const fn bulk_max_packet(self) -> u16 {
+        match self {
+            Speed::Full => 64,
+            Speed::High => 512,
+            Speed::Super => 1024,
+        }
+    }
+
+    /// Maximum packet size of endpoint 0 in bytes (at SuperSpeed `bMaxPacketSize0` is
+    /// the exponent 9, meaning 512).
+    pub const fn ep0_max_packet(self) -> u16 {
+        match self {
+            Speed::Full | Speed::High => 64,
+            Speed::Super => 512,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -210,5 +237,18 @@ mod tests {
         assert!(r.is_ok());
         assert!(!ControlResult::stall().is_ok());
         assert!(ControlResult::ack().data.is_empty());
+    }
+
+    #[test]
+    fn packet_sizes_by_speed() {
+        assert_eq!(
+            [Speed::Full, Speed::High, Speed::Super].map(Speed::bulk_max_packet),
+            [64, 512, 1024]
+        );
+        assert_eq!(
+            [Speed::Full, Speed::High, Speed::Super].map(Speed::ep0_max_packet),
+            [64, 64, 512]
+        );
+        assert_eq!(Speed::Super as u8, 3, "usbredir's number for super speed");
     }
 }

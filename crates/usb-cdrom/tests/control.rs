@@ -12,10 +12,114 @@ fn host() -> Host {
     Host::new(UsbCdrom::new(DeviceConfig::default()))
 }
 
+fn high_speed_host() -> Host {
+    Host::new(UsbCdrom::new(DeviceConfig {
+        speed: Speed::High,
+        ..DeviceConfig::default()
+    }))
+}
+
+/// What every speed answers alike: address, strings, configuration and interface
+/// requests.
+fn common_enumeration(h: &mut Host) {
+    // Windows asks for 8 bytes of the device descriptor first.
+    assert_eq!(h.control(0x80, 0x06, 0x0100, 0, 8).data.len(), 8);
+    assert!(h.control(0x00, 0x05, 7, 0, 0).is_ok());
+    assert_eq!(h.dev.address(), 7);
+    // Strings.
+    assert_eq!(
+        h.control(0x80, 0x06, 0x0300, 0, 255).data,
+        vec![4, 3, 0x09, 0x04]
+    );
+    let product = h.control(0x80, 0x06, 0x0302, 0x0409, 255).data;
+    let text: Vec<u16> = product[2..]
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    assert_eq!(
+        String::from_utf16(&text).expect("UTF-16"),
+        "Airlock Virtual CD-ROM"
+    );
+    assert_eq!(product[0] as usize, product.len());
+    assert_eq!(
+        h.control(0x80, 0x06, 0x0302, 0x0409, 2).data,
+        product[..2].to_vec()
+    );
+    assert_eq!(
+        h.control(0x80, 0x06, 0x0304, 0x0409, 255).status,
+        TransferStatus::Stall
+    );
+    // Unknown descriptors stall.
+    assert_eq!(
+        h.control(0x80, 0x06, 0x0201, 0, 9).status,
+        TransferStatus::Stall
+    );
+    assert_eq!(
+        h.control(0x80, 0x06, 0x3000, 0, 6).status,
+        TransferStatus::Stall
+    );
+    // Configuration.
+    assert!(h.control(0x00, 0x09, 1, 0, 0).is_ok());
+    assert_eq!(h.control(0x80, 0x08, 0, 0, 1).data, vec![1]);
+    assert_eq!(h.control(0x00, 0x09, 2, 0, 0).status, TransferStatus::Stall);
+    assert_eq!(h.control(0x81, 0x0A, 0, 0, 1).data, vec![0]);
+    assert!(h.control(0x01, 0x0B, 0, 0, 0).is_ok());
+    assert_eq!(h.control(0x01, 0x0B, 1, 0, 0).status, TransferStatus::Stall);
+    assert_eq!(h.control(0x01, 0x0B, 0, 1, 0).status, TransferStatus::Stall);
+}
+
 #[test]
-fn enumeration_descriptors_with_truncation() {
+fn enumeration_descriptors_with_truncation_super_speed() {
     let mut h = host();
     // Linux first asks for 64 bytes of the device descriptor.
+    let r = h.control(0x80, 0x06, 0x0100, 0, 64);
+    assert!(r.is_ok());
+    assert_eq!(
+        r.data,
+        vec![
+            0x12, 0x01, 0x00, 0x03, 0x00, 0x00, 0x00, 0x09, 0x09, 0x12, 0x01, 0x00, 0x00, 0x01,
+            0x01, 0x02, 0x03, 0x01
+        ]
+    );
+    // bcdUSB >= 0x0201: the BOS, header first, then wTotalLength.
+    let head = h.control(0x80, 0x06, 0x0F00, 0, 5).data;
+    assert_eq!(head, vec![0x05, 0x0F, 0x16, 0x00, 0x02]);
+    let bos = h.control(0x80, 0x06, 0x0F00, 0, 22).data;
+    assert_eq!(bos.len(), 22);
+    assert_eq!(
+        &bos[12..15],
+        &[0x0A, 0x10, 0x03],
+        "SuperSpeed USB capability"
+    );
+    // Configuration header first, then the full wTotalLength.
+    let head = h.control(0x80, 0x06, 0x0200, 0, 9).data;
+    assert_eq!(
+        head,
+        vec![0x09, 0x02, 0x2C, 0x00, 0x01, 0x01, 0x00, 0x80, 0x70]
+    );
+    let full = h.control(0x80, 0x06, 0x0200, 0, 255).data;
+    assert_eq!(full.len(), 44);
+    assert_eq!(
+        &full[9..18],
+        &[0x09, 0x04, 0x00, 0x00, 0x02, 0x08, 0x06, 0x50, 0x00]
+    );
+    assert_eq!(&full[18..25], &[0x07, 0x05, 0x81, 0x02, 0x00, 0x04, 0x00]);
+    assert_eq!(&full[25..31], &[0x06, 0x30, 0x0F, 0x00, 0x00, 0x00]);
+    assert_eq!(&full[31..38], &[0x07, 0x05, 0x02, 0x02, 0x00, 0x04, 0x00]);
+    assert_eq!(&full[38..44], &[0x06, 0x30, 0x0F, 0x00, 0x00, 0x00]);
+    // A device at SuperSpeed has no device qualifier or other-speed configuration.
+    for value in [0x0600, 0x0700] {
+        assert_eq!(
+            h.control(0x80, 0x06, value, 0, 10).status,
+            TransferStatus::Stall
+        );
+    }
+    common_enumeration(&mut h);
+}
+
+#[test]
+fn enumeration_descriptors_with_truncation_high_speed() {
+    let mut h = high_speed_host();
     let r = h.control(0x80, 0x06, 0x0100, 0, 64);
     assert!(r.is_ok());
     assert_eq!(
@@ -25,11 +129,6 @@ fn enumeration_descriptors_with_truncation() {
             0x01, 0x02, 0x03, 0x01
         ]
     );
-    // Windows asks for 8 first.
-    assert_eq!(h.control(0x80, 0x06, 0x0100, 0, 8).data.len(), 8);
-    assert!(h.control(0x00, 0x05, 7, 0, 0).is_ok());
-    assert_eq!(h.dev.address(), 7);
-    // Configuration header first, then the full wTotalLength.
     let head = h.control(0x80, 0x06, 0x0200, 0, 9).data;
     assert_eq!(
         head,
@@ -43,48 +142,67 @@ fn enumeration_descriptors_with_truncation() {
     );
     assert_eq!(&full[18..25], &[0x07, 0x05, 0x81, 0x02, 0x00, 0x02, 0x00]);
     assert_eq!(&full[25..32], &[0x07, 0x05, 0x02, 0x02, 0x00, 0x02, 0x00]);
-    // Strings.
-    assert_eq!(
-        h.control(0x80, 0x06, 0x0300, 0, 255).data,
-        vec![4, 3, 0x09, 0x04]
-    );
-    let product = h.control(0x80, 0x06, 0x0302, 0x0409, 255).data;
-    let text: Vec<u16> = product[2..]
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    assert_eq!(String::from_utf16(&text).unwrap(), "Airlock Virtual CD-ROM");
-    assert_eq!(product[0] as usize, product.len());
-    assert_eq!(
-        h.control(0x80, 0x06, 0x0302, 0x0409, 2).data,
-        product[..2].to_vec()
-    );
-    assert_eq!(
-        h.control(0x80, 0x06, 0x0304, 0x0409, 255).status,
-        TransferStatus::Stall
-    );
     // Device qualifier and other-speed configuration.
     assert_eq!(h.control(0x80, 0x06, 0x0600, 0, 10).data.len(), 10);
     let other = h.control(0x80, 0x06, 0x0700, 0, 255).data;
     assert_eq!(other.len(), 32);
     assert_eq!(other[1], 7);
-    // BOS and unknown descriptors stall.
+    // No BOS for a USB 2.00 device.
     assert_eq!(
         h.control(0x80, 0x06, 0x0F00, 0, 5).status,
         TransferStatus::Stall
     );
+    common_enumeration(&mut h);
+}
+
+#[test]
+fn super_speed_requests() {
+    let mut h = host();
+    // SET_ISOCH_DELAY (Linux sends it to every SuperSpeed device) and SET_SEL.
+    assert!(h.control(0x00, 0x31, 40, 0, 0).is_ok());
+    let sel = SetupPacket::new(0x00, 0x30, 0, 0, 6);
+    assert!(h.dev.control(sel, &[1, 0, 2, 0, 3, 0]).is_ok());
     assert_eq!(
-        h.control(0x80, 0x06, 0x0201, 0, 9).status,
+        h.dev.control(sel, &[1, 0]).status,
+        TransferStatus::Stall,
+        "SET_SEL needs its 6 bytes"
+    );
+    // U1/U2 enable show in GET_STATUS bits 2 and 3.
+    assert!(h.control(0x00, 0x03, 48, 0, 0).is_ok());
+    assert_eq!(h.control(0x80, 0x00, 0, 0, 2).data, vec![0x04, 0]);
+    assert!(h.control(0x00, 0x03, 49, 0, 0).is_ok());
+    assert_eq!(h.control(0x80, 0x00, 0, 0, 2).data, vec![0x0C, 0]);
+    assert!(h.control(0x00, 0x01, 48, 0, 0).is_ok());
+    assert_eq!(h.control(0x80, 0x00, 0, 0, 2).data, vec![0x08, 0]);
+    // A port reset clears them.
+    h.dev.reset();
+    assert_eq!(h.control(0x80, 0x00, 0, 0, 2).data, vec![0, 0]);
+    // LTM (no LTM capability) and unconfigured U1/U2 stall.
+    assert_eq!(
+        h.control(0x00, 0x03, 50, 0, 0).status,
         TransferStatus::Stall
     );
-    // Configuration.
-    assert!(h.control(0x00, 0x09, 1, 0, 0).is_ok());
-    assert_eq!(h.control(0x80, 0x08, 0, 0, 1).data, vec![1]);
-    assert_eq!(h.control(0x00, 0x09, 2, 0, 0).status, TransferStatus::Stall);
-    assert_eq!(h.control(0x81, 0x0A, 0, 0, 1).data, vec![0]);
-    assert!(h.control(0x01, 0x0B, 0, 0, 0).is_ok());
-    assert_eq!(h.control(0x01, 0x0B, 1, 0, 0).status, TransferStatus::Stall);
-    assert_eq!(h.control(0x01, 0x0B, 0, 1, 0).status, TransferStatus::Stall);
+    assert!(h.control(0x00, 0x09, 0, 0, 0).is_ok());
+    assert_eq!(
+        h.control(0x00, 0x03, 48, 0, 0).status,
+        TransferStatus::Stall
+    );
+
+    // None of these exist at high speed.
+    let mut h = high_speed_host();
+    assert_eq!(
+        h.control(0x00, 0x31, 40, 0, 0).status,
+        TransferStatus::Stall
+    );
+    assert_eq!(
+        h.dev.control(sel, &[1, 0, 2, 0, 3, 0]).status,
+        TransferStatus::Stall
+    );
+    assert_eq!(
+        h.control(0x00, 0x03, 48, 0, 0).status,
+        TransferStatus::Stall
+    );
+    assert_eq!(h.control(0x80, 0x00, 0, 0, 2).data, vec![0, 0]);
 }
 
 #[test]
@@ -102,7 +220,8 @@ fn custom_identity() {
     assert_eq!(dev.config(), &cfg);
     let d = dev.descriptors().device();
     assert_eq!(&d[8..14], &[0x8D, 0x0E, 0x06, 0x18, 0x00, 0x03]);
-    assert_eq!(dev.speed(), Speed::High);
+    assert_eq!(dev.speed(), Speed::Super);
+    assert_eq!(dev.ep0_max_packet(), 512);
     assert_eq!(dev.interfaces()[0].class, 0x08);
     assert_eq!(dev.interfaces()[0].subclass, 0x06);
     assert_eq!(dev.interfaces()[0].protocol, 0x50);
@@ -110,9 +229,17 @@ fn custom_identity() {
     assert_eq!(eps.len(), 2);
     assert!(eps
         .iter()
-        .all(|e| e.transfer_type == TransferType::Bulk && e.max_packet_size == 512));
+        .all(|e| e.transfer_type == TransferType::Bulk && e.max_packet_size == 1024));
     assert_eq!(eps[0].address, BULK_IN_ENDPOINT);
     assert_eq!(eps[1].address, BULK_OUT_ENDPOINT);
+
+    let dev = UsbCdrom::new(DeviceConfig {
+        speed: Speed::High,
+        ..cfg
+    });
+    assert_eq!(dev.speed(), Speed::High);
+    assert_eq!(dev.ep0_max_packet(), 64);
+    assert!(dev.endpoints().iter().all(|e| e.max_packet_size == 512));
 }
 
 #[test]

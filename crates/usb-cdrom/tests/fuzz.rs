@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use common::{cbw, pattern, read10, Host};
 use proptest::prelude::*;
 use usb_cdrom::{
-    Completion, Csw, CswStatus, DeviceConfig, MemoryMedium, SetupPacket, TransferStatus, UsbCdrom,
-    BULK_IN_ENDPOINT, BULK_OUT_ENDPOINT,
+    Completion, Csw, CswStatus, DeviceConfig, MemoryMedium, SetupPacket, Speed, TransferStatus,
+    UsbCdrom, BULK_IN_ENDPOINT, BULK_OUT_ENDPOINT,
 };
 
 #[derive(Debug, Clone)]
@@ -61,6 +61,10 @@ fn cdb() -> impl Strategy<Value = Vec<u8>> {
         // Anything.
         prop::collection::vec(any::<u8>(), 1..=16),
     ]
+}
+
+fn speed() -> impl Strategy<Value = Speed> {
+    prop_oneof![Just(Speed::Full), Just(Speed::High), Just(Speed::Super)]
 }
 
 fn length() -> impl Strategy<Value = u32> {
@@ -301,11 +305,13 @@ proptest! {
     fn random_bus_traffic_never_panics_and_recovers(
         ops in prop::collection::vec(op(), 1..60),
         with_disc in any::<bool>(),
+        speed in speed(),
     ) {
+        let config = DeviceConfig { speed, ..DeviceConfig::default() };
         let mut dev = if with_disc {
-            UsbCdrom::with_medium(DeviceConfig::default(), Box::new(MemoryMedium::patterned("d", 200)))
+            UsbCdrom::with_medium(config, Box::new(MemoryMedium::patterned("d", 200)))
         } else {
-            UsbCdrom::new(DeviceConfig::default())
+            UsbCdrom::new(config)
         };
         let t = run(&mut dev, &ops);
         recover_and_verify(dev, t);
@@ -341,8 +347,12 @@ proptest! {
     }
 
     #[test]
-    fn any_setup_packet_is_answered(bytes in any::<[u8; 8]>(), data in prop::collection::vec(any::<u8>(), 0..16)) {
-        let mut dev = UsbCdrom::new(DeviceConfig::default());
+    fn any_setup_packet_is_answered(
+        bytes in any::<[u8; 8]>(),
+        data in prop::collection::vec(any::<u8>(), 0..16),
+        speed in speed(),
+    ) {
+        let mut dev = UsbCdrom::new(DeviceConfig { speed, ..DeviceConfig::default() });
         let setup = SetupPacket::from_bytes(bytes);
         let r = dev.control(setup, &data);
         prop_assert!(r.data.len() <= usize::from(setup.length));

@@ -4,8 +4,8 @@ mod common;
 
 use common::{cbw, pattern, read10, Host, SyntheticMedium};
 use usb_cdrom::{
-    Completion, Csw, CswStatus, DeviceConfig, Sense, TransferStatus, UsbCdrom, BULK_IN_ENDPOINT,
-    BULK_OUT_ENDPOINT,
+    Completion, Csw, CswStatus, DeviceConfig, MemoryMedium, Sense, Speed, TransferStatus, UsbCdrom,
+    BULK_IN_ENDPOINT, BULK_OUT_ENDPOINT,
 };
 
 fn submit_ins(h: &mut Host, sizes: &[u32]) -> Vec<u64> {
@@ -296,4 +296,39 @@ fn disc_swapped_during_a_read_fails_the_rest() {
     let csw = h.read_csw(13);
     assert_eq!((csw.status, csw.residue), (CswStatus::Failed, 36 * 2048));
     assert_eq!(h.sense(), Sense::MEDIUM_MAY_HAVE_CHANGED);
+}
+
+/// Whether a data phase ends on a packet boundary depends on the speed's bulk max
+/// packet size: 1536 bytes are three full packets at high speed (512) but end in a
+/// short packet at SuperSpeed (1024).
+#[test]
+fn the_packet_boundary_follows_the_speed() {
+    for (speed, csw_in_same_request) in [(Speed::High, true), (Speed::Super, false)] {
+        let mut h = Host::new(UsbCdrom::with_medium(
+            DeviceConfig {
+                speed,
+                ..DeviceConfig::default()
+            },
+            Box::new(MemoryMedium::patterned("disc", 10)),
+        ));
+        h.clear_unit_attentions();
+        // BOT case 7 (the host expects 1536 of the 2048 bytes): the device sends 1536.
+        submit_cbw(&mut h, 8, &read10(2, 1), 1536);
+        let ids = submit_ins(&mut h, &[1 << 20, 1 << 20]);
+        let c = h.dev.take_completions();
+        let c = ins(&c);
+        assert_eq!(c[0].id, ids[0]);
+        assert_eq!(c[0].data[..1536], pattern(2, 1)[..1536], "{speed:?}");
+        let csw = if csw_in_same_request {
+            assert_eq!(c.len(), 1, "{speed:?}");
+            assert_eq!(c[0].data.len(), 1536 + 13, "{speed:?}");
+            Csw::parse(&c[0].data[1536..]).unwrap()
+        } else {
+            assert_eq!(c.len(), 2, "{speed:?}");
+            assert_eq!(c[0].data.len(), 1536, "{speed:?}: a short packet");
+            assert_eq!(c[1].id, ids[1]);
+            Csw::parse(&c[1].data).unwrap()
+        };
+        assert_eq!((csw.tag, csw.status), (8, CswStatus::PhaseError));
+    }
 }

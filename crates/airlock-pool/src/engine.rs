@@ -876,11 +876,11 @@ impl Pool {
                     .ok()
                     .and_then(|t| t.clone())
                     .ok_or_else(|| PoolError::Internal("no template is available".into()))?;
-                if let Some(old) = self.unregister(id) {
-                    old.vm.kill_now();
-                }
+                let old = self.unregister(id);
                 let spec = self.vm_spec(id);
-                let started = driver.start_clone(&template, spec.clone()).await?;
+                let started = driver
+                    .start_clone(&template, spec.clone(), old.as_ref().map(|o| &*o.vm))
+                    .await?;
                 Ok(Started::Fresh(Box::new((started, spec))))
             }
             ResetMethod::SnapshotRestore => {

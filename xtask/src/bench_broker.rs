@@ -1547,6 +1547,24 @@ impl ResetSeries {
         })
     }
 
+    /// How many resets froze the old process until the clone was up, of those that say.
+    fn frozen_old(&self) -> (usize, usize) {
+        let said: Vec<&str> = self
+            .samples
+            .iter()
+            .filter_map(|s| {
+                s.broker_record
+                    .as_ref()?
+                    .pointer("/proof/start/old_process")?
+                    .as_str()
+            })
+            .collect();
+        (
+            said.iter().filter(|h| **h == "frozen_until_ready").count(),
+            said.len(),
+        )
+    }
+
     /// Resets the broker did with another method than configured (fallbacks).
     fn fallbacks(&self) -> usize {
         self.samples
@@ -2035,7 +2053,8 @@ fn interpretation(r: &Results) -> String {
     let mut tc = format!(
         "- **Template clone** ({}): the old QEMU is frozen (SIGSTOP) and a new one maps the \
          frozen template RAM file copy-on-write, loads a few hundred KB of device state and \
-         resumes; nothing is copied in proportion to guest RAM. The old process is killed \
+         resumes; nothing is copied in proportion to guest RAM. If the host has the memory to \
+         hold the old process a moment longer (its resident size plus 1 GiB), it is killed \
          only once the clone answers (or fails), at the lowest CPU priority: the kernel frees \
          a clone's dirtied RAM page by page (private copies of a file mapping stay in 4 KiB \
          pages), which is CPU time that would otherwise compete with the new process's start \
@@ -2049,6 +2068,19 @@ fn interpretation(r: &Results) -> String {
             .series("template_clone", hi)
             .map(rest_ms)
             .unwrap_or(f64::NAN);
+        for mem in [lo, hi] {
+            if let Some((frozen, of)) = r.series("template_clone", mem).map(|s| s.frozen_old()) {
+                if of > 0 && frozen < of {
+                    let _ = write!(
+                        tc,
+                        " At {} the host was short of memory in {} of {of} resets, and the old \
+                         process was killed first.",
+                        gib(mem),
+                        of - frozen
+                    );
+                }
+            }
+        }
         let _ = write!(
             tc,
             " What remains grows by about {:.0} ms per GiB the session touched. The `rest` \

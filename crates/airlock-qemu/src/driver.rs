@@ -1,7 +1,7 @@
 //! The operations a desktop pool needs from QEMU.
 use crate::agent::Agent;
 use crate::img::create_overlay;
-use crate::process::{kill_stale, kill_stale_now, kill_stale_now_except, Vm};
+use crate::process::{host_available_bytes, kill_stale, kill_stale_now, kill_stale_now_except, Vm};
 use crate::spec::{files, Accel, Boot, DisplayProtocol, DisplaySpec, Memory, VmSpec};
 use crate::QemuError;
 use serde::{Deserialize, Serialize};
@@ -403,13 +403,30 @@ impl Driver {
         replacing: Option<&Vm>,
     ) -> Result<StartedVm, QemuError> {
         let t0 = Instant::now();
-        if let Some(old) = replacing {
-            old.freeze();
-        }
+        // Freeze the old process only if the host can hold its memory a moment longer
+        // (its resident size plus 1 GiB to spare); otherwise kill it first.
+        let retire = replacing.map(|old| {
+            let rss = old.resident_bytes().unwrap_or(u64::MAX);
+            let room = host_available_bytes().unwrap_or(0);
+            if room >= rss.saturating_add(1 << 30) {
+                old.freeze();
+                (old, RetireOld::FrozenUntilReady)
+            } else {
+                tracing::debug!(desktop = %spec.name, rss, available = room,
+                    "little free memory: killing the old process before starting the clone");
+                old.kill_now();
+                (old, RetireOld::KilledFirst)
+            }
+        });
         kill_stale_now_except(&spec.run_dir, replacing.map(|v| v.pid));
-        let result = self.clone_process(template, &mut spec, t0).await;
-        if let Some(old) = replacing {
-            old.kill_now();
+        let mut result = self.clone_process(template, &mut spec, t0).await;
+        if let Some((old, how)) = retire {
+            if how == RetireOld::FrozenUntilReady {
+                old.kill_now();
+            }
+            if let Ok(StartedVm { proof, .. }) = &mut result {
+                proof["old_process"] = json!(how.as_str());
+            }
         }
         result
     }
@@ -713,5 +730,23 @@ mod tests {
     fn shell_quoting() {
         assert_eq!(shell_quote(Path::new("/a b/c")), "'/a b/c'");
         assert_eq!(shell_quote(Path::new("/it's")), r"'/it'\''s'");
+    }
+}
+
+/// What a template-clone reset did with the desktop's previous process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RetireOld {
+    /// Stopped at once, killed when the clone had started (or failed to).
+    FrozenUntilReady,
+    /// Killed before the clone started: the host was short of memory.
+    KilledFirst,
+}
+
+impl RetireOld {
+    fn as_str(self) -> &'static str {
+        match self {
+            RetireOld::FrozenUntilReady => "frozen_until_ready",
+            RetireOld::KilledFirst => "killed_first",
+        }
     }
 }

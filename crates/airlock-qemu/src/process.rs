@@ -58,6 +58,25 @@ fn is_zombie_or_gone(pid: i32) -> bool {
     }
 }
 
+/// A `Name:   1234 kB` field of a /proc file, in bytes.
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    let kib = line[name.len()..]
+        .split_whitespace()
+        .next()?
+        .parse::<u64>()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
+/// The host's available memory (`MemAvailable` in /proc/meminfo) in bytes.
+pub fn host_available_bytes() -> Option<u64> {
+    kib_field(
+        &std::fs::read_to_string("/proc/meminfo").ok()?,
+        "MemAvailable:",
+    )
+}
+
 fn kill_pid(pid: i32) {
     if let Some(p) = rustix::process::Pid::from_raw(pid) {
         let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
@@ -240,6 +259,12 @@ impl Vm {
         kill_pid_in_background(self.pid);
     }
 
+    /// Resident memory of the process in bytes (`VmRSS`), if it can be read.
+    pub fn resident_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        kib_field(&status, "VmRSS:")
+    }
+
     /// Stops every thread of the process (SIGSTOP) at once: the guest runs no more code
     /// and QEMU serves none of its sockets, while its memory stays allocated until
     /// [`Vm::kill_now`].
@@ -300,5 +325,19 @@ pub async fn kill_stale(run_dir: &Path) {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_fields_in_bytes() {
+        let status = "Name:\tqemu\nVmPeak:\t  100 kB\nVmRSS:\t 3928064 kB\nThreads:\t7\n";
+        assert_eq!(kib_field(status, "VmRSS:"), Some(3928064 * 1024));
+        assert_eq!(kib_field(status, "VmSwap:"), None);
+        assert_eq!(kib_field("VmRSS: lots kB\n", "VmRSS:"), None);
+        assert!(host_available_bytes().is_some_and(|b| b > 0));
     }
 }

@@ -114,6 +114,32 @@ async fn markers_vanish_after_release(method: &'static str) {
         "template_clone" | "rebuild" => {
             assert_eq!(start["fresh_process"], true);
             assert_ne!(start["pid"], before["pid"], "a fresh QEMU process");
+            // The previous process is gone, not left frozen: killed, then reaped (the
+            // broker is its parent) or at least a zombie.
+            let old = before["pid"].as_i64().unwrap();
+            let gone = || {
+                std::fs::read_to_string(format!("/proc/{old}/stat"))
+                    .map(|st| {
+                        st.rsplit_once(')')
+                            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                    })
+                    .unwrap_or(true)
+            };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !gone() && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            assert!(
+                gone(),
+                "the previous QEMU (pid {old}) still exists after the reset"
+            );
+            if method == "template_clone" {
+                assert!(
+                    ["frozen_until_ready", "killed_first"]
+                        .contains(&start["old_process"].as_str().unwrap_or_default()),
+                    "{start}"
+                );
+            }
             assert_ne!(
                 start["vmgenid"], before["vmgenid"],
                 "a new VM generation id"

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 scripts/setup.sh
+say "building the terminal VM image for the end-to-end tests (cargo xtask terminal-guest)"
+cargo xtask terminal-guest
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

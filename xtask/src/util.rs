@@ -104,10 +104,11 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
 }
 
-/// `path` with `.tmp` appended to its file name.
+/// `path` with `.tmp.<pid>` appended to its file name: two processes building the same
+/// file never write the same temporary file.
 pub fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
+    name.push(format!(".tmp.{}", std::process::id()));
     path.with_file_name(name)
 }
 

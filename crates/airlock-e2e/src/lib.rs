@@ -51,6 +51,24 @@ pub fn artifacts() -> Option<&'static Artifacts> {
 }
 
 fn build() -> Result<Artifacts> {
+    // Test binaries run as separate processes (nextest) and would otherwise build the same
+    // artifacts at once, racing on their temporary files: one builds, the others wait and
+    // then find everything up to date.
+    let out = xtask::terminal::default_out();
+    let lock_dir = out.parent().unwrap_or(&out);
+    std::fs::create_dir_all(lock_dir)
+        .with_context(|| format!("creating {}", lock_dir.display()))?;
+    let lock_path = lock_dir.join(".e2e-artifacts.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    let built = build_locked();
+    drop(lock);
+    built
+}
+
+fn build_locked() -> Result<Artifacts> {
     let guest = xtask::guest::build(&xtask::guest::Options {
         out: xtask::guest::default_out(),
         force: false,

@@ -481,5 +481,38 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(console))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            limit,
+            reject_declared_oversize,
+        ))
         .with_state(state)
+}
+
+/// Answers 413 at once to a request whose `Content-Length` is over the limit, before any
+/// of its body is read (bodies without a length are cut by [`DefaultBodyLimit`]). The
+/// client learns why even while it is still sending, instead of a reset connection.
+async fn reject_declared_oversize(
+    State(limit): State<usize>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => {
+            let mut resp = ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body is too large ({n} bytes; at most {limit})"),
+            )
+            .into_response();
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
+        _ => next.run(req).await,
+    }
 }

@@ -18,14 +18,14 @@
 //! at the end, also on error (the rig's Drop guards).
 
 use crate::disc::FileList;
-use crate::rig::{self, Broker, BrokerOptions, LocalDesktop, Proc, SerialLog, Shell};
+use crate::rig::{self, Broker, BrokerOptions, LocalDesktop, SerialLog, Shell};
 use crate::{disc, guest, terminal, util};
 use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub struct Options {
@@ -205,30 +205,12 @@ pub fn run(o: &Options) -> Result<Report> {
             let mut s = Series::new("b", "emulated CD over the broker relay");
             let mut mark = serial.mark();
             let log = broker.state.join("bench-forward-b.log");
-            let logf = std::fs::File::create(&log)?;
             let mut watch = vec![
                 Watch::qemu("desktop QEMU", broker.desktop_qemu_pid(&lease.desktop)?),
                 Watch::process("airlockd", broker.pid().context("broker pid")?),
             ];
             let mut cpu = CpuSample::take(&watch);
-            let mut fwd = Proc::spawn(
-                Command::new(bin_dir.join("airlock"))
-                    .args([
-                        "usb",
-                        "forward",
-                        "--broker",
-                        &broker.url,
-                        "--lease",
-                        &lease.id,
-                    ])
-                    .arg("--iso")
-                    .arg(&disc.iso)
-                    .env("AIRLOCK_TOKEN", rig::TERMINAL_TOKEN)
-                    .stdin(Stdio::piped())
-                    .stdout(logf.try_clone()?)
-                    .stderr(logf),
-                "airlock usb forward --iso",
-            )?;
+            let mut fwd = broker.forward_iso(&bin_dir, &lease, &disc.iso, &log)?;
             watch.push(Watch::process("airlock (emulated CD)", fwd.id()));
             cpu.add(&watch[2]);
             let mut stdin = fwd.child().stdin.take().context("stdin")?;

@@ -418,10 +418,39 @@ fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
 
 /// The initramfs: busybox, /init, the modules and /etc/modules, gzip'd.
 pub fn initramfs(busybox: &Path, modules: &[kmod::Module]) -> Result<Vec<u8>> {
+    busybox_initramfs(&Initramfs {
+        tool: "cargo xtask guest",
+        busybox,
+        init: INIT_SH,
+        modules,
+        extra_dirs: &["media"],
+        extra_files: &[],
+        compression: Compression::best(),
+    })
+}
+
+/// What goes into a busybox initramfs (the demo guest's and the terminal VM's).
+pub(crate) struct Initramfs<'a> {
+    /// The command that wrote it, for the header of /etc/modules.
+    pub tool: &'a str,
+    pub busybox: &'a Path,
+    /// The /init script.
+    pub init: &'a str,
+    /// Copied to /lib/modules and listed, in load order, in /etc/modules.
+    pub modules: &'a [kmod::Module],
+    /// Directories besides the standard ones.
+    pub extra_dirs: &'a [&'a str],
+    /// Executables besides busybox: (path, contents).
+    pub extra_files: &'a [(&'a str, &'a [u8])],
+    pub compression: Compression,
+}
+
+/// A gzip'd newc cpio of `spec`.
+pub(crate) fn busybox_initramfs(spec: &Initramfs) -> Result<Vec<u8>> {
     let busybox_bin =
-        fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?;
-    let mut list = String::from("# written by cargo xtask guest: name [params], in load order\n");
-    for m in modules {
+        fs::read(spec.busybox).with_context(|| format!("reading {}", spec.busybox.display()))?;
+    let mut list = format!("# written by {}: name [params], in load order\n", spec.tool);
+    for m in spec.modules {
         list.push_str(m.stem.trim());
         if !m.params.is_empty() {
             list.push(' ');
@@ -430,29 +459,34 @@ pub fn initramfs(busybox: &Path, modules: &[kmod::Module]) -> Result<Vec<u8>> {
         list.push('\n');
     }
 
-    let gz = GzEncoder::new(Vec::new(), Compression::best());
+    let gz = GzEncoder::new(Vec::new(), spec.compression);
     let mut w = cpio::Writer::new(gz);
-    for dir in [
+    let mut dirs = vec![
         "bin",
         "dev",
         "etc",
         "lib",
         "lib/modules",
-        "media",
         "proc",
         "root",
         "run",
         "sys",
         "tmp",
-    ] {
+    ];
+    dirs.extend_from_slice(spec.extra_dirs);
+    dirs.sort_unstable();
+    for dir in dirs {
         w.dir(dir, if dir == "tmp" { 0o1777 } else { 0o755 })?;
     }
     w.char_dev("dev/console", 0o600, 5, 1)?;
     w.file("bin/busybox", 0o755, &busybox_bin)?;
     w.symlink("bin/sh", "busybox")?;
-    w.file("init", 0o755, INIT_SH.as_bytes())?;
+    for (path, data) in spec.extra_files {
+        w.file(path, 0o755, data)?;
+    }
+    w.file("init", 0o755, spec.init.as_bytes())?;
     w.file("etc/modules", 0o644, list.as_bytes())?;
-    for m in modules {
+    for m in spec.modules {
         let data = fs::read(&m.path).with_context(|| format!("reading {}", m.path.display()))?;
         w.file(&format!("lib/modules/{}.ko", m.stem), 0o644, &data)?;
     }

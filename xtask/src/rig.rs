@@ -192,7 +192,9 @@ impl Drop for Proc {
     }
 }
 
-fn connect_unix(path: &Path, timeout: Duration) -> Result<UnixStream> {
+/// Connects to a Unix socket, retrying until `timeout` (QEMU creates its sockets
+/// a moment after it starts).
+pub fn connect_unix(path: &Path, timeout: Duration) -> Result<UnixStream> {
     let deadline = Instant::now() + timeout;
     loop {
         match UnixStream::connect(path) {
@@ -545,6 +547,32 @@ port_base = {display_base}
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Starts `airlock usb forward --iso` (from `bin_dir`) for `lease` with `iso`, its
+    /// stdin a pipe for `eject`/`insert`/`unplug` commands and its output in `log`.
+    pub fn forward_iso(
+        &self,
+        bin_dir: &Path,
+        lease: &Lease,
+        iso: &Path,
+        log: &Path,
+    ) -> Result<Proc> {
+        let logf =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        Proc::spawn(
+            Command::new(bin_dir.join("airlock"))
+                .args([
+                    "usb", "forward", "--broker", &self.url, "--lease", &lease.id,
+                ])
+                .arg("--iso")
+                .arg(iso)
+                .env("AIRLOCK_TOKEN", TERMINAL_TOKEN)
+                .stdin(Stdio::piped())
+                .stdout(logf.try_clone()?)
+                .stderr(logf),
+            "airlock usb forward --iso",
+        )
     }
 
     pub fn acquire(&self, user: &str) -> Result<Lease> {

@@ -12,9 +12,9 @@
 //! `manifest.json`.
 
 use crate::util::{self, create_dir, mb, sha256_hex, write_atomic};
-use crate::{cpio, guest, kmod};
+use crate::{guest, kmod};
 use anyhow::{bail, ensure, Context, Result};
-use flate2::{write::GzEncoder, Compression};
+use flate2::Compression;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -266,46 +266,15 @@ pub fn check_static(elf: &[u8]) -> Result<()> {
 /// The initramfs: busybox, /init, the modules and /etc/modules, and
 /// /bin/airlock; gzip'd newc cpio.
 fn initramfs(busybox: &Path, modules: &[kmod::Module], airlock: &[u8]) -> Result<Vec<u8>> {
-    let busybox_bin =
-        fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?;
-    let mut list =
-        String::from("# written by cargo xtask terminal-guest: name [params], in load order\n");
-    for m in modules {
-        list.push_str(m.stem.trim());
-        if !m.params.is_empty() {
-            list.push(' ');
-            list.push_str(&m.params);
-        }
-        list.push('\n');
-    }
-    let gz = GzEncoder::new(Vec::new(), Compression::default());
-    let mut w = cpio::Writer::new(gz);
-    for dir in [
-        "bin",
-        "dev",
-        "etc",
-        "lib",
-        "lib/modules",
-        "proc",
-        "root",
-        "run",
-        "sys",
-        "tmp",
-    ] {
-        w.dir(dir, if dir == "tmp" { 0o1777 } else { 0o755 })?;
-    }
-    w.char_dev("dev/console", 0o600, 5, 1)?;
-    w.file("bin/busybox", 0o755, &busybox_bin)?;
-    w.symlink("bin/sh", "busybox")?;
-    w.file("bin/airlock", 0o755, airlock)?;
-    w.file("init", 0o755, INIT_SH.as_bytes())?;
-    w.file("etc/modules", 0o644, list.as_bytes())?;
-    for m in modules {
-        let data = fs::read(&m.path).with_context(|| format!("reading {}", m.path.display()))?;
-        w.file(&format!("lib/modules/{}.ko", m.stem), 0o644, &data)?;
-    }
-    let gz = w.finish().context("writing the initramfs")?;
-    gz.finish().context("compressing the initramfs")
+    guest::busybox_initramfs(&guest::Initramfs {
+        tool: "cargo xtask terminal-guest",
+        busybox,
+        init: INIT_SH,
+        modules,
+        extra_dirs: &[],
+        extra_files: &[("bin/airlock", airlock)],
+        compression: Compression::default(),
+    })
 }
 
 /// Does the module list keep the guard? (Also checked at build time.)

@@ -4,11 +4,9 @@
 //! disc change (the CLI's `eject` and `insert FILE` commands on stdin) is
 //! seen by the guest as a removal and a new disc.
 
-use airlock_e2e::rig::{self, Proc};
 use airlock_e2e::{artifacts, broker, filler, make_iso};
 use anyhow::{ensure, Context, Result};
 use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -38,25 +36,7 @@ fn emulated_cd_through_the_relay_with_a_disc_change() -> Result<()> {
     let mark = serial.mark();
 
     let log_path = tmp.path().join("forward.log");
-    let log = std::fs::File::create(&log_path)?;
-    let mut fwd = Proc::spawn(
-        Command::new(a.bin_dir.join("airlock"))
-            .args([
-                "usb",
-                "forward",
-                "--broker",
-                &broker.url,
-                "--lease",
-                &lease.id,
-                "--iso",
-            ])
-            .arg(&a.small.iso)
-            .env("AIRLOCK_TOKEN", rig::TERMINAL_TOKEN)
-            .stdin(Stdio::piped())
-            .stdout(log.try_clone()?)
-            .stderr(log),
-        "airlock usb forward --iso",
-    )?;
+    let mut fwd = broker.forward_iso(&a.bin_dir, &lease, &a.small.iso, &log_path)?;
     let fwd_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let mut stdin = fwd.child().stdin.take().context("stdin")?;
 

@@ -39,25 +39,6 @@ fn assert_guarded(term: &mut TerminalVm, when: &str) -> Result<()> {
     Ok(())
 }
 
-/// Wait until the terminal VM's USB bus shows `n` devices besides the root hubs.
-fn wait_usb_devices(term: &mut TerminalVm, n: usize) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = term
-            .shell
-            .sh("for d in /sys/bus/usb/devices/[0-9]*-[0-9]*; do [ -e $d/idVendor ] && echo $d; done; true")?;
-        let have = out.lines().filter(|l| !l.trim().is_empty()).count();
-        if have == n {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the terminal VM has {have} USB devices, expected {n}: {out}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
     let Some(a) = artifacts() else { return Ok(()) };
@@ -93,7 +74,7 @@ fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
 
     // Both cold-plugged devices are on the bus (no `attached` needed), the
     // drive is accepted by INQUIRY and the stick refused.
-    wait_usb_devices(&mut term, 2)?;
+    term.wait_usb_devices(2, Duration::from_secs(30))?;
     let list = term.shell.sh("airlock usb list 2>&1")?;
     println!("airlock usb list:\n{list}");
     ensure!(
@@ -139,7 +120,7 @@ fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
 
     // The stick alone: refused before anything reaches the broker.
     term.qmp.unplug("cd0")?;
-    wait_usb_devices(&mut term, 1)?;
+    term.wait_usb_devices(1, Duration::from_secs(30))?;
     let mark = serial.mark();
     let (out, status) = term.shell.run(
         &format!(

@@ -13,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use xtask::disc::{self, FileList};
 use xtask::guest::{self, Manifest};
+use xtask::rig::{connect_unix, nonce, Qmp};
 
 pub const QEMU: &str = "qemu-system-x86_64";
 
@@ -74,7 +75,7 @@ struct Lines {
 pub struct Vm {
     child: Child,
     dir: tempfile::TempDir,
-    qmp: BufReader<UnixStream>,
+    qmp: Qmp,
     agent: UnixStream,
     agent_lines: Arc<Lines>,
     control: UnixStream,
@@ -83,16 +84,7 @@ pub struct Vm {
 }
 
 fn connect(path: &Path) -> Result<UnixStream> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match UnixStream::connect(path) {
-            Ok(s) => return Ok(s),
-            Err(e) if Instant::now() > deadline => {
-                return Err(e).with_context(|| format!("connecting to {}", path.display()))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
+    connect_unix(path, Duration::from_secs(20))
 }
 
 impl Vm {
@@ -151,8 +143,8 @@ impl Vm {
             .stdin(Stdio::null())
             .spawn()
             .context("starting qemu-system-x86_64")?;
-        let mut vm = Vm {
-            qmp: BufReader::new(connect(&sock("qmp.sock"))?),
+        let vm = Vm {
+            qmp: Qmp::connect(&sock("qmp.sock"))?,
             agent: connect(&sock("ser0.sock"))?,
             control: connect(&sock("ser1.sock"))?,
             agent_lines: Arc::default(),
@@ -161,10 +153,6 @@ impl Vm {
             dir,
             next_node: 0,
         };
-        let mut greeting = String::new();
-        vm.qmp.read_line(&mut greeting)?;
-        ensure!(greeting.contains("QMP"), "no QMP greeting: {greeting}");
-        vm.qmp("qmp_capabilities", json!({}))?;
 
         let lines = vm.agent_lines.clone();
         let reader = BufReader::new(vm.agent.try_clone()?);
@@ -206,66 +194,29 @@ impl Vm {
 
     /// Run a QMP command; an error reply is an `Err`.
     pub fn qmp(&mut self, execute: &str, arguments: Value) -> Result<Value> {
-        let cmd = json!({"execute": execute, "arguments": arguments});
-        let stream = self.qmp.get_mut();
-        writeln!(stream, "{cmd}")?;
-        loop {
-            let mut line = String::new();
-            ensure!(self.qmp.read_line(&mut line)? > 0, "QMP closed");
-            let reply: Value = serde_json::from_str(&line)?;
-            if reply.get("event").is_some() {
-                continue;
-            }
-            if let Some(e) = reply.get("error") {
-                bail!("QMP {execute} failed: {e}");
-            }
-            return Ok(reply["return"].clone());
-        }
+        self.qmp.cmd(execute, arguments)
     }
 
-    /// Hot-plug a USB CD drive (usb-bot + scsi-cd on the xHCI controller),
-    /// with `iso` in it or empty. QEMU attaches a hot-plugged usb-bot only
-    /// when told to (`attached=true`), after its SCSI device exists.
+    /// Hot-plug a USB CD drive `id` (usb-bot `id` + scsi-cd `id-cd` on the xHCI
+    /// controller), with `iso` in it or empty.
     pub fn plug_cd_drive(&mut self, id: &str, iso: Option<&Path>) -> Result<()> {
-        self.qmp(
-            "device_add",
-            json!({"driver": "usb-bot", "id": format!("{id}-bot"), "bus": "xhci.0"}),
-        )?;
-        let mut cd = json!({"driver": "scsi-cd", "id": id, "bus": format!("{id}-bot.0")});
-        if let Some(iso) = iso {
-            self.next_node += 1;
-            let node = format!("iso{}", self.next_node);
-            self.qmp(
-                "blockdev-add",
-                json!({"driver": "raw", "node-name": node, "read-only": true,
-                       "file": {"driver": "file", "filename": iso, "read-only": true}}),
-            )?;
-            cd["drive"] = json!(node);
-        }
-        self.qmp("device_add", cd)?;
-        self.qmp(
-            "qom-set",
-            json!({"path": format!("/machine/peripheral/{id}-bot"), "property": "attached", "value": true}),
-        )?;
-        Ok(())
+        self.next_node += 1;
+        let node = format!("iso{}", self.next_node);
+        self.qmp.plug_cd(id, iso, &node)
     }
 
     /// Put `iso` in drive `id` (opening and closing the tray).
     pub fn insert(&mut self, id: &str, iso: &Path) -> Result<()> {
-        self.qmp(
-            "blockdev-change-medium",
-            json!({"id": id, "filename": iso, "format": "raw", "read-only-mode": "read-only"}),
-        )?;
-        Ok(())
+        self.qmp.insert(&format!("{id}-cd"), iso)
     }
 
     pub fn eject(&mut self, id: &str) -> Result<()> {
-        self.qmp("eject", json!({"id": id}))?;
+        self.qmp("eject", json!({"id": format!("{id}-cd")}))?;
         Ok(())
     }
 
     pub fn unplug_cd_drive(&mut self, id: &str) -> Result<()> {
-        self.qmp("device_del", json!({"id": format!("{id}-bot")}))?;
+        self.qmp("device_del", json!({"id": id}))?;
         Ok(())
     }
 
@@ -362,7 +313,7 @@ impl Vm {
     /// The convention (docs/guest.md): send the command, then
     /// `echo __DONE_<nonce> $?`, and read up to that marker.
     pub fn shell(&mut self, cmd: &str) -> Result<(String, i32)> {
-        let nonce = format!("{:x}", rand_nonce());
+        let nonce = format!("{:x}", nonce());
         let marker = format!("__DONE_{nonce} ");
         self.take_control_output();
         self.send_control(&format!("{cmd}\necho {marker}$?\n"))?;
@@ -403,18 +354,6 @@ impl Drop for Vm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn rand_nonce() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }
 
 /// What the guest reported about one inserted disc.

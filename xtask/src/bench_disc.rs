@@ -50,6 +50,59 @@ pub struct Options {
     /// insertion (`{dev}` = the drive's block device, e.g. sr0), to try
     /// guest settings such as `echo 1024 >/sys/block/{dev}/queue/read_ahead_kb`.
     pub guest_setup: Option<String>,
+    /// Host CPU placement for every path alike: desktop vCPUs on the desktop CPUs;
+    /// QEMU's other threads, airlockd, the `airlock` CLI and the terminal VM (which
+    /// stands for another computer) on the housekeeping CPUs. `None`: unpinned.
+    pub cpus: Option<airlock_core::CpuPlacement>,
+}
+
+/// `--cpus`: `auto` (the first CPU this process may use for the desktop, the others
+/// for housekeeping; unpinned on a single CPU), `none`, or `DESKTOPS:HOUSEKEEPING`
+/// as CPU lists (`0:1`, `2-5:0-1`).
+pub fn parse_cpus(arg: &str) -> Result<Option<airlock_core::CpuPlacement>> {
+    use airlock_core::{CpuList, CpuPlacement};
+    let allowed = airlock_qemu::affinity::allowed_cpus()?;
+    match arg {
+        "none" => Ok(None),
+        "auto" => {
+            if allowed.len() < 2 {
+                return Ok(None);
+            }
+            let first = CpuList::from_cpus(allowed.iter().take(1));
+            Ok(Some(CpuPlacement::new(first, None, &allowed)?))
+        }
+        _ => {
+            let (d, h) = arg
+                .split_once(':')
+                .context("--cpus is auto, none or DESKTOPS:HOUSEKEEPING (e.g. 0:1)")?;
+            Ok(Some(CpuPlacement::new(
+                CpuList::parse(d)?,
+                Some(CpuList::parse(h)?),
+                &allowed,
+            )?))
+        }
+    }
+}
+
+/// Pins process `pid` as airlockd pins a desktop (`desktop`: vCPU threads, named
+/// `CPU n/TCG`, on the desktop CPUs, its other threads on the housekeeping CPUs) or
+/// wholly on the housekeeping CPUs. Called again before every run, for threads
+/// started since.
+fn place(p: Option<&airlock_core::CpuPlacement>, pid: u32, desktop: bool) -> Result<()> {
+    let Some(p) = p else { return Ok(()) };
+    let pid = i32::try_from(pid)?;
+    for tid in airlock_qemu::affinity::threads(pid)? {
+        let comm =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
+        let cpus = if desktop && comm.trim_end().ends_with("/TCG") {
+            p.desktops()
+        } else {
+            p.housekeeping()
+        };
+        // A thread that ended meanwhile needs no pinning.
+        let _ = airlock_qemu::affinity::pin_thread(tid, cpus);
+    }
+    Ok(())
 }
 
 /// One path's measurements.
@@ -85,6 +138,8 @@ pub struct Report {
     pub terminal_net: String,
     pub guest_setup: Option<String>,
     pub drive_mbps: Option<f64>,
+    /// Host CPU placement (`--cpus`), or `none`.
+    pub cpus: String,
     pub host_cpus: usize,
     /// /proc/loadavg before and after (the machine may be shared).
     pub loadavg_before: String,
@@ -155,6 +210,14 @@ pub fn run(o: &Options) -> Result<Report> {
     // The ISO in the host's page cache for every path alike.
     std::io::copy(&mut std::fs::File::open(&disc.iso)?, &mut std::io::sink())?;
 
+    match &o.cpus {
+        Some(p) => println!(
+            "== CPU placement (all paths): desktop vCPUs on CPUs {}; QEMU device models, airlockd, the airlock CLI and the terminal VM on CPUs {}",
+            p.desktops(),
+            p.housekeeping()
+        ),
+        None => println!("== no CPU placement: every thread may run on every CPU"),
+    }
     let loadavg_before = loadavg();
     let mut series = Vec::new();
     if want("a") {
@@ -164,6 +227,7 @@ pub fn run(o: &Options) -> Result<Report> {
         let watch = vec![Watch::qemu("desktop QEMU", d.qemu_pid())];
         let mut mark = d.serial.mark();
         for run in 0..=o.runs {
+            place(o.cpus.as_ref(), d.qemu_pid(), true)?;
             setup(&mut d.control, o, &s, run)?;
             let cpu = CpuSample::take(&watch);
             d.qmp.insert("cd0-cd", &disc.iso)?;
@@ -195,6 +259,7 @@ pub fn run(o: &Options) -> Result<Report> {
             guest: g.clone(),
             size: 1,
             memory_mib: 256,
+            cpus: o.cpus.clone(),
         })?;
         if want("b") {
             println!("== (b) emulated CD over the broker relay (airlock usb forward --iso)");
@@ -215,6 +280,7 @@ pub fn run(o: &Options) -> Result<Report> {
             cpu.add(&watch[2]);
             let mut stdin = fwd.child().stdin.take().context("stdin")?;
             for run in 0..=o.runs {
+                place(o.cpus.as_ref(), fwd.id(), false)?;
                 if run > 0 {
                     setup(&mut control, o, &s, run)?;
                     cpu = CpuSample::take(&watch);
@@ -285,6 +351,10 @@ pub fn run(o: &Options) -> Result<Report> {
                 watch.push(w);
             }
             for run in 0..=o.runs {
+                place(o.cpus.as_ref(), t.qemu_pid(), false)?;
+                for pid in children(t.qemu_pid()) {
+                    place(o.cpus.as_ref(), pid, false)?;
+                }
                 if run > 0 {
                     setup(&mut control, o, &s, run)?;
                     cpu = CpuSample::take(&watch);
@@ -331,6 +401,17 @@ pub fn run(o: &Options) -> Result<Report> {
         terminal_net: format!("{:?}", o.terminal_net),
         guest_setup: o.guest_setup.clone(),
         drive_mbps: o.drive_mbps,
+        cpus: o
+            .cpus
+            .as_ref()
+            .map(|p| {
+                format!(
+                    "desktops {}, housekeeping {}",
+                    p.desktops(),
+                    p.housekeeping()
+                )
+            })
+            .unwrap_or_else(|| "none".into()),
         host_cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         loadavg_before,
         loadavg_after: loadavg(),

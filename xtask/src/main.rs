@@ -97,6 +97,11 @@ enum Bench {
         /// Use this airlockd binary instead of `cargo build --release -p airlockd`'s.
         #[arg(long)]
         airlockd: Option<PathBuf>,
+        /// Host CPU placement, the same for every path: `auto` (desktop vCPUs on the
+        /// first CPU, everything else on the others, as airlockd's [pool.cpus] does),
+        /// `none`, or DESKTOPS:HOUSEKEEPING CPU lists such as 0:1.
+        #[arg(long, default_value = "auto")]
+        cpus: String,
     },
 }
 
@@ -145,6 +150,7 @@ fn run(cli: Cli) -> Result<()> {
             guest_setup,
             drive_mbps,
             airlockd,
+            cpus,
         }) => {
             let terminal_net = match terminal_net.as_str() {
                 "guestfwd" => xtask::rig::TerminalNet::GuestFwd {
@@ -163,6 +169,7 @@ fn run(cli: Cli) -> Result<()> {
                 guest_setup,
                 drive_mbps,
                 airlockd,
+                cpus: xtask::bench_disc::parse_cpus(&cpus)?,
             })?;
         }
     }

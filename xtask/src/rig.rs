@@ -369,6 +369,8 @@ pub struct BrokerOptions {
     pub guest: crate::guest::Manifest,
     pub size: usize,
     pub memory_mib: u64,
+    /// `[pool.cpus]`: the broker pins its desktops' vCPUs and itself.
+    pub cpus: Option<airlock_core::CpuPlacement>,
 }
 
 /// A running `airlockd` with its own state directory; dropping it kills the
@@ -429,7 +431,7 @@ timeout_s = 180
 protocol = "spice"
 listen = "127.0.0.1"
 port_base = {display_base}
-"#,
+{cpus}"#,
             state = state.display(),
             admin = sha256_hex(ADMIN_TOKEN.as_bytes()),
             term = sha256_hex(TERMINAL_TOKEN.as_bytes()),
@@ -439,6 +441,15 @@ port_base = {display_base}
             kernel = o.guest.kernel.display(),
             initrd = o.guest.initrd.display(),
             append = o.guest.append,
+            cpus = o
+                .cpus
+                .as_ref()
+                .map(|p| format!(
+                    "[pool.cpus]\ndesktops = \"{}\"\nhousekeeping = \"{}\"\n",
+                    p.desktops(),
+                    p.housekeeping()
+                ))
+                .unwrap_or_default(),
         );
         std::fs::write(&config, text)?;
         std::fs::create_dir_all(&state)?;

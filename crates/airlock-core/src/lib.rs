@@ -4,11 +4,13 @@
 //! time and randomness in, so every rule can be tested exhaustively without a VM.
 #![forbid(unsafe_code)]
 
+pub mod cpus;
 pub mod desktop;
 pub mod ids;
 pub mod lease;
 pub mod policy;
 
+pub use cpus::{CpuError, CpuList, CpuPlacement};
 pub use desktop::{DesktopEvent, DesktopState, TransitionError};
 pub use ids::{DesktopId, IdError, LeaseId, TerminalName, UserName};
 pub use lease::{EndReason, LeaseTiming};

@@ -109,6 +109,7 @@ pub fn broker(a: &Artifacts, size: usize) -> Result<rig::Broker> {
         guest: a.guest.clone(),
         size,
         memory_mib: 256,
+        cpus: None,
     })
 }
 

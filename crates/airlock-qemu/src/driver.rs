@@ -60,6 +60,8 @@ pub struct DriverConfig {
     pub control_channel: bool,
     pub sandbox: bool,
     pub readiness: Readiness,
+    /// Host CPUs for the desktops' vCPUs and for QEMU's other threads (`None`: not pinned).
+    pub placement: Option<airlock_core::CpuPlacement>,
 }
 
 /// A frozen template: RAM file, device state and the disk as of the save.
@@ -224,6 +226,7 @@ impl Driver {
             control_channel: self.cfg.control_channel,
             incoming: false,
             sandbox: self.cfg.sandbox,
+            placement: self.cfg.placement.clone(),
         }
     }
 

@@ -3,12 +3,14 @@
 //! - [`qmp`]: an async QMP client (replies routed by id, events broadcast).
 //! - [`spec`]: the VM description and its command line (pure).
 //! - [`process`]: start, re-attach, kill.
+//! - [`affinity`]: pinning QEMU's threads to host CPUs.
 //! - [`agent`]: readiness ping and clock setting over the guest's serial agent port.
 //! - [`driver`]: the operations a pool needs: build a template, start a template clone,
 //!   cold-boot from the golden image, save/load an internal snapshot, set and revoke
 //!   display passwords.
 #![forbid(unsafe_code)]
 
+pub mod affinity;
 pub mod agent;
 pub mod driver;
 pub mod img;

@@ -186,6 +186,12 @@ impl Vm {
                 });
             }
         };
+        if let Some(placement) = &spec.placement {
+            if let Err(e) = crate::affinity::place_vm(&spec.name, pid, &qmp, placement).await {
+                kill_pid(pid);
+                return Err(e);
+            }
+        }
         Ok(Vm {
             pid,
             qmp,

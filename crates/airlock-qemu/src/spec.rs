@@ -106,6 +106,8 @@ pub struct VmSpec {
     pub incoming: bool,
     /// Run QEMU under its seccomp sandbox.
     pub sandbox: bool,
+    /// Host CPUs for its vCPU threads and for its other threads (`None`: not pinned).
+    pub placement: Option<airlock_core::CpuPlacement>,
 }
 
 /// File names inside a run directory.
@@ -289,6 +291,7 @@ mod tests {
             control_channel: false,
             incoming: true,
             sandbox: true,
+            placement: None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The broker's TOML configuration: parsed strictly (unknown keys are errors) and
 //! validated, with every error naming the key and the fix.
-use airlock_core::{DesktopId, ResetMethod, TerminalName};
+use airlock_core::{CpuError, CpuList, CpuPlacement, DesktopId, ResetMethod, TerminalName};
 use airlock_pool::{DisplayConfig, PoolConfig};
 use airlock_qemu::{Accel, Boot, DisplayProtocol, DriverConfig, Readiness};
 use serde::Deserialize;
@@ -108,6 +108,14 @@ struct RawPool {
     #[serde(default)]
     readiness: RawReadiness,
     display: Option<RawDisplay>,
+    cpus: Option<RawCpus>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCpus {
+    desktops: String,
+    housekeeping: Option<String>,
 }
 
 fn default_prefix() -> String {
@@ -566,6 +574,48 @@ impl Config {
                 })
             }
         };
+        let placement = match p.cpus {
+            None => None,
+            Some(c) => {
+                let fix = "write host CPU numbers like \"2-7\" or \"0,2\"";
+                let desktops = CpuList::parse(&c.desktops)
+                    .map_err(|e| invalid("pool.cpus.desktops", e.to_string(), fix))?;
+                let housekeeping = c
+                    .housekeeping
+                    .as_deref()
+                    .map(CpuList::parse)
+                    .transpose()
+                    .map_err(|e| invalid("pool.cpus.housekeeping", e.to_string(), fix))?;
+                let allowed = airlock_qemu::affinity::allowed_cpus().map_err(|e| {
+                    invalid(
+                        "pool.cpus",
+                        e.to_string(),
+                        "remove the [pool.cpus] section to run unpinned",
+                    )
+                })?;
+                let key = if housekeeping.is_some() {
+                    "pool.cpus.housekeeping"
+                } else {
+                    "pool.cpus.desktops"
+                };
+                let placement =
+                    CpuPlacement::new(desktops, housekeeping, &allowed).map_err(|e| {
+                        let key = match e {
+                            CpuError::NotAllowed {
+                                what: "desktop", ..
+                            }
+                            | CpuError::Empty { what: "desktop" } => "pool.cpus.desktops",
+                            _ => key,
+                        };
+                        invalid(
+                            key,
+                            e.to_string(),
+                            "see the pool.cpus section of docs/operations.md",
+                        )
+                    })?;
+                Some(placement)
+            }
+        };
         let longest = airlock_qemu::driver::longest_socket_path(
             &state_dir,
             desktops.iter().map(|d| d.as_str().len()).max().unwrap_or(0),
@@ -606,6 +656,7 @@ impl Config {
                 control_channel: p.test_control_channel,
                 sandbox: p.sandbox,
                 readiness,
+                placement,
             },
             sweep_interval: Duration::from_millis(500),
             golden_check_interval: Duration::from_secs(5),
@@ -680,6 +731,44 @@ port_base = 5930
         assert_eq!(c.pool.driver.qemu, PathBuf::from("qemu-system-x86_64"));
         let o = Config::parse(&good(), "t", &b, Some(Path::new("/x"))).unwrap();
         assert_eq!(o.pool.state_dir, PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn cpu_placement() {
+        let (_d, b) = base();
+        let c = Config::parse(&good(), "t", &b, None).unwrap();
+        assert!(c.pool.driver.placement.is_none(), "unpinned by default");
+        let allowed = airlock_qemu::affinity::allowed_cpus().unwrap();
+        let first = allowed.iter().next().unwrap();
+        let with = |section: &str| format!("{}\n[pool.cpus]\n{section}\n", good());
+        if allowed.len() >= 2 {
+            let c =
+                Config::parse(&with(&format!("desktops = \"{first}\"")), "t", &b, None).unwrap();
+            let p = c.pool.driver.placement.unwrap();
+            assert_eq!(p.desktops().to_string(), first.to_string());
+            assert_eq!(p.housekeeping(), &allowed.difference(p.desktops()));
+        }
+        for (section, key, says) in [
+            ("desktops = \"x\"", "pool.cpus.desktops", "not a CPU number"),
+            ("desktops = \"1000\"", "pool.cpus.desktops", "may not use"),
+            (
+                "desktops = \"0\"\nhousekeeping = \"0\"",
+                "pool.cpus.housekeeping",
+                "overlap",
+            ),
+            (
+                "desktops = \"0\"\nhousekeeping = \"1-\"",
+                "pool.cpus.housekeeping",
+                "not a CPU number",
+            ),
+            ("housekeeping = \"0\"", "desktops", "missing field"),
+        ] {
+            let e = err(&with(section));
+            assert!(e.contains(key) && e.contains(says), "{section}: {e}");
+        }
+        let every = allowed.to_string();
+        let e = err(&with(&format!("desktops = \"{every}\"")));
+        assert!(e.contains("no CPU is left for housekeeping"), "{e}");
     }
 
     #[test]

@@ -157,6 +157,12 @@ fn main() -> Result<()> {
         }
         Command::Serve => {
             let c = Config::load(&cli.config, cli.state_dir.as_deref())?;
+            if let Some(p) = &c.pool.driver.placement {
+                // Before the runtime exists: its threads inherit the main thread's CPUs.
+                let me = i32::try_from(std::process::id()).context("process id")?;
+                airlock_qemu::affinity::pin_process(me, p.housekeeping())
+                    .context("pin airlockd to the housekeeping CPUs (pool.cpus)")?;
+            }
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(serve(c))
         }
@@ -177,6 +183,18 @@ async fn serve(config: Config) -> Result<()> {
         tracing::warn!("accelerator is TCG (software emulation): desktops will be slow; use accel = \"kvm\" on a real host");
     } else {
         tracing::info!("accelerator is KVM (hardware virtualization)");
+    }
+    match &config.pool.driver.placement {
+        Some(p) => tracing::info!(
+            desktop_cpus = %p.desktops(),
+            housekeeping_cpus = %p.housekeeping(),
+            "CPU placement: desktop vCPUs on CPUs {}; QEMU device models, I/O and airlockd on CPUs {}",
+            p.desktops(),
+            p.housekeeping()
+        ),
+        None => tracing::info!(
+            "no CPU placement (pool.cpus unset): desktop vCPUs, QEMU device models and airlockd share every CPU"
+        ),
     }
     let pool = airlock_pool::Pool::start(config.pool.clone())
         .await

@@ -293,3 +293,90 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
         201
     );
 }
+
+/// `Cpus_allowed_list` of every thread of `pid`, by thread name.
+fn thread_cpus(pid: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        if let Some(cpus) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        {
+            out.push((comm.trim().to_owned(), cpus.trim().to_owned()));
+        }
+    }
+    out
+}
+
+fn desktop_pid(b: &Broker, desktop: &str) -> u32 {
+    std::fs::read_to_string(b.run_dir(desktop).join("qemu.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// With `[pool.cpus]`, every desktop process (the first and the one after a reset)
+/// has its vCPU threads on the desktop CPUs and everything else on the housekeeping
+/// CPUs, and so does airlockd itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_placement_pins_vcpus_and_housekeeping() {
+    let allowed = airlock_qemu::affinity::allowed_cpus().unwrap();
+    if allowed.len() < 2 {
+        eprintln!("skipped: needs two CPUs, this process may use {allowed}");
+        return;
+    }
+    let mut cpus = allowed.iter();
+    let (d, h) = (cpus.next().unwrap(), cpus.next().unwrap());
+    let section: &'static str =
+        Box::leak(format!("desktops = \"{d}\"\nhousekeeping = \"{h}\"").into_boxed_str());
+    let b = Broker::start(Opts {
+        size: 1,
+        cpus: Some(section),
+        ..Opts::default()
+    })
+    .await;
+    let desk = b.wait_clean(1, UP).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let check = |pid: u32, what: &str| {
+        let threads = thread_cpus(pid);
+        let vcpus: Vec<_> = threads
+            .iter()
+            .filter(|(n, _)| n.ends_with("/TCG"))
+            .collect();
+        assert_eq!(vcpus.len(), 1, "{what}: one vCPU thread: {threads:?}");
+        for (name, cpus) in &threads {
+            let want = if name.ends_with("/TCG") { d } else { h };
+            assert_eq!(
+                cpus,
+                &want.to_string(),
+                "{what}: thread {name}: {threads:?}"
+            );
+        }
+    };
+    let first = desktop_pid(&b, &desk);
+    check(first, "first start");
+    for (name, cpus) in thread_cpus(b.pid()) {
+        assert_eq!(cpus, h.to_string(), "airlockd thread {name}");
+    }
+    let lease = b.acquire_ok("dr-pin").await;
+    let id = lease["lease_id"].as_str().unwrap();
+    assert_eq!(b.release(TERMINAL_TOKEN, id).await, 202);
+    let d2 = b
+        .wait_desktop(&desk, UP, |d| d["state"] == "clean" && d["resets"] == 1)
+        .await;
+    let second = desktop_pid(&b, &desk);
+    assert_eq!(d2["pid"], second, "{d2}");
+    assert_ne!(first, second, "a template clone reset starts a new process");
+    check(second, "after a reset");
+    assert!(b.log_tail(400).contains(&format!(
+        "CPU placement: desktop vCPUs on CPUs {d}; QEMU device models, I/O and airlockd on CPUs {h}"
+    )));
+}

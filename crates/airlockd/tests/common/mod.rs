@@ -72,6 +72,8 @@ pub struct Opts {
     pub append: Option<&'static str>,
     /// `pool.readiness.timeout_s`.
     pub ready_timeout_s: u64,
+    /// The body of a `[pool.cpus]` section.
+    pub cpus: Option<&'static str>,
 }
 
 impl Default for Opts {
@@ -87,6 +89,7 @@ impl Default for Opts {
             tls_ca: None,
             append: None,
             ready_timeout_s: 180,
+            cpus: None,
         }
     }
 }
@@ -145,6 +148,7 @@ timeout_s = {ready_timeout}
 protocol = "{display}"
 listen = "127.0.0.1"
 port_base = {port_base}
+{cpus}
 "#,
             state = state.display(),
             tls = opts
@@ -173,6 +177,10 @@ port_base = {port_base}
             append = opts.append.unwrap_or_else(|| m["append"].as_str().unwrap()),
             ready_timeout = opts.ready_timeout_s,
             display = opts.display,
+            cpus = opts
+                .cpus
+                .map(|c| format!("[pool.cpus]\n{c}"))
+                .unwrap_or_default(),
             port_base = if opts.display == "vnc" {
                 5900 + (port_base % 90)
             } else {
@@ -229,6 +237,11 @@ port_base = {port_base}
         std::thread::spawn(move || for _ in lines {});
         self.url = url;
         self.child = Some(child);
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("broker running")
     }
 
     pub fn log_tail(&self, n: usize) -> String {

@@ -91,16 +91,15 @@ pub fn parse_cpus(arg: &str) -> Result<Option<airlock_core::CpuPlacement>> {
 fn place(p: Option<&airlock_core::CpuPlacement>, pid: u32, desktop: bool) -> Result<()> {
     let Some(p) = p else { return Ok(()) };
     let pid = i32::try_from(pid)?;
-    for tid in airlock_qemu::affinity::threads(pid)? {
-        let comm =
-            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
-        let cpus = if desktop && comm.trim_end().ends_with("/TCG") {
-            p.desktops()
-        } else {
-            p.housekeeping()
-        };
-        // A thread that ended meanwhile needs no pinning.
-        let _ = airlock_qemu::affinity::pin_thread(tid, cpus);
+    airlock_qemu::affinity::pin_process(pid, p.housekeeping())?;
+    if desktop {
+        for tid in airlock_qemu::affinity::threads(pid)? {
+            let comm =
+                std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
+            if comm.trim_end().ends_with("/TCG") {
+                airlock_qemu::affinity::pin_thread(tid, p.desktops())?;
+            }
+        }
     }
     Ok(())
 }

@@ -593,19 +593,15 @@ impl Config {
                         "remove the [pool.cpus] section to run unpinned",
                     )
                 })?;
-                let key = if housekeeping.is_some() {
-                    "pool.cpus.housekeeping"
-                } else {
-                    "pool.cpus.desktops"
-                };
                 let placement =
                     CpuPlacement::new(desktops, housekeeping, &allowed).map_err(|e| {
                         let key = match e {
                             CpuError::NotAllowed {
                                 what: "desktop", ..
                             }
-                            | CpuError::Empty { what: "desktop" } => "pool.cpus.desktops",
-                            _ => key,
+                            | CpuError::Empty { what: "desktop" }
+                            | CpuError::NoneLeft { .. } => "pool.cpus.desktops",
+                            _ => "pool.cpus.housekeeping",
                         };
                         invalid(
                             key,

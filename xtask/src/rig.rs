@@ -1387,7 +1387,7 @@ impl LocalDesktop {
                     "file={},if=virtio,format=qcow2",
                     f("disk.qcow2").display()
                 ))
-                .args(["-device", "qemu-xhci,id=xhci,streams=off"])
+                .args(["-device", "qemu-xhci,id=xhci"])
                 .args(["-device", "usb-bot,id=cd0,bus=xhci.0"])
                 .args(["-device", "scsi-cd,id=cd0-cd,bus=cd0.0"])
                 .stdin(Stdio::null())

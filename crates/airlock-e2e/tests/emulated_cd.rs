@@ -80,6 +80,9 @@ fn emulated_cd_through_the_relay_with_a_disc_change() -> Result<()> {
     ensure!(out.contains("Disc ejected."), "{out}");
     ensure!(out.contains("Disc inserted:"), "{out}");
     ensure!(out.contains("Session ended"), "{out}");
+    // The desktop's Linux took the drive's UAS alternate setting (bulk streams through
+    // usb-redir and the relay), not Bulk-Only.
+    ensure!(out.contains("USB Attached SCSI"), "{out}");
     serial.wait_removed(report2.end, Duration::from_secs(30))?;
 
     let audit = broker.audit()?;

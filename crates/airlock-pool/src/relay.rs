@@ -192,8 +192,11 @@ impl StreamMonitor {
     }
 }
 
-/// The policy: every interface of a forwarded device must be Bulk-Only mass storage
-/// (class 0x08, subclass 0x02 ATAPI / 0x05 SFF-8070i / 0x06 SCSI, protocol 0x50).
+/// The policy: every interface of a forwarded device must be mass storage, either
+/// Bulk-Only (class 0x08, subclass 0x02 ATAPI / 0x05 SFF-8070i / 0x06 SCSI, protocol
+/// 0x50) or USB Attached SCSI (08:06:62, the emulated drive's SuperSpeed alternate
+/// setting). It is checked on every `interface_info`, so also after an alternate
+/// setting changes.
 /// Whether it is a CD/DVD drive (peripheral type 0x05) the terminal checks by INQUIRY
 /// before forwarding; the guard on the terminal keeps local drivers off it.
 pub fn check_interfaces(list: &[(u8, u8, u8)]) -> Result<(), StreamError> {
@@ -201,9 +204,14 @@ pub fn check_interfaces(list: &[(u8, u8, u8)]) -> Result<(), StreamError> {
         return Err(StreamError::Refused("device has no interfaces".into()));
     }
     for (n, (class, sub, proto)) in list.iter().enumerate() {
-        if *class != 0x08 || !matches!(sub, 0x02 | 0x05 | 0x06) || *proto != 0x50 {
+        // Bulk-Only (0x50) with the MMC/SFF-8070i/SCSI command sets, or USB
+        // Attached SCSI (0x62, SCSI only): both carry SCSI commands to the drive
+        // and nothing else (no HID, network or audio function).
+        let bot = matches!(sub, 0x02 | 0x05 | 0x06) && *proto == 0x50;
+        let uas = *sub == 0x06 && *proto == 0x62;
+        if *class != 0x08 || !(bot || uas) {
             return Err(StreamError::Refused(format!(
-                "interface {n} is class {class:02x}:{sub:02x}:{proto:02x}; only Bulk-Only mass storage (08:02/05/06:50) may be forwarded"
+                "interface {n} is class {class:02x}:{sub:02x}:{proto:02x}; only mass storage with Bulk-Only (08:02/05/06:50) or UAS (08:06:62) may be forwarded"
             )));
         }
     }
@@ -386,7 +394,12 @@ mod tests {
         assert!(check_interfaces(&[]).is_err());
         assert!(check_interfaces(&[(0x03, 0x01, 0x01)]).is_err(), "keyboard");
         assert!(check_interfaces(&[(0x09, 0x00, 0x00)]).is_err(), "hub");
-        assert!(check_interfaces(&[(0x08, 0x06, 0x62)]).is_err(), "UAS");
+        assert!(check_interfaces(&[(0x08, 0x06, 0x62)]).is_ok(), "UAS");
+        assert!(
+            check_interfaces(&[(0x08, 0x02, 0x62)]).is_err(),
+            "UAS is SCSI only"
+        );
+        assert!(check_interfaces(&[(0x08, 0x06, 0x01)]).is_err(), "CBI");
         assert!(
             check_interfaces(&[(0x08, 0x06, 0x50), (0x03, 0x00, 0x00)]).is_err(),
             "composite with HID"

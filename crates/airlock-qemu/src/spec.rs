@@ -220,7 +220,7 @@ impl VmSpec {
             push("chardev:control0");
         }
         push("-device");
-        push("qemu-xhci,id=xhci,streams=off");
+        push("qemu-xhci,id=xhci");
         push("-chardev");
         push(&format!(
             "socket,id=usbredir0,path={},server=on,wait=off",
@@ -307,7 +307,7 @@ mod tests {
         assert!(!a
             .iter()
             .any(|x| x.contains("netdev") || x.contains("virtio-net")));
-        assert!(has_pair(&a, "-device", "qemu-xhci,id=xhci,streams=off"));
+        assert!(has_pair(&a, "-device", "qemu-xhci,id=xhci"));
         assert!(has_pair(
             &a,
             "-device",

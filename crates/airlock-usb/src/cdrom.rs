@@ -17,7 +17,8 @@ use usbredir::host::{
     Token,
 };
 use usbredir::{
-    DeviceConnect, Endpoint, EndpointType, EpInfo, Interface, InterfaceInfo, Speed, Status,
+    Cap, Caps, DeviceConnect, Endpoint, EndpointType, EpInfo, Interface, InterfaceInfo, Speed,
+    Status,
 };
 
 use crate::error::SessionError;
@@ -39,6 +40,11 @@ pub enum BridgeNote {
     Configured(u8),
     /// The desktop announced its device filter.
     Filter(String),
+    /// The desktop selected an alternate setting of the drive's interface: 0
+    /// Bulk-Only, 1 USB Attached SCSI.
+    AltSetting(u8),
+    /// The desktop allocated (`n` > 0) or freed (0) bulk streams for UAS.
+    Streams(u32),
 }
 
 /// The emulated drive behind a usbredir host session.
@@ -67,8 +73,15 @@ impl CdromBridge {
             Some(m) => UsbCdrom::with_medium(config, m),
             None => UsbCdrom::new(config),
         };
+        // Bulk streams only when the drive has endpoints that use them (UAS).
+        let caps = if drive.offers_uas() {
+            Caps::HOST_DEFAULT.with(Cap::BulkStreams)
+        } else {
+            Caps::HOST_DEFAULT
+        };
         let mut session = HostSession::new(HostConfig {
             max_buffered: MAX_BUFFERED,
+            caps,
             ..HostConfig::default()
         });
         session.connect_device(device_connect(&drive), layout(&drive))?;
@@ -240,6 +253,7 @@ impl CdromBridge {
                         alt,
                         Some(layout),
                     )?;
+                    return Ok(Some(BridgeNote::AltSetting(alt)));
                 } else {
                     self.session
                         .reply_set_alt_setting(id, Status::Stall, interface, 255, None)?;
@@ -253,14 +267,20 @@ impl CdromBridge {
                         .iter()
                         .any(|i| i.number == interface);
                 if known {
+                    let alt = self.drive.alt_setting();
                     self.session
-                        .reply_get_alt_setting(id, Status::Success, interface, 0)?;
+                        .reply_get_alt_setting(id, Status::Success, interface, alt)?;
                 } else {
                     self.session
                         .reply_get_alt_setting(id, Status::Inval, interface, 255)?;
                 }
             }
             HostEvent::FilterFilter { rules } => return Ok(Some(BridgeNote::Filter(rules))),
+            // The session checked the allocation against the layout and answered
+            // it; the drive takes any stream id the session lets through.
+            HostEvent::StreamsChanged { no_streams, .. } => {
+                return Ok(Some(BridgeNote::Streams(no_streams)));
+            }
             HostEvent::FilterReject => return Err(SessionError::FilterRejected),
             HostEvent::DisconnectAcked => {}
             HostEvent::Unsupported { packet, .. } => {
@@ -303,22 +323,16 @@ impl CdromBridge {
     }
 
     fn bulk(&mut self, r: BulkRequest) -> Result<(), SessionError> {
-        if r.stream_id != 0 {
-            // No bulk streams on this drive.
-            if r.is_in() {
-                self.session
-                    .complete_in(r.token, Status::Inval, Vec::<u8>::new())?;
-            } else {
-                self.session.complete_out(r.token, Status::Inval, 0)?;
-            }
-            return Ok(());
-        }
+        // The session lets a stream id through only on endpoints whose
+        // streams the guest allocated; the drive checks it fits the pipe.
         let id = r.token.get();
         self.tokens.insert(id, r.token);
         if r.is_in() {
-            self.drive.submit_bulk_in(r.endpoint, id, r.length);
+            self.drive
+                .submit_bulk_in_stream(r.endpoint, r.stream_id, id, r.length);
         } else {
-            self.drive.submit_bulk_out(r.endpoint, id, &r.data);
+            self.drive
+                .submit_bulk_out_stream(r.endpoint, r.stream_id, id, &r.data);
         }
         Ok(())
     }
@@ -433,7 +447,7 @@ pub fn layout(drive: &UsbCdrom) -> DeviceLayout {
                     interval: e.interval,
                     interface: e.interface,
                     max_packet_size: e.max_packet_size,
-                    max_streams: 0,
+                    max_streams: e.max_streams,
                 },
             );
         }
@@ -460,8 +474,13 @@ mod tests {
 
     impl Pair {
         fn new(medium: Option<Box<dyn Medium>>) -> Pair {
+            Pair::with_caps(medium, Caps::from_bits(0xFE))
+        }
+
+        /// With the guest announcing `caps` (QEMU: 0xFF, bulk streams included).
+        fn with_caps(medium: Option<Box<dyn Medium>>, caps: Caps) -> Pair {
             let bridge = CdromBridge::new(DeviceConfig::default(), medium).unwrap();
-            let guest = GuestSession::new("test guest", Caps::from_bits(0xFE));
+            let guest = GuestSession::new("test guest", caps);
             let mut p = Pair {
                 guest,
                 bridge,
@@ -761,6 +780,86 @@ mod tests {
     }
 
     #[test]
+    fn uas_with_bulk_streams_through_the_session() {
+        use usb_cdrom::descriptors::{UAS_COMMAND_ENDPOINT, UAS_STATUS_ENDPOINT};
+        use usb_cdrom::uas;
+        let disc = MemoryMedium::patterned("disc", 64);
+        let mut p = Pair::with_caps(Some(Box::new(disc)), Caps::QEMU_GUEST);
+        // Streams before the UAS alternate setting: the Bulk-Only endpoints have none.
+        let streams = |p: &mut Pair, no_streams| {
+            p.guest
+                .send(
+                    &usbredir::AllocBulkStreams {
+                        endpoints: (1 << 0x13) | (1 << 0x11) | (1 << 0x02),
+                        no_streams,
+                    }
+                    .into(),
+                )
+                .unwrap()
+        };
+        let refused = streams(&mut p, 32);
+        p.pump();
+        p.guest.set_alt_setting(0, 1).unwrap();
+        let ok = streams(&mut p, 32);
+        let notes = p.pump();
+        assert!(notes.contains(&BridgeNote::Streams(32)), "{notes:?}");
+        let status_of = |p: &Pair, id| {
+            p.events.iter().find_map(|e| match e {
+                GuestEvent::Other(f) if f.id == id => match &f.packet {
+                    usbredir::Packet::BulkStreamsStatus(s) => Some(s.status),
+                    _ => None,
+                },
+                _ => None,
+            })
+        };
+        assert_eq!(status_of(&p, refused), Some(Status::Inval));
+        assert_eq!(status_of(&p, ok), Some(Status::Success));
+        // A READ(10) of 2 sectors in stream 5, the Linux uas way: status, data, command.
+        let send = |p: &mut Pair, endpoint, stream_id, length, data: Vec<u8>| {
+            p.guest
+                .send(&usbredir::Packet::BulkPacket(usbredir::BulkPacket {
+                    endpoint,
+                    status: Status::Success,
+                    length,
+                    stream_id,
+                    data: data.into(),
+                }))
+                .unwrap()
+        };
+        let tur = uas::CommandIu {
+            tag: 5,
+            prio_task_attribute: 0,
+            lun: 0,
+            cdb: [0; 16],
+        };
+        let st = send(&mut p, UAS_STATUS_ENDPOINT, 5, 112, Vec::new());
+        send(&mut p, UAS_COMMAND_ENDPOINT, 0, 32, tur.to_bytes().to_vec());
+        p.pump();
+        assert_eq!(
+            p.bulk_reply(st).unwrap().data[6],
+            uas::STATUS_CHECK_CONDITION
+        );
+        let mut read = tur;
+        read.cdb[..10].copy_from_slice(&[0x28, 0, 0, 0, 0, 4, 0, 0, 2, 0]);
+        let st = send(&mut p, UAS_STATUS_ENDPOINT, 5, 112, Vec::new());
+        let data = send(&mut p, BULK_IN_ENDPOINT, 5, 1 << 20, Vec::new());
+        send(
+            &mut p,
+            UAS_COMMAND_ENDPOINT,
+            0,
+            32,
+            read.to_bytes().to_vec(),
+        );
+        p.pump();
+        assert_eq!(p.bulk_reply(data).unwrap().data.len(), 4096);
+        assert_eq!(
+            p.bulk_reply(st).unwrap().data[..],
+            uas::sense_iu(5, uas::STATUS_GOOD, &[])[..]
+        );
+        assert!(p.bridge.tokens.is_empty());
+    }
+
+    #[test]
     fn set_alt_setting_and_bad_set_configuration_leave_no_zombie_requests() {
         let mut p = Pair::new(Some(Box::new(MemoryMedium::patterned("a", 32))));
         p.guest.set_configuration(1).unwrap();
@@ -797,10 +896,20 @@ mod tests {
         p.pump();
         assert!(p.events.iter().any(|e| matches!(e,
             GuestEvent::AltSettingStatus { id: i, status } if *i == id && status.status == Status::Success)));
-        let id = p.guest.set_alt_setting(0, 1).unwrap();
+        let id = p.guest.set_alt_setting(0, 2).unwrap();
         p.pump();
         assert!(p.events.iter().any(|e| matches!(e,
             GuestEvent::AltSettingStatus { id: i, status } if *i == id && status.status == Status::Stall)));
+        // Alternate setting 1 is UAS (the drive is SuperSpeed by default).
+        let id = p.guest.set_alt_setting(0, 1).unwrap();
+        let notes = p.pump();
+        assert!(notes.contains(&BridgeNote::AltSetting(1)));
+        assert!(p.events.iter().any(|e| matches!(e,
+            GuestEvent::AltSettingStatus { id: i, status } if *i == id && status.status == Status::Success)));
+        let id = p.guest.get_alt_setting(0).unwrap();
+        p.pump();
+        assert!(p.events.iter().any(|e| matches!(e,
+            GuestEvent::AltSettingStatus { id: i, status } if *i == id && status.alt == 1)));
         let id = p.guest.get_alt_setting(5).unwrap();
         p.pump();
         assert!(p.events.iter().any(|e| matches!(e,

@@ -222,6 +222,13 @@ fn log_note(note: &BridgeNote) {
             tracing::debug!(configuration = c, "desktop configured the drive")
         }
         BridgeNote::Filter(rules) => tracing::debug!(%rules, "desktop usb-redir filter"),
+        BridgeNote::AltSetting(1) => {
+            tracing::info!("desktop drives the disc with USB Attached SCSI (UAS, bulk streams)")
+        }
+        BridgeNote::AltSetting(alt) => {
+            tracing::debug!(alt, "desktop selected the Bulk-Only interface")
+        }
+        BridgeNote::Streams(n) => tracing::debug!(streams = n, "desktop set up bulk streams"),
     }
 }
 

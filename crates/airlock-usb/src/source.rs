@@ -33,9 +33,28 @@ pub enum Source {
     Drive(DriveSelector),
     /// An emulated drive with this ISO image in it.
     Iso(PathBuf),
-    /// An emulated drive with this ISO image, presenting itself at this bus
-    /// speed ([`Source::Iso`] is SuperSpeed).
-    IsoAtSpeed(PathBuf, CdSpeed),
+    /// An emulated drive with this ISO image, with other options than
+    /// [`Source::Iso`]'s defaults (SuperSpeed, UAS offered).
+    IsoWith(PathBuf, IsoOptions),
+}
+
+/// How the emulated drive of an ISO image presents itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IsoOptions {
+    /// Bus speed (default SuperSpeed; high speed for EHCI desktops).
+    pub speed: CdSpeed,
+    /// Offer USB Attached SCSI next to Bulk-Only (SuperSpeed only; default on).
+    pub uas: bool,
+}
+
+impl Default for IsoOptions {
+    fn default() -> Self {
+        let d = DeviceConfig::default();
+        IsoOptions {
+            speed: d.speed,
+            uas: d.uas,
+        }
+    }
 }
 
 /// Preparing a source failed.
@@ -167,10 +186,11 @@ pub async fn prepare(source: &Source) -> Result<Prepared, PrepareError> {
             })
         }
         Source::Iso(path) => prepare_iso(path, DeviceConfig::default()),
-        Source::IsoAtSpeed(path, speed) => prepare_iso(
+        Source::IsoWith(path, options) => prepare_iso(
             path,
             DeviceConfig {
-                speed: *speed,
+                speed: options.speed,
+                uas: options.uas,
                 ..DeviceConfig::default()
             },
         ),

@@ -18,7 +18,7 @@ use std::time::Duration;
 use airlock_usb::drive::probe::device_type_name;
 use airlock_usb::drive::{self, DriveError, DriveSelector, ProbeReport};
 use airlock_usb::progress::{human_bytes, Phase};
-use airlock_usb::source::{prepare, CdSpeed, PrepareError, Source, UsbHandle};
+use airlock_usb::source::{prepare, CdSpeed, IsoOptions, PrepareError, Source, UsbHandle};
 use airlock_usb::transport::{
     self, BrokerTarget, BrokerUrl, LeaseRef, Target, Token, TransportError, TrustRoots,
 };
@@ -81,6 +81,11 @@ struct ForwardArgs {
     /// [default: super]
     #[arg(long, value_name = "super|high", conflicts_with = "device")]
     usb_speed: Option<UsbSpeedArg>,
+    /// Offer only Bulk-Only Transport, not USB Attached SCSI (--iso at SuperSpeed):
+    /// for desktops whose UAS driver or USB controller misbehaves. UAS queues
+    /// commands and needs one round trip per command instead of three.
+    #[arg(long, conflicts_with = "device")]
+    no_uas: bool,
     /// File with the terminal's bearer token (else the AIRLOCK_TOKEN environment variable).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
@@ -289,10 +294,21 @@ fn target_from(args: &ForwardArgs) -> anyhow::Result<Target> {
 async fn usb_forward(args: ForwardArgs) -> anyhow::Result<()> {
     let target = target_from(&args)?;
     let source = match (&args.iso, args.device) {
-        (Some(iso), None) => match args.usb_speed.unwrap_or(UsbSpeedArg::Super) {
-            UsbSpeedArg::Super => Source::Iso(iso.clone()),
-            UsbSpeedArg::High => Source::IsoAtSpeed(iso.clone(), CdSpeed::High),
-        },
+        (Some(iso), None) => {
+            let speed = match args.usb_speed.unwrap_or(UsbSpeedArg::Super) {
+                UsbSpeedArg::Super => CdSpeed::Super,
+                UsbSpeedArg::High => CdSpeed::High,
+            };
+            let options = IsoOptions {
+                speed,
+                uas: !args.no_uas,
+            };
+            if options == IsoOptions::default() {
+                Source::Iso(iso.clone())
+            } else {
+                Source::IsoWith(iso.clone(), options)
+            }
+        }
         (None, Some(sel)) => Source::Drive(sel),
         _ => bail!("give either --device auto|VID:PID or --iso FILE"),
     };

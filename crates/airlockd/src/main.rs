@@ -239,13 +239,20 @@ async fn serve(config: Config) -> Result<()> {
                         key.display()
                     )
                 })?;
-            axum_server::from_tcp_rustls(listener, tls)?
+            // TCP_NODELAY on every connection: a usbredir stream carries small
+            // packets that must not wait for the peer's delayed ACK (Nagle), e.g.
+            // the data and command requests UAS queues right after a status request.
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+                .acceptor(axum_server::accept::NoDelayAcceptor::new());
+            axum_server::from_tcp(listener)?
+                .acceptor(acceptor)
                 .handle(handle)
                 .serve(app.into_make_service())
                 .await?;
         }
         None => {
             axum_server::from_tcp(listener)?
+                .acceptor(axum_server::accept::NoDelayAcceptor::new())
                 .handle(handle)
                 .serve(app.into_make_service())
                 .await?;

@@ -51,6 +51,12 @@ pub struct DeviceConfig {
     /// 120 KiB at high speed). Use [`Speed::High`] when the port cannot take a
     /// SuperSpeed device (EHCI, or a USB 2 hub in between).
     pub speed: Speed,
+    /// Offer USB Attached SCSI as alternate setting 1 of the interface (SuperSpeed
+    /// only; see [`crate::uas`]). Default true: a host with a UAS driver and bulk
+    /// streams (Linux `uas`, Windows `uaspstor`) then queues commands and gets each
+    /// command's data and status in one round trip; other hosts stay on Bulk-Only
+    /// (alternate setting 0). Ignored at high and full speed.
+    pub uas: bool,
 }
 
 impl Default for DeviceConfig {
@@ -67,6 +73,7 @@ impl Default for DeviceConfig {
             inquiry_revision: "1.00".to_owned(),
             overrun_policy: OverrunPolicy::PhaseError,
             speed: Speed::Super,
+            uas: true,
         }
     }
 }
@@ -100,6 +107,7 @@ mod tests {
         let c = DeviceConfig::default();
         assert_eq!(c.overrun_policy, OverrunPolicy::PhaseError);
         assert_eq!(c.speed, Speed::Super);
+        assert!(c.uas);
         assert!(c.serial_number.len() >= 12);
         assert!(c.serial_number.chars().all(|c| c.is_ascii_hexdigit()));
     }

@@ -5,8 +5,13 @@
 //!   0x0300 and `bMaxPacketSize0` 9 (2^9 = 512 bytes); a BOS descriptor with the USB 2.0
 //!   Extension and the SuperSpeed USB Device Capability; bulk endpoints of 1024 bytes,
 //!   each followed by its SuperSpeed Endpoint Companion descriptor (bursts of up to 16
-//!   packets, no streams). No device qualifier or other-speed configuration: a
-//!   SuperSpeed device answers those with a request error.
+//!   packets, no streams). Unless [`DeviceConfig::uas`] is off, the interface has a
+//!   second alternate setting for USB Attached SCSI (08/06/62): command pipe
+//!   [`UAS_COMMAND_ENDPOINT`], status pipe [`UAS_STATUS_ENDPOINT`], and the data pipes
+//!   on the Bulk-Only endpoints' addresses, each endpoint followed by its companion
+//!   (status and data pipes: 32 streams) and its Pipe Usage descriptor. No device
+//!   qualifier or other-speed configuration: a SuperSpeed device answers those with a
+//!   request error.
 //! * **High speed**: a USB 2.0 device (`bcdUSB` 0x0200, `bMaxPacketSize0` 64, bulk
 //!   512), with a device qualifier and a full-speed other-speed configuration.
 //! * **Full speed**: the same USB 2.0 device running at full speed (bulk 64); its
@@ -36,12 +41,22 @@ pub const USB_VERSION_SUPER_SPEED: u16 = 0x0300;
 /// `bMaxBurst` of the SuperSpeed endpoint companions: bursts of up to 16 packets
 /// (16 KiB), the most a bulk endpoint can announce.
 pub const SUPER_SPEED_MAX_BURST: u8 = 15;
+/// UAS command pipe (bulk OUT, no streams), in alternate setting 1.
+pub const UAS_COMMAND_ENDPOINT: u8 = 0x04;
+/// UAS status pipe (bulk IN, streams), in alternate setting 1.
+pub const UAS_STATUS_ENDPOINT: u8 = 0x83;
+/// UAS data-in pipe (bulk IN, streams): the Bulk-Only IN endpoint's address.
+pub const UAS_DATA_IN_ENDPOINT: u8 = BULK_IN_ENDPOINT;
+/// UAS data-out pipe (bulk OUT, streams): the Bulk-Only OUT endpoint's address.
+pub const UAS_DATA_OUT_ENDPOINT: u8 = BULK_OUT_ENDPOINT;
 /// Mass-storage interface class.
 pub const CLASS_MASS_STORAGE: u8 = 0x08;
 /// SCSI transparent command set subclass.
 pub const SUBCLASS_SCSI: u8 = 0x06;
 /// Bulk-Only Transport protocol.
 pub const PROTOCOL_BOT: u8 = 0x50;
+/// USB Attached SCSI protocol.
+pub const PROTOCOL_UAS: u8 = 0x62;
 /// US English, the only language of the string descriptors.
 pub const LANGUAGE_ID_EN_US: u16 = 0x0409;
 
@@ -67,6 +82,8 @@ pub mod descriptor_type {
     pub const DEVICE_CAPABILITY: u8 = 0x10;
     /// SuperSpeed endpoint companion descriptor.
     pub const SUPER_SPEED_ENDPOINT_COMPANION: u8 = 0x30;
+    /// UAS Pipe Usage descriptor (class-specific, after an endpoint).
+    pub const PIPE_USAGE: u8 = 0x24;
 }
 
 /// Device capability types (`bDevCapabilityType`).
@@ -88,6 +105,10 @@ pub const CONFIGURATION_TOTAL_LENGTH: u16 = 9 + 9 + 7 + 7;
 /// Total length of the configuration descriptor set at SuperSpeed: configuration +
 /// interface + 2 × (endpoint + endpoint companion).
 pub const CONFIGURATION_TOTAL_LENGTH_SUPER_SPEED: u16 = 9 + 9 + 2 * (7 + 6);
+/// Total length of the SuperSpeed configuration descriptor set with the UAS alternate
+/// setting: the Bulk-Only set + interface + 4 × (endpoint + companion + pipe usage).
+pub const CONFIGURATION_TOTAL_LENGTH_SUPER_SPEED_UAS: u16 =
+    CONFIGURATION_TOTAL_LENGTH_SUPER_SPEED + 9 + 4 * (7 + 6 + 4);
 /// Total length of the BOS descriptor: header + USB 2.0 Extension + SuperSpeed USB.
 pub const BOS_TOTAL_LENGTH: u16 = 5 + 7 + 10;
 
@@ -99,24 +120,44 @@ pub const INTERFACE: InterfaceInfo = InterfaceInfo {
     protocol: PROTOCOL_BOT,
 };
 
-/// The endpoints of the device other than endpoint 0, at `speed`.
+/// The interface in the UAS alternate setting.
+pub const INTERFACE_UAS: InterfaceInfo = InterfaceInfo {
+    number: 0,
+    class: CLASS_MASS_STORAGE,
+    subclass: SUBCLASS_SCSI,
+    protocol: PROTOCOL_UAS,
+};
+
+const fn bulk(address: u8, max_packet_size: u16, max_streams: u32) -> EndpointInfo {
+    EndpointInfo {
+        address,
+        transfer_type: TransferType::Bulk,
+        max_packet_size,
+        interval: 0,
+        interface: 0,
+        max_streams,
+    }
+}
+
+/// The Bulk-Only endpoints (alternate setting 0) at `speed`.
 pub const fn endpoints(speed: Speed) -> [EndpointInfo; 2] {
     let max_packet_size = speed.bulk_max_packet();
     [
-        EndpointInfo {
-            address: BULK_IN_ENDPOINT,
-            transfer_type: TransferType::Bulk,
-            max_packet_size,
-            interval: 0,
-            interface: 0,
-        },
-        EndpointInfo {
-            address: BULK_OUT_ENDPOINT,
-            transfer_type: TransferType::Bulk,
-            max_packet_size,
-            interval: 0,
-            interface: 0,
-        },
+        bulk(BULK_IN_ENDPOINT, max_packet_size, 0),
+        bulk(BULK_OUT_ENDPOINT, max_packet_size, 0),
+    ]
+}
+
+/// The UAS endpoints (alternate setting 1, SuperSpeed): command, status, data in,
+/// data out; all but the command pipe with [`crate::uas::MAX_STREAMS`] streams.
+pub const fn uas_endpoints() -> [EndpointInfo; 4] {
+    let mp = Speed::Super.bulk_max_packet();
+    let streams = crate::uas::MAX_STREAMS;
+    [
+        bulk(UAS_COMMAND_ENDPOINT, mp, 0),
+        bulk(UAS_STATUS_ENDPOINT, mp, streams),
+        bulk(UAS_DATA_IN_ENDPOINT, mp, streams),
+        bulk(UAS_DATA_OUT_ENDPOINT, mp, streams),
     ]
 }
 
@@ -210,7 +251,12 @@ impl Descriptors {
                 Some(qualifier),
                 None,
             ),
-            Speed::Super => (super_speed_configuration_set(), None, None, Some(bos())),
+            Speed::Super => (
+                super_speed_configuration_set(config.uas),
+                None,
+                None,
+                Some(bos()),
+            ),
         };
         Self {
             speed,
@@ -281,32 +327,35 @@ impl Descriptors {
     }
 }
 
+/// An interface descriptor of interface 0 for alternate setting `alt`.
+fn interface(alt: u8, endpoints: u8, protocol: u8) -> [u8; 9] {
+    [
+        9,
+        descriptor_type::INTERFACE,
+        0,
+        alt,
+        endpoints,
+        CLASS_MASS_STORAGE,
+        SUBCLASS_SCSI,
+        protocol,
+        0,
+    ]
+}
+
 /// The configuration and interface descriptors, with `total` as `wTotalLength` and
 /// `max_power` as `bMaxPower` (units of 2 mA, or 8 mA at SuperSpeed).
 fn configuration_and_interface(kind: u8, total: u16, max_power: u8) -> Vec<u8> {
     let total = total.to_le_bytes();
-    vec![
+    let mut d = vec![
         // configuration
-        9,
-        kind,
-        total[0],
-        total[1],
-        1,    // bNumInterfaces
+        9, kind, total[0], total[1], 1,    // bNumInterfaces
         1,    // bConfigurationValue
         0,    // iConfiguration
         0x80, // bus powered, no remote wakeup
         max_power,
-        // interface 0
-        9,
-        descriptor_type::INTERFACE,
-        0,
-        0,
-        2,
-        CLASS_MASS_STORAGE,
-        SUBCLASS_SCSI,
-        PROTOCOL_BOT,
-        0,
-    ]
+    ];
+    d.extend_from_slice(&interface(0, 2, PROTOCOL_BOT));
+    d
 }
 
 /// A bulk endpoint descriptor.
@@ -326,26 +375,63 @@ fn usb2_configuration_set(kind: u8, speed: Speed) -> Vec<u8> {
     d
 }
 
+/// A SuperSpeed endpoint companion for a bulk endpoint: `bMaxBurst`, `MaxStreams`
+/// exponent (0: no streams), `wBytesPerInterval` 0 as for any bulk endpoint.
+fn companion(max_burst: u8, max_streams_exponent: u8) -> [u8; 6] {
+    [
+        6,
+        descriptor_type::SUPER_SPEED_ENDPOINT_COMPANION,
+        max_burst,
+        max_streams_exponent,
+        0,
+        0,
+    ]
+}
+
 /// Builds the SuperSpeed configuration descriptor set: each bulk endpoint is followed
-/// by its endpoint companion (`bMaxBurst` [`SUPER_SPEED_MAX_BURST`], no streams,
-/// `wBytesPerInterval` 0 as for any bulk endpoint).
-fn super_speed_configuration_set() -> Vec<u8> {
+/// by its endpoint companion (`bMaxBurst` [`SUPER_SPEED_MAX_BURST`], no streams), and
+/// with `uas`, alternate setting 1 follows (see the module documentation).
+fn super_speed_configuration_set(uas: bool) -> Vec<u8> {
+    let total = if uas {
+        CONFIGURATION_TOTAL_LENGTH_SUPER_SPEED_UAS
+    } else {
+        CONFIGURATION_TOTAL_LENGTH_SUPER_SPEED
+    };
     // 112 × 8 mA = 896 mA, the most a SuperSpeed bus-powered device may draw.
-    let mut d = configuration_and_interface(
-        descriptor_type::CONFIGURATION,
-        CONFIGURATION_TOTAL_LENGTH_SUPER_SPEED,
-        112,
-    );
+    let mut d = configuration_and_interface(descriptor_type::CONFIGURATION, total, 112);
+    let mp = Speed::Super.bulk_max_packet();
     for address in [BULK_IN_ENDPOINT, BULK_OUT_ENDPOINT] {
-        d.extend_from_slice(&bulk_endpoint(address, Speed::Super.bulk_max_packet()));
-        d.extend_from_slice(&[
-            6,
-            descriptor_type::SUPER_SPEED_ENDPOINT_COMPANION,
-            SUPER_SPEED_MAX_BURST,
-            0, // bmAttributes: no streams
-            0, // wBytesPerInterval (periodic endpoints only)
-            0,
-        ]);
+        d.extend_from_slice(&bulk_endpoint(address, mp));
+        d.extend_from_slice(&companion(SUPER_SPEED_MAX_BURST, 0));
+    }
+    if uas {
+        use crate::uas::{pipe_id, MAX_STREAMS_EXPONENT};
+        d.extend_from_slice(&interface(1, 4, PROTOCOL_UAS));
+        for (address, burst, streams, pipe) in [
+            (UAS_COMMAND_ENDPOINT, 0, 0, pipe_id::COMMAND),
+            (
+                UAS_STATUS_ENDPOINT,
+                0,
+                MAX_STREAMS_EXPONENT,
+                pipe_id::STATUS,
+            ),
+            (
+                UAS_DATA_IN_ENDPOINT,
+                SUPER_SPEED_MAX_BURST,
+                MAX_STREAMS_EXPONENT,
+                pipe_id::DATA_IN,
+            ),
+            (
+                UAS_DATA_OUT_ENDPOINT,
+                SUPER_SPEED_MAX_BURST,
+                MAX_STREAMS_EXPONENT,
+                pipe_id::DATA_OUT,
+            ),
+        ] {
+            d.extend_from_slice(&bulk_endpoint(address, mp));
+            d.extend_from_slice(&companion(burst, streams));
+            d.extend_from_slice(&[4, descriptor_type::PIPE_USAGE, pipe, 0]);
+        }
     }
     d
 }
@@ -502,7 +588,11 @@ mod tests {
 
     #[test]
     fn configuration_bytes_super_speed() {
-        let d = Descriptors::new(&DeviceConfig::default());
+        // Bulk-Only only; the UAS alternate setting is checked in tests/uas.rs.
+        let d = Descriptors::new(&DeviceConfig {
+            uas: false,
+            ..DeviceConfig::default()
+        });
         assert_eq!(
             d.configuration(),
             &[
@@ -582,7 +672,10 @@ mod tests {
 
         let d = Descriptors::new(&DeviceConfig::default());
         assert_eq!(d.get(0x0100).unwrap().len(), 18);
-        assert_eq!(d.get(0x0200).unwrap().len(), 44);
+        assert_eq!(
+            d.get(0x0200).unwrap().len(),
+            usize::from(CONFIGURATION_TOTAL_LENGTH_SUPER_SPEED_UAS)
+        );
         assert!(d.get(0x0201).is_none());
         assert!(d.get(0x0600).is_none(), "no device qualifier at SuperSpeed");
         assert!(

@@ -24,10 +24,14 @@ use std::collections::VecDeque;
 
 use crate::bot::{Cbw, Csw, CswStatus, CSW_LEN};
 use crate::config::{DeviceConfig, OverrunPolicy};
-use crate::descriptors::{self, Descriptors, BULK_IN_ENDPOINT, BULK_OUT_ENDPOINT, INTERFACE};
+use crate::descriptors::{
+    self, Descriptors, BULK_IN_ENDPOINT, BULK_OUT_ENDPOINT, INTERFACE, INTERFACE_UAS,
+    UAS_COMMAND_ENDPOINT, UAS_DATA_IN_ENDPOINT, UAS_DATA_OUT_ENDPOINT, UAS_STATUS_ENDPOINT,
+};
 use crate::medium::{Medium, SECTOR_SIZE};
 use crate::scsi::{DataIn, MediumState, Outcome, ScsiTarget};
 use crate::sense::Sense;
+use crate::uas::{Pipes, StreamPipe, Uas};
 use crate::usb::{
     Completion, ControlResult, EndpointInfo, InterfaceInfo, SetupPacket, Speed, TransferStatus,
 };
@@ -52,6 +56,10 @@ mod request {
     /// BOT class request: Bulk-Only Mass Storage Reset.
     pub const MASS_STORAGE_RESET: u8 = 0xFF;
 }
+
+/// `wIndex` of the UAS pipes that are not also Bulk-Only endpoints.
+const UAS_STATUS_ENDPOINT_U16: u16 = UAS_STATUS_ENDPOINT as u16;
+const UAS_COMMAND_ENDPOINT_U16: u16 = UAS_COMMAND_ENDPOINT as u16;
 
 /// Feature selector ENDPOINT_HALT.
 const ENDPOINT_HALT: u16 = 0;
@@ -80,9 +88,9 @@ impl Endpoint {
     }
 }
 
-/// Where the data of a data-in phase comes from.
+/// Where the data of a data-in phase comes from (Bulk-Only and UAS alike).
 #[derive(Debug)]
-enum Source {
+pub(crate) enum Source {
     Bytes {
         data: Vec<u8>,
         pos: usize,
@@ -97,7 +105,7 @@ enum Source {
 }
 
 impl Source {
-    fn new(data: DataIn, generation: u64) -> Self {
+    pub(crate) fn new(data: DataIn, generation: u64) -> Self {
         match data {
             DataIn::Bytes(data) => Source::Bytes { data, pos: 0 },
             DataIn::Sectors { lba, count } => Source::Sectors {
@@ -112,7 +120,12 @@ impl Source {
 
     /// Appends up to `want` bytes to `out`. Returns the bytes appended and whether
     /// reading the medium failed (the sense is then recorded and nothing more comes).
-    fn take(&mut self, want: usize, scsi: &mut ScsiTarget, out: &mut Vec<u8>) -> (usize, bool) {
+    pub(crate) fn take(
+        &mut self,
+        want: usize,
+        scsi: &mut ScsiTarget,
+        out: &mut Vec<u8>,
+    ) -> (usize, bool) {
         match self {
             Source::Bytes { data, pos } => {
                 let n = want.min(data.len() - *pos);
@@ -226,11 +239,16 @@ pub struct UsbCdrom {
     config: DeviceConfig,
     descriptors: Descriptors,
     endpoints: [EndpointInfo; 2],
+    uas_endpoints: [EndpointInfo; 4],
     /// Bulk max packet size at the configured speed: where short packets begin.
     bulk_max_packet: u64,
     scsi: ScsiTarget,
     address: u8,
     configuration: u8,
+    /// Alternate setting of interface 0: 0 Bulk-Only, 1 UAS.
+    alt: u8,
+    /// The UAS transport (alternate setting 1).
+    uas: Uas,
     bot: Bot,
     bulk_in: Endpoint,
     bulk_out: Endpoint,
@@ -252,6 +270,8 @@ impl std::fmt::Debug for UsbCdrom {
             .field("scsi", &self.scsi)
             .field("address", &self.address)
             .field("configuration", &self.configuration)
+            .field("alt", &self.alt)
+            .field("uas", &self.uas)
             .field("bot", &self.bot)
             .field("bulk_in", &self.bulk_in)
             .field("bulk_out", &self.bulk_out)
@@ -281,11 +301,18 @@ impl UsbCdrom {
         Self {
             descriptors: Descriptors::new(&config),
             endpoints: descriptors::endpoints(config.speed),
+            uas_endpoints: descriptors::uas_endpoints(),
             bulk_max_packet: u64::from(config.speed.bulk_max_packet()),
             scsi: ScsiTarget::new(&config, medium),
             config,
             address: 0,
             configuration: 1,
+            alt: 0,
+            uas: Uas::new(Pipes {
+                status: UAS_STATUS_ENDPOINT,
+                data_in: UAS_DATA_IN_ENDPOINT,
+                data_out: UAS_DATA_OUT_ENDPOINT,
+            }),
             bot: Bot::Idle,
             bulk_in: Endpoint::default(),
             bulk_out: Endpoint::default(),
@@ -319,15 +346,34 @@ impl UsbCdrom {
         self.config.speed.ep0_max_packet()
     }
 
-    /// The interfaces of the active configuration.
+    /// The interfaces of the active configuration, in their current alternate setting.
     pub fn interfaces(&self) -> &'static [InterfaceInfo] {
-        std::slice::from_ref(&INTERFACE)
+        if self.alt == 1 {
+            std::slice::from_ref(&INTERFACE_UAS)
+        } else {
+            std::slice::from_ref(&INTERFACE)
+        }
     }
 
-    /// The bulk endpoints of the active configuration, with their max packet size at
-    /// the device's speed.
+    /// The bulk endpoints of the active configuration and alternate setting, with their
+    /// max packet size at the device's speed (and, for UAS, their streams).
     pub fn endpoints(&self) -> &[EndpointInfo] {
-        &self.endpoints
+        if self.alt == 1 {
+            &self.uas_endpoints
+        } else {
+            &self.endpoints
+        }
+    }
+
+    /// True if the drive offers USB Attached SCSI (alternate setting 1): configured
+    /// for it and running at SuperSpeed.
+    pub fn offers_uas(&self) -> bool {
+        self.config.uas && self.config.speed == Speed::Super
+    }
+
+    /// The alternate setting of interface 0 (0 Bulk-Only, 1 UAS).
+    pub fn alt_setting(&self) -> u8 {
+        self.alt
     }
 
     /// The current configuration value (0 or 1).
@@ -373,7 +419,7 @@ impl UsbCdrom {
 
     /// Number of submitted bulk requests not yet completed.
     pub fn pending_requests(&self) -> usize {
-        self.in_queue.len() + self.out_queue.len()
+        self.in_queue.len() + self.out_queue.len() + self.uas.pending_requests()
     }
 
     /// Takes the completions produced so far, in order.
@@ -392,6 +438,7 @@ impl UsbCdrom {
     /// usbredir host, the configuration is restored afterwards (stays as it was).
     pub fn reset(&mut self) {
         self.cancel_all();
+        self.alt = 0;
         self.address = 0;
         self.u1_enabled = false;
         self.u2_enabled = false;
@@ -409,16 +456,21 @@ impl UsbCdrom {
         self.cancel_all();
         self.reset_transport();
         self.configuration = value;
+        self.alt = 0;
         true
     }
 
-    /// SET_INTERFACE: only interface 0, alternate setting 0 exists. Clears the halts.
+    /// SET_INTERFACE: interface 0, alternate setting 0 (Bulk-Only) or, if the drive
+    /// offers it, 1 (UAS). Waiting requests are cancelled, the halts cleared and the
+    /// transport starts afresh.
     pub fn set_interface(&mut self, interface: u8, alt: u8) -> bool {
-        if self.configuration == 0 || interface != 0 || alt != 0 {
+        let known = alt == 0 || (alt == 1 && self.offers_uas());
+        if self.configuration == 0 || interface != 0 || !known {
             return false;
         }
-        self.clear_halt(BULK_IN_ENDPOINT);
-        self.clear_halt(BULK_OUT_ENDPOINT);
+        self.cancel_all();
+        self.reset_transport();
+        self.alt = alt;
         true
     }
 
@@ -430,6 +482,7 @@ impl UsbCdrom {
     }
 
     fn cancel_all(&mut self) {
+        self.uas.cancel_all(&mut self.completions);
         for r in std::mem::take(&mut self.out_queue) {
             self.complete(
                 r.id,
@@ -472,7 +525,7 @@ impl UsbCdrom {
                 0,
             );
         } else {
-            return false;
+            return self.uas.cancel(id, &mut self.completions);
         }
         self.pump();
         true
@@ -481,7 +534,34 @@ impl UsbCdrom {
     /// Submits a bulk OUT transfer (a CBW or data-out bytes). Its completion, normally
     /// at once, comes from [`take_completions`](Self::take_completions).
     pub fn submit_bulk_out(&mut self, endpoint: u8, id: u64, data: &[u8]) {
-        if endpoint != BULK_OUT_ENDPOINT {
+        self.submit_bulk_out_stream(endpoint, 0, id, data);
+    }
+
+    /// Submits a bulk OUT transfer in bulk stream `stream` (0: no stream). In the UAS
+    /// alternate setting the command pipe takes IUs without a stream and the data-out
+    /// pipe takes data in the stream of its command's tag; with Bulk-Only only stream 0
+    /// exists. Anything else completes as `Invalid`.
+    pub fn submit_bulk_out_stream(&mut self, endpoint: u8, stream: u32, id: u64, data: &[u8]) {
+        if self.alt == 1 && self.configuration != 0 {
+            match (endpoint, stream) {
+                (UAS_COMMAND_ENDPOINT, 0) => {
+                    let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                    self.complete(id, endpoint, TransferStatus::Success, Vec::new(), len);
+                    self.uas
+                        .command_pipe(data, &mut self.scsi, &mut self.completions);
+                }
+                (UAS_DATA_OUT_ENDPOINT, s) if s != 0 => self.uas.submit(
+                    StreamPipe::DataOut,
+                    s,
+                    (id, 0, data.to_vec()),
+                    &mut self.scsi,
+                    &mut self.completions,
+                ),
+                _ => self.complete(id, endpoint, TransferStatus::Invalid, Vec::new(), 0),
+            }
+            return;
+        }
+        if endpoint != BULK_OUT_ENDPOINT || stream != 0 {
             self.complete(id, endpoint, TransferStatus::Invalid, Vec::new(), 0);
             return;
         }
@@ -503,7 +583,33 @@ impl UsbCdrom {
     /// babble, except that the 13-byte CSW is never split (a smaller empty request gets
     /// `Babble`).
     pub fn submit_bulk_in(&mut self, endpoint: u8, id: u64, max_len: u32) {
-        if endpoint != BULK_IN_ENDPOINT {
+        self.submit_bulk_in_stream(endpoint, 0, id, max_len);
+    }
+
+    /// Submits a bulk IN request in bulk stream `stream` (0: no stream). In the UAS
+    /// alternate setting the status and data-in pipes take requests in the stream of a
+    /// command's tag (1..=[`crate::uas::MAX_STREAMS`]); with Bulk-Only only stream 0
+    /// exists. Anything else completes as `Invalid`.
+    pub fn submit_bulk_in_stream(&mut self, endpoint: u8, stream: u32, id: u64, max_len: u32) {
+        if self.alt == 1 && self.configuration != 0 {
+            let pipe = match (endpoint, stream) {
+                (UAS_STATUS_ENDPOINT, s) if s != 0 => StreamPipe::Status,
+                (UAS_DATA_IN_ENDPOINT, s) if s != 0 => StreamPipe::DataIn,
+                _ => {
+                    self.complete(id, endpoint, TransferStatus::Invalid, Vec::new(), 0);
+                    return;
+                }
+            };
+            self.uas.submit(
+                pipe,
+                stream,
+                (id, max_len, Vec::new()),
+                &mut self.scsi,
+                &mut self.completions,
+            );
+            return;
+        }
+        if endpoint != BULK_IN_ENDPOINT || stream != 0 {
             self.complete(id, endpoint, TransferStatus::Invalid, Vec::new(), 0);
             return;
         }
@@ -822,6 +928,9 @@ impl UsbCdrom {
     /// (then the halt stays until a mass-storage reset, but the next waiting request
     /// is stalled again). Returns false for an unknown endpoint.
     fn clear_halt(&mut self, endpoint: u8) -> bool {
+        if self.alt == 1 && matches!(endpoint, UAS_STATUS_ENDPOINT | UAS_COMMAND_ENDPOINT) {
+            return true; // UAS pipes are never halted by this drive
+        }
         let wedged = self.wedged;
         let ep = match endpoint {
             BULK_IN_ENDPOINT => &mut self.bulk_in,
@@ -838,6 +947,9 @@ impl UsbCdrom {
     }
 
     fn set_halt(&mut self, endpoint: u8) -> bool {
+        if self.alt == 1 && matches!(endpoint, UAS_STATUS_ENDPOINT | UAS_COMMAND_ENDPOINT) {
+            return true;
+        }
         match endpoint {
             BULK_IN_ENDPOINT => self.bulk_in.halt(),
             BULK_OUT_ENDPOINT => self.bulk_out.halt(),
@@ -884,6 +996,9 @@ impl UsbCdrom {
             }
             (0x82, request::GET_STATUS) if value == 0 => match index {
                 0x00 | 0x80 => ControlResult::ok(vec![0, 0], length),
+                UAS_STATUS_ENDPOINT_U16 | UAS_COMMAND_ENDPOINT_U16 if self.alt == 1 => {
+                    ControlResult::ok(vec![0, 0], length)
+                }
                 0x81 | 0x02 => {
                     let halted = self.is_halted(index as u8);
                     ControlResult::ok(vec![u8::from(halted), 0], length)
@@ -938,7 +1053,7 @@ impl UsbCdrom {
                 ok_if(self.set_configuration(value as u8))
             }
             (0x81, request::GET_INTERFACE) if self.configuration != 0 && index == 0 => {
-                ControlResult::ok(vec![0], length)
+                ControlResult::ok(vec![self.alt], length)
             }
             (0x01, request::SET_INTERFACE) if value <= 0xFF && index <= 0xFF => {
                 ok_if(self.set_interface(index as u8, value as u8))

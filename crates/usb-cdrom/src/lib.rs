@@ -6,8 +6,10 @@
 //! standard and Bulk-Only Transport (BOT) class requests on endpoint 0, the BOT state
 //! machine on the
 //! bulk endpoints (CBW, data phase, CSW, the thirteen host/device mismatch cases, stalls
-//! and reset recovery), and an SCSI/MMC logical unit with the commands Linux and Windows
-//! send to a CD drive. The disc is any [`Medium`] that hands out 2048-byte sectors; the
+//! and reset recovery), USB Attached SCSI over SuperSpeed bulk streams as alternate
+//! setting 1 ([`uas`]: command IUs, data and status in each command's stream, task
+//! management, up to 32 commands in flight), and an SCSI/MMC logical unit with the
+//! commands Linux and Windows send to a CD drive. The disc is any [`Medium`] that hands out 2048-byte sectors; the
 //! crate does no I/O of its own except in [`IsoFile`], which reads an image file.
 //!
 //! It is written to sit behind a usbredir *host* session: the session turns usbredir
@@ -67,6 +69,7 @@ pub mod medium;
 pub mod mmc;
 pub mod scsi;
 pub mod sense;
+pub mod uas;
 pub mod usb;
 
 pub use bot::{Cbw, CbwError, Csw, CswStatus};

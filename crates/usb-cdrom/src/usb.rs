@@ -163,6 +163,8 @@ pub struct EndpointInfo {
     pub interval: u8,
     /// Interface the endpoint belongs to.
     pub interface: u8,
+    /// Bulk streams the endpoint supports (0: none; UAS status and data pipes: 32).
+    pub max_streams: u32,
 }
 
 /// One interface of the device, as a transport announces it (usbredir `interface_info`).

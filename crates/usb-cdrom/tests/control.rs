@@ -64,8 +64,13 @@ fn common_enumeration(h: &mut Host) {
     assert_eq!(h.control(0x00, 0x09, 2, 0, 0).status, TransferStatus::Stall);
     assert_eq!(h.control(0x81, 0x0A, 0, 0, 1).data, vec![0]);
     assert!(h.control(0x01, 0x0B, 0, 0, 0).is_ok());
-    assert_eq!(h.control(0x01, 0x0B, 1, 0, 0).status, TransferStatus::Stall);
+    // Alternate setting 1 (UAS) exists at SuperSpeed only; 2 and interface 1 never.
+    let uas = h.dev.offers_uas();
+    assert_eq!(h.control(0x01, 0x0B, 1, 0, 0).is_ok(), uas);
+    assert_eq!(h.control(0x81, 0x0A, 0, 0, 1).data, vec![u8::from(uas)]);
+    assert_eq!(h.control(0x01, 0x0B, 2, 0, 0).status, TransferStatus::Stall);
     assert_eq!(h.control(0x01, 0x0B, 0, 1, 0).status, TransferStatus::Stall);
+    assert!(h.control(0x01, 0x0B, 0, 0, 0).is_ok());
 }
 
 #[test]
@@ -95,10 +100,15 @@ fn enumeration_descriptors_with_truncation_super_speed() {
     let head = h.control(0x80, 0x06, 0x0200, 0, 9).data;
     assert_eq!(
         head,
-        vec![0x09, 0x02, 0x2C, 0x00, 0x01, 0x01, 0x00, 0x80, 0x70]
+        vec![0x09, 0x02, 0x79, 0x00, 0x01, 0x01, 0x00, 0x80, 0x70]
     );
+    // 121 bytes: the Bulk-Only setting (44) and the UAS alternate setting.
     let full = h.control(0x80, 0x06, 0x0200, 0, 255).data;
-    assert_eq!(full.len(), 44);
+    assert_eq!(full.len(), 121);
+    assert_eq!(
+        &full[44..53],
+        &[0x09, 0x04, 0x00, 0x01, 0x04, 0x08, 0x06, 0x62, 0x00]
+    );
     assert_eq!(
         &full[9..18],
         &[0x09, 0x04, 0x00, 0x00, 0x02, 0x08, 0x06, 0x50, 0x00]

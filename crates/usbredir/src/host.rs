@@ -213,8 +213,23 @@ pub enum HostEvent {
     /// The guest acknowledged our `device_disconnect`; a queued device (if
     /// any) has been announced.
     DisconnectAcked,
+    /// The guest allocated (`no_streams` > 0) or freed (`no_streams` 0) bulk
+    /// streams on `endpoints` (bit mask of `ep_info` slots). The session has
+    /// checked the request against the layout (bulk endpoints announcing
+    /// `max_streams`, at most that many streams) and answered it; from now
+    /// on it passes bulk transfers on those endpoints to the device model
+    /// only with a stream id in `1..=no_streams`.
+    StreamsChanged {
+        /// Packet id.
+        id: u64,
+        /// Endpoint slots (bit `i` = `ep_info` index `i`).
+        endpoints: u32,
+        /// Streams per endpoint (0: freed).
+        no_streams: u32,
+    },
     /// A request this session does not support (iso streams, interrupt
-    /// receiving, bulk streams, bulk receiving); it was already answered
+    /// receiving, bulk receiving, bulk streams when `bulk_streams` was not
+    /// negotiated or the request does not fit the layout); it was already answered
     /// with an error status where the protocol has a reply.
     Unsupported {
         /// Packet id.
@@ -438,6 +453,8 @@ pub struct HostSession {
     requests: BTreeMap<u64, RequestKind>,
     next_token: u64,
     traffic_since_reset: bool,
+    /// Bulk streams allocated per `ep_info` slot (0: none).
+    streams: [u32; 32],
 }
 
 impl HostSession {
@@ -473,6 +490,7 @@ impl HostSession {
             queued: None,
             transfers: BTreeMap::new(),
             requests: BTreeMap::new(),
+            streams: [0; 32],
             next_token: 0,
             traffic_since_reset: false,
         }
@@ -574,6 +592,7 @@ impl HostSession {
         self.send(0, &Packet::DeviceDisconnect)?;
         self.transfers.clear();
         self.requests.clear();
+        self.streams = [0; 32];
         self.device = if self.codec.negotiated().has(Cap::DeviceDisconnectAck) {
             DeviceState::AwaitingAck
         } else {
@@ -749,6 +768,41 @@ impl HostSession {
         Ok(self.codec.encode_into(id, packet, &mut self.out)?)
     }
 
+    /// True if bulk streams may be allocated (`no_streams` > 0) or freed (0)
+    /// on the `ep_info` slots in `mask`: `bulk_streams` was negotiated, the
+    /// device is attached, the mask is not empty, and every slot in it is a
+    /// bulk endpoint announcing at least `no_streams` streams.
+    fn streams_fit(&self, mask: u32, no_streams: u32) -> bool {
+        if mask == 0 || !self.codec.negotiated().has(Cap::BulkStreams) {
+            return false;
+        }
+        let Some(layout) = self.layout() else {
+            return false;
+        };
+        layout
+            .endpoints
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .all(|(_, e)| {
+                e.ep_type == EndpointType::Bulk && e.max_streams > 0 && no_streams <= e.max_streams
+            })
+    }
+
+    fn set_streams(&mut self, mask: u32, no_streams: u32) {
+        for (i, slot) in self.streams.iter_mut().enumerate() {
+            if mask & (1 << i) != 0 {
+                *slot = no_streams;
+            }
+        }
+    }
+
+    /// Bulk streams the guest allocated on endpoint `endpoint` (0: none).
+    pub fn streams(&self, endpoint: u8) -> u32 {
+        self.streams[endpoint_index(endpoint)]
+    }
+
     fn announce_layout(&mut self, layout: DeviceLayout) -> Result<(), SessionError> {
         check_layout(&layout)?;
         let mut buf = Vec::new();
@@ -801,6 +855,7 @@ impl HostSession {
         }
         self.out.extend_from_slice(&buf);
         self.device = DeviceState::Attached(Box::new(layout));
+        self.streams = [0; 32];
         self.traffic_since_reset = false;
         Ok(())
     }
@@ -838,7 +893,17 @@ impl HostSession {
     ) -> Result<Option<Token>, SessionError> {
         let status = match &self.device {
             DeviceState::Attached(layout) => {
-                if layout.endpoints.get(kind.endpoint()).ep_type == want {
+                let allocated = self.streams[endpoint_index(kind.endpoint())];
+                let stream_ok = match kind {
+                    // With streams allocated every transfer names one of
+                    // them; without, only stream 0 exists.
+                    TransferKind::Bulk { stream_id, .. } if allocated > 0 => {
+                        (1..=allocated).contains(&stream_id)
+                    }
+                    TransferKind::Bulk { stream_id, .. } => stream_id == 0,
+                    _ => true,
+                };
+                if layout.endpoints.get(kind.endpoint()).ep_type == want && stream_ok {
                     None
                 } else {
                     Some(Status::Inval)
@@ -873,6 +938,7 @@ impl HostSession {
                     return Ok(None);
                 }
                 self.cancel_transfers(|_| true)?;
+                self.streams = [0; 32];
                 let redundant = !self.traffic_since_reset;
                 self.traffic_since_reset = false;
                 Some(HostEvent::Reset { redundant })
@@ -889,6 +955,7 @@ impl HostSession {
                     return Ok(None);
                 }
                 self.cancel_transfers(|_| true)?;
+                self.streams = [0; 32];
                 self.traffic_since_reset = true;
                 self.requests.insert(id, RequestKind::SetConfiguration);
                 Some(HostEvent::SetConfiguration {
@@ -929,6 +996,11 @@ impl HostSession {
                         .copied()
                         .unwrap_or(false)
                 })?;
+                for (i, on) in eps.iter().enumerate() {
+                    if *on {
+                        self.streams[i] = 0;
+                    }
+                }
                 self.traffic_since_reset = true;
                 self.requests.insert(id, RequestKind::SetAltSetting);
                 Some(HostEvent::SetAltSetting {
@@ -1074,26 +1146,46 @@ impl HostSession {
                 Some(unsupported(id, PacketType::StopInterruptReceiving))
             }
             Packet::AllocBulkStreams(a) => {
+                let ok = a.no_streams > 0 && self.streams_fit(a.endpoints, a.no_streams);
                 self.send(
                     id,
                     &Packet::BulkStreamsStatus(BulkStreamsStatus {
                         endpoints: a.endpoints,
                         no_streams: a.no_streams,
-                        status: Status::Inval,
+                        status: if ok { Status::Success } else { Status::Inval },
                     }),
                 )?;
-                Some(unsupported(id, PacketType::AllocBulkStreams))
+                if ok {
+                    self.set_streams(a.endpoints, a.no_streams);
+                    Some(HostEvent::StreamsChanged {
+                        id,
+                        endpoints: a.endpoints,
+                        no_streams: a.no_streams,
+                    })
+                } else {
+                    Some(unsupported(id, PacketType::AllocBulkStreams))
+                }
             }
             Packet::FreeBulkStreams(f) => {
+                let ok = self.streams_fit(f.endpoints, 0);
                 self.send(
                     id,
                     &Packet::BulkStreamsStatus(BulkStreamsStatus {
                         endpoints: f.endpoints,
                         no_streams: 0,
-                        status: Status::Success,
+                        status: if ok { Status::Success } else { Status::Inval },
                     }),
                 )?;
-                Some(unsupported(id, PacketType::FreeBulkStreams))
+                if ok {
+                    self.set_streams(f.endpoints, 0);
+                    Some(HostEvent::StreamsChanged {
+                        id,
+                        endpoints: f.endpoints,
+                        no_streams: 0,
+                    })
+                } else {
+                    Some(unsupported(id, PacketType::FreeBulkStreams))
+                }
             }
             Packet::StartBulkReceiving(s) => {
                 self.send(

@@ -792,3 +792,183 @@ fn unknown_tokens_and_long_versions() {
     let mut h = HostSession::new(cfg);
     assert_eq!(h.take_output().len(), 80);
 }
+
+/// A host announcing bulk streams (like a UAS device) to a QEMU-like guest.
+fn uas_connected() -> (HostSession, GuestSession) {
+    let mut host = HostSession::new(HostConfig {
+        caps: Caps::HOST_DEFAULT.with(Cap::BulkStreams),
+        ..HostConfig::default()
+    });
+    let mut guest = GuestSession::new("qemu usb-redir guest 7.2.22", Caps::QEMU_GUEST);
+    let ep = |max_streams| Endpoint {
+        ep_type: EndpointType::Bulk,
+        interval: 0,
+        interface: 0,
+        max_packet_size: 1024,
+        max_streams,
+    };
+    let mut layout = bot_layout();
+    layout.endpoints = EpInfo::new()
+        .with(0x04, ep(0))
+        .with(0x83, ep(32))
+        .with(0x81, ep(32))
+        .with(0x02, ep(32));
+    host.connect_device(cdrom(), layout).unwrap();
+    to_host(&mut guest, &mut host);
+    to_guest(&mut host, &mut guest);
+    (host, guest)
+}
+
+fn streams_status(guest_events: Vec<GuestEvent>) -> Vec<(u64, Packet)> {
+    guest_events
+        .into_iter()
+        .map(|e| match e {
+            GuestEvent::Other(f) => (f.id, f.packet),
+            e => panic!("{e:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn bulk_streams_are_allocated_checked_and_freed() {
+    let (mut host, mut guest) = uas_connected();
+    let all = (1 << 0x13) | (1 << 0x11) | (1 << 0x02);
+    // Too many streams, a mask with the command pipe (no streams), an empty mask:
+    // refused; within what ep_info announced: allocated.
+    let refused: Vec<u64> = [(all, 64), (all | (1 << 0x04), 32), (0, 32), (all, 0)]
+        .into_iter()
+        .map(|(endpoints, no_streams)| {
+            guest
+                .send(
+                    &AllocBulkStreams {
+                        endpoints,
+                        no_streams,
+                    }
+                    .into(),
+                )
+                .unwrap()
+        })
+        .collect();
+    let ok = guest
+        .send(
+            &AllocBulkStreams {
+                endpoints: all,
+                no_streams: 32,
+            }
+            .into(),
+        )
+        .unwrap();
+    let ev = to_host(&mut guest, &mut host);
+    assert_eq!(ev.len(), 5);
+    assert!(ev[..4].iter().all(|e| matches!(
+        e,
+        HostEvent::Unsupported {
+            packet: PacketType::AllocBulkStreams,
+            ..
+        }
+    )));
+    assert_eq!(
+        ev[4],
+        HostEvent::StreamsChanged {
+            id: ok,
+            endpoints: all,
+            no_streams: 32
+        }
+    );
+    let st = streams_status(to_guest(&mut host, &mut guest));
+    assert_eq!(st.len(), 5);
+    for (i, (id, p)) in st.iter().enumerate() {
+        let Packet::BulkStreamsStatus(s) = p else {
+            panic!("{p:?}")
+        };
+        let want = if i < 4 { refused[i] } else { ok };
+        assert_eq!(*id, want);
+        assert_eq!(s.status == Status::Success, i == 4, "{s:?}");
+    }
+    assert_eq!((host.streams(0x81), host.streams(0x04)), (32, 0));
+
+    // Transfers: a stream id in 1..=32 on a stream endpoint, 0 on the command pipe.
+    let bulk = |endpoint, stream_id| BulkPacket {
+        endpoint,
+        status: Status::Success,
+        length: 112,
+        stream_id,
+        data: bytes::Bytes::new(),
+    };
+    let good = [
+        guest.send(&bulk(0x83, 1).into()).unwrap(),
+        guest.send(&bulk(0x81, 32).into()).unwrap(),
+    ];
+    let bad = [
+        guest.send(&bulk(0x83, 0).into()).unwrap(),
+        guest.send(&bulk(0x81, 33).into()).unwrap(),
+    ];
+    let cmd = guest
+        .send(&Packet::BulkPacket(BulkPacket {
+            endpoint: 0x04,
+            status: Status::Success,
+            length: 32,
+            stream_id: 0,
+            data: vec![0u8; 32].into(),
+        }))
+        .unwrap();
+    let ev = to_host(&mut guest, &mut host);
+    let ids: Vec<(u64, u32)> = ev
+        .iter()
+        .map(|e| match e {
+            HostEvent::Bulk(r) => (r.id, r.stream_id),
+            e => panic!("{e:?}"),
+        })
+        .collect();
+    assert_eq!(ids, [(good[0], 1), (good[1], 32), (cmd, 0)]);
+    let replies = to_guest(&mut host, &mut guest);
+    assert_eq!(replies.len(), 2);
+    for (r, id) in replies.iter().zip(bad) {
+        let GuestEvent::Bulk { id: got, packet } = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!((*got, packet.status), (id, Status::Inval));
+    }
+
+    // Freeing the streams: stream ids are refused again, stream 0 accepted.
+    let f = guest
+        .send(&FreeBulkStreams { endpoints: all }.into())
+        .unwrap();
+    assert_eq!(
+        to_host(&mut guest, &mut host),
+        [HostEvent::StreamsChanged {
+            id: f,
+            endpoints: all,
+            no_streams: 0
+        }]
+    );
+    to_guest(&mut host, &mut guest);
+    assert_eq!(host.streams(0x81), 0);
+    guest.send(&bulk(0x81, 1).into()).unwrap();
+    assert!(to_host(&mut guest, &mut host).is_empty());
+    guest.send(&bulk(0x81, 0).into()).unwrap();
+    assert_eq!(to_host(&mut guest, &mut host).len(), 1);
+}
+
+#[test]
+fn bulk_streams_end_with_a_reset() {
+    let (mut host, mut guest) = uas_connected();
+    let all = (1 << 0x13) | (1 << 0x11) | (1 << 0x02);
+    guest
+        .send(
+            &AllocBulkStreams {
+                endpoints: all,
+                no_streams: 16,
+            }
+            .into(),
+        )
+        .unwrap();
+    to_host(&mut guest, &mut host);
+    assert_eq!(host.streams(0x83), 16);
+    guest.reset().unwrap();
+    assert!(matches!(
+        &to_host(&mut guest, &mut host)[..],
+        [HostEvent::Reset { .. }]
+    ));
+    assert_eq!(host.streams(0x83), 0);
+}

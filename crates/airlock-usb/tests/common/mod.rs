@@ -158,7 +158,7 @@ impl Vm {
                 serial_log.display()
             ))
             .args(["-serial", "chardev:ser0"])
-            .args(["-device", "qemu-xhci,id=xhci,streams=off"])
+            .args(["-device", "qemu-xhci,id=xhci"])
             .arg("-chardev")
             .arg(format!(
                 "socket,id=ur0,path={},server=on,wait=off",
@@ -186,7 +186,10 @@ impl Vm {
 
     /// The `AIRLOCK-` lines of the serial log so far.
     pub fn lines(&self) -> Vec<String> {
-        let raw = std::fs::read(&self.serial_log).unwrap_or_default();
+        let mut raw = std::fs::read(&self.serial_log).unwrap_or_default();
+        // Only complete lines: QEMU may be in the middle of writing the last one.
+        let complete = raw.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        raw.truncate(complete);
         String::from_utf8_lossy(&raw)
             .split('\n')
             .map(|l| l.trim_end_matches('\r').to_owned())
@@ -221,8 +224,11 @@ impl Vm {
                 );
             }
             if Instant::now() > deadline {
+                let raw = std::fs::read(&self.serial_log).unwrap_or_default();
+                let raw =
+                    String::from_utf8_lossy(&raw[raw.len().saturating_sub(8000)..]).into_owned();
                 panic!(
-                    "no {prefix:?} line within {timeout:?} (t={:.1}s); log: {lines:#?}",
+                    "no {prefix:?} line within {timeout:?} (t={:.1}s); log: {lines:#?}\nserial log tail:\n{raw}",
                     self.elapsed()
                 );
             }

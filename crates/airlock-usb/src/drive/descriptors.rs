@@ -209,6 +209,61 @@ pub fn is_optical_bot(class: u8, subclass: u8, protocol: u8) -> bool {
         && protocol == PROTOCOL_BOT
 }
 
+/// Mass-storage protocol: USB Attached SCSI.
+pub const PROTOCOL_UAS: u8 = 0x62;
+
+/// The whole configuration descriptor set `b` (read with the device's
+/// `wTotalLength`; a host asking for less gets a prefix of the result)
+/// without its UAS alternate settings: every
+/// interface descriptor with a non-zero alternate setting and protocol 0x62 is
+/// dropped with everything up to the next interface or interface association
+/// descriptor (its endpoints, companions, Pipe Usage descriptors), and
+/// `wTotalLength` is lowered by what was dropped.
+///
+/// The forwarder passes a real drive to the desktop as Bulk-Only: UAS needs
+/// bulk streams, which `nusb` cannot forward, and a desktop that saw a UAS
+/// setting would pick it. Bytes that do not parse as descriptors are returned
+/// unchanged (the guest's own parser judges them).
+pub fn without_uas_alt_settings(b: &[u8]) -> Vec<u8> {
+    if b.len() < 9 || b[0] < 9 || b[1] != DT_CONFIGURATION {
+        return b.to_vec();
+    }
+    let mut out = b[..usize::from(b[0])].to_vec();
+    let mut dropped = 0usize;
+    let mut skipping = false;
+    let mut at = usize::from(b[0]);
+    while at < b.len() {
+        let len = usize::from(b[at]);
+        if len < 2 || at + len > b.len() {
+            // Cut by wLength or malformed: keep the tail as it is.
+            if !skipping {
+                out.extend_from_slice(&b[at..]);
+            } else {
+                dropped += b.len() - at;
+            }
+            break;
+        }
+        let d = &b[at..at + len];
+        const DT_INTERFACE_ASSOCIATION: u8 = 0x0B;
+        if d[1] == DT_INTERFACE || d[1] == DT_INTERFACE_ASSOCIATION {
+            skipping = d[1] == DT_INTERFACE
+                && len >= 9
+                && d[3] != 0
+                && d[5] == CLASS_MASS_STORAGE
+                && d[7] == PROTOCOL_UAS;
+        }
+        if skipping {
+            dropped += len;
+        } else {
+            out.extend_from_slice(d);
+        }
+        at += len;
+    }
+    let total = usize::from(le16(b, 2)).saturating_sub(dropped);
+    out[2..4].copy_from_slice(&u16::try_from(total).unwrap_or(u16::MAX).to_le_bytes());
+    out
+}
+
 /// A configuration descriptor with its interfaces and endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigDescriptor {
@@ -453,6 +508,44 @@ pub(crate) mod tests {
         assert_eq!(l.endpoints.get(0x00).ep_type, EndpointType::Control);
         assert_eq!(l.endpoints.get(0x80).ep_type, EndpointType::Control);
         assert_eq!(l.endpoints.get(0x83).ep_type, EndpointType::Invalid);
+    }
+
+    #[test]
+    fn uas_alt_settings_are_hidden() {
+        // alt 0 BOT with SuperSpeed companions, alt 1 UAS with companions and
+        // Pipe Usage descriptors, then a second (vendor) interface.
+        let mut c = vec![9, 2, 0, 0, 2, 1, 0, 0x80, 250];
+        let bot = [
+            9, 4, 0, 0, 2, 0x08, 0x06, 0x50, 0, 7, 5, 0x81, 2, 0, 4, 0, 6, 0x30, 0, 0, 0, 0, 7, 5,
+            0x02, 2, 0, 4, 0, 6, 0x30, 0, 0, 0, 0,
+        ];
+        c.extend(bot);
+        c.extend([9, 4, 0, 1, 4, 0x08, 0x06, 0x62, 0]);
+        for (ep, pipe) in [(0x04u8, 1u8), (0x83, 2), (0x81, 3), (0x02, 4)] {
+            c.extend([7, 5, ep, 2, 0, 4, 0, 6, 0x30, 0, 5, 0, 0, 4, 0x24, pipe, 0]);
+        }
+        let vendor = [9, 4, 1, 0, 0, 0xFF, 0, 0, 0];
+        c.extend(vendor);
+        let total = c.len() as u16;
+        c[2..4].copy_from_slice(&total.to_le_bytes());
+
+        let s = without_uas_alt_settings(&c);
+        let mut want = vec![9, 2, 0, 0, 2, 1, 0, 0x80, 250];
+        want.extend(bot);
+        want.extend(vendor);
+        let n = want.len() as u16;
+        want[2..4].copy_from_slice(&n.to_le_bytes());
+        assert_eq!(s, want);
+        let cfg = parse_config_descriptor(&s).unwrap();
+        assert!(cfg.alt_settings.iter().all(|a| a.protocol != PROTOCOL_UAS));
+
+        // Bytes cut short (the forwarder always reads the whole set, so this
+        // is only a malformed device): nothing past the end is invented.
+        assert!(without_uas_alt_settings(&c[..60]).len() <= 60);
+        // Without a UAS setting, or not a configuration: unchanged.
+        assert_eq!(without_uas_alt_settings(&want), want);
+        assert_eq!(without_uas_alt_settings(&[18, 1, 0, 2]), vec![18, 1, 0, 2]);
+        assert_eq!(without_uas_alt_settings(&[]), Vec::<u8>::new());
     }
 
     #[test]

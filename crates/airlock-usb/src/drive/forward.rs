@@ -49,6 +49,12 @@ const REQ_CLEAR_FEATURE: u8 = 0x01;
 const REQ_SET_ADDRESS: u8 = 0x05;
 const REQ_SET_CONFIGURATION: u8 = 0x09;
 const REQ_SET_INTERFACE: u8 = 0x0b;
+const REQ_GET_DESCRIPTOR: u8 = 0x06;
+/// GET_DESCRIPTOR `wValue` high bytes of the configuration descriptor sets.
+const DT_CONFIGURATION_U16: u16 = super::descriptors::DT_CONFIGURATION as u16;
+const DT_OTHER_SPEED_U16: u16 = 7;
+/// Bytes asked of the device for a configuration descriptor set.
+const CONFIGURATION_READ: u16 = 4096;
 const FEATURE_ENDPOINT_HALT: u16 = 0;
 
 /// A finished transfer, from a control task or an endpoint worker.
@@ -511,21 +517,38 @@ impl Forwarder {
         let done = self.done_tx.clone();
         let token = r.token;
         let task = if is_in {
+            // A configuration descriptor set is read whole and passed on
+            // without UAS alternate settings (see `without_uas_alt_settings`),
+            // cut to what the guest asked for.
+            let configuration = r.request_type == 0x80
+                && r.request == REQ_GET_DESCRIPTOR
+                && matches!(r.value >> 8, DT_CONFIGURATION_U16 | DT_OTHER_SPEED_U16);
+            let wanted = usize::from(r.length);
             let req = ControlIn {
                 control_type,
                 recipient,
                 request: r.request,
                 value: r.value,
                 index: r.index,
-                length: r.length,
+                // Enough for any optical drive's set (they are ~50-130 bytes).
+                length: if configuration {
+                    CONFIGURATION_READ
+                } else {
+                    r.length
+                },
             };
             tokio::spawn(async move {
                 let res = device.control_in(req, CONTROL_TIMEOUT).await;
                 let (status, mut data, disconnected) = match res {
+                    Ok(d) if configuration => (
+                        Status::Success,
+                        super::descriptors::without_uas_alt_settings(&d),
+                        false,
+                    ),
                     Ok(d) => (Status::Success, d, false),
                     Err(e) => (map_error(e), Vec::new(), e == TransferError::Disconnected),
                 };
-                data.truncate(usize::from(req.length));
+                data.truncate(wanted);
                 let _ = done.send(Done {
                     token,
                     status,
@@ -733,6 +756,13 @@ impl Forwarder {
         if a.class != super::descriptors::CLASS_MASS_STORAGE {
             return Err(format!(
                 "alternate setting {alt} of interface {interface} is not mass storage"
+            ));
+        }
+        if a.protocol == super::descriptors::PROTOCOL_UAS {
+            // Hidden from the guest (it needs bulk streams, which this
+            // forwarder cannot pass on); only a misbehaving guest asks.
+            return Err(format!(
+                "alternate setting {alt} of interface {interface} is USB Attached SCSI, which is not forwarded"
             ));
         }
         let Some(intf) = self.interfaces.get(&interface).cloned() else {

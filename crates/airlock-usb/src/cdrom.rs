@@ -29,6 +29,14 @@ use crate::progress::{Counters, PeerInfo};
 /// megabytes is an attack or garbage and ends the session.
 pub const MAX_BUFFERED: usize = 4 * 1024 * 1024;
 
+/// Output held by the bridge above which it stops handling received packets
+/// until the output has been taken ([`CdromBridge::process`]). Without it, one
+/// read of the stream full of large IN requests (a desktop's guest chooses
+/// them, up to 128 MiB each and many per read, and with UAS in up to 32
+/// streams) would make the drive read all of their data into memory before
+/// any of it is written.
+pub const OUTPUT_HIGH_WATER: usize = 8 * 1024 * 1024;
+
 /// Something worth telling the user or the log that the bridge saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BridgeNote {
@@ -61,6 +69,9 @@ pub struct CdromBridge {
     tokens: HashMap<u64, Token>,
     counters: Counters,
     peer: Option<PeerInfo>,
+    /// Packets may be left unhandled because the output reached
+    /// [`OUTPUT_HIGH_WATER`].
+    paused: bool,
 }
 
 impl CdromBridge {
@@ -91,6 +102,7 @@ impl CdromBridge {
             tokens: HashMap::new(),
             counters: Counters::default(),
             peer: None,
+            paused: false,
         })
     }
 
@@ -134,16 +146,39 @@ impl CdromBridge {
     ///
     /// An error means the peer sent something invalid (or the peer's filter
     /// rejected the drive); the connection should be closed.
+    ///
+    /// Handling stops early once the output reaches [`OUTPUT_HIGH_WATER`]:
+    /// then take the output and call [`CdromBridge::process`] until
+    /// [`CdromBridge::is_paused`] is false, before feeding more.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<BridgeNote>, SessionError> {
         self.session.feed(bytes)?;
+        self.process()
+    }
+
+    /// Handles the packets received so far, until none is left or the
+    /// output reaches [`OUTPUT_HIGH_WATER`].
+    pub fn process(&mut self) -> Result<Vec<BridgeNote>, SessionError> {
         let mut notes = Vec::new();
-        while let Some(ev) = self.session.next_event()? {
+        self.paused = false;
+        loop {
+            if self.session.output_len() >= OUTPUT_HIGH_WATER {
+                self.paused = true;
+                return Ok(notes);
+            }
+            let Some(ev) = self.session.next_event()? else {
+                return Ok(notes);
+            };
             if let Some(note) = self.handle(ev)? {
                 notes.push(note);
             }
             self.drain()?;
         }
-        Ok(notes)
+    }
+
+    /// True if received packets wait for [`CdromBridge::process`] because the
+    /// output reached [`OUTPUT_HIGH_WATER`].
+    pub fn is_paused(&self) -> bool {
+        self.paused
     }
 
     /// Puts a disc in the drive; the guest sees a media change at its next
@@ -508,6 +543,10 @@ mod tests {
                     }
                     progressed = true;
                 }
+                if self.bridge.is_paused() {
+                    notes.extend(self.bridge.process().unwrap());
+                    progressed = true;
+                }
                 if !progressed {
                     return notes;
                 }
@@ -777,6 +816,50 @@ mod tests {
             .unwrap();
         p.pump();
         assert_eq!(p.bulk_reply(id).unwrap().status, Status::Inval);
+    }
+
+    #[test]
+    fn a_flood_of_large_in_requests_pauses_at_the_high_water_mark() {
+        // 16 MiB of disc; the unit attention is cleared first.
+        let disc = MemoryMedium::patterned("disc", 8192);
+        let mut p = Pair::new(Some(Box::new(disc)));
+        p.command_in(1, 0, &[0, 0, 0, 0, 0, 0]);
+        p.command_in(2, 0, &[0, 0, 0, 0, 0, 0]);
+        // READ(10) of 16 MiB, then eight 2 MiB IN requests and the CSW request,
+        // all in one read of the stream.
+        let mut cb = [0u8; 16];
+        cb[..10].copy_from_slice(&[0x28, 0, 0, 0, 0, 0, 0, 0x20, 0, 0]);
+        let cbw = Cbw {
+            tag: 3,
+            data_transfer_length: 16 << 20,
+            data_in: true,
+            lun: 0,
+            cb_length: 10,
+            cb,
+        };
+        p.guest
+            .bulk_out(BULK_OUT_ENDPOINT, cbw.to_bytes().to_vec())
+            .unwrap();
+        let ids: Vec<u64> = (0..8)
+            .map(|_| p.guest.bulk_in(BULK_IN_ENDPOINT, 2 << 20).unwrap())
+            .collect();
+        let csw = p.guest.bulk_in(BULK_IN_ENDPOINT, 13).unwrap();
+        let bytes = p.guest.take_output();
+        p.bridge.feed(&bytes).unwrap();
+        assert!(p.bridge.is_paused());
+        let held = p.bridge.session().output_len();
+        assert!(
+            (OUTPUT_HIGH_WATER..OUTPUT_HIGH_WATER + (3 << 20)).contains(&held),
+            "{held} bytes held"
+        );
+        // Taking the output and going on delivers everything, in order.
+        p.pump();
+        assert!(!p.bridge.is_paused());
+        for id in ids {
+            assert_eq!(p.bulk_reply(id).unwrap().data.len(), 2 << 20);
+        }
+        let csw = Csw::parse(&p.bulk_reply(csw).unwrap().data).unwrap();
+        assert_eq!((csw.tag, csw.status), (3, CswStatus::Passed));
     }
 
     #[test]

@@ -149,6 +149,14 @@ async fn pump<S: RedirStream>(
             wr.flush().await?;
         }
         publish(bridge, progress);
+        if bridge.is_paused() {
+            // Packets already received wait behind a lot of output (now
+            // written): handle them before reading more.
+            for note in bridge.process()? {
+                log_note(&note);
+            }
+            continue;
+        }
         tokio::select! {
             r = rd.read(&mut buf) => {
                 let n = r?;

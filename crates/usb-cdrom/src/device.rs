@@ -70,6 +70,13 @@ const U2_ENABLE: u16 = 49;
 /// `wLength` of SET_SEL.
 const SET_SEL_LENGTH: u16 = 6;
 
+/// Most bytes of bulk IN requests that may wait at once (on the Bulk-Only IN endpoint,
+/// or in one UAS stream's data-in pipe); a request beyond completes as `Invalid`.
+/// Hosts queue a few requests of at most a few MiB (Linux: one per command of up to
+/// 1 MiB); the limit keeps a hostile host from making the drive read a whole disc
+/// into memory for one command.
+pub const MAX_QUEUED_IN_BYTES: u64 = 32 * 1024 * 1024;
+
 /// Most sectors read from the medium in one go while filling IN requests.
 const MAX_CHUNK_SECTORS: u64 = 256;
 
@@ -615,6 +622,11 @@ impl UsbCdrom {
         }
         if self.configuration == 0 {
             self.complete(id, endpoint, TransferStatus::Stall, Vec::new(), 0);
+            return;
+        }
+        let queued: u64 = self.in_queue.iter().map(|r| u64::from(r.max_len)).sum();
+        if queued + u64::from(max_len) > MAX_QUEUED_IN_BYTES {
+            self.complete(id, endpoint, TransferStatus::Invalid, Vec::new(), 0);
             return;
         }
         self.in_queue.push_back(InRequest { id, max_len });

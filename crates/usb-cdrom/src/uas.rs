@@ -105,7 +105,8 @@ pub const MAX_STREAMS_EXPONENT: u8 = 5;
 /// Streams per stream endpoint, and so the most commands in flight (tags 1..=32).
 pub const MAX_STREAMS: u32 = 1 << MAX_STREAMS_EXPONENT;
 /// Most requests that may wait on one stream of one pipe; more are refused as invalid
-/// (a host has one of each per command).
+/// (a host has one of each per command). IN requests are also bounded in bytes
+/// ([`crate::device::MAX_QUEUED_IN_BYTES`] per stream and pipe).
 pub const MAX_WAITING_PER_STREAM: usize = 4;
 
 /// Why an IU from the host was refused. The drive answers with a Response IU
@@ -431,7 +432,10 @@ impl Uas {
             StreamPipe::DataIn => &mut s.data_in,
             StreamPipe::DataOut => &mut s.data_out,
         };
-        if queue.len() >= MAX_WAITING_PER_STREAM {
+        let queued: u64 = queue.iter().map(|r| u64::from(r.max_len)).sum();
+        if queue.len() >= MAX_WAITING_PER_STREAM
+            || queued + u64::from(max_len) > crate::device::MAX_QUEUED_IN_BYTES
+        {
             out.push_back(done(id, ep, TransferStatus::Invalid, Vec::new(), 0));
             return;
         }

@@ -332,3 +332,23 @@ fn the_packet_boundary_follows_the_speed() {
         assert_eq!((csw.tag, csw.status), (8, CswStatus::PhaseError));
     }
 }
+
+#[test]
+fn queued_in_requests_are_bounded_in_bytes() {
+    let mut h = Host::with_disc(200);
+    let limit = usb_cdrom::device::MAX_QUEUED_IN_BYTES as u32;
+    // Up to the limit the requests wait; one byte more is refused at once.
+    let ids = submit_ins(&mut h, &[limit / 2, limit / 2]);
+    assert!(h.dev.take_completions().is_empty());
+    let refused = submit_ins(&mut h, &[1]);
+    let c = h.dev.take_completions();
+    assert_eq!((c.len(), c[0].id), (1, refused[0]));
+    assert_eq!(c[0].status, TransferStatus::Invalid);
+    assert_eq!(h.dev.pending_requests(), 2);
+    // The waiting ones still serve a command.
+    submit_cbw(&mut h, 9, &read10(0, 4), 4 * 2048);
+    let c = h.dev.take_completions();
+    let c = ins(&c);
+    assert_eq!(c[0].id, ids[0]);
+    assert_eq!(c[0].data.len(), 4 * 2048 + 13, "data and CSW, short");
+}

@@ -328,6 +328,14 @@ fn streams_are_checked_and_bounded() {
     d.submit_bulk_in_stream(UAS_STATUS_ENDPOINT, 32, 99, 112);
     assert_eq!(d.take_completions()[0].status, TransferStatus::Invalid);
     assert_eq!(d.pending_requests(), uas::MAX_WAITING_PER_STREAM);
+    // And in bytes: a data-in request past the limit is refused.
+    let limit = usb_cdrom::device::MAX_QUEUED_IN_BYTES as u32;
+    d.submit_bulk_in_stream(UAS_DATA_IN_ENDPOINT, 7, 300, limit);
+    assert!(d.take_completions().is_empty());
+    d.submit_bulk_in_stream(UAS_DATA_IN_ENDPOINT, 7, 301, 1);
+    assert_eq!(d.take_completions()[0].status, TransferStatus::Invalid);
+    assert!(d.cancel(300));
+    d.take_completions();
     // Back to Bulk-Only: everything waiting is cancelled, and streams are refused.
     assert!(d
         .control(SetupPacket::new(0x01, 0x0B, 0, 0, 0), &[])

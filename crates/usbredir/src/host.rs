@@ -544,6 +544,12 @@ impl HostSession {
         !self.out.is_empty()
     }
 
+    /// Bytes waiting in the output (for back-pressure: stop handling events
+    /// while the peer has not taken a lot of output).
+    pub fn output_len(&self) -> usize {
+        self.out.len()
+    }
+
     /// Appends bytes received from the guest. Then drain
     /// [`HostSession::next_event`] until `Ok(None)`.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), SessionError> {

@@ -44,6 +44,12 @@ const PRESENCE_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_BUFFERED: usize = 32 * 1024 * 1024;
 /// Read buffer size.
 const READ_CHUNK: usize = 256 * 1024;
+/// Most bytes of bulk IN transfers one endpoint may have waiting; a request
+/// beyond is answered `inval`. Each waiting IN transfer holds a buffer of its
+/// size (up to 128 MiB by the protocol), so without a bound a hostile desktop
+/// could queue enough of them to exhaust the terminal's memory. Hosts queue a
+/// few of at most a few MiB; the emulated drive has the same bound.
+const MAX_QUEUED_IN_BYTES: u64 = usb_cdrom::device::MAX_QUEUED_IN_BYTES;
 
 const REQ_CLEAR_FEATURE: u8 = 0x01;
 const REQ_SET_ADDRESS: u8 = 0x05;
@@ -824,6 +830,19 @@ async fn bulk_worker<D: EndpointDirection>(
             cmd = rx.recv() => match cmd {
                 None => break,
                 Some(EpCmd::Submit { token, length, data }) => {
+                    // Each IN transfer gets its buffer when submitted: bound what
+                    // the desktop may have waiting (see MAX_QUEUED_IN_BYTES).
+                    if is_in && q.queued_bytes() + u64::from(length) > MAX_QUEUED_IN_BYTES {
+                        let _ = done.send(Done {
+                            token,
+                            status: Status::Inval,
+                            data: Vec::new(),
+                            transferred: 0,
+                            is_in,
+                            disconnected: false,
+                        });
+                        continue;
+                    }
                     if let Some(f) = q.submit(Inflight { token, length, data, guest_cancelled: false }) {
                         submit(&mut ep, f);
                     }
@@ -962,6 +981,16 @@ struct EpQueue {
 }
 
 impl EpQueue {
+    /// Bytes of all transfers the queue holds (in flight, to resubmit, held).
+    fn queued_bytes(&self) -> u64 {
+        self.inflight
+            .iter()
+            .chain(&self.innocents)
+            .chain(&self.held)
+            .map(|f| u64::from(f.length))
+            .sum()
+    }
+
     /// A new transfer; returns it if it must be submitted now.
     fn submit(&mut self, f: Inflight) -> Option<&Inflight> {
         if self.draining {
@@ -1068,6 +1097,23 @@ mod tests {
             data: Bytes::new(),
             guest_cancelled: false,
         }
+    }
+
+    #[test]
+    fn queued_bytes_count_every_transfer_the_queue_holds() {
+        let t = tokens();
+        let mut q = EpQueue::default();
+        assert_eq!(q.queued_bytes(), 0);
+        for &tok in &t[..3] {
+            q.submit(inflight(tok));
+        }
+        assert_eq!(q.queued_bytes(), 3 * 512);
+        q.cancel(t[1]);
+        q.submit(inflight(t[3])); // held while draining
+        assert_eq!(q.queued_bytes(), 4 * 512);
+        q.completed(false, false); // t0 reported
+        q.completed(true, false); // t1 cancelled
+        assert_eq!(q.queued_bytes(), 2 * 512);
     }
 
     #[test]

@@ -116,6 +116,11 @@ fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
         log.contains("Session ended"),
         "the forwarder did not end cleanly: {log}"
     );
+    // The desktop's Linux reads the disc with allowed commands only.
+    ensure!(
+        !log.contains("refused a SCSI command"),
+        "the command filter refused a command of a reading desktop: {log}"
+    );
     serial.wait_removed(report.end, Duration::from_secs(30))?;
 
     // The stick alone: refused before anything reaches the broker.

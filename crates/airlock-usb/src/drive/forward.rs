@@ -172,6 +172,12 @@ impl DriveForwarder {
             p.phase = Phase::Ended;
             p.counters = fwd.counters;
         });
+        if fwd.refused_commands > 0 {
+            tracing::warn!(
+                refused = fwd.refused_commands,
+                "SCSI commands from the desktop refused this session (writing, firmware or vendor commands)"
+            );
+        }
         let end = result?;
         Ok(SessionSummary {
             end,
@@ -197,6 +203,8 @@ struct Forwarder {
     counters: Counters,
     peer: Option<PeerInfo>,
     configured: bool,
+    /// SCSI commands refused so far (see `commands`).
+    refused_commands: u64,
 }
 
 impl Forwarder {
@@ -233,6 +241,7 @@ impl Forwarder {
             counters: Counters::default(),
             peer: None,
             configured: false,
+            refused_commands: 0,
         };
         let layout = f.layout();
         f.session.connect_device(connect, layout)?;
@@ -368,8 +377,23 @@ impl Forwarder {
             }
             HostEvent::Control(r) => self.control(r).await?,
             HostEvent::Bulk(r) => {
+                let refused = if r.is_in() {
+                    None
+                } else {
+                    super::commands::refused_command(&r.data)
+                };
                 if r.stream_id != 0 {
                     self.fail(r.token, r.is_in(), Status::Inval)?;
+                } else if let Some(c) = refused {
+                    // Never reaches the drive; the desktop sees an invalid CBW.
+                    tracing::warn!(
+                        device = %self.name,
+                        opcode = format_args!("{:#04x}", c.opcode),
+                        command = c.name,
+                        "refused a SCSI command from the desktop: the drive is read-only for desktops"
+                    );
+                    self.refused_commands += 1;
+                    self.fail(r.token, false, Status::Stall)?;
                 } else if r.is_in() && r.length == 0 {
                     self.session
                         .complete_in(r.token, Status::Success, Vec::<u8>::new())?;

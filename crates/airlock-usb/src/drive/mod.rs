@@ -7,6 +7,7 @@
 //! and then a WARNING says the terminal is not guarded (on a guarded
 //! terminal `usb-storage` can never bind).
 
+pub mod commands;
 pub mod descriptors;
 mod forward;
 pub mod probe;

@@ -303,11 +303,7 @@ async fn usb_forward(args: ForwardArgs) -> anyhow::Result<()> {
                 speed,
                 uas: !args.no_uas,
             };
-            if options == IsoOptions::default() {
-                Source::Iso(iso.clone())
-            } else {
-                Source::IsoWith(iso.clone(), options)
-            }
+            Source::IsoWith(iso.clone(), options)
         }
         (None, Some(sel)) => Source::Drive(sel),
         _ => bail!("give either --device auto|VID:PID or --iso FILE"),

@@ -31,7 +31,7 @@ use crate::descriptors::{
 use crate::medium::{Medium, SECTOR_SIZE};
 use crate::scsi::{DataIn, MediumState, Outcome, ScsiTarget};
 use crate::sense::Sense;
-use crate::uas::{Pipes, StreamPipe, Uas};
+use crate::uas::{StreamPipe, Uas};
 use crate::usb::{
     Completion, ControlResult, EndpointInfo, InterfaceInfo, SetupPacket, Speed, TransferStatus,
 };
@@ -315,11 +315,7 @@ impl UsbCdrom {
             address: 0,
             configuration: 1,
             alt: 0,
-            uas: Uas::new(Pipes {
-                status: UAS_STATUS_ENDPOINT,
-                data_in: UAS_DATA_IN_ENDPOINT,
-                data_out: UAS_DATA_OUT_ENDPOINT,
-            }),
+            uas: Uas::default(),
             bot: Bot::Idle,
             bulk_in: Endpoint::default(),
             bulk_out: Endpoint::default(),

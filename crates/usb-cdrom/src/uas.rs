@@ -25,6 +25,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::descriptors::{UAS_DATA_IN_ENDPOINT, UAS_DATA_OUT_ENDPOINT, UAS_STATUS_ENDPOINT};
 use crate::device::Source;
 use crate::scsi::{Outcome, ScsiTarget};
 use crate::sense::Sense;
@@ -328,29 +329,23 @@ pub(crate) enum StreamPipe {
     DataOut,
 }
 
-/// Endpoint addresses of the UAS alternate setting.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Pipes {
-    pub status: u8,
-    pub data_in: u8,
-    pub data_out: u8,
+impl StreamPipe {
+    fn endpoint(self) -> u8 {
+        match self {
+            StreamPipe::Status => UAS_STATUS_ENDPOINT,
+            StreamPipe::DataIn => UAS_DATA_IN_ENDPOINT,
+            StreamPipe::DataOut => UAS_DATA_OUT_ENDPOINT,
+        }
+    }
 }
 
 /// The UAS transport state: tasks and waiting requests by stream.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Uas {
-    pipes: Pipes,
     streams: BTreeMap<u16, Stream>,
 }
 
 impl Uas {
-    pub fn new(pipes: Pipes) -> Self {
-        Self {
-            pipes,
-            streams: BTreeMap::new(),
-        }
-    }
-
     /// Requests waiting on any stream.
     pub fn pending_requests(&self) -> usize {
         self.streams
@@ -364,22 +359,13 @@ impl Uas {
         self.streams.values().filter(|s| s.task.is_some()).count()
     }
 
-    fn endpoint(&self, pipe: StreamPipe) -> u8 {
-        match pipe {
-            StreamPipe::Status => self.pipes.status,
-            StreamPipe::DataIn => self.pipes.data_in,
-            StreamPipe::DataOut => self.pipes.data_out,
-        }
-    }
-
     /// Forgets every task; waiting requests complete as `Cancelled`.
     pub fn cancel_all(&mut self, out: &mut VecDeque<Completion>) {
-        let pipes = self.pipes;
         for (_, s) in std::mem::take(&mut self.streams) {
             for (ep, queue) in [
-                (pipes.status, s.status),
-                (pipes.data_in, s.data_in),
-                (pipes.data_out, s.data_out),
+                (UAS_STATUS_ENDPOINT, s.status),
+                (UAS_DATA_IN_ENDPOINT, s.data_in),
+                (UAS_DATA_OUT_ENDPOINT, s.data_out),
             ] {
                 for r in queue {
                     out.push_back(cancelled(r.id, ep));
@@ -390,12 +376,11 @@ impl Uas {
 
     /// Cancels the waiting request `id`; false if there is none.
     pub fn cancel(&mut self, id: u64, out: &mut VecDeque<Completion>) -> bool {
-        let pipes = self.pipes;
         for s in self.streams.values_mut() {
             for (ep, queue) in [
-                (pipes.status, &mut s.status),
-                (pipes.data_in, &mut s.data_in),
-                (pipes.data_out, &mut s.data_out),
+                (UAS_STATUS_ENDPOINT, &mut s.status),
+                (UAS_DATA_IN_ENDPOINT, &mut s.data_in),
+                (UAS_DATA_OUT_ENDPOINT, &mut s.data_out),
             ] {
                 if let Some(i) = queue.iter().position(|r| r.id == id) {
                     queue.remove(i);
@@ -418,7 +403,7 @@ impl Uas {
         out: &mut VecDeque<Completion>,
     ) {
         let (id, max_len, data) = request;
-        let ep = self.endpoint(pipe);
+        let ep = pipe.endpoint();
         let tag = match u16::try_from(stream) {
             Ok(t) if t >= 1 && stream <= MAX_STREAMS => t,
             _ => {
@@ -596,7 +581,6 @@ impl Uas {
 
     /// Serves the requests of stream `tag` until none can make progress.
     fn pump(&mut self, tag: u16, scsi: &mut ScsiTarget, out: &mut VecDeque<Completion>) {
-        let pipes = self.pipes;
         let Some(s) = self.streams.get_mut(&tag) else {
             return;
         };
@@ -619,7 +603,13 @@ impl Uas {
                             *limit = *sent;
                         }
                         let len = buf.len() as u32;
-                        out.push_back(done(r.id, pipes.data_in, TransferStatus::Success, buf, len));
+                        out.push_back(done(
+                            r.id,
+                            UAS_DATA_IN_ENDPOINT,
+                            TransferStatus::Success,
+                            buf,
+                            len,
+                        ));
                         if *sent == *limit {
                             let iu = if *failed {
                                 check_iu(
@@ -646,7 +636,7 @@ impl Uas {
                         let len = u32::try_from(r.data.len()).unwrap_or(u32::MAX);
                         out.push_back(done(
                             r.id,
-                            pipes.data_out,
+                            UAS_DATA_OUT_ENDPOINT,
                             TransferStatus::Success,
                             Vec::new(),
                             len,
@@ -675,14 +665,20 @@ impl Uas {
                     if iu.len() > r.max_len as usize {
                         out.push_back(done(
                             r.id,
-                            pipes.status,
+                            UAS_STATUS_ENDPOINT,
                             TransferStatus::Babble,
                             Vec::new(),
                             0,
                         ));
                     } else {
                         let len = iu.len() as u32;
-                        out.push_back(done(r.id, pipes.status, TransferStatus::Success, iu, len));
+                        out.push_back(done(
+                            r.id,
+                            UAS_STATUS_ENDPOINT,
+                            TransferStatus::Success,
+                            iu,
+                            len,
+                        ));
                     }
                     progressed = true;
                 }

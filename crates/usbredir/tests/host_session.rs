@@ -668,14 +668,7 @@ fn unsupported_requests_get_error_replies() {
             },
         ]
     );
-    let ev = to_guest(&mut host, &mut guest);
-    let statuses: Vec<(u64, Packet)> = ev
-        .into_iter()
-        .map(|e| match e {
-            GuestEvent::Other(f) => (f.id, f.packet),
-            e => panic!("{e:?}"),
-        })
-        .collect();
+    let statuses = other_packets(to_guest(&mut host, &mut guest));
     assert_eq!(
         statuses,
         [
@@ -819,7 +812,9 @@ fn uas_connected() -> (HostSession, GuestSession) {
     (host, guest)
 }
 
-fn streams_status(guest_events: Vec<GuestEvent>) -> Vec<(u64, Packet)> {
+/// The (id, packet) of guest events that are status packets without a typed
+/// event of their own; panics on any other event.
+fn other_packets(guest_events: Vec<GuestEvent>) -> Vec<(u64, Packet)> {
     guest_events
         .into_iter()
         .map(|e| match e {
@@ -875,7 +870,7 @@ fn bulk_streams_are_allocated_checked_and_freed() {
             no_streams: 32
         }
     );
-    let st = streams_status(to_guest(&mut host, &mut guest));
+    let st = other_packets(to_guest(&mut host, &mut guest));
     assert_eq!(st.len(), 5);
     for (i, (id, p)) in st.iter().enumerate() {
         let Packet::BulkStreamsStatus(s) = p else {

@@ -8,9 +8,11 @@
 mod config;
 mod display;
 mod engine;
+mod error;
 mod metrics;
 pub mod relay;
 
 pub use config::{DisplayConfig, PoolConfig};
-pub use engine::{DesktopView, DisplayGrant, LeaseGrant, Pool, PoolError, PoolStatus, UsbStream};
+pub use engine::{DesktopView, DisplayGrant, LeaseGrant, Pool, PoolStatus, UsbStream};
+pub use error::PoolError;
 pub use metrics::Metrics;

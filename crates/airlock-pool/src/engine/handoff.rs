@@ -1,0 +1,208 @@
+//! Hand-off of a leased desktop's devices to its terminal: the USB stream to the
+//! desktop's usb-redir port (one per lease, audited) and the signal that cuts the
+//! display connections when the lease ends (the proxy itself is `display.rs`).
+use super::{now_ms, Pool};
+use crate::error::PoolError;
+use airlock_core::{DesktopId, LeaseId, TerminalName, UserName};
+use airlock_qemu::spec::files;
+use airlock_store::AuditEntry;
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub(super) struct UsbHandle {
+    stop: tokio::sync::watch::Sender<bool>,
+    done: tokio::sync::watch::Receiver<bool>,
+}
+
+/// An accepted USB stream, ready to be piped once the terminal's connection is upgraded.
+pub struct UsbStream {
+    pool: Pool,
+    lease: LeaseId,
+    desktop: DesktopId,
+    terminal: TerminalName,
+    user: UserName,
+    socket: tokio::net::UnixStream,
+    stop: tokio::sync::watch::Receiver<bool>,
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+impl UsbStream {
+    /// Pipes the terminal's connection to the desktop's usb-redir port until either side
+    /// closes, the stream breaks the usbredir rules, or the lease ends.
+    pub async fn run<T>(self, terminal: T)
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send,
+    {
+        let started = Instant::now();
+        let pool = self.pool.clone();
+        let (lease, desktop, term, user) = (
+            self.lease.clone(),
+            self.desktop.clone(),
+            self.terminal.clone(),
+            self.user.clone(),
+        );
+        let audit = |action: &str, details: serde_json::Value| {
+            if let Ok(mut s) = pool.store() {
+                let _ = s.audit(
+                    now_ms(),
+                    AuditEntry::new(action)
+                        .terminal(&term)
+                        .user(&user)
+                        .desktop(&desktop)
+                        .lease(&lease)
+                        .details(details),
+                );
+            }
+        };
+        let (end, stats) = crate::relay::pipe(terminal, self.socket, self.stop, |ev| match ev {
+            crate::relay::StreamEvent::Attached { vid, pid, class, interfaces } => {
+                tracing::info!(lease = %lease, desktop = %desktop, "USB device attached: {vid:04x}:{pid:04x}");
+                audit("usb_attached", json!({
+                    "vid": format!("{vid:04x}"), "pid": format!("{pid:04x}"), "device_class": class,
+                    "interfaces": interfaces.iter().map(|(c, s, p)| format!("{c:02x}:{s:02x}:{p:02x}")).collect::<Vec<_>>(),
+                }));
+            }
+            crate::relay::StreamEvent::Detached => {
+                tracing::info!(lease = %lease, desktop = %desktop, "USB device detached");
+                audit("usb_detached", json!({}));
+            }
+        })
+        .await;
+        match &end {
+            crate::relay::RelayEnd::Error(e) => {
+                tracing::warn!(lease = %lease, desktop = %desktop, error = %e, "USB stream ended by the relay")
+            }
+            e => {
+                tracing::info!(lease = %lease, desktop = %desktop, end = %e.as_str(), "USB stream closed")
+            }
+        }
+        audit(
+            "usb_stream_closed",
+            json!({
+                "end": end.as_str(),
+                "bytes_to_desktop": stats.to_desktop,
+                "bytes_to_terminal": stats.to_terminal,
+                "seconds": started.elapsed().as_secs_f64(),
+            }),
+        );
+        if let Ok(mut m) = pool.inner.usb.lock() {
+            m.remove(&lease);
+        }
+        let _ = self.done.send(true);
+    }
+}
+
+impl Pool {
+    /// Accepts a USB stream for a lease held by `terminal`: one per lease, only while the
+    /// lease is active, only to that lease's desktop.
+    pub async fn open_usb(
+        &self,
+        lease: &LeaseId,
+        terminal: &TerminalName,
+        claim: &crate::relay::DeviceClaim,
+    ) -> Result<UsbStream, PoolError> {
+        let row = self.lease_of(lease, terminal)?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+        {
+            let mut m = self
+                .inner
+                .usb
+                .lock()
+                .map_err(|_| PoolError::Internal("usb map poisoned".into()))?;
+            if m.contains_key(lease) {
+                return Err(PoolError::UsbBusy);
+            }
+            m.insert(
+                lease.clone(),
+                UsbHandle {
+                    stop: stop_tx,
+                    done: done_rx,
+                },
+            );
+        }
+        let forget = |p: &Pool| {
+            if let Ok(mut m) = p.inner.usb.lock() {
+                m.remove(lease);
+            }
+        };
+        // Re-check after registering: a lease that ended meanwhile gets no stream (its end
+        // either saw our entry and closed it, or we see it ended here).
+        if self.lease_of(lease, terminal).is_err() {
+            forget(self);
+            return Err(PoolError::LeaseNotFound);
+        }
+        let path = self.run_dir(&row.desktop).join(files::USBREDIR);
+        let socket = match tokio::time::timeout(
+            Duration::from_secs(3),
+            tokio::net::UnixStream::connect(&path),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                forget(self);
+                return Err(PoolError::UsbUnavailable(e.to_string()));
+            }
+            Err(_) => {
+                forget(self);
+                return Err(PoolError::UsbUnavailable("timed out".into()));
+            }
+        };
+        if let Ok(mut s) = self.store() {
+            let _ = s.audit(
+                now_ms(),
+                AuditEntry::new("usb_stream_opened")
+                    .terminal(terminal)
+                    .user(&row.user)
+                    .desktop(&row.desktop)
+                    .lease(lease)
+                    .details(serde_json::to_value(claim).unwrap_or_default()),
+            );
+        }
+        tracing::info!(lease = %lease, desktop = %row.desktop, kind = %claim.kind, "USB stream opened");
+        Ok(UsbStream {
+            pool: self.clone(),
+            lease: lease.clone(),
+            desktop: row.desktop,
+            terminal: terminal.clone(),
+            user: row.user,
+            socket,
+            stop: stop_rx,
+            done: done_tx,
+        })
+    }
+
+    /// Cuts a desktop's forwarded display connections (its lease ended).
+    pub(super) fn cut_display(&self, id: &DesktopId) {
+        if let Some(tx) = self.inner.display_cut.get(id) {
+            tx.send_modify(|v| *v += 1);
+        }
+    }
+
+    pub(crate) fn display_cut_receiver(
+        &self,
+        id: &DesktopId,
+    ) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.display_cut.get(id).map(|tx| tx.subscribe())
+    }
+
+    pub(crate) fn active_lease_id(&self, id: &DesktopId) -> Option<LeaseId> {
+        self.store().ok()?.active_lease_on(id).ok()?.map(|l| l.id)
+    }
+
+    pub(crate) fn running_run_file(&self, id: &DesktopId, name: &str) -> Option<PathBuf> {
+        self.running_vm(id).map(|(_, spec)| spec.run_file(name))
+    }
+
+    /// Closes a lease's USB stream, if any, and waits (briefly) until it is closed.
+    pub(super) async fn close_usb(&self, lease: &LeaseId) {
+        let handle = self.inner.usb.lock().ok().and_then(|mut m| m.remove(lease));
+        if let Some(h) = handle {
+            let _ = h.stop.send(true);
+            let mut done = h.done;
+            let _ = tokio::time::timeout(Duration::from_secs(3), done.wait_for(|d| *d)).await;
+        }
+    }
+}

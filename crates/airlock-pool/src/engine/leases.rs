@@ -1,0 +1,250 @@
+//! Leases: grants a clean desktop with a fresh display password, renews leases on
+//! heartbeats, ends them (released or expired) and hands their desktops to a reset, and
+//! tells a terminal that finds no free desktop when to retry.
+use super::{now_ms, random_bytes, random_password, Pool};
+use crate::error::PoolError;
+use crate::metrics::{ReasonLabel, ResultLabel};
+use airlock_core::policy::{median, retry_after_s};
+use airlock_core::{DesktopId, EndReason, LeaseId, TerminalName, UnixMillis, UserName};
+use airlock_qemu::DisplayProtocol;
+use airlock_store::StoreError;
+use serde::Serialize;
+use serde_json::json;
+use std::time::Instant;
+
+/// The display part of a lease.
+#[derive(Debug, Clone, Serialize)]
+pub struct DisplayGrant {
+    pub protocol: &'static str,
+    pub host: String,
+    pub port: u16,
+    pub password: String,
+}
+
+/// A granted lease, as the terminal needs it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseGrant {
+    pub lease_id: LeaseId,
+    pub desktop_id: DesktopId,
+    pub expires_at: UnixMillis,
+    pub heartbeat_interval_s: u64,
+    pub display: Option<DisplayGrant>,
+}
+
+impl Pool {
+    /// Grants a lease on a clean desktop, with a new display password.
+    pub async fn acquire(
+        &self,
+        terminal: &TerminalName,
+        user: &UserName,
+    ) -> Result<LeaseGrant, PoolError> {
+        let t0 = Instant::now();
+        let lease_id = LeaseId::from_random(random_bytes::<16>()?);
+        let acquired = {
+            let mut store = self.store()?;
+            store.acquire(&lease_id, terminal, user, now_ms())
+        };
+        let acquired = match acquired {
+            Ok(a) => a,
+            Err(StoreError::NoFreeDesktop) => {
+                self.count_acquire("no_free_desktop");
+                return Err(PoolError::NoFreeDesktop {
+                    retry_after_s: self.retry_after_s(),
+                });
+            }
+            Err(e) => {
+                self.count_acquire("error");
+                return Err(e.into());
+            }
+        };
+        let desktop = acquired.lease.desktop.clone();
+        let display = match self.grant_display(&desktop).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(desktop = %desktop, error = %e, "could not set the display password; ending the lease");
+                self.count_acquire("error");
+                let ended = self.store().and_then(|mut s| {
+                    Ok(s.end_lease(
+                        &lease_id,
+                        None,
+                        EndReason::SetupFailed,
+                        now_ms(),
+                        json!({"error": e.to_string()}),
+                    )?)
+                });
+                if ended.is_ok() {
+                    self.spawn_reset(&desktop);
+                }
+                return Err(PoolError::Setup(e.to_string()));
+            }
+        };
+        self.count_acquire("granted");
+        self.inner
+            .metrics
+            .acquire_seconds
+            .observe(t0.elapsed().as_secs_f64());
+        tracing::info!(lease = %lease_id, desktop = %desktop, terminal = %terminal, user = %user,
+            ms = t0.elapsed().as_secs_f64() * 1000.0, "lease granted");
+        Ok(LeaseGrant {
+            lease_id,
+            desktop_id: desktop,
+            expires_at: self.inner.timing.deadline(acquired.lease.heartbeat_at),
+            heartbeat_interval_s: self.inner.timing.heartbeat_interval_s(),
+            display,
+        })
+    }
+
+    fn count_acquire(&self, result: &str) {
+        self.inner
+            .metrics
+            .acquires
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    async fn grant_display(&self, desktop: &DesktopId) -> Result<Option<DisplayGrant>, PoolError> {
+        let Some(cfg) = self.inner.cfg.display.as_ref() else {
+            return Ok(None);
+        };
+        let (vm, spec) = self
+            .running_vm(desktop)
+            .ok_or_else(|| PoolError::Internal(format!("desktop {desktop} has no running VM")))?;
+        let d = spec
+            .display
+            .ok_or_else(|| PoolError::Internal("desktop has no display".into()))?;
+        let password = random_password(match cfg.protocol {
+            DisplayProtocol::Spice => 24,
+            DisplayProtocol::Vnc => 8,
+        })?;
+        self.inner
+            .driver
+            .set_display_password(&vm, cfg.protocol, &password)
+            .await
+            .map_err(|e| PoolError::Setup(e.to_string()))?;
+        Ok(Some(DisplayGrant {
+            protocol: cfg.protocol.as_str(),
+            host: cfg.advertise_host.clone(),
+            port: d.port,
+            password,
+        }))
+    }
+
+    fn retry_after_s(&self) -> u64 {
+        let counts = self.counts().unwrap_or_default();
+        let typical = self
+            .inner
+            .reset_ms
+            .lock()
+            .ok()
+            .and_then(|v| median(&v.iter().copied().collect::<Vec<_>>()));
+        retry_after_s(&counts, typical, self.inner.timing.heartbeat_interval_s())
+    }
+
+    /// Records a heartbeat; returns the lease's new expiry time.
+    pub fn heartbeat(
+        &self,
+        lease: &LeaseId,
+        terminal: &TerminalName,
+    ) -> Result<UnixMillis, PoolError> {
+        let row = self
+            .store()?
+            .heartbeat(lease, terminal, now_ms(), self.inner.timing.timeout_ms)
+            .map_err(|e| match e {
+                StoreError::LeaseNotFound => PoolError::LeaseNotFound,
+                e => e.into(),
+            })?;
+        Ok(self.inner.timing.deadline(row.heartbeat_at))
+    }
+
+    /// Ends a lease at the terminal's request; the desktop's display password is revoked
+    /// and the desktop reset in the background.
+    pub async fn release(
+        &self,
+        lease: &LeaseId,
+        terminal: &TerminalName,
+    ) -> Result<DesktopId, PoolError> {
+        self.end(lease, Some(terminal), EndReason::Released).await
+    }
+
+    async fn end(
+        &self,
+        lease: &LeaseId,
+        terminal: Option<&TerminalName>,
+        reason: EndReason,
+    ) -> Result<DesktopId, PoolError> {
+        let row = self
+            .store()?
+            .end_lease(lease, terminal, reason, now_ms(), json!({}))
+            .map_err(|e| match e {
+                StoreError::LeaseNotFound => PoolError::LeaseNotFound,
+                e => e.into(),
+            })?;
+        self.inner
+            .metrics
+            .leases_ended
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str().into(),
+            })
+            .inc();
+        tracing::info!(lease = %lease, desktop = %row.desktop, reason = %reason, "lease ended");
+        // The lease's display connections and USB stream close before the reset.
+        self.cut_display(&row.desktop);
+        self.close_usb(lease).await;
+        // Revoke the password at once: the reset that follows replaces the process anyway,
+        // but a snapshot restore keeps it, and the reset may wait behind another operation.
+        if let (Some(cfg), Some((vm, _))) = (
+            self.inner.cfg.display.as_ref(),
+            self.running_vm(&row.desktop),
+        ) {
+            if let Err(e) = self
+                .inner
+                .driver
+                .revoke_display_password(&vm, cfg.protocol)
+                .await
+            {
+                tracing::warn!(desktop = %row.desktop, error = %e, "could not revoke the display password (the reset will)");
+            }
+        }
+        self.spawn_reset(&row.desktop);
+        Ok(row.desktop)
+    }
+
+    pub(super) async fn sweep_loop(&self) {
+        let mut tick = tokio::time::interval(self.inner.cfg.sweep_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let expired = match self
+                .store()
+                .and_then(|s| Ok(s.expired_leases(now_ms(), self.inner.timing.timeout_ms)?))
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!(error = %e, "lease sweep failed");
+                    continue;
+                }
+            };
+            for lease in expired {
+                tracing::warn!(lease = %lease.id, desktop = %lease.desktop, terminal = %lease.terminal,
+                    "lease expired: no heartbeat; resetting its desktop");
+                if let Err(e) = self.end(&lease.id, None, EndReason::Expired).await {
+                    tracing::debug!(error = %e, "lease ended meanwhile");
+                }
+            }
+        }
+    }
+
+    /// The active lease with this id held by this terminal, if any.
+    pub fn lease_of(
+        &self,
+        lease: &LeaseId,
+        terminal: &TerminalName,
+    ) -> Result<airlock_store::LeaseRow, PoolError> {
+        match self.store()?.lease(lease)? {
+            Some(l) if l.ended_at.is_none() && &l.terminal == terminal => Ok(l),
+            _ => Err(PoolError::LeaseNotFound),
+        }
+    }
+}

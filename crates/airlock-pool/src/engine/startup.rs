@@ -1,0 +1,269 @@
+//! Start-up: opens the store, binds the display ports, re-attaches to the desktops a
+//! previous broker left running (checking that clean ones still answer) and brings up
+//! the rest: first starts, resets and rebuilds, in the background.
+use super::{now_ms, Inner, Pool};
+use crate::config::PoolConfig;
+use crate::error::PoolError;
+use crate::metrics::InfoLabel;
+use crate::Metrics;
+use airlock_core::{DesktopEvent, DesktopId, DesktopState, LeaseTiming, ResetMethod, ResetPlan};
+use airlock_qemu::spec::files;
+use airlock_qemu::{Driver, Vm, VmSpec};
+use airlock_store::{AuditEntry, DesktopRow, Store};
+use serde_json::json;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+impl Pool {
+    /// Opens the store, re-attaches to desktops left running by a previous broker,
+    /// starts provisioning the rest in the background and returns at once.
+    pub async fn start(cfg: PoolConfig) -> Result<Pool, PoolError> {
+        std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
+            PoolError::Internal(format!(
+                "cannot create state directory {}: {e}",
+                cfg.state_dir.display()
+            ))
+        })?;
+        let driver = Driver::new(cfg.driver.clone()).await?;
+        let mut store = Store::open(&cfg.state_dir.join("airlock.db"))?;
+        let now = now_ms();
+        let rows = store.sync_pool(&cfg.desktops, now)?;
+        let op_locks = cfg
+            .desktops
+            .iter()
+            .map(|d| (d.clone(), Arc::new(tokio::sync::Mutex::new(()))))
+            .collect();
+        let timing = LeaseTiming {
+            timeout_ms: i64::try_from(cfg.lease_timeout.as_millis()).unwrap_or(i64::MAX),
+        };
+        let metrics = Metrics::new();
+        metrics
+            .info
+            .get_or_create(&InfoLabel {
+                version: env!("CARGO_PKG_VERSION").into(),
+                accel: cfg.driver.accel.as_str().into(),
+                qemu: driver.qemu_version().into(),
+                reset_method: cfg.reset_method.as_str().into(),
+            })
+            .set(1);
+        let head = store.audit(
+            now,
+            AuditEntry::new("broker_started").details(json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "accel": cfg.driver.accel.as_str(),
+                "qemu": driver.qemu_version(),
+                "reset_method": cfg.reset_method.as_str(),
+                "desktops": cfg.desktops.len(),
+            })),
+        )?;
+        tracing::info!(audit_head = %head, "audit chain head (keep a copy elsewhere to detect truncation)");
+        let golden_key = driver.template_key()?;
+        let display_cut_map = cfg
+            .desktops
+            .iter()
+            .map(|d| (d.clone(), tokio::sync::watch::channel(0u64).0))
+            .collect();
+        // The broker owns the display ports (see display.rs): bind them all now, so a
+        // port conflict stops the start with a clear error.
+        let mut display_listeners = Vec::new();
+        if let Some(d) = &cfg.display {
+            for (i, id) in cfg.desktops.iter().enumerate() {
+                let port = u16::try_from(i)
+                    .ok()
+                    .and_then(|i| d.port_base.checked_add(i))
+                    .ok_or_else(|| PoolError::Internal("display port out of range".into()))?;
+                let l = tokio::net::TcpListener::bind((d.listen, port)).await.map_err(|e| {
+                    PoolError::Internal(format!(
+                        "cannot listen on display port {}:{port} for {id}: {e}; is another airlockd or program using it? (pool.display.port_base)",
+                        d.listen
+                    ))
+                })?;
+                display_listeners.push((id.clone(), l));
+            }
+        }
+        let resumed = store.resume_leases(now)?;
+        if resumed > 0 {
+            tracing::info!(leases = resumed, "resumed active leases after restart");
+        }
+        let pool = Pool {
+            inner: Arc::new(Inner {
+                cfg,
+                driver,
+                store: Mutex::new(store),
+                template: Mutex::new(None),
+                running: Mutex::new(HashMap::new()),
+                op_locks,
+                next_generation: std::sync::atomic::AtomicU64::new(1),
+                reset_ms: Mutex::new(VecDeque::new()),
+                metrics,
+                timing,
+                usb: Mutex::new(HashMap::new()),
+                golden_key: Mutex::new(golden_key),
+                display_cut: display_cut_map,
+                template_error: Mutex::new(None),
+                stale: Mutex::new(std::collections::HashSet::new()),
+            }),
+        };
+        for (id, l) in display_listeners {
+            tokio::spawn(pool.clone().serve_display(id, l));
+        }
+        let need_work = pool.reattach(&rows).await?;
+        let p = pool.clone();
+        tokio::spawn(async move { p.bring_up(need_work).await });
+        let p = pool.clone();
+        tokio::spawn(async move { p.sweep_loop().await });
+        let p = pool.clone();
+        tokio::spawn(async move { p.golden_watch_loop().await });
+        Ok(pool)
+    }
+
+    /// After a (re)start: keeps desktops whose QEMU still runs and whose state allows it,
+    /// and returns the desktops that need a start or a reset.
+    async fn reattach(&self, rows: &[DesktopRow]) -> Result<Vec<(DesktopId, Work)>, PoolError> {
+        let mut work = Vec::new();
+        for row in rows {
+            let id = &row.id;
+            let run_dir = self.desktop_dir(id).join("run");
+            let attached = match row.state {
+                DesktopState::Clean | DesktopState::Leased => {
+                    match Vm::attach(&run_dir, id.as_str()).await {
+                        Ok(vm) => Some(vm),
+                        Err(e) => {
+                            tracing::warn!(desktop = %id, error = %e, "desktop's QEMU is gone");
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let spec: Option<VmSpec> = std::fs::read_to_string(self.spec_path(id))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+            match (row.state, attached, spec) {
+                (DesktopState::Clean | DesktopState::Leased, Some(vm), Some(spec)) => {
+                    tracing::info!(desktop = %id, state = %row.state, pid = vm.pid, "re-attached to running desktop");
+                    self.register(id, vm, spec);
+                    if row.state == DesktopState::Clean && !self.verify_clean(id).await {
+                        work.push((id.clone(), Work::Died));
+                    }
+                }
+                (DesktopState::Leased, _, _) => {
+                    self.lease_lost(id)?;
+                    work.push((
+                        id.clone(),
+                        Work::Reset {
+                            process_alive: false,
+                        },
+                    ));
+                }
+                (DesktopState::Clean, _, _) => {
+                    self.transition(
+                        id,
+                        DesktopEvent::Died,
+                        Some("QEMU process gone after broker restart"),
+                    )?;
+                    work.push((
+                        id.clone(),
+                        Work::Reset {
+                            process_alive: false,
+                        },
+                    ));
+                }
+                (DesktopState::Starting, _, _) => {
+                    airlock_qemu::process::kill_stale(&run_dir).await;
+                    work.push((id.clone(), Work::Provision));
+                }
+                (DesktopState::Dirty | DesktopState::Resetting, _, _) => {
+                    airlock_qemu::process::kill_stale(&run_dir).await;
+                    if row.state == DesktopState::Resetting {
+                        self.transition(
+                            id,
+                            DesktopEvent::Recover,
+                            Some("broker restarted during a reset"),
+                        )?;
+                    }
+                    work.push((
+                        id.clone(),
+                        Work::Reset {
+                            process_alive: false,
+                        },
+                    ));
+                }
+                (DesktopState::Broken, _, _) => {
+                    airlock_qemu::process::kill_stale(&run_dir).await;
+                }
+            }
+        }
+        Ok(work)
+    }
+
+    /// Pings a clean desktop's guest; a desktop that does not answer is not clean.
+    async fn verify_clean(&self, id: &DesktopId) -> bool {
+        let Some((_vm, spec)) = self.running_vm(id) else {
+            return false;
+        };
+        if !matches!(
+            self.inner.cfg.driver.readiness,
+            airlock_qemu::Readiness::Serial { .. }
+        ) {
+            return true;
+        }
+        let path = spec.run_file(files::AGENT);
+        let nonce = format!("verify-{}", now_ms());
+        match airlock_qemu::agent::Agent::connect(&path, Duration::from_secs(2)).await {
+            Ok(mut a) => a.ping(&nonce, Duration::from_secs(5)).await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    async fn bring_up(&self, work: Vec<(DesktopId, Work)>) {
+        if self.inner.cfg.reset_method == ResetMethod::TemplateClone {
+            self.refresh_template().await;
+        }
+        let mut tasks = Vec::new();
+        for (id, w) in work {
+            let p = self.clone();
+            tasks.push(tokio::spawn(async move {
+                match w {
+                    Work::Provision => p.provision(&id).await,
+                    Work::Reset { process_alive } => p.reset(&id, process_alive).await,
+                    Work::Died => p.handle_died(&id).await,
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        if let Ok(c) = self.counts() {
+            tracing::info!(
+                clean = c.clean,
+                leased = c.leased,
+                broken = c.broken,
+                "pool is up"
+            );
+        }
+    }
+
+    async fn provision(&self, id: &DesktopId) {
+        let Ok(lock) = self.op_lock(id) else { return };
+        let _g = lock.lock().await;
+        let t0 = Instant::now();
+        tracing::info!(desktop = %id, "starting desktop");
+        let plan = ResetPlan::new(self.first_start_method(), false);
+        self.run_plan(id, &plan, t0, false).await;
+    }
+
+    fn first_start_method(&self) -> ResetMethod {
+        match self.inner.cfg.reset_method {
+            ResetMethod::TemplateClone => ResetMethod::TemplateClone,
+            _ => ResetMethod::Rebuild,
+        }
+    }
+}
+
+enum Work {
+    Provision,
+    Reset { process_alive: bool },
+    Died,
+}

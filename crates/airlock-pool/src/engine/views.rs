@@ -1,0 +1,141 @@
+//! Views of the pool: desktop counts, the admin API's desktop list, `/healthz` status,
+//! Prometheus metrics and the audit log's check and tail.
+use super::Pool;
+use crate::error::PoolError;
+use crate::metrics::StateLabel;
+use airlock_core::policy::StateCounts;
+use airlock_core::{DesktopId, DesktopState, LeaseId, TerminalName, UnixMillis, UserName};
+use serde::Serialize;
+
+/// A desktop as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DesktopView {
+    pub id: DesktopId,
+    pub state: DesktopState,
+    pub since: UnixMillis,
+    pub reason: Option<String>,
+    pub lease: Option<LeaseId>,
+    pub terminal: Option<TerminalName>,
+    pub user: Option<UserName>,
+    pub resets: i64,
+    pub last_reset_s: Option<f64>,
+    pub last_reset_method: Option<String>,
+    pub generation: i64,
+    pub pid: Option<i32>,
+    pub display_port: Option<u16>,
+}
+
+/// The pool's overall status, for `/healthz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolStatus {
+    /// What is wrong, in words an admin can act on (empty when all is well).
+    pub problems: Vec<String>,
+    pub counts: StateCounts,
+    pub accel: &'static str,
+    pub reset_method: &'static str,
+    pub template: Option<String>,
+    pub qemu: String,
+}
+
+impl Pool {
+    /// How many desktops are in each state.
+    pub fn counts(&self) -> Result<StateCounts, PoolError> {
+        let rows = self.store()?.desktops()?;
+        Ok(StateCounts::tally(rows.iter().map(|r| r.state)))
+    }
+
+    /// All desktops with their leases, for the admin API.
+    pub fn desktops(&self) -> Result<Vec<DesktopView>, PoolError> {
+        let store = self.store()?;
+        let rows = store.desktops()?;
+        let leases = store.active_leases()?;
+        drop(store);
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let lease = leases.iter().find(|l| l.desktop == r.id);
+                let running = self.running_vm(&r.id);
+                DesktopView {
+                    lease: lease.map(|l| l.id.clone()),
+                    terminal: lease.map(|l| l.terminal.clone()),
+                    user: lease.map(|l| l.user.clone()),
+                    pid: running.as_ref().map(|(vm, _)| vm.pid),
+                    display_port: running
+                        .as_ref()
+                        .and_then(|(_, s)| s.display.as_ref().map(|d| d.port)),
+                    id: r.id,
+                    state: r.state,
+                    since: r.since,
+                    reason: r.reason,
+                    resets: r.resets,
+                    last_reset_s: r.last_reset_ms.map(|ms| ms as f64 / 1000.0),
+                    last_reset_method: r.last_reset_method,
+                    generation: r.generation,
+                }
+            })
+            .collect())
+    }
+
+    /// Overall status.
+    pub fn status(&self) -> Result<PoolStatus, PoolError> {
+        let counts = self.counts()?;
+        let mut problems = Vec::new();
+        if let Some(e) = self
+            .inner
+            .template_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+        {
+            problems.push(e);
+        }
+        if counts.broken > 0 {
+            problems.push(format!(
+                "{} desktop(s) broken: see GET /v1/desktops for the reason, then repair",
+                counts.broken
+            ));
+        }
+        Ok(PoolStatus {
+            problems,
+            counts,
+            accel: self.inner.cfg.driver.accel.as_str(),
+            reset_method: self.inner.cfg.reset_method.as_str(),
+            template: self
+                .inner
+                .template
+                .lock()
+                .ok()
+                .and_then(|t| t.as_ref().map(|t| t.key.clone())),
+            qemu: self.inner.driver.qemu_version().to_owned(),
+        })
+    }
+
+    /// Prometheus text for `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        let m = &self.inner.metrics;
+        if let Ok(c) = self.counts() {
+            for s in DesktopState::ALL {
+                m.desktops
+                    .get_or_create(&StateLabel {
+                        state: s.as_str().into(),
+                    })
+                    .set(i64::try_from(c.get(s)).unwrap_or(i64::MAX));
+            }
+        }
+        if let Ok(l) = self.store().and_then(|s| Ok(s.active_leases()?)) {
+            m.leases_active
+                .set(i64::try_from(l.len()).unwrap_or(i64::MAX));
+        }
+        m.render()
+    }
+
+    /// The audit chain check, for `/v1/audit/verify`.
+    pub fn verify_audit(&self) -> Result<airlock_store::ChainReport, PoolError> {
+        Ok(self.store()?.verify_audit()?)
+    }
+
+    /// The newest audit records.
+    pub fn audit_tail(&self, n: usize) -> Result<Vec<airlock_store::AuditRecord>, PoolError> {
+        Ok(self.store()?.audit_tail(n)?)
+    }
+}

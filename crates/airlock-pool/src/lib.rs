@@ -14,5 +14,5 @@ pub mod relay;
 
 pub use config::{DisplayConfig, PoolConfig};
 pub use engine::{DesktopView, DisplayGrant, LeaseGrant, Pool, PoolStatus, UsbStream};
-pub use error::PoolError;
+pub use error::{ErrorChain, PoolError};
 pub use metrics::Metrics;

@@ -2,7 +2,7 @@
 //! `{"error": code, "message": text}` with a fitting status.
 use crate::config::Config;
 use airlock_core::{DesktopId, LeaseId, TerminalName, UserName};
-use airlock_pool::{Pool, PoolError};
+use airlock_pool::{ErrorChain, Pool, PoolError};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
@@ -115,7 +115,7 @@ impl From<PoolError> for ApiError {
                 retry_after_s: Some(1),
             },
             other => {
-                tracing::error!(error = %other, "internal error");
+                tracing::error!(error = %ErrorChain(&other), "internal error");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",

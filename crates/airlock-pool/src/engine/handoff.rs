@@ -106,11 +106,9 @@ impl Pool {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
         {
-            let mut m = self
-                .inner
-                .usb
-                .lock()
-                .map_err(|_| PoolError::Internal("usb map poisoned".into()))?;
+            let mut m = self.inner.usb.lock().map_err(|_| PoolError::Poisoned {
+                what: "USB stream table",
+            })?;
             if m.contains_key(lease) {
                 return Err(PoolError::UsbBusy);
             }
@@ -134,20 +132,19 @@ impl Pool {
             return Err(PoolError::LeaseNotFound);
         }
         let path = self.run_dir(&row.desktop).join(files::USBREDIR);
-        let socket = match tokio::time::timeout(
+        let connected = tokio::time::timeout(
             Duration::from_secs(3),
             tokio::net::UnixStream::connect(&path),
         )
         .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+        let socket = match connected {
+            Ok(s) => s,
+            Err(e) => {
                 forget(self);
-                return Err(PoolError::UsbUnavailable(e.to_string()));
-            }
-            Err(_) => {
-                forget(self);
-                return Err(PoolError::UsbUnavailable("timed out".into()));
+                // The terminal is told only to try again; the cause is for the log.
+                tracing::warn!(lease = %lease, desktop = %row.desktop, error = %e, "cannot reach the desktop's USB port");
+                return Err(PoolError::UsbUnavailable(e));
             }
         };
         if let Ok(mut s) = self.store() {

@@ -2,7 +2,7 @@
 //! heartbeats, ends them (released or expired) and hands their desktops to a reset, and
 //! tells a terminal that finds no free desktop when to retry.
 use super::{now_ms, random_bytes, random_password, Pool};
-use crate::error::PoolError;
+use crate::error::{ErrorChain, PoolError};
 use crate::metrics::{ReasonLabel, ResultLabel};
 use airlock_core::policy::{median, retry_after_s};
 use airlock_core::{DesktopId, EndReason, LeaseId, TerminalName, UnixMillis, UserName};
@@ -61,7 +61,7 @@ impl Pool {
         let display = match self.grant_display(&desktop).await {
             Ok(d) => d,
             Err(e) => {
-                tracing::error!(desktop = %desktop, error = %e, "could not set the display password; ending the lease");
+                tracing::error!(desktop = %desktop, error = %ErrorChain(&e), "could not set the display password; ending the lease");
                 self.count_acquire("error");
                 let ended = self.store().and_then(|mut s| {
                     Ok(s.end_lease(
@@ -69,13 +69,13 @@ impl Pool {
                         None,
                         EndReason::SetupFailed,
                         now_ms(),
-                        json!({"error": e.to_string()}),
+                        json!({"error": ErrorChain(&e).to_string()}),
                     )?)
                 });
                 if ended.is_ok() {
                     self.spawn_reset(&desktop);
                 }
-                return Err(PoolError::Setup(e.to_string()));
+                return Err(PoolError::Setup(Box::new(e)));
             }
         };
         self.count_acquire("granted");
@@ -110,10 +110,12 @@ impl Pool {
         };
         let (vm, spec) = self
             .running_vm(desktop)
-            .ok_or_else(|| PoolError::Internal(format!("desktop {desktop} has no running VM")))?;
-        let d = spec
-            .display
-            .ok_or_else(|| PoolError::Internal("desktop has no display".into()))?;
+            .ok_or_else(|| PoolError::NotRunning {
+                desktop: desktop.clone(),
+            })?;
+        let d = spec.display.ok_or_else(|| PoolError::NoDisplay {
+            desktop: desktop.clone(),
+        })?;
         let password = random_password(match cfg.protocol {
             DisplayProtocol::Spice => 24,
             DisplayProtocol::Vnc => 8,
@@ -122,7 +124,7 @@ impl Pool {
             .driver
             .set_display_password(&vm, cfg.protocol, &password)
             .await
-            .map_err(|e| PoolError::Setup(e.to_string()))?;
+            .map_err(PoolError::DisplayPassword)?;
         Ok(Some(DisplayGrant {
             protocol: cfg.protocol.as_str(),
             host: cfg.advertise_host.clone(),
@@ -222,7 +224,7 @@ impl Pool {
             {
                 Ok(v) => v,
                 Err(e) => {
-                    tracing::error!(error = %e, "lease sweep failed");
+                    tracing::error!(error = %ErrorChain(&e), "lease sweep failed");
                     continue;
                 }
             };
@@ -230,7 +232,7 @@ impl Pool {
                 tracing::warn!(lease = %lease.id, desktop = %lease.desktop, terminal = %lease.terminal,
                     "lease expired: no heartbeat; resetting its desktop");
                 if let Err(e) = self.end(&lease.id, None, EndReason::Expired).await {
-                    tracing::debug!(error = %e, "lease ended meanwhile");
+                    tracing::debug!(error = %ErrorChain(&e), "lease ended meanwhile");
                 }
             }
         }

@@ -76,7 +76,7 @@ fn now_ms() -> UnixMillis {
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], PoolError> {
     let mut b = [0u8; N];
-    getrandom::fill(&mut b).map_err(|e| PoolError::Internal(format!("no randomness: {e}")))?;
+    getrandom::fill(&mut b).map_err(PoolError::Randomness)?;
     Ok(b)
 }
 
@@ -96,9 +96,7 @@ fn random_password(len: usize) -> Result<String, PoolError> {
             }
         }
     }
-    Err(PoolError::Internal(
-        "not enough random bytes for a password".into(),
-    ))
+    Err(PoolError::PasswordDraw { len })
 }
 
 impl Pool {
@@ -106,7 +104,7 @@ impl Pool {
         self.inner
             .store
             .lock()
-            .map_err(|_| PoolError::Internal("store lock poisoned".into()))
+            .map_err(|_| PoolError::Poisoned { what: "store" })
     }
 
     fn desktop_dir(&self, id: &DesktopId) -> PathBuf {

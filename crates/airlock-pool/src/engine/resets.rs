@@ -2,7 +2,7 @@
 //! the pool's reset plan, falling back method by method and marking the desktop broken
 //! when every method fails; records the desktop state transitions on the way.
 use super::{now_ms, Pool};
-use crate::error::PoolError;
+use crate::error::{ErrorChain, PoolError};
 use crate::metrics::{MethodLabel, MethodResultLabel, ReasonLabel};
 use airlock_core::{DesktopEvent, DesktopId, DesktopState, EndReason, ResetMethod, ResetPlan};
 use airlock_qemu::{StartedVm, VmSpec};
@@ -56,7 +56,7 @@ impl Pool {
 
     pub(super) async fn handle_died(&self, id: &DesktopId) {
         if let Err(e) = self.lease_lost(id) {
-            tracing::error!(desktop = %id, error = %e, "could not record a lost desktop");
+            tracing::error!(desktop = %id, error = %ErrorChain(&e), "could not record a lost desktop");
             return;
         }
         self.reset_locked(id, ResetPlan::new(ResetMethod::Rebuild, false))
@@ -106,7 +106,7 @@ impl Pool {
         let state = match self.store().and_then(|s| Ok(s.desktop(id)?)) {
             Ok(r) => r.state,
             Err(e) => {
-                tracing::error!(desktop = %id, error = %e, "cannot read desktop");
+                tracing::error!(desktop = %id, error = %ErrorChain(&e), "cannot read desktop");
                 return;
             }
         };
@@ -124,7 +124,7 @@ impl Pool {
                 AuditEntry::new("reset_started").details(json!({ "plan": steps })),
             )?)
         }) {
-            tracing::error!(desktop = %id, error = %e, "cannot start reset");
+            tracing::error!(desktop = %id, error = %ErrorChain(&e), "cannot start reset");
             return;
         }
         self.run_plan(id, &plan, t0, true).await;
@@ -193,20 +193,21 @@ impl Pool {
                             tracing::info!(desktop = %id, method = %method, ms = total.as_millis() as u64, "desktop started: clean");
                         }
                         Err(e) => {
-                            tracing::error!(desktop = %id, error = %e, "could not record the clean start");
+                            tracing::error!(desktop = %id, error = %ErrorChain(&e), "could not record the clean start");
                         }
                     }
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(desktop = %id, method = %method, error = %e, "reset attempt failed");
-                    failures.push(json!({"method": method.as_str(), "error": e.to_string()}));
+                    tracing::warn!(desktop = %id, method = %method, error = %ErrorChain(&e), "reset attempt failed");
+                    let error = ErrorChain(&e).to_string();
+                    failures.push(json!({"method": method.as_str(), "error": error}));
                     if let Ok(mut s) = self.store() {
                         let _ = s.audit(
                             now_ms(),
-                            AuditEntry::new("reset_attempt_failed").desktop(id).details(
-                                json!({"method": method.as_str(), "error": e.to_string()}),
-                            ),
+                            AuditEntry::new("reset_attempt_failed")
+                                .desktop(id)
+                                .details(json!({"method": method.as_str(), "error": error})),
                         );
                     }
                 }
@@ -228,7 +229,7 @@ impl Pool {
         let reason = reason.join("; ");
         tracing::error!(desktop = %id, reason = %reason, "every reset attempt failed: desktop is broken");
         if let Err(e) = self.transition(id, DesktopEvent::ResetFailed, Some(&reason)) {
-            tracing::error!(desktop = %id, error = %e, "could not mark the desktop broken");
+            tracing::error!(desktop = %id, error = %ErrorChain(&e), "could not mark the desktop broken");
         }
     }
 
@@ -242,7 +243,7 @@ impl Pool {
                     .lock()
                     .ok()
                     .and_then(|t| t.clone())
-                    .ok_or_else(|| PoolError::Internal("no template is available".into()))?;
+                    .ok_or(PoolError::NoTemplate)?;
                 let old = self.unregister(id);
                 let spec = self.vm_spec(id);
                 let started = driver
@@ -251,9 +252,9 @@ impl Pool {
                 Ok(Started::Fresh(Box::new((started, spec))))
             }
             ResetMethod::SnapshotRestore => {
-                let (vm, spec) = self
-                    .running_vm(id)
-                    .ok_or_else(|| PoolError::Internal("no running process to restore".into()))?;
+                let (vm, spec) = self.running_vm(id).ok_or_else(|| PoolError::NotRunning {
+                    desktop: id.clone(),
+                })?;
                 let proof = driver.snapshot_load(&vm, &spec).await?;
                 Ok(Started::InPlace(proof))
             }

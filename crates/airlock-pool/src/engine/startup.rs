@@ -19,11 +19,9 @@ impl Pool {
     /// Opens the store, re-attaches to desktops left running by a previous broker,
     /// starts provisioning the rest in the background and returns at once.
     pub async fn start(cfg: PoolConfig) -> Result<Pool, PoolError> {
-        std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
-            PoolError::Internal(format!(
-                "cannot create state directory {}: {e}",
-                cfg.state_dir.display()
-            ))
+        std::fs::create_dir_all(&cfg.state_dir).map_err(|source| PoolError::StateDir {
+            path: cfg.state_dir.clone(),
+            source,
         })?;
         let driver = Driver::new(cfg.driver.clone()).await?;
         let mut store = Store::open(&cfg.state_dir.join("airlock.db"))?;
@@ -72,13 +70,17 @@ impl Pool {
                 let port = u16::try_from(i)
                     .ok()
                     .and_then(|i| d.port_base.checked_add(i))
-                    .ok_or_else(|| PoolError::Internal("display port out of range".into()))?;
-                let l = tokio::net::TcpListener::bind((d.listen, port)).await.map_err(|e| {
-                    PoolError::Internal(format!(
-                        "cannot listen on display port {}:{port} for {id}: {e}; is another airlockd or program using it? (pool.display.port_base)",
-                        d.listen
-                    ))
-                })?;
+                    .ok_or_else(|| PoolError::DisplayPortRange {
+                        desktop: id.clone(),
+                    })?;
+                let l = tokio::net::TcpListener::bind((d.listen, port))
+                    .await
+                    .map_err(|source| PoolError::DisplayPortBind {
+                        listen: d.listen,
+                        port,
+                        desktop: id.clone(),
+                        source,
+                    })?;
                 display_listeners.push((id.clone(), l));
             }
         }

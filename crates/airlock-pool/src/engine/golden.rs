@@ -1,7 +1,7 @@
 //! The golden image and its templates: builds (or loads) the template of the current
 //! golden image, removes old ones, and watches the golden image (and kernel/initrd) so that
 //! clean desktops move onto a new one.
-use super::{now_ms, Pool};
+use super::Pool;
 use airlock_core::{DesktopEvent, DesktopId, DesktopState, ResetMethod};
 use airlock_store::AuditEntry;
 use serde_json::json;
@@ -20,17 +20,12 @@ impl Pool {
                         .unwrap_or(true)
                 };
                 if changed {
-                    if let Ok(mut s) = self.store() {
-                        let _ = s.audit(
-                            now_ms(),
-                            AuditEntry::new("template_ready").details(json!({
-                                "key": t.key,
-                                "device_state_sha256": t.device_state_sha256,
-                                "build_ms": t.build_ms,
-                                "golden": self.inner.cfg.driver.golden.display().to_string(),
-                            })),
-                        );
-                    }
+                    self.record_audit(AuditEntry::new("template_ready").details(json!({
+                        "key": t.key,
+                        "device_state_sha256": t.device_state_sha256,
+                        "build_ms": t.build_ms,
+                        "golden": self.inner.cfg.driver.golden.display().to_string(),
+                    })));
                     self.remove_old_templates(&dir, &t.key);
                 }
                 if let Ok(mut cur) = self.inner.template.lock() {
@@ -48,12 +43,9 @@ impl Pool {
                         "no template ({e}): resets fall back to rebuilds, which are much slower"
                     ));
                 }
-                if let Ok(mut s) = self.store() {
-                    let _ = s.audit(
-                        now_ms(),
-                        AuditEntry::new("template_failed").details(json!({"error": e.to_string()})),
-                    );
-                }
+                self.record_audit(
+                    AuditEntry::new("template_failed").details(json!({"error": e.to_string()})),
+                );
                 false
             }
         }
@@ -111,12 +103,7 @@ impl Pool {
             if let Ok(mut k) = self.inner.golden_key.lock() {
                 *k = key.clone();
             }
-            if let Ok(mut s) = self.store() {
-                let _ = s.audit(
-                    now_ms(),
-                    AuditEntry::new("golden_changed").details(json!({ "key": key })),
-                );
-            }
+            self.record_audit(AuditEntry::new("golden_changed").details(json!({ "key": key })));
             if self.inner.cfg.reset_method == ResetMethod::TemplateClone {
                 if !self.refresh_template().await {
                     continue;

@@ -1,7 +1,7 @@
 //! Hand-off of a leased desktop's devices to its terminal: the USB stream to the
 //! desktop's usb-redir port (one per lease, audited) and the signal that cuts the
 //! display connections when the lease ends (the proxy itself is `display.rs`).
-use super::{now_ms, Pool};
+use super::Pool;
 use crate::error::PoolError;
 use airlock_core::{DesktopId, LeaseId, TerminalName, UserName};
 use airlock_qemu::spec::files;
@@ -43,17 +43,14 @@ impl UsbStream {
             self.user.clone(),
         );
         let audit = |action: &str, details: serde_json::Value| {
-            if let Ok(mut s) = pool.store() {
-                let _ = s.audit(
-                    now_ms(),
-                    AuditEntry::new(action)
-                        .terminal(&term)
-                        .user(&user)
-                        .desktop(&desktop)
-                        .lease(&lease)
-                        .details(details),
-                );
-            }
+            pool.record_audit(
+                AuditEntry::new(action)
+                    .terminal(&term)
+                    .user(&user)
+                    .desktop(&desktop)
+                    .lease(&lease)
+                    .details(details),
+            );
         };
         let (end, stats) = crate::relay::pipe(terminal, self.socket, self.stop, |ev| match ev {
             crate::relay::StreamEvent::Attached { vid, pid, class, interfaces } => {
@@ -147,17 +144,14 @@ impl Pool {
                 return Err(PoolError::UsbUnavailable(e));
             }
         };
-        if let Ok(mut s) = self.store() {
-            let _ = s.audit(
-                now_ms(),
-                AuditEntry::new("usb_stream_opened")
-                    .terminal(terminal)
-                    .user(&row.user)
-                    .desktop(&row.desktop)
-                    .lease(lease)
-                    .details(serde_json::to_value(claim).unwrap_or_default()),
-            );
-        }
+        self.record_audit(
+            AuditEntry::new("usb_stream_opened")
+                .terminal(terminal)
+                .user(&row.user)
+                .desktop(&row.desktop)
+                .lease(lease)
+                .details(serde_json::to_value(claim).unwrap_or_default()),
+        );
         tracing::info!(lease = %lease, desktop = %row.desktop, kind = %claim.kind, "USB stream opened");
         Ok(UsbStream {
             pool: self.clone(),

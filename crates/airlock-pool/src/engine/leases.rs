@@ -104,6 +104,16 @@ impl Pool {
             .inc();
     }
 
+    pub(super) fn count_lease_end(&self, reason: EndReason) {
+        self.inner
+            .metrics
+            .leases_ended
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str().into(),
+            })
+            .inc();
+    }
+
     async fn grant_display(&self, desktop: &DesktopId) -> Result<Option<DisplayGrant>, PoolError> {
         let Some(cfg) = self.inner.cfg.display.as_ref() else {
             return Ok(None);
@@ -153,10 +163,7 @@ impl Pool {
         let row = self
             .store()?
             .heartbeat(lease, terminal, now_ms(), self.inner.timing.timeout_ms)
-            .map_err(|e| match e {
-                StoreError::LeaseNotFound => PoolError::LeaseNotFound,
-                e => e.into(),
-            })?;
+            .map_err(lease_error)?;
         Ok(self.inner.timing.deadline(row.heartbeat_at))
     }
 
@@ -179,17 +186,8 @@ impl Pool {
         let row = self
             .store()?
             .end_lease(lease, terminal, reason, now_ms(), json!({}))
-            .map_err(|e| match e {
-                StoreError::LeaseNotFound => PoolError::LeaseNotFound,
-                e => e.into(),
-            })?;
-        self.inner
-            .metrics
-            .leases_ended
-            .get_or_create(&ReasonLabel {
-                reason: reason.as_str().into(),
-            })
-            .inc();
+            .map_err(lease_error)?;
+        self.count_lease_end(reason);
         tracing::info!(lease = %lease, desktop = %row.desktop, reason = %reason, "lease ended");
         // The lease's display connections and USB stream close before the reset.
         self.cut_display(&row.desktop);
@@ -248,5 +246,13 @@ impl Pool {
             Some(l) if l.ended_at.is_none() && &l.terminal == terminal => Ok(l),
             _ => Err(PoolError::LeaseNotFound),
         }
+    }
+}
+
+/// A store error, with the store's "no such lease" as the pool's.
+fn lease_error(e: StoreError) -> PoolError {
+    match e {
+        StoreError::LeaseNotFound => PoolError::LeaseNotFound,
+        e => e.into(),
     }
 }

@@ -23,7 +23,7 @@ use crate::error::PoolError;
 use crate::Metrics;
 use airlock_core::{DesktopId, LeaseId, LeaseTiming, UnixMillis};
 use airlock_qemu::{DisplaySpec, Driver, Template, Vm, VmSpec};
-use airlock_store::Store;
+use airlock_store::{AuditEntry, Store};
 use handoff::UsbHandle;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -105,6 +105,14 @@ impl Pool {
             .store
             .lock()
             .map_err(|_| PoolError::Poisoned { what: "store" })
+    }
+
+    /// Adds a record to the audit log. What it records has happened either way: a record
+    /// that cannot be written does not fail the operation.
+    fn record_audit(&self, entry: AuditEntry) {
+        if let Ok(mut s) = self.store() {
+            let _ = s.audit(now_ms(), entry);
+        }
     }
 
     fn desktop_dir(&self, id: &DesktopId) -> PathBuf {

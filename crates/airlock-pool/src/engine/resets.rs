@@ -3,7 +3,7 @@
 //! when every method fails; records the desktop state transitions on the way.
 use super::{now_ms, Pool};
 use crate::error::{ErrorChain, PoolError};
-use crate::metrics::{MethodLabel, MethodResultLabel, ReasonLabel};
+use crate::metrics::{MethodLabel, MethodResultLabel};
 use airlock_core::{DesktopEvent, DesktopId, DesktopState, EndReason, ResetMethod, ResetPlan};
 use airlock_qemu::{StartedVm, VmSpec};
 use airlock_store::{AuditEntry, ResetRecord, StoreError};
@@ -21,13 +21,7 @@ impl Pool {
                 now_ms(),
                 json!({"why": "the desktop's QEMU process was lost"}),
             )?;
-            self.inner
-                .metrics
-                .leases_ended
-                .get_or_create(&ReasonLabel {
-                    reason: EndReason::DesktopLost.as_str().into(),
-                })
-                .inc();
+            self.count_lease_end(EndReason::DesktopLost);
         } else {
             drop(store);
             self.transition(id, DesktopEvent::Died, Some("QEMU process lost"))?;
@@ -202,14 +196,11 @@ impl Pool {
                     tracing::warn!(desktop = %id, method = %method, error = %ErrorChain(&e), "reset attempt failed");
                     let error = ErrorChain(&e).to_string();
                     failures.push(json!({"method": method.as_str(), "error": error}));
-                    if let Ok(mut s) = self.store() {
-                        let _ = s.audit(
-                            now_ms(),
-                            AuditEntry::new("reset_attempt_failed")
-                                .desktop(id)
-                                .details(json!({"method": method.as_str(), "error": error})),
-                        );
-                    }
+                    self.record_audit(
+                        AuditEntry::new("reset_attempt_failed")
+                            .desktop(id)
+                            .details(json!({"method": method.as_str(), "error": error})),
+                    );
                 }
             }
         }

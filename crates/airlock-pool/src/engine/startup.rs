@@ -142,22 +142,18 @@ impl Pool {
             let spec: Option<VmSpec> = std::fs::read_to_string(self.spec_path(id))
                 .ok()
                 .and_then(|t| serde_json::from_str(&t).ok());
-            match (row.state, attached, spec) {
+            let next = match (row.state, attached, spec) {
                 (DesktopState::Clean | DesktopState::Leased, Some(vm), Some(spec)) => {
                     tracing::info!(desktop = %id, state = %row.state, pid = vm.pid, "re-attached to running desktop");
                     self.register(id, vm, spec);
-                    if row.state == DesktopState::Clean && !self.verify_clean(id).await {
-                        work.push((id.clone(), Work::Died));
-                    }
+                    (row.state == DesktopState::Clean && !self.verify_clean(id).await)
+                        .then_some(Work::Died)
                 }
                 (DesktopState::Leased, _, _) => {
                     self.lease_lost(id)?;
-                    work.push((
-                        id.clone(),
-                        Work::Reset {
-                            process_alive: false,
-                        },
-                    ));
+                    Some(Work::Reset {
+                        process_alive: false,
+                    })
                 }
                 (DesktopState::Clean, _, _) => {
                     self.transition(
@@ -165,16 +161,13 @@ impl Pool {
                         DesktopEvent::Died,
                         Some("QEMU process gone after broker restart"),
                     )?;
-                    work.push((
-                        id.clone(),
-                        Work::Reset {
-                            process_alive: false,
-                        },
-                    ));
+                    Some(Work::Reset {
+                        process_alive: false,
+                    })
                 }
                 (DesktopState::Starting, _, _) => {
                     airlock_qemu::process::kill_stale(&run_dir).await;
-                    work.push((id.clone(), Work::Provision));
+                    Some(Work::Provision)
                 }
                 (DesktopState::Dirty | DesktopState::Resetting, _, _) => {
                     airlock_qemu::process::kill_stale(&run_dir).await;
@@ -185,17 +178,16 @@ impl Pool {
                             Some("broker restarted during a reset"),
                         )?;
                     }
-                    work.push((
-                        id.clone(),
-                        Work::Reset {
-                            process_alive: false,
-                        },
-                    ));
+                    Some(Work::Reset {
+                        process_alive: false,
+                    })
                 }
                 (DesktopState::Broken, _, _) => {
                     airlock_qemu::process::kill_stale(&run_dir).await;
+                    None
                 }
-            }
+            };
+            work.extend(next.map(|w| (id.clone(), w)));
         }
         Ok(work)
     }

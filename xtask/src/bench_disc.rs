@@ -15,11 +15,15 @@
 //! insertion that is not counted (for (b) and (c) the one at attach time). After each guest read, a raw `dd`
 //! of the whole device (page cache dropped) measures the transport alone.
 //! All VMs run under TCG on this machine. Every process it starts is stopped
-//! at the end, also on error (the rig's Drop guards).
+//! at the end, also on error (the test kit's Drop guards).
 
 use crate::disc::FileList;
-use crate::rig::{self, Broker, BrokerOptions, LocalDesktop, SerialLog, Shell};
 use crate::{disc, guest, terminal, util};
+use airlock_testkit::broker::TERMINAL_TOKEN;
+use airlock_testkit::guest_vm::{GuestVm, GuestVmOptions};
+use airlock_testkit::tools::{QEMU, VM_TOOLS};
+use airlock_testkit::{block_on, Broker, BrokerConfig, SerialLog, Shell};
+use airlock_testkit::{TerminalNet, TerminalOptions, TerminalVm};
 use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -37,7 +41,7 @@ pub struct Options {
     /// vCPUs of the terminal VM.
     pub terminal_smp: u32,
     /// How the terminal VM reaches the broker.
-    pub terminal_net: rig::TerminalNet,
+    pub terminal_net: TerminalNet,
     /// Where to write the results as JSON [default: build/bench/disc.json].
     pub json: Option<PathBuf>,
     /// Throttle the QEMU drives of (a) and (c) to this many MB/s (a real
@@ -163,8 +167,8 @@ pub fn median(v: &[f64]) -> f64 {
 
 pub fn run(o: &Options) -> Result<Report> {
     ensure!(o.runs >= 1, "--runs must be at least 1");
-    rig::stop_everything_on_signal();
-    util::require_tools(&[(rig::QEMU, "qemu-system-x86"), ("qemu-img", "qemu-utils")])?;
+    airlock_testkit::process::stop_everything_on_signal();
+    util::require_tools(VM_TOOLS)?;
     for k in &o.only {
         ensure!(
             ["a", "b", "c"].contains(&k.as_str()),
@@ -186,7 +190,7 @@ pub fn run(o: &Options) -> Result<Report> {
         Some(iso) => {
             let iso = util::absolute(iso)?;
             let list = iso.with_extension("files.json");
-            disc::read_file_list(&list).with_context(|| {
+            FileList::read(&list).with_context(|| {
                 format!("{} needs its file list {}", iso.display(), list.display())
             })?
         }
@@ -205,7 +209,7 @@ pub fn run(o: &Options) -> Result<Report> {
     } else {
         None
     };
-    let bin_dir = rig::build_host_binaries(true)?;
+    let bins = airlock_testkit::artifacts::host_binaries(true)?;
     // The ISO in the host's page cache for every path alike.
     std::io::copy(&mut std::fs::File::open(&disc.iso)?, &mut std::io::sink())?;
 
@@ -221,7 +225,15 @@ pub fn run(o: &Options) -> Result<Report> {
     let mut series = Vec::new();
     if want("a") {
         println!("== (a) local USB drive: usb-bot + scsi-cd on the desktop VM");
-        let mut d = LocalDesktop::boot(&g, 256)?;
+        let mut d = GuestVm::boot(
+            &g,
+            &GuestVmOptions {
+                name: "airlock-local-desktop".into(),
+                local_cd: true,
+                ..GuestVmOptions::default()
+            },
+        )?;
+        d.wait_ready(Duration::from_secs(120))?;
         let mut s = Series::new("a", "local USB drive (usb-bot + scsi-cd in the desktop VM)");
         let watch = vec![Watch::qemu("desktop QEMU", d.qemu_pid())];
         let mut mark = d.serial.mark();
@@ -250,31 +262,40 @@ pub fn run(o: &Options) -> Result<Report> {
     }
 
     if want("b") || want("c") {
-        let broker = Broker::start(&BrokerOptions {
-            airlockd: o
-                .airlockd
-                .clone()
-                .unwrap_or_else(|| bin_dir.join("airlockd")),
-            guest: g.clone(),
-            size: 1,
-            memory_mib: 256,
-            cpus: o.cpus.clone(),
-        })?;
+        let broker = Broker::start(
+            &o.airlockd.clone().unwrap_or_else(|| bins.airlockd()),
+            BrokerConfig {
+                size: 1,
+                heartbeat_timeout_s: 3600,
+                cpus: o
+                    .cpus
+                    .as_ref()
+                    .map(|p| (p.desktops().to_string(), Some(p.housekeeping().to_string()))),
+                log_filter: "info".into(),
+                ..BrokerConfig::new(&g)
+            },
+        )?;
         if want("b") {
             println!("== (b) emulated CD over the broker relay (airlock usb forward --iso)");
-            broker.wait_clean(1, Duration::from_secs(180))?;
-            let lease = broker.acquire("bench-emulated")?;
-            let serial = broker.serial_log(&lease.desktop);
-            let mut control = broker.control(&lease.desktop)?;
+            block_on(broker.wait_clean(1, Duration::from_secs(180)))?;
+            let lease = block_on(broker.acquire_ok("bench-emulated"))?;
+            let desktop = lease.desktop_id.to_string();
+            let serial = broker.serial_log(&desktop);
+            let mut control = broker.control(&desktop)?;
             let mut s = Series::new("b", "emulated CD over the broker relay");
             let mut mark = serial.mark();
             let log = broker.state.join("bench-forward-b.log");
             let mut watch = vec![
-                Watch::qemu("desktop QEMU", broker.desktop_qemu_pid(&lease.desktop)?),
+                Watch::qemu("desktop QEMU", broker.desktop_qemu_pid(&desktop)?),
                 Watch::process("airlockd", broker.pid().context("broker pid")?),
             ];
             let mut cpu = CpuSample::take(&watch);
-            let mut fwd = broker.forward_iso(&bin_dir, &lease, &disc.iso, &log)?;
+            let mut fwd = broker.forward_iso(
+                &bins.airlock(),
+                &lease.lease_id.to_string(),
+                &disc.iso,
+                &log,
+            )?;
             watch.push(Watch::process("airlock (emulated CD)", fwd.id()));
             cpu.add(&watch[2]);
             let mut stdin = fwd.child().stdin.take().context("stdin")?;
@@ -305,7 +326,7 @@ pub fn run(o: &Options) -> Result<Report> {
             }
             writeln!(stdin, "unplug")?;
             let _ = fwd.wait_timeout(Duration::from_secs(30));
-            broker.release(&lease)?;
+            block_on(broker.release(TERMINAL_TOKEN, &lease.lease_id))?;
             series.push(s);
         }
         if let Some(term) = &term {
@@ -313,10 +334,10 @@ pub fn run(o: &Options) -> Result<Report> {
                 "== (c) the terminal VM's USB drive over slirp and the broker relay (terminal -smp {})",
                 o.terminal_smp
             );
-            let mut t = rig::TerminalVm::boot(
+            let mut t = TerminalVm::boot(
                 term,
                 broker.port,
-                &rig::TerminalOptions {
+                &TerminalOptions {
                     cd_iso: Some(disc.iso.clone()),
                     stick: None,
                     smp: o.terminal_smp,
@@ -329,19 +350,20 @@ pub fn run(o: &Options) -> Result<Report> {
             if let Some(mbps) = o.drive_mbps {
                 t.qmp.throttle_reads("cd0-cd", (mbps * 1e6) as u64)?;
             }
-            broker.wait_clean(1, Duration::from_secs(180))?;
-            let lease = broker.acquire("bench-terminal")?;
-            let serial = broker.serial_log(&lease.desktop);
-            let mut control = broker.control(&lease.desktop)?;
+            block_on(broker.wait_clean(1, Duration::from_secs(180)))?;
+            let lease = block_on(broker.acquire_ok("bench-terminal"))?;
+            let desktop = lease.desktop_id.to_string();
+            let serial = broker.serial_log(&desktop);
+            let mut control = broker.control(&desktop)?;
             let mut s = Series::new("c", "terminal VM's USB drive over slirp + the broker relay");
             let mut mark = serial.mark();
             let mut watch = vec![
-                Watch::qemu("desktop QEMU", broker.desktop_qemu_pid(&lease.desktop)?),
+                Watch::qemu("desktop QEMU", broker.desktop_qemu_pid(&desktop)?),
                 Watch::process("airlockd", broker.pid().context("broker pid")?),
                 Watch::qemu("terminal VM QEMU", t.qemu_pid()),
             ];
             let mut cpu = CpuSample::take(&watch);
-            t.start_forward("bench", &lease.id, "auto")?;
+            t.start_forward("bench", &lease.lease_id.to_string(), "auto")?;
             // The guestfwd's `nc` starts with the connection.
             std::thread::sleep(Duration::from_millis(500));
             for pid in children(t.qemu_pid()) {
@@ -382,7 +404,7 @@ pub fn run(o: &Options) -> Result<Report> {
             }
             let log = t.stop_forward("bench")?;
             println!("terminal forward log:\n{log}");
-            broker.release(&lease)?;
+            block_on(broker.release(TERMINAL_TOKEN, &lease.lease_id))?;
             series.push(s);
         }
     }
@@ -414,7 +436,7 @@ pub fn run(o: &Options) -> Result<Report> {
         host_cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         loadavg_before,
         loadavg_after: loadavg(),
-        qemu: util::run_stdout(Command::new(rig::QEMU).arg("--version"))?
+        qemu: util::run_stdout(Command::new(QEMU).arg("--version"))?
             .lines()
             .next()
             .unwrap_or_default()

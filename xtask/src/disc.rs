@@ -11,7 +11,6 @@
 use crate::dicom::{self, Contrast, Plane, Series, Study};
 use crate::util::{self, create_dir, mb, run, run_stdout, sha256_hex, write_atomic};
 use anyhow::{bail, ensure, Context, Result};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::{Read, Write};
@@ -45,29 +44,8 @@ pub struct DiscSpec {
     pub viewer_files: u32,
 }
 
-/// `NAME.files.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FileList {
-    pub iso: PathBuf,
-    pub volume_id: String,
-    pub iso_size: u64,
-    pub iso_sha256: String,
-    /// Number of regular files.
-    pub files: u64,
-    /// Sum of their sizes.
-    pub bytes: u64,
-    /// SHA-256 of all regular files' bytes, concatenated in `entries` order.
-    pub sha256: String,
-    /// Every regular file, sorted by path in byte order (LC_ALL=C).
-    pub entries: Vec<FileEntry>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct FileEntry {
-    /// Relative path with `/` separators, as the guest sees it.
-    pub path: String,
-    pub size: u64,
-}
+/// `NAME.files.json` and its entries (the types live in the test kit, which reads them).
+pub use airlock_testkit::{FileEntry, FileList};
 
 /// The large disc: one MR brain study, 4 series x 64 images of 512 x 512
 /// 16-bit (12 stored) pixels, and a viewer stand-in, about 161 MiB in all
@@ -165,7 +143,7 @@ fn build_one(spec: &DiscSpec, out: &Path, force: bool) -> Result<FileList> {
     let stamp = out.join(format!(".{}.cache-key", spec.name));
     let key = sha256_hex(format!("{GENERATOR_VERSION}\n{}\n", xorriso_version()?).as_bytes());
     if !force && iso.is_file() && fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == key) {
-        if let Ok(list) = read_file_list(&list_path) {
+        if let Ok(list) = FileList::read(&list_path) {
             if list.iso == iso && fs::metadata(&iso).map(|m| m.len()).ok() == Some(list.iso_size) {
                 println!("{} is up to date; use --force to rebuild", iso.display());
                 print_summary(&list_path, &list);
@@ -256,11 +234,6 @@ fn print_summary(list_path: &Path, list: &FileList) {
         list.sha256
     );
     println!("    sha256 of the ISO: {}", list.iso_sha256);
-}
-
-pub fn read_file_list(path: &Path) -> Result<FileList> {
-    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&data).with_context(|| format!("parsing {}", path.display()))
 }
 
 fn xorriso_version() -> Result<String> {

@@ -9,7 +9,6 @@ use crate::util::{self, create_dir, mb, run, sha256_hex, write_atomic};
 use crate::{cpio, kmod};
 use anyhow::{bail, Context, Result};
 use flate2::{write::GzEncoder, Compression};
-use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,7 +24,7 @@ pub const MODULES_TXT: &str = include_str!("../guest/modules.txt");
 pub const APPEND: &str =
     "console=ttyS0 console=tty0 quiet loglevel=3 block.events_dfl_poll_msecs=1000";
 /// What /dev/vda starts with on the golden disk.
-pub const GOLDEN_HEADER: &[u8] = b"AIRLOCK-GOLDEN-DISK v1\n";
+pub use airlock_testkit::artifacts::GOLDEN_HEADER;
 pub const GOLDEN_SIZE: u64 = 64 << 20;
 
 const KERNEL_META_PACKAGE: &str = "linux-image-amd64";
@@ -42,21 +41,9 @@ pub fn default_out() -> PathBuf {
     util::workspace_root().join("build/guest")
 }
 
-/// `manifest.json`: what a broker config (or a test) needs to boot the guest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    pub golden_disk: PathBuf,
-    pub append: String,
-    /// `uname -r` of the guest kernel.
-    pub kernel_version: String,
-    /// Debian version of the kernel package.
-    pub kernel_package_version: String,
-    /// Debian version of busybox-static.
-    pub busybox_version: String,
-    pub init_sha256: String,
-}
+/// `manifest.json`: what a broker config (or a test) needs to boot the guest (the type
+/// lives in the test kit, which reads it).
+pub use airlock_testkit::GuestManifest as Manifest;
 
 /// A package as `apt-cache show` describes its candidate version.
 #[derive(Debug, Clone)]
@@ -514,9 +501,4 @@ fn golden_disk(path: &Path) -> Result<()> {
     result.context("creating the golden disk with qemu-img")?;
     fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))?;
     Ok(())
-}
-
-/// Check of the first bytes of a guest disk read back from the guest.
-pub fn is_golden_header(bytes: &[u8]) -> bool {
-    bytes.starts_with(GOLDEN_HEADER)
 }

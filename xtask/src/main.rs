@@ -1,5 +1,22 @@
-//! `cargo xtask`: Airlock's build tasks. See `cargo xtask --help`.
+//! `cargo xtask`: Airlock's build tasks: the demo guest (`guest`), the sample referral
+//! discs (`sample-disc`), the test terminal VM (`terminal-guest`) and the benchmarks
+//! (`bench broker`, `bench disc`). A binary that nothing depends on: tests find what it
+//! builds through the manifests it writes (`airlock-testkit`), and its benchmarks run
+//! Airlock through the same test kit.
+//!
+//! Everything here runs on the developer's or CI's machine; nothing is used by the
+//! broker at run time except the files these tasks produce.
 #![forbid(unsafe_code)]
+
+mod bench_broker;
+mod bench_disc;
+mod cpio;
+mod dicom;
+mod disc;
+mod guest;
+mod kmod;
+mod terminal;
+mod util;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -48,19 +65,12 @@ enum Task {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(Bench),
-    /// (internal) Copy stdin to a TCP connection with TCP_NODELAY and it to
-    /// stdout: the terminal VM's slirp guestfwd runs this per connection.
-    #[command(hide = true)]
-    TcpPump {
-        /// HOST:PORT
-        addr: String,
-    },
 }
 
 #[derive(Subcommand)]
 enum Bench {
     /// The broker: acquire latency and release-to-clean time per reset method.
-    Broker(xtask::bench_broker::BrokerArgs),
+    Broker(bench_broker::BrokerArgs),
     /// The desktop guest reading the sample disc: (a) a USB CD drive in the
     /// desktop VM, (b) the emulated CD over the broker relay, (c) the terminal
     /// VM's drive forwarded over the relay.
@@ -78,8 +88,8 @@ enum Bench {
         #[arg(long, default_value_t = 1)]
         terminal_smp: u32,
         /// How the terminal VM reaches the broker: `loopback` (slirp to
-        /// 10.0.2.2) or `guestfwd` (restrict=on, one guestfwd running a
-        /// TCP_NODELAY pump on the host per connection; slower, see
+        /// 10.0.2.2) or `guestfwd` (restrict=on, one guestfwd running the test
+        /// kit's TCP_NODELAY `tcp-pump` on the host per connection; slower, see
         /// docs/benchmarks.md).
         #[arg(long, default_value = "loopback")]
         terminal_net: String,
@@ -119,27 +129,26 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.task {
         Task::Guest { out, force } => {
-            let out = out.unwrap_or_else(xtask::guest::default_out);
-            xtask::guest::build(&xtask::guest::Options { out, force })?;
+            let out = out.unwrap_or_else(guest::default_out);
+            guest::build(&guest::Options { out, force })?;
         }
         Task::SampleDisc { out, force } => {
-            let out = out.unwrap_or_else(xtask::disc::default_out);
-            xtask::disc::build(&xtask::disc::Options { out, force })?;
+            let out = out.unwrap_or_else(disc::default_out);
+            disc::build(&disc::Options { out, force })?;
         }
         Task::TerminalGuest {
             out,
             force,
             airlock_bin,
         } => {
-            let out = out.unwrap_or_else(xtask::terminal::default_out);
-            xtask::terminal::build(&xtask::terminal::Options {
+            let out = out.unwrap_or_else(terminal::default_out);
+            terminal::build(&terminal::Options {
                 out,
                 force,
                 airlock_bin,
             })?;
         }
-        Task::TcpPump { addr } => xtask::rig::tcp_pump(&addr)?,
-        Task::Bench(Bench::Broker(args)) => xtask::bench_broker::broker(&args)?,
+        Task::Bench(Bench::Broker(args)) => bench_broker::broker(&args)?,
         Task::Bench(Bench::Disc {
             runs,
             iso,
@@ -153,13 +162,13 @@ fn run(cli: Cli) -> Result<()> {
             cpus,
         }) => {
             let terminal_net = match terminal_net.as_str() {
-                "guestfwd" => xtask::rig::TerminalNet::GuestFwd {
-                    pump: std::env::current_exe()?,
+                "guestfwd" => airlock_testkit::TerminalNet::GuestFwd {
+                    pump: airlock_testkit::artifacts::host_binaries(true)?.tcp_pump(),
                 },
-                "loopback" => xtask::rig::TerminalNet::HostLoopback,
+                "loopback" => airlock_testkit::TerminalNet::HostLoopback,
                 other => anyhow::bail!("--terminal-net is loopback or guestfwd, not {other:?}"),
             };
-            xtask::bench_disc::run(&xtask::bench_disc::Options {
+            bench_disc::run(&bench_disc::Options {
                 runs,
                 iso,
                 only,
@@ -169,7 +178,7 @@ fn run(cli: Cli) -> Result<()> {
                 guest_setup,
                 drive_mbps,
                 airlockd,
-                cpus: xtask::bench_disc::parse_cpus(&cpus)?,
+                cpus: bench_disc::parse_cpus(&cpus)?,
             })?;
         }
     }

@@ -15,7 +15,6 @@ use crate::util::{self, create_dir, mb, sha256_hex, write_atomic};
 use crate::{guest, kmod};
 use anyhow::{bail, ensure, Context, Result};
 use flate2::Compression;
-use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,16 +29,7 @@ pub const APPEND: &str = "console=ttyS0 quiet loglevel=3";
 /// The Rust target the terminal binary is built for (statically).
 pub const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Modules that must never be in the terminal's initramfs (the guard).
-pub const FORBIDDEN_MODULES: &[&str] = &[
-    "usb_storage",
-    "uas",
-    "scsi_mod",
-    "sr_mod",
-    "sd_mod",
-    "cdrom",
-    "isofs",
-    "udf",
-];
+use airlock_testkit::artifacts::TERMINAL_FORBIDDEN_MODULES as FORBIDDEN_MODULES;
 const BUILD_FORMAT: &str = "airlock-terminal-build 1";
 
 pub struct Options {
@@ -53,21 +43,8 @@ pub fn default_out() -> PathBuf {
     util::workspace_root().join("build/terminal")
 }
 
-/// `manifest.json` of the terminal VM.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    pub append: String,
-    pub kernel_version: String,
-    pub kernel_package_version: String,
-    pub busybox_version: String,
-    /// The static `airlock` binary that went into the initramfs (as
-    /// `/bin/airlock`); it runs on the build host too.
-    pub airlock: PathBuf,
-    pub airlock_sha256: String,
-    pub init_sha256: String,
-}
+/// `manifest.json` of the terminal VM (the type lives in the test kit, which reads it).
+pub use airlock_testkit::TerminalManifest as Manifest;
 
 pub fn build(opts: &Options) -> Result<Manifest> {
     util::require_tools(&[
@@ -193,21 +170,7 @@ pub fn build(opts: &Options) -> Result<Manifest> {
     Ok(manifest)
 }
 
-/// The cargo target directory of this workspace (honours CARGO_TARGET_DIR
-/// and config files).
-pub fn target_dir() -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = util::run_stdout(
-        Command::new(cargo)
-            .current_dir(util::workspace_root())
-            .args(["metadata", "--no-deps", "--format-version", "1"]),
-    )?;
-    let v: serde_json::Value = serde_json::from_str(&out).context("parsing cargo metadata")?;
-    let dir = v["target_directory"]
-        .as_str()
-        .context("cargo metadata has no target_directory")?;
-    Ok(PathBuf::from(dir))
-}
+pub use airlock_testkit::artifacts::target_dir;
 
 /// `RUSTFLAGS="-C target-feature=+crt-static" cargo build --release
 /// --target x86_64-unknown-linux-gnu -p airlock`. With an explicit
@@ -278,7 +241,8 @@ fn initramfs(busybox: &Path, modules: &[kmod::Module], airlock: &[u8]) -> Result
 }
 
 /// Does the module list keep the guard? (Also checked at build time.)
-pub fn modules_keep_guard(list: &str) -> bool {
+#[cfg(test)]
+fn modules_keep_guard(list: &str) -> bool {
     list.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))

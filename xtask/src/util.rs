@@ -1,18 +1,13 @@
-//! Small helpers shared by the tasks: running tools, hashing, atomic writes.
+//! Small helpers shared by the tasks: atomic writes, sizes; running tools and hashing
+//! come from the test kit (one implementation for builders, tests and benchmarks).
 
-use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
-use std::ffi::OsStr;
-use std::fmt::Write as _;
+pub use airlock_testkit::artifacts::workspace_root;
+pub use airlock_testkit::process::{describe, run, run_stdout};
+pub use airlock_testkit::sha256_hex;
+pub use airlock_testkit::tools::require as require_tools;
+use anyhow::{Context, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-/// The cargo workspace root (the parent of the `xtask` package).
-pub fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
 
 /// Resolve an output directory: relative paths are taken from the current
 /// directory, like any command-line path.
@@ -26,74 +21,8 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
     }
 }
 
-/// Human-readable form of a command line, for messages.
-pub fn describe(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
-}
-
-/// Run a command to completion, capturing its output; a non-zero exit is an
-/// error that quotes the command and its stderr.
-pub fn run(cmd: &mut Command) -> Result<Output> {
-    let what = describe(cmd);
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("could not start `{what}` (is it installed?)"))?;
-    if !out.status.success() {
-        bail!(
-            "`{what}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(out)
-}
-
-/// Run a command and return its stdout as text.
-pub fn run_stdout(cmd: &mut Command) -> Result<String> {
-    let out = run(cmd)?;
-    String::from_utf8(out.stdout).with_context(|| format!("`{}` printed non-UTF-8", describe(cmd)))
-}
-
-/// Is `program` on PATH?
-pub fn have(program: impl AsRef<OsStr>) -> bool {
-    let program = program.as_ref();
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false)
-}
-
-/// Fail early, with the Debian package to install, if a tool is missing.
-pub fn require_tools(tools: &[(&str, &str)]) -> Result<()> {
-    let missing: Vec<_> = tools.iter().filter(|(tool, _)| !have(tool)).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let tools: Vec<_> = missing.iter().map(|(t, _)| *t).collect();
-    let mut pkgs: Vec<_> = missing.iter().map(|(_, p)| *p).collect();
-    pkgs.dedup();
-    bail!(
-        "missing tool(s): {}; install them with `apt-get install -y --no-install-recommends {}`",
-        tools.join(", "),
-        pkgs.join(" ")
-    )
-}
-
 pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex(&Sha256::digest(data))
+    ::hex::encode(bytes)
 }
 
 /// Write a file atomically: a temporary file beside it, then a rename, so a

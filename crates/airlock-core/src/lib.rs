@@ -9,6 +9,7 @@ pub mod desktop;
 pub mod ids;
 pub mod lease;
 pub mod policy;
+pub mod wire;
 
 pub use cpus::{CpuError, CpuList, CpuPlacement};
 pub use desktop::{DesktopEvent, DesktopState, TransitionError};

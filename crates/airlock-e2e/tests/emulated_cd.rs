@@ -4,14 +4,21 @@
 //! disc change (the CLI's `eject` and `insert FILE` commands on stdin) is
 //! seen by the guest as a removal and a new disc.
 
-use airlock_e2e::{artifacts, broker, filler, make_iso};
+use airlock_e2e::broker;
+use airlock_testkit::artifacts::{artifacts, host_binaries};
+use airlock_testkit::broker::TERMINAL_TOKEN;
+use airlock_testkit::iso::{filler, make_iso};
+use airlock_testkit::{block_on, tools};
 use anyhow::{ensure, Context, Result};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 #[test]
 fn emulated_cd_through_the_relay_with_a_disc_change() -> Result<()> {
-    let Some(a) = artifacts() else { return Ok(()) };
+    if !tools::vm_test() {
+        return Ok(());
+    }
+    let (a, bins) = (artifacts()?, host_binaries(false)?);
     let t0 = Instant::now();
     let tmp = tempfile::tempdir()?;
     // The second disc: small, with a name that needs Rock Ridge.
@@ -29,14 +36,19 @@ fn emulated_cd_through_the_relay_with_a_disc_change() -> Result<()> {
         ],
     )?;
 
-    let broker = broker(a, 1)?;
-    broker.wait_clean(1, Duration::from_secs(180))?;
-    let lease = broker.acquire("dr-emulated")?;
-    let serial = broker.serial_log(&lease.desktop);
+    let broker = broker(1)?;
+    block_on(broker.wait_clean(1, Duration::from_secs(180)))?;
+    let lease = block_on(broker.acquire_ok("dr-emulated"))?;
+    let serial = broker.serial_log(lease.desktop_id.as_str());
     let mark = serial.mark();
 
     let log_path = tmp.path().join("forward.log");
-    let mut fwd = broker.forward_iso(&a.bin_dir, &lease, &a.small.iso, &log_path)?;
+    let mut fwd = broker.forward_iso(
+        &bins.airlock(),
+        &lease.lease_id.to_string(),
+        &a.small.iso,
+        &log_path,
+    )?;
     let fwd_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let mut stdin = fwd.child().stdin.take().context("stdin")?;
 
@@ -85,7 +97,7 @@ fn emulated_cd_through_the_relay_with_a_disc_change() -> Result<()> {
     ensure!(out.contains("USB Attached SCSI"), "{out}");
     serial.wait_removed(report2.end, Duration::from_secs(30))?;
 
-    let audit = broker.audit()?;
+    let audit = block_on(broker.audit())?;
     let opened: Vec<&serde_json::Value> = audit
         .iter()
         .filter(|r| r["action"] == "usb_stream_opened")
@@ -96,7 +108,7 @@ fn emulated_cd_through_the_relay_with_a_disc_change() -> Result<()> {
         details.contains("sample-small.iso"),
         "the stream's audit record does not name the image: {details}"
     );
-    ensure!(broker.release(&lease)? == 202);
+    ensure!(block_on(broker.release(TERMINAL_TOKEN, &lease.lease_id))? == 202);
     println!("test took {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
 }

@@ -6,8 +6,12 @@
 //! no storage driver (the guard) and reaches only the broker (slirp,
 //! `restrict=on`, one guestfwd).
 
-use airlock_e2e::rig::{self, TerminalOptions, TerminalVm};
-use airlock_e2e::{artifacts, broker};
+use airlock_e2e::broker;
+use airlock_testkit::artifacts::{
+    artifacts, host_binaries, terminal_vm, TERMINAL_FORBIDDEN_MODULES,
+};
+use airlock_testkit::broker::TERMINAL_TOKEN;
+use airlock_testkit::{block_on, tools, TerminalNet, TerminalOptions, TerminalVm};
 use anyhow::{ensure, Context, Result};
 use std::time::{Duration, Instant};
 
@@ -30,7 +34,7 @@ fn assert_guarded(term: &mut TerminalVm, when: &str) -> Result<()> {
         );
     }
     let lsmod = term.shell.sh("cat /proc/modules")?;
-    for m in xtask::terminal::FORBIDDEN_MODULES {
+    for m in TERMINAL_FORBIDDEN_MODULES {
         ensure!(
             !lsmod.lines().any(|l| l.split(' ').next() == Some(m)),
             "{when}: module {m} is loaded in the terminal VM"
@@ -41,7 +45,10 @@ fn assert_guarded(term: &mut TerminalVm, when: &str) -> Result<()> {
 
 #[test]
 fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
-    let Some(a) = artifacts() else { return Ok(()) };
+    if !tools::vm_test() {
+        return Ok(());
+    }
+    let (a, bins) = (artifacts()?, host_binaries(false)?);
     let t0 = Instant::now();
     let tmp = tempfile::tempdir()?;
     let stick = tmp.path().join("stick.img");
@@ -49,17 +56,17 @@ fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
     img.resize(8 << 20, 0);
     std::fs::write(&stick, &img)?;
 
-    let broker = broker(a, 1)?;
+    let broker = broker(1)?;
     let mut term = TerminalVm::boot(
-        &a.terminal,
+        terminal_vm()?,
         broker.port,
         &TerminalOptions {
             cd_iso: Some(a.small.iso.clone()),
             stick: Some(stick.clone()),
             smp: 1,
             memory_mib: 256,
-            net: rig::TerminalNet::GuestFwd {
-                pump: a.bin_dir.join("xtask"),
+            net: TerminalNet::GuestFwd {
+                pump: bins.tcp_pump(),
             },
         },
     )?;
@@ -87,14 +94,15 @@ fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
     );
     assert_guarded(&mut term, "after airlock usb list")?;
 
-    broker.wait_clean(1, Duration::from_secs(180))?;
-    let lease = broker.acquire("dr-terminal-vm")?;
-    let serial = broker.serial_log(&lease.desktop);
+    block_on(broker.wait_clean(1, Duration::from_secs(180)))?;
+    let lease = block_on(broker.acquire_ok("dr-terminal-vm"))?;
+    let lease_id = lease.lease_id.to_string();
+    let serial = broker.serial_log(lease.desktop_id.as_str());
 
     // Drive and stick plugged in: `--device auto` forwards the one whose INQUIRY says
     // CD/DVD, through the broker; the desktop reads it.
     let mark = serial.mark();
-    term.start_forward("fwd", &lease.id, "auto")?;
+    term.start_forward("fwd", &lease_id, "auto")?;
     let report = serial
         .wait_cd(mark, Duration::from_secs(60))
         .with_context(|| {
@@ -130,9 +138,7 @@ fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
     let (out, status) = term.shell.run(
         &format!(
             "AIRLOCK_TOKEN={} airlock usb forward --broker {} --lease {} --device auto 2>&1",
-            rig::TERMINAL_TOKEN,
-            term.broker_url,
-            lease.id
+            TERMINAL_TOKEN, term.broker_url, lease_id
         ),
         Duration::from_secs(60),
     )?;
@@ -144,11 +150,7 @@ fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
     );
     // Nothing reached the desktop.
     std::thread::sleep(Duration::from_secs(2));
-    let since: Vec<String> = serial
-        .lines_since(mark)
-        .into_iter()
-        .map(|(_, l)| l)
-        .collect();
+    let since = serial.lines_since(mark);
     ensure!(
         !since.iter().any(|l| l.starts_with("AIRLOCK-CD")),
         "the desktop saw something: {since:?}"
@@ -156,7 +158,7 @@ fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
     assert_guarded(&mut term, "at the end")?;
 
     // The broker's audit trail: exactly one stream, for the drive.
-    let audit = broker.audit()?;
+    let audit = block_on(broker.audit())?;
     let opened: Vec<&serde_json::Value> = audit
         .iter()
         .filter(|r| r["action"] == "usb_stream_opened")
@@ -167,7 +169,10 @@ fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
         details.contains("drive"),
         "the stream was not audited as a drive: {details}"
     );
-    ensure!(broker.release(&lease)? == 202, "release failed");
+    ensure!(
+        block_on(broker.release(TERMINAL_TOKEN, &lease.lease_id))? == 202,
+        "release failed"
+    );
     println!("test took {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
 }

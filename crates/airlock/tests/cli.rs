@@ -2,14 +2,14 @@
 //! run against QEMU's usb-redir (TCG) with disc changes typed on stdin.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../airlock-usb/tests/common/mod.rs"]
-mod common;
-
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::*;
+use airlock_testkit::artifacts::artifacts;
+use airlock_testkit::guest_vm::{GuestVm, GuestVmOptions};
+use airlock_testkit::iso::{filler, make_iso};
 use tokio::io::AsyncWriteExt;
+use tokio::task::block_in_place;
 
 const BIN: &str = env!("CARGO_BIN_EXE_airlock");
 
@@ -164,28 +164,34 @@ fn bad_inputs_get_an_error_and_a_hint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forward_an_iso_to_qemu_and_swap_from_stdin() {
-    if !have_qemu() {
-        eprintln!("skipping: qemu-system-x86_64 is not installed");
-        return;
+async fn forward_an_iso_to_qemu_and_swap_from_stdin() -> anyhow::Result<()> {
+    if !airlock_testkit::tools::vm_test() {
+        return Ok(());
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir()?;
     let first = make_iso(
         tmp.path(),
         "one",
+        "ONE",
         &[
             ("ONE.TXT", b"one\n".to_vec()),
-            ("DATA/BLOB", noise(11, 400_000)),
+            ("DATA/BLOB", filler(11, 400_000)),
         ],
-    );
-    let second = make_iso(tmp.path(), "two", &[("TWO.TXT", noise(12, 90_000))]);
-    let mut vm = Vm::start(tmp.path());
-    vm.wait_line("AIRLOCK-READY boot", 0, Duration::from_secs(45))
-        .await;
+    )?;
+    let second = make_iso(tmp.path(), "two", "TWO", &[("TWO.TXT", filler(12, 90_000))])?;
+    let mut vm = GuestVm::boot(
+        &artifacts()?.guest,
+        &GuestVmOptions {
+            usbredir: true,
+            control: false,
+            ..GuestVmOptions::default()
+        },
+    )?;
+    block_in_place(|| vm.wait_ready(Duration::from_secs(45)))?;
 
     let mut child = tokio::process::Command::new(BIN)
         .args(["usb", "forward", "--to"])
-        .arg(format!("unix:{}", vm.usbredir_sock.display()))
+        .arg(format!("unix:{}", vm.usbredir_sock().display()))
         .arg("--iso")
         .arg(&first.iso)
         .stdin(Stdio::piped())
@@ -196,22 +202,15 @@ async fn forward_an_iso_to_qemu_and_swap_from_stdin() {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
 
-    let (i, line) = vm
-        .wait_line("AIRLOCK-CD dev=", 0, Duration::from_secs(45))
-        .await;
-    assert_eq!(parse_cd_line(&line).2, first.sha256, "{line}");
+    let r = block_in_place(|| vm.serial.wait_cd(0, Duration::from_secs(45)))?;
+    r.check(&first)?;
     stdin.write_all(b"eject\n").await.unwrap();
-    let (j, _) = vm
-        .wait_line("AIRLOCK-CD-REMOVED dev=sr0", i + 1, Duration::from_secs(20))
-        .await;
+    let j = block_in_place(|| vm.serial.wait_removed(r.end, Duration::from_secs(20)))?;
     stdin
         .write_all(format!("insert {}\n", second.iso.display()).as_bytes())
         .await
         .unwrap();
-    let (_, line) = vm
-        .wait_line("AIRLOCK-CD dev=", j + 1, Duration::from_secs(30))
-        .await;
-    assert_eq!(parse_cd_line(&line).2, second.sha256, "{line}");
+    block_in_place(|| vm.serial.wait_cd(j, Duration::from_secs(30)))?.check(&second)?;
     stdin.write_all(b"unplug\n").await.unwrap();
 
     let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
@@ -234,4 +233,5 @@ async fn forward_an_iso_to_qemu_and_swap_from_stdin() {
         t.contains("Session ended: the device was unplugged on request"),
         "{t}"
     );
+    Ok(())
 }

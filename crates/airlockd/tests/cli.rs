@@ -19,7 +19,12 @@ fn airlockd(args: &[&str]) -> (i32, String, String) {
 }
 
 fn write_config(dir: &std::path::Path, extra_pool: &str) -> std::path::PathBuf {
-    let m = common::guest_manifest();
+    let disk = common::artifacts()
+        .unwrap()
+        .guest
+        .golden_disk
+        .display()
+        .to_string();
     let text = format!(
         r#"
 [server]
@@ -37,7 +42,7 @@ accel = "tcg"
 disk = "{disk}"
 "#,
         h = "ab".repeat(32),
-        disk = m["golden_disk"].as_str().unwrap()
+        disk = disk
     );
     let p = dir.join("c.toml");
     std::fs::write(&p, text).unwrap();
@@ -80,15 +85,10 @@ fn check_config_names_the_key() {
 fn hash_token() {
     let (code, out, _) = airlockd(&["hash-token", "demo-terminal"]);
     assert_eq!(code, 0);
-    assert_eq!(out.trim(), common_hash("demo-terminal"));
+    assert_eq!(out.trim(), airlock_testkit::sha256_hex(b"demo-terminal"));
     let (code, _, err) = airlockd(&["hash-token", ""]);
     assert_ne!(code, 0);
     assert!(err.contains("the token is empty"), "{err}");
-}
-
-fn common_hash(s: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
 
 #[test]

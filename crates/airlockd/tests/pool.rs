@@ -10,19 +10,11 @@ use std::time::Duration;
 const UP: Duration = Duration::from_secs(240);
 
 #[tokio::test(flavor = "multi_thread")]
-async fn pool_comes_up_clean_and_a_third_acquire_gets_503() {
-    let b = Broker::start(Opts::default()).await;
-    let d = b.wait_clean(2, UP).await;
+async fn pool_comes_up_clean_and_a_third_acquire_gets_503() -> Result<()> {
+    let b = start(config()?)?;
+    let d = b.wait_clean(2, UP).await?;
     assert_eq!(d.len(), 2);
-    let h: Value = b
-        .http
-        .get(format!("{}/healthz", b.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, h) = b.healthz().await?;
     assert_eq!(
         h["accel"], "tcg",
         "the broker says which accelerator it uses"
@@ -36,16 +28,17 @@ async fn pool_comes_up_clean_and_a_third_acquire_gets_503() {
         .unwrap()
         .contains("<title>Airlock console</title>"));
 
-    let a = b.acquire_ok("dr-alpha").await;
-    let c = b.acquire_ok("dr-beta").await;
-    assert_ne!(a["desktop_id"], c["desktop_id"]);
-    assert_ne!(a["display"]["password"], c["display"]["password"]);
-    assert_eq!(a["display"]["protocol"], "spice");
-    assert!(a["heartbeat_interval_s"].as_u64().unwrap() >= 1);
-    assert!(a["expires_at"].as_i64().unwrap() > 0);
-    assert_eq!(a["lease_id"].as_str().unwrap().len(), 32);
+    let a = b.acquire_ok("dr-alpha").await?;
+    let c = b.acquire_ok("dr-beta").await?;
+    assert_ne!(a.desktop_id, c.desktop_id);
+    let (da, dc) = (a.display.as_ref().unwrap(), c.display.as_ref().unwrap());
+    assert_ne!(da.password, dc.password);
+    assert_eq!(da.protocol.as_str(), "spice");
+    assert!(a.heartbeat_interval_s >= 1);
+    assert!(a.expires_at > 0);
+    assert_eq!(a.lease_id.to_string().len(), 32);
 
-    let r = b.acquire(TERMINAL_TOKEN, "dr-gamma").await;
+    let r = b.acquire(TERMINAL_TOKEN, "dr-gamma").await?;
     assert_eq!(r.status(), 503);
     let retry = r
         .headers()
@@ -60,7 +53,7 @@ async fn pool_comes_up_clean_and_a_third_acquire_gets_503() {
     assert_eq!(body["retry_after_s"].as_u64().unwrap(), retry);
     assert!(body["message"].as_str().unwrap().contains("try again"));
 
-    let m = b.metrics().await;
+    let m = b.metrics().await?;
     assert!(m.contains("airlock_desktops{state=\"leased\"} 2"), "{m}");
     assert!(m.contains("airlock_leases_active 2"), "{m}");
     assert!(m.contains("airlock_acquire_seconds_count 2"), "{m}");
@@ -68,16 +61,20 @@ async fn pool_comes_up_clean_and_a_third_acquire_gets_503() {
         m.contains("airlock_acquires_total{result=\"no_free_desktop\"} 1"),
         "{m}"
     );
-    assert_audit_invariants(&b.audit().await);
+    check_invariants(&b.audit().await?)
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn two_hundred_concurrent_acquires_grant_exactly_two() {
-    let b = Broker::start(Opts::default()).await;
-    b.wait_clean(2, UP).await;
+async fn two_hundred_concurrent_acquires_grant_exactly_two() -> Result<()> {
+    let b = start(config()?)?;
+    b.wait_clean(2, UP).await?;
     let futs = (0..200).map(|i| {
         let b = &b;
-        async move { b.acquire(TERMINAL_TOKEN, &format!("user-{i}")).await }
+        async move {
+            b.acquire(TERMINAL_TOKEN, &format!("user-{i}"))
+                .await
+                .unwrap()
+        }
     });
     let responses = futures::future::join_all(futs).await;
     let mut granted = Vec::new();
@@ -98,22 +95,21 @@ async fn two_hundred_concurrent_acquires_grant_exactly_two() {
     assert_ne!(granted[0], granted[1]);
     let leases: Vec<_> = b
         .desktops()
-        .await
+        .await?
         .into_iter()
         .filter(|d| d["state"] == "leased")
         .collect();
     assert_eq!(leases.len(), 2);
-    assert_audit_invariants(&b.audit().await);
+    check_invariants(&b.audit().await?)
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn tokens_and_lease_ownership_are_enforced() {
-    let b = Broker::start(Opts {
+async fn tokens_and_lease_ownership_are_enforced() -> Result<()> {
+    let b = start(BrokerConfig {
         size: 1,
-        ..Opts::default()
-    })
-    .await;
-    b.wait_clean(1, UP).await;
+        ..config()?
+    })?;
+    b.wait_clean(1, UP).await?;
     let url = format!("{}/v1/leases", b.url);
     // No token, wrong token, admin token on a terminal endpoint: 401 with a JSON error.
     let r = b
@@ -126,8 +122,8 @@ async fn tokens_and_lease_ownership_are_enforced() {
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers().get("www-authenticate").unwrap(), "Bearer");
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "unauthorized");
-    assert_eq!(b.acquire("wrong-token", "u").await.status(), 401);
-    assert_eq!(b.acquire(ADMIN_TOKEN, "u").await.status(), 401);
+    assert_eq!(b.acquire("wrong-token", "u").await?.status(), 401);
+    assert_eq!(b.acquire(ADMIN_TOKEN, "u").await?.status(), 401);
     let r = b
         .http
         .post(&url)
@@ -154,27 +150,28 @@ async fn tokens_and_lease_ownership_are_enforced() {
         .unwrap();
     assert_eq!(r.status(), 401);
 
-    let lease = b.acquire_ok("dr-owner").await;
-    let id = lease["lease_id"].as_str().unwrap();
+    let lease = b.acquire_ok("dr-owner").await?;
+    let id = lease.lease_id.to_string();
+    let id = id.as_str();
     // Another terminal can neither heartbeat nor release it: 404, as if it did not exist.
-    assert_eq!(b.heartbeat(TERMINAL2_TOKEN, id).await, 404);
-    assert_eq!(b.release(TERMINAL2_TOKEN, id).await, 404);
-    assert_eq!(b.heartbeat("nope", id).await, 401);
-    assert_eq!(b.heartbeat(TERMINAL_TOKEN, id).await, 200);
+    assert_eq!(b.heartbeat(TERMINAL2_TOKEN, id).await?, 404);
+    assert_eq!(b.release(TERMINAL2_TOKEN, id).await?, 404);
+    assert_eq!(b.heartbeat("nope", id).await?, 401);
+    assert_eq!(b.heartbeat(TERMINAL_TOKEN, id).await?, 200);
     assert_eq!(
-        b.desktop(lease["desktop_id"].as_str().unwrap()).await["state"],
+        b.desktop(lease.desktop_id.as_str()).await?["state"],
         "leased"
     );
     // The holder can.
-    assert_eq!(b.release(TERMINAL_TOKEN, id).await, 202);
+    assert_eq!(b.release(TERMINAL_TOKEN, id).await?, 202);
     assert_eq!(
-        b.heartbeat(TERMINAL_TOKEN, id).await,
+        b.heartbeat(TERMINAL_TOKEN, id).await?,
         404,
         "an ended lease answers 404"
     );
-    assert_eq!(b.release(TERMINAL_TOKEN, id).await, 404);
-    b.wait_clean(1, UP).await;
-    let audit = b.audit().await;
+    assert_eq!(b.release(TERMINAL_TOKEN, id).await?, 404);
+    b.wait_clean(1, UP).await?;
+    let audit = b.audit().await?;
     let granted: Vec<_> = audit
         .iter()
         .filter(|r| r["action"] == "lease_granted")
@@ -182,18 +179,17 @@ async fn tokens_and_lease_ownership_are_enforced() {
     assert_eq!(granted.len(), 1);
     assert_eq!(granted[0]["terminal"], "term-1");
     assert_eq!(granted[0]["user"], "dr-owner");
-    assert_audit_invariants(&audit);
+    check_invariants(&audit)
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn bad_input_gets_clear_errors_and_changes_nothing() {
-    let b = Broker::start(Opts {
+async fn bad_input_gets_clear_errors_and_changes_nothing() -> Result<()> {
+    let b = start(BrokerConfig {
         size: 1,
-        ..Opts::default()
-    })
-    .await;
-    b.wait_clean(1, UP).await;
-    let before = b.audit().await.len();
+        ..config()?
+    })?;
+    b.wait_clean(1, UP).await?;
+    let before = b.audit().await?.len();
     let url = format!("{}/v1/leases", b.url);
     let post = |body: Vec<u8>, ct: Option<&'static str>| {
         let mut r = b.http.post(&url).bearer_auth(TERMINAL_TOKEN).body(body);
@@ -263,9 +259,9 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
         "../../etc/passwd",
         &"a".repeat(5000),
     ] {
-        let s = b.heartbeat(TERMINAL_TOKEN, id).await;
+        let s = b.heartbeat(TERMINAL_TOKEN, id).await?;
         assert!(s == 404 || s == 414 || s == 400, "{id}: {s}");
-        let s = b.release(TERMINAL_TOKEN, id).await;
+        let s = b.release(TERMINAL_TOKEN, id).await?;
         assert!(s == 404 || s == 414 || s == 400, "{id}: {s}");
     }
     let r = b
@@ -285,13 +281,14 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
         .unwrap();
     assert_eq!(r.status(), 400);
     // Nothing changed: the desktop is still clean, nothing was leased or audited.
-    let d = b.desktops().await;
+    let d = b.desktops().await?;
     assert_eq!(d[0]["state"], "clean");
-    assert_eq!(b.audit().await.len(), before);
+    assert_eq!(b.audit().await?.len(), before);
     assert_eq!(
-        b.acquire(TERMINAL_TOKEN, "after-garbage").await.status(),
+        b.acquire(TERMINAL_TOKEN, "after-garbage").await?.status(),
         201
     );
+    Ok(())
 }
 
 /// `Cpus_allowed_list` of every thread of `pid`, by thread name.
@@ -313,35 +310,24 @@ fn thread_cpus(pid: u32) -> Vec<(String, String)> {
     out
 }
 
-fn desktop_pid(b: &Broker, desktop: &str) -> u32 {
-    std::fs::read_to_string(b.run_dir(desktop).join("qemu.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// With `[pool.cpus]`, every desktop process (the first and the one after a reset)
 /// has its vCPU threads on the desktop CPUs and everything else on the housekeeping
 /// CPUs, and so does airlockd itself.
 #[tokio::test(flavor = "multi_thread")]
-async fn cpu_placement_pins_vcpus_and_housekeeping() {
+async fn cpu_placement_pins_vcpus_and_housekeeping() -> Result<()> {
     let allowed = airlock_qemu::affinity::allowed_cpus().unwrap();
     if allowed.len() < 2 {
         eprintln!("skipped: needs two CPUs, this process may use {allowed}");
-        return;
+        return Ok(());
     }
     let mut cpus = allowed.iter();
     let (d, h) = (cpus.next().unwrap(), cpus.next().unwrap());
-    let section: &'static str =
-        Box::leak(format!("desktops = \"{d}\"\nhousekeeping = \"{h}\"").into_boxed_str());
-    let b = Broker::start(Opts {
+    let b = start(BrokerConfig {
         size: 1,
-        cpus: Some(section),
-        ..Opts::default()
-    })
-    .await;
-    let desk = b.wait_clean(1, UP).await[0]["id"]
+        cpus: Some((d.to_string(), Some(h.to_string()))),
+        ..config()?
+    })?;
+    let desk = b.wait_clean(1, UP).await?[0]["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -361,22 +347,22 @@ async fn cpu_placement_pins_vcpus_and_housekeeping() {
             );
         }
     };
-    let first = desktop_pid(&b, &desk);
+    let first = b.desktop_qemu_pid(&desk)?;
     check(first, "first start");
-    for (name, cpus) in thread_cpus(b.pid()) {
+    for (name, cpus) in thread_cpus(b.pid().unwrap()) {
         assert_eq!(cpus, h.to_string(), "airlockd thread {name}");
     }
-    let lease = b.acquire_ok("dr-pin").await;
-    let id = lease["lease_id"].as_str().unwrap();
-    assert_eq!(b.release(TERMINAL_TOKEN, id).await, 202);
+    let lease = b.acquire_ok("dr-pin").await?;
+    assert_eq!(b.release(TERMINAL_TOKEN, &lease.lease_id).await?, 202);
     let d2 = b
         .wait_desktop(&desk, UP, |d| d["state"] == "clean" && d["resets"] == 1)
-        .await;
-    let second = desktop_pid(&b, &desk);
+        .await?;
+    let second = b.desktop_qemu_pid(&desk)?;
     assert_eq!(d2["pid"], second, "{d2}");
     assert_ne!(first, second, "a template clone reset starts a new process");
     check(second, "after a reset");
     assert!(b.log_tail(400).contains(&format!(
         "CPU placement: desktop vCPUs on CPUs {d}; QEMU device models, I/O and airlockd on CPUs {h}"
     )));
+    Ok(())
 }

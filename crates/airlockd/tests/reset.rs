@@ -21,62 +21,68 @@ fn unique() -> String {
     )
 }
 
-fn reset_proof(audit: &[Value], desktop: &str) -> Value {
-    audit
+/// The details of `desktop`'s audit record `action`: the newest one, or the first.
+fn proof(audit: &[Value], desktop: &str, action: &str, newest: bool) -> Result<Value> {
+    let mut records = audit
         .iter()
-        .rev()
-        .find(|r| r["desktop"] == desktop && r["action"] == "desktop_reset")
-        .map(|r| serde_json::from_str::<Value>(r["details"].as_str().unwrap()).unwrap())
-        .unwrap_or_else(|| panic!("no desktop_reset record for {desktop}"))
+        .filter(|r| r["desktop"] == desktop && r["action"] == action);
+    let r = if newest {
+        records.next_back()
+    } else {
+        records.next()
+    }
+    .with_context(|| format!("no {action} record for {desktop}"))?;
+    Ok(serde_json::from_str(
+        r["details"].as_str().context("details")?,
+    )?)
 }
 
-fn first_proof(audit: &[Value], desktop: &str) -> Value {
-    audit
-        .iter()
-        .find(|r| r["desktop"] == desktop && r["action"] == "desktop_ready")
-        .map(|r| serde_json::from_str::<Value>(r["details"].as_str().unwrap()).unwrap())
-        .unwrap_or_else(|| panic!("no desktop_ready record for {desktop}"))
+fn reset_proof(audit: &[Value], desktop: &str) -> Result<Value> {
+    proof(audit, desktop, "desktop_reset", true)
 }
 
-async fn markers_vanish_after_release(method: &'static str) {
-    let b = Broker::start(Opts {
-        reset: method,
-        ..Opts::default()
-    })
-    .await;
-    b.wait_clean(2, UP).await;
-    let lease = b.acquire_ok("dr-malware").await;
-    let desk = lease["desktop_id"].as_str().unwrap().to_owned();
-    let id = lease["lease_id"].as_str().unwrap().to_owned();
+fn first_proof(audit: &[Value], desktop: &str) -> Result<Value> {
+    proof(audit, desktop, "desktop_ready", false)
+}
+
+async fn markers_vanish_after_release(method: &'static str) -> Result<()> {
+    let b = start(BrokerConfig {
+        reset: method.into(),
+        ..config()?
+    })?;
+    b.wait_clean(2, UP).await?;
+    let lease = b.acquire_ok("dr-malware").await?;
+    let desk = lease.desktop_id.to_string();
+    let id = lease.lease_id.to_string();
     let tag = unique();
 
     // The "disc" plants malware in RAM and on the writable disk.
-    let mut c = b.control(&desk);
-    let golden = c.run("dd if=/dev/vda bs=64 count=1 2>/dev/null");
+    let mut c = b.control(&desk)?;
+    let golden = c.sh("dd if=/dev/vda bs=64 count=1 2>/dev/null")?;
     assert!(
         golden.contains("AIRLOCK-GOLDEN"),
         "golden disk header: {golden:?}"
     );
-    c.run(&format!("echo MALWARE-RAM-{tag} > /malware.txt"));
-    c.run(&format!(
+    c.sh(&format!("echo MALWARE-RAM-{tag} > /malware.txt"))?;
+    c.sh(&format!(
         "echo MALWARE-DISK-{tag} | dd of=/dev/vda bs=512 seek=4096 conv=fsync 2>/dev/null; sync"
-    ));
-    let seen = c.run("cat /malware.txt; dd if=/dev/vda bs=512 skip=4096 count=1 2>/dev/null");
+    ))?;
+    let seen = c.sh("cat /malware.txt; dd if=/dev/vda bs=512 skip=4096 count=1 2>/dev/null")?;
     assert!(seen.contains(&format!("MALWARE-RAM-{tag}")), "{seen:?}");
     assert!(seen.contains(&format!("MALWARE-DISK-{tag}")), "{seen:?}");
     drop(c);
 
-    assert_eq!(b.release(TERMINAL_TOKEN, &id).await, 202);
+    assert_eq!(b.release(TERMINAL_TOKEN, &id).await?, 202);
     let d = b
         .wait_desktop(&desk, UP, |d| {
             d["state"] == "clean" && d["resets"].as_i64() == Some(1)
         })
-        .await;
+        .await?;
     assert_eq!(d["last_reset_method"], method);
     assert!(d["lease"].is_null());
 
-    let mut c = b.control(&desk);
-    let after = c.run("cat /malware.txt 2>&1; dd if=/dev/vda bs=512 skip=4096 count=1 2>/dev/null; dd if=/dev/vda bs=64 count=1 2>/dev/null; echo; date +%s");
+    let mut c = b.control(&desk)?;
+    let after = c.sh("cat /malware.txt 2>&1; dd if=/dev/vda bs=512 skip=4096 count=1 2>/dev/null; dd if=/dev/vda bs=64 count=1 2>/dev/null; echo; date +%s")?;
     assert!(
         !after.contains(&format!("MALWARE-RAM-{tag}")),
         "RAM marker survived {method}: {after:?}"
@@ -103,13 +109,13 @@ async fn markers_vanish_after_release(method: &'static str) {
     );
 
     // The audit holds a proof of the clean start.
-    let audit = b.audit().await;
-    let proof = reset_proof(&audit, &desk);
+    let audit = b.audit().await?;
+    let proof = reset_proof(&audit, &desk)?;
     assert_eq!(proof["method"], method);
     let start = &proof["proof"]["start"];
     assert_eq!(start["method"], method);
     assert_eq!(start["readiness"]["probe"], "serial-ping");
-    let before = &first_proof(&audit, &desk)["proof"]["start"];
+    let before = &first_proof(&audit, &desk)?["proof"]["start"];
     match method {
         "template_clone" | "rebuild" => {
             assert_eq!(start["fresh_process"], true);
@@ -150,189 +156,173 @@ async fn markers_vanish_after_release(method: &'static str) {
             assert_eq!(start["snapshot"], "airlock-clean");
         }
     }
-    assert_audit_invariants(&audit);
+    check_invariants(&audit)?;
     // And the desktop is acquirable again: both desktops can be leased.
-    b.acquire_ok("next-1").await;
-    b.acquire_ok("next-2").await;
+    b.acquire_ok("next-1").await?;
+    b.acquire_ok("next-2").await?;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn release_wipes_ram_and_disk_with_template_clone() {
-    markers_vanish_after_release("template_clone").await;
+async fn release_wipes_ram_and_disk_with_template_clone() -> Result<()> {
+    markers_vanish_after_release("template_clone").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn release_wipes_ram_and_disk_with_snapshot_restore() {
-    markers_vanish_after_release("snapshot_restore").await;
+async fn release_wipes_ram_and_disk_with_snapshot_restore() -> Result<()> {
+    markers_vanish_after_release("snapshot_restore").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn release_wipes_ram_and_disk_with_rebuild() {
-    markers_vanish_after_release("rebuild").await;
+async fn release_wipes_ram_and_disk_with_rebuild() -> Result<()> {
+    markers_vanish_after_release("rebuild").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_lease_without_heartbeats_expires_and_its_desktop_resets() {
-    let b = Broker::start(Opts {
+async fn a_lease_without_heartbeats_expires_and_its_desktop_resets() -> Result<()> {
+    let b = start(BrokerConfig {
         size: 1,
         heartbeat_timeout_s: 3,
-        ..Opts::default()
-    })
-    .await;
-    b.wait_clean(1, UP).await;
-    let lease = b.acquire_ok("dr-forgetful").await;
-    assert_eq!(lease["heartbeat_interval_s"], 1);
-    let id = lease["lease_id"].as_str().unwrap();
-    let desk = lease["desktop_id"].as_str().unwrap();
+        ..config()?
+    })?;
+    b.wait_clean(1, UP).await?;
+    let lease = b.acquire_ok("dr-forgetful").await?;
+    assert_eq!(lease.heartbeat_interval_s, 1);
+    let id = &lease.lease_id;
+    let desk = lease.desktop_id.as_str();
     // Heartbeats keep it alive past the timeout...
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_eq!(b.heartbeat(TERMINAL_TOKEN, id).await, 200);
+        assert_eq!(b.heartbeat(TERMINAL_TOKEN, id).await?, 200);
     }
-    assert_eq!(b.desktop(desk).await["state"], "leased");
+    assert_eq!(b.desktop(desk).await?["state"], "leased");
     // ...and without them it ends.
     let d = b
         .wait_desktop(desk, Duration::from_secs(60), |d| {
             d["state"] == "clean" && d["resets"].as_i64() == Some(1)
         })
-        .await;
+        .await?;
     assert!(d["lease"].is_null());
-    assert_eq!(b.heartbeat(TERMINAL_TOKEN, id).await, 404);
-    let audit = b.audit().await;
+    assert_eq!(b.heartbeat(TERMINAL_TOKEN, id).await?, 404);
+    let audit = b.audit().await?;
     let ended = audit.iter().find(|r| r["action"] == "lease_ended").unwrap();
     let details: Value = serde_json::from_str(ended["details"].as_str().unwrap()).unwrap();
     assert_eq!(details["reason"], "expired");
     assert!(details["held_ms"].as_i64().unwrap() >= 8_000);
-    assert_audit_invariants(&audit);
+    check_invariants(&audit)
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn killing_a_desktops_qemu_rebuilds_it() {
-    let b = Broker::start(Opts::default()).await;
-    let d = b.wait_clean(2, UP).await;
-    let lease = b.acquire_ok("dr-crash").await;
-    let leased = lease["desktop_id"].as_str().unwrap().to_owned();
+async fn killing_a_desktops_qemu_rebuilds_it() -> Result<()> {
+    let b = start(config()?)?;
+    let d = b.wait_clean(2, UP).await?;
+    let lease = b.acquire_ok("dr-crash").await?;
+    let leased = lease.desktop_id.to_string();
     let other = d
         .iter()
         .map(|x| x["id"].as_str().unwrap().to_owned())
         .find(|x| *x != leased)
         .unwrap();
     for desk in [&leased, &other] {
-        let pid = b.desktop(desk).await["pid"].as_i64().unwrap();
-        std::process::Command::new("kill")
-            .arg("-9")
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
+        let pid = b.desktop(desk).await?["pid"].as_i64().unwrap();
+        airlock_testkit::process::kill_pid(pid as u32);
         let d = b
             .wait_desktop(desk, UP, |d| {
                 d["state"] == "clean"
                     && d["pid"].as_i64().is_some_and(|p| p != pid)
                     && d["resets"].as_i64() == Some(1)
             })
-            .await;
+            .await?;
         assert_eq!(d["last_reset_method"], "rebuild");
     }
     // The lease on the killed desktop ended.
-    assert_eq!(
-        b.heartbeat(TERMINAL_TOKEN, lease["lease_id"].as_str().unwrap())
-            .await,
-        404
-    );
-    let audit = b.audit().await;
+    assert_eq!(b.heartbeat(TERMINAL_TOKEN, &lease.lease_id).await?, 404);
+    let audit = b.audit().await?;
     let ended = audit.iter().find(|r| r["action"] == "lease_ended").unwrap();
     assert!(ended["details"].as_str().unwrap().contains("desktop_lost"));
     assert!(audit
         .iter()
         .any(|r| r["action"] == "desktop_died" && r["desktop"] == other.as_str()));
-    assert_audit_invariants(&audit);
-    b.acquire_ok("after-1").await;
-    b.acquire_ok("after-2").await;
+    check_invariants(&audit)?;
+    b.acquire_ok("after-1").await?;
+    b.acquire_ok("after-2").await?;
+    Ok(())
 }
 
 /// Writes a copy of the demo golden disk whose header says `version`, via a raw image.
-fn golden_with_header(dir: &std::path::Path, version: &str) -> std::path::PathBuf {
-    let src = guest_manifest()["golden_disk"].as_str().unwrap().to_owned();
+fn golden_with_header(dir: &std::path::Path, version: &str) -> Result<std::path::PathBuf> {
+    use airlock_testkit::process::run;
+    let src = &artifacts()?.guest.golden_disk;
     let raw = dir.join(format!("{version}.raw"));
     let out = dir.join(format!("{version}.qcow2"));
-    let st = std::process::Command::new("qemu-img")
-        .args(["convert", "-O", "raw", &src])
-        .arg(&raw)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let mut bytes = std::fs::read(&raw).unwrap();
+    run(std::process::Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(src)
+        .arg(&raw))?;
+    let mut bytes = std::fs::read(&raw)?;
     let header = format!("AIRLOCK-GOLDEN-DISK {version}\n");
     bytes[..header.len()].copy_from_slice(header.as_bytes());
-    std::fs::write(&raw, bytes).unwrap();
-    let st = std::process::Command::new("qemu-img")
+    std::fs::write(&raw, bytes)?;
+    run(std::process::Command::new("qemu-img")
         .args(["convert", "-O", "qcow2"])
         .arg(&raw)
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    out
+        .arg(&out))?;
+    Ok(out)
 }
 
-async fn a_new_golden_image_reaches_every_desktop(method: &'static str) {
-    let tmp = tempfile::tempdir().unwrap();
+async fn a_new_golden_image_reaches_every_desktop(method: &'static str) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
     let golden = tmp.path().join("golden.qcow2");
-    std::fs::rename(golden_with_header(tmp.path(), "v1"), &golden).unwrap();
-    let b = Broker::start(Opts {
-        reset: method,
-        golden: Some(golden.clone()),
-        ..Opts::default()
-    })
-    .await;
-    b.wait_clean(2, UP).await;
-    let lease = b.acquire_ok("dr-during-update").await;
-    let leased = lease["desktop_id"].as_str().unwrap().to_owned();
+    std::fs::rename(golden_with_header(tmp.path(), "v1")?, &golden)?;
+    let b = start(BrokerConfig {
+        reset: method.into(),
+        disk: golden.clone(),
+        ..config()?
+    })?;
+    b.wait_clean(2, UP).await?;
+    let lease = b.acquire_ok("dr-during-update").await?;
+    let leased = lease.desktop_id.to_string();
     let other = if leased == "desk-01" {
         "desk-02"
     } else {
         "desk-01"
     };
     assert!(b
-        .control(other)
-        .run("dd if=/dev/vda bs=32 count=1 2>/dev/null")
+        .control(other)?
+        .sh("dd if=/dev/vda bs=32 count=1 2>/dev/null")?
         .contains("v1"));
 
     // The admin replaces the golden image (a new file renamed over the old one).
-    let v2 = golden_with_header(tmp.path(), "v2");
-    std::fs::rename(&v2, &golden).unwrap();
+    let v2 = golden_with_header(tmp.path(), "v2")?;
+    std::fs::rename(&v2, &golden)?;
 
     // The clean desktop is reset onto it; the leased one keeps its session...
     b.wait_desktop(other, UP, |d| {
         d["state"] == "clean" && d["resets"].as_i64() == Some(1)
     })
-    .await;
+    .await?;
     let head = b
-        .control(other)
-        .run("dd if=/dev/vda bs=32 count=1 2>/dev/null");
+        .control(other)?
+        .sh("dd if=/dev/vda bs=32 count=1 2>/dev/null")?;
     assert!(head.contains("v2"), "{method}: {head:?}");
-    let d = b.desktop(&leased).await;
+    let d = b.desktop(&leased).await?;
     assert_eq!(d["state"], "leased");
     assert!(b
-        .control(&leased)
-        .run("dd if=/dev/vda bs=32 count=1 2>/dev/null")
+        .control(&leased)?
+        .sh("dd if=/dev/vda bs=32 count=1 2>/dev/null")?
         .contains("v1"));
     // ...and gets the new image at its reset.
-    assert_eq!(
-        b.release(TERMINAL_TOKEN, lease["lease_id"].as_str().unwrap())
-            .await,
-        202
-    );
+    assert_eq!(b.release(TERMINAL_TOKEN, &lease.lease_id).await?, 202);
     let d = b
         .wait_desktop(&leased, UP, |d| {
             d["state"] == "clean" && d["resets"].as_i64() == Some(1)
         })
-        .await;
+        .await?;
     assert!(b
-        .control(&leased)
-        .run("dd if=/dev/vda bs=32 count=1 2>/dev/null")
+        .control(&leased)?
+        .sh("dd if=/dev/vda bs=32 count=1 2>/dev/null")?
         .contains("v2"));
-    let audit = b.audit().await;
+    let audit = b.audit().await?;
     assert!(audit.iter().any(|r| r["action"] == "golden_changed"));
     if method == "template_clone" {
         assert_eq!(d["last_reset_method"], "template_clone");
@@ -349,55 +339,48 @@ async fn a_new_golden_image_reaches_every_desktop(method: &'static str) {
             "a snapshot of the old image is not restored"
         );
     }
-    assert_audit_invariants(&audit);
+    check_invariants(&audit)
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_new_golden_image_reaches_every_desktop_with_template_clone() {
-    a_new_golden_image_reaches_every_desktop("template_clone").await;
+async fn a_new_golden_image_reaches_every_desktop_with_template_clone() -> Result<()> {
+    a_new_golden_image_reaches_every_desktop("template_clone").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_new_golden_image_reaches_every_desktop_with_snapshot_restore() {
-    a_new_golden_image_reaches_every_desktop("snapshot_restore").await;
+async fn a_new_golden_image_reaches_every_desktop_with_snapshot_restore() -> Result<()> {
+    a_new_golden_image_reaches_every_desktop("snapshot_restore").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_desktop_that_never_becomes_ready_is_broken_not_handed_out() {
+async fn a_desktop_that_never_becomes_ready_is_broken_not_handed_out() -> Result<()> {
     // The guest's init is missing: the kernel panics and the agent never answers.
-    let b = Broker::start(Opts {
+    let b = start(BrokerConfig {
         size: 1,
-        append: Some("console=ttyS0 quiet init=/nonexistent panic=0"),
+        append: "console=ttyS0 quiet init=/nonexistent panic=0".into(),
         ready_timeout_s: 4,
-        ..Opts::default()
-    })
-    .await;
+        ..config()?
+    })?;
     let d = b
         .wait_desktop("desk-01", UP, |d| d["state"] == "broken")
-        .await;
+        .await?;
     let reason = d["reason"].as_str().unwrap();
     assert!(
         reason.contains("template_clone") && reason.contains("rebuild"),
         "{reason}"
     );
     assert!(reason.contains("did not answer"), "{reason}");
-    let r = b
-        .http
-        .get(format!("{}/healthz", b.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
-    let h: Value = r.json().await.unwrap();
+    let (status, h) = b.healthz().await?;
+    assert_eq!(status, 503);
     assert_eq!(h["status"], "unavailable");
     let problems = h["problems"].to_string();
     assert!(
         problems.contains("no template") && problems.contains("broken"),
         "{problems}"
     );
-    let r = b.acquire(TERMINAL_TOKEN, "dr-unlucky").await;
+    let r = b.acquire(TERMINAL_TOKEN, "dr-unlucky").await?;
     assert_eq!(r.status(), 503);
-    let m = b.metrics().await;
+    let m = b.metrics().await?;
     assert!(m.contains("airlock_desktops{state=\"broken\"} 1"), "{m}");
     // An admin's repair tries again (and fails again, visibly).
     let r = b
@@ -412,7 +395,7 @@ async fn a_desktop_that_never_becomes_ready_is_broken_not_handed_out() {
     b.wait_desktop("desk-01", UP, |d| {
         d["state"] == "broken" && d["since"].as_i64() > Some(first_since)
     })
-    .await;
+    .await?;
     let r = b
         .http
         .post(format!("{}/v1/desktops/desk-02/repair", b.url))
@@ -421,7 +404,7 @@ async fn a_desktop_that_never_becomes_ready_is_broken_not_handed_out() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let audit = b.audit().await;
+    let audit = b.audit().await?;
     assert!(audit.iter().any(|r| r["action"] == "template_failed"));
     assert!(
         audit
@@ -432,4 +415,5 @@ async fn a_desktop_that_never_becomes_ready_is_broken_not_handed_out() {
     );
     assert!(audit.iter().any(|r| r["action"] == "repair_requested"));
     assert!(!audit.iter().any(|r| r["action"] == "lease_granted"));
+    Ok(())
 }

@@ -4,81 +4,74 @@
 
 mod common;
 
+use airlock_testkit::process::alive;
+use airlock_testkit::spice::{self, AuthResult};
 use common::*;
 use std::time::Duration;
 
 const UP: Duration = Duration::from_secs(240);
 
-fn alive(pid: i64) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
 #[tokio::test(flavor = "multi_thread")]
-async fn kill9_and_restart_keeps_leases_and_never_hands_out_dirty_desktops() {
-    let mut b = Broker::start(Opts::default()).await;
-    b.wait_clean(2, UP).await;
-    let l1 = b.acquire_ok("dr-survivor").await;
-    let x = l1["desktop_id"].as_str().unwrap().to_owned();
-    let id1 = l1["lease_id"].as_str().unwrap().to_owned();
-    let pid_x = b.desktop(&x).await["pid"].as_i64().unwrap();
+async fn kill9_and_restart_keeps_leases_and_never_hands_out_dirty_desktops() -> Result<()> {
+    let mut b = start(config()?)?;
+    b.wait_clean(2, UP).await?;
+    let l1 = b.acquire_ok("dr-survivor").await?;
+    let x = l1.desktop_id.to_string();
+    let id1 = l1.lease_id.to_string();
+    let pid_x = b.desktop(&x).await?["pid"].as_u64().unwrap();
 
     b.kill9();
-    assert!(alive(pid_x), "desktops outlive the broker");
-    b.spawn();
+    assert!(alive(pid_x as u32), "desktops outlive the broker");
+    b.restart()?;
     // The lease still works, on the same QEMU process, with the same display password.
-    assert_eq!(b.heartbeat(TERMINAL_TOKEN, &id1).await, 200);
-    let dx = b.desktop(&x).await;
+    assert_eq!(b.heartbeat(TERMINAL_TOKEN, &id1).await?, 200);
+    let dx = b.desktop(&x).await?;
     assert_eq!(dx["state"], "leased");
-    assert_eq!(dx["pid"].as_i64().unwrap(), pid_x);
+    assert_eq!(dx["pid"].as_u64().unwrap(), pid_x);
     assert_eq!(dx["lease"], id1.as_str());
-    if spice_client_available() {
-        let port = l1["display"]["port"].as_u64().unwrap().to_string();
-        let pw = l1["display"]["password"].as_str().unwrap();
+    if spice::require_client().is_ok() {
+        let display = l1.display.clone().context("a display")?;
         assert_eq!(
-            spice_auth(&port, pw),
-            0,
+            spice::auth(display.port, &display.password)?,
+            AuthResult::Opened,
             "the lease's display password still opens the display"
         );
     }
 
     // The other desktop is free; X is never handed out twice.
-    b.wait_clean(1, UP).await;
-    let l2 = b.acquire_ok("dr-second").await;
-    assert_ne!(l2["desktop_id"], x.as_str());
-    assert_eq!(b.acquire(TERMINAL_TOKEN, "dr-third").await.status(), 503);
+    b.wait_clean(1, UP).await?;
+    let l2 = b.acquire_ok("dr-second").await?;
+    assert_ne!(l2.desktop_id.as_str(), x);
+    assert_eq!(b.acquire(TERMINAL_TOKEN, "dr-third").await?.status(), 503);
 
     // Release the second lease and kill the broker while that desktop is dirty/resetting.
-    let y = l2["desktop_id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        b.release(TERMINAL_TOKEN, l2["lease_id"].as_str().unwrap())
-            .await,
-        202
-    );
+    let y = l2.desktop_id.to_string();
+    assert_eq!(b.release(TERMINAL_TOKEN, &l2.lease_id).await?, 202);
     b.kill9();
-    b.spawn();
+    b.restart()?;
     // Hammer acquire right away: Y may be granted only after a verified reset.
     let mut granted = None;
     for _ in 0..2400 {
-        let r = b.acquire(TERMINAL_TOKEN, "dr-eager").await;
+        let r = b.acquire(TERMINAL_TOKEN, "dr-eager").await?;
         match r.status().as_u16() {
             201 => {
-                granted = Some(r.json::<serde_json::Value>().await.unwrap());
+                granted = Some(r.json::<serde_json::Value>().await?);
                 break;
             }
             503 => tokio::time::sleep(Duration::from_millis(25)).await,
             s => panic!("unexpected {s}"),
         }
     }
-    let granted = granted.expect("Y came back clean");
+    let granted = granted.context("Y came back clean")?;
     assert_eq!(granted["desktop_id"], y.as_str());
     assert_eq!(
-        b.heartbeat(TERMINAL_TOKEN, &id1).await,
+        b.heartbeat(TERMINAL_TOKEN, &id1).await?,
         200,
         "X's lease survived two restarts"
     );
 
-    let audit = b.audit().await;
-    assert_audit_invariants(&audit);
+    let audit = b.audit().await?;
+    check_invariants(&audit)?;
     assert!(
         audit
             .iter()
@@ -86,7 +79,8 @@ async fn kill9_and_restart_keeps_leases_and_never_hands_out_dirty_desktops() {
             .count()
             == 3
     );
-    let (ok, out) = b.verify_audit_cli();
+    let (ok, out) = b.verify_audit_cli()?;
     assert!(ok, "{out}");
     assert!(out.contains("intact"), "{out}");
+    Ok(())
 }

@@ -10,21 +10,8 @@ use airlock_usb::transport::{connect, BrokerTarget, LeaseRef, Target, Token, Tru
 use common::*;
 use std::time::Duration;
 
-fn expected(name: &str) -> (std::path::PathBuf, String) {
-    let dir = workspace_root().join("build/discs");
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.files.json"))).unwrap_or_else(|e| {
-            panic!("{name}.files.json missing ({e}); run `cargo xtask sample-disc` (scripts/setup.sh does)")
-        }))
-        .unwrap();
-    (
-        dir.join(format!("{name}.iso")),
-        meta["sha256"].as_str().unwrap().to_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
-async fn https_api_and_usb_stream() {
+async fn https_api_and_usb_stream() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tmp = tempfile::tempdir().unwrap();
     // A site CA and a broker certificate it signed.
@@ -48,15 +35,17 @@ async fn https_api_and_usb_stream() {
     std::fs::write(&cert, leaf.pem()).unwrap();
     std::fs::write(&key, key_pair.serialize_pem()).unwrap();
 
-    let b = Broker::start(Opts {
+    let b = start(BrokerConfig {
         size: 1,
-        tls: Some((cert, key)),
-        tls_ca: Some(ca.clone()),
-        ..Opts::default()
-    })
-    .await;
+        tls: Some(airlock_testkit::broker::TlsFiles {
+            cert,
+            key,
+            ca: ca.clone(),
+        }),
+        ..config()?
+    })?;
     assert!(b.url.starts_with("https://"), "{}", b.url);
-    b.wait_clean(1, Duration::from_secs(240)).await;
+    b.wait_clean(1, Duration::from_secs(240)).await?;
     // A client that does not trust the certificate cannot talk to the broker.
     let plain = reqwest::Client::new();
     assert!(plain
@@ -65,52 +54,35 @@ async fn https_api_and_usb_stream() {
         .await
         .is_err());
 
-    let lease = b.acquire_ok("dr-tls").await;
-    let usb_url = lease["usb"]["url"].as_str().unwrap();
+    let lease = b.acquire_ok("dr-tls").await?;
+    let usb_url = &lease.usb.url;
     assert!(usb_url.starts_with("https://"), "{usb_url}");
-    let desk = lease["desktop_id"].as_str().unwrap();
+    let desk = lease.desktop_id.as_str();
 
-    let (iso, want) = expected("sample-small");
-    let prepared = prepare(&Source::Iso(iso)).await.unwrap();
+    let disc = &artifacts()?.small;
+    let prepared = prepare(&Source::Iso(disc.iso.clone())).await.unwrap();
     let target = Target::Broker(BrokerTarget {
         url: b.url.parse().unwrap(),
-        lease: LeaseRef::parse(lease["lease_id"].as_str().unwrap()).unwrap(),
+        lease: LeaseRef::parse(&lease.lease_id.to_string()).unwrap(),
         token: Token::parse(TERMINAL_TOKEN).unwrap(),
         trust: TrustRoots::CaFile(ca),
     });
     let stream = connect(&target, prepared.description()).await.unwrap();
     let session = tokio::spawn(prepared.run(stream));
 
-    let serial = b.run_dir(desk).join("serial.log");
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    let line = loop {
-        let text = std::fs::read_to_string(&serial).unwrap_or_default();
-        if let Some(l) = text.lines().find(|l| l.starts_with("AIRLOCK-CD dev=")) {
-            break l.to_owned();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the desktop never read the disc: {text}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert!(
-        line.contains(&format!("sha256={want}")),
-        "{line} (want {want})"
-    );
+    let serial = b.serial_log(desk);
+    let report =
+        tokio::task::spawn_blocking(move || serial.wait_cd(0, Duration::from_secs(90))).await??;
+    report.check(disc)?;
 
     // Releasing the lease closes the stream; the terminal's session ends.
-    assert_eq!(
-        b.release(TERMINAL_TOKEN, lease["lease_id"].as_str().unwrap())
-            .await,
-        202
-    );
+    assert_eq!(b.release(TERMINAL_TOKEN, &lease.lease_id).await?, 202);
     let summary = tokio::time::timeout(Duration::from_secs(15), session)
         .await
         .unwrap()
         .unwrap();
     assert!(summary.is_ok(), "{summary:?}");
-    let audit = b.audit().await;
+    let audit = b.audit().await?;
     let attached = audit
         .iter()
         .find(|r| r["action"] == "usb_attached")
@@ -130,4 +102,5 @@ async fn https_api_and_usb_stream() {
             .contains("sample-small.iso"),
         "{opened}"
     );
+    Ok(())
 }

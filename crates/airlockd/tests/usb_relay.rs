@@ -86,24 +86,14 @@ fn contains(h: &[u8], n: &[u8]) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn usb_stream_rules() {
-    let b = Broker::start(Opts::default()).await;
-    b.wait_clean(2, UP).await;
-    let l1 = b.acquire_ok("dr-usb").await;
-    let id1 = l1["lease_id"].as_str().unwrap().to_owned();
-    assert_eq!(l1["usb"]["protocol"], "airlock-usbredir/1");
-    assert!(l1["usb"]["url"]
-        .as_str()
-        .unwrap()
-        .ends_with(&format!("/v1/leases/{id1}/usb")));
-    let l2 = b
-        .http
-        .post(format!("{}/v1/leases", b.url))
-        .bearer_auth(TERMINAL2_TOKEN)
-        .json(&serde_json::json!({"user": "other"}))
-        .send()
-        .await
-        .unwrap();
+async fn usb_stream_rules() -> Result<()> {
+    let b = start(config()?)?;
+    b.wait_clean(2, UP).await?;
+    let l1 = b.acquire_ok("dr-usb").await?;
+    let id1 = l1.lease_id.to_string();
+    assert_eq!(l1.usb.protocol, airlock_core::wire::USB_PROTOCOL);
+    assert!(l1.usb.url.ends_with(&format!("/v1/leases/{id1}/usb")));
+    let l2 = b.acquire(TERMINAL2_TOKEN, "other").await?;
     assert_eq!(l2.status(), 201);
     let l2: serde_json::Value = l2.json().await.unwrap();
     let id2 = l2["lease_id"].as_str().unwrap().to_owned();
@@ -138,11 +128,11 @@ async fn usb_stream_rules() {
     s.write_all(&[0xde; 200]).await.unwrap();
     let (_, eof) = read_until(&mut s, |_| false, Duration::from_secs(10)).await;
     assert!(eof, "the broker closed the garbage stream");
-    let desk = l1["desktop_id"].as_str().unwrap();
-    assert_eq!(b.desktop(desk).await["state"], "leased");
-    let mut c = b.control(desk);
+    let desk = l1.desktop_id.as_str();
+    assert_eq!(b.desktop(desk).await?["state"], "leased");
+    let mut c = b.control(desk)?;
     assert!(
-        c.run("echo alive-$((6*7))").contains("alive-42"),
+        c.sh("echo alive-$((6*7))")?.contains("alive-42"),
         "the desktop is unharmed"
     );
 
@@ -194,12 +184,12 @@ async fn usb_stream_rules() {
     assert_eq!(st, 101);
     let mut s = s.unwrap();
     let _ = read_until(&mut s, |b| b.len() >= 80, Duration::from_secs(10)).await;
-    assert_eq!(b.release(TERMINAL_TOKEN, &id1).await, 202);
+    assert_eq!(b.release(TERMINAL_TOKEN, &id1).await?, 202);
     let (_, eof) = read_until(&mut s, |_| false, Duration::from_secs(10)).await;
     assert!(eof, "release closed the stream");
     assert_eq!(open_usb(&b, TERMINAL_TOKEN, &id1, true).await.0, 404);
 
-    let audit = b.audit().await;
+    let audit = b.audit().await?;
     let actions: Vec<&str> = audit
         .iter()
         .filter_map(|r| r["action"].as_str())
@@ -239,5 +229,5 @@ async fn usb_stream_rules() {
         .unwrap();
     assert!(opened["details"].as_str().unwrap().contains("test.iso"));
     assert_eq!(opened["terminal"], "term-1");
-    assert_audit_invariants(&audit);
+    check_invariants(&audit)
 }

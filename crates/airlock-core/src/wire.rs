@@ -1,0 +1,491 @@
+//! The terminal <-> broker wire contract, defined once: what `airlock` (the terminal) and
+//! `airlockd` (the broker) send each other, and what the test kit reads. Types and their
+//! rules only; the binaries encode them (JSON bodies, HTTP headers) and choose statuses.
+//!
+//! - `POST /v1/leases` takes a [`LeaseRequest`] and answers a [`LeaseGrant`].
+//! - `POST /v1/leases/{id}/heartbeat` answers a [`HeartbeatReply`].
+//! - `DELETE /v1/leases/{id}` answers a [`ReleaseReply`].
+//! - `GET /v1/leases/{id}/usb` upgrades to [`USB_PROTOCOL`]; the terminal describes what it
+//!   forwards in the [`DEVICE_HEADER`] header as a [`DeviceIdentity`].
+//! - Every error is an [`ErrorBody`] with an [`ErrorCode`].
+use serde::{Deserialize, Serialize};
+
+use crate::{DesktopId, DesktopState, LeaseId, UnixMillis};
+
+/// The protocol token of the USB stream upgrade (`Upgrade: airlock-usbredir/1`).
+pub const USB_PROTOCOL: &str = "airlock-usbredir/1";
+
+/// The header in which the terminal describes the device it forwards (lower case: HTTP
+/// header names are case-insensitive).
+pub const DEVICE_HEADER: &str = "x-airlock-device";
+
+/// The longest [`DEVICE_HEADER`] value the broker accepts, in bytes.
+pub const MAX_DEVICE_HEADER_BYTES: usize = 2048;
+
+/// The longest text field of a [`DeviceIdentity`] the broker accepts, in characters.
+pub const MAX_DEVICE_FIELD_CHARS: usize = 256;
+
+/// What the terminal cuts each text field of a [`DeviceIdentity`] to before sending it
+/// ([`DeviceIdentity::sanitized`]): half of what the broker accepts.
+pub const SENT_DEVICE_FIELD_CHARS: usize = 128;
+
+/// `POST /v1/leases`: who sits at the terminal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    /// The clinician's user name (checked by [`crate::UserName::parse`]).
+    pub user: String,
+}
+
+/// A desktop's display protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DisplayProtocol {
+    /// SPICE (the default).
+    Spice,
+    /// VNC.
+    Vnc,
+}
+
+impl DisplayProtocol {
+    /// The protocol's name as configs and the API spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisplayProtocol::Spice => "spice",
+            DisplayProtocol::Vnc => "vnc",
+        }
+    }
+}
+
+impl std::fmt::Display for DisplayProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where and how the terminal's display client connects to its desktop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisplayGrant {
+    /// The protocol of the desktop's display.
+    pub protocol: DisplayProtocol,
+    /// The host the display port is on, as the broker was configured to announce it.
+    pub host: String,
+    /// The display port (the broker's proxy, open only while the lease lives).
+    pub port: u16,
+    /// The display password, new for this lease and revoked when it ends.
+    pub password: String,
+}
+
+/// A granted lease: what the pool decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The lease, for heartbeats, release and the USB stream.
+    pub lease_id: LeaseId,
+    /// The desktop it holds.
+    pub desktop_id: DesktopId,
+    /// When the lease ends unless a heartbeat moves it.
+    pub expires_at: UnixMillis,
+    /// How often the terminal must send heartbeats.
+    pub heartbeat_interval_s: u64,
+    /// The display, when the pool has one configured.
+    pub display: Option<DisplayGrant>,
+}
+
+/// Where the lease's USB stream is opened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsbEndpoint {
+    /// `GET` this URL with `Upgrade: ` [`USB_PROTOCOL`].
+    pub url: String,
+    /// Always [`USB_PROTOCOL`].
+    pub protocol: String,
+}
+
+/// `201` to `POST /v1/leases`: the grant and its USB endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseGrant {
+    /// The grant's fields, at the top level of the JSON object.
+    #[serde(flatten)]
+    pub grant: Grant,
+    /// Where to open the USB stream.
+    pub usb: UsbEndpoint,
+}
+
+/// A grant's fields read through the answer (`grant.lease_id`), as they are flat in
+/// its JSON.
+impl std::ops::Deref for LeaseGrant {
+    type Target = Grant;
+
+    fn deref(&self) -> &Grant {
+        &self.grant
+    }
+}
+
+/// `200` to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// The lease that was extended.
+    pub lease_id: LeaseId,
+    /// Its new end, unless another heartbeat comes.
+    pub expires_at: UnixMillis,
+}
+
+/// `202` to a release: the lease ended and its desktop is being reset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseReply {
+    /// The lease that ended.
+    pub lease_id: LeaseId,
+    /// The desktop it held.
+    pub desktop_id: DesktopId,
+    /// The desktop's state now (`resetting`).
+    pub state: DesktopState,
+}
+
+/// The machine-readable part of every API error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A malformed request (body, query, header).
+    BadRequest,
+    /// A missing or wrong bearer token.
+    Unauthorized,
+    /// No such route.
+    NotFound,
+    /// The route exists but not for this method.
+    MethodNotAllowed,
+    /// The body is larger than the broker accepts.
+    PayloadTooLarge,
+    /// The body is not JSON.
+    UnsupportedMediaType,
+    /// Every desktop is in use or being reset.
+    NoFreeDesktop,
+    /// The chosen desktop could not be set up for the lease.
+    DesktopUnavailable,
+    /// No active lease with that id for this terminal.
+    LeaseNotFound,
+    /// No desktop with that id.
+    DesktopNotFound,
+    /// A repair of a desktop that is not broken.
+    NotBroken,
+    /// The lease already has a USB stream.
+    UsbStreamOpen,
+    /// The USB endpoint was called without the upgrade headers.
+    UpgradeRequired,
+    /// The desktop's USB channel is not ready.
+    UsbUnavailable,
+    /// Something failed inside the broker (its log has the details).
+    Internal,
+    /// A code this terminal does not know (a newer broker).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::NoFreeDesktop => "no_free_desktop",
+            ErrorCode::DesktopUnavailable => "desktop_unavailable",
+            ErrorCode::LeaseNotFound => "lease_not_found",
+            ErrorCode::DesktopNotFound => "desktop_not_found",
+            ErrorCode::NotBroken => "not_broken",
+            ErrorCode::UsbStreamOpen => "usb_stream_open",
+            ErrorCode::UpgradeRequired => "upgrade_required",
+            ErrorCode::UsbUnavailable => "usb_unavailable",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The body of every API error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for programs.
+    pub error: ErrorCode,
+    /// What went wrong and what to do, for people.
+    pub message: String,
+    /// When to try again (also in `Retry-After`), for `no_free_desktop` and the like.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
+}
+
+/// What a USB stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// A real optical drive forwarded from the terminal.
+    Drive,
+    /// An emulated drive backed by a disc image.
+    Image,
+    /// The terminal sent no description (the broker's own placeholder; a terminal may
+    /// not send it).
+    Unspecified,
+}
+
+/// What the terminal says it forwards ([`DEVICE_HEADER`]), for the audit trail. The
+/// broker trusts none of it for policy: the device's own announcements in the usbredir
+/// stream decide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceIdentity {
+    /// Drive or image.
+    pub kind: DeviceKind,
+    /// USB vendor id, as 4 hex digits on the wire.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hex16")]
+    pub vid: Option<u16>,
+    /// USB product id, as 4 hex digits on the wire.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hex16")]
+    pub pid: Option<u16>,
+    /// Manufacturer string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// Product string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    /// Serial number string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Image file name (no directories).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// Why a [`DeviceIdentity`] is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceIdentityError {
+    /// The header is longer than [`MAX_DEVICE_HEADER_BYTES`].
+    #[error("longer than {MAX_DEVICE_HEADER_BYTES} bytes")]
+    TooLong,
+    /// `kind` is not `drive` or `image`.
+    #[error("kind must be \"drive\" or \"image\"")]
+    Kind,
+    /// A text field is too long or holds control characters.
+    #[error("{0} must be at most {MAX_DEVICE_FIELD_CHARS} printable characters")]
+    Field(&'static str),
+}
+
+impl DeviceIdentity {
+    /// The broker's placeholder when a terminal sends no description.
+    pub fn unspecified() -> DeviceIdentity {
+        DeviceIdentity::new(DeviceKind::Unspecified)
+    }
+
+    /// A description of `kind` with no other field.
+    pub fn new(kind: DeviceKind) -> DeviceIdentity {
+        DeviceIdentity {
+            kind,
+            vid: None,
+            pid: None,
+            vendor: None,
+            product: None,
+            serial: None,
+            image: None,
+        }
+    }
+
+    fn texts(&self) -> [(&'static str, &Option<String>); 4] {
+        [
+            ("vendor", &self.vendor),
+            ("product", &self.product),
+            ("serial", &self.serial),
+            ("image", &self.image),
+        ]
+    }
+
+    /// The broker's check of a description a terminal sent (after decoding, which
+    /// already checked `vid`/`pid` and unknown fields).
+    pub fn validate(&self) -> Result<(), DeviceIdentityError> {
+        if self.kind == DeviceKind::Unspecified {
+            return Err(DeviceIdentityError::Kind);
+        }
+        for (name, v) in self.texts() {
+            if let Some(v) = v {
+                if v.chars().count() > MAX_DEVICE_FIELD_CHARS || v.chars().any(char::is_control) {
+                    return Err(DeviceIdentityError::Field(name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The terminal's clean-up before sending: each text field cut to
+    /// [`SENT_DEVICE_FIELD_CHARS`], control characters replaced by `?` (USB string
+    /// descriptors come from the device and may hold anything).
+    pub fn sanitized(mut self) -> DeviceIdentity {
+        let clean = |v: &mut Option<String>| {
+            if let Some(s) = v {
+                *s = s
+                    .chars()
+                    .map(|c| if c.is_control() { '?' } else { c })
+                    .take(SENT_DEVICE_FIELD_CHARS)
+                    .collect();
+            }
+        };
+        for v in [
+            &mut self.vendor,
+            &mut self.product,
+            &mut self.serial,
+            &mut self.image,
+        ] {
+            clean(v);
+        }
+        self
+    }
+}
+
+/// `Option<u16>` as exactly 4 hex digits.
+mod hex16 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[allow(clippy::ref_option)] // serde's `with` passes `&Option<T>`
+    pub fn serialize<S: Serializer>(v: &Option<u16>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_str(&format!("{v:04x}")),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        if text.len() != 4 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(serde::de::Error::custom(format!(
+                "USB ids are 4 hex digits, not {text:?}"
+            )));
+        }
+        u16::from_str_radix(&text, 16)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn identity(v: serde_json::Value) -> Result<DeviceIdentity, String> {
+        let d: DeviceIdentity = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        d.validate().map_err(|e| e.to_string())?;
+        Ok(d)
+    }
+
+    #[test]
+    fn device_identity_round_trips_and_leaves_out_absent_fields() {
+        let d = DeviceIdentity {
+            vid: Some(0x0e8d),
+            pid: Some(0x1887),
+            product: Some("DVD drive".into()),
+            ..DeviceIdentity::new(DeviceKind::Drive)
+        };
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(
+            v,
+            json!({"kind": "drive", "vid": "0e8d", "pid": "1887", "product": "DVD drive"})
+        );
+        assert_eq!(identity(v).unwrap(), d);
+        assert_eq!(
+            identity(json!({"kind": "image", "image": "disc.iso"})).unwrap(),
+            DeviceIdentity {
+                image: Some("disc.iso".into()),
+                ..DeviceIdentity::new(DeviceKind::Image)
+            }
+        );
+        // Upper-case hex is accepted, and null means absent.
+        let d = identity(json!({"kind": "drive", "vid": "0E8D", "serial": null})).unwrap();
+        assert_eq!((d.vid, d.serial), (Some(0x0e8d), None));
+    }
+
+    #[test]
+    fn bad_device_identities_are_refused() {
+        for bad in [
+            json!({"kind": "keyboard"}),
+            json!({"kind": "unspecified"}),
+            json!({}),
+            json!({"kind": "drive", "vid": "12345"}),
+            json!({"kind": "drive", "vid": "xyzw"}),
+            json!({"kind": "drive", "vid": 1234}),
+            json!({"kind": "drive", "extra": 1}),
+            json!({"kind": "drive", "vendor": "a\nb"}),
+            json!({"kind": "drive", "product": "x".repeat(257)}),
+        ] {
+            assert!(identity(bad.clone()).is_err(), "{bad}");
+        }
+        assert!(identity(json!({"kind": "drive", "product": "é".repeat(256)})).is_ok());
+    }
+
+    #[test]
+    fn sanitized_cuts_and_replaces_control_characters() {
+        let d = DeviceIdentity {
+            vendor: Some("a\u{7}b".into()),
+            serial: Some("s".repeat(300)),
+            ..DeviceIdentity::new(DeviceKind::Drive)
+        }
+        .sanitized();
+        assert_eq!(d.vendor.as_deref(), Some("a?b"));
+        assert_eq!(d.serial.map(|s| s.len()), Some(SENT_DEVICE_FIELD_CHARS));
+    }
+
+    #[test]
+    fn a_lease_grant_is_flat_json() {
+        let g = LeaseGrant {
+            grant: Grant {
+                lease_id: LeaseId::parse("42ba4590e0099b3647a3e3c56ffda1f6").unwrap(),
+                desktop_id: DesktopId::parse("desk-01").unwrap(),
+                expires_at: 1_795_561_395_787,
+                heartbeat_interval_s: 10,
+                display: Some(DisplayGrant {
+                    protocol: DisplayProtocol::Spice,
+                    host: "127.0.0.1".into(),
+                    port: 5930,
+                    password: "pw".into(),
+                }),
+            },
+            usb: UsbEndpoint {
+                url: "http://h/v1/leases/42ba4590e0099b3647a3e3c56ffda1f6/usb".into(),
+                protocol: USB_PROTOCOL.into(),
+            },
+        };
+        let v = serde_json::to_value(&g).unwrap();
+        assert_eq!(v["lease_id"], "42ba4590e0099b3647a3e3c56ffda1f6");
+        assert_eq!(v["display"]["protocol"], "spice");
+        assert_eq!(v["usb"]["protocol"], USB_PROTOCOL);
+        assert_eq!(serde_json::from_value::<LeaseGrant>(v).unwrap(), g);
+    }
+
+    #[test]
+    fn error_codes_are_snake_case_and_unknown_ones_still_parse() {
+        for code in [
+            ErrorCode::BadRequest,
+            ErrorCode::NoFreeDesktop,
+            ErrorCode::UsbStreamOpen,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
+        }
+        let b: ErrorBody =
+            serde_json::from_value(json!({"error": "brand_new", "message": "m"})).unwrap();
+        assert_eq!((b.error, b.retry_after_s), (ErrorCode::Unknown, None));
+        let b: ErrorBody = serde_json::from_value(
+            json!({"error": "no_free_desktop", "message": "m", "retry_after_s": 3}),
+        )
+        .unwrap();
+        assert_eq!(
+            (b.error, b.retry_after_s),
+            (ErrorCode::NoFreeDesktop, Some(3))
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! Built artifacts: the demo guest, the sample discs, the terminal VM and the host
+//! binaries. Found through their manifests under `build/`; built by `cargo xtask …`
+//! (or `cargo build`) when missing or stale, one process at a time under a file lock
+//! (`build/.artifacts.lock`), because test processes run in parallel. The manifest
+//! types are defined here, once; `xtask` writes them.
+use crate::process::{describe, run};
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// What `/dev/vda` of the demo guest's golden disk starts with.
+pub const GOLDEN_HEADER: &[u8] = b"AIRLOCK-GOLDEN-DISK v1\n";
+
+/// Kernel modules the terminal VM must never have (the guard): a disc in its drive
+/// never gets a driver. `cargo xtask terminal-guest` refuses to put them in; the
+/// end-to-end tests check none is loaded.
+pub const TERMINAL_FORBIDDEN_MODULES: &[&str] = &[
+    "usb_storage",
+    "uas",
+    "scsi_mod",
+    "sr_mod",
+    "sd_mod",
+    "cdrom",
+    "isofs",
+    "udf",
+];
+
+/// `build/guest/manifest.json`: what a broker config (or a test) needs to boot the
+/// demo guest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GuestManifest {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub golden_disk: PathBuf,
+    pub append: String,
+    /// `uname -r` of the guest kernel.
+    pub kernel_version: String,
+    /// Debian version of the kernel package.
+    pub kernel_package_version: String,
+    /// Debian version of busybox-static.
+    pub busybox_version: String,
+    /// SHA-256 of the guest's `/init` (`xtask/guest/init.sh`).
+    pub init_sha256: String,
+}
+
+/// `build/terminal/manifest.json`: the terminal VM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TerminalManifest {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub append: String,
+    pub kernel_version: String,
+    pub kernel_package_version: String,
+    pub busybox_version: String,
+    /// The static `airlock` binary that went into the initramfs (as `/bin/airlock`);
+    /// it runs on the build host too.
+    pub airlock: PathBuf,
+    pub airlock_sha256: String,
+    pub init_sha256: String,
+}
+
+/// `NAME.files.json` beside a disc image: what the guest must report for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileList {
+    pub iso: PathBuf,
+    pub volume_id: String,
+    pub iso_size: u64,
+    pub iso_sha256: String,
+    /// Number of regular files.
+    pub files: u64,
+    /// Sum of their sizes.
+    pub bytes: u64,
+    /// SHA-256 of all regular files' bytes, concatenated in `entries` order.
+    pub sha256: String,
+    /// Every regular file, sorted by path in byte order (LC_ALL=C).
+    pub entries: Vec<FileEntry>,
+}
+
+/// One regular file of a disc.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Relative path with `/` separators, as the guest sees it.
+    pub path: String,
+    pub size: u64,
+}
+
+impl FileList {
+    /// Reads a `NAME.files.json`.
+    pub fn read(path: &Path) -> Result<FileList> {
+        read_json(path)
+    }
+}
+
+/// The demo guest and the two sample discs.
+pub struct Artifacts {
+    pub guest: GuestManifest,
+    /// `sample-small.iso`.
+    pub small: FileList,
+    /// `sample.iso` (about 161 MiB, like the published evaluation's disc).
+    pub big: FileList,
+}
+
+/// Where the binaries of [`host_binaries`] are.
+pub struct HostBinaries {
+    pub dir: PathBuf,
+}
+
+impl HostBinaries {
+    /// The broker.
+    pub fn airlockd(&self) -> PathBuf {
+        self.dir.join("airlockd")
+    }
+
+    /// The terminal CLI (host build).
+    pub fn airlock(&self) -> PathBuf {
+        self.dir.join("airlock")
+    }
+
+    /// This crate's `tcp-pump`.
+    pub fn tcp_pump(&self) -> PathBuf {
+        self.dir.join("tcp-pump")
+    }
+}
+
+/// The cargo workspace root.
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .nth(2)
+        .unwrap_or(manifest)
+        .to_path_buf()
+}
+
+/// `build/` under the workspace root, where `cargo xtask` puts what it builds.
+pub fn build_dir() -> PathBuf {
+    workspace_root().join("build")
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&data).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+/// Runs `f` while holding the artifacts lock.
+fn locked<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let dir = build_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(".artifacts.lock");
+    let lock =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .with_context(|| format!("locking {}", path.display()))?;
+    let out = f();
+    drop(lock);
+    out
+}
+
+/// `cargo xtask ARGS…` with its output on our stderr (a test shows it when it fails).
+fn xtask(args: &[&str]) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.arg("xtask").args(args);
+    let what = describe(&cmd);
+    eprintln!("building test artifacts: {what}");
+    let st = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status()
+        .with_context(|| format!("starting `{what}`"))?;
+    ensure!(st.success(), "`{what}` failed ({st})");
+    Ok(())
+}
+
+/// A value computed once per process; a failure is kept too (and repeated to every
+/// caller) so that a broken build is not retried by every test of a binary.
+fn once<T: Send + Sync>(
+    cell: &'static OnceLock<Result<T, String>>,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<&'static T> {
+    cell.get_or_init(|| f().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn guest_is_current(m: &GuestManifest) -> bool {
+    let init = std::fs::read(workspace_root().join("xtask/guest/init.sh")).unwrap_or_default();
+    [&m.kernel, &m.initrd, &m.golden_disk]
+        .iter()
+        .all(|p| p.is_file())
+        && m.init_sha256 == crate::sha256_hex(&init)
+}
+
+fn find_guest() -> Result<Option<GuestManifest>> {
+    let path = build_dir().join("guest/manifest.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let m: GuestManifest = read_json(&path)?;
+    Ok(guest_is_current(&m).then_some(m))
+}
+
+fn find_disc(name: &str) -> Option<FileList> {
+    let list = FileList::read(&build_dir().join(format!("discs/{name}.files.json"))).ok()?;
+    list.iso.is_file().then_some(list)
+}
+
+/// The demo guest (`cargo xtask guest` when missing or when `xtask/guest/init.sh`
+/// changed since it was built) and the sample discs (`cargo xtask sample-disc` when
+/// missing).
+pub fn artifacts() -> Result<&'static Artifacts> {
+    static CELL: OnceLock<Result<Artifacts, String>> = OnceLock::new();
+    once(&CELL, || {
+        locked(|| {
+            let guest = match find_guest()? {
+                Some(g) => g,
+                None => {
+                    xtask(&["guest"])?;
+                    find_guest()?.context("`cargo xtask guest` left no current manifest")?
+                }
+            };
+            if find_disc("sample-small").is_none() || find_disc("sample").is_none() {
+                xtask(&["sample-disc"])?;
+            }
+            let disc = |name: &str| {
+                find_disc(name).with_context(|| {
+                    format!(
+                        "build/discs/{name}.files.json is missing after `cargo xtask sample-disc`"
+                    )
+                })
+            };
+            Ok(Artifacts {
+                small: disc("sample-small")?,
+                big: disc("sample")?,
+                guest,
+            })
+        })
+    })
+}
+
+/// The terminal VM, brought up to date by `cargo xtask terminal-guest` once per process
+/// (it rebuilds the static `airlock` inside it when the code changed).
+pub fn terminal_vm() -> Result<&'static TerminalManifest> {
+    static CELL: OnceLock<Result<TerminalManifest, String>> = OnceLock::new();
+    once(&CELL, || {
+        locked(|| {
+            xtask(&["terminal-guest"])?;
+            read_json(&build_dir().join("terminal/manifest.json"))
+        })
+    })
+}
+
+/// `airlockd`, `airlock` and `tcp-pump` built for this host by `cargo build` (debug, or
+/// release for benchmarks), once per process.
+pub fn host_binaries(release: bool) -> Result<&'static HostBinaries> {
+    static DEBUG: OnceLock<Result<HostBinaries, String>> = OnceLock::new();
+    static RELEASE: OnceLock<Result<HostBinaries, String>> = OnceLock::new();
+    once(if release { &RELEASE } else { &DEBUG }, || {
+        locked(|| {
+            let mut cmd = cargo();
+            cmd.args([
+                "build",
+                "--quiet",
+                "-p",
+                "airlockd",
+                "-p",
+                "airlock",
+                "-p",
+                "airlock-testkit",
+                "--bins",
+            ]);
+            if release {
+                cmd.arg("--release");
+            }
+            let what = describe(&cmd);
+            let st = cmd
+                .stdin(Stdio::null())
+                .status()
+                .with_context(|| format!("starting `{what}`"))?;
+            ensure!(st.success(), "`{what}` failed ({st})");
+            let bins = HostBinaries {
+                dir: target_dir()?.join(if release { "release" } else { "debug" }),
+            };
+            for bin in [bins.airlockd(), bins.airlock(), bins.tcp_pump()] {
+                if !bin.is_file() {
+                    bail!("no {} after `{what}`", bin.display());
+                }
+            }
+            Ok(bins)
+        })
+    })
+}
+
+/// The cargo target directory of this workspace (honours CARGO_TARGET_DIR and config
+/// files).
+pub fn target_dir() -> Result<PathBuf> {
+    let out = run(cargo().args(["metadata", "--no-deps", "--format-version", "1"]))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
+    let dir = v["target_directory"]
+        .as_str()
+        .context("cargo metadata has no target_directory")?;
+    Ok(PathBuf::from(dir))
+}

@@ -1,0 +1,85 @@
+//! The audit-trail invariant checker: the pool's central rule, read back from what the
+//! broker recorded.
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// Checks records (oldest first, as `/v1/audit` returns them): a desktop is leased only
+/// after a verified clean start, never twice at once, and never again after a lease
+/// without a reset in between.
+pub fn check_invariants(records: &[Value]) -> Result<()> {
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum S {
+        Unknown,
+        Clean,
+        Leased,
+        Used,
+    }
+    let mut st: HashMap<String, S> = HashMap::new();
+    for r in records {
+        let Some(d) = r["desktop"].as_str() else {
+            continue;
+        };
+        let s = st.entry(d.to_owned()).or_insert(S::Unknown);
+        let action = r["action"]
+            .as_str()
+            .with_context(|| format!("audit record without action: {r}"))?;
+        match action {
+            "desktop_ready" | "desktop_reset" => *s = S::Clean,
+            "lease_granted" if *s != S::Clean => {
+                bail!("lease granted on {d} in state {s:?}: {r}")
+            }
+            "lease_granted" => *s = S::Leased,
+            "lease_ended" if *s != S::Leased => bail!("lease ended on {d} in state {s:?}: {r}"),
+            "lease_ended" => *s = S::Used,
+            "desktop_died" | "desktop_invalidated" | "reset_started" | "desktop_broken"
+                if *s == S::Clean =>
+            {
+                *s = S::Used;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rec(desktop: &str, action: &str) -> Value {
+        json!({"desktop": desktop, "action": action})
+    }
+
+    #[test]
+    fn a_lease_needs_a_clean_start_and_a_reset_after_it() {
+        let ok = [
+            rec("d1", "desktop_ready"),
+            rec("d1", "lease_granted"),
+            rec("d1", "lease_ended"),
+            rec("d1", "desktop_reset"),
+            rec("d1", "lease_granted"),
+        ];
+        check_invariants(&ok).unwrap();
+        let twice = [
+            rec("d1", "desktop_ready"),
+            rec("d1", "lease_granted"),
+            rec("d1", "lease_granted"),
+        ];
+        assert!(check_invariants(&twice).is_err());
+        let no_reset = [
+            rec("d1", "desktop_ready"),
+            rec("d1", "lease_granted"),
+            rec("d1", "lease_ended"),
+            rec("d1", "lease_granted"),
+        ];
+        assert!(check_invariants(&no_reset).is_err());
+        let died = [
+            rec("d1", "desktop_ready"),
+            rec("d1", "desktop_died"),
+            rec("d1", "lease_granted"),
+        ];
+        assert!(check_invariants(&died).is_err());
+    }
+}

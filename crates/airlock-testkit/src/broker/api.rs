@@ -1,0 +1,197 @@
+//! The broker's HTTP API as tests use it: the terminal side typed by the wire contract
+//! (`airlock_core::wire`), the admin side as JSON values.
+use super::{Broker, ADMIN_TOKEN, TERMINAL_TOKEN};
+use airlock_core::wire::{LeaseGrant, LeaseRequest};
+use anyhow::{bail, ensure, Context, Result};
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::fmt::Display;
+use std::time::{Duration, Instant};
+
+impl Broker {
+    /// `GET path` with the admin token, as JSON; anything but 200 is an error.
+    pub async fn admin_get(&self, path: &str) -> Result<Value> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let status = r.status();
+        let body = r
+            .text()
+            .await
+            .with_context(|| format!("reading GET {path}"))?;
+        ensure!(status == StatusCode::OK, "GET {path}: {status} {body}");
+        serde_json::from_str(&body).with_context(|| format!("parsing GET {path}: {body}"))
+    }
+
+    /// `GET /v1/desktops`.
+    pub async fn desktops(&self) -> Result<Vec<Value>> {
+        let v = self.admin_get("/v1/desktops").await?;
+        v["desktops"]
+            .as_array()
+            .cloned()
+            .context("no desktops in /v1/desktops")
+    }
+
+    /// One desktop of `GET /v1/desktops`.
+    pub async fn desktop(&self, id: &str) -> Result<Value> {
+        self.desktops()
+            .await?
+            .into_iter()
+            .find(|d| d["id"] == id)
+            .with_context(|| format!("no desktop {id}"))
+    }
+
+    /// Polls `/v1/desktops` until `done` says so (an `Err` from it ends the wait);
+    /// after `timeout` an error with the desktops' states and the broker's log.
+    pub async fn wait_desktops(
+        &self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&[Value]) -> Result<bool>,
+    ) -> Result<Vec<Value>> {
+        let start = Instant::now();
+        loop {
+            let d = self.desktops().await?;
+            if done(&d)? {
+                return Ok(d);
+            }
+            if start.elapsed() > timeout {
+                let states: Vec<String> = d
+                    .iter()
+                    .map(|x| format!("{}={}", x["id"], x["state"]))
+                    .collect();
+                bail!(
+                    "no {what} after {timeout:?}: {states:?}; log:\n{}",
+                    self.log_tail(60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until at least `n` desktops are clean.
+    pub async fn wait_clean(&self, n: usize, timeout: Duration) -> Result<Vec<Value>> {
+        self.wait_desktops(timeout, &format!("{n} clean desktops"), |d| {
+            Ok(d.iter().filter(|x| x["state"] == "clean").count() >= n)
+        })
+        .await
+    }
+
+    /// Waits until every desktop is clean; a broken one is an error at once.
+    pub async fn wait_all_clean(&self, timeout: Duration) -> Result<Vec<Value>> {
+        self.wait_desktops(timeout, "all desktops clean", |d| {
+            if let Some(b) = d.iter().find(|d| d["state"] == "broken") {
+                bail!(
+                    "desktop {} is broken: {}; log:\n{}",
+                    b["id"],
+                    b["reason"],
+                    self.log_tail(30)
+                );
+            }
+            Ok(d.iter().all(|d| d["state"] == "clean"))
+        })
+        .await
+    }
+
+    /// Waits until desktop `id` satisfies `pred`.
+    pub async fn wait_desktop(
+        &self,
+        id: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let d = self
+            .wait_desktops(timeout, &format!("desktop {id} as expected"), |d| {
+                Ok(d.iter().any(|x| x["id"] == id && pred(x)))
+            })
+            .await?;
+        d.into_iter()
+            .find(|x| x["id"] == id)
+            .with_context(|| format!("no desktop {id}"))
+    }
+
+    /// `POST /v1/leases` as the terminal with `token`; the raw response.
+    pub async fn acquire(&self, token: &str, user: &str) -> Result<reqwest::Response> {
+        self.http
+            .post(format!("{}/v1/leases", self.url))
+            .bearer_auth(token)
+            .json(&LeaseRequest { user: user.into() })
+            .send()
+            .await
+            .context("POST /v1/leases")
+    }
+
+    /// A lease for `user` on the first terminal; anything but 201 is an error.
+    pub async fn acquire_ok(&self, user: &str) -> Result<LeaseGrant> {
+        let r = self.acquire(TERMINAL_TOKEN, user).await?;
+        let status = r.status();
+        let body = r.text().await.context("reading the lease")?;
+        ensure!(
+            status == StatusCode::CREATED,
+            "acquiring a lease: {status} {body}; log:\n{}",
+            self.log_tail(30)
+        );
+        serde_json::from_str(&body).with_context(|| format!("parsing the lease {body}"))
+    }
+
+    /// `POST /v1/leases/{lease}/heartbeat` as the terminal with `token`.
+    pub async fn heartbeat(&self, token: &str, lease: impl Display) -> Result<StatusCode> {
+        Ok(self
+            .http
+            .post(format!("{}/v1/leases/{lease}/heartbeat", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .context("POST heartbeat")?
+            .status())
+    }
+
+    /// `DELETE /v1/leases/{lease}` as the terminal with `token`.
+    pub async fn release(&self, token: &str, lease: impl Display) -> Result<StatusCode> {
+        Ok(self
+            .http
+            .delete(format!("{}/v1/leases/{lease}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .context("DELETE lease")?
+            .status())
+    }
+
+    /// The whole audit trail, oldest first.
+    pub async fn audit(&self) -> Result<Vec<Value>> {
+        let v = self.admin_get("/v1/audit?limit=10000").await?;
+        v["records"]
+            .as_array()
+            .cloned()
+            .context("no records in /v1/audit")
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> Result<String> {
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .context("GET /metrics")?;
+        ensure!(r.status() == StatusCode::OK, "GET /metrics: {}", r.status());
+        r.text().await.context("reading /metrics")
+    }
+
+    /// `GET /healthz`: its status and body.
+    pub async fn healthz(&self) -> Result<(StatusCode, Value)> {
+        let r = self
+            .http
+            .get(format!("{}/healthz", self.url))
+            .send()
+            .await
+            .context("GET /healthz")?;
+        let status = r.status();
+        Ok((status, r.json().await.context("parsing /healthz")?))
+    }
+}

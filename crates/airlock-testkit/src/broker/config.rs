@@ -1,0 +1,257 @@
+//! The one typed configuration of a test broker, written to TOML in one place
+//! ([`BrokerConfig::to_toml`]). Tests and benchmarks start from
+//! [`BrokerConfig::new`] and change what they measure.
+use crate::artifacts::GuestManifest;
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// The first test terminal's token (a test secret, nothing else); its name is `term-1`.
+pub const TERMINAL_TOKEN: &str = "test-terminal-token-1";
+/// The second test terminal's token; its name is `term-2`.
+pub const TERMINAL2_TOKEN: &str = "test-terminal-token-2";
+/// The test broker's admin token.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A terminal the broker knows.
+#[derive(Debug, Clone)]
+pub struct TerminalEntry {
+    pub name: String,
+    /// In clear: the config gets its SHA-256.
+    pub token: String,
+}
+
+/// TLS for the broker's listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA the kit's HTTP client trusts.
+    pub ca: PathBuf,
+}
+
+/// What a test broker runs with (the parts of `airlockd.toml` tests vary).
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub size: usize,
+    /// `pool.reset`: `template_clone`, `snapshot_restore` or `rebuild`.
+    pub reset: String,
+    pub heartbeat_timeout_s: u64,
+    pub memory_mib: u64,
+    pub accel: String,
+    /// `pool.guest.disk`.
+    pub disk: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// The guest's kernel command line.
+    pub append: String,
+    /// `pool.readiness.probe`.
+    pub probe: String,
+    /// `pool.readiness.timeout_s`.
+    pub ready_timeout_s: u64,
+    /// `pool.display.protocol` (`spice` or `vnc`), or no display.
+    pub display: Option<String>,
+    /// `[pool.cpus]`: (desktops, housekeeping).
+    pub cpus: Option<(String, Option<String>)>,
+    pub tls: Option<TlsFiles>,
+    pub terminals: Vec<TerminalEntry>,
+    pub admin_token: String,
+    /// `pool.test_control_channel`: desktops get the control shell on ttyS1.
+    pub test_control_channel: bool,
+    /// `AIRLOCK_LOG` of the broker process.
+    pub log_filter: String,
+}
+
+impl BrokerConfig {
+    /// Two desktops of the demo guest under TCG, 256 MiB each, template-clone resets,
+    /// SPICE, serial readiness, a 60 s heartbeat timeout, the control channel on, and
+    /// the terminals `term-1` and `term-2`.
+    pub fn new(guest: &GuestManifest) -> BrokerConfig {
+        BrokerConfig {
+            size: 2,
+            reset: "template_clone".into(),
+            heartbeat_timeout_s: 60,
+            memory_mib: 256,
+            accel: "tcg".into(),
+            disk: guest.golden_disk.clone(),
+            kernel: guest.kernel.clone(),
+            initrd: guest.initrd.clone(),
+            append: guest.append.clone(),
+            probe: "serial".into(),
+            ready_timeout_s: 180,
+            display: Some("spice".into()),
+            cpus: None,
+            tls: None,
+            terminals: vec![
+                TerminalEntry {
+                    name: "term-1".into(),
+                    token: TERMINAL_TOKEN.into(),
+                },
+                TerminalEntry {
+                    name: "term-2".into(),
+                    token: TERMINAL2_TOKEN.into(),
+                },
+            ],
+            admin_token: ADMIN_TOKEN.into(),
+            test_control_channel: true,
+            log_filter: "info,airlock_qemu=debug".into(),
+        }
+    }
+
+    /// The TOML text, with the state directory and the first display port.
+    pub fn to_toml(&self, state_dir: &Path, display_port_base: u16) -> Result<String> {
+        let file = File {
+            server: Server {
+                listen: "127.0.0.1:0",
+                state_dir,
+                tls_cert: self.tls.as_ref().map(|t| t.cert.as_path()),
+                tls_key: self.tls.as_ref().map(|t| t.key.as_path()),
+            },
+            admin: Token {
+                name: None,
+                token_sha256: crate::sha256_hex(self.admin_token.as_bytes()),
+            },
+            terminals: self
+                .terminals
+                .iter()
+                .map(|t| Token {
+                    name: Some(&t.name),
+                    token_sha256: crate::sha256_hex(t.token.as_bytes()),
+                })
+                .collect(),
+            pool: Pool {
+                size: self.size,
+                accel: &self.accel,
+                memory_mib: self.memory_mib,
+                vcpus: 1,
+                reset: &self.reset,
+                heartbeat_timeout_s: self.heartbeat_timeout_s,
+                test_control_channel: self.test_control_channel,
+                guest: Guest {
+                    disk: &self.disk,
+                    kernel: &self.kernel,
+                    initrd: &self.initrd,
+                    append: &self.append,
+                },
+                readiness: Readiness {
+                    probe: &self.probe,
+                    timeout_s: self.ready_timeout_s,
+                },
+                display: self.display.as_deref().map(|protocol| Display {
+                    protocol,
+                    listen: "127.0.0.1",
+                    port_base: display_port_base,
+                }),
+                cpus: self.cpus.as_ref().map(|(desktops, housekeeping)| Cpus {
+                    desktops,
+                    housekeeping: housekeeping.as_deref(),
+                }),
+            },
+        };
+        toml::to_string(&file).context("writing the broker's config as TOML")
+    }
+}
+
+#[derive(Serialize)]
+struct File<'a> {
+    server: Server<'a>,
+    admin: Token<'a>,
+    terminals: Vec<Token<'a>>,
+    pool: Pool<'a>,
+}
+
+#[derive(Serialize)]
+struct Server<'a> {
+    listen: &'a str,
+    state_dir: &'a Path,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key: Option<&'a Path>,
+}
+
+#[derive(Serialize)]
+struct Token<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    token_sha256: String,
+}
+
+#[derive(Serialize)]
+struct Pool<'a> {
+    size: usize,
+    accel: &'a str,
+    memory_mib: u64,
+    vcpus: u32,
+    reset: &'a str,
+    heartbeat_timeout_s: u64,
+    test_control_channel: bool,
+    guest: Guest<'a>,
+    readiness: Readiness<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display: Option<Display<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpus: Option<Cpus<'a>>,
+}
+
+#[derive(Serialize)]
+struct Guest<'a> {
+    disk: &'a Path,
+    kernel: &'a Path,
+    initrd: &'a Path,
+    append: &'a str,
+}
+
+#[derive(Serialize)]
+struct Readiness<'a> {
+    probe: &'a str,
+    timeout_s: u64,
+}
+
+#[derive(Serialize)]
+struct Display<'a> {
+    protocol: &'a str,
+    listen: &'a str,
+    port_base: u16,
+}
+
+#[derive(Serialize)]
+struct Cpus<'a> {
+    desktops: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    housekeeping: Option<&'a str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_the_sections_airlockd_reads() {
+        let g = GuestManifest {
+            kernel: "/g/vmlinuz".into(),
+            initrd: "/g/initrd.img".into(),
+            golden_disk: "/g/golden \"q\".qcow2".into(),
+            append: "console=ttyS0 quiet".into(),
+            kernel_version: String::new(),
+            kernel_package_version: String::new(),
+            busybox_version: String::new(),
+            init_sha256: String::new(),
+        };
+        let mut c = BrokerConfig::new(&g);
+        c.cpus = Some(("0".into(), None));
+        let text = c.to_toml(Path::new("/s"), 30000).unwrap();
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(v["server"]["state_dir"].as_str(), Some("/s"));
+        assert!(v["server"].get("tls_cert").is_none());
+        assert_eq!(v["terminals"][1]["name"].as_str(), Some("term-2"));
+        assert_eq!(v["admin"]["token_sha256"].as_str().map(str::len), Some(64));
+        assert_eq!(
+            v["pool"]["guest"]["disk"].as_str(),
+            Some("/g/golden \"q\".qcow2")
+        );
+        assert_eq!(v["pool"]["display"]["port_base"].as_integer(), Some(30000));
+        assert_eq!(v["pool"]["cpus"]["desktops"].as_str(), Some("0"));
+        assert!(v["pool"]["cpus"].get("housekeeping").is_none());
+    }
+}

@@ -1,0 +1,278 @@
+//! Child processes and directories that never outlive a test: a [`Proc`] is killed and
+//! reaped when dropped (also while a test panics), a [`RunDir`] is removed, and after
+//! [`stop_everything_on_signal`] both happen on SIGINT/SIGTERM too, where no destructor
+//! runs. [`sweep_processes`] finds processes by a path in their command line: a broker's
+//! QEMUs are not its children once it is gone.
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+type Cleanup = Box<dyn Fn() + Send>;
+
+/// What to stop if the process is interrupted (Drop does not run then).
+static CLEANUPS: Mutex<Vec<(u64, Cleanup)>> = Mutex::new(Vec::new());
+
+/// Registers `f` to run on SIGINT/SIGTERM; returns the id to unregister it with.
+pub(crate) fn register_cleanup(f: Cleanup) -> u64 {
+    let id = crate::net::nonce();
+    CLEANUPS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((id, f));
+    id
+}
+
+pub(crate) fn unregister_cleanup(id: u64) {
+    CLEANUPS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|(i, _)| *i != id);
+}
+
+/// On SIGINT or SIGTERM, stop every process and VM the kit started (what Drop would
+/// have done on a normal exit or a panic), newest first, then exit with 130.
+/// Idempotent; benchmarks and long tests call it once at the start.
+pub fn stop_everything_on_signal() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::thread::spawn(|| {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            });
+            eprintln!("interrupted: stopping the VMs and processes this run started");
+            let all = std::mem::take(&mut *CLEANUPS.lock().unwrap_or_else(|e| e.into_inner()));
+            for (_, f) in all.iter().rev() {
+                f();
+            }
+            std::process::exit(130);
+        });
+    });
+}
+
+/// A temporary directory, removed when dropped (and on SIGINT/SIGTERM after
+/// [`stop_everything_on_signal`], after the processes registered later, i.e. the ones
+/// using it, are stopped). Short paths under `/tmp`: QEMU's Unix sockets live in it.
+pub struct RunDir {
+    dir: tempfile::TempDir,
+    cleanup: u64,
+}
+
+impl RunDir {
+    /// A new directory `/tmp/<prefix>XXXXXX`.
+    pub fn new(prefix: &str) -> Result<RunDir> {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .with_context(|| format!("creating a temporary directory {prefix}*"))?;
+        let path = dir.path().to_path_buf();
+        Ok(RunDir {
+            dir,
+            cleanup: register_cleanup(Box::new(move || {
+                let _ = std::fs::remove_dir_all(&path);
+            })),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `name` inside the directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        unregister_cleanup(self.cleanup);
+    }
+}
+
+/// Sends `signal` to `pid`; a process that is already gone is not an error.
+pub fn signal_pid(pid: u32, signal: rustix::process::Signal) {
+    let Ok(raw) = i32::try_from(pid) else { return };
+    if let Some(p) = rustix::process::Pid::from_raw(raw) {
+        let _ = rustix::process::kill_process(p, signal);
+    }
+}
+
+/// SIGKILL `pid` (gone already is fine).
+pub fn kill_pid(pid: u32) {
+    signal_pid(pid, rustix::process::Signal::KILL);
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// The command line of `pid`, arguments joined by spaces (empty when it is gone).
+pub fn cmdline(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&raw).replace('\0', " ")
+}
+
+/// Kills (SIGKILL) every process but this one whose command line mentions `dir` (a
+/// broker and its QEMUs: every path they use is under their state directory) and waits
+/// until they are gone, at most 10 s. Returns their pids.
+pub fn sweep_processes(dir: &Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    let me = std::process::id();
+    let mut killed = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return killed;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        if cmdline(pid).contains(&needle) {
+            kill_pid(pid);
+            killed.push(pid);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && killed.iter().any(|p| alive(*p)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    killed
+}
+
+/// Human-readable form of a command line, for messages.
+pub fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs a command to completion, capturing its output; a non-zero exit is an error that
+/// quotes the command and its stderr.
+pub fn run(cmd: &mut Command) -> Result<Output> {
+    let what = describe(cmd);
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("could not start `{what}` (is it installed?)"))?;
+    if !out.status.success() {
+        bail!(
+            "`{what}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+/// [`run`], returning stdout as text.
+pub fn run_stdout(cmd: &mut Command) -> Result<String> {
+    let out = run(cmd)?;
+    String::from_utf8(out.stdout).with_context(|| format!("`{}` printed non-UTF-8", describe(cmd)))
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped (and killed on
+/// SIGINT/SIGTERM after [`stop_everything_on_signal`]).
+pub struct Proc {
+    child: Child,
+    what: String,
+    cleanup: u64,
+}
+
+impl Proc {
+    /// Starts `cmd`; `what` names it in messages.
+    pub fn spawn(cmd: &mut Command, what: &str) -> Result<Proc> {
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {what}: `{}`", describe(cmd)))?;
+        let pid = child.id();
+        Ok(Proc {
+            child,
+            what: what.to_string(),
+            cleanup: register_cleanup(Box::new(move || kill_pid(pid))),
+        })
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// Still running?
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends a signal (e.g. `Signal::INT` for Ctrl-C).
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        signal_pid(self.id(), signal);
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not exit within {timeout:?}", self.what);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL and reap now.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        unregister_cleanup(self.cleanup);
+    }
+}
+
+/// Reads `path` as text, or "" (for logs that may not exist yet).
+pub fn read_or_empty(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+}
+
+/// The last `n` lines of a text file (for failure messages).
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = read_or_empty(path);
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(n)..].join("\n")
+}

@@ -150,8 +150,6 @@ pub enum ErrorCode {
     Unauthorized,
     /// No such route.
     NotFound,
-    /// The route exists but not for this method.
-    MethodNotAllowed,
     /// The body is larger than the broker accepts.
     PayloadTooLarge,
     /// The body is not JSON.
@@ -186,7 +184,6 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::NotFound => "not_found",
-            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::NoFreeDesktop => "no_free_desktop",
@@ -232,6 +229,23 @@ pub enum DeviceKind {
     /// The terminal sent no description (the broker's own placeholder; a terminal may
     /// not send it).
     Unspecified,
+}
+
+impl DeviceKind {
+    /// The kind as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Drive => "drive",
+            DeviceKind::Image => "image",
+            DeviceKind::Unspecified => "unspecified",
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What the terminal says it forwards ([`DEVICE_HEADER`]), for the audit trail. The

@@ -13,6 +13,6 @@ mod metrics;
 pub mod relay;
 
 pub use config::{DisplayConfig, PoolConfig};
-pub use engine::{DesktopView, DisplayGrant, LeaseGrant, Pool, PoolStatus, UsbStream};
+pub use engine::{DesktopView, Pool, PoolStatus, UsbStream};
 pub use error::{ErrorChain, PoolError};
 pub use metrics::Metrics;

@@ -7,7 +7,7 @@
 //! - refuse any device that is not a Bulk-Only mass-storage device (a compromised terminal
 //!   cannot forward a keyboard or a hub into a desktop), and
 //! - audit what was attached (VID:PID from the stream, plus the terminal's description).
-use serde::{Deserialize, Serialize};
+use airlock_core::wire::{self, DeviceIdentity};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use usbredir::{Codec, Packet, Role};
 
@@ -15,59 +15,21 @@ use usbredir::{Codec, Packet, Role};
 /// transfers up to 1 MiB).
 const MAX_FRAME: usize = 4 << 20;
 
-/// What the terminal says it forwards (`X-Airlock-Device`), for the audit trail.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeviceClaim {
-    /// `drive` (a real drive) or `image` (an emulated drive backed by a disc image).
-    pub kind: String,
-    pub vid: Option<String>,
-    pub pid: Option<String>,
-    pub vendor: Option<String>,
-    pub product: Option<String>,
-    pub serial: Option<String>,
-    pub image: Option<String>,
-}
-
-/// Why a device claim is not acceptable.
+/// Why a device description is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("device description: {0}")]
 pub struct ClaimError(pub String);
 
-impl DeviceClaim {
-    /// Parses and validates the header value.
-    pub fn parse(s: &str) -> Result<DeviceClaim, ClaimError> {
-        if s.len() > 2048 {
-            return Err(ClaimError("longer than 2048 bytes".into()));
-        }
-        let c: DeviceClaim =
-            serde_json::from_str(s).map_err(|e| ClaimError(format!("not valid JSON: {e}")))?;
-        if c.kind != "drive" && c.kind != "image" {
-            return Err(ClaimError("kind must be \"drive\" or \"image\"".into()));
-        }
-        for (name, v) in [("vid", &c.vid), ("pid", &c.pid)] {
-            if let Some(v) = v {
-                if v.len() != 4 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(ClaimError(format!("{name} must be 4 hex digits")));
-                }
-            }
-        }
-        for (name, v) in [
-            ("vendor", &c.vendor),
-            ("product", &c.product),
-            ("serial", &c.serial),
-            ("image", &c.image),
-        ] {
-            if let Some(v) = v {
-                if v.chars().count() > 256 || v.chars().any(char::is_control) {
-                    return Err(ClaimError(format!(
-                        "{name} must be at most 256 printable characters"
-                    )));
-                }
-            }
-        }
-        Ok(c)
+/// Parses and validates what the terminal says it forwards (the `X-Airlock-Device`
+/// header, [`airlock_core::wire::DEVICE_HEADER`]), for the audit trail.
+pub fn parse_claim(s: &str) -> Result<DeviceIdentity, ClaimError> {
+    if s.len() > wire::MAX_DEVICE_HEADER_BYTES {
+        return Err(ClaimError(wire::DeviceIdentityError::TooLong.to_string()));
     }
+    let c: DeviceIdentity =
+        serde_json::from_str(s).map_err(|e| ClaimError(format!("not valid JSON: {e}")))?;
+    c.validate().map_err(|e| ClaimError(e.to_string()))?;
+    Ok(c)
 }
 
 /// Something the monitor saw in the terminal's stream.
@@ -371,9 +333,9 @@ mod tests {
 
     #[test]
     fn claims() {
-        let c = DeviceClaim::parse(r#"{"kind":"image","image":"disc.iso"}"#).unwrap();
+        let c = parse_claim(r#"{"kind":"image","image":"disc.iso"}"#).unwrap();
         assert_eq!(c.image.as_deref(), Some("disc.iso"));
-        assert!(DeviceClaim::parse(r#"{"kind":"drive","vid":"0e8d","pid":"1887"}"#).is_ok());
+        assert!(parse_claim(r#"{"kind":"drive","vid":"0e8d","pid":"1887"}"#).is_ok());
         for bad in [
             "",
             "{}",
@@ -382,9 +344,9 @@ mod tests {
             r#"{"kind":"drive","product":"a\nb"}"#,
             r#"{"kind":"drive","extra":1}"#,
         ] {
-            assert!(DeviceClaim::parse(bad).is_err(), "{bad}");
+            assert!(parse_claim(bad).is_err(), "{bad}");
         }
-        assert!(DeviceClaim::parse(&"x".repeat(3000)).is_err());
+        assert!(parse_claim(&"x".repeat(3000)).is_err());
     }
 
     #[test]

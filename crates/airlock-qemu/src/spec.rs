@@ -29,23 +29,8 @@ impl Accel {
     }
 }
 
-/// The remote display protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DisplayProtocol {
-    Spice,
-    Vnc,
-}
-
-impl DisplayProtocol {
-    /// The name QEMU and clients use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DisplayProtocol::Spice => "spice",
-            DisplayProtocol::Vnc => "vnc",
-        }
-    }
-}
+/// The remote display protocol (the wire contract's: terminals are told the same name).
+pub use airlock_core::wire::DisplayProtocol;
 
 /// Where a desktop's display is reached: the broker listens on `listen:port` and forwards
 /// each connection to QEMU's display socket in the run directory.

@@ -20,7 +20,7 @@ use usb_cdrom::DeviceConfig;
 
 use crate::drive::{self, DriveError, DriveForwarder, DriveSelector, ForwardHandle};
 use crate::emulated::{open_iso, CdHandle, EmulatedCd};
-use crate::transport::{DeviceDescription, DeviceKind};
+use crate::transport::{DeviceIdentity, DeviceKind};
 
 use crate::{Progress, RedirStream, SessionError, SessionGone, SessionSummary};
 /// The bus speeds an emulated drive can present.
@@ -80,7 +80,7 @@ pub enum Prepared {
         /// The forwarder.
         forwarder: Box<DriveForwarder>,
         /// For the broker.
-        description: DeviceDescription,
+        description: DeviceIdentity,
         /// For people.
         summary: String,
     },
@@ -89,7 +89,7 @@ pub enum Prepared {
         /// The drive.
         cd: Box<EmulatedCd>,
         /// For the broker.
-        description: DeviceDescription,
+        description: DeviceIdentity,
         /// For people.
         summary: String,
     },
@@ -170,7 +170,7 @@ pub async fn prepare(source: &Source) -> Result<Prepared, PrepareError> {
                 q.product,
                 q.revision
             );
-            let description = DeviceDescription {
+            let description = DeviceIdentity {
                 kind: DeviceKind::Drive,
                 vid: Some(candidate.vid),
                 pid: Some(candidate.pid),
@@ -211,7 +211,7 @@ pub fn prepare_iso(path: &Path, config: DeviceConfig) -> Result<Prepared, Prepar
         path.display(),
         crate::progress::human_bytes(iso.byte_len())
     );
-    let description = DeviceDescription {
+    let description = DeviceIdentity {
         kind: DeviceKind::Image,
         vid: Some(config.vendor_id),
         pid: Some(config.product_id),
@@ -230,7 +230,7 @@ pub fn prepare_iso(path: &Path, config: DeviceConfig) -> Result<Prepared, Prepar
 
 impl Prepared {
     /// What the broker is told.
-    pub fn description(&self) -> &DeviceDescription {
+    pub fn description(&self) -> &DeviceIdentity {
         match self {
             Prepared::Drive { description, .. } | Prepared::Image { description, .. } => {
                 description

@@ -23,17 +23,14 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::BoxedStream;
 
-/// The upgrade protocol token of the broker's USB stream.
-pub const USB_PROTOCOL: &str = "airlock-usbredir/1";
+pub use airlock_core::wire::{DeviceIdentity, DeviceKind, USB_PROTOCOL};
+use airlock_core::wire::{DEVICE_HEADER, SENT_DEVICE_FIELD_CHARS};
 
 /// Time allowed for connecting, the TLS handshake and the broker's answer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Largest error body read from the broker.
 const MAX_ERROR_BODY: usize = 64 * 1024;
-
-/// Longest string field in `X-Airlock-Device` (the broker allows 256).
-const MAX_FIELD_CHARS: usize = 128;
 
 /// Errors of connecting a usbredir stream.
 #[derive(Debug, thiserror::Error)]
@@ -108,74 +105,18 @@ impl TransportError {
     }
 }
 
-/// What kind of device a stream carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceKind {
-    /// A real optical drive forwarded from the terminal.
-    Drive,
-    /// An emulated drive backed by a disc image.
-    Image,
-}
-
-/// What is forwarded, for the broker's audit trail (`X-Airlock-Device`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceDescription {
-    /// Drive or image.
-    pub kind: DeviceKind,
-    /// USB vendor id.
-    pub vid: Option<u16>,
-    /// USB product id.
-    pub pid: Option<u16>,
-    /// Manufacturer string.
-    pub vendor: Option<String>,
-    /// Product string.
-    pub product: Option<String>,
-    /// Serial number string.
-    pub serial: Option<String>,
-    /// Image file name (no directories).
-    pub image: Option<String>,
-}
-
-impl DeviceDescription {
-    /// The JSON object, as the broker expects it (absent fields left out;
-    /// strings cut to 128 characters with control characters replaced).
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut m = serde_json::Map::new();
-        let kind = match self.kind {
-            DeviceKind::Drive => "drive",
-            DeviceKind::Image => "image",
-        };
-        m.insert("kind".into(), kind.into());
-        if let Some(v) = self.vid {
-            m.insert("vid".into(), format!("{v:04x}").into());
-        }
-        if let Some(v) = self.pid {
-            m.insert("pid".into(), format!("{v:04x}").into());
-        }
-        for (k, v) in [
-            ("vendor", &self.vendor),
-            ("product", &self.product),
-            ("serial", &self.serial),
-            ("image", &self.image),
-        ] {
-            if let Some(v) = v {
-                m.insert(k.into(), clean_field(v).into());
-            }
-        }
-        serde_json::Value::Object(m)
-    }
-
-    /// The header value: the JSON with every non-ASCII character escaped
-    /// as `\uXXXX`, so it is plain visible ASCII.
-    pub fn header_value(&self) -> String {
-        ascii_json(&self.to_json().to_string())
-    }
+/// The `X-Airlock-Device` header value for `device`: its JSON after
+/// [`DeviceIdentity::sanitized`], with every non-ASCII character escaped as `\uXXXX`,
+/// so it is plain visible ASCII.
+pub fn device_header(device: &DeviceIdentity) -> String {
+    let json = serde_json::to_string(&device.clone().sanitized()).unwrap_or_default();
+    ascii_json(&json)
 }
 
 fn clean_field(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { '?' } else { c })
-        .take(MAX_FIELD_CHARS)
+        .take(SENT_DEVICE_FIELD_CHARS)
         .collect()
 }
 
@@ -399,7 +340,7 @@ impl fmt::Display for Target {
 /// Opens the usbredir stream to `target`, announcing `device` to the broker.
 pub async fn connect(
     target: &Target,
-    device: &DeviceDescription,
+    device: &DeviceIdentity,
 ) -> Result<BoxedStream, TransportError> {
     match target {
         Target::Unix(path) => connect_unix(path).await,
@@ -421,7 +362,7 @@ pub async fn connect_unix(path: &Path) -> Result<BoxedStream, TransportError> {
 /// Opens the lease's USB stream at the broker (HTTP/1.1 upgrade).
 pub async fn connect_broker(
     target: &BrokerTarget,
-    device: &DeviceDescription,
+    device: &DeviceIdentity,
 ) -> Result<BoxedStream, TransportError> {
     let what = target.url.to_string();
     tokio::time::timeout(CONNECT_TIMEOUT, connect_broker_inner(target, device))
@@ -431,7 +372,7 @@ pub async fn connect_broker(
 
 async fn connect_broker_inner(
     target: &BrokerTarget,
-    device: &DeviceDescription,
+    device: &DeviceIdentity,
 ) -> Result<BoxedStream, TransportError> {
     let url = &target.url;
     let tcp = TcpStream::connect((url.host(), url.port()))
@@ -465,7 +406,7 @@ async fn connect_broker_inner(
         .header(AUTHORIZATION, header(format!("Bearer {}", target.token.0))?)
         .header(CONNECTION, "Upgrade")
         .header(UPGRADE, USB_PROTOCOL)
-        .header("X-Airlock-Device", header(device.header_value())?)
+        .header(DEVICE_HEADER, header(device_header(device))?)
         .body(Empty::<Bytes>::new())
         .map_err(|e| TransportError::Http(e.to_string()))?;
     let resp = sender
@@ -654,16 +595,15 @@ mod tests {
 
     #[test]
     fn device_header_is_ascii_json_the_broker_accepts() {
-        let d = DeviceDescription {
-            kind: DeviceKind::Drive,
+        let d = DeviceIdentity {
             vid: Some(0x0e8d),
             pid: Some(0x1887),
             vendor: Some("Hitachi\u{3000}LG \"Data\"".into()),
             product: Some("DVD\nRW".into()),
             serial: Some("x".repeat(300)),
-            image: None,
+            ..DeviceIdentity::new(DeviceKind::Drive)
         };
-        let h = d.header_value();
+        let h = device_header(&d);
         assert!(h.bytes().all(|b| b.is_ascii_graphic() || b == b' '), "{h}");
         assert!(HeaderValue::from_str(&h).is_ok());
         let v: serde_json::Value = serde_json::from_str(&h).unwrap();
@@ -672,20 +612,15 @@ mod tests {
         assert_eq!(v["pid"], "1887");
         assert_eq!(v["vendor"], "Hitachi\u{3000}LG \"Data\"");
         assert_eq!(v["product"], "DVD?RW");
-        assert_eq!(v["serial"].as_str().unwrap().len(), MAX_FIELD_CHARS);
+        assert_eq!(v["serial"].as_str().unwrap().len(), SENT_DEVICE_FIELD_CHARS);
         assert!(v.get("image").is_none());
         assert!(h.len() <= 2048);
 
-        let img = DeviceDescription {
-            kind: DeviceKind::Image,
-            vid: None,
-            pid: None,
-            vendor: None,
-            product: None,
-            serial: None,
+        let img = DeviceIdentity {
             image: Some("disc \u{1F4BF}.iso".into()),
+            ..DeviceIdentity::new(DeviceKind::Image)
         };
-        let v: serde_json::Value = serde_json::from_str(&img.header_value()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&device_header(&img)).unwrap();
         assert_eq!(v["image"], "disc \u{1F4BF}.iso");
         assert_eq!(v.as_object().unwrap().len(), 2);
     }

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use airlock_usb::transport::{
-    connect, BrokerTarget, DeviceDescription, DeviceKind, LeaseRef, Target, Token, TransportError,
+    connect, BrokerTarget, DeviceIdentity, DeviceKind, LeaseRef, Target, Token, TransportError,
     TrustRoots,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -57,8 +57,8 @@ fn target(port: u16) -> Target {
     })
 }
 
-fn device() -> DeviceDescription {
-    DeviceDescription {
+fn device() -> DeviceIdentity {
+    DeviceIdentity {
         kind: DeviceKind::Image,
         vid: Some(0x1209),
         pid: Some(0x0001),

@@ -1,7 +1,11 @@
 //! The HTTP API. Every input is validated here, at the edge; errors are JSON
 //! `{"error": code, "message": text}` with a fitting status.
 use crate::config::Config;
-use airlock_core::{DesktopId, LeaseId, TerminalName, UserName};
+use airlock_core::wire::{
+    DeviceIdentity, ErrorBody, ErrorCode, HeartbeatReply, LeaseGrant, LeaseRequest, ReleaseReply,
+    UsbEndpoint, DEVICE_HEADER, USB_PROTOCOL,
+};
+use airlock_core::{DesktopId, DesktopState, LeaseId, TerminalName, UserName};
 use airlock_pool::{ErrorChain, Pool, PoolError};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
@@ -10,7 +14,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -27,13 +31,13 @@ pub struct AppState {
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     retry_after_s: Option<u64>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -45,22 +49,23 @@ impl ApiError {
     fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "missing or wrong bearer token; send `Authorization: Bearer <token>` with this terminal's token",
         )
     }
 
     fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"error": self.code, "message": self.message});
-        if let Some(s) = self.retry_after_s {
-            body["retry_after_s"] = json!(s);
-        }
+        let body = ErrorBody {
+            error: self.code,
+            message: self.message,
+            retry_after_s: self.retry_after_s,
+        };
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after_s {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
@@ -80,7 +85,7 @@ impl From<PoolError> for ApiError {
         match e {
             PoolError::NoFreeDesktop { retry_after_s } => ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
-                code: "no_free_desktop",
+                code: ErrorCode::NoFreeDesktop,
                 message: format!(
                     "every desktop is in use or being reset; try again in {retry_after_s} s"
                 ),
@@ -88,37 +93,39 @@ impl From<PoolError> for ApiError {
             },
             PoolError::LeaseNotFound => ApiError::new(
                 StatusCode::NOT_FOUND,
-                "lease_not_found",
+                ErrorCode::LeaseNotFound,
                 "no active lease with that id for this terminal (it ended, or it is not yours)",
             ),
             PoolError::UnknownDesktop(d) => ApiError::new(
                 StatusCode::NOT_FOUND,
-                "desktop_not_found",
+                ErrorCode::DesktopNotFound,
                 format!("no desktop {d}"),
             ),
             PoolError::NotBroken { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "not_broken", e.to_string())
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::NotBroken, e.to_string())
             }
-            PoolError::UsbBusy => {
-                ApiError::new(StatusCode::CONFLICT, "usb_stream_open", e.to_string())
-            }
+            PoolError::UsbBusy => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::UsbStreamOpen,
+                e.to_string(),
+            ),
             PoolError::UsbUnavailable(_) => ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
-                code: "usb_unavailable",
-                message: e.to_string(),
+                code: ErrorCode::UsbUnavailable,
+                message: ErrorChain(&e).to_string(),
                 retry_after_s: Some(1),
             },
             PoolError::Setup(_) => ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
-                code: "desktop_unavailable",
-                message: e.to_string(),
+                code: ErrorCode::DesktopUnavailable,
+                message: ErrorChain(&e).to_string(),
                 retry_after_s: Some(1),
             },
             other => {
                 tracing::error!(error = %ErrorChain(&other), "internal error");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    ErrorCode::Internal,
                     "internal error; the broker log has the details",
                 )
             }
@@ -143,17 +150,17 @@ where
                 let (status, code, message) = match rej.status() {
                     StatusCode::PAYLOAD_TOO_LARGE => (
                         StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
+                        ErrorCode::PayloadTooLarge,
                         "request body is too large".to_owned(),
                     ),
                     StatusCode::UNSUPPORTED_MEDIA_TYPE => (
                         StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        "unsupported_media_type",
+                        ErrorCode::UnsupportedMediaType,
                         "send `Content-Type: application/json`".to_owned(),
                     ),
                     _ => (
                         StatusCode::BAD_REQUEST,
-                        "bad_request",
+                        ErrorCode::BadRequest,
                         format!("invalid JSON body: {}", rej.body_text()),
                     ),
                 };
@@ -207,24 +214,15 @@ impl FromRequestParts<AppState> for AdminAuth {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LeaseRequest {
-    user: String,
-}
-
 fn lease_id(s: &str) -> Result<LeaseId, ApiError> {
     LeaseId::parse(s).map_err(|_| {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "lease_not_found",
+            ErrorCode::LeaseNotFound,
             "no lease with that id (lease ids are 32 lower-case hex digits)",
         )
     })
 }
-
-/// The protocol token of the USB stream upgrade.
-pub const USB_PROTOCOL: &str = "airlock-usbredir/1";
 
 /// The base URL terminals reach this broker at, from the request's Host header.
 fn base_url(st: &AppState, headers: &HeaderMap) -> String {
@@ -251,13 +249,15 @@ async fn create_lease(
     let user =
         UserName::parse(&req.user).map_err(|e| ApiError::bad_request(format!("`user`: {e}")))?;
     let grant = st.pool.acquire(&terminal, &user).await?;
-    let mut body = serde_json::to_value(&grant)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    body["usb"] = json!({
-        "url": format!("{}/v1/leases/{}/usb", base_url(&st, &headers), grant.lease_id),
-        "protocol": USB_PROTOCOL,
-    });
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let usb = UsbEndpoint {
+        url: format!(
+            "{}/v1/leases/{}/usb",
+            base_url(&st, &headers),
+            grant.lease_id
+        ),
+        protocol: USB_PROTOCOL.into(),
+    };
+    Ok((StatusCode::CREATED, Json(LeaseGrant { grant, usb })).into_response())
 }
 
 /// `GET /v1/leases/{id}/usb` with `Upgrade: airlock-usbredir/1`: the lease holder's one
@@ -284,20 +284,17 @@ async fn usb_stream(
     if !upgrade_ok || !connection_ok {
         return Err(ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
-            "upgrade_required",
+            ErrorCode::UpgradeRequired,
             format!("send `Connection: Upgrade` and `Upgrade: {USB_PROTOCOL}`"),
         ));
     }
-    let claim = match h.get("x-airlock-device") {
-        None => airlock_pool::relay::DeviceClaim {
-            kind: "unspecified".into(),
-            ..Default::default()
-        },
+    let claim = match h.get(DEVICE_HEADER) {
+        None => DeviceIdentity::unspecified(),
         Some(v) => {
             let text = v
                 .to_str()
                 .map_err(|_| ApiError::bad_request("X-Airlock-Device is not text"))?;
-            airlock_pool::relay::DeviceClaim::parse(text)
+            airlock_pool::relay::parse_claim(text)
                 .map_err(|e| ApiError::bad_request(format!("X-Airlock-Device: {e}")))?
         }
     };
@@ -319,13 +316,13 @@ async fn usb_stream(
         .header(header::CONNECTION, "Upgrade")
         .header(header::UPGRADE, USB_PROTOCOL)
         .body(axum::body::Body::empty())
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
-}
-
-#[derive(Serialize)]
-struct HeartbeatReply {
-    lease_id: LeaseId,
-    expires_at: i64,
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                e.to_string(),
+            )
+        })
 }
 
 async fn heartbeat(
@@ -350,7 +347,11 @@ async fn release(
     let desktop = st.pool.release(&id, &terminal).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"lease_id": id, "desktop_id": desktop, "state": "resetting"})),
+        Json(ReleaseReply {
+            lease_id: id,
+            desktop_id: desktop,
+            state: DesktopState::Resetting,
+        }),
     )
         .into_response())
 }
@@ -372,7 +373,7 @@ async fn repair(
     let id = DesktopId::parse(&id).map_err(|_| {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "desktop_not_found",
+            ErrorCode::DesktopNotFound,
             "no such desktop",
         )
     })?;
@@ -459,7 +460,7 @@ async fn console() -> Html<&'static str> {
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         "no such endpoint; see docs/api.md",
     )
 }
@@ -505,7 +506,7 @@ async fn reject_declared_oversize(
         Some(n) if n > limit as u64 => {
             let mut resp = ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 format!("request body is too large ({n} bytes; at most {limit})"),
             )
             .into_response();

@@ -97,7 +97,7 @@ impl Pool {
         &self,
         lease: &LeaseId,
         terminal: &TerminalName,
-        claim: &crate::relay::DeviceClaim,
+        claim: &airlock_core::wire::DeviceIdentity,
     ) -> Result<UsbStream, PoolError> {
         let row = self.lease_of(lease, terminal)?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -5,31 +5,11 @@ use super::{now_ms, random_bytes, random_password, Pool};
 use crate::error::{ErrorChain, PoolError};
 use crate::metrics::{ReasonLabel, ResultLabel};
 use airlock_core::policy::{median, retry_after_s};
+use airlock_core::wire::{DisplayGrant, DisplayProtocol, Grant};
 use airlock_core::{DesktopId, EndReason, LeaseId, TerminalName, UnixMillis, UserName};
-use airlock_qemu::DisplayProtocol;
 use airlock_store::StoreError;
-use serde::Serialize;
 use serde_json::json;
 use std::time::Instant;
-
-/// The display part of a lease.
-#[derive(Debug, Clone, Serialize)]
-pub struct DisplayGrant {
-    pub protocol: &'static str,
-    pub host: String,
-    pub port: u16,
-    pub password: String,
-}
-
-/// A granted lease, as the terminal needs it.
-#[derive(Debug, Clone, Serialize)]
-pub struct LeaseGrant {
-    pub lease_id: LeaseId,
-    pub desktop_id: DesktopId,
-    pub expires_at: UnixMillis,
-    pub heartbeat_interval_s: u64,
-    pub display: Option<DisplayGrant>,
-}
 
 impl Pool {
     /// Grants a lease on a clean desktop, with a new display password.
@@ -37,7 +17,7 @@ impl Pool {
         &self,
         terminal: &TerminalName,
         user: &UserName,
-    ) -> Result<LeaseGrant, PoolError> {
+    ) -> Result<Grant, PoolError> {
         let t0 = Instant::now();
         let lease_id = LeaseId::from_random(random_bytes::<16>()?);
         let acquired = {
@@ -85,7 +65,7 @@ impl Pool {
             .observe(t0.elapsed().as_secs_f64());
         tracing::info!(lease = %lease_id, desktop = %desktop, terminal = %terminal, user = %user,
             ms = t0.elapsed().as_secs_f64() * 1000.0, "lease granted");
-        Ok(LeaseGrant {
+        Ok(Grant {
             lease_id,
             desktop_id: desktop,
             expires_at: self.inner.timing.deadline(acquired.lease.heartbeat_at),
@@ -136,7 +116,7 @@ impl Pool {
             .await
             .map_err(PoolError::DisplayPassword)?;
         Ok(Some(DisplayGrant {
-            protocol: cfg.protocol.as_str(),
+            protocol: cfg.protocol,
             host: cfg.advertise_host.clone(),
             port: d.port,
             password,

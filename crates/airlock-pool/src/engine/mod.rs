@@ -15,7 +15,6 @@ mod startup;
 mod views;
 
 pub use handoff::UsbStream;
-pub use leases::{DisplayGrant, LeaseGrant};
 pub use views::{DesktopView, PoolStatus};
 
 use crate::config::PoolConfig;

@@ -564,12 +564,7 @@ impl UsbCdrom {
             }
             return;
         }
-        if endpoint != BULK_OUT_ENDPOINT || stream != 0 {
-            self.complete(id, endpoint, TransferStatus::Invalid, Vec::new(), 0);
-            return;
-        }
-        if self.configuration == 0 {
-            self.complete(id, endpoint, TransferStatus::Stall, Vec::new(), 0);
+        if self.refuse_bulk_only(id, endpoint, BULK_OUT_ENDPOINT, stream) {
             return;
         }
         self.out_queue.push_back(OutRequest {
@@ -577,6 +572,21 @@ impl UsbCdrom {
             data: data.to_vec(),
         });
         self.pump();
+    }
+
+    /// Completes a Bulk-Only request that cannot be queued: `Invalid` on another
+    /// endpoint than `expected` or in a stream, `Stall` while unconfigured. True if
+    /// it did.
+    fn refuse_bulk_only(&mut self, id: u64, endpoint: u8, expected: u8, stream: u32) -> bool {
+        let status = if endpoint != expected || stream != 0 {
+            TransferStatus::Invalid
+        } else if self.configuration == 0 {
+            TransferStatus::Stall
+        } else {
+            return false;
+        };
+        self.complete(id, endpoint, status, Vec::new(), 0);
+        true
     }
 
     /// Submits a bulk IN request for up to `max_len` bytes. It completes, in order with
@@ -612,12 +622,7 @@ impl UsbCdrom {
             );
             return;
         }
-        if endpoint != BULK_IN_ENDPOINT || stream != 0 {
-            self.complete(id, endpoint, TransferStatus::Invalid, Vec::new(), 0);
-            return;
-        }
-        if self.configuration == 0 {
-            self.complete(id, endpoint, TransferStatus::Stall, Vec::new(), 0);
+        if self.refuse_bulk_only(id, endpoint, BULK_IN_ENDPOINT, stream) {
             return;
         }
         let queued: u64 = self.in_queue.iter().map(|r| u64::from(r.max_len)).sum();

@@ -18,7 +18,7 @@ const SECTOR_SIZE_U64: u64 = SECTOR_SIZE as u64;
 #[derive(Debug, thiserror::Error)]
 pub enum MediumError {
     /// The image file could not be opened or its size read.
-    #[error("cannot open disc image {path}: {source}")]
+    #[error("cannot open disc image {path}")]
     Open {
         /// The image path.
         path: PathBuf,
@@ -50,7 +50,7 @@ pub enum MediumError {
         actual: usize,
     },
     /// The underlying storage failed while reading.
-    #[error("read error at LBA {lba}: {source}")]
+    #[error("read error at LBA {lba}")]
     Io {
         /// First sector of the failed read.
         lba: u64,

@@ -285,71 +285,29 @@ fn features(state: ConfigurationState) -> Vec<Feature> {
     let mut random_readable = 2048u32.to_be_bytes().to_vec();
     random_readable.extend_from_slice(&blocking.to_be_bytes());
     random_readable.extend_from_slice(&[0, 0]);
-    vec![
-        Feature {
-            code: 0x0000, // profile list
-            version: 0,
-            persistent: true,
-            current: true,
-            body: vec![0x00, 0x10, u8::from(dvd), 0, 0x00, 0x08, u8::from(cd), 0],
-        },
-        Feature {
-            code: 0x0001, // core: USB, DBE
-            version: 1,
-            persistent: true,
-            current: true,
-            body: vec![0, 0, 0, 0x08, 0x01, 0, 0, 0],
-        },
-        Feature {
-            code: 0x0002, // morphing: no async, no OCEvent
-            version: 1,
-            persistent: true,
-            current: true,
-            body: vec![0, 0, 0, 0],
-        },
-        Feature {
-            code: 0x0003, // removable medium: tray, eject, lock
-            version: 0,
-            persistent: true,
-            current: true,
-            body: vec![0x29, 0, 0, 0],
-        },
-        Feature {
-            code: 0x0010, // random readable
-            version: 0,
-            persistent: false,
-            current: present,
-            body: random_readable,
-        },
-        Feature {
-            code: 0x001D, // multi-read
-            version: 0,
-            persistent: false,
-            current: cd,
-            body: Vec::new(),
-        },
-        Feature {
-            code: 0x001E, // CD read
-            version: 2,
-            persistent: false,
-            current: cd,
-            body: vec![0, 0, 0, 0],
-        },
-        Feature {
-            code: 0x001F, // DVD read
-            version: 0,
-            persistent: false,
-            current: dvd,
-            body: Vec::new(),
-        },
-        Feature {
-            code: 0x0100, // power management
-            version: 0,
-            persistent: true,
-            current: true,
-            body: Vec::new(),
-        },
-    ]
+    let profiles = vec![0x00, 0x10, u8::from(dvd), 0, 0x00, 0x08, u8::from(cd), 0];
+    // (code, version, persistent, current, body)
+    let table = [
+        (0x0000, 0, true, true, profiles), // profile list
+        (0x0001, 1, true, true, vec![0, 0, 0, 0x08, 0x01, 0, 0, 0]), // core: USB, DBE
+        (0x0002, 1, true, true, vec![0, 0, 0, 0]), // morphing: no async, no OCEvent
+        (0x0003, 0, true, true, vec![0x29, 0, 0, 0]), // removable medium: tray, eject, lock
+        (0x0010, 0, false, present, random_readable), // random readable
+        (0x001D, 0, false, cd, Vec::new()), // multi-read
+        (0x001E, 2, false, cd, vec![0, 0, 0, 0]), // CD read
+        (0x001F, 0, false, dvd, Vec::new()), // DVD read
+        (0x0100, 0, true, true, Vec::new()), // power management
+    ];
+    table
+        .into_iter()
+        .map(|(code, version, persistent, current, body)| Feature {
+            code,
+            version,
+            persistent,
+            current,
+            body,
+        })
+        .collect()
 }
 
 /// GET CONFIGURATION response for request type `rt` (0 all, 1 current, 2 one) starting
@@ -536,30 +494,32 @@ mod tests {
         assert_eq!(address_field(0, true), [0, 0, 2, 0]);
     }
 
+    /// A format-0 TOC: header, track 1 and lead-out descriptors with the
+    /// given address fields.
+    fn toc0(track1: [u8; 4], lead_out: [u8; 4]) -> Vec<u8> {
+        let mut toc = vec![0x00, 0x12, 0x01, 0x01, 0x00, 0x14, 0x01, 0x00];
+        toc.extend(track1);
+        toc.extend([0x00, 0x16, 0xAA, 0x00]);
+        toc.extend(lead_out);
+        toc
+    }
+
     #[test]
     fn toc_format0_lba() {
         assert_eq!(
-            toc_formatted(0x1234, false, 0).unwrap(),
-            vec![
-                0x00, 0x12, 0x01, 0x01, 0x00, 0x14, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x16,
-                0xAA, 0x00, 0x00, 0x00, 0x12, 0x34
-            ]
+            toc_formatted(0x1234, false, 0),
+            Ok(toc0([0, 0, 0, 0], [0, 0, 0x12, 0x34]))
         );
-        assert_eq!(
-            toc_formatted(0x1234, false, 1).unwrap(),
-            toc_formatted(0x1234, false, 0).unwrap()
-        );
+        let track1 = toc_formatted(0x1234, false, 1);
+        assert_eq!(track1, toc_formatted(0x1234, false, 0));
     }
 
     #[test]
     fn toc_format0_msf_and_lead_out_only() {
         // 300 sectors: lead-out at frame 450 = 00:06:00.
         assert_eq!(
-            toc_formatted(300, true, 1).unwrap(),
-            vec![
-                0x00, 0x12, 0x01, 0x01, 0x00, 0x14, 0x01, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x16,
-                0xAA, 0x00, 0x00, 0x00, 0x06, 0x00
-            ]
+            toc_formatted(300, true, 1),
+            Ok(toc0([0, 0, 2, 0], [0, 0, 6, 0]))
         );
         assert_eq!(
             toc_formatted(300, false, 0xAA).unwrap(),

@@ -806,6 +806,14 @@ mod tests {
         }
     }
 
+    /// Runs each CDB on `t` in order and checks its outcome.
+    #[track_caller]
+    fn assert_outcomes(t: &mut ScsiTarget, cases: &[(&[u8], Outcome)]) {
+        for (cdb, outcome) in cases {
+            assert_eq!(&t.execute(cdb), outcome, "CDB {cdb:02x?}");
+        }
+    }
+
     #[test]
     fn read_capacity_and_reads() {
         let mut t = target(100);
@@ -813,35 +821,18 @@ mod tests {
             bytes(t.execute(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0])),
             vec![0, 0, 0, 99, 0, 0, 8, 0]
         );
-        assert_eq!(
-            t.execute(&[0x28, 0, 0, 0, 0, 10, 0, 0, 5, 0]),
-            Outcome::DataIn(DataIn::Sectors { lba: 10, count: 5 })
-        );
-        assert_eq!(
-            t.execute(&[0x28, 0, 0, 0, 0, 99, 0, 0, 0, 0]),
-            Outcome::Good
-        );
-        assert_eq!(
-            t.execute(&[0x28, 0, 0, 0, 0, 99, 0, 0, 2, 0]),
-            Outcome::Check(Sense::LBA_OUT_OF_RANGE)
-        );
-        assert_eq!(
-            t.execute(&[0x28, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 1, 0]),
-            Outcome::Check(Sense::LBA_OUT_OF_RANGE)
-        );
-        assert_eq!(
-            t.execute(&[0xA8, 0, 0, 0, 0, 0, 0, 0, 0, 100, 0, 0]),
-            Outcome::DataIn(DataIn::Sectors { lba: 0, count: 100 })
-        );
-        assert_eq!(
-            t.execute(&[0xA8, 0, 0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0]),
-            Outcome::Check(Sense::LBA_OUT_OF_RANGE)
-        );
-        assert_eq!(
-            t.execute(&[0x28, 0, 0, 0, 0, 100, 0, 0, 0, 0]),
-            Outcome::Check(Sense::LBA_OUT_OF_RANGE),
-            "zero-length read must still name a block on the disc"
-        );
+        let out_of_range = Outcome::Check(Sense::LBA_OUT_OF_RANGE);
+        #[rustfmt::skip]
+        assert_outcomes(&mut t, &[
+            (&[0x28, 0, 0, 0, 0, 10, 0, 0, 5, 0], Outcome::DataIn(DataIn::Sectors { lba: 10, count: 5 })),
+            (&[0x28, 0, 0, 0, 0, 99, 0, 0, 0, 0], Outcome::Good),
+            (&[0x28, 0, 0, 0, 0, 99, 0, 0, 2, 0], out_of_range.clone()),
+            (&[0x28, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 1, 0], out_of_range.clone()),
+            (&[0xA8, 0, 0, 0, 0, 0, 0, 0, 0, 100, 0, 0], Outcome::DataIn(DataIn::Sectors { lba: 0, count: 100 })),
+            (&[0xA8, 0, 0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0], out_of_range.clone()),
+            // A zero-length read must still name a block on the disc.
+            (&[0x28, 0, 0, 0, 0, 100, 0, 0, 0, 0], out_of_range),
+        ]);
         let mut buf = vec![0u8; 2048];
         t.read(0, 7, 1, &mut buf).unwrap();
         let mut expect = vec![0u8; 2048];
@@ -872,26 +863,15 @@ mod tests {
     #[test]
     fn read_cd_user_data_only() {
         let mut t = target(100);
-        assert_eq!(
-            t.execute(&[0xBE, 0, 0, 0, 0, 3, 0, 0, 2, 0x10, 0, 0]),
-            Outcome::DataIn(DataIn::Sectors { lba: 3, count: 2 })
-        );
-        assert_eq!(
-            t.execute(&[0xBE, 0x08, 0, 0, 0, 3, 0, 0, 2, 0x10, 0, 0]),
-            Outcome::DataIn(DataIn::Sectors { lba: 3, count: 2 })
-        );
-        assert_eq!(
-            t.execute(&[0xBE, 0x04, 0, 0, 0, 3, 0, 0, 2, 0x10, 0, 0]),
-            Outcome::Check(Sense::ILLEGAL_MODE_FOR_TRACK)
-        );
-        assert_eq!(
-            t.execute(&[0xBE, 0, 0, 0, 0, 3, 0, 0, 2, 0xF8, 0, 0]),
-            Outcome::Check(Sense::INVALID_FIELD_IN_CDB)
-        );
-        assert_eq!(
-            t.execute(&[0xBE, 0, 0, 0, 0, 3, 0, 0, 2, 0x00, 0, 0]),
-            Outcome::Good
-        );
+        let sectors = Outcome::DataIn(DataIn::Sectors { lba: 3, count: 2 });
+        #[rustfmt::skip]
+        assert_outcomes(&mut t, &[
+            (&[0xBE, 0, 0, 0, 0, 3, 0, 0, 2, 0x10, 0, 0], sectors.clone()),
+            (&[0xBE, 0x08, 0, 0, 0, 3, 0, 0, 2, 0x10, 0, 0], sectors),
+            (&[0xBE, 0x04, 0, 0, 0, 3, 0, 0, 2, 0x10, 0, 0], Outcome::Check(Sense::ILLEGAL_MODE_FOR_TRACK)),
+            (&[0xBE, 0, 0, 0, 0, 3, 0, 0, 2, 0xF8, 0, 0], Outcome::Check(Sense::INVALID_FIELD_IN_CDB)),
+            (&[0xBE, 0, 0, 0, 0, 3, 0, 0, 2, 0x00, 0, 0], Outcome::Good),
+        ]);
     }
 
     #[test]
@@ -979,18 +959,18 @@ mod tests {
         );
         assert_eq!(t.medium_state(), MediumState::Loaded);
         assert_eq!(t.execute(&[0x1E, 0, 0, 0, 0, 0]), Outcome::Good);
+        // TEST UNIT READY's sense, then the media event (GESN, polled).
+        let ready_and_event = |t: &mut ScsiTarget| {
+            let ready = t.execute(&[0; 6]);
+            (ready, poll_events(t, 0x10, 8))
+        };
         // Drain the initial new-media event.
-        bytes(t.execute(&[0x4A, 1, 0, 0, 0x10, 0, 0, 0, 8, 0]));
+        ready_and_event(&mut t);
         assert_eq!(t.execute(&[0x1B, 0, 0, 0, 0x02, 0]), Outcome::Good);
         assert_eq!(t.medium_state(), MediumState::TrayOpen);
-        assert_eq!(
-            t.execute(&[0; 6]),
-            Outcome::Check(Sense::MEDIUM_NOT_PRESENT_TRAY_OPEN)
-        );
-        assert_eq!(
-            bytes(t.execute(&[0x4A, 1, 0, 0, 0x10, 0, 0, 0, 8, 0])),
-            vec![0, 6, 4, 0x10, 3, 0x01, 0, 0]
-        );
+        let tray_open = Outcome::Check(Sense::MEDIUM_NOT_PRESENT_TRAY_OPEN);
+        let removal = vec![0, 6, 4, 0x10, 3, 0x01, 0, 0];
+        assert_eq!(ready_and_event(&mut t), (tray_open, removal));
         assert_eq!(
             bytes(t.execute(&[0xBD, 0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0]))[1],
             0x10
@@ -998,14 +978,9 @@ mod tests {
         // Load: the disc on the tray comes back as new media.
         assert_eq!(t.execute(&[0x1B, 0, 0, 0, 0x03, 0]), Outcome::Good);
         assert_eq!(t.medium_state(), MediumState::Loaded);
-        assert_eq!(
-            t.execute(&[0; 6]),
-            Outcome::Check(Sense::MEDIUM_MAY_HAVE_CHANGED)
-        );
-        assert_eq!(
-            bytes(t.execute(&[0x4A, 1, 0, 0, 0x10, 0, 0, 0, 8, 0])),
-            vec![0, 6, 4, 0x10, 2, 0x02, 0, 0]
-        );
+        let changed = Outcome::Check(Sense::MEDIUM_MAY_HAVE_CHANGED);
+        let new_media = vec![0, 6, 4, 0x10, 2, 0x02, 0, 0];
+        assert_eq!(ready_and_event(&mut t), (changed, new_media));
         // Stop/start without LoEj and power conditions are no-ops.
         assert_eq!(t.execute(&[0x1B, 0, 0, 0, 0x00, 0]), Outcome::Good);
         assert_eq!(t.execute(&[0x1B, 0, 0, 0, 0x32, 0]), Outcome::Good);
@@ -1016,6 +991,11 @@ mod tests {
         assert!(!t.is_locked());
     }
 
+    /// GET EVENT STATUS NOTIFICATION, polled, for event `classes`, `alloc` bytes.
+    fn poll_events(t: &mut ScsiTarget, classes: u8, alloc: u8) -> Vec<u8> {
+        bytes(t.execute(&[0x4A, 1, 0, 0, classes, 0, 0, 0, alloc, 0]))
+    }
+
     #[test]
     fn gesn_polled_only_and_events() {
         let mut t = target(10);
@@ -1024,26 +1004,20 @@ mod tests {
             Outcome::Check(Sense::INVALID_FIELD_IN_CDB)
         );
         // Windows' first probe: class mask 0 returns the supported classes.
+        assert_eq!(poll_events(&mut t, 0x00, 8), vec![0, 2, 0x80, 0x10]);
         assert_eq!(
-            bytes(t.execute(&[0x4A, 1, 0, 0, 0x00, 0, 0, 0, 8, 0])),
-            vec![0, 2, 0x80, 0x10]
-        );
-        assert_eq!(
-            bytes(t.execute(&[0x4A, 1, 0, 0, 0x10, 0, 0, 0, 8, 0])),
+            poll_events(&mut t, 0x10, 8),
             vec![0, 6, 4, 0x10, 2, 0x02, 0, 0]
         );
         assert_eq!(
-            bytes(t.execute(&[0x4A, 1, 0, 0, 0x10, 0, 0, 0, 8, 0])),
+            poll_events(&mut t, 0x10, 8),
             vec![0, 6, 4, 0x10, 0, 0x02, 0, 0]
         );
         t.remove_medium();
-        assert_eq!(
-            bytes(t.execute(&[0x4A, 1, 0, 0, 0x10, 0, 0, 0, 4, 0])),
-            vec![0, 6, 4, 0x10]
-        );
+        assert_eq!(poll_events(&mut t, 0x10, 4), vec![0, 6, 4, 0x10]);
         // The 4-byte read consumed the removal event.
         assert_eq!(
-            bytes(t.execute(&[0x4A, 1, 0, 0, 0x10, 0, 0, 0, 8, 0])),
+            poll_events(&mut t, 0x10, 8),
             vec![0, 6, 4, 0x10, 0, 0, 0, 0]
         );
         for _ in 0..10 {

@@ -7,6 +7,7 @@ use usb_cdrom::{
     DeviceConfig, SetupPacket, Speed, TransferStatus, TransferType, UsbCdrom, BULK_IN_ENDPOINT,
     BULK_OUT_ENDPOINT,
 };
+use TransferStatus::Stall;
 
 fn host() -> Host {
     Host::new(UsbCdrom::new(DeviceConfig::default()))
@@ -17,6 +18,47 @@ fn high_speed_host() -> Host {
         speed: Speed::High,
         ..DeviceConfig::default()
     }))
+}
+
+/// The Bulk-Only interface descriptor (alternate setting 0, 08/06/50).
+const BOT_INTERFACE: [u8; 9] = [0x09, 0x04, 0x00, 0x00, 0x02, 0x08, 0x06, 0x50, 0x00];
+
+/// GET_DESCRIPTOR `value` (type and index) for `length` bytes, which must succeed.
+fn descriptor(h: &mut Host, value: u16, length: u16) -> Vec<u8> {
+    let r = h.control(0x80, 0x06, value, 0, length);
+    assert!(r.is_ok(), "GET_DESCRIPTOR {value:#06x}: {:?}", r.status);
+    r.data
+}
+
+/// The device descriptor with `bcdUSB` `usb_major`.00 and `bMaxPacketSize0`.
+fn device_descriptor(usb_major: u8, max_packet0: u8) -> Vec<u8> {
+    let mut d = vec![0x12, 0x01, 0x00, usb_major, 0x00, 0x00, 0x00, max_packet0];
+    d.extend([0x09, 0x12, 0x01, 0x00, 0x00, 0x01, 0x01, 0x02, 0x03, 0x01]);
+    d
+}
+
+/// The configuration descriptor header: `wTotalLength` and `bMaxPower`.
+fn config_header(total: u8, max_power: u8) -> Vec<u8> {
+    vec![0x09, 0x02, total, 0x00, 0x01, 0x01, 0x00, 0x80, max_power]
+}
+
+/// A bulk endpoint descriptor.
+fn bulk_endpoint(address: u8, max_packet: u16) -> [u8; 7] {
+    let [lo, hi] = max_packet.to_le_bytes();
+    [0x07, 0x05, address, 0x02, lo, hi, 0x00]
+}
+
+/// Asserts that each control request (bmRequestType, bRequest, wValue, wIndex,
+/// wLength) stalls.
+#[track_caller]
+fn assert_stalls(h: &mut Host, requests: &[(u8, u8, u16, u16, u16)]) {
+    for &(rt, req, value, index, length) in requests {
+        let status = h.control(rt, req, value, index, length).status;
+        assert_eq!(
+            status, Stall,
+            "{rt:#04x} {req:#04x} {value:#06x} {index:#06x}"
+        );
+    }
 }
 
 /// What every speed answers alike: address, strings, configuration and interface
@@ -45,31 +87,26 @@ fn common_enumeration(h: &mut Host) {
         h.control(0x80, 0x06, 0x0302, 0x0409, 2).data,
         product[..2].to_vec()
     );
-    assert_eq!(
-        h.control(0x80, 0x06, 0x0304, 0x0409, 255).status,
-        TransferStatus::Stall
-    );
-    // Unknown descriptors stall.
-    assert_eq!(
-        h.control(0x80, 0x06, 0x0201, 0, 9).status,
-        TransferStatus::Stall
-    );
-    assert_eq!(
-        h.control(0x80, 0x06, 0x3000, 0, 6).status,
-        TransferStatus::Stall
+    assert_stalls(
+        h,
+        &[
+            (0x80, 0x06, 0x0304, 0x0409, 255),
+            // Unknown descriptors stall.
+            (0x80, 0x06, 0x0201, 0, 9),
+            (0x80, 0x06, 0x3000, 0, 6),
+        ],
     );
     // Configuration.
     assert!(h.control(0x00, 0x09, 1, 0, 0).is_ok());
     assert_eq!(h.control(0x80, 0x08, 0, 0, 1).data, vec![1]);
-    assert_eq!(h.control(0x00, 0x09, 2, 0, 0).status, TransferStatus::Stall);
+    assert_eq!(h.control(0x00, 0x09, 2, 0, 0).status, Stall);
     assert_eq!(h.control(0x81, 0x0A, 0, 0, 1).data, vec![0]);
     assert!(h.control(0x01, 0x0B, 0, 0, 0).is_ok());
     // Alternate setting 1 (UAS) exists at SuperSpeed only; 2 and interface 1 never.
     let uas = h.dev.offers_uas();
     assert_eq!(h.control(0x01, 0x0B, 1, 0, 0).is_ok(), uas);
     assert_eq!(h.control(0x81, 0x0A, 0, 0, 1).data, vec![u8::from(uas)]);
-    assert_eq!(h.control(0x01, 0x0B, 2, 0, 0).status, TransferStatus::Stall);
-    assert_eq!(h.control(0x01, 0x0B, 0, 1, 0).status, TransferStatus::Stall);
+    assert_stalls(h, &[(0x01, 0x0B, 2, 0, 0), (0x01, 0x0B, 0, 1, 0)]);
     assert!(h.control(0x01, 0x0B, 0, 0, 0).is_ok());
 }
 
@@ -77,15 +114,7 @@ fn common_enumeration(h: &mut Host) {
 fn enumeration_descriptors_with_truncation_super_speed() {
     let mut h = host();
     // Linux first asks for 64 bytes of the device descriptor.
-    let r = h.control(0x80, 0x06, 0x0100, 0, 64);
-    assert!(r.is_ok());
-    assert_eq!(
-        r.data,
-        vec![
-            0x12, 0x01, 0x00, 0x03, 0x00, 0x00, 0x00, 0x09, 0x09, 0x12, 0x01, 0x00, 0x00, 0x01,
-            0x01, 0x02, 0x03, 0x01
-        ]
-    );
+    assert_eq!(descriptor(&mut h, 0x0100, 64), device_descriptor(0x03, 9));
     // bcdUSB >= 0x0201: the BOS, header first, then wTotalLength.
     let head = h.control(0x80, 0x06, 0x0F00, 0, 5).data;
     assert_eq!(head, vec![0x05, 0x0F, 0x16, 0x00, 0x02]);
@@ -97,32 +126,22 @@ fn enumeration_descriptors_with_truncation_super_speed() {
         "SuperSpeed USB capability"
     );
     // Configuration header first, then the full wTotalLength.
-    let head = h.control(0x80, 0x06, 0x0200, 0, 9).data;
-    assert_eq!(
-        head,
-        vec![0x09, 0x02, 0x79, 0x00, 0x01, 0x01, 0x00, 0x80, 0x70]
-    );
+    assert_eq!(descriptor(&mut h, 0x0200, 9), config_header(121, 0x70));
     // 121 bytes: the Bulk-Only setting (44) and the UAS alternate setting.
-    let full = h.control(0x80, 0x06, 0x0200, 0, 255).data;
+    let full = descriptor(&mut h, 0x0200, 255);
     assert_eq!(full.len(), 121);
     assert_eq!(
         &full[44..53],
         &[0x09, 0x04, 0x00, 0x01, 0x04, 0x08, 0x06, 0x62, 0x00]
     );
-    assert_eq!(
-        &full[9..18],
-        &[0x09, 0x04, 0x00, 0x00, 0x02, 0x08, 0x06, 0x50, 0x00]
-    );
-    assert_eq!(&full[18..25], &[0x07, 0x05, 0x81, 0x02, 0x00, 0x04, 0x00]);
+    assert_eq!(full[9..18], BOT_INTERFACE);
+    assert_eq!(full[18..25], bulk_endpoint(0x81, 1024));
     assert_eq!(&full[25..31], &[0x06, 0x30, 0x0F, 0x00, 0x00, 0x00]);
-    assert_eq!(&full[31..38], &[0x07, 0x05, 0x02, 0x02, 0x00, 0x04, 0x00]);
+    assert_eq!(full[31..38], bulk_endpoint(0x02, 1024));
     assert_eq!(&full[38..44], &[0x06, 0x30, 0x0F, 0x00, 0x00, 0x00]);
     // A device at SuperSpeed has no device qualifier or other-speed configuration.
     for value in [0x0600, 0x0700] {
-        assert_eq!(
-            h.control(0x80, 0x06, value, 0, 10).status,
-            TransferStatus::Stall
-        );
+        assert_eq!(h.control(0x80, 0x06, value, 0, 10).status, Stall);
     }
     common_enumeration(&mut h);
 }
@@ -130,38 +149,20 @@ fn enumeration_descriptors_with_truncation_super_speed() {
 #[test]
 fn enumeration_descriptors_with_truncation_high_speed() {
     let mut h = high_speed_host();
-    let r = h.control(0x80, 0x06, 0x0100, 0, 64);
-    assert!(r.is_ok());
-    assert_eq!(
-        r.data,
-        vec![
-            0x12, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x40, 0x09, 0x12, 0x01, 0x00, 0x00, 0x01,
-            0x01, 0x02, 0x03, 0x01
-        ]
-    );
-    let head = h.control(0x80, 0x06, 0x0200, 0, 9).data;
-    assert_eq!(
-        head,
-        vec![0x09, 0x02, 0x20, 0x00, 0x01, 0x01, 0x00, 0x80, 0xFA]
-    );
-    let full = h.control(0x80, 0x06, 0x0200, 0, 255).data;
+    assert_eq!(descriptor(&mut h, 0x0100, 64), device_descriptor(0x02, 64));
+    assert_eq!(descriptor(&mut h, 0x0200, 9), config_header(32, 0xFA));
+    let full = descriptor(&mut h, 0x0200, 255);
     assert_eq!(full.len(), 32);
-    assert_eq!(
-        &full[9..18],
-        &[0x09, 0x04, 0x00, 0x00, 0x02, 0x08, 0x06, 0x50, 0x00]
-    );
-    assert_eq!(&full[18..25], &[0x07, 0x05, 0x81, 0x02, 0x00, 0x02, 0x00]);
-    assert_eq!(&full[25..32], &[0x07, 0x05, 0x02, 0x02, 0x00, 0x02, 0x00]);
+    assert_eq!(full[9..18], BOT_INTERFACE);
+    assert_eq!(full[18..25], bulk_endpoint(0x81, 512));
+    assert_eq!(full[25..32], bulk_endpoint(0x02, 512));
     // Device qualifier and other-speed configuration.
     assert_eq!(h.control(0x80, 0x06, 0x0600, 0, 10).data.len(), 10);
     let other = h.control(0x80, 0x06, 0x0700, 0, 255).data;
     assert_eq!(other.len(), 32);
     assert_eq!(other[1], 7);
     // No BOS for a USB 2.00 device.
-    assert_eq!(
-        h.control(0x80, 0x06, 0x0F00, 0, 5).status,
-        TransferStatus::Stall
-    );
+    assert_eq!(h.control(0x80, 0x06, 0x0F00, 0, 5).status, Stall);
     common_enumeration(&mut h);
 }
 
@@ -188,30 +189,18 @@ fn super_speed_requests() {
     h.dev.reset();
     assert_eq!(h.control(0x80, 0x00, 0, 0, 2).data, vec![0, 0]);
     // LTM (no LTM capability) and unconfigured U1/U2 stall.
-    assert_eq!(
-        h.control(0x00, 0x03, 50, 0, 0).status,
-        TransferStatus::Stall
-    );
+    assert_eq!(h.control(0x00, 0x03, 50, 0, 0).status, Stall);
     assert!(h.control(0x00, 0x09, 0, 0, 0).is_ok());
-    assert_eq!(
-        h.control(0x00, 0x03, 48, 0, 0).status,
-        TransferStatus::Stall
-    );
+    assert_eq!(h.control(0x00, 0x03, 48, 0, 0).status, Stall);
 
     // None of these exist at high speed.
     let mut h = high_speed_host();
-    assert_eq!(
-        h.control(0x00, 0x31, 40, 0, 0).status,
-        TransferStatus::Stall
-    );
+    assert_eq!(h.control(0x00, 0x31, 40, 0, 0).status, Stall);
     assert_eq!(
         h.dev.control(sel, &[1, 0, 2, 0, 3, 0]).status,
         TransferStatus::Stall
     );
-    assert_eq!(
-        h.control(0x00, 0x03, 48, 0, 0).status,
-        TransferStatus::Stall
-    );
+    assert_eq!(h.control(0x00, 0x03, 48, 0, 0).status, Stall);
     assert_eq!(h.control(0x80, 0x00, 0, 0, 2).data, vec![0, 0]);
 }
 
@@ -257,7 +246,7 @@ fn get_status_and_halt_features() {
     let mut h = host();
     assert_eq!(h.control(0x80, 0x00, 0, 0, 2).data, vec![0, 0]);
     assert_eq!(h.control(0x81, 0x00, 0, 0, 2).data, vec![0, 0]);
-    assert_eq!(h.control(0x81, 0x00, 0, 1, 2).status, TransferStatus::Stall);
+    assert_eq!(h.control(0x81, 0x00, 0, 1, 2).status, Stall);
     assert_eq!(h.control(0x82, 0x00, 0, 0x81, 2).data, vec![0, 0]);
     assert!(h.control(0x02, 0x03, 0, 0x81, 0).is_ok());
     assert_eq!(h.control(0x82, 0x00, 0, 0x81, 2).data, vec![1, 0]);
@@ -273,39 +262,29 @@ fn get_status_and_halt_features() {
     assert!(!h.dev.is_halted(0x02));
     // Endpoint 0 is fine to clear; unknown endpoints stall.
     assert!(h.control(0x02, 0x01, 0, 0x00, 0).is_ok());
-    assert_eq!(
-        h.control(0x82, 0x00, 0, 0x83, 2).status,
-        TransferStatus::Stall
+    assert_stalls(
+        &mut h,
+        &[
+            (0x82, 0x00, 0, 0x83, 2),
+            (0x02, 0x01, 0, 0x83, 0),
+            (0x02, 0x03, 0, 0x03, 0),
+            // Only ENDPOINT_HALT is a feature here; remote wakeup is not supported.
+            (0x02, 0x01, 1, 0x81, 0),
+            (0x00, 0x03, 1, 0, 0),
+            (0x00, 0x01, 1, 0, 0),
+        ],
     );
-    assert_eq!(
-        h.control(0x02, 0x01, 0, 0x83, 0).status,
-        TransferStatus::Stall
-    );
-    assert_eq!(
-        h.control(0x02, 0x03, 0, 0x03, 0).status,
-        TransferStatus::Stall
-    );
-    // Only ENDPOINT_HALT is a feature here; remote wakeup is not supported.
-    assert_eq!(
-        h.control(0x02, 0x01, 1, 0x81, 0).status,
-        TransferStatus::Stall
-    );
-    assert_eq!(h.control(0x00, 0x03, 1, 0, 0).status, TransferStatus::Stall);
-    assert_eq!(h.control(0x00, 0x01, 1, 0, 0).status, TransferStatus::Stall);
 }
 
 #[test]
 fn bot_class_requests() {
     let mut h = host();
     assert_eq!(h.control(0xA1, 0xFE, 0, 0, 1).data, vec![0]);
-    assert_eq!(h.control(0xA1, 0xFE, 0, 1, 1).status, TransferStatus::Stall);
-    assert_eq!(h.control(0xA1, 0xFE, 1, 0, 1).status, TransferStatus::Stall);
+    assert_stalls(&mut h, &[(0xA1, 0xFE, 0, 1, 1), (0xA1, 0xFE, 1, 0, 1)]);
     assert!(h.control(0x21, 0xFF, 0, 0, 0).is_ok());
-    assert_eq!(h.control(0x21, 0xFF, 0, 0, 1).status, TransferStatus::Stall);
-    assert_eq!(h.control(0x21, 0xFF, 1, 0, 0).status, TransferStatus::Stall);
+    assert_stalls(&mut h, &[(0x21, 0xFF, 0, 0, 1), (0x21, 0xFF, 1, 0, 0)]);
     // Wrong direction bits or request types stall.
-    assert_eq!(h.control(0x21, 0xFE, 0, 0, 1).status, TransferStatus::Stall);
-    assert_eq!(h.control(0xA1, 0xFF, 0, 0, 0).status, TransferStatus::Stall);
+    assert_stalls(&mut h, &[(0x21, 0xFE, 0, 0, 1), (0xA1, 0xFF, 0, 0, 0)]);
 }
 
 #[test]
@@ -335,7 +314,7 @@ fn unconfigured_device_stalls_bulk() {
     assert_eq!(h.dev.configuration(), 1);
     assert!(h.control(0x00, 0x09, 0, 0, 0).is_ok());
     assert_eq!(h.control(0x80, 0x08, 0, 0, 1).data, vec![0]);
-    assert_eq!(h.control(0x81, 0x0A, 0, 0, 1).status, TransferStatus::Stall);
+    assert_eq!(h.control(0x81, 0x0A, 0, 0, 1).status, Stall);
     assert_eq!(h.in_(13).status, TransferStatus::Stall);
     assert_eq!(h.out(&[0; 31]).status, TransferStatus::Stall);
     assert!(h.control(0x00, 0x09, 1, 0, 0).is_ok());

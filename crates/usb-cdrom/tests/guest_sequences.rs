@@ -9,11 +9,16 @@ use usb_cdrom::{CswStatus, DeviceConfig, MemoryMedium, Sense, UsbCdrom};
 /// 1000 sectors: lead-out at LBA 1000 = 0x3E8.
 const SECTORS: u32 = 1000;
 
-fn fresh() -> Host {
-    Host::new(UsbCdrom::with_medium(
+/// A fresh drive with the disc, enumerated and configured, after the mass-storage
+/// driver's first request (GET MAX LUN: one LUN).
+fn enumerated_storage() -> Host {
+    let mut h = Host::new(UsbCdrom::with_medium(
         DeviceConfig::default(),
         Box::new(MemoryMedium::patterned("disc.iso", SECTORS)),
-    ))
+    ));
+    enumerate(&mut h);
+    assert_eq!(h.control(0xA1, 0xFE, 0, 0, 1).data, vec![0]);
+    h
 }
 
 fn enumerate(h: &mut Host) {
@@ -31,10 +36,8 @@ fn enumerate(h: &mut Host) {
 
 #[test]
 fn linux_probe_and_mount() {
-    let mut h = fresh();
-    enumerate(&mut h);
-    // usb-storage: GET MAX LUN.
-    assert_eq!(h.control(0xA1, 0xFE, 0, 0, 1).data, vec![0]);
+    // usb-storage: enumeration, then GET MAX LUN.
+    let mut h = enumerated_storage();
 
     // SCSI scan: INQUIRY, 36 bytes.
     let (d, csw) = h.command_in(&[0x12, 0, 0, 0, 36, 0], 36);
@@ -167,9 +170,7 @@ fn linux_probe_and_mount() {
 
 #[test]
 fn windows_class_driver_startup() {
-    let mut h = fresh();
-    enumerate(&mut h);
-    assert_eq!(h.control(0xA1, 0xFE, 0, 0, 1).data, vec![0]);
+    let mut h = enumerated_storage();
     // INQUIRY with a large buffer (short answer), then VPD 0x00 and 0x80.
     let (d, csw) = h.command_in(&[0x12, 0, 0, 0, 0xFF, 0], 0xFF);
     assert_eq!((csw.status, csw.residue), (CswStatus::Passed, 0xFF - 36));

@@ -26,6 +26,15 @@ fn submit_cbw(h: &mut Host, tag: u32, cdb: &[u8], len: u32) -> u64 {
     id
 }
 
+/// Submits one IN request of `len` bytes, which must complete at once with a stall.
+fn stalled_in(h: &mut Host, len: u32) -> Completion {
+    let id = submit_ins(h, &[len])[0];
+    let done = h.dev.take_completions();
+    let c = ins(&done)[0].clone();
+    assert_eq!((c.id, c.status), (id, TransferStatus::Stall));
+    c
+}
+
 fn ins(c: &[Completion]) -> Vec<&Completion> {
     c.iter()
         .filter(|c| c.endpoint == BULK_IN_ENDPOINT)
@@ -231,9 +240,10 @@ fn medium_error_midway_delivers_good_sectors_then_fails() {
     assert_eq!(c.len(), 1);
     assert_eq!((c[0].id, c[0].status), (ids[0], TransferStatus::Stall));
     assert_eq!(c[0].data, pattern(100, 4));
-    h.clear_halt(BULK_IN_ENDPOINT);
-    let csw = h.read_csw(8);
-    assert_eq!((csw.status, csw.residue), (CswStatus::Failed, 4 * 2048));
+    assert_eq!(
+        h.csw_after_stall(BULK_IN_ENDPOINT, 8),
+        (CswStatus::Failed, 4 * 2048)
+    );
     assert_eq!(h.sense(), Sense::UNRECOVERED_READ_ERROR);
     // Sectors before the bad area still read fine.
     let (d, csw) = h.command_in(&read10(96, 8), 8 * 2048);
@@ -249,15 +259,10 @@ fn disc_pulled_during_a_read() {
     let c = h.dev.take_completions();
     assert_eq!(ins(&c)[0].data, pattern(0, 8));
     assert!(h.dev.remove_medium().is_some());
-    let ids2 = submit_ins(&mut h, &[16384]);
-    let c = h.dev.take_completions();
-    let c = ins(&c);
-    assert_eq!((c[0].id, c[0].status), (ids2[0], TransferStatus::Stall));
-    assert!(c[0].data.is_empty());
     let _ = ids;
-    h.clear_halt(BULK_IN_ENDPOINT);
-    let csw = h.read_csw(11);
-    assert_eq!((csw.status, csw.residue), (CswStatus::Failed, 32 * 2048));
+    assert!(stalled_in(&mut h, 16384).data.is_empty());
+    let failed = (CswStatus::Failed, 32 * 2048);
+    assert_eq!(h.csw_after_stall(BULK_IN_ENDPOINT, 11), failed);
     assert_eq!(h.sense(), Sense::MEDIUM_NOT_PRESENT);
 }
 
@@ -288,13 +293,9 @@ fn disc_swapped_during_a_read_fails_the_rest() {
     assert_eq!(ins(&h.dev.take_completions())[0].data, pattern(0, 4));
     h.dev
         .insert_medium(Box::new(usb_cdrom::MemoryMedium::patterned("new", 100)));
-    let ids = submit_ins(&mut h, &[8192]);
-    let c = h.dev.take_completions();
-    let c = ins(&c);
-    assert_eq!((c[0].id, c[0].status), (ids[0], TransferStatus::Stall));
-    h.clear_halt(BULK_IN_ENDPOINT);
-    let csw = h.read_csw(13);
-    assert_eq!((csw.status, csw.residue), (CswStatus::Failed, 36 * 2048));
+    stalled_in(&mut h, 8192);
+    let failed = (CswStatus::Failed, 36 * 2048);
+    assert_eq!(h.csw_after_stall(BULK_IN_ENDPOINT, 13), failed);
     assert_eq!(h.sense(), Sense::MEDIUM_MAY_HAVE_CHANGED);
 }
 

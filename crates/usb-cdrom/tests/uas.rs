@@ -8,7 +8,8 @@ use usb_cdrom::descriptors::{
 };
 use usb_cdrom::uas::{self, CommandIu, TaskManagementIu};
 use usb_cdrom::{
-    DeviceConfig, Medium, MemoryMedium, SetupPacket, Speed, TransferStatus, UsbCdrom, SECTOR_SIZE,
+    Completion, DeviceConfig, Medium, MemoryMedium, SetupPacket, Speed, TransferStatus, UsbCdrom,
+    SECTOR_SIZE,
 };
 
 fn drive() -> UsbCdrom {
@@ -35,14 +36,21 @@ fn command(tag: u16, cdb: &[u8]) -> [u8; 32] {
 
 /// Submits status, data-in and command the way Linux's uas driver does; returns
 /// (data, status IU).
-fn run_in(d: &mut UsbCdrom, tag: u16, cdb: &[u8], len: u32, id: u64) -> (Vec<u8>, Vec<u8>) {
+/// Queues the status request (id `id`) and, if `len` > 0, a data-in request of
+/// `len` bytes (`id + 1`) in stream `tag`, then sends `cdb` as Command IU
+/// (`id + 2`); returns the completions so far.
+fn submit_command(d: &mut UsbCdrom, tag: u16, cdb: &[u8], len: u32, id: u64) -> Vec<Completion> {
     let stream = u32::from(tag);
     d.submit_bulk_in_stream(UAS_STATUS_ENDPOINT, stream, id, 112);
     if len > 0 {
         d.submit_bulk_in_stream(UAS_DATA_IN_ENDPOINT, stream, id + 1, len);
     }
     d.submit_bulk_out(UAS_COMMAND_ENDPOINT, id + 2, &command(tag, cdb));
-    let done = d.take_completions();
+    d.take_completions()
+}
+
+fn run_in(d: &mut UsbCdrom, tag: u16, cdb: &[u8], len: u32, id: u64) -> (Vec<u8>, Vec<u8>) {
+    let done = submit_command(d, tag, cdb, len, id);
     let get = |i: u64| done.iter().find(|c| c.id == i).cloned();
     let cmd = get(id + 2).expect("command completes");
     assert_eq!((cmd.status, cmd.length), (TransferStatus::Success, 32));
@@ -192,14 +200,7 @@ fn errors_come_as_sense_or_response_ius() {
     assert_eq!((status[16 + 2], status[16 + 12]), (0x05, 0x20));
     // A READ past the end of the disc: CHECK CONDITION; the host's data request stays
     // for the host to cancel.
-    d.submit_bulk_in_stream(UAS_STATUS_ENDPOINT, 2, 20, 112);
-    d.submit_bulk_in_stream(UAS_DATA_IN_ENDPOINT, 2, 21, 4096);
-    d.submit_bulk_out(
-        UAS_COMMAND_ENDPOINT,
-        22,
-        &command(2, &[0x28, 0, 0, 0, 1, 0, 0, 0, 2, 0]),
-    );
-    let done = d.take_completions();
+    let done = submit_command(&mut d, 2, &[0x28, 0, 0, 0, 1, 0, 0, 0, 2, 0], 4096, 20);
     assert_eq!(by_id(&done, 20).data[16 + 12], 0x21, "LBA out of range");
     assert!(done.iter().all(|c| c.id != 21));
     assert!(d.cancel(21));
@@ -361,14 +362,7 @@ fn port_reset_returns_to_bulk_only() {
 fn disc_change_during_a_read_fails_it_with_sense() {
     let mut d = drive();
     run_in(&mut d, 1, &[0, 0, 0, 0, 0, 0], 0, 1);
-    d.submit_bulk_in_stream(UAS_STATUS_ENDPOINT, 1, 10, 112);
-    d.submit_bulk_in_stream(UAS_DATA_IN_ENDPOINT, 1, 11, 2048);
-    d.submit_bulk_out(
-        UAS_COMMAND_ENDPOINT,
-        12,
-        &command(1, &[0x28, 0, 0, 0, 0, 0, 0, 0, 2, 0]),
-    );
-    let done = d.take_completions();
+    let done = submit_command(&mut d, 1, &[0x28, 0, 0, 0, 0, 0, 0, 0, 2, 0], 2048, 10);
     assert_eq!(by_id(&done, 11).data.len(), 2048);
     assert!(
         done.iter().all(|c| c.id != 10),

@@ -2,59 +2,53 @@
 
 use std::fmt;
 
-/// One capability bit of `caps[0]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Cap {
+macro_rules! caps {
+    ($( $(#[$doc:meta])* $variant:ident = $bit:literal, $name:literal; )*) => {
+        /// One capability bit of `caps[0]`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum Cap {
+            $( $(#[$doc])* $variant = $bit, )*
+        }
+
+        impl Cap {
+            /// Every defined capability, by bit number.
+            pub const ALL: [Cap; 8] = [ $( Cap::$variant, )* ];
+
+            /// The protocol's name of the capability.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( Cap::$variant => $name, )*
+                }
+            }
+        }
+    };
+}
+
+caps! {
     /// Bit 0: USB 3 bulk streams; `ep_info` gains `max_streams`. Only
     /// effective together with [`Cap::EpInfoMaxPacketSize`].
-    BulkStreams = 0,
+    BulkStreams = 0, "bulk_streams";
     /// Bit 1: `device_connect` carries `device_version_bcd`.
-    ConnectDeviceVersion = 1,
+    ConnectDeviceVersion = 1, "connect_device_version";
     /// Bit 2: `filter_reject` and `filter_filter` are understood.
-    Filter = 2,
+    Filter = 2, "filter";
     /// Bit 3: the guest acknowledges `device_disconnect`.
-    DeviceDisconnectAck = 3,
+    DeviceDisconnectAck = 3, "device_disconnect_ack";
     /// Bit 4: `ep_info` carries `max_packet_size`.
-    EpInfoMaxPacketSize = 4,
+    EpInfoMaxPacketSize = 4, "ep_info_max_packet_size";
     /// Bit 5: 64-bit ids, i.e. a 16-byte packet header.
-    Ids64 = 5,
+    Ids64 = 5, "64bits_ids";
     /// Bit 6: `bulk_packet` carries `length_high` (32-bit lengths).
-    BulkLength32 = 6,
+    BulkLength32 = 6, "32bits_bulk_length";
     /// Bit 7: buffered bulk input (bulk receiving).
-    BulkReceiving = 7,
+    BulkReceiving = 7, "bulk_receiving";
 }
 
 impl Cap {
-    /// Every defined capability, by bit number.
-    pub const ALL: [Cap; 8] = [
-        Cap::BulkStreams,
-        Cap::ConnectDeviceVersion,
-        Cap::Filter,
-        Cap::DeviceDisconnectAck,
-        Cap::EpInfoMaxPacketSize,
-        Cap::Ids64,
-        Cap::BulkLength32,
-        Cap::BulkReceiving,
-    ];
-
     /// The bit number in `caps[0]`.
     pub fn bit(self) -> u32 {
         self as u32
-    }
-
-    /// The protocol's name of the capability.
-    pub fn name(self) -> &'static str {
-        match self {
-            Cap::BulkStreams => "bulk_streams",
-            Cap::ConnectDeviceVersion => "connect_device_version",
-            Cap::Filter => "filter",
-            Cap::DeviceDisconnectAck => "device_disconnect_ack",
-            Cap::EpInfoMaxPacketSize => "ep_info_max_packet_size",
-            Cap::Ids64 => "64bits_ids",
-            Cap::BulkLength32 => "32bits_bulk_length",
-            Cap::BulkReceiving => "bulk_receiving",
-        }
     }
 }
 

@@ -224,16 +224,14 @@ impl GuestSession {
         index: u16,
         length: u16,
     ) -> Result<u64, GuestError> {
-        self.send(&Packet::ControlPacket(ControlPacket {
-            endpoint: 0x80,
-            request,
-            request_type,
-            status: Status::Success,
+        self.control(
+            0x80,
+            [request_type, request],
             value,
             index,
             length,
-            data: Bytes::new(),
-        }))
+            Bytes::new(),
+        )
     }
 
     /// Control OUT transfer (endpoint 0x00) carrying `data`.
@@ -248,8 +246,21 @@ impl GuestSession {
         let data = data.into();
         let length =
             u16::try_from(data.len()).map_err(|_| GuestError::ControlDataTooLong(data.len()))?;
+        self.control(0x00, [request_type, request], value, index, length, data)
+    }
+
+    /// A control transfer on `endpoint`; `setup` is `[bmRequestType, bRequest]`.
+    fn control(
+        &mut self,
+        endpoint: u8,
+        [request_type, request]: [u8; 2],
+        value: u16,
+        index: u16,
+        length: u16,
+        data: Bytes,
+    ) -> Result<u64, GuestError> {
         self.send(&Packet::ControlPacket(ControlPacket {
-            endpoint: 0x00,
+            endpoint,
             request,
             request_type,
             status: Status::Success,

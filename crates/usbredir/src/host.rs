@@ -294,87 +294,116 @@ pub enum SessionError {
     TooManyInterfaces(usize),
 }
 
-#[derive(Debug, Clone, Copy)]
+/// A data transfer handed to the device model: the guest's request packet
+/// without its data, kept for the reply.
+#[derive(Debug, Clone)]
 enum TransferKind {
-    Control {
-        endpoint: u8,
-        request: u8,
-        request_type: u8,
-        value: u16,
-        index: u16,
-        length: u16,
-    },
-    Bulk {
-        endpoint: u8,
-        stream_id: u32,
-        length: u32,
-    },
-    Interrupt {
-        endpoint: u8,
-        length: u16,
-    },
+    Control(ControlPacket),
+    Bulk(BulkPacket),
+    Interrupt(InterruptPacket),
 }
 
 impl TransferKind {
+    /// Splits a guest data packet into its OUT data and the transfer;
+    /// `None` for packets that are not control, bulk or interrupt packets.
+    fn split(packet: Packet) -> Option<(Bytes, TransferKind)> {
+        Some(match packet {
+            Packet::ControlPacket(mut c) => (std::mem::take(&mut c.data), TransferKind::Control(c)),
+            Packet::BulkPacket(mut b) => (std::mem::take(&mut b.data), TransferKind::Bulk(b)),
+            Packet::InterruptPacket(mut i) => {
+                (std::mem::take(&mut i.data), TransferKind::Interrupt(i))
+            }
+            _ => return None,
+        })
+    }
+
     fn endpoint(&self) -> u8 {
-        match *self {
-            TransferKind::Control { endpoint, .. }
-            | TransferKind::Bulk { endpoint, .. }
-            | TransferKind::Interrupt { endpoint, .. } => endpoint,
+        match self {
+            TransferKind::Control(c) => c.endpoint,
+            TransferKind::Bulk(b) => b.endpoint,
+            TransferKind::Interrupt(i) => i.endpoint,
+        }
+    }
+
+    /// The endpoint type the transfer needs.
+    fn endpoint_type(&self) -> EndpointType {
+        match self {
+            TransferKind::Control(_) => EndpointType::Control,
+            TransferKind::Bulk(_) => EndpointType::Bulk,
+            TransferKind::Interrupt(_) => EndpointType::Interrupt,
         }
     }
 
     fn requested(&self) -> u32 {
-        match *self {
-            TransferKind::Control { length, .. } | TransferKind::Interrupt { length, .. } => {
-                u32::from(length)
-            }
-            TransferKind::Bulk { length, .. } => length,
+        match self {
+            TransferKind::Control(c) => u32::from(c.length),
+            TransferKind::Bulk(b) => b.length,
+            TransferKind::Interrupt(i) => u32::from(i.length),
+        }
+    }
+
+    /// The event for the device model.
+    fn request(&self, token: Token, id: u64, data: Bytes) -> HostEvent {
+        match self {
+            TransferKind::Control(c) => HostEvent::Control(ControlRequest {
+                token,
+                id,
+                endpoint: c.endpoint,
+                request_type: c.request_type,
+                request: c.request,
+                value: c.value,
+                index: c.index,
+                length: c.length,
+                data,
+            }),
+            TransferKind::Bulk(b) => HostEvent::Bulk(BulkRequest {
+                token,
+                id,
+                endpoint: b.endpoint,
+                stream_id: b.stream_id,
+                length: b.length,
+                data,
+            }),
+            TransferKind::Interrupt(i) => HostEvent::InterruptOut(InterruptRequest {
+                token,
+                id,
+                endpoint: i.endpoint,
+                length: i.length,
+                data,
+            }),
         }
     }
 
     /// The reply packet: same header, new status and length, optional data.
     fn reply(&self, status: Status, length: u32, data: Bytes) -> Packet {
-        match *self {
-            TransferKind::Control {
-                endpoint,
-                request,
-                request_type,
-                value,
-                index,
-                ..
-            } => Packet::ControlPacket(ControlPacket {
-                endpoint,
-                request,
-                request_type,
+        let short = u16::try_from(length).unwrap_or(u16::MAX);
+        match self.clone() {
+            TransferKind::Control(c) => ControlPacket {
                 status,
-                value,
-                index,
-                length: u16::try_from(length).unwrap_or(u16::MAX),
+                length: short,
                 data,
-            }),
-            TransferKind::Bulk {
-                endpoint,
-                stream_id,
-                ..
-            } => Packet::BulkPacket(BulkPacket {
-                endpoint,
+                ..c
+            }
+            .into(),
+            TransferKind::Bulk(b) => BulkPacket {
                 status,
                 length,
-                stream_id,
                 data,
-            }),
-            TransferKind::Interrupt { endpoint, .. } => Packet::InterruptPacket(InterruptPacket {
-                endpoint,
+                ..b
+            }
+            .into(),
+            TransferKind::Interrupt(i) => InterruptPacket {
                 status,
-                length: u16::try_from(length).unwrap_or(u16::MAX),
+                length: short,
                 data,
-            }),
+                ..i
+            }
+            .into(),
         }
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Transfer {
     id: u64,
     kind: TransferKind,
@@ -640,7 +669,7 @@ impl HostSession {
         if token.0 >= self.next_token {
             return Err(SessionError::UnknownToken(token));
         }
-        let Some(t) = self.transfers.get(&token).copied() else {
+        let Some(t) = self.transfers.get(&token).cloned() else {
             return Ok(Completion::Discarded);
         };
         let t_in = is_in_endpoint(t.kind.endpoint());
@@ -670,19 +699,8 @@ impl HostSession {
         configuration: u8,
         layout: Option<DeviceLayout>,
     ) -> Result<(), SessionError> {
-        self.take_request(id, RequestKind::SetConfiguration)?;
-        if status == Status::Success {
-            if let Some(layout) = layout {
-                self.announce_layout(layout)?;
-            }
-        }
-        self.send(
-            id,
-            &Packet::ConfigurationStatus(ConfigurationStatus {
-                status,
-                configuration,
-            }),
-        )
+        self.take_request(id, RequestKind::SetConfiguration, status, layout)?;
+        self.send_config_status(id, status, configuration)
     }
 
     /// Answers `GetConfiguration`.
@@ -692,14 +710,8 @@ impl HostSession {
         status: Status,
         configuration: u8,
     ) -> Result<(), SessionError> {
-        self.take_request(id, RequestKind::GetConfiguration)?;
-        self.send(
-            id,
-            &Packet::ConfigurationStatus(ConfigurationStatus {
-                status,
-                configuration,
-            }),
-        )
+        self.take_request(id, RequestKind::GetConfiguration, status, None)?;
+        self.send_config_status(id, status, configuration)
     }
 
     /// Answers `SetAltSetting`; like [`HostSession::reply_set_configuration`]
@@ -712,20 +724,8 @@ impl HostSession {
         alt: u8,
         layout: Option<DeviceLayout>,
     ) -> Result<(), SessionError> {
-        self.take_request(id, RequestKind::SetAltSetting)?;
-        if status == Status::Success {
-            if let Some(layout) = layout {
-                self.announce_layout(layout)?;
-            }
-        }
-        self.send(
-            id,
-            &Packet::AltSettingStatus(AltSettingStatus {
-                status,
-                interface,
-                alt,
-            }),
-        )
+        self.take_request(id, RequestKind::SetAltSetting, status, layout)?;
+        self.send_alt_status(id, status, interface, alt)
     }
 
     /// Answers `GetAltSetting` (`alt` 255 when the interface is unknown).
@@ -736,15 +736,8 @@ impl HostSession {
         interface: u8,
         alt: u8,
     ) -> Result<(), SessionError> {
-        self.take_request(id, RequestKind::GetAltSetting)?;
-        self.send(
-            id,
-            &Packet::AltSettingStatus(AltSettingStatus {
-                status,
-                interface,
-                alt,
-            }),
-        )
+        self.take_request(id, RequestKind::GetAltSetting, status, None)?;
+        self.send_alt_status(id, status, interface, alt)
     }
 
     /// Sends our own `filter_filter` (needs the guest's `filter` cap).
@@ -757,16 +750,25 @@ impl HostSession {
         )
     }
 
-    fn take_request(&mut self, id: u64, kind: RequestKind) -> Result<(), SessionError> {
-        match self.requests.get(&id) {
-            Some(k) if *k == kind => {
-                self.requests.remove(&id);
-                Ok(())
-            }
-            _ => Err(SessionError::UnknownRequest {
+    /// Takes the pending request `id` of `kind` for its reply; on success
+    /// a new `layout` is announced first.
+    fn take_request(
+        &mut self,
+        id: u64,
+        kind: RequestKind,
+        status: Status,
+        layout: Option<DeviceLayout>,
+    ) -> Result<(), SessionError> {
+        if self.requests.get(&id) != Some(&kind) {
+            return Err(SessionError::UnknownRequest {
                 packet: kind.packet_type(),
                 id,
-            }),
+            });
+        }
+        self.requests.remove(&id);
+        match layout {
+            Some(layout) if status == Status::Success => self.announce_layout(layout),
+            _ => Ok(()),
         }
     }
 
@@ -809,19 +811,18 @@ impl HostSession {
         self.streams[endpoint_index(endpoint)]
     }
 
+    /// Encodes `interface_info` and `ep_info` of `layout` into `buf`.
+    fn encode_layout(&mut self, layout: &DeviceLayout, buf: &mut Vec<u8>) -> Result<(), Error> {
+        let interfaces = Packet::InterfaceInfo(layout.interfaces.clone());
+        self.codec.encode_into(0, &interfaces, buf)?;
+        let endpoints = Packet::EpInfo(Box::new(layout.endpoints.clone()));
+        self.codec.encode_into(0, &endpoints, buf)
+    }
+
     fn announce_layout(&mut self, layout: DeviceLayout) -> Result<(), SessionError> {
         check_layout(&layout)?;
         let mut buf = Vec::new();
-        self.codec.encode_into(
-            0,
-            &Packet::InterfaceInfo(layout.interfaces.clone()),
-            &mut buf,
-        )?;
-        self.codec.encode_into(
-            0,
-            &Packet::EpInfo(Box::new(layout.endpoints.clone())),
-            &mut buf,
-        )?;
+        self.encode_layout(&layout, &mut buf)?;
         self.out.extend_from_slice(&buf);
         if let DeviceState::Attached(l) = &mut self.device {
             **l = layout;
@@ -837,24 +838,10 @@ impl HostSession {
             return Ok(());
         };
         let mut buf = Vec::new();
-        let encoded = self
-            .codec
-            .encode_into(
-                0,
-                &Packet::InterfaceInfo(layout.interfaces.clone()),
-                &mut buf,
-            )
-            .and_then(|()| {
-                self.codec.encode_into(
-                    0,
-                    &Packet::EpInfo(Box::new(layout.endpoints.clone())),
-                    &mut buf,
-                )
-            })
-            .and_then(|()| {
-                self.codec
-                    .encode_into(0, &Packet::DeviceConnect(device), &mut buf)
-            });
+        let encoded = self.encode_layout(&layout, &mut buf).and_then(|()| {
+            self.codec
+                .encode_into(0, &Packet::DeviceConnect(device), &mut buf)
+        });
         if let Err(e) = encoded {
             self.queued = Some((device, layout));
             return Err(e.into());
@@ -881,35 +868,41 @@ impl HostSession {
             .map(|(k, _)| *k)
             .collect();
         for token in victims {
-            if let Some(t) = self.transfers.remove(&token) {
-                self.send(t.id, &t.kind.reply(Status::Cancelled, 0, Bytes::new()))?;
-            }
+            self.cancel_transfer(token)?;
         }
         Ok(())
     }
 
-    /// Hands a data transfer to the device model, or answers it with an
-    /// error status if no device is attached or the endpoint has the wrong
-    /// type.
-    fn data_request(
-        &mut self,
-        id: u64,
-        kind: TransferKind,
-        want: EndpointType,
-    ) -> Result<Option<Token>, SessionError> {
+    /// Answers the transfer `token` (if pending) with `cancelled`.
+    fn cancel_transfer(&mut self, token: Token) -> Result<(), SessionError> {
+        match self.transfers.remove(&token) {
+            Some(t) => self.send(t.id, &t.kind.reply(Status::Cancelled, 0, Bytes::new())),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands a data transfer (a control, bulk or interrupt packet) to the
+    /// device model, or answers it with an error status if no device is
+    /// attached or the endpoint has the wrong type.
+    fn data_request(&mut self, id: u64, packet: Packet) -> Result<Option<HostEvent>, SessionError> {
+        let Some((data, kind)) = TransferKind::split(packet) else {
+            return Ok(None);
+        };
         let status = match &self.device {
             DeviceState::Attached(layout) => {
                 let allocated = self.streams[endpoint_index(kind.endpoint())];
-                let stream_ok = match kind {
+                let stream_ok = match &kind {
                     // With streams allocated every transfer names one of
                     // them; without, only stream 0 exists.
-                    TransferKind::Bulk { stream_id, .. } if allocated > 0 => {
-                        (1..=allocated).contains(&stream_id)
+                    TransferKind::Bulk(b) if allocated > 0 => {
+                        (1..=allocated).contains(&b.stream_id)
                     }
-                    TransferKind::Bulk { stream_id, .. } => stream_id == 0,
+                    TransferKind::Bulk(b) => b.stream_id == 0,
                     _ => true,
                 };
-                if layout.endpoints.get(kind.endpoint()).ep_type == want && stream_ok {
+                if layout.endpoints.get(kind.endpoint()).ep_type == kind.endpoint_type()
+                    && stream_ok
+                {
                     None
                 } else {
                     Some(Status::Inval)
@@ -923,12 +916,14 @@ impl HostSession {
         }
         self.traffic_since_reset = true;
         let token = self.new_token();
+        let event = kind.request(token, id, data);
         self.transfers.insert(token, Transfer { id, kind });
-        Ok(Some(token))
+        Ok(Some(event))
     }
 
     fn handle(&mut self, frame: Frame) -> Result<Option<HostEvent>, SessionError> {
         let id = frame.id;
+        let request = frame.packet.packet_type();
         let attached = self.is_attached();
         let ev = match frame.packet {
             Packet::Hello(h) => {
@@ -951,13 +946,7 @@ impl HostSession {
             }
             Packet::SetConfiguration(s) => {
                 if !attached {
-                    self.send(
-                        id,
-                        &Packet::ConfigurationStatus(ConfigurationStatus {
-                            status: Status::IoError,
-                            configuration: 0,
-                        }),
-                    )?;
+                    self.send_config_status(id, Status::IoError, 0)?;
                     return Ok(None);
                 }
                 self.cancel_transfers(|_| true)?;
@@ -971,13 +960,7 @@ impl HostSession {
             }
             Packet::GetConfiguration => {
                 if !attached {
-                    self.send(
-                        id,
-                        &Packet::ConfigurationStatus(ConfigurationStatus {
-                            status: Status::IoError,
-                            configuration: 0,
-                        }),
-                    )?;
+                    self.send_config_status(id, Status::IoError, 0)?;
                     return Ok(None);
                 }
                 self.requests.insert(id, RequestKind::GetConfiguration);
@@ -985,7 +968,7 @@ impl HostSession {
             }
             Packet::SetAltSetting(s) => {
                 if !attached {
-                    self.send_alt_status(id, Status::IoError, s.interface)?;
+                    self.send_alt_status(id, Status::IoError, s.interface, 255)?;
                     return Ok(None);
                 }
                 let eps: Vec<bool> = match self.layout() {
@@ -1017,7 +1000,7 @@ impl HostSession {
             }
             Packet::GetAltSetting(g) => {
                 if !attached {
-                    self.send_alt_status(id, Status::IoError, g.interface)?;
+                    self.send_alt_status(id, Status::IoError, g.interface, 255)?;
                     return Ok(None);
                 }
                 self.requests.insert(id, RequestKind::GetAltSetting);
@@ -1034,9 +1017,7 @@ impl HostSession {
                     .map(|(k, _)| *k);
                 match found {
                     Some(token) => {
-                        if let Some(t) = self.transfers.remove(&token) {
-                            self.send(t.id, &t.kind.reply(Status::Cancelled, 0, Bytes::new()))?;
-                        }
+                        self.cancel_transfer(token)?;
                         Some(HostEvent::Cancelled { token, id })
                     }
                     // Already completed: the guest has (or will get) the real result.
@@ -1053,167 +1034,39 @@ impl HostSession {
                 self.try_announce()?;
                 Some(HostEvent::DisconnectAcked)
             }
-            Packet::ControlPacket(c) => {
-                let kind = TransferKind::Control {
-                    endpoint: c.endpoint,
-                    request: c.request,
-                    request_type: c.request_type,
-                    value: c.value,
-                    index: c.index,
-                    length: c.length,
-                };
-                self.data_request(id, kind, EndpointType::Control)?
-                    .map(|token| {
-                        HostEvent::Control(ControlRequest {
-                            token,
-                            id,
-                            endpoint: c.endpoint,
-                            request_type: c.request_type,
-                            request: c.request,
-                            value: c.value,
-                            index: c.index,
-                            length: c.length,
-                            data: c.data,
-                        })
-                    })
+            data @ (Packet::ControlPacket(_)
+            | Packet::BulkPacket(_)
+            | Packet::InterruptPacket(_)) => self.data_request(id, data)?,
+            Packet::StartIsoStream(StartIsoStream { endpoint, .. })
+            | Packet::StopIsoStream(StopIsoStream { endpoint }) => {
+                let status = refusal_status(request);
+                self.refuse(id, request, IsoStreamStatus { status, endpoint })?
             }
-            Packet::BulkPacket(b) => {
-                let kind = TransferKind::Bulk {
-                    endpoint: b.endpoint,
-                    stream_id: b.stream_id,
-                    length: b.length,
-                };
-                self.data_request(id, kind, EndpointType::Bulk)?
-                    .map(|token| {
-                        HostEvent::Bulk(BulkRequest {
-                            token,
-                            id,
-                            endpoint: b.endpoint,
-                            stream_id: b.stream_id,
-                            length: b.length,
-                            data: b.data,
-                        })
-                    })
-            }
-            Packet::InterruptPacket(i) => {
-                let kind = TransferKind::Interrupt {
-                    endpoint: i.endpoint,
-                    length: i.length,
-                };
-                self.data_request(id, kind, EndpointType::Interrupt)?
-                    .map(|token| {
-                        HostEvent::InterruptOut(InterruptRequest {
-                            token,
-                            id,
-                            endpoint: i.endpoint,
-                            length: i.length,
-                            data: i.data,
-                        })
-                    })
-            }
-            Packet::StartIsoStream(s) => {
-                self.send(
-                    id,
-                    &Packet::IsoStreamStatus(IsoStreamStatus {
-                        status: Status::Inval,
-                        endpoint: s.endpoint,
-                    }),
-                )?;
-                Some(unsupported(id, PacketType::StartIsoStream))
-            }
-            Packet::StopIsoStream(s) => {
-                self.send(
-                    id,
-                    &Packet::IsoStreamStatus(IsoStreamStatus {
-                        status: Status::Success,
-                        endpoint: s.endpoint,
-                    }),
-                )?;
-                Some(unsupported(id, PacketType::StopIsoStream))
-            }
-            Packet::StartInterruptReceiving(s) => {
-                self.send(
-                    id,
-                    &Packet::InterruptReceivingStatus(InterruptReceivingStatus {
-                        status: Status::Inval,
-                        endpoint: s.endpoint,
-                    }),
-                )?;
-                Some(unsupported(id, PacketType::StartInterruptReceiving))
-            }
-            Packet::StopInterruptReceiving(s) => {
-                self.send(
-                    id,
-                    &Packet::InterruptReceivingStatus(InterruptReceivingStatus {
-                        status: Status::Success,
-                        endpoint: s.endpoint,
-                    }),
-                )?;
-                Some(unsupported(id, PacketType::StopInterruptReceiving))
+            Packet::StartInterruptReceiving(StartInterruptReceiving { endpoint })
+            | Packet::StopInterruptReceiving(StopInterruptReceiving { endpoint }) => {
+                let status = refusal_status(request);
+                self.refuse(id, request, InterruptReceivingStatus { status, endpoint })?
             }
             Packet::AllocBulkStreams(a) => {
-                let ok = a.no_streams > 0 && self.streams_fit(a.endpoints, a.no_streams);
-                self.send(
-                    id,
-                    &Packet::BulkStreamsStatus(BulkStreamsStatus {
-                        endpoints: a.endpoints,
-                        no_streams: a.no_streams,
-                        status: if ok { Status::Success } else { Status::Inval },
-                    }),
-                )?;
-                if ok {
-                    self.set_streams(a.endpoints, a.no_streams);
-                    Some(HostEvent::StreamsChanged {
-                        id,
-                        endpoints: a.endpoints,
-                        no_streams: a.no_streams,
-                    })
-                } else {
-                    Some(unsupported(id, PacketType::AllocBulkStreams))
-                }
+                self.change_streams(id, request, a.endpoints, a.no_streams)?
             }
-            Packet::FreeBulkStreams(f) => {
-                let ok = self.streams_fit(f.endpoints, 0);
-                self.send(
-                    id,
-                    &Packet::BulkStreamsStatus(BulkStreamsStatus {
-                        endpoints: f.endpoints,
-                        no_streams: 0,
-                        status: if ok { Status::Success } else { Status::Inval },
-                    }),
-                )?;
-                if ok {
-                    self.set_streams(f.endpoints, 0);
-                    Some(HostEvent::StreamsChanged {
-                        id,
-                        endpoints: f.endpoints,
-                        no_streams: 0,
-                    })
-                } else {
-                    Some(unsupported(id, PacketType::FreeBulkStreams))
-                }
-            }
-            Packet::StartBulkReceiving(s) => {
-                self.send(
-                    id,
-                    &Packet::BulkReceivingStatus(BulkReceivingStatus {
-                        stream_id: s.stream_id,
-                        endpoint: s.endpoint,
-                        status: Status::Inval,
-                    }),
-                )?;
-                Some(unsupported(id, PacketType::StartBulkReceiving))
-            }
-            Packet::StopBulkReceiving(s) => {
-                self.send(
-                    id,
-                    &Packet::BulkReceivingStatus(BulkReceivingStatus {
-                        stream_id: s.stream_id,
-                        endpoint: s.endpoint,
-                        status: Status::Success,
-                    }),
-                )?;
-                Some(unsupported(id, PacketType::StopBulkReceiving))
+            Packet::FreeBulkStreams(f) => self.change_streams(id, request, f.endpoints, 0)?,
+            Packet::StartBulkReceiving(StartBulkReceiving {
+                stream_id,
+                endpoint,
+                ..
+            })
+            | Packet::StopBulkReceiving(StopBulkReceiving {
+                stream_id,
+                endpoint,
+            }) => {
+                let status = refusal_status(request);
+                let reply = BulkReceivingStatus {
+                    stream_id,
+                    endpoint,
+                    status,
+                };
+                self.refuse(id, request, reply)?
             }
             // Iso OUT data has no reply in the protocol.
             Packet::IsoPacket(_) => Some(unsupported(id, PacketType::IsoPacket)),
@@ -1233,25 +1086,92 @@ impl HostSession {
         Ok(ev)
     }
 
+    /// Answers a request this session does not support with `reply`.
+    fn refuse(
+        &mut self,
+        id: u64,
+        request: PacketType,
+        reply: impl Into<Packet>,
+    ) -> Result<Option<HostEvent>, SessionError> {
+        self.send(id, &reply.into())?;
+        Ok(Some(unsupported(id, request)))
+    }
+
+    /// Answers `alloc_bulk_streams` (`no_streams` > 0) or
+    /// `free_bulk_streams` (`no_streams` 0) and records the change if the
+    /// request fits the layout.
+    fn change_streams(
+        &mut self,
+        id: u64,
+        request: PacketType,
+        endpoints: u32,
+        no_streams: u32,
+    ) -> Result<Option<HostEvent>, SessionError> {
+        let freeing = request == PacketType::FreeBulkStreams;
+        let ok = (freeing || no_streams > 0) && self.streams_fit(endpoints, no_streams);
+        let status = if ok { Status::Success } else { Status::Inval };
+        self.send(
+            id,
+            &Packet::BulkStreamsStatus(BulkStreamsStatus {
+                endpoints,
+                no_streams,
+                status,
+            }),
+        )?;
+        if !ok {
+            return Ok(Some(unsupported(id, request)));
+        }
+        self.set_streams(endpoints, no_streams);
+        Ok(Some(HostEvent::StreamsChanged {
+            id,
+            endpoints,
+            no_streams,
+        }))
+    }
+
+    fn send_config_status(
+        &mut self,
+        id: u64,
+        status: Status,
+        configuration: u8,
+    ) -> Result<(), SessionError> {
+        let reply = ConfigurationStatus {
+            status,
+            configuration,
+        };
+        self.send(id, &reply.into())
+    }
+
     fn send_alt_status(
         &mut self,
         id: u64,
         status: Status,
         interface: u8,
+        alt: u8,
     ) -> Result<(), SessionError> {
-        self.send(
-            id,
-            &Packet::AltSettingStatus(AltSettingStatus {
-                status,
-                interface,
-                alt: 255,
-            }),
-        )
+        let reply = AltSettingStatus {
+            status,
+            interface,
+            alt,
+        };
+        self.send(id, &reply.into())
     }
 }
 
 fn unsupported(id: u64, packet: PacketType) -> HostEvent {
     HostEvent::Unsupported { id, packet }
+}
+
+/// Status of our reply to a start or stop request for an iso stream,
+/// interrupt receiving or bulk receiving, none of which this session runs:
+/// starting is refused, stopping (what never ran) succeeds.
+fn refusal_status(request: PacketType) -> Status {
+    match request {
+        PacketType::StartIsoStream
+        | PacketType::StartInterruptReceiving
+        | PacketType::StartBulkReceiving => Status::Inval,
+        _ => Status::Success,
+    }
 }
 
 fn check_layout(layout: &DeviceLayout) -> Result<(), SessionError> {

@@ -185,116 +185,94 @@ impl fmt::Display for PacketType {
     }
 }
 
-/// Transfer / request status codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[repr(u8)]
-pub enum Status {
-    /// Success.
-    #[default]
-    Success = 0,
-    /// The transfer was cancelled.
-    Cancelled = 1,
-    /// Invalid packet type, length, endpoint, etc.
-    Inval = 2,
-    /// I/O error.
-    IoError = 3,
-    /// The endpoint stalled.
-    Stall = 4,
-    /// The request timed out.
-    Timeout = 5,
-    /// The device babbled.
-    Babble = 6,
+/// A `#[repr(u8)]` enum of wire values with `ALL`, `from_u8` and `as_u8`.
+macro_rules! byte_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident ($what:literal) {
+            $( $(#[$vmeta:meta])* $variant:ident = $num:literal, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(u8)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant = $num, )*
+        }
+
+        impl $name {
+            #[doc = concat!("Every ", $what, ", in wire order.")]
+            pub const ALL: &'static [$name] = &[ $( $name::$variant, )* ];
+
+            #[doc = concat!("Parses a ", $what, " byte; undefined values yield `None`.")]
+            pub fn from_u8(v: u8) -> Option<$name> {
+                match v {
+                    $( $num => Some($name::$variant), )*
+                    _ => None,
+                }
+            }
+
+            /// The wire value.
+            pub fn as_u8(self) -> u8 {
+                self as u8
+            }
+        }
+    };
 }
 
-impl Status {
-    /// Parses a status byte; unknown values yield `None`.
-    pub fn from_u8(v: u8) -> Option<Status> {
-        Some(match v {
-            0 => Status::Success,
-            1 => Status::Cancelled,
-            2 => Status::Inval,
-            3 => Status::IoError,
-            4 => Status::Stall,
-            5 => Status::Timeout,
-            6 => Status::Babble,
-            _ => return None,
-        })
-    }
-
-    /// The wire value.
-    pub fn as_u8(self) -> u8 {
-        self as u8
-    }
-}
-
-/// Device speed as reported in `device_connect`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Speed {
-    /// Low speed (1.5 Mbit/s).
-    Low = 0,
-    /// Full speed (12 Mbit/s).
-    Full = 1,
-    /// High speed (480 Mbit/s); what an emulated USB 2 CD-ROM reports.
-    High = 2,
-    /// SuperSpeed (5 Gbit/s).
-    Super = 3,
-    /// Unknown speed.
-    Unknown = 255,
-}
-
-impl Speed {
-    /// Parses a speed byte; undefined values yield `None`.
-    pub fn from_u8(v: u8) -> Option<Speed> {
-        Some(match v {
-            0 => Speed::Low,
-            1 => Speed::Full,
-            2 => Speed::High,
-            3 => Speed::Super,
-            255 => Speed::Unknown,
-            _ => return None,
-        })
-    }
-
-    /// The wire value.
-    pub fn as_u8(self) -> u8 {
-        self as u8
+byte_enum! {
+    /// Transfer / request status codes.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub enum Status ("status") {
+        /// Success.
+        #[default]
+        Success = 0,
+        /// The transfer was cancelled.
+        Cancelled = 1,
+        /// Invalid packet type, length, endpoint, etc.
+        Inval = 2,
+        /// I/O error.
+        IoError = 3,
+        /// The endpoint stalled.
+        Stall = 4,
+        /// The request timed out.
+        Timeout = 5,
+        /// The device babbled.
+        Babble = 6,
     }
 }
 
-/// Endpoint transfer type as reported in `ep_info`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[repr(u8)]
-pub enum EndpointType {
-    /// Control endpoint.
-    Control = 0,
-    /// Isochronous endpoint.
-    Iso = 1,
-    /// Bulk endpoint.
-    Bulk = 2,
-    /// Interrupt endpoint.
-    Interrupt = 3,
-    /// No such endpoint.
-    #[default]
-    Invalid = 255,
+byte_enum! {
+    /// Device speed as reported in `device_connect`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum Speed ("speed") {
+        /// Low speed (1.5 Mbit/s).
+        Low = 0,
+        /// Full speed (12 Mbit/s).
+        Full = 1,
+        /// High speed (480 Mbit/s); what an emulated USB 2 CD-ROM reports.
+        High = 2,
+        /// SuperSpeed (5 Gbit/s).
+        Super = 3,
+        /// Unknown speed.
+        Unknown = 255,
+    }
 }
 
-impl EndpointType {
-    /// Parses an endpoint type byte; undefined values yield `None`.
-    pub fn from_u8(v: u8) -> Option<EndpointType> {
-        Some(match v {
-            0 => EndpointType::Control,
-            1 => EndpointType::Iso,
-            2 => EndpointType::Bulk,
-            3 => EndpointType::Interrupt,
-            255 => EndpointType::Invalid,
-            _ => return None,
-        })
-    }
-
-    /// The wire value.
-    pub fn as_u8(self) -> u8 {
-        self as u8
+byte_enum! {
+    /// Endpoint transfer type as reported in `ep_info`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub enum EndpointType ("endpoint type") {
+        /// Control endpoint.
+        Control = 0,
+        /// Isochronous endpoint.
+        Iso = 1,
+        /// Bulk endpoint.
+        Bulk = 2,
+        /// Interrupt endpoint.
+        Interrupt = 3,
+        /// No such endpoint.
+        #[default]
+        Invalid = 255,
     }
 }
 

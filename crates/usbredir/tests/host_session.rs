@@ -2,42 +2,14 @@
 //! helper acting as QEMU.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod harness;
+
+use harness::{bot_layout, cdrom};
 use usbredir::guest::{GuestEvent, GuestSession};
-use usbredir::host::{Completion, DeviceLayout, HostConfig, HostEvent, HostSession, SessionError};
+use usbredir::host::{
+    BulkRequest, Completion, ControlRequest, HostConfig, HostEvent, HostSession, SessionError,
+};
 use usbredir::*;
-
-fn cdrom() -> DeviceConnect {
-    DeviceConnect {
-        speed: Speed::High,
-        device_class: 0,
-        device_subclass: 0,
-        device_protocol: 0,
-        vendor_id: 0x1d6b,
-        product_id: 0x0104,
-        device_version_bcd: 0x0100,
-    }
-}
-
-fn bot_layout() -> DeviceLayout {
-    let bulk = Endpoint {
-        ep_type: EndpointType::Bulk,
-        interval: 0,
-        interface: 0,
-        max_packet_size: 512,
-        max_streams: 0,
-    };
-    DeviceLayout {
-        interfaces: InterfaceInfo {
-            interfaces: vec![Interface {
-                number: 0,
-                class: 0x08,
-                subclass: 0x06,
-                protocol: 0x50,
-            }],
-        },
-        endpoints: EpInfo::new().with(0x02, bulk).with(0x81, bulk),
-    }
-}
 
 fn host_events(host: &mut HostSession) -> Vec<HostEvent> {
     let mut v = Vec::new();
@@ -59,6 +31,24 @@ fn to_guest(host: &mut HostSession, guest: &mut GuestSession) -> Vec<GuestEvent>
         v.push(e);
     }
     v
+}
+
+/// Sends a bulk IN of `bulk_len` bytes on 0x81, then a control IN
+/// (`bRequest`, `wValue`, `wLength`); returns both ids and the two requests
+/// the device model gets.
+fn bulk_then_control_in(
+    host: &mut HostSession,
+    guest: &mut GuestSession,
+    bulk_len: u32,
+    (request, value, length): (u8, u16, u16),
+) -> ([u64; 2], BulkRequest, ControlRequest) {
+    let bulk = guest.bulk_in(0x81, bulk_len).unwrap();
+    let ctl = guest.control_in(0x80, request, value, 0, length).unwrap();
+    let ev = to_host(guest, host);
+    let [HostEvent::Bulk(b), HostEvent::Control(c)] = &ev[..] else {
+        panic!("{ev:?}")
+    };
+    ([bulk, ctl], b.clone(), c.clone())
 }
 
 /// A host with the CD-ROM announced to a QEMU-like guest.
@@ -328,12 +318,8 @@ fn bulk_pipeline_and_completion_checks() {
 #[test]
 fn cancel_is_answered_with_same_type_and_id() {
     let (mut host, mut guest) = connected(Caps::QEMU_GUEST);
-    let id = guest.bulk_in(0x81, 2048).unwrap();
-    let ctl = guest.control_in(0x80, 6, 0x0300, 0, 255).unwrap();
-    let ev = to_host(&mut guest, &mut host);
-    let [HostEvent::Bulk(req), HostEvent::Control(creq)] = &ev[..] else {
-        panic!()
-    };
+    let ([id, ctl], req, creq) =
+        bulk_then_control_in(&mut host, &mut guest, 2048, (6, 0x0300, 255));
 
     guest.cancel(id).unwrap();
     guest.cancel(ctl).unwrap();
@@ -459,12 +445,7 @@ fn reset_and_set_configuration_answer_pending_transfers() {
 #[test]
 fn alt_settings() {
     let (mut host, mut guest) = connected(Caps::QEMU_GUEST);
-    let bulk = guest.bulk_in(0x81, 512).unwrap();
-    let ctl = guest.control_in(0x80, 0, 0, 0, 2).unwrap();
-    let ev = to_host(&mut guest, &mut host);
-    let [HostEvent::Bulk(_), HostEvent::Control(creq)] = &ev[..] else {
-        panic!()
-    };
+    let ([bulk, ctl], _, creq) = bulk_then_control_in(&mut host, &mut guest, 512, (0, 0, 2));
 
     let id = guest.set_alt_setting(0, 1).unwrap();
     assert_eq!(

@@ -7,8 +7,12 @@ mod common;
 
 use common::*;
 use usbredir::*;
+use PacketType as T;
 
 const NONE: u32 = 0;
+
+/// A buffered bulk IN packet of no data on endpoint 0x81.
+const BUFFERED_BULK_IN: &str = "68000000 0a000000 00000000 | 00000000 00000000 81 00";
 
 /// Host-side decoder after hellos with no caps (12-byte header).
 fn host_rx() -> Codec {
@@ -20,8 +24,57 @@ fn guest_rx() -> Codec {
     Codec::with_caps(Role::Guest, Caps::empty(), Caps::empty())
 }
 
+/// Decoder after hellos in which both sides advertised `caps` (bits).
+fn rx(role: Role, caps: u32) -> Codec {
+    Codec::with_caps(role, Caps::from_bits(caps), Caps::from_bits(caps))
+}
+
 fn err(codec: &mut Codec, bytes: &[u8]) -> Error {
     decode_one(codec, bytes).expect_err("packet should be rejected")
+}
+
+/// Asserts that each receiver rejects its packet bytes with the error
+/// `expected` makes of the row's last field and the sender's role.
+#[track_caller]
+fn assert_rejected<R: Copy>(
+    cases: impl IntoIterator<Item = (Codec, Vec<u8>, R)>,
+    expected: impl Fn(R, Role) -> Error,
+) {
+    for (mut rx, bytes, row) in cases {
+        let sender = rx.role().peer();
+        assert_eq!(err(&mut rx, &bytes), expected(row, sender), "{bytes:02x?}");
+    }
+}
+
+/// Why a guest codec refuses to encode `packet` when both sides advertised `caps`.
+fn encode_err(caps: u32, packet: impl Into<Packet>) -> Error {
+    let (mut tx, _) = pair(Role::Guest, caps, caps);
+    tx.encode(1, &packet.into())
+        .expect_err("packet should be refused")
+}
+
+/// `bad_length` rows: (packet, header `length`, expected type header length).
+fn bad_length((packet, length, header_len): (PacketType, u32, u32), _: Role) -> Error {
+    Error::BadLength {
+        packet,
+        length,
+        header_len,
+    }
+}
+
+/// A bulk packet on `endpoint` from `sender` with 4 data bytes it must not carry.
+fn unexpected_data(endpoint: u8, sender: Role) -> Error {
+    Error::UnexpectedData {
+        packet: T::BulkPacket,
+        endpoint,
+        sender,
+        data_len: 4,
+    }
+}
+
+/// `header` followed by `n` zero bytes of data.
+fn with_zeros(header: &str, n: usize) -> Vec<u8> {
+    cat(&[&hx(header), &z(n)])
 }
 
 #[test]
@@ -34,37 +87,16 @@ fn unknown_packet_types() {
 
 #[test]
 fn wrong_sender_decode() {
-    // device_connect from the guest; reset from the host.
-    let e = err(
-        &mut host_rx(),
-        &hx("01000000 08000000 00000000 | 0200000081076755"),
-    );
-    assert_eq!(
-        e,
-        Error::WrongSender {
-            packet: PacketType::DeviceConnect,
-            sender: Role::Guest
-        }
-    );
-    let e = err(&mut guest_rx(), &hx("03000000 00000000 00000000"));
-    assert_eq!(
-        e,
-        Error::WrongSender {
-            packet: PacketType::Reset,
-            sender: Role::Host
-        }
-    );
-    let e = err(
-        &mut host_rx(),
-        &hx("68000000 0a000000 00000000 | 00000000 00000000 81 00"),
-    );
-    assert!(matches!(
-        e,
-        Error::WrongSender {
-            packet: PacketType::BufferedBulkPacket,
-            ..
-        }
-    ));
+    #[rustfmt::skip]
+    let cases = [
+        (host_rx(), hx("01000000 08000000 00000000 | 0200000081076755"), T::DeviceConnect),
+        (guest_rx(), hx("03000000 00000000 00000000"), T::Reset),
+        (host_rx(), hx(BUFFERED_BULK_IN), T::BufferedBulkPacket),
+    ];
+    assert_rejected(cases, |packet, sender| Error::WrongSender {
+        packet,
+        sender,
+    });
 }
 
 #[test]
@@ -83,90 +115,38 @@ fn wrong_sender_encode() {
 
 #[test]
 fn bad_type_header_lengths() {
-    // set_configuration needs exactly 1 byte.
-    let e = err(&mut host_rx(), &hx("06000000 02000000 00000000 | 0101"));
-    assert_eq!(
-        e,
-        Error::BadLength {
-            packet: PacketType::SetConfiguration,
-            length: 2,
-            header_len: 1
-        }
-    );
-    let e = err(&mut host_rx(), &hx("06000000 00000000 00000000"));
-    assert!(matches!(e, Error::BadLength { .. }));
-    // reset carries nothing.
-    let e = err(&mut host_rx(), &hx("03000000 01000000 00000000 | 00"));
-    assert!(matches!(
-        e,
-        Error::BadLength {
-            packet: PacketType::Reset,
-            ..
-        }
-    ));
-    // control_packet shorter than its 10-byte header.
-    let e = err(
-        &mut host_rx(),
-        &hx("64000000 09000000 00000000 | 800680000001000012"),
-    );
-    assert!(matches!(
-        e,
-        Error::BadLength {
-            packet: PacketType::ControlPacket,
-            ..
-        }
-    ));
+    #[rustfmt::skip]
+    let cases = [
+        // set_configuration needs exactly 1 byte.
+        (host_rx(), hx("06000000 02000000 00000000 | 0101"), (T::SetConfiguration, 2, 1)),
+        (host_rx(), hx("06000000 00000000 00000000"), (T::SetConfiguration, 0, 1)),
+        // reset carries nothing.
+        (host_rx(), hx("03000000 01000000 00000000 | 00"), (T::Reset, 1, 0)),
+        // control_packet shorter than its 10-byte header.
+        (host_rx(), hx("64000000 09000000 00000000 | 800680000001000012"), (T::ControlPacket, 9, 10)),
+    ];
+    assert_rejected(cases, bad_length);
 }
 
 #[test]
 fn type_header_length_depends_on_negotiated_caps() {
-    // 10-byte device_connect without connect_device_version negotiated.
-    let e = err(
-        &mut guest_rx(),
-        &hx("01000000 0a000000 00000000 | 02000000 8107 6755 0001"),
-    );
-    assert_eq!(
-        e,
-        Error::BadLength {
-            packet: PacketType::DeviceConnect,
-            length: 10,
-            header_len: 8
-        }
-    );
-    // 8-byte device_connect although both have the cap.
-    let mut g = Codec::with_caps(Role::Guest, Caps::from_bits(2), Caps::from_bits(2));
-    let e = err(
-        &mut g,
-        &hx("01000000 08000000 00000000 | 02000000 8107 6755"),
-    );
-    assert!(matches!(e, Error::BadLength { header_len: 10, .. }));
-    // Only one side has the cap: 8 bytes expected.
-    let mut g = Codec::with_caps(Role::Guest, Caps::from_bits(2), Caps::empty());
-    let e = err(
-        &mut g,
-        &hx("01000000 0a000000 00000000 | 02000000 8107 6755 0001"),
-    );
-    assert!(matches!(e, Error::BadLength { header_len: 8, .. }));
-    // 160-byte ep_info without ep_info_max_packet_size.
-    let e = err(
-        &mut guest_rx(),
-        &cat(&[&hx("05000000 a0000000 00000000"), &[0xff; 32], &z(128)]),
-    );
-    assert!(matches!(
-        e,
-        Error::BadLength {
-            packet: PacketType::EpInfo,
-            header_len: 96,
-            ..
-        }
-    ));
-    // bulk_streams without max_packet_size does not count: 96 bytes, not 288.
-    let mut g = Codec::with_caps(Role::Guest, Caps::from_bits(1), Caps::from_bits(1));
-    let e = err(
-        &mut g,
-        &cat(&[&hx("05000000 20010000 00000000"), &[0xff; 32], &z(256)]),
-    );
-    assert!(matches!(e, Error::BadLength { header_len: 96, .. }));
+    const CONNECT_8: &str = "01000000 08000000 00000000 | 02000000 8107 6755";
+    const CONNECT_10: &str = "01000000 0a000000 00000000 | 02000000 8107 6755 0001";
+    let ep_info = |head: &str, slots: usize| cat(&[&hx(head), &[0xff; 32], &z(slots)]);
+    #[rustfmt::skip]
+    let cases = [
+        // 10-byte device_connect without connect_device_version negotiated.
+        (guest_rx(), hx(CONNECT_10), (T::DeviceConnect, 10, 8)),
+        // 8-byte device_connect although both have the cap.
+        (rx(Role::Guest, 2), hx(CONNECT_8), (T::DeviceConnect, 8, 10)),
+        // Only one side has the cap: 8 bytes expected.
+        (Codec::with_caps(Role::Guest, Caps::from_bits(2), Caps::empty()), hx(CONNECT_10), (T::DeviceConnect, 10, 8)),
+        // 160-byte ep_info without ep_info_max_packet_size.
+        (guest_rx(), ep_info("05000000 a0000000 00000000", 128), (T::EpInfo, 160, 96)),
+        // bulk_streams without max_packet_size does not count: 96 bytes, not 288.
+        (rx(Role::Guest, 1), ep_info("05000000 20010000 00000000", 256), (T::EpInfo, 288, 96)),
+    ];
+    assert_rejected(cases, bad_length);
 }
 
 #[test]
@@ -219,58 +199,23 @@ fn packet_larger_than_buffer_limit_is_rejected_from_its_header() {
 
 #[test]
 fn data_larger_than_128_mib() {
-    // An IN request for 128 MiB + 1 (needs the 32-bit bulk length).
-    let mut c = Codec::with_caps(Role::Host, Caps::from_bits(0x40), Caps::from_bits(0x40));
-    let e = err(
-        &mut c,
-        &hx("65000000 0a000000 00000000 | 81 00 0100 00000000 0008"),
-    );
-    assert_eq!(
-        e,
-        Error::DataTooLarge {
-            packet: PacketType::BulkPacket,
-            length: MAX_DATA_LEN + 1,
-            max: MAX_DATA_LEN
-        }
-    );
-    let (mut tx, _) = pair(Role::Guest, 0x40, 0x40);
-    let p = BulkPacket {
-        endpoint: 0x81,
-        status: Status::Success,
+    #[rustfmt::skip]
+    let cases = [
+        // An IN request for 128 MiB + 1 (needs the 32-bit bulk length).
+        (rx(Role::Host, 0x40), hx("65000000 0a000000 00000000 | 81 00 0100 00000000 0008"), T::BulkPacket),
+        // start_bulk_receiving bytes_per_transfer.
+        (rx(Role::Host, 0x80), hx("19000000 0a000000 00000000 | 00000000 01000008 81 04"), T::StartBulkReceiving),
+        // buffered_bulk_packet length.
+        (rx(Role::Guest, 0x80), hx("68000000 0a000000 00000000 | 00000000 01000008 81 00"), T::BufferedBulkPacket),
+    ];
+    let too_large = |packet| Error::DataTooLarge {
+        packet,
         length: MAX_DATA_LEN + 1,
-        stream_id: 0,
-        data: Bytes::new(),
+        max: MAX_DATA_LEN,
     };
-    assert!(matches!(
-        tx.encode(1, &p.into()),
-        Err(Error::DataTooLarge { .. })
-    ));
-    // start_bulk_receiving bytes_per_transfer.
-    let mut c = Codec::with_caps(Role::Host, Caps::from_bits(0x80), Caps::from_bits(0x80));
-    let e = err(
-        &mut c,
-        &hx("19000000 0a000000 00000000 | 00000000 01000008 81 04"),
-    );
-    assert!(matches!(
-        e,
-        Error::DataTooLarge {
-            packet: PacketType::StartBulkReceiving,
-            ..
-        }
-    ));
-    // buffered_bulk_packet length.
-    let mut c = Codec::with_caps(Role::Guest, Caps::from_bits(0x80), Caps::from_bits(0x80));
-    let e = err(
-        &mut c,
-        &hx("68000000 0a000000 00000000 | 00000000 01000008 81 00"),
-    );
-    assert!(matches!(
-        e,
-        Error::DataTooLarge {
-            packet: PacketType::BufferedBulkPacket,
-            ..
-        }
-    ));
+    assert_rejected(cases, |packet, _| too_large(packet));
+    let request = bulk(0x81, MAX_DATA_LEN + 1, Bytes::new());
+    assert_eq!(encode_err(0x40, request), too_large(T::BulkPacket));
 }
 
 #[test]
@@ -278,47 +223,25 @@ fn out_request_data_must_match_length() {
     // Bulk OUT says 31 bytes but carries 30.
     let e = err(
         &mut host_rx(),
-        &cat(&[
-            &hx("65000000 26000000 00000000 | 02 00 1f00 00000000"),
-            &z(30),
-        ]),
+        &with_zeros("65000000 26000000 00000000 | 02 00 1f00 00000000", 30),
     );
-    assert_eq!(
-        e,
-        Error::DataLengthMismatch {
-            packet: PacketType::BulkPacket,
-            endpoint: 0x02,
-            length: 31,
-            data_len: 30
-        }
-    );
-    let (mut tx, _) = pair(Role::Guest, NONE, NONE);
-    let p = BulkPacket {
+    let expected = Error::DataLengthMismatch {
+        packet: T::BulkPacket,
         endpoint: 0x02,
-        status: Status::Success,
         length: 31,
-        stream_id: 0,
-        data: Bytes::from(z(30)),
+        data_len: 30,
     };
-    assert!(matches!(
-        tx.encode(1, &p.into()),
-        Err(Error::DataLengthMismatch { .. })
-    ));
+    assert_eq!(e, expected);
+    assert_eq!(encode_err(NONE, bulk(0x02, 31, z(30))), expected);
 }
 
 #[test]
 fn in_reply_data_must_match_length() {
-    let e = err(
-        &mut guest_rx(),
-        &cat(&[
-            &hx("64000000 0c000000 00000000 | 80 06 80 00 0001 0000 1200"),
-            &z(2),
-        ]),
-    );
+    let reply = with_zeros("64000000 0c000000 00000000 | 80 06 80 00 0001 0000 1200", 2);
     assert!(matches!(
-        e,
+        err(&mut guest_rx(), &reply),
         Error::DataLengthMismatch {
-            packet: PacketType::ControlPacket,
+            packet: T::ControlPacket,
             length: 18,
             data_len: 2,
             ..
@@ -328,23 +251,9 @@ fn in_reply_data_must_match_length() {
 
 #[test]
 fn in_request_must_not_carry_data() {
-    let e = err(
-        &mut host_rx(),
-        &cat(&[
-            &hx("65000000 0c000000 00000000 | 81 00 0400 00000000"),
-            &z(4),
-        ]),
-    );
-    assert_eq!(
-        e,
-        Error::UnexpectedData {
-            packet: PacketType::BulkPacket,
-            endpoint: 0x81,
-            sender: Role::Guest,
-            data_len: 4
-        }
-    );
-    let (mut tx, _) = pair(Role::Guest, NONE, NONE);
+    let request = with_zeros("65000000 0c000000 00000000 | 81 00 0400 00000000", 4);
+    let e = err(&mut host_rx(), &request);
+    assert_eq!(e, unexpected_data(0x81, Role::Guest));
     let p = ControlPacket {
         endpoint: 0x80,
         request: 6,
@@ -355,138 +264,60 @@ fn in_request_must_not_carry_data() {
         length: 1,
         data: Bytes::from_static(&[1]),
     };
-    assert!(matches!(
-        tx.encode(1, &p.into()),
-        Err(Error::UnexpectedData { .. })
-    ));
+    assert!(matches!(encode_err(NONE, p), Error::UnexpectedData { .. }));
 }
 
 #[test]
 fn out_reply_must_not_carry_data() {
-    let e = err(
-        &mut guest_rx(),
-        &cat(&[
-            &hx("65000000 0c000000 00000000 | 02 00 0400 00000000"),
-            &z(4),
-        ]),
-    );
-    assert!(matches!(
-        e,
-        Error::UnexpectedData {
-            sender: Role::Host,
-            ..
-        }
-    ));
+    let reply = with_zeros("65000000 0c000000 00000000 | 02 00 0400 00000000", 4);
+    let e = err(&mut guest_rx(), &reply);
+    assert_eq!(e, unexpected_data(0x02, Role::Host));
 }
 
 #[test]
 fn iso_interrupt_buffered_wrong_direction() {
-    // Iso on an IN endpoint from the guest (no data): wrong direction.
-    let e = err(
-        &mut host_rx(),
-        &hx("66000000 04000000 00000000 | 81 00 0000"),
-    );
-    assert_eq!(
-        e,
-        Error::WrongDirection {
-            packet: PacketType::IsoPacket,
-            endpoint: 0x81,
-            sender: Role::Guest
-        }
-    );
-    // Iso on an OUT endpoint from the host.
-    let e = err(
-        &mut guest_rx(),
-        &hx("66000000 04000000 00000000 | 01 00 0000"),
-    );
-    assert!(matches!(
-        e,
-        Error::WrongDirection {
-            packet: PacketType::IsoPacket,
-            ..
-        }
-    ));
-    // Interrupt IN requested by the guest (it must use interrupt receiving).
-    let e = err(
-        &mut host_rx(),
-        &hx("67000000 04000000 00000000 | 83 00 0800"),
-    );
-    assert!(matches!(
-        e,
-        Error::WrongDirection {
-            packet: PacketType::InterruptPacket,
-            ..
-        }
-    ));
-    // Buffered bulk on an OUT endpoint.
-    let mut c = Codec::with_caps(Role::Guest, Caps::from_bits(0x80), Caps::from_bits(0x80));
-    let e = err(
-        &mut c,
-        &hx("68000000 0a000000 00000000 | 00000000 00000000 02 00"),
-    );
-    assert!(matches!(
-        e,
-        Error::WrongDirection {
-            packet: PacketType::BufferedBulkPacket,
-            ..
-        }
-    ));
+    #[rustfmt::skip]
+    let cases = [
+        // Iso on an IN endpoint from the guest (no data).
+        (host_rx(), hx("66000000 04000000 00000000 | 81 00 0000"), (T::IsoPacket, 0x81)),
+        // Iso on an OUT endpoint from the host.
+        (guest_rx(), hx("66000000 04000000 00000000 | 01 00 0000"), (T::IsoPacket, 0x01)),
+        // Interrupt IN requested by the guest (it must use interrupt receiving).
+        (host_rx(), hx("67000000 04000000 00000000 | 83 00 0800"), (T::InterruptPacket, 0x83)),
+        // Buffered bulk on an OUT endpoint.
+        (rx(Role::Guest, 0x80), hx("68000000 0a000000 00000000 | 00000000 00000000 02 00"), (T::BufferedBulkPacket, 0x02)),
+    ];
+    assert_rejected(cases, |(packet, endpoint), sender| Error::WrongDirection {
+        packet,
+        endpoint,
+        sender,
+    });
 }
 
 #[test]
 fn endpoint_must_be_input() {
-    for (t, body) in [("0f000000", "03"), ("10000000", "03")] {
-        let e = err(
-            &mut host_rx(),
-            &hx(&format!("{t} 01000000 00000000 | {body}")),
-        );
-        assert!(
-            matches!(e, Error::EndpointNotInput { endpoint: 0x03, .. }),
-            "{e}"
-        );
-    }
-    let e = err(&mut guest_rx(), &hx("11000000 02000000 00000000 | 00 03"));
-    assert!(matches!(
-        e,
-        Error::EndpointNotInput {
-            packet: PacketType::InterruptReceivingStatus,
-            ..
-        }
-    ));
-    let mut c = Codec::with_caps(Role::Host, Caps::from_bits(0x80), Caps::from_bits(0x80));
-    let e = err(
-        &mut c,
-        &hx("19000000 0a000000 00000000 | 00000000 00400000 02 04"),
+    let not_input = |packet, endpoint| Error::EndpointNotInput { packet, endpoint };
+    // Interrupt receiving on OUT endpoint 3.
+    #[rustfmt::skip]
+    let interrupt = [
+        (host_rx(), hx("0f000000 01000000 00000000 | 03"), T::StartInterruptReceiving),
+        (host_rx(), hx("10000000 01000000 00000000 | 03"), T::StopInterruptReceiving),
+        (guest_rx(), hx("11000000 02000000 00000000 | 00 03"), T::InterruptReceivingStatus),
+    ];
+    assert_rejected(interrupt, |packet, _| not_input(packet, 3));
+    // Bulk receiving on OUT endpoint 2.
+    #[rustfmt::skip]
+    let bulk = [
+        (rx(Role::Host, 0x80), hx("19000000 0a000000 00000000 | 00000000 00400000 02 04"), T::StartBulkReceiving),
+        (rx(Role::Host, 0x80), hx("1a000000 05000000 00000000 | 00000000 02"), T::StopBulkReceiving),
+        (rx(Role::Guest, 0x80), hx("1b000000 06000000 00000000 | 00000000 02 00"), T::BulkReceivingStatus),
+    ];
+    assert_rejected(bulk, |packet, _| not_input(packet, 2));
+    let request = StartInterruptReceiving { endpoint: 3 };
+    assert_eq!(
+        encode_err(NONE, request),
+        not_input(T::StartInterruptReceiving, 3)
     );
-    assert!(matches!(
-        e,
-        Error::EndpointNotInput {
-            packet: PacketType::StartBulkReceiving,
-            ..
-        }
-    ));
-    let e = err(&mut c, &hx("1a000000 05000000 00000000 | 00000000 02"));
-    assert!(matches!(
-        e,
-        Error::EndpointNotInput {
-            packet: PacketType::StopBulkReceiving,
-            ..
-        }
-    ));
-    let mut c = Codec::with_caps(Role::Guest, Caps::from_bits(0x80), Caps::from_bits(0x80));
-    let e = err(&mut c, &hx("1b000000 06000000 00000000 | 00000000 02 00"));
-    assert!(matches!(
-        e,
-        Error::EndpointNotInput {
-            packet: PacketType::BulkReceivingStatus,
-            ..
-        }
-    ));
-    let (mut tx, _) = pair(Role::Guest, NONE, NONE);
-    assert!(matches!(
-        tx.encode(0, &StartInterruptReceiving { endpoint: 3 }.into()),
-        Err(Error::EndpointNotInput { .. })
-    ));
 }
 
 #[test]
@@ -551,120 +382,58 @@ fn too_many_interfaces() {
 
 #[test]
 fn capability_gated_packets() {
-    // Receiver lacks `filter`.
-    let e = err(&mut host_rx(), &hx("16000000 00000000 00000000"));
-    assert_eq!(
-        e,
-        Error::MissingCap {
-            packet: PacketType::FilterReject,
-            cap: Cap::Filter
-        }
-    );
-    let e = err(&mut guest_rx(), &hx("17000000 02000000 00000000 | 3100"));
-    assert_eq!(
-        e,
-        Error::MissingCap {
-            packet: PacketType::FilterFilter,
-            cap: Cap::Filter
-        }
-    );
-    // Receiver lacks `device_disconnect_ack`.
-    let e = err(&mut host_rx(), &hx("18000000 00000000 00000000"));
-    assert_eq!(
-        e,
-        Error::MissingCap {
-            packet: PacketType::DeviceDisconnectAck,
-            cap: Cap::DeviceDisconnectAck
-        }
-    );
-    // Receiver lacks `bulk_receiving`.
-    let e = err(
-        &mut host_rx(),
-        &hx("19000000 0a000000 00000000 | 00000000 00400000 81 04"),
-    );
-    assert!(matches!(
-        e,
-        Error::MissingCap {
-            cap: Cap::BulkReceiving,
-            ..
-        }
-    ));
-    let e = err(
-        &mut guest_rx(),
-        &hx("68000000 0a000000 00000000 | 00000000 00000000 81 00"),
-    );
-    assert!(matches!(
-        e,
-        Error::MissingCap {
-            cap: Cap::BulkReceiving,
-            ..
-        }
-    ));
+    #[rustfmt::skip]
+    let cases = [
+        // Receiver lacks `filter`.
+        (host_rx(), hx("16000000 00000000 00000000"), (T::FilterReject, Cap::Filter)),
+        (guest_rx(), hx("17000000 02000000 00000000 | 3100"), (T::FilterFilter, Cap::Filter)),
+        // Receiver lacks `device_disconnect_ack`.
+        (host_rx(), hx("18000000 00000000 00000000"), (T::DeviceDisconnectAck, Cap::DeviceDisconnectAck)),
+        // Receiver lacks `bulk_receiving`.
+        (host_rx(), hx("19000000 0a000000 00000000 | 00000000 00400000 81 04"), (T::StartBulkReceiving, Cap::BulkReceiving)),
+        (guest_rx(), hx(BUFFERED_BULK_IN), (T::BufferedBulkPacket, Cap::BulkReceiving)),
+    ];
+    let missing = |(packet, cap), _| Error::MissingCap { packet, cap };
+    assert_rejected(cases, missing);
     // Encoding checks the peer's caps: ours alone is not enough.
     let mut tx = Codec::with_caps(Role::Host, Caps::from_bits(0x04), Caps::empty());
-    assert_eq!(
-        tx.encode(
-            0,
-            &FilterFilter {
-                rules: "-1,-1,-1,-1,1".into()
-            }
-            .into()
-        ),
-        Err(Error::MissingCap {
-            packet: PacketType::FilterFilter,
-            cap: Cap::Filter
-        })
-    );
+    let filter = FilterFilter {
+        rules: "-1,-1,-1,-1,1".into(),
+    };
+    let expected = missing((T::FilterFilter, Cap::Filter), Role::Host);
+    assert_eq!(tx.encode(0, &filter.into()), Err(expected));
 }
 
 #[test]
 fn bulk_length_over_16_bits_needs_cap() {
     let (mut tx, _) = pair(Role::Guest, 0x40, NONE);
-    let p = BulkPacket {
-        endpoint: 0x81,
-        status: Status::Success,
-        length: 70000,
-        stream_id: 0,
-        data: Bytes::new(),
-    };
     assert_eq!(
-        tx.encode(1, &p.into()),
+        tx.encode(1, &bulk(0x81, 70000, Bytes::new()).into()),
         Err(Error::BulkLengthNeedsCap(70000))
     );
 }
 
 #[test]
 fn malformed_filter_strings() {
-    let c = || Codec::with_caps(Role::Host, Caps::from_bits(4), Caps::from_bits(4));
-    assert_eq!(
-        err(&mut c(), &hx("17000000 00000000 00000000")),
-        Error::BadFilter("no data")
-    );
-    assert_eq!(
-        err(&mut c(), &hx("17000000 02000000 00000000 | 3131")),
-        Error::BadFilter("not NUL-terminated")
-    );
+    let c = || rx(Role::Host, 0x04);
+    #[rustfmt::skip]
+    let cases = [
+        (c(), hx("17000000 00000000 00000000"), "no data"),
+        (c(), hx("17000000 02000000 00000000 | 3131"), "not NUL-terminated"),
+        (c(), hx("17000000 03000000 00000000 | 310031"), "not NUL-terminated"),
+        (c(), hx("17000000 03000000 00000000 | 310000"), "rules contain NUL"),
+        (c(), hx("17000000 02000000 00000000 | ff00"), "rules are not UTF-8"),
+    ];
+    assert_rejected(cases, |reason, _| Error::BadFilter(reason));
     assert_eq!(
         err(&mut c(), &hx("17000000 03000000 00000000 | 310031")).to_string(),
         "filter_filter: not NUL-terminated"
     );
+    let filter = FilterFilter {
+        rules: "a\0b".into(),
+    };
     assert_eq!(
-        err(&mut c(), &hx("17000000 03000000 00000000 | 310000")),
-        Error::BadFilter("rules contain NUL")
-    );
-    assert_eq!(
-        err(&mut c(), &hx("17000000 02000000 00000000 | ff00")),
-        Error::BadFilter("rules are not UTF-8")
-    );
-    let mut tx = c();
-    assert_eq!(
-        tx.encode(
-            0,
-            &FilterFilter {
-                rules: "a\0b".into()
-            }
-            .into()
-        ),
+        c().encode(0, &filter.into()),
         Err(Error::BadFilter("rules contain NUL"))
     );
 }

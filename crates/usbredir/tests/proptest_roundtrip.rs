@@ -6,6 +6,7 @@
 mod common;
 
 use proptest::prelude::*;
+use proptest::sample::select;
 use proptest::strategy::Union;
 use usbredir::*;
 
@@ -14,37 +15,16 @@ fn status(sender: Role, data_packet: bool) -> BoxedStrategy<Status> {
         // The status of guest data packets is not transmitted meaningfully.
         Just(Status::Success).boxed()
     } else {
-        prop_oneof![
-            Just(Status::Success),
-            Just(Status::Cancelled),
-            Just(Status::Inval),
-            Just(Status::IoError),
-            Just(Status::Stall),
-            Just(Status::Timeout),
-            Just(Status::Babble),
-        ]
-        .boxed()
+        select(Status::ALL).boxed()
     }
 }
 
 fn speed() -> impl Strategy<Value = Speed> {
-    prop_oneof![
-        Just(Speed::Low),
-        Just(Speed::Full),
-        Just(Speed::High),
-        Just(Speed::Super),
-        Just(Speed::Unknown)
-    ]
+    select(Speed::ALL)
 }
 
 fn ep_type() -> impl Strategy<Value = EndpointType> {
-    prop_oneof![
-        Just(EndpointType::Control),
-        Just(EndpointType::Iso),
-        Just(EndpointType::Bulk),
-        Just(EndpointType::Interrupt),
-        Just(EndpointType::Invalid)
-    ]
+    select(EndpointType::ALL)
 }
 
 fn endpoint() -> impl Strategy<Value = Endpoint> {
@@ -75,6 +55,19 @@ fn carries(sender: Role, ep: u8) -> bool {
     (sender == Role::Host) == is_in_endpoint(ep)
 }
 
+/// `length` and data of a data packet: the data and its length where the
+/// sender carries data on `endpoint`, else the arbitrary `len` and no data.
+fn length_and_data<L: TryFrom<usize>>(sender: Role, endpoint: u8, len: L, data: Bytes) -> (L, Bytes)
+where
+    L::Error: std::fmt::Debug,
+{
+    if carries(sender, endpoint) {
+        (L::try_from(data.len()).unwrap(), data)
+    } else {
+        (len, Bytes::new())
+    }
+}
+
 /// Arbitrary packets that `sender` may send when the layout caps are `neg`
 /// and the receiver advertised `receiver`.
 fn packet(sender: Role, neg: Caps, receiver: Caps) -> BoxedStrategy<Packet> {
@@ -98,11 +91,7 @@ fn packet(sender: Role, neg: Caps, receiver: Caps) -> BoxedStrategy<Packet> {
         )
             .prop_map(
                 move |(endpoint, request, request_type, status, value, index, len, data)| {
-                    let (length, data) = if carries(sender, endpoint) {
-                        (data.len() as u16, data)
-                    } else {
-                        (len, Bytes::new())
-                    };
+                    let (length, data) = length_and_data(sender, endpoint, len, data);
                     Packet::ControlPacket(ControlPacket {
                         endpoint,
                         request,
@@ -125,11 +114,7 @@ fn packet(sender: Role, neg: Caps, receiver: Caps) -> BoxedStrategy<Packet> {
     arms.push(
         (any::<u8>(), st(true), 0..=max_len, any::<u32>(), bytes(600))
             .prop_map(move |(endpoint, status, len, stream_id, data)| {
-                let (length, data) = if carries(sender, endpoint) {
-                    (data.len() as u32, data)
-                } else {
-                    (len, Bytes::new())
-                };
+                let (length, data) = length_and_data(sender, endpoint, len, data);
                 Packet::BulkPacket(BulkPacket {
                     endpoint,
                     status,
@@ -159,11 +144,7 @@ fn packet(sender: Role, neg: Caps, receiver: Caps) -> BoxedStrategy<Packet> {
         (any::<u8>(), st(true), any::<u16>(), bytes(100))
             .prop_map(move |(endpoint, status, len, data)| {
                 let endpoint = if host { endpoint } else { endpoint & 0x7f };
-                let (length, data) = if carries(sender, endpoint) {
-                    (data.len() as u16, data)
-                } else {
-                    (len, Bytes::new())
-                };
+                let (length, data) = length_and_data(sender, endpoint, len, data);
                 Packet::InterruptPacket(InterruptPacket {
                     endpoint,
                     status,

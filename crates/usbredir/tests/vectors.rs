@@ -694,78 +694,40 @@ fn control_packet_out_request_and_reply() {
 fn guest_request_status_byte_is_ignored() {
     // QEMU leaves `status` uninitialised in requests: 0xCC must not be rejected.
     let (_, mut host) = pair(Role::Guest, NONE, NONE);
-    let f = decode_one(
+    let control = decode_one(
         &mut host,
         &hx("64000000 0a000000 01000000 | 80 06 80 CC 0001 0000 1200"),
-    )
-    .unwrap();
-    let Packet::ControlPacket(c) = f.packet else {
-        panic!()
-    };
-    assert_eq!(c.status, Status::Success);
-    let f = decode_one(
+    );
+    assert!(
+        matches!(control.unwrap().packet, Packet::ControlPacket(c) if c.status == Status::Success)
+    );
+    let bulk_in = decode_one(
         &mut host,
         &hx("65000000 08000000 02000000 | 81 CC 0002 00000000"),
-    )
-    .unwrap();
-    let Packet::BulkPacket(b) = f.packet else {
-        panic!()
-    };
-    assert_eq!((b.status, b.length), (Status::Success, 512));
+    );
+    assert_eq!(
+        bulk_in.unwrap().packet,
+        bulk(0x81, 512, Bytes::new()).into()
+    );
 }
 
 #[test]
 fn bulk_packet_16bit_length() {
     let cbw = hx("55534243 01000000 00080000 80 00 0a 28000000000000000100 000000000000");
     assert_eq!(cbw.len(), 31);
-    check_vector(
-        Role::Guest,
-        NONE,
-        NONE,
-        0x20,
-        BulkPacket {
-            endpoint: 0x02,
-            status: Status::Success,
-            length: 31,
-            stream_id: 0,
-            data: Bytes::from(cbw.clone()),
-        }
-        .into(),
-        &cat(&[
-            &hx("65000000 27000000 20000000 | 02 00 1f00 00000000"),
-            &cbw,
-        ]),
-    );
-    check_vector(
-        Role::Host,
-        NONE,
-        NONE,
-        0x20,
-        BulkPacket {
-            endpoint: 0x02,
-            status: Status::Success,
-            length: 31,
-            stream_id: 0,
-            data: Bytes::new(),
-        }
-        .into(),
-        &hx("65000000 08000000 20000000 | 02 00 1f00 00000000"),
-    );
-    check_vector(
-        Role::Guest,
-        NONE,
-        NONE,
-        0x21,
-        BulkPacket {
-            endpoint: 0x81,
-            status: Status::Success,
-            length: 2048,
-            stream_id: 0,
-            data: Bytes::new(),
-        }
-        .into(),
-        &hx("65000000 08000000 21000000 | 81 00 0008 00000000"),
-    );
+    let with_cbw = cat(&[
+        &hx("65000000 27000000 20000000 | 02 00 1f00 00000000"),
+        &cbw,
+    ]);
+    #[rustfmt::skip]
+    let vectors = [
+        (Role::Guest, 0x20, bulk(0x02, 31, cbw.clone()), with_cbw),
+        (Role::Host, 0x20, bulk(0x02, 31, Bytes::new()), hx("65000000 08000000 20000000 | 02 00 1f00 00000000")),
+        (Role::Guest, 0x21, bulk(0x81, 2048, Bytes::new()), hx("65000000 08000000 21000000 | 81 00 0008 00000000")),
+    ];
+    for (sender, id, packet, bytes) in vectors {
+        check_vector(sender, NONE, NONE, id, packet.into(), &bytes);
+    }
 }
 
 #[test]
@@ -776,14 +738,7 @@ fn bulk_packet_32bit_length_and_64bit_id() {
         0x60,
         0x60,
         0x1_0000_0001,
-        BulkPacket {
-            endpoint: 0x81,
-            status: Status::Success,
-            length: 0x1_0000,
-            stream_id: 0,
-            data: Bytes::new(),
-        }
-        .into(),
+        bulk(0x81, 0x1_0000, Bytes::new()).into(),
         &hx("65000000 0a000000 0100000001000000 | 81 00 0000 00000000 0100"),
     );
     let data = vec![0x5A; 0x1_0004];
@@ -842,48 +797,22 @@ fn iso_packet() {
 
 #[test]
 fn interrupt_packet() {
-    check_vector(
-        Role::Host,
-        NONE,
-        NONE,
-        0,
-        InterruptPacket {
-            endpoint: 0x83,
-            status: Status::Success,
-            length: 2,
-            data: Bytes::from_static(&[1, 2]),
-        }
-        .into(),
-        &hx("67000000 06000000 00000000 | 83 00 0200 | 0102"),
-    );
-    check_vector(
-        Role::Guest,
-        NONE,
-        NONE,
-        5,
-        InterruptPacket {
-            endpoint: 0x04,
-            status: Status::Success,
-            length: 1,
-            data: Bytes::from_static(&[7]),
-        }
-        .into(),
-        &hx("67000000 05000000 05000000 | 04 00 0100 | 07"),
-    );
-    check_vector(
-        Role::Host,
-        NONE,
-        NONE,
-        5,
-        InterruptPacket {
-            endpoint: 0x04,
-            status: Status::Success,
-            length: 1,
-            data: Bytes::new(),
-        }
-        .into(),
-        &hx("67000000 04000000 05000000 | 04 00 0100"),
-    );
+    let interrupt = |endpoint, length, data: &'static [u8]| InterruptPacket {
+        endpoint,
+        status: Status::Success,
+        length,
+        data: Bytes::from_static(data),
+    };
+    // IN data, OUT data, OUT reply.
+    #[rustfmt::skip]
+    let vectors = [
+        (Role::Host, 0, interrupt(0x83, 2, &[1, 2]), "67000000 06000000 00000000 | 83 00 0200 | 0102"),
+        (Role::Guest, 5, interrupt(0x04, 1, &[7]), "67000000 05000000 05000000 | 04 00 0100 | 07"),
+        (Role::Host, 5, interrupt(0x04, 1, &[]), "67000000 04000000 05000000 | 04 00 0100"),
+    ];
+    for (sender, id, packet, bytes) in vectors {
+        check_vector(sender, NONE, NONE, id, packet.into(), &hx(bytes));
+    }
 }
 
 #[test]

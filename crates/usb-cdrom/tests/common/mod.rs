@@ -133,19 +133,20 @@ impl Host {
     pub fn out(&mut self, data: &[u8]) -> Completion {
         let id = self.id();
         self.dev.submit_bulk_out(BULK_OUT_ENDPOINT, id, data);
-        let mut c = self.dev.take_completions();
-        assert_eq!(c.len(), 1, "one OUT completion expected: {c:?}");
-        let c = c.remove(0);
-        assert_eq!(c.id, id);
-        c
+        self.only_completion(id, "OUT")
     }
 
     /// Submits an IN request and returns its completion (which must come at once).
     pub fn in_(&mut self, max_len: u32) -> Completion {
         let id = self.id();
         self.dev.submit_bulk_in(BULK_IN_ENDPOINT, id, max_len);
+        self.only_completion(id, "IN")
+    }
+
+    /// The one completion waiting, which must be that of request `id`.
+    fn only_completion(&mut self, id: u64, what: &str) -> Completion {
         let mut c = self.dev.take_completions();
-        assert_eq!(c.len(), 1, "one IN completion expected: {c:?}");
+        assert_eq!(c.len(), 1, "one {what} completion expected: {c:?}");
         let c = c.remove(0);
         assert_eq!(c.id, id);
         c
@@ -172,6 +173,14 @@ impl Host {
         let csw = Csw::parse(&c.data).expect("a CSW");
         assert_eq!(csw.tag, tag);
         csw
+    }
+
+    /// After a stalled data phase: clears the halt of `ep`, then reads the CSW of
+    /// `tag`; returns its status and residue.
+    pub fn csw_after_stall(&mut self, ep: u8, tag: u32) -> (CswStatus, u32) {
+        self.clear_halt(ep);
+        let csw = self.read_csw(tag);
+        (csw.status, csw.residue)
     }
 
     /// A data-in command with a host transfer length of `len`: returns the data and CSW.

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use usbredir::{Caps, Codec, Error, Frame, Packet, Role};
+use usbredir::{BulkPacket, Bytes, Caps, Codec, Error, Frame, Packet, Role, Status};
 
 /// Parses hex digits, ignoring whitespace and `|` separators.
 pub fn hx(s: &str) -> Vec<u8> {
@@ -22,6 +22,17 @@ pub fn z(n: usize) -> Vec<u8> {
 /// Concatenation.
 pub fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
+}
+
+/// A bulk packet on stream 0 with status success.
+pub fn bulk(endpoint: u8, length: u32, data: impl Into<Bytes>) -> BulkPacket {
+    BulkPacket {
+        endpoint,
+        status: Status::Success,
+        length,
+        stream_id: 0,
+        data: data.into(),
+    }
 }
 
 /// A codec pair after both hellos: `(sender, receiver)`, where the sender

@@ -131,7 +131,8 @@ pub fn check_decoder(flags: u8, ours: Caps, peer: Caps, stream: &[u8]) {
     }
 }
 
-fn cdrom() -> DeviceConnect {
+/// The emulated CD-ROM as a high-speed device.
+pub fn cdrom() -> DeviceConnect {
     DeviceConnect {
         speed: Speed::High,
         device_class: 0,
@@ -143,28 +144,45 @@ fn cdrom() -> DeviceConnect {
     }
 }
 
-fn layout() -> DeviceLayout {
-    let ep = |ep_type| Endpoint {
+/// An endpoint of interface 0 with 512-byte packets and no streams.
+pub fn endpoint(ep_type: EndpointType) -> Endpoint {
+    Endpoint {
         ep_type,
         interval: 0,
         interface: 0,
         max_packet_size: 512,
         max_streams: 0,
-    };
-    DeviceLayout {
-        interfaces: InterfaceInfo {
-            interfaces: vec![Interface {
-                number: 0,
-                class: 8,
-                subclass: 6,
-                protocol: 0x50,
-            }],
-        },
-        endpoints: EpInfo::new()
-            .with(0x02, ep(EndpointType::Bulk))
-            .with(0x81, ep(EndpointType::Bulk))
-            .with(0x03, ep(EndpointType::Interrupt)),
     }
+}
+
+/// Interface 0: mass storage, SCSI, Bulk-Only (08/06/50).
+pub fn bot_interface() -> InterfaceInfo {
+    InterfaceInfo {
+        interfaces: vec![Interface {
+            number: 0,
+            class: 0x08,
+            subclass: 0x06,
+            protocol: 0x50,
+        }],
+    }
+}
+
+/// The Bulk-Only drive: bulk OUT 0x02 and bulk IN 0x81.
+pub fn bot_layout() -> DeviceLayout {
+    let bulk = endpoint(EndpointType::Bulk);
+    DeviceLayout {
+        interfaces: bot_interface(),
+        endpoints: EpInfo::new().with(0x02, bulk).with(0x81, bulk),
+    }
+}
+
+/// [`bot_layout`] plus an interrupt OUT endpoint 0x03.
+fn layout() -> DeviceLayout {
+    let mut layout = bot_layout();
+    layout.endpoints = layout
+        .endpoints
+        .with(0x03, endpoint(EndpointType::Interrupt));
+    layout
 }
 
 /// Drives a host session with `stream` as the guest's bytes and answers
@@ -289,101 +307,38 @@ pub fn sample_packets(sender: Role) -> Vec<Packet> {
         InterruptPacket { endpoint: 0x03, status: st, length: 2, data: b(&[1, 2]) }.into(),
         InterruptPacket { endpoint: 0x03, status: st, length: 2, data: Bytes::new() }.into(),
     ];
+    #[rustfmt::skip]
     let own: Vec<Packet> = match sender {
         Role::Host => vec![
-            Packet::InterfaceInfo(InterfaceInfo {
-                interfaces: vec![Interface {
-                    number: 0,
-                    class: 8,
-                    subclass: 6,
-                    protocol: 0x50,
-                }],
-            }),
+            Packet::InterfaceInfo(bot_interface()),
             Packet::EpInfo(Box::new(layout().endpoints)),
             Packet::DeviceConnect(cdrom()),
-            ConfigurationStatus {
-                status: st,
-                configuration: 1,
-            }
-            .into(),
-            AltSettingStatus {
-                status: st,
-                interface: 0,
-                alt: 0,
-            }
-            .into(),
-            IsoStreamStatus {
-                status: Status::Stall,
-                endpoint: 0x81,
-            }
-            .into(),
-            InterruptReceivingStatus {
-                status: st,
-                endpoint: 0x83,
-            }
-            .into(),
-            BulkStreamsStatus {
-                endpoints: 1 << 17,
-                no_streams: 4,
-                status: st,
-            }
-            .into(),
-            BulkReceivingStatus {
-                stream_id: 0,
-                endpoint: 0x81,
-                status: st,
-            }
-            .into(),
-            BufferedBulkPacket {
-                stream_id: 0,
-                length: 3,
-                endpoint: 0x81,
-                status: st,
-                data: b(&[1, 2, 3]),
-            }
-            .into(),
+            ConfigurationStatus { status: st, configuration: 1 }.into(),
+            AltSettingStatus { status: st, interface: 0, alt: 0 }.into(),
+            IsoStreamStatus { status: Status::Stall, endpoint: 0x81 }.into(),
+            InterruptReceivingStatus { status: st, endpoint: 0x83 }.into(),
+            BulkStreamsStatus { endpoints: 1 << 17, no_streams: 4, status: st }.into(),
+            BulkReceivingStatus { stream_id: 0, endpoint: 0x81, status: st }.into(),
+            BufferedBulkPacket { stream_id: 0, length: 3, endpoint: 0x81, status: st, data: b(&[1, 2, 3]) }.into(),
             Packet::DeviceDisconnect,
         ],
         Role::Guest => vec![
             Packet::Reset,
             SetConfiguration { configuration: 1 }.into(),
             Packet::GetConfiguration,
-            SetAltSetting {
-                interface: 0,
-                alt: 1,
-            }
-            .into(),
+            SetAltSetting { interface: 0, alt: 1 }.into(),
             GetAltSetting { interface: 0 }.into(),
-            StartIsoStream {
-                endpoint: 0x81,
-                pkts_per_urb: 8,
-                no_urbs: 4,
-            }
-            .into(),
+            StartIsoStream { endpoint: 0x81, pkts_per_urb: 8, no_urbs: 4 }.into(),
             StopIsoStream { endpoint: 0x81 }.into(),
             StartInterruptReceiving { endpoint: 0x83 }.into(),
             StopInterruptReceiving { endpoint: 0x83 }.into(),
-            AllocBulkStreams {
-                endpoints: 1 << 17,
-                no_streams: 4,
-            }
-            .into(),
+            AllocBulkStreams { endpoints: 1 << 17, no_streams: 4 }.into(),
             FreeBulkStreams { endpoints: 1 << 17 }.into(),
             Packet::CancelDataPacket,
             Packet::FilterReject,
             Packet::DeviceDisconnectAck,
-            StartBulkReceiving {
-                stream_id: 0,
-                bytes_per_transfer: 16384,
-                endpoint: 0x81,
-                no_transfers: 4,
-            }
-            .into(),
-            StopBulkReceiving {
-                stream_id: 0,
-                endpoint: 0x81,
-            }
-            .into(),
+            StartBulkReceiving { stream_id: 0, bytes_per_transfer: 16384, endpoint: 0x81, no_transfers: 4 }.into(),
+            StopBulkReceiving { stream_id: 0, endpoint: 0x81 }.into(),
         ],
     };
     own.into_iter().chain(both).collect()

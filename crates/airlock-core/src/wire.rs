@@ -37,29 +37,42 @@ pub struct LeaseRequest {
     pub user: String,
 }
 
-/// A desktop's display protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DisplayProtocol {
-    /// SPICE (the default).
-    Spice,
-    /// VNC.
-    Vnc,
-}
-
-impl DisplayProtocol {
-    /// The protocol's name as configs and the API spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DisplayProtocol::Spice => "spice",
-            DisplayProtocol::Vnc => "vnc",
+/// An enum whose variants have one wire name each: `as_str`, `Display` and serde all use
+/// it.
+macro_rules! wire_names {
+    ($(#[$meta:meta])* pub enum $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident = $text:literal,)*
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)*
         }
-    }
+
+        impl $name {
+            /// The name on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
 }
 
-impl std::fmt::Display for DisplayProtocol {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+wire_names! {
+    /// A desktop's display protocol.
+    pub enum DisplayProtocol {
+        /// SPICE (the default).
+        Spice = "spice",
+        /// VNC.
+        Vnc = "vnc",
     }
 }
 
@@ -140,69 +153,40 @@ pub struct ReleaseReply {
     pub state: DesktopState,
 }
 
-/// The machine-readable part of every API error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// A malformed request (body, query, header).
-    BadRequest,
-    /// A missing or wrong bearer token.
-    Unauthorized,
-    /// No such route.
-    NotFound,
-    /// The body is larger than the broker accepts.
-    PayloadTooLarge,
-    /// The body is not JSON.
-    UnsupportedMediaType,
-    /// Every desktop is in use or being reset.
-    NoFreeDesktop,
-    /// The chosen desktop could not be set up for the lease.
-    DesktopUnavailable,
-    /// No active lease with that id for this terminal.
-    LeaseNotFound,
-    /// No desktop with that id.
-    DesktopNotFound,
-    /// A repair of a desktop that is not broken.
-    NotBroken,
-    /// The lease already has a USB stream.
-    UsbStreamOpen,
-    /// The USB endpoint was called without the upgrade headers.
-    UpgradeRequired,
-    /// The desktop's USB channel is not ready.
-    UsbUnavailable,
-    /// Something failed inside the broker (its log has the details).
-    Internal,
-    /// A code this terminal does not know (a newer broker).
-    #[serde(other)]
-    Unknown,
-}
-
-impl ErrorCode {
-    /// The code as it appears on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadRequest => "bad_request",
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::PayloadTooLarge => "payload_too_large",
-            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
-            ErrorCode::NoFreeDesktop => "no_free_desktop",
-            ErrorCode::DesktopUnavailable => "desktop_unavailable",
-            ErrorCode::LeaseNotFound => "lease_not_found",
-            ErrorCode::DesktopNotFound => "desktop_not_found",
-            ErrorCode::NotBroken => "not_broken",
-            ErrorCode::UsbStreamOpen => "usb_stream_open",
-            ErrorCode::UpgradeRequired => "upgrade_required",
-            ErrorCode::UsbUnavailable => "usb_unavailable",
-            ErrorCode::Internal => "internal",
-            ErrorCode::Unknown => "unknown",
-        }
-    }
-}
-
-impl std::fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+wire_names! {
+    /// The machine-readable part of every API error.
+    pub enum ErrorCode {
+        /// A malformed request (body, query, header).
+        BadRequest = "bad_request",
+        /// A missing or wrong bearer token.
+        Unauthorized = "unauthorized",
+        /// No such route.
+        NotFound = "not_found",
+        /// The body is larger than the broker accepts.
+        PayloadTooLarge = "payload_too_large",
+        /// The body is not JSON.
+        UnsupportedMediaType = "unsupported_media_type",
+        /// Every desktop is in use or being reset.
+        NoFreeDesktop = "no_free_desktop",
+        /// The chosen desktop could not be set up for the lease.
+        DesktopUnavailable = "desktop_unavailable",
+        /// No active lease with that id for this terminal.
+        LeaseNotFound = "lease_not_found",
+        /// No desktop with that id.
+        DesktopNotFound = "desktop_not_found",
+        /// A repair of a desktop that is not broken.
+        NotBroken = "not_broken",
+        /// The lease already has a USB stream.
+        UsbStreamOpen = "usb_stream_open",
+        /// The USB endpoint was called without the upgrade headers.
+        UpgradeRequired = "upgrade_required",
+        /// The desktop's USB channel is not ready.
+        UsbUnavailable = "usb_unavailable",
+        /// Something failed inside the broker (its log has the details).
+        Internal = "internal",
+        /// A code this terminal does not know (a newer broker).
+        #[serde(other)]
+        Unknown = "unknown",
     }
 }
 
@@ -218,33 +202,16 @@ pub struct ErrorBody {
     pub retry_after_s: Option<u64>,
 }
 
-/// What a USB stream carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceKind {
-    /// A real optical drive forwarded from the terminal.
-    Drive,
-    /// An emulated drive backed by a disc image.
-    Image,
-    /// The terminal sent no description (the broker's own placeholder; a terminal may
-    /// not send it).
-    Unspecified,
-}
-
-impl DeviceKind {
-    /// The kind as it appears on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeviceKind::Drive => "drive",
-            DeviceKind::Image => "image",
-            DeviceKind::Unspecified => "unspecified",
-        }
-    }
-}
-
-impl std::fmt::Display for DeviceKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+wire_names! {
+    /// What a USB stream carries.
+    pub enum DeviceKind {
+        /// A real optical drive forwarded from the terminal.
+        Drive = "drive",
+        /// An emulated drive backed by a disc image.
+        Image = "image",
+        /// The terminal sent no description (the broker's own placeholder; a terminal
+        /// may not send it).
+        Unspecified = "unspecified",
     }
 }
 

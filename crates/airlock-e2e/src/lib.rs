@@ -28,3 +28,18 @@ pub fn broker(size: usize) -> Result<Broker> {
         },
     )
 }
+
+/// The details of the broker's one `usb_stream_opened` audit record (an error unless
+/// exactly one stream was opened).
+pub fn the_one_usb_stream(broker: &Broker) -> Result<String> {
+    let audit = airlock_testkit::block_on(broker.audit())?;
+    let opened: Vec<&serde_json::Value> = audit
+        .iter()
+        .filter(|r| r["action"] == "usb_stream_opened")
+        .collect();
+    anyhow::ensure!(opened.len() == 1, "usb streams opened: {opened:?}");
+    Ok(opened[0]["details"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}

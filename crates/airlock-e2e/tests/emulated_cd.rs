@@ -4,7 +4,7 @@
 //! disc change (the CLI's `eject` and `insert FILE` commands on stdin) is
 //! seen by the guest as a removal and a new disc.
 
-use airlock_e2e::broker;
+use airlock_e2e::{broker, the_one_usb_stream};
 use airlock_testkit::artifacts::{artifacts, host_binaries};
 use airlock_testkit::broker::TERMINAL_TOKEN;
 use airlock_testkit::iso::{filler, make_iso};
@@ -97,13 +97,7 @@ fn emulated_cd_through_the_relay_with_a_disc_change() -> Result<()> {
     ensure!(out.contains("USB Attached SCSI"), "{out}");
     serial.wait_removed(report2.end, Duration::from_secs(30))?;
 
-    let audit = block_on(broker.audit())?;
-    let opened: Vec<&serde_json::Value> = audit
-        .iter()
-        .filter(|r| r["action"] == "usb_stream_opened")
-        .collect();
-    ensure!(opened.len() == 1, "streams: {opened:?}");
-    let details = opened[0]["details"].as_str().unwrap_or_default();
+    let details = the_one_usb_stream(&broker)?;
     ensure!(
         details.contains("sample-small.iso"),
         "the stream's audit record does not name the image: {details}"

@@ -6,7 +6,7 @@
 //! no storage driver (the guard) and reaches only the broker (slirp,
 //! `restrict=on`, one guestfwd).
 
-use airlock_e2e::broker;
+use airlock_e2e::{broker, the_one_usb_stream};
 use airlock_testkit::artifacts::{
     artifacts, host_binaries, terminal_vm, TERMINAL_FORBIDDEN_MODULES,
 };
@@ -158,13 +158,7 @@ fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
     assert_guarded(&mut term, "at the end")?;
 
     // The broker's audit trail: exactly one stream, for the drive.
-    let audit = block_on(broker.audit())?;
-    let opened: Vec<&serde_json::Value> = audit
-        .iter()
-        .filter(|r| r["action"] == "usb_stream_opened")
-        .collect();
-    ensure!(opened.len() == 1, "usb streams opened: {opened:?}");
-    let details = opened[0]["details"].as_str().unwrap_or_default();
+    let details = the_one_usb_stream(&broker)?;
     ensure!(
         details.contains("drive"),
         "the stream was not audited as a drive: {details}"

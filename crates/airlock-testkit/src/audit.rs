@@ -1,6 +1,6 @@
 //! The audit-trail invariant checker: the pool's central rule, read back from what the
 //! broker recorded.
-use anyhow::{bail, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -24,21 +24,22 @@ pub fn check_invariants(records: &[Value]) -> Result<()> {
         let action = r["action"]
             .as_str()
             .with_context(|| format!("audit record without action: {r}"))?;
-        match action {
-            "desktop_ready" | "desktop_reset" => *s = S::Clean,
-            "lease_granted" if *s != S::Clean => {
-                bail!("lease granted on {d} in state {s:?}: {r}")
-            }
-            "lease_granted" => *s = S::Leased,
-            "lease_ended" if *s != S::Leased => bail!("lease ended on {d} in state {s:?}: {r}"),
-            "lease_ended" => *s = S::Used,
+        // What the action needs the desktop to be in, and what it makes it.
+        let (need, next) = match action {
+            "desktop_ready" | "desktop_reset" => (None, S::Clean),
+            "lease_granted" => (Some(S::Clean), S::Leased),
+            "lease_ended" => (Some(S::Leased), S::Used),
             "desktop_died" | "desktop_invalidated" | "reset_started" | "desktop_broken"
                 if *s == S::Clean =>
             {
-                *s = S::Used;
+                (None, S::Used)
             }
-            _ => {}
+            _ => continue,
+        };
+        if let Some(need) = need {
+            ensure!(*s == need, "{action} on {d} in state {s:?}: {r}");
         }
+        *s = next;
     }
     Ok(())
 }

@@ -162,6 +162,21 @@ impl GuestVm {
         })
     }
 
+    /// The guest with a `usb-redir` device (chardev at [`GuestVm::usbredir_sock`]) and no
+    /// control shell, as a broker's desktop is seen from a terminal; ready.
+    pub fn with_usbredir(guest: &GuestManifest) -> Result<GuestVm> {
+        let mut vm = GuestVm::boot(
+            guest,
+            &GuestVmOptions {
+                usbredir: true,
+                control: false,
+                ..GuestVmOptions::default()
+            },
+        )?;
+        vm.wait_ready(Duration::from_secs(60))?;
+        Ok(vm)
+    }
+
     /// Waits for `AIRLOCK-READY boot`; an exited QEMU is reported with its log.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let r = self.serial.wait_ready(timeout);

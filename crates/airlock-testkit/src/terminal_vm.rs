@@ -9,7 +9,7 @@ use crate::qmp::Qmp;
 use crate::shell::Shell;
 use crate::tools::QEMU;
 use anyhow::{ensure, Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,19 @@ pub struct TerminalOptions {
     pub smp: u32,
     pub memory_mib: u64,
     pub net: TerminalNet,
+}
+
+/// A raw image file as QEMU block node `node`.
+fn usb_disk(cmd: &mut Command, node: &str, file: &Path, read_only: bool) {
+    let ro = if read_only {
+        ",read-only=on,file.read-only=on"
+    } else {
+        ""
+    };
+    cmd.arg("-blockdev").arg(format!(
+        "driver=raw,node-name={node}{ro},file.driver=file,file.filename={}",
+        file.display()
+    ));
 }
 
 /// The terminal VM, running: its console shell, its QMP, and the process (killed on
@@ -108,10 +121,7 @@ impl TerminalVm {
             }
         };
         if let Some(iso) = &o.cd_iso {
-            cmd.arg("-blockdev").arg(format!(
-                "driver=raw,node-name=cdimg,read-only=on,file.driver=file,file.filename={},file.read-only=on",
-                iso.display()
-            ));
+            usb_disk(&mut cmd, "cdimg", iso, true);
             cmd.args([
                 "-device",
                 "usb-bot,id=cd0,bus=xhci.0,serial=AIRLOCK-CD0",
@@ -120,10 +130,7 @@ impl TerminalVm {
             ]);
         }
         if let Some(stick) = &o.stick {
-            cmd.arg("-blockdev").arg(format!(
-                "driver=raw,node-name=stickimg,file.driver=file,file.filename={}",
-                stick.display()
-            ));
+            usb_disk(&mut cmd, "stickimg", stick, false);
             cmd.args([
                 "-device",
                 "usb-storage,id=stick0,bus=xhci.0,drive=stickimg,serial=AIRLOCK-STICK0",

@@ -39,16 +39,12 @@ fn agent_port_and_control_shell() -> anyhow::Result<()> {
     // Ping: the nonce comes back; a CR before the LF is tolerated.
     let m = vm.serial.mark();
     vm.serial.send("airlock-ping n0nce-42\r")?;
-    vm.serial.wait_line(m, T, "AIRLOCK-READY n0nce-42", |l| {
-        l == "AIRLOCK-READY n0nce-42"
-    })?;
+    vm.serial.wait_exact(m, T, "AIRLOCK-READY n0nce-42")?;
 
     // Set the clock (in the guest only).
     let m = vm.serial.mark();
     vm.serial.send("airlock-settime 1700000000")?;
-    vm.serial.wait_line(m, T, "AIRLOCK-TIME-SET", |l| {
-        l == "AIRLOCK-TIME-SET 1700000000"
-    })?;
+    vm.serial.wait_exact(m, T, "AIRLOCK-TIME-SET 1700000000")?;
     let now: u64 = vm.control.sh("date +%s")?.trim().parse()?;
     assert!(
         (1_700_000_000..1_700_000_100).contains(&now),
@@ -56,14 +52,11 @@ fn agent_port_and_control_shell() -> anyhow::Result<()> {
     );
     let m = vm.serial.mark();
     vm.serial.send("airlock-settime soon")?;
-    vm.serial.wait_line(m, T, "AIRLOCK-TIME-ERROR", |l| {
-        l == "AIRLOCK-TIME-ERROR soon"
-    })?;
+    vm.serial.wait_exact(m, T, "AIRLOCK-TIME-ERROR soon")?;
     let m = vm.serial.mark();
     vm.serial.send("reboot-please")?;
-    vm.serial.wait_line(m, T, "AIRLOCK-ERROR", |l| {
-        l == "AIRLOCK-ERROR unknown-command reboot-please"
-    })?;
+    vm.serial
+        .wait_exact(m, T, "AIRLOCK-ERROR unknown-command reboot-please")?;
     // Nothing we sent was echoed back on the agent port.
     assert!(
         vm.serial
@@ -122,8 +115,7 @@ fn no_control_shell_without_the_flag() -> anyhow::Result<()> {
     let mut vm = boot(a, false)?;
     let m = vm.serial.mark();
     vm.serial.send("airlock-ping p1")?;
-    vm.serial
-        .wait_line(m, T, "AIRLOCK-READY p1", |l| l == "AIRLOCK-READY p1")?;
+    vm.serial.wait_exact(m, T, "AIRLOCK-READY p1")?;
 
     vm.control.send_raw("echo __DONE_should_not_run $?\n")?;
     std::thread::sleep(Duration::from_secs(3));
@@ -167,9 +159,7 @@ fn hotplug_insert_eject_swap_unplug() -> anyhow::Result<()> {
     // Eject: removed and unmounted.
     let m = r.end;
     vm.eject("cd0")?;
-    vm.serial.wait_line(m, T, "AIRLOCK-CD-REMOVED", |l| {
-        l == "AIRLOCK-CD-REMOVED dev=sr0"
-    })?;
+    vm.serial.wait_exact(m, T, "AIRLOCK-CD-REMOVED dev=sr0")?;
     assert!(!vm.control.sh("cat /proc/mounts")?.contains("sr0"));
 
     // The big disc in the same drive.
@@ -186,17 +176,13 @@ fn hotplug_insert_eject_swap_unplug() -> anyhow::Result<()> {
     // is reported removed, the new one inserted.
     let m = vm.serial.mark();
     vm.insert("cd0", &a.small.iso)?;
-    vm.serial.wait_line(m, T, "AIRLOCK-CD-REMOVED", |l| {
-        l == "AIRLOCK-CD-REMOVED dev=sr0"
-    })?;
+    vm.serial.wait_exact(m, T, "AIRLOCK-CD-REMOVED dev=sr0")?;
     vm.serial.wait_cd(m, T)?.check(&a.small)?;
 
     // Unplug the drive with the disc in it.
     let m = vm.serial.mark();
     vm.unplug_cd_drive("cd0")?;
-    vm.serial.wait_line(m, T, "AIRLOCK-CD-REMOVED", |l| {
-        l == "AIRLOCK-CD-REMOVED dev=sr0"
-    })?;
+    vm.serial.wait_exact(m, T, "AIRLOCK-CD-REMOVED dev=sr0")?;
     assert!(!vm.control.sh("cat /proc/mounts")?.contains("sr0"));
     Ok(())
 }
@@ -221,9 +207,7 @@ fn unreadable_disc_then_a_new_drive() -> anyhow::Result<()> {
     );
     let m = r.end;
     vm.eject("cd0")?;
-    vm.serial.wait_line(m, T, "AIRLOCK-CD-REMOVED", |l| {
-        l == "AIRLOCK-CD-REMOVED dev=sr0"
-    })?;
+    vm.serial.wait_exact(m, T, "AIRLOCK-CD-REMOVED dev=sr0")?;
     vm.unplug_cd_drive("cd0")?;
     std::thread::sleep(Duration::from_secs(2));
 

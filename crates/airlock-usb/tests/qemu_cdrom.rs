@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use airlock_testkit::artifacts::artifacts;
-use airlock_testkit::guest_vm::{GuestVm, GuestVmOptions};
+use airlock_testkit::guest_vm::GuestVm;
 use airlock_testkit::iso::{filler, make_iso};
 use airlock_usb::emulated::EmulatedCd;
 use airlock_usb::{Phase, SessionEnd};
@@ -37,15 +37,7 @@ async fn emulated_cd_is_read_by_the_guest_then_swapped() -> anyhow::Result<()> {
         ],
     )?;
 
-    let mut vm = GuestVm::boot(
-        &a.guest,
-        &GuestVmOptions {
-            usbredir: true,
-            control: false,
-            ..GuestVmOptions::default()
-        },
-    )?;
-    block_in_place(|| vm.wait_ready(Duration::from_secs(45)))?;
+    let vm = block_in_place(|| GuestVm::with_usbredir(&a.guest))?;
     eprintln!("guest ready after {:.1}s", vm.elapsed());
 
     let stream = tokio::net::UnixStream::connect(vm.usbredir_sock()).await?;

@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use airlock_testkit::artifacts::artifacts;
-use airlock_testkit::guest_vm::{GuestVm, GuestVmOptions};
+use airlock_testkit::guest_vm::GuestVm;
 use airlock_testkit::iso::{filler, make_iso};
 use tokio::io::AsyncWriteExt;
 use tokio::task::block_in_place;
@@ -85,18 +85,17 @@ fn list_says_clearly_what_it_found() {
     }
 }
 
+/// `airlock usb forward --iso x.iso` with `lease`, to a broker that is not there.
+fn forward_to_nowhere(lease: &str) -> Output {
+    let broker = "http://127.0.0.1:9";
+    run(&[
+        "usb", "forward", "--broker", broker, "--lease", lease, "--iso", "x.iso",
+    ])
+}
+
 #[test]
 fn bad_inputs_get_an_error_and_a_hint() {
-    let o = run(&[
-        "usb",
-        "forward",
-        "--broker",
-        "http://127.0.0.1:9",
-        "--lease",
-        "../etc",
-        "--iso",
-        "x.iso",
-    ]);
+    let o = forward_to_nowhere("../etc");
     assert_eq!(o.status.code(), Some(1));
     assert!(
         text(&o).contains("not 32 lower-case hex digits"),
@@ -106,16 +105,7 @@ fn bad_inputs_get_an_error_and_a_hint() {
     assert!(text(&o).contains("hint:"), "{}", text(&o));
 
     let lease = "ab".repeat(16);
-    let o = run(&[
-        "usb",
-        "forward",
-        "--broker",
-        "http://127.0.0.1:9",
-        "--lease",
-        &lease,
-        "--iso",
-        "x.iso",
-    ]);
+    let o = forward_to_nowhere(&lease);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("no terminal token"), "{}", text(&o));
 
@@ -179,15 +169,7 @@ async fn forward_an_iso_to_qemu_and_swap_from_stdin() -> anyhow::Result<()> {
         ],
     )?;
     let second = make_iso(tmp.path(), "two", "TWO", &[("TWO.TXT", filler(12, 90_000))])?;
-    let mut vm = GuestVm::boot(
-        &artifacts()?.guest,
-        &GuestVmOptions {
-            usbredir: true,
-            control: false,
-            ..GuestVmOptions::default()
-        },
-    )?;
-    block_in_place(|| vm.wait_ready(Duration::from_secs(45)))?;
+    let vm = block_in_place(|| GuestVm::with_usbredir(&artifacts()?.guest))?;
 
     let mut child = tokio::process::Command::new(BIN)
         .args(["usb", "forward", "--to"])

@@ -97,6 +97,11 @@ fn audit_verify_finds_the_first_broken_record() {
     use airlock_store::{ResetRecord, Store};
     let d = tempfile::tempdir().unwrap();
     let cfg = write_config(d.path(), "");
+    let with_config = |args: &[&str]| {
+        let mut all = vec!["--config", cfg.to_str().unwrap()];
+        all.extend_from_slice(args);
+        airlockd(&all)
+    };
     let state = d.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     {
@@ -124,17 +129,10 @@ fn audit_verify_finds_the_first_broken_record() {
         s.end_lease(&l, None, EndReason::Released, 4, serde_json::json!({}))
             .unwrap();
     }
-    let (code, out, _) = airlockd(&["--config", cfg.to_str().unwrap(), "audit", "verify"]);
+    let (code, out, _) = with_config(&["audit", "verify"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("audit chain intact: 4 records"), "{out}");
-    let (code, out, _) = airlockd(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "audit",
-        "tail",
-        "-n",
-        "1",
-    ]);
+    let (code, out, _) = with_config(&["audit", "tail", "-n", "1"]);
     assert_eq!(code, 0);
     assert!(out.contains("lease_ended"), "{out}");
 
@@ -147,15 +145,14 @@ fn audit_verify_finds_the_first_broken_record() {
         )
         .unwrap();
     }
-    let (code, out, _) = airlockd(&["--config", cfg.to_str().unwrap(), "audit", "verify"]);
+    let (code, out, _) = with_config(&["audit", "verify"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("audit chain BROKEN at record 3"), "{out}");
     // --state-dir overrides the config's state directory.
-    let (code, _, err) = airlockd(&[
-        "--config",
-        cfg.to_str().unwrap(),
+    let elsewhere = d.path().join("elsewhere");
+    let (code, _, err) = with_config(&[
         "--state-dir",
-        d.path().join("elsewhere").to_str().unwrap(),
+        elsewhere.to_str().unwrap(),
         "audit",
         "verify",
     ]);

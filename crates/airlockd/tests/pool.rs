@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use reqwest::Method;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ async fn pool_comes_up_clean_and_a_third_acquire_gets_503() -> Result<()> {
         "the broker says which accelerator it uses"
     );
     assert_eq!(h["status"], "ok");
-    let page = b.http.get(format!("{}/", b.url)).send().await.unwrap();
+    let page = b.request(Method::GET, "/", None).await?;
     assert_eq!(page.status(), 200);
     assert!(page
         .text()
@@ -135,19 +136,10 @@ async fn tokens_and_lease_ownership_are_enforced() -> Result<()> {
     assert_eq!(r.status(), 401);
     // Terminal token on an admin endpoint.
     let r = b
-        .http
-        .get(format!("{}/v1/desktops", b.url))
-        .bearer_auth(TERMINAL_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .request(Method::GET, "/v1/desktops", Some(TERMINAL_TOKEN))
+        .await?;
     assert_eq!(r.status(), 401);
-    let r = b
-        .http
-        .get(format!("{}/v1/desktops", b.url))
-        .send()
-        .await
-        .unwrap();
+    let r = b.request(Method::GET, "/v1/desktops", None).await?;
     assert_eq!(r.status(), 401);
 
     let lease = b.acquire_ok("dr-owner").await?;
@@ -264,21 +256,12 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() -> Result<()> {
         let s = b.release(TERMINAL_TOKEN, id).await?;
         assert!(s == 404 || s == 414 || s == 400, "{id}: {s}");
     }
-    let r = b
-        .http
-        .get(format!("{}/v1/nothing", b.url))
-        .send()
-        .await
-        .unwrap();
+    let r = b.request(Method::GET, "/v1/nothing", None).await?;
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "not_found");
     let r = b
-        .http
-        .get(format!("{}/v1/audit?limit=abc", b.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .request(Method::GET, "/v1/audit?limit=abc", Some(ADMIN_TOKEN))
+        .await?;
     assert_eq!(r.status(), 400);
     // Nothing changed: the desktop is still clean, nothing was leased or audited.
     let d = b.desktops().await?;

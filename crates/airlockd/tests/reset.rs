@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use reqwest::Method;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -384,12 +385,12 @@ async fn a_desktop_that_never_becomes_ready_is_broken_not_handed_out() -> Result
     assert!(m.contains("airlock_desktops{state=\"broken\"} 1"), "{m}");
     // An admin's repair tries again (and fails again, visibly).
     let r = b
-        .http
-        .post(format!("{}/v1/desktops/desk-01/repair", b.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .request(
+            Method::POST,
+            "/v1/desktops/desk-01/repair",
+            Some(ADMIN_TOKEN),
+        )
+        .await?;
     assert_eq!(r.status(), 202);
     let first_since = d["since"].as_i64().unwrap();
     b.wait_desktop("desk-01", UP, |d| {
@@ -397,12 +398,12 @@ async fn a_desktop_that_never_becomes_ready_is_broken_not_handed_out() -> Result
     })
     .await?;
     let r = b
-        .http
-        .post(format!("{}/v1/desktops/desk-02/repair", b.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .request(
+            Method::POST,
+            "/v1/desktops/desk-02/repair",
+            Some(ADMIN_TOKEN),
+        )
+        .await?;
     assert_eq!(r.status(), 404);
     let audit = b.audit().await?;
     assert!(audit.iter().any(|r| r["action"] == "template_failed"));

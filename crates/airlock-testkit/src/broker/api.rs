@@ -3,21 +3,32 @@
 use super::{Broker, ADMIN_TOKEN, TERMINAL_TOKEN};
 use airlock_core::wire::{LeaseGrant, LeaseRequest};
 use anyhow::{bail, ensure, Context, Result};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::fmt::Display;
 use std::time::{Duration, Instant};
 
 impl Broker {
+    /// `METHOD path` (no body) with `token` as the bearer token, if any: the raw
+    /// response, for tests of statuses and error bodies.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<reqwest::Response> {
+        let mut r = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.url));
+        if let Some(token) = token {
+            r = r.bearer_auth(token);
+        }
+        r.send().await.with_context(|| format!("{method} {path}"))
+    }
+
     /// `GET path` with the admin token, as JSON; anything but 200 is an error.
     pub async fn admin_get(&self, path: &str) -> Result<Value> {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .with_context(|| format!("GET {path}"))?;
+        let r = self.request(Method::GET, path, Some(ADMIN_TOKEN)).await?;
         let status = r.status();
         let body = r
             .text()
@@ -140,25 +151,19 @@ impl Broker {
 
     /// `POST /v1/leases/{lease}/heartbeat` as the terminal with `token`.
     pub async fn heartbeat(&self, token: &str, lease: impl Display) -> Result<StatusCode> {
+        let path = format!("/v1/leases/{lease}/heartbeat");
         Ok(self
-            .http
-            .post(format!("{}/v1/leases/{lease}/heartbeat", self.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .context("POST heartbeat")?
+            .request(Method::POST, &path, Some(token))
+            .await?
             .status())
     }
 
     /// `DELETE /v1/leases/{lease}` as the terminal with `token`.
     pub async fn release(&self, token: &str, lease: impl Display) -> Result<StatusCode> {
+        let path = format!("/v1/leases/{lease}");
         Ok(self
-            .http
-            .delete(format!("{}/v1/leases/{lease}", self.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .context("DELETE lease")?
+            .request(Method::DELETE, &path, Some(token))
+            .await?
             .status())
     }
 
@@ -173,24 +178,14 @@ impl Broker {
 
     /// The Prometheus text of `/metrics`.
     pub async fn metrics(&self) -> Result<String> {
-        let r = self
-            .http
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .context("GET /metrics")?;
+        let r = self.request(Method::GET, "/metrics", None).await?;
         ensure!(r.status() == StatusCode::OK, "GET /metrics: {}", r.status());
         r.text().await.context("reading /metrics")
     }
 
     /// `GET /healthz`: its status and body.
     pub async fn healthz(&self) -> Result<(StatusCode, Value)> {
-        let r = self
-            .http
-            .get(format!("{}/healthz", self.url))
-            .send()
-            .await
-            .context("GET /healthz")?;
+        let r = self.request(Method::GET, "/healthz", None).await?;
         let status = r.status();
         Ok((status, r.json().await.context("parsing /healthz")?))
     }

@@ -59,3 +59,15 @@ pub enum QemuError {
         reason: String,
     },
 }
+
+/// Makes a QMP error of `desktop`'s QEMU into [`QemuError::Qmp`].
+pub(crate) fn qmp_error(desktop: impl Into<String>) -> impl FnOnce(QmpError) -> QemuError {
+    let desktop = desktop.into();
+    move |source| QemuError::Qmp { desktop, source }
+}
+
+/// Makes an I/O error into [`QemuError::Io`]; `what` failed (e.g. "create /run/x").
+pub(crate) fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> QemuError {
+    let what = what.into();
+    move |source| QemuError::Io { what, source }
+}

@@ -316,15 +316,7 @@ impl CdromBridge {
             HostEvent::StreamsChanged { no_streams, .. } => {
                 return Ok(Some(BridgeNote::Streams(no_streams)));
             }
-            HostEvent::FilterReject => return Err(SessionError::FilterRejected),
-            HostEvent::DisconnectAcked => {}
-            HostEvent::Unsupported { packet, .. } => {
-                tracing::debug!(%packet, "unsupported usbredir request answered with an error");
-            }
-            // `HostEvent` is not exhaustive across versions of our own
-            // crate; anything new is ignored rather than fatal.
-            #[allow(unreachable_patterns)]
-            _ => {}
+            other => crate::session::other_event(other)?,
         }
         Ok(None)
     }

@@ -25,6 +25,7 @@ use usb_cdrom::{DeviceConfig, IsoFile, Medium, MediumError};
 use crate::cdrom::{BridgeNote, CdromBridge};
 use crate::error::{SessionError, SessionGone};
 use crate::progress::{Phase, Progress, SessionEnd, SessionSummary};
+use crate::session::{self, Control};
 use crate::RedirStream;
 
 /// Read buffer size: a few maximal pipelined bulk OUT packets.
@@ -64,8 +65,7 @@ impl std::fmt::Debug for EmulatedCd {
 /// Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct CdHandle {
-    tx: mpsc::Sender<Command>,
-    progress: watch::Receiver<Progress>,
+    control: Control<Command>,
 }
 
 impl EmulatedCd {
@@ -76,18 +76,17 @@ impl EmulatedCd {
     ) -> Result<Self, SessionError> {
         let name = medium.as_ref().map(|m| m.name().to_owned());
         let bridge = CdromBridge::new(config, medium)?;
-        let (tx, commands) = mpsc::channel(8);
-        let (progress, progress_rx) = watch::channel(Progress {
-            medium: name,
-            ..Progress::default()
-        });
+        let (control, commands, progress) = Control::new(
+            8,
+            Progress {
+                medium: name,
+                ..Progress::default()
+            },
+        );
         Ok(EmulatedCd {
             bridge,
             commands,
-            handle: CdHandle {
-                tx,
-                progress: progress_rx,
-            },
+            handle: CdHandle { control },
             progress,
         })
     }
@@ -120,16 +119,7 @@ impl EmulatedCd {
         // Only the user's handles keep the command channel open.
         drop(handle);
         let result = pump(&mut bridge, &mut commands, &progress, stream).await;
-        progress.send_modify(|p| {
-            p.phase = Phase::Ended;
-            p.counters = bridge.counters();
-        });
-        let end = result?;
-        Ok(SessionSummary {
-            end,
-            peer: bridge.peer().cloned(),
-            counters: bridge.counters(),
-        })
+        session::finish(&progress, result, bridge.counters(), bridge.peer().cloned())
     }
 }
 
@@ -161,12 +151,7 @@ async fn pump<S: RedirStream>(
             r = rd.read(&mut buf) => {
                 let n = r?;
                 if n == 0 {
-                    let pending = bridge.buffered_input();
-                    if pending > 0 {
-                        return Err(SessionError::Truncated(pending));
-                    }
-                    tracing::info!("the desktop side closed the USB stream");
-                    return Ok(SessionEnd::PeerClosed);
+                    return session::peer_closed(bridge.buffered_input());
                 }
                 for note in bridge.feed(&buf[..n])? {
                     log_note(&note);
@@ -189,10 +174,7 @@ async fn pump<S: RedirStream>(
                 }
                 Some(Command::Unplug { done }) => {
                     bridge.unplug()?;
-                    let out = bridge.take_output();
-                    wr.write_all(&out).await?;
-                    wr.flush().await?;
-                    let _ = wr.shutdown().await;
+                    session::write_last(&mut wr, &bridge.take_output()).await?;
                     tracing::info!("drive unplugged from the desktop");
                     let _ = done.send(());
                     return Ok(SessionEnd::Unplugged);
@@ -210,14 +192,7 @@ fn publish(bridge: &CdromBridge, progress: &watch::Sender<Progress>) {
     } else {
         Phase::Attached
     };
-    progress.send_if_modified(|p| {
-        let changed =
-            p.phase != phase || p.counters != bridge.counters() || p.peer.as_ref() != bridge.peer();
-        p.phase = phase;
-        p.counters = bridge.counters();
-        p.peer = bridge.peer().cloned();
-        changed
-    });
+    session::publish(progress, phase, bridge.counters(), bridge.peer());
 }
 
 fn log_note(note: &BridgeNote) {
@@ -260,18 +235,15 @@ pub fn open_iso(path: &Path) -> Result<IsoFile, MediumError> {
 impl CdHandle {
     /// The session's progress, updated as it runs.
     pub fn progress(&self) -> watch::Receiver<Progress> {
-        self.progress.clone()
+        self.control.progress()
     }
 
     /// Puts `medium` in the drive (replacing any disc). The desktop sees a
     /// media change at its next poll.
     pub async fn insert(&self, medium: Box<dyn Medium>) -> Result<(), SessionGone> {
-        let (done, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Insert { medium, done })
+        self.control
+            .request(|done| Command::Insert { medium, done })
             .await
-            .map_err(|_| SessionGone)?;
-        rx.await.map_err(|_| SessionGone)
     }
 
     /// Opens the ISO image at `path` and inserts it. The outer error means
@@ -291,22 +263,12 @@ impl CdHandle {
 
     /// Takes the disc out. Returns whether there was one.
     pub async fn eject(&self) -> Result<bool, SessionGone> {
-        let (done, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Eject { done })
-            .await
-            .map_err(|_| SessionGone)?;
-        rx.await.map_err(|_| SessionGone)
+        self.control.request(|done| Command::Eject { done }).await
     }
 
     /// Unplugs the drive from the desktop (`device_disconnect`) and ends the
     /// session; [`EmulatedCd::run`] returns [`SessionEnd::Unplugged`].
     pub async fn unplug(&self) -> Result<(), SessionGone> {
-        let (done, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Unplug { done })
-            .await
-            .map_err(|_| SessionGone)?;
-        rx.await.map_err(|_| SessionGone)
+        self.control.request(|done| Command::Unplug { done }).await
     }
 }

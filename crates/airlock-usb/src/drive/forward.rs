@@ -33,6 +33,7 @@ use super::descriptors::{parse_config_descriptor, ConfigDescriptor, TransferKind
 use super::{claim_all, probe, round_up, sysfs_of, OpenDrive};
 use crate::error::{SessionError, SessionGone};
 use crate::progress::{Counters, PeerInfo, Phase, Progress, SessionEnd, SessionSummary};
+use crate::session::{self, Control};
 use crate::RedirStream;
 
 /// Timeout of control transfers (usbredirhost uses 5 s too).
@@ -115,36 +116,29 @@ impl std::fmt::Debug for DriveForwarder {
 /// Controls a running [`DriveForwarder`]. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ForwardHandle {
-    tx: mpsc::Sender<Command>,
-    progress: watch::Receiver<Progress>,
+    control: Control<Command>,
 }
 
 impl ForwardHandle {
     /// The session's progress.
     pub fn progress(&self) -> watch::Receiver<Progress> {
-        self.progress.clone()
+        self.control.progress()
     }
 
     /// Unplugs the drive from the desktop and ends the session.
     pub async fn unplug(&self) -> Result<(), SessionGone> {
-        let (done, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Unplug { done })
-            .await
-            .map_err(|_| SessionGone)?;
-        rx.await.map_err(|_| SessionGone)
+        self.control.request(|done| Command::Unplug { done }).await
     }
 }
 
 impl DriveForwarder {
     /// A forwarder for a checked and claimed drive.
     pub fn new(drive: OpenDrive) -> DriveForwarder {
-        let (tx, commands) = mpsc::channel(4);
-        let (progress, rx) = watch::channel(Progress::default());
+        let (control, commands, progress) = Control::new(4, Progress::default());
         DriveForwarder {
             drive,
             commands,
-            handle: ForwardHandle { tx, progress: rx },
+            handle: ForwardHandle { control },
             progress,
         }
     }
@@ -168,22 +162,13 @@ impl DriveForwarder {
         let result = fwd.pump(stream, &mut commands, &progress).await;
         fwd.stop_all_workers().await;
         fwd.abort_controls();
-        progress.send_modify(|p| {
-            p.phase = Phase::Ended;
-            p.counters = fwd.counters;
-        });
         if fwd.refused_commands > 0 {
             tracing::warn!(
                 refused = fwd.refused_commands,
                 "SCSI commands from the desktop refused this session (writing, firmware or vendor commands)"
             );
         }
-        let end = result?;
-        Ok(SessionSummary {
-            end,
-            peer: fwd.peer.clone(),
-            counters: fwd.counters,
-        })
+        session::finish(&progress, result, fwd.counters, fwd.peer.clone())
     }
 }
 
@@ -277,12 +262,7 @@ impl Forwarder {
                 r = rd.read(&mut buf) => {
                     let n = r?;
                     if n == 0 {
-                        let pending = self.session.codec().buffered();
-                        if pending > 0 {
-                            return Err(SessionError::Truncated(pending));
-                        }
-                        tracing::info!("the desktop side closed the USB stream");
-                        return Ok(SessionEnd::PeerClosed);
+                        return session::peer_closed(self.session.codec().buffered());
                     }
                     self.session.feed(&buf[..n])?;
                     let mut gone = false;
@@ -299,9 +279,7 @@ impl Forwarder {
                     None => { commands_open = false; false }
                     Some(Command::Unplug { done }) => {
                         self.session.disconnect_device()?;
-                        wr.write_all(&self.session.take_output()).await?;
-                        wr.flush().await?;
-                        let _ = wr.shutdown().await;
+                        session::write_last(&mut wr, &self.session.take_output()).await?;
                         tracing::info!(device = %self.name, "drive unplugged from the desktop");
                         let _ = done.send(());
                         return Ok(SessionEnd::Unplugged);
@@ -331,13 +309,7 @@ impl Forwarder {
         } else {
             Phase::Attached
         };
-        progress.send_if_modified(|p| {
-            let changed = p.phase != phase || p.counters != self.counters || p.peer != self.peer;
-            p.phase = phase;
-            p.counters = self.counters;
-            p.peer = self.peer.clone();
-            changed
-        });
+        session::publish(progress, phase, self.counters, self.peer.as_ref());
     }
 
     /// Sends a finished transfer. Returns true if the device is gone.
@@ -487,13 +459,7 @@ impl Forwarder {
             HostEvent::FilterFilter { rules } => {
                 tracing::debug!(%rules, "desktop usb-redir filter")
             }
-            HostEvent::FilterReject => return Err(SessionError::FilterRejected),
-            HostEvent::DisconnectAcked => {}
-            HostEvent::Unsupported { packet, .. } => {
-                tracing::debug!(%packet, "unsupported usbredir request answered with an error");
-            }
-            #[allow(unreachable_patterns)]
-            _ => {}
+            other => session::other_event(other)?,
         }
         Ok(true)
     }

@@ -25,7 +25,7 @@ use usb_cdrom::{DeviceConfig, IsoFile, Medium, MediumError};
 use crate::cdrom::{BridgeNote, CdromBridge};
 use crate::error::{SessionError, SessionGone};
 use crate::progress::{Phase, Progress, SessionEnd, SessionSummary};
-use crate::session::{self, Control};
+use crate::session::{self, Channels, Control};
 use crate::RedirStream;
 
 /// Read buffer size: a few maximal pipelined bulk OUT packets.
@@ -46,19 +46,10 @@ enum Command {
 
 /// An emulated USB CD-ROM drive, ready to be served over one usbredir
 /// stream with [`EmulatedCd::run`].
+#[derive(Debug)]
 pub struct EmulatedCd {
     bridge: CdromBridge,
-    commands: mpsc::Receiver<Command>,
-    handle: CdHandle,
-    progress: watch::Sender<Progress>,
-}
-
-impl std::fmt::Debug for EmulatedCd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmulatedCd")
-            .field("bridge", &self.bridge)
-            .finish_non_exhaustive()
-    }
+    channels: Channels<Command>,
 }
 
 /// Controls a running [`EmulatedCd`]: change the disc, unplug, watch progress.
@@ -76,18 +67,13 @@ impl EmulatedCd {
     ) -> Result<Self, SessionError> {
         let name = medium.as_ref().map(|m| m.name().to_owned());
         let bridge = CdromBridge::new(config, medium)?;
-        let (control, commands, progress) = Control::new(
-            8,
-            Progress {
-                medium: name,
-                ..Progress::default()
-            },
-        );
+        let progress = Progress {
+            medium: name,
+            ..Progress::default()
+        };
         Ok(EmulatedCd {
             bridge,
-            commands,
-            handle: CdHandle { control },
-            progress,
+            channels: Channels::new(8, progress),
         })
     }
 
@@ -99,7 +85,9 @@ impl EmulatedCd {
 
     /// A handle to control the drive while it runs.
     pub fn handle(&self) -> CdHandle {
-        self.handle.clone()
+        CdHandle {
+            control: self.channels.control(),
+        }
     }
 
     /// Serves the drive over `stream` until the peer closes it, the drive is
@@ -112,12 +100,9 @@ impl EmulatedCd {
     pub async fn run<S: RedirStream>(self, stream: S) -> Result<SessionSummary, SessionError> {
         let EmulatedCd {
             mut bridge,
-            mut commands,
-            handle,
-            progress,
+            channels,
         } = self;
-        // Only the user's handles keep the command channel open.
-        drop(handle);
+        let (mut commands, progress) = channels.into_pump();
         let result = pump(&mut bridge, &mut commands, &progress, stream).await;
         session::finish(&progress, result, bridge.counters(), bridge.peer().cloned())
     }

@@ -3,7 +3,8 @@
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
-use usbredir::host::HostEvent;
+use usbredir::host::{DeviceLayout, HostEvent, HostSession};
+use usbredir::Status;
 
 use crate::error::{SessionError, SessionGone};
 use crate::progress::{Counters, PeerInfo, Phase, Progress, SessionEnd, SessionSummary};
@@ -33,17 +34,6 @@ impl<C> std::fmt::Debug for Control<C> {
 }
 
 impl<C> Control<C> {
-    /// A control with room for `capacity` commands, starting at `progress`;
-    /// also returns the pump's ends of the command and progress channels.
-    pub(crate) fn new(
-        capacity: usize,
-        progress: Progress,
-    ) -> (Self, mpsc::Receiver<C>, watch::Sender<Progress>) {
-        let (tx, commands) = mpsc::channel(capacity);
-        let (progress_tx, progress) = watch::channel(progress);
-        (Control { tx, progress }, commands, progress_tx)
-    }
-
     /// The session's progress.
     pub(crate) fn progress(&self) -> watch::Receiver<Progress> {
         self.progress.clone()
@@ -58,6 +48,47 @@ impl<C> Control<C> {
         let (done, rx) = oneshot::channel();
         self.tx.send(make(done)).await.map_err(|_| SessionGone)?;
         rx.await.map_err(|_| SessionGone)
+    }
+}
+
+/// A session's channels before it runs: the pump's ends, and a control to
+/// clone into the user's handles.
+pub(crate) struct Channels<C> {
+    commands: mpsc::Receiver<C>,
+    progress: watch::Sender<Progress>,
+    control: Control<C>,
+}
+
+impl<C> std::fmt::Debug for Channels<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channels").finish_non_exhaustive()
+    }
+}
+
+impl<C> Channels<C> {
+    /// Room for `capacity` commands; progress starts at `progress`.
+    pub(crate) fn new(capacity: usize, progress: Progress) -> Self {
+        let (tx, commands) = mpsc::channel(capacity);
+        let (progress, progress_rx) = watch::channel(progress);
+        Channels {
+            commands,
+            progress,
+            control: Control {
+                tx,
+                progress: progress_rx,
+            },
+        }
+    }
+
+    /// A control for a user's handle.
+    pub(crate) fn control(&self) -> Control<C> {
+        self.control.clone()
+    }
+
+    /// The pump's ends. Our own control is dropped: only the user's handles
+    /// keep the command channel open.
+    pub(crate) fn into_pump(self) -> (mpsc::Receiver<C>, watch::Sender<Progress>) {
+        (self.commands, self.progress)
     }
 }
 
@@ -115,6 +146,40 @@ pub(crate) async fn write_last<W: AsyncWrite + Unpin>(
     wr.write_all(out).await?;
     wr.flush().await?;
     let _ = wr.shutdown().await;
+    Ok(())
+}
+
+/// Answers a set_alt_setting: with `Some(layout)` `alt` is selected now;
+/// with `None` it was refused (STALL) and `alt` is the setting still selected
+/// (255 if unknown).
+pub(crate) fn reply_set_alt(
+    session: &mut HostSession,
+    id: u64,
+    interface: u8,
+    alt: u8,
+    layout: Option<DeviceLayout>,
+) -> Result<(), SessionError> {
+    let status = if layout.is_some() {
+        Status::Success
+    } else {
+        Status::Stall
+    };
+    session.reply_set_alt_setting(id, status, interface, alt, layout)?;
+    Ok(())
+}
+
+/// Answers a get_alt_setting with the interface's setting, or `inval` for
+/// an unknown interface.
+pub(crate) fn reply_get_alt(
+    session: &mut HostSession,
+    id: u64,
+    interface: u8,
+    alt: Option<u8>,
+) -> Result<(), SessionError> {
+    match alt {
+        Some(alt) => session.reply_get_alt_setting(id, Status::Success, interface, alt)?,
+        None => session.reply_get_alt_setting(id, Status::Inval, interface, 255)?,
+    }
     Ok(())
 }
 

@@ -17,7 +17,7 @@ const MAX_LINE: usize = 4096;
 pub enum AgentError {
     #[error("cannot connect to the agent port {path}: {reason}")]
     Connect { path: String, reason: String },
-    #[error("agent port I/O error: {0}")]
+    #[error("I/O error on the guest agent port")]
     Io(#[from] std::io::Error),
     #[error("the guest did not answer {what} within {secs:.1} s")]
     Timeout { what: String, secs: f64 },

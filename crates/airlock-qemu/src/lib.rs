@@ -32,13 +32,13 @@ pub enum QemuError {
     Exited { desktop: String, log: String },
     #[error("QEMU for {desktop} is not running: {why}")]
     NotRunning { desktop: String, why: String },
-    #[error("QEMU for {desktop}: {source}")]
+    #[error("QEMU monitor (QMP) of {desktop} failed")]
     Qmp {
         desktop: String,
         #[source]
         source: QmpError,
     },
-    #[error("{what}: {source}")]
+    #[error("cannot {what}")]
     Io {
         what: String,
         #[source]
@@ -46,7 +46,7 @@ pub enum QemuError {
     },
     #[error("qemu-img could not {what}: {reason}")]
     Image { what: String, reason: String },
-    #[error("guest of {desktop} is not ready: {source}")]
+    #[error("guest of {desktop} is not ready")]
     NotReady {
         desktop: String,
         #[source]

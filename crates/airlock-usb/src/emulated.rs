@@ -205,7 +205,7 @@ fn log_note(note: &BridgeNote) {
 #[non_exhaustive]
 pub enum IsoError {
     /// The file cannot be used as a disc.
-    #[error("{0}")]
+    #[error(transparent)]
     Medium(#[from] MediumError),
     /// The session could not be set up.
     #[error(transparent)]

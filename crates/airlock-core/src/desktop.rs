@@ -17,7 +17,6 @@
 //! leased therefore always passes through `Dirty → Resetting` before it can be handed out
 //! again, and a failed reset parks it in `Broken`, outside the pool.
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// Where a desktop is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -37,34 +36,19 @@ pub enum DesktopState {
     Broken,
 }
 
-impl DesktopState {
-    /// All states, for exhaustive tests and metrics.
-    pub const ALL: [DesktopState; 6] = [
-        DesktopState::Starting,
-        DesktopState::Clean,
-        DesktopState::Leased,
-        DesktopState::Dirty,
-        DesktopState::Resetting,
-        DesktopState::Broken,
-    ];
-
+names! {
     /// The name used in the database, the API and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DesktopState::Starting => "starting",
-            DesktopState::Clean => "clean",
-            DesktopState::Leased => "leased",
-            DesktopState::Dirty => "dirty",
-            DesktopState::Resetting => "resetting",
-            DesktopState::Broken => "broken",
-        }
+    DesktopState {
+        Starting => "starting",
+        Clean => "clean",
+        Leased => "leased",
+        Dirty => "dirty",
+        Resetting => "resetting",
+        Broken => "broken",
     }
+}
 
-    /// Parses the database name of a state.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
+impl DesktopState {
     /// Whether a new lease may be granted on a desktop in this state.
     pub fn is_allocatable(self) -> bool {
         self == DesktopState::Clean
@@ -89,12 +73,6 @@ impl DesktopState {
             (from, event) => return Err(TransitionError { from, event }),
         };
         Ok(next)
-    }
-}
-
-impl fmt::Display for DesktopState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -154,10 +132,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for s in S::ALL {
-            assert_eq!(S::parse(s.as_str()), Some(s));
-        }
-        assert_eq!(S::parse("nonsense"), None);
+        crate::assert_names_round_trip(&S::ALL, S::as_str, S::parse);
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Lease timing and end reasons.
 use crate::UnixMillis;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// Why a lease ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -19,36 +18,14 @@ pub enum EndReason {
     Revoked,
 }
 
-impl EndReason {
-    /// All reasons.
-    pub const ALL: [EndReason; 5] = [
-        EndReason::Released,
-        EndReason::Expired,
-        EndReason::DesktopLost,
-        EndReason::SetupFailed,
-        EndReason::Revoked,
-    ];
-
+names! {
     /// The name used in the database and the audit log.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndReason::Released => "released",
-            EndReason::Expired => "expired",
-            EndReason::DesktopLost => "desktop_lost",
-            EndReason::SetupFailed => "setup_failed",
-            EndReason::Revoked => "revoked",
-        }
-    }
-
-    /// Parses the database name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-}
-
-impl fmt::Display for EndReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    EndReason {
+        Released => "released",
+        Expired => "expired",
+        DesktopLost => "desktop_lost",
+        SetupFailed => "setup_failed",
+        Revoked => "revoked",
     }
 }
 
@@ -83,10 +60,7 @@ mod tests {
 
     #[test]
     fn reasons_round_trip() {
-        for r in EndReason::ALL {
-            assert_eq!(EndReason::parse(r.as_str()), Some(r));
-        }
-        assert_eq!(EndReason::parse("x"), None);
+        crate::assert_names_round_trip(&EndReason::ALL, EndReason::as_str, EndReason::parse);
     }
 
     #[test]

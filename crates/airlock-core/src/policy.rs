@@ -2,7 +2,6 @@
 //! tell a terminal when none is free.
 use crate::{DesktopId, DesktopState, UnixMillis};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// A way to put a used desktop back to its clean state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -17,32 +16,12 @@ pub enum ResetMethod {
     Rebuild,
 }
 
-impl ResetMethod {
-    /// All methods.
-    pub const ALL: [ResetMethod; 3] = [
-        ResetMethod::TemplateClone,
-        ResetMethod::SnapshotRestore,
-        ResetMethod::Rebuild,
-    ];
-
+names! {
     /// The name used in config, audit and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResetMethod::TemplateClone => "template_clone",
-            ResetMethod::SnapshotRestore => "snapshot_restore",
-            ResetMethod::Rebuild => "rebuild",
-        }
-    }
-
-    /// Parses a method name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|m| m.as_str() == s)
-    }
-}
-
-impl fmt::Display for ResetMethod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    ResetMethod {
+        TemplateClone => "template_clone",
+        SnapshotRestore => "snapshot_restore",
+        Rebuild => "rebuild",
     }
 }
 
@@ -143,14 +122,8 @@ impl StateCounts {
 
     /// The count of one state.
     pub fn get(&self, s: DesktopState) -> usize {
-        match s {
-            DesktopState::Starting => self.starting,
-            DesktopState::Clean => self.clean,
-            DesktopState::Leased => self.leased,
-            DesktopState::Dirty => self.dirty,
-            DesktopState::Resetting => self.resetting,
-            DesktopState::Broken => self.broken,
-        }
+        let mut c = *self;
+        *c.slot(s)
     }
 }
 

@@ -17,10 +17,9 @@ fn to_set(cpus: &CpuList) -> rustix::thread::CpuSet {
 
 /// The CPUs this process may run on.
 pub fn allowed_cpus() -> Result<CpuList, QemuError> {
-    let set = rustix::thread::sched_getaffinity(None).map_err(|e| QemuError::Io {
-        what: "read this process's CPU affinity".into(),
-        source: e.into(),
-    })?;
+    let set = rustix::thread::sched_getaffinity(None)
+        .map_err(std::io::Error::from)
+        .map_err(crate::io_error("read this process's CPU affinity"))?;
     Ok(CpuList::from_cpus(
         (0..=airlock_core::cpus::MAX_CPU).filter(|c| set.is_set(usize::from(*c))),
     ))
@@ -32,18 +31,16 @@ pub fn pin_thread(tid: i32, cpus: &CpuList) -> Result<(), QemuError> {
         what: format!("pin thread {tid}"),
         source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
     })?;
-    rustix::thread::sched_setaffinity(Some(pid), &to_set(cpus)).map_err(|e| QemuError::Io {
-        what: format!("pin thread {tid} to CPUs {cpus}"),
-        source: e.into(),
-    })
+    rustix::thread::sched_setaffinity(Some(pid), &to_set(cpus))
+        .map_err(std::io::Error::from)
+        .map_err(crate::io_error(format!("pin thread {tid} to CPUs {cpus}")))
 }
 
 /// The thread ids of process `pid`.
 pub fn threads(pid: i32) -> Result<Vec<i32>, QemuError> {
-    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| QemuError::Io {
-        what: format!("list the threads of process {pid}"),
-        source: e,
-    })?;
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(crate::io_error(format!(
+        "list the threads of process {pid}"
+    )))?;
     Ok(dir
         .flatten()
         .filter_map(|t| t.file_name().to_str().and_then(|s| s.parse().ok()))
@@ -98,10 +95,7 @@ pub async fn place_vm(
     placement: &CpuPlacement,
 ) -> Result<Vec<i32>, QemuError> {
     pin_process(pid, placement.housekeeping())?;
-    let vcpus = vcpu_threads(qmp).await.map_err(|e| QemuError::Qmp {
-        desktop: desktop.to_owned(),
-        source: e,
-    })?;
+    let vcpus = vcpu_threads(qmp).await.map_err(crate::qmp_error(desktop))?;
     if vcpus.is_empty() {
         return Err(QemuError::Operation {
             desktop: desktop.to_owned(),

@@ -17,7 +17,7 @@ const MAX_LINE: usize = 4096;
 pub enum AgentError {
     #[error("cannot connect to the agent port {path}: {reason}")]
     Connect { path: String, reason: String },
-    #[error("agent port I/O error: {0}")]
+    #[error("I/O error on the guest agent port")]
     Io(#[from] std::io::Error),
     #[error("the guest did not answer {what} within {secs:.1} s")]
     Timeout { what: String, secs: f64 },
@@ -54,14 +54,17 @@ impl Agent {
         }
     }
 
-    /// Sends `request` every `every` until a line equal to `answer` arrives or `timeout`.
+    /// Sends the line `{command} {arg}` every `every` until the line `{answer} {arg}`
+    /// arrives or `timeout`.
     async fn ask(
         &mut self,
-        request: &str,
+        command: &str,
         answer: &str,
+        arg: impl std::fmt::Display,
         every: Duration,
         timeout: Duration,
     ) -> Result<Duration, AgentError> {
+        let (request, answer) = (format!("{command} {arg}"), format!("{answer} {arg}"));
         let start = tokio::time::Instant::now();
         let deadline = start + timeout;
         let mut buf = [0u8; 1024];
@@ -70,7 +73,7 @@ impl Agent {
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 return Err(AgentError::Timeout {
-                    what: request.split(' ').next().unwrap_or(request).to_owned(),
+                    what: command.to_owned(),
                     secs: timeout.as_secs_f64(),
                 });
             }
@@ -104,21 +107,19 @@ impl Agent {
 
     /// Pings the guest until it answers with the nonce; returns how long it took.
     pub async fn ping(&mut self, nonce: &str, timeout: Duration) -> Result<Duration, AgentError> {
-        self.ask(
-            &format!("airlock-ping {nonce}"),
-            &format!("AIRLOCK-READY {nonce}"),
-            Duration::from_millis(100),
-            timeout,
-        )
-        .await
+        let every = Duration::from_millis(100);
+        self.ask("airlock-ping", "AIRLOCK-READY", nonce, every, timeout)
+            .await
     }
 
     /// Sets the guest clock (after a restore it is behind by the template's age).
     pub async fn set_time(&mut self, unix_secs: u64, timeout: Duration) -> Result<(), AgentError> {
+        let every = Duration::from_millis(500);
         self.ask(
-            &format!("airlock-settime {unix_secs}"),
-            &format!("AIRLOCK-TIME-SET {unix_secs}"),
-            Duration::from_millis(500),
+            "airlock-settime",
+            "AIRLOCK-TIME-SET",
+            unix_secs,
+            every,
             timeout,
         )
         .await

@@ -93,11 +93,6 @@ pub struct Driver {
     qemu_version: String,
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> QemuError {
-    let what = what.into();
-    move |source| QemuError::Io { what, source }
-}
-
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -114,14 +109,16 @@ fn shell_quote(p: &Path) -> String {
 /// first and last MiB (a multi-GiB golden image is not rehashed at every start).
 fn file_fingerprint(h: &mut Sha256, path: &Path) -> Result<(), QemuError> {
     use std::io::{Read, Seek, SeekFrom};
-    let meta = std::fs::metadata(path).map_err(io(format!("read {}", path.display())))?;
+    let meta =
+        std::fs::metadata(path).map_err(crate::io_error(format!("read {}", path.display())))?;
     h.update(path.display().to_string().as_bytes());
     h.update(meta.len().to_le_bytes());
-    let mut f = std::fs::File::open(path).map_err(io(format!("open {}", path.display())))?;
+    let mut f =
+        std::fs::File::open(path).map_err(crate::io_error(format!("open {}", path.display())))?;
     if meta.len() <= 256 << 20 {
         let mut buf = Vec::new();
         f.read_to_end(&mut buf)
-            .map_err(io(format!("read {}", path.display())))?;
+            .map_err(crate::io_error(format!("read {}", path.display())))?;
         h.update(&buf);
     } else {
         if let Ok(m) = meta.modified() {
@@ -129,19 +126,19 @@ fn file_fingerprint(h: &mut Sha256, path: &Path) -> Result<(), QemuError> {
         }
         let mut buf = vec![0u8; 1 << 20];
         f.read_exact(&mut buf)
-            .map_err(io(format!("read {}", path.display())))?;
+            .map_err(crate::io_error(format!("read {}", path.display())))?;
         h.update(&buf);
         f.seek(SeekFrom::End(-(1 << 20)))
-            .map_err(io(format!("seek {}", path.display())))?;
+            .map_err(crate::io_error(format!("seek {}", path.display())))?;
         f.read_exact(&mut buf)
-            .map_err(io(format!("read {}", path.display())))?;
+            .map_err(crate::io_error(format!("read {}", path.display())))?;
         h.update(&buf);
     }
     Ok(())
 }
 
 fn sha256_file(path: &Path) -> Result<String, QemuError> {
-    let data = std::fs::read(path).map_err(io(format!("read {}", path.display())))?;
+    let data = std::fs::read(path).map_err(crate::io_error(format!("read {}", path.display())))?;
     Ok(hex::encode(Sha256::digest(&data)))
 }
 
@@ -289,9 +286,11 @@ impl Driver {
         let building = templates_dir.join(BUILD_DIR);
         if building.exists() {
             kill_stale(&building.join("run")).await;
-            std::fs::remove_dir_all(&building).map_err(io("remove a half-built template"))?;
+            std::fs::remove_dir_all(&building)
+                .map_err(crate::io_error("remove a half-built template"))?;
         }
-        std::fs::create_dir_all(&building).map_err(io(format!("create {}", building.display())))?;
+        std::fs::create_dir_all(&building)
+            .map_err(crate::io_error(format!("create {}", building.display())))?;
         let base_disk = building.join("base.qcow2");
         create_overlay(&self.cfg.qemu_img, &self.cfg.golden, &base_disk).await?;
         let ram_file = building.join("ram");
@@ -306,13 +305,14 @@ impl Driver {
         // Freeze: the clones map the RAM file and use the disk as their backing file.
         for f in [&ram_file, &base_disk, &building.join("device.state")] {
             let mut perm = std::fs::metadata(f)
-                .map_err(io(format!("stat {}", f.display())))?
+                .map_err(crate::io_error(format!("stat {}", f.display())))?
                 .permissions();
             perm.set_readonly(true);
-            std::fs::set_permissions(f, perm).map_err(io(format!("freeze {}", f.display())))?;
+            std::fs::set_permissions(f, perm)
+                .map_err(crate::io_error(format!("freeze {}", f.display())))?;
         }
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&building, &dir).map_err(io("install the template"))?;
+        std::fs::rename(&building, &dir).map_err(crate::io_error("install the template"))?;
         let device_state = dir.join("device.state");
         let t = Template {
             key: key.clone(),
@@ -329,7 +329,7 @@ impl Driver {
             what: "write template.json".into(),
             reason: e.to_string(),
         })?;
-        std::fs::write(&meta_path, text).map_err(io("write template.json"))?;
+        std::fs::write(&meta_path, text).map_err(crate::io_error("write template.json"))?;
         tracing::info!(key = %key, ms = t.build_ms, "template built");
         Ok(t)
     }
@@ -650,18 +650,16 @@ impl Driver {
         )
         .await?;
         // A failed load leaves the VM paused; a successful one resumes it if it ran.
-        let status = vm.qmp.status().await.map_err(|e| QemuError::Qmp {
-            desktop: spec.name.clone(),
-            source: e,
-        })?;
+        let status = vm
+            .qmp
+            .status()
+            .await
+            .map_err(crate::qmp_error(&spec.name))?;
         if status == "paused" {
             vm.qmp
                 .execute("cont", None, Duration::from_secs(10))
                 .await
-                .map_err(|e| QemuError::Qmp {
-                    desktop: spec.name.clone(),
-                    source: e,
-                })?;
+                .map_err(crate::qmp_error(&spec.name))?;
         }
         let readiness = self.wait_ready(spec, Duration::from_secs(30)).await?;
         Ok(json!({

@@ -6,20 +6,17 @@ use std::path::Path;
 pub async fn create_overlay(qemu_img: &Path, base: &Path, overlay: &Path) -> Result<(), QemuError> {
     match tokio::fs::remove_file(overlay).await {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(QemuError::Io {
-                what: format!("remove old overlay {}", overlay.display()),
-                source: e,
-            })
+            return Err(crate::io_error(format!(
+                "remove old overlay {}",
+                overlay.display()
+            ))(e))
         }
         _ => {}
     }
     if let Some(parent) = overlay.parent() {
         tokio::fs::create_dir_all(parent)
             .await
-            .map_err(|e| QemuError::Io {
-                what: format!("create {}", parent.display()),
-                source: e,
-            })?;
+            .map_err(crate::io_error(format!("create {}", parent.display())))?;
     }
     let fmt = backing_format(base);
     let out = tokio::process::Command::new(qemu_img)

@@ -32,13 +32,13 @@ pub enum QemuError {
     Exited { desktop: String, log: String },
     #[error("QEMU for {desktop} is not running: {why}")]
     NotRunning { desktop: String, why: String },
-    #[error("QEMU for {desktop}: {source}")]
+    #[error("QEMU monitor (QMP) of {desktop} failed")]
     Qmp {
         desktop: String,
         #[source]
         source: QmpError,
     },
-    #[error("{what}: {source}")]
+    #[error("cannot {what}")]
     Io {
         what: String,
         #[source]
@@ -46,7 +46,7 @@ pub enum QemuError {
     },
     #[error("qemu-img could not {what}: {reason}")]
     Image { what: String, reason: String },
-    #[error("guest of {desktop} is not ready: {source}")]
+    #[error("guest of {desktop} is not ready")]
     NotReady {
         desktop: String,
         #[source]
@@ -58,4 +58,16 @@ pub enum QemuError {
         what: String,
         reason: String,
     },
+}
+
+/// Makes a QMP error of `desktop`'s QEMU into [`QemuError::Qmp`].
+pub(crate) fn qmp_error(desktop: impl Into<String>) -> impl FnOnce(QmpError) -> QemuError {
+    let desktop = desktop.into();
+    move |source| QemuError::Qmp { desktop, source }
+}
+
+/// Makes an I/O error into [`QemuError::Io`]; `what` failed (e.g. "create /run/x").
+pub(crate) fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> QemuError {
+    let what = what.into();
+    move |source| QemuError::Io { what, source }
 }

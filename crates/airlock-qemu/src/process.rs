@@ -102,10 +102,10 @@ fn kill_pid_in_background(pid: i32) {
 impl Vm {
     /// Starts QEMU for `spec` and connects to its QMP socket.
     pub async fn spawn(spec: &VmSpec) -> Result<Vm, QemuError> {
-        std::fs::create_dir_all(&spec.run_dir).map_err(|e| QemuError::Io {
-            what: format!("create run directory {}", spec.run_dir.display()),
-            source: e,
-        })?;
+        std::fs::create_dir_all(&spec.run_dir).map_err(crate::io_error(format!(
+            "create run directory {}",
+            spec.run_dir.display()
+        )))?;
         for f in [
             files::QMP,
             files::AGENT,
@@ -113,10 +113,8 @@ impl Vm {
             files::USBREDIR,
             files::PID,
         ] {
-            remove_if_exists(&spec.run_file(f)).map_err(|e| QemuError::Io {
-                what: format!("remove stale {f}"),
-                source: e,
-            })?;
+            remove_if_exists(&spec.run_file(f))
+                .map_err(crate::io_error(format!("remove stale {f}")))?;
         }
         // Keep the previous process's guest output for forensics, start a new one.
         for f in [files::AGENT_LOG, files::CONTROL_LOG] {
@@ -130,14 +128,10 @@ impl Vm {
             .create(true)
             .append(true)
             .open(&log_path)
-            .map_err(|e| QemuError::Io {
-                what: format!("open {}", log_path.display()),
-                source: e,
-            })?;
-        let log2 = log.try_clone().map_err(|e| QemuError::Io {
-            what: "duplicate log handle".into(),
-            source: e,
-        })?;
+            .map_err(crate::io_error(format!("open {}", log_path.display())))?;
+        let log2 = log
+            .try_clone()
+            .map_err(crate::io_error("duplicate log handle"))?;
         let argv = spec.argv();
         tracing::debug!(desktop = %spec.name, qemu = %spec.qemu.display(), ?argv, "starting QEMU");
         let mut child = tokio::process::Command::new(&spec.qemu)
@@ -180,10 +174,7 @@ impl Vm {
             Ok(q) => q,
             Err(e) => {
                 kill_pid(pid);
-                return Err(QemuError::Qmp {
-                    desktop: spec.name.clone(),
-                    source: e,
-                });
+                return Err(crate::qmp_error(&spec.name)(e));
             }
         };
         if let Some(placement) = &spec.placement {
@@ -204,10 +195,8 @@ impl Vm {
     /// file, checks the process is ours, and connects to QMP.
     pub async fn attach(run_dir: &Path, name: &str) -> Result<Vm, QemuError> {
         let pid_path = run_dir.join(files::PID);
-        let text = std::fs::read_to_string(&pid_path).map_err(|e| QemuError::Io {
-            what: format!("read {}", pid_path.display()),
-            source: e,
-        })?;
+        let text = std::fs::read_to_string(&pid_path)
+            .map_err(crate::io_error(format!("read {}", pid_path.display())))?;
         let pid: i32 = text.trim().parse().map_err(|_| QemuError::NotRunning {
             desktop: name.into(),
             why: format!("pid file {} is not a number", pid_path.display()),
@@ -221,10 +210,7 @@ impl Vm {
         }
         let qmp = Qmp::connect(&qmp_path, Duration::from_secs(5))
             .await
-            .map_err(|e| QemuError::Qmp {
-                desktop: name.into(),
-                source: e,
-            })?;
+            .map_err(crate::qmp_error(name))?;
         Ok(Vm {
             pid,
             qmp,

@@ -186,23 +186,20 @@ impl VmSpec {
             "unix:{},server=on,wait=off",
             p(&self.run_file(files::QMP))
         ));
-        push("-chardev");
-        push(&format!(
-            "socket,id=agent0,path={},server=on,wait=off,logfile={},logappend=on",
-            p(&self.run_file(files::AGENT)),
-            p(&self.run_file(files::AGENT_LOG))
-        ));
-        push("-serial");
-        push("chardev:agent0");
-        if self.control_channel {
+        // A serial port on a socket chardev, with a copy of what the guest writes in a log.
+        let mut serial = |id: &str, sock: &str, log: &str| {
             push("-chardev");
             push(&format!(
-                "socket,id=control0,path={},server=on,wait=off,logfile={},logappend=on",
-                p(&self.run_file(files::CONTROL)),
-                p(&self.run_file(files::CONTROL_LOG))
+                "socket,id={id},path={},server=on,wait=off,logfile={},logappend=on",
+                p(&self.run_file(sock)),
+                p(&self.run_file(log))
             ));
             push("-serial");
-            push("chardev:control0");
+            push(&format!("chardev:{id}"));
+        };
+        serial("agent0", files::AGENT, files::AGENT_LOG);
+        if self.control_channel {
+            serial("control0", files::CONTROL, files::CONTROL_LOG);
         }
         push("-device");
         push("qemu-xhci,id=xhci");

@@ -55,6 +55,17 @@ fn ok(line: &str) -> String {
 
 const T: Duration = Duration::from_secs(2);
 
+/// Connects to a fake monitor that accepts the capabilities negotiation and answers every
+/// later command line with `replies(line)`.
+async fn after_negotiation(
+    replies: impl Fn(&str) -> Vec<String> + Send + 'static,
+) -> (tempfile::TempDir, Qmp) {
+    let (d, p) = fake(GREETING, move |n, l| {
+        Some(if n == 0 { vec![ok(l)] } else { replies(l) })
+    });
+    (d, Qmp::connect(&p, T).await.unwrap())
+}
+
 #[tokio::test]
 async fn a_working_monitor() {
     let (_d, p) = fake(GREETING, |_, l| {
@@ -87,10 +98,7 @@ async fn garbage_greeting() {
 
 #[tokio::test]
 async fn garbage_reply_ends_the_session() {
-    let (_d, p) = fake(GREETING, |n, l| {
-        Some(vec![if n == 0 { ok(l) } else { "{\"retur\n".into() }])
-    });
-    let q = Qmp::connect(&p, T).await.unwrap();
+    let (_d, q) = after_negotiation(|_| vec!["{\"retur\n".into()]).await;
     let e = q.execute("query-status", None, T).await.unwrap_err();
     assert!(matches!(e, QmpError::Protocol(_)), "{e}");
     tokio::time::timeout(T, q.closed())
@@ -109,11 +117,7 @@ async fn reply_without_id_or_of_wrong_shape() {
         "{\"hello\": 1, \"id\": 2}\n",
         "\u{0}\u{1}\n",
     ] {
-        let bad = bad.to_owned();
-        let (_d, p) = fake(GREETING, move |n, l| {
-            Some(vec![if n == 0 { ok(l) } else { bad.clone() }])
-        });
-        let q = Qmp::connect(&p, T).await.unwrap();
+        let (_d, q) = after_negotiation(move |_| vec![bad.to_owned()]).await;
         let e = q.execute("stop", None, T).await.unwrap_err();
         assert!(matches!(e, QmpError::Protocol(_)), "{e}");
     }
@@ -132,14 +136,7 @@ async fn monitor_closes_mid_command() {
 
 #[tokio::test]
 async fn huge_line_is_refused() {
-    let (_d, p) = fake(GREETING, |n, l| {
-        Some(vec![if n == 0 {
-            ok(l)
-        } else {
-            format!("{}\n", "x".repeat(5 << 20))
-        }])
-    });
-    let q = Qmp::connect(&p, T).await.unwrap();
+    let (_d, q) = after_negotiation(|_| vec![format!("{}\n", "x".repeat(5 << 20))]).await;
     let e = q
         .execute("query-status", None, Duration::from_secs(10))
         .await
@@ -149,10 +146,7 @@ async fn huge_line_is_refused() {
 
 #[tokio::test]
 async fn silent_monitor_times_out() {
-    let (_d, p) = fake(GREETING, |n, l| {
-        Some(if n == 0 { vec![ok(l)] } else { vec![] })
-    });
-    let q = Qmp::connect(&p, T).await.unwrap();
+    let (_d, q) = after_negotiation(|_| vec![]).await;
     let e = q
         .execute("query-status", None, Duration::from_millis(200))
         .await
@@ -163,14 +157,10 @@ async fn silent_monitor_times_out() {
 
 #[tokio::test]
 async fn command_errors_carry_class_and_description() {
-    let (_d, p) = fake(GREETING, |n, l| {
-        Some(vec![if n == 0 {
-            ok(l)
-        } else {
-            format!("{{\"error\": {{\"class\": \"GenericError\", \"desc\": \"no such tag\"}}, \"id\": {}}}\n", id_of(l))
-        }])
-    });
-    let q = Qmp::connect(&p, T).await.unwrap();
+    let (_d, q) = after_negotiation(|l| {
+        vec![format!("{{\"error\": {{\"class\": \"GenericError\", \"desc\": \"no such tag\"}}, \"id\": {}}}\n", id_of(l))]
+    })
+    .await;
     let e = q.execute("snapshot-load", None, T).await.unwrap_err();
     assert_eq!(
         e.to_string(),

@@ -38,26 +38,27 @@ impl AuditEntry {
     }
 
     /// Sets the terminal.
-    pub fn terminal(mut self, t: impl ToString) -> Self {
-        self.terminal = Some(t.to_string());
-        self
+    pub fn terminal(self, t: impl ToString) -> Self {
+        self.with(|e| &mut e.terminal, t)
     }
 
     /// Sets the user.
-    pub fn user(mut self, u: impl ToString) -> Self {
-        self.user = Some(u.to_string());
-        self
+    pub fn user(self, u: impl ToString) -> Self {
+        self.with(|e| &mut e.user, u)
     }
 
     /// Sets the desktop.
-    pub fn desktop(mut self, d: impl ToString) -> Self {
-        self.desktop = Some(d.to_string());
-        self
+    pub fn desktop(self, d: impl ToString) -> Self {
+        self.with(|e| &mut e.desktop, d)
     }
 
     /// Sets the lease.
-    pub fn lease(mut self, l: impl ToString) -> Self {
-        self.lease = Some(l.to_string());
+    pub fn lease(self, l: impl ToString) -> Self {
+        self.with(|e| &mut e.lease, l)
+    }
+
+    fn with(mut self, field: fn(&mut Self) -> &mut Option<String>, v: impl ToString) -> Self {
+        *field(&mut self) = Some(v.to_string());
         self
     }
 
@@ -147,37 +148,21 @@ pub fn verify_chain<I: IntoIterator<Item = AuditRecord>>(records: I) -> ChainRep
     let mut n = 0u64;
     for r in records {
         n += 1;
-        if let Some(e) = expected_seq {
-            if r.seq != e {
-                return ChainReport {
-                    records: n,
-                    head: prev,
-                    first_broken: Some((
-                        r.seq,
-                        format!("sequence gap: expected record {e}, found {}", r.seq),
-                    )),
-                };
+        let broken = match expected_seq {
+            Some(e) if r.seq != e => Some(format!("sequence gap: expected record {e}, found {}", r.seq)),
+            _ if r.prev_hash != prev => Some(
+                "prev_hash does not match the previous record's hash (a record before it was changed or removed)".into(),
+            ),
+            _ if r.hash != r.expected_hash(&prev) => {
+                Some("hash does not match the record's contents (the record was changed)".into())
             }
-        }
-        if r.prev_hash != prev {
+            _ => None,
+        };
+        if let Some(why) = broken {
             return ChainReport {
                 records: n,
                 head: prev,
-                first_broken: Some((
-                    r.seq,
-                    "prev_hash does not match the previous record's hash (a record before it was changed or removed)".into(),
-                )),
-            };
-        }
-        let want = r.expected_hash(&prev);
-        if r.hash != want {
-            return ChainReport {
-                records: n,
-                head: prev,
-                first_broken: Some((
-                    r.seq,
-                    "hash does not match the record's contents (the record was changed)".into(),
-                )),
+                first_broken: Some((r.seq, why)),
             };
         }
         prev = r.hash;

@@ -3,9 +3,9 @@ use airlock_core::{DesktopId, TransitionError};
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}; check the state directory's disk space and permissions")]
+    #[error("database error; check the state directory's disk space and permissions")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("database schema migration failed: {0}; restore a backup or remove the state directory to start afresh")]
+    #[error("database schema migration failed; restore a backup or remove the state directory to start afresh")]
     Migration(#[from] rusqlite_migration::Error),
     #[error("no clean desktop is free")]
     NoFreeDesktop,
@@ -13,7 +13,7 @@ pub enum StoreError {
     LeaseNotFound,
     #[error("unknown desktop {0}")]
     UnknownDesktop(DesktopId),
-    #[error("desktop {desktop}: {source}")]
+    #[error("desktop {desktop}: state change refused")]
     Transition {
         desktop: DesktopId,
         #[source]

@@ -6,7 +6,8 @@ use airlock_core::{
     DesktopEvent, DesktopId, DesktopState, EndReason, LeaseId, ResetMethod, TerminalName,
     UnixMillis, UserName,
 };
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transaction};
+use rusqlite::types::FromSql;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Params, Row, Transaction};
 use serde::Serialize;
 use std::path::Path;
 
@@ -67,91 +68,131 @@ fn corrupt(what: &str, v: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} {v:?}"))
 }
 
-fn desktop_from_row(r: &Row<'_>) -> rusqlite::Result<(String, String, DesktopRowRest)> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        DesktopRowRest {
-            since: r.get(2)?,
-            reason: r.get(3)?,
-            resets: r.get(4)?,
-            last_reset_ms: r.get(5)?,
-            last_reset_method: r.get(6)?,
-            generation: r.get(7)?,
-            proof: r.get(8)?,
-        },
-    ))
+/// A row type read from a query's columns in a fixed order.
+trait FromRow: Sized {
+    /// The outer error is SQLite's, the inner one a stored value this version does not
+    /// understand ([`StoreError::Corrupt`]).
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<Self, StoreError>>;
 }
 
-struct DesktopRowRest {
-    since: i64,
-    reason: Option<String>,
-    resets: i64,
-    last_reset_ms: Option<i64>,
-    last_reset_method: Option<String>,
-    generation: i64,
-    proof: Option<String>,
+/// Runs a query of at most one row.
+fn query_opt<T: FromRow>(
+    c: &Connection,
+    sql: &str,
+    p: impl Params,
+) -> Result<Option<T>, StoreError> {
+    c.query_row(sql, p, T::from_row).optional()?.transpose()
 }
 
-fn desktop_row(raw: (String, String, DesktopRowRest)) -> Result<DesktopRow, StoreError> {
-    let (id, state, rest) = raw;
-    Ok(DesktopRow {
-        id: DesktopId::parse(&id).map_err(|_| corrupt("desktop id", &id))?,
-        state: DesktopState::parse(&state).ok_or_else(|| corrupt("desktop state", &state))?,
-        since: rest.since,
-        reason: rest.reason,
-        resets: rest.resets,
-        last_reset_ms: rest.last_reset_ms,
-        last_reset_method: rest.last_reset_method,
-        generation: rest.generation,
-        proof: rest.proof,
-    })
+/// Runs a query and reads every row.
+fn query_all<T: FromRow>(c: &Connection, sql: &str, p: impl Params) -> Result<Vec<T>, StoreError> {
+    let mut st = c.prepare(sql)?;
+    let rows = st.query_map(p, T::from_row)?;
+    rows.map(|r| r?).collect()
+}
+
+/// Reads one value of a row that may not exist.
+fn query_value<T: FromSql>(
+    c: &Connection,
+    sql: &str,
+    p: impl Params,
+) -> Result<Option<T>, StoreError> {
+    Ok(c.query_row(sql, p, |r| r.get(0)).optional()?)
+}
+
+fn parse_desktop_id(id: &str) -> Result<DesktopId, StoreError> {
+    DesktopId::parse(id).map_err(|_| corrupt("desktop id", id))
 }
 
 const DESKTOP_COLS: &str =
     "id, state, since, reason, resets, last_reset_ms, last_reset_method, generation, proof";
 const LEASE_COLS: &str =
     "id, desktop_id, terminal, user, created_at, heartbeat_at, ended_at, end_reason";
+const AUDIT_COLS: &str =
+    "seq, ts, action, terminal, user, desktop_id, lease_id, details, prev_hash, hash";
 
-type RawLease = (
-    String,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    Option<i64>,
-    Option<String>,
-);
-
-fn lease_from_row(r: &Row<'_>) -> rusqlite::Result<RawLease> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-    ))
+/// Columns [`DESKTOP_COLS`].
+impl FromRow for DesktopRow {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<Self, StoreError>> {
+        let (id, state): (String, String) = (r.get(0)?, r.get(1)?);
+        let (since, reason, resets, last_reset_ms, last_reset_method, generation, proof) = (
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
+        );
+        let desktop = || {
+            Ok(DesktopRow {
+                id: parse_desktop_id(&id)?,
+                state: DesktopState::parse(&state)
+                    .ok_or_else(|| corrupt("desktop state", &state))?,
+                since,
+                reason,
+                resets,
+                last_reset_ms,
+                last_reset_method,
+                generation,
+                proof,
+            })
+        };
+        Ok(desktop())
+    }
 }
 
-fn lease_row(raw: RawLease) -> Result<LeaseRow, StoreError> {
-    let (id, desktop, terminal, user, created_at, heartbeat_at, ended_at, end_reason) = raw;
-    Ok(LeaseRow {
-        id: LeaseId::parse(&id).map_err(|_| corrupt("lease id", &id))?,
-        desktop: DesktopId::parse(&desktop).map_err(|_| corrupt("desktop id", &desktop))?,
-        terminal: TerminalName::parse(&terminal).map_err(|_| corrupt("terminal", &terminal))?,
-        user: UserName::parse(&user).map_err(|_| corrupt("user", &user))?,
-        created_at,
-        heartbeat_at,
-        ended_at,
-        end_reason: match end_reason {
-            None => None,
-            Some(r) => Some(EndReason::parse(&r).ok_or_else(|| corrupt("end reason", &r))?),
-        },
-    })
+/// Columns [`LEASE_COLS`].
+impl FromRow for LeaseRow {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<Self, StoreError>> {
+        let (id, desktop, terminal, user): (String, String, String, String) =
+            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+        let (created_at, heartbeat_at, ended_at, end_reason): (_, _, _, Option<String>) =
+            (r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?);
+        let lease = || {
+            Ok(LeaseRow {
+                id: LeaseId::parse(&id).map_err(|_| corrupt("lease id", &id))?,
+                desktop: parse_desktop_id(&desktop)?,
+                terminal: TerminalName::parse(&terminal)
+                    .map_err(|_| corrupt("terminal", &terminal))?,
+                user: UserName::parse(&user).map_err(|_| corrupt("user", &user))?,
+                created_at,
+                heartbeat_at,
+                ended_at,
+                end_reason: match end_reason {
+                    None => None,
+                    Some(r) => Some(EndReason::parse(&r).ok_or_else(|| corrupt("end reason", &r))?),
+                },
+            })
+        };
+        Ok(lease())
+    }
+}
+
+/// Columns [`AUDIT_COLS`] (every value is valid).
+impl FromRow for AuditRecord {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<Self, StoreError>> {
+        Ok(Ok(AuditRecord {
+            seq: r.get(0)?,
+            ts: r.get(1)?,
+            action: r.get(2)?,
+            terminal: r.get(3)?,
+            user: r.get(4)?,
+            desktop: r.get(5)?,
+            lease: r.get(6)?,
+            details: r.get(7)?,
+            prev_hash: r.get(8)?,
+            hash: r.get(9)?,
+        }))
+    }
+}
+
+/// Columns `id, since`.
+impl FromRow for Candidate {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<Self, StoreError>> {
+        let (id, clean_since): (String, i64) = (r.get(0)?, r.get(1)?);
+        Ok(parse_desktop_id(&id).map(|id| Candidate { id, clean_since }))
+    }
 }
 
 fn append_audit_tx(
@@ -191,14 +232,12 @@ fn append_audit_tx(
 }
 
 fn desktop_state_tx(tx: &Transaction<'_>, id: &DesktopId) -> Result<DesktopState, StoreError> {
-    let s: Option<String> = tx
-        .query_row(
-            "SELECT state FROM desktops WHERE id = ?1 AND retired = 0",
-            [id.as_str()],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let s = s.ok_or_else(|| StoreError::UnknownDesktop(id.clone()))?;
+    let s: String = query_value(
+        tx,
+        "SELECT state FROM desktops WHERE id = ?1 AND retired = 0",
+        [id.as_str()],
+    )?
+    .ok_or_else(|| StoreError::UnknownDesktop(id.clone()))?;
     DesktopState::parse(&s).ok_or_else(|| corrupt("desktop state", &s))
 }
 
@@ -272,13 +311,11 @@ impl Store {
     ) -> Result<Vec<DesktopRow>, StoreError> {
         let tx = self.immediate()?;
         for id in ids {
-            let known: Option<i64> = tx
-                .query_row(
-                    "SELECT retired FROM desktops WHERE id = ?1",
-                    [id.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let known: Option<i64> = query_value(
+                &tx,
+                "SELECT retired FROM desktops WHERE id = ?1",
+                [id.as_str()],
+            )?;
             match known {
                 None => {
                     tx.execute(
@@ -321,25 +358,21 @@ impl Store {
 
     /// All desktops in the pool, by id.
     pub fn desktops(&self) -> Result<Vec<DesktopRow>, StoreError> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT {DESKTOP_COLS} FROM desktops WHERE retired = 0 ORDER BY id"
-        ))?;
-        let rows = st.query_map([], desktop_from_row)?;
-        rows.map(|r| desktop_row(r?)).collect()
+        query_all(
+            &self.conn,
+            &format!("SELECT {DESKTOP_COLS} FROM desktops WHERE retired = 0 ORDER BY id"),
+            [],
+        )
     }
 
     /// One desktop.
     pub fn desktop(&self, id: &DesktopId) -> Result<DesktopRow, StoreError> {
-        let raw = self
-            .conn
-            .query_row(
-                &format!("SELECT {DESKTOP_COLS} FROM desktops WHERE id = ?1 AND retired = 0"),
-                [id.as_str()],
-                desktop_from_row,
-            )
-            .optional()?
-            .ok_or_else(|| StoreError::UnknownDesktop(id.clone()))?;
-        desktop_row(raw)
+        query_opt(
+            &self.conn,
+            &format!("SELECT {DESKTOP_COLS} FROM desktops WHERE id = ?1 AND retired = 0"),
+            [id.as_str()],
+        )?
+        .ok_or_else(|| StoreError::UnknownDesktop(id.clone()))
     }
 
     /// Applies a state-machine event to a desktop and writes its audit record, atomically.
@@ -418,20 +451,11 @@ impl Store {
         now: UnixMillis,
     ) -> Result<Acquired, StoreError> {
         let tx = self.immediate()?;
-        let candidates: Vec<Candidate> = {
-            let mut st =
-                tx.prepare("SELECT id, since FROM desktops WHERE state = 'clean' AND retired = 0")?;
-            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-            let mut v = Vec::new();
-            for r in rows {
-                let (id, since) = r?;
-                v.push(Candidate {
-                    id: DesktopId::parse(&id).map_err(|_| corrupt("desktop id", &id))?,
-                    clean_since: since,
-                });
-            }
-            v
-        };
+        let candidates: Vec<Candidate> = query_all(
+            &tx,
+            "SELECT id, since FROM desktops WHERE state = 'clean' AND retired = 0",
+            [],
+        )?;
         let Some(chosen) = choose_desktop(&candidates) else {
             return Err(StoreError::NoFreeDesktop);
         };
@@ -495,15 +519,11 @@ impl Store {
 
     /// A lease by id, active or ended.
     pub fn lease(&self, lease_id: &LeaseId) -> Result<Option<LeaseRow>, StoreError> {
-        let raw = self
-            .conn
-            .query_row(
-                &format!("SELECT {LEASE_COLS} FROM leases WHERE id = ?1"),
-                [lease_id.as_str()],
-                lease_from_row,
-            )
-            .optional()?;
-        raw.map(lease_row).transpose()
+        query_opt(
+            &self.conn,
+            &format!("SELECT {LEASE_COLS} FROM leases WHERE id = ?1"),
+            [lease_id.as_str()],
+        )
     }
 
     /// Ends an active lease and marks its desktop dirty, atomically, with an audit record.
@@ -518,15 +538,12 @@ impl Store {
         details: serde_json::Value,
     ) -> Result<LeaseRow, StoreError> {
         let tx = self.immediate()?;
-        let raw = tx
-            .query_row(
-                &format!("SELECT {LEASE_COLS} FROM leases WHERE id = ?1 AND ended_at IS NULL"),
-                [lease_id.as_str()],
-                lease_from_row,
-            )
-            .optional()?
-            .ok_or(StoreError::LeaseNotFound)?;
-        let mut lease = lease_row(raw)?;
+        let mut lease: LeaseRow = query_opt(
+            &tx,
+            &format!("SELECT {LEASE_COLS} FROM leases WHERE id = ?1 AND ended_at IS NULL"),
+            [lease_id.as_str()],
+        )?
+        .ok_or(StoreError::LeaseNotFound)?;
         if let Some(t) = terminal {
             if &lease.terminal != t {
                 return Err(StoreError::LeaseNotFound);
@@ -566,26 +583,20 @@ impl Store {
 
     /// All active leases.
     pub fn active_leases(&self) -> Result<Vec<LeaseRow>, StoreError> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT {LEASE_COLS} FROM leases WHERE ended_at IS NULL ORDER BY created_at"
-        ))?;
-        let rows = st.query_map([], lease_from_row)?;
-        rows.map(|r| lease_row(r?)).collect()
+        query_all(
+            &self.conn,
+            &format!("SELECT {LEASE_COLS} FROM leases WHERE ended_at IS NULL ORDER BY created_at"),
+            [],
+        )
     }
 
     /// The active lease on a desktop, if any.
     pub fn active_lease_on(&self, desktop: &DesktopId) -> Result<Option<LeaseRow>, StoreError> {
-        let raw = self
-            .conn
-            .query_row(
-                &format!(
-                    "SELECT {LEASE_COLS} FROM leases WHERE desktop_id = ?1 AND ended_at IS NULL"
-                ),
-                [desktop.as_str()],
-                lease_from_row,
-            )
-            .optional()?;
-        raw.map(lease_row).transpose()
+        query_opt(
+            &self.conn,
+            &format!("SELECT {LEASE_COLS} FROM leases WHERE desktop_id = ?1 AND ended_at IS NULL"),
+            [desktop.as_str()],
+        )
     }
 
     /// Active leases whose last heartbeat is older than `timeout_ms` at `now`.
@@ -594,11 +605,13 @@ impl Store {
         now: UnixMillis,
         timeout_ms: i64,
     ) -> Result<Vec<LeaseRow>, StoreError> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT {LEASE_COLS} FROM leases WHERE ended_at IS NULL AND heartbeat_at + ?2 <= ?1"
-        ))?;
-        let rows = st.query_map(params![now, timeout_ms], lease_from_row)?;
-        rows.map(|r| lease_row(r?)).collect()
+        query_all(
+            &self.conn,
+            &format!(
+                "SELECT {LEASE_COLS} FROM leases WHERE ended_at IS NULL AND heartbeat_at + ?2 <= ?1"
+            ),
+            params![now, timeout_ms],
+        )
     }
 
     /// After a broker restart: counts every active lease's heartbeat from `now`, since the
@@ -631,32 +644,22 @@ impl Store {
 
     /// The last `n` audit records, newest last.
     pub fn audit_tail(&self, n: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        let mut v = self.audit_query(
-            "SELECT seq, ts, action, terminal, user, desktop_id, lease_id, details, prev_hash, hash
-             FROM audit ORDER BY seq DESC LIMIT ?1",
-            i64::try_from(n).unwrap_or(i64::MAX),
+        let mut v = query_all(
+            &self.conn,
+            &format!("SELECT {AUDIT_COLS} FROM audit ORDER BY seq DESC LIMIT ?1"),
+            [i64::try_from(n).unwrap_or(i64::MAX)],
         )?;
         v.reverse();
         Ok(v)
     }
 
-    fn audit_query(&self, sql: &str, arg: i64) -> Result<Vec<AuditRecord>, StoreError> {
-        let mut st = self.conn.prepare(sql)?;
-        let rows = st.query_map([arg], audit_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     /// Checks the whole audit chain and reports the first broken link.
     pub fn verify_audit(&self) -> Result<ChainReport, StoreError> {
-        let mut st = self.conn.prepare(
-            "SELECT seq, ts, action, terminal, user, desktop_id, lease_id, details, prev_hash, hash
-             FROM audit ORDER BY seq",
+        let records = query_all(
+            &self.conn,
+            &format!("SELECT {AUDIT_COLS} FROM audit ORDER BY seq"),
+            [],
         )?;
-        let rows = st.query_map([], audit_from_row)?;
-        let mut records = Vec::new();
-        for r in rows {
-            records.push(r?);
-        }
         Ok(verify_chain(records))
     }
 
@@ -665,19 +668,4 @@ impl Store {
     pub fn connection_for_tests(&self) -> &Connection {
         &self.conn
     }
-}
-
-fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
-    Ok(AuditRecord {
-        seq: r.get(0)?,
-        ts: r.get(1)?,
-        action: r.get(2)?,
-        terminal: r.get(3)?,
-        user: r.get(4)?,
-        desktop: r.get(5)?,
-        lease: r.get(6)?,
-        details: r.get(7)?,
-        prev_hash: r.get(8)?,
-        hash: r.get(9)?,
-    })
 }

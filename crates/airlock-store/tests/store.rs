@@ -37,13 +37,36 @@ fn ready(store: &mut Store, id: &DesktopId, now: i64) {
         .unwrap();
 }
 
-fn clean_pool(n: usize) -> (Store, Vec<DesktopId>) {
-    let mut s = Store::open_in_memory().unwrap();
+/// Adds `n` desktops to the pool at time 1 and makes them clean at time 2.
+fn fill_pool(s: &mut Store, n: usize) -> Vec<DesktopId> {
     let ids = ids(n);
     s.sync_pool(&ids, 1).unwrap();
     for id in &ids {
-        ready(&mut s, id, 2);
+        ready(s, id, 2);
     }
+    ids
+}
+
+/// Ends lease `lid(1)` with `reason` and no details, as `terminal` (any if `None`).
+fn end_lease_1(
+    s: &mut Store,
+    terminal: Option<&str>,
+    reason: EndReason,
+    now: i64,
+) -> Result<airlock_store::LeaseRow, StoreError> {
+    let terminal = terminal.map(term);
+    s.end_lease(
+        &lid(1),
+        terminal.as_ref(),
+        reason,
+        now,
+        serde_json::json!({}),
+    )
+}
+
+fn clean_pool(n: usize) -> (Store, Vec<DesktopId>) {
+    let mut s = Store::open_in_memory().unwrap();
+    let ids = fill_pool(&mut s, n);
     (s, ids)
 }
 
@@ -102,14 +125,7 @@ fn database_refuses_a_second_active_lease_even_from_raw_sql() {
 fn concurrent_acquires_from_many_connections_grant_exactly_the_pool() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("airlock.db");
-    {
-        let mut s = Store::open(&path).unwrap();
-        let ids = ids(2);
-        s.sync_pool(&ids, 1).unwrap();
-        for id in &ids {
-            ready(&mut s, id, 2);
-        }
-    }
+    fill_pool(&mut Store::open(&path).unwrap(), 2);
     let n = 40;
     let barrier = Arc::new(Barrier::new(n));
     let handles: Vec<_> = (0..n)
@@ -149,13 +165,7 @@ fn heartbeat_and_end_are_for_the_holder_only() {
         Err(StoreError::LeaseNotFound)
     ));
     assert!(matches!(
-        s.end_lease(
-            &lid(1),
-            Some(&term("t2")),
-            EndReason::Released,
-            150,
-            serde_json::json!({})
-        ),
+        end_lease_1(&mut s, Some("t2"), EndReason::Released, 150),
         Err(StoreError::LeaseNotFound)
     ));
     let hb = s.heartbeat(&lid(1), &term("t1"), 200, 1_000).unwrap();
@@ -172,15 +182,7 @@ fn heartbeat_and_end_are_for_the_holder_only() {
         s.heartbeat(&lid(1), &term("t1"), 1_200, 1_000),
         Err(StoreError::LeaseNotFound)
     ));
-    let ended = s
-        .end_lease(
-            &lid(1),
-            Some(&term("t1")),
-            EndReason::Released,
-            300,
-            serde_json::json!({}),
-        )
-        .unwrap();
+    let ended = end_lease_1(&mut s, Some("t1"), EndReason::Released, 300).unwrap();
     assert_eq!(ended.end_reason, Some(EndReason::Released));
     assert_eq!(
         s.desktop(&a.lease.desktop).unwrap().state,
@@ -191,13 +193,7 @@ fn heartbeat_and_end_are_for_the_holder_only() {
         Err(StoreError::LeaseNotFound)
     ));
     assert!(matches!(
-        s.end_lease(
-            &lid(1),
-            None,
-            EndReason::Released,
-            400,
-            serde_json::json!({})
-        ),
+        end_lease_1(&mut s, None, EndReason::Released, 400),
         Err(StoreError::LeaseNotFound)
     ));
     // dirty is not allocatable
@@ -214,14 +210,8 @@ fn expiry_and_reset_cycle() {
     assert!(s.expired_leases(1_099, 1_000).unwrap().is_empty());
     let exp = s.expired_leases(1_100, 1_000).unwrap();
     assert_eq!(exp.len(), 1);
-    s.end_lease(
-        &exp[0].id,
-        None,
-        EndReason::Expired,
-        1_100,
-        serde_json::json!({}),
-    )
-    .unwrap();
+    assert_eq!(exp[0].id, lid(1));
+    end_lease_1(&mut s, None, EndReason::Expired, 1_100).unwrap();
     s.transition(
         &ids[0],
         DesktopEvent::BeginReset,
@@ -297,21 +287,10 @@ fn audit_chain_detects_tampering() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.db");
     let mut s = Store::open(&path).unwrap();
-    let ids = ids(2);
-    s.sync_pool(&ids, 1).unwrap();
-    for id in &ids {
-        ready(&mut s, id, 2);
-    }
+    fill_pool(&mut s, 2);
     s.acquire(&lid(1), &term("t1"), &user("alice"), 100)
         .unwrap();
-    s.end_lease(
-        &lid(1),
-        None,
-        EndReason::Released,
-        200,
-        serde_json::json!({}),
-    )
-    .unwrap();
+    end_lease_1(&mut s, None, EndReason::Released, 200).unwrap();
     let report = s.verify_audit().unwrap();
     assert!(report.is_intact());
     assert_eq!(report.records, 6);

@@ -23,6 +23,7 @@ use usbredir::{
 
 use crate::error::SessionError;
 use crate::progress::{Counters, PeerInfo};
+use crate::session;
 
 /// Input buffer limit: the guest only sends small packets to a CD drive
 /// (CBWs, short parameter lists; IN requests carry no data), so a packet of
@@ -280,19 +281,11 @@ impl CdromBridge {
                     self.cancel_drive_requests();
                 }
                 if self.drive.set_interface(interface, alt) {
-                    let layout = layout(&self.drive);
-                    self.session.reply_set_alt_setting(
-                        id,
-                        Status::Success,
-                        interface,
-                        alt,
-                        Some(layout),
-                    )?;
+                    let layout = Some(layout(&self.drive));
+                    session::reply_set_alt(&mut self.session, id, interface, alt, layout)?;
                     return Ok(Some(BridgeNote::AltSetting(alt)));
-                } else {
-                    self.session
-                        .reply_set_alt_setting(id, Status::Stall, interface, 255, None)?;
                 }
+                session::reply_set_alt(&mut self.session, id, interface, 255, None)?;
             }
             HostEvent::GetAltSetting { id, interface } => {
                 let known = self.drive.configuration() != 0
@@ -301,14 +294,8 @@ impl CdromBridge {
                         .interfaces()
                         .iter()
                         .any(|i| i.number == interface);
-                if known {
-                    let alt = self.drive.alt_setting();
-                    self.session
-                        .reply_get_alt_setting(id, Status::Success, interface, alt)?;
-                } else {
-                    self.session
-                        .reply_get_alt_setting(id, Status::Inval, interface, 255)?;
-                }
+                let alt = known.then(|| self.drive.alt_setting());
+                session::reply_get_alt(&mut self.session, id, interface, alt)?;
             }
             HostEvent::FilterFilter { rules } => return Ok(Some(BridgeNote::Filter(rules))),
             // The session checked the allocation against the layout and answered
@@ -316,15 +303,7 @@ impl CdromBridge {
             HostEvent::StreamsChanged { no_streams, .. } => {
                 return Ok(Some(BridgeNote::Streams(no_streams)));
             }
-            HostEvent::FilterReject => return Err(SessionError::FilterRejected),
-            HostEvent::DisconnectAcked => {}
-            HostEvent::Unsupported { packet, .. } => {
-                tracing::debug!(%packet, "unsupported usbredir request answered with an error");
-            }
-            // `HostEvent` is not exhaustive across versions of our own
-            // crate; anything new is ignored rather than fatal.
-            #[allow(unreachable_patterns)]
-            _ => {}
+            other => session::other_event(other)?,
         }
         Ok(None)
     }
@@ -525,6 +504,23 @@ mod tests {
             p
         }
 
+        /// A configured drive with a 32-sector disc.
+        fn configured() -> Pair {
+            let mut p = Pair::new(Some(Box::new(MemoryMedium::patterned("a", 32))));
+            p.guest.set_configuration(1).unwrap();
+            p.pump();
+            p
+        }
+
+        /// As [`Pair::configured`], with the power-on unit attention cleared
+        /// (TEST UNIT READY, REQUEST SENSE).
+        fn ready() -> Pair {
+            let mut p = Pair::configured();
+            p.command_in(1, 0, &[0; 6]);
+            p.command_in(2, 18, &[0x03, 0, 0, 0, 18, 0]);
+            p
+        }
+
         /// Moves bytes both ways until quiet; collects guest events.
         fn pump(&mut self) -> Vec<BridgeNote> {
             let mut notes = Vec::new();
@@ -569,16 +565,7 @@ mod tests {
 
         /// Runs one SCSI command with data in; returns (data, csw).
         fn command_in(&mut self, tag: u32, len: u32, cdb: &[u8]) -> (Vec<u8>, Csw) {
-            let mut cb = [0u8; 16];
-            cb[..cdb.len()].copy_from_slice(cdb);
-            let cbw = Cbw {
-                tag,
-                data_transfer_length: len,
-                data_in: true,
-                lun: 0,
-                cb_length: cdb.len() as u8,
-                cb,
-            };
+            let cbw = crate::drive::probe::data_in_cbw(tag, len, cdb);
             let out = self
                 .guest
                 .bulk_out(BULK_OUT_ENDPOINT, cbw.to_bytes().to_vec())
@@ -729,12 +716,7 @@ mod tests {
 
     #[test]
     fn eject_and_insert_are_seen_by_the_guest() {
-        let mut p = Pair::new(Some(Box::new(MemoryMedium::patterned("a", 32))));
-        p.guest.set_configuration(1).unwrap();
-        p.pump();
-        // Clear the power-on unit attention.
-        p.command_in(1, 0, &[0; 6]);
-        p.command_in(2, 18, &[0x03, 0, 0, 0, 18, 0]);
+        let mut p = Pair::ready();
         let (_, csw) = p.command_in(3, 0, &[0; 6]);
         assert_eq!(csw.status, CswStatus::Passed);
 
@@ -763,9 +745,7 @@ mod tests {
 
     #[test]
     fn cancel_and_pipelined_in_requests() {
-        let mut p = Pair::new(Some(Box::new(MemoryMedium::patterned("a", 32))));
-        p.guest.set_configuration(1).unwrap();
-        p.pump();
+        let mut p = Pair::configured();
         // Two IN requests queued with nothing to send, then cancel the first.
         let a = p.guest.bulk_in(BULK_IN_ENDPOINT, 512).unwrap();
         let b = p.guest.bulk_in(BULK_IN_ENDPOINT, 13).unwrap();
@@ -827,16 +807,8 @@ mod tests {
         p.command_in(2, 0, &[0, 0, 0, 0, 0, 0]);
         // READ(10) of 16 MiB, then eight 2 MiB IN requests and the CSW request,
         // all in one read of the stream.
-        let mut cb = [0u8; 16];
-        cb[..10].copy_from_slice(&[0x28, 0, 0, 0, 0, 0, 0, 0x20, 0, 0]);
-        let cbw = Cbw {
-            tag: 3,
-            data_transfer_length: 16 << 20,
-            data_in: true,
-            lun: 0,
-            cb_length: 10,
-            cb,
-        };
+        let read = [0x28, 0, 0, 0, 0, 0, 0, 0x20, 0, 0];
+        let cbw = crate::drive::probe::data_in_cbw(3, 16 << 20, &read);
         p.guest
             .bulk_out(BULK_OUT_ENDPOINT, cbw.to_bytes().to_vec())
             .unwrap();
@@ -944,11 +916,7 @@ mod tests {
 
     #[test]
     fn set_alt_setting_and_bad_set_configuration_leave_no_zombie_requests() {
-        let mut p = Pair::new(Some(Box::new(MemoryMedium::patterned("a", 32))));
-        p.guest.set_configuration(1).unwrap();
-        p.pump();
-        p.command_in(1, 0, &[0; 6]);
-        p.command_in(2, 18, &[0x03, 0, 0, 0, 18, 0]);
+        let mut p = Pair::ready();
         for (round, change) in ["alt", "config"].into_iter().enumerate() {
             // An IN request waits; the guest changes the setting, which
             // answers it as cancelled.

@@ -25,6 +25,7 @@ use usb_cdrom::{DeviceConfig, IsoFile, Medium, MediumError};
 use crate::cdrom::{BridgeNote, CdromBridge};
 use crate::error::{SessionError, SessionGone};
 use crate::progress::{Phase, Progress, SessionEnd, SessionSummary};
+use crate::session::{self, Channels, Control};
 use crate::RedirStream;
 
 /// Read buffer size: a few maximal pipelined bulk OUT packets.
@@ -45,27 +46,17 @@ enum Command {
 
 /// An emulated USB CD-ROM drive, ready to be served over one usbredir
 /// stream with [`EmulatedCd::run`].
+#[derive(Debug)]
 pub struct EmulatedCd {
     bridge: CdromBridge,
-    commands: mpsc::Receiver<Command>,
-    handle: CdHandle,
-    progress: watch::Sender<Progress>,
-}
-
-impl std::fmt::Debug for EmulatedCd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmulatedCd")
-            .field("bridge", &self.bridge)
-            .finish_non_exhaustive()
-    }
+    channels: Channels<Command>,
 }
 
 /// Controls a running [`EmulatedCd`]: change the disc, unplug, watch progress.
 /// Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct CdHandle {
-    tx: mpsc::Sender<Command>,
-    progress: watch::Receiver<Progress>,
+    control: Control<Command>,
 }
 
 impl EmulatedCd {
@@ -76,19 +67,13 @@ impl EmulatedCd {
     ) -> Result<Self, SessionError> {
         let name = medium.as_ref().map(|m| m.name().to_owned());
         let bridge = CdromBridge::new(config, medium)?;
-        let (tx, commands) = mpsc::channel(8);
-        let (progress, progress_rx) = watch::channel(Progress {
+        let progress = Progress {
             medium: name,
             ..Progress::default()
-        });
+        };
         Ok(EmulatedCd {
             bridge,
-            commands,
-            handle: CdHandle {
-                tx,
-                progress: progress_rx,
-            },
-            progress,
+            channels: Channels::new(8, progress),
         })
     }
 
@@ -100,7 +85,9 @@ impl EmulatedCd {
 
     /// A handle to control the drive while it runs.
     pub fn handle(&self) -> CdHandle {
-        self.handle.clone()
+        CdHandle {
+            control: self.channels.control(),
+        }
     }
 
     /// Serves the drive over `stream` until the peer closes it, the drive is
@@ -113,23 +100,11 @@ impl EmulatedCd {
     pub async fn run<S: RedirStream>(self, stream: S) -> Result<SessionSummary, SessionError> {
         let EmulatedCd {
             mut bridge,
-            mut commands,
-            handle,
-            progress,
+            channels,
         } = self;
-        // Only the user's handles keep the command channel open.
-        drop(handle);
+        let (mut commands, progress) = channels.into_pump();
         let result = pump(&mut bridge, &mut commands, &progress, stream).await;
-        progress.send_modify(|p| {
-            p.phase = Phase::Ended;
-            p.counters = bridge.counters();
-        });
-        let end = result?;
-        Ok(SessionSummary {
-            end,
-            peer: bridge.peer().cloned(),
-            counters: bridge.counters(),
-        })
+        session::finish(&progress, result, bridge.counters(), bridge.peer().cloned())
     }
 }
 
@@ -161,12 +136,7 @@ async fn pump<S: RedirStream>(
             r = rd.read(&mut buf) => {
                 let n = r?;
                 if n == 0 {
-                    let pending = bridge.buffered_input();
-                    if pending > 0 {
-                        return Err(SessionError::Truncated(pending));
-                    }
-                    tracing::info!("the desktop side closed the USB stream");
-                    return Ok(SessionEnd::PeerClosed);
+                    return session::peer_closed(bridge.buffered_input());
                 }
                 for note in bridge.feed(&buf[..n])? {
                     log_note(&note);
@@ -189,10 +159,7 @@ async fn pump<S: RedirStream>(
                 }
                 Some(Command::Unplug { done }) => {
                     bridge.unplug()?;
-                    let out = bridge.take_output();
-                    wr.write_all(&out).await?;
-                    wr.flush().await?;
-                    let _ = wr.shutdown().await;
+                    session::write_last(&mut wr, &bridge.take_output()).await?;
                     tracing::info!("drive unplugged from the desktop");
                     let _ = done.send(());
                     return Ok(SessionEnd::Unplugged);
@@ -210,14 +177,7 @@ fn publish(bridge: &CdromBridge, progress: &watch::Sender<Progress>) {
     } else {
         Phase::Attached
     };
-    progress.send_if_modified(|p| {
-        let changed =
-            p.phase != phase || p.counters != bridge.counters() || p.peer.as_ref() != bridge.peer();
-        p.phase = phase;
-        p.counters = bridge.counters();
-        p.peer = bridge.peer().cloned();
-        changed
-    });
+    session::publish(progress, phase, bridge.counters(), bridge.peer());
 }
 
 fn log_note(note: &BridgeNote) {
@@ -245,7 +205,7 @@ fn log_note(note: &BridgeNote) {
 #[non_exhaustive]
 pub enum IsoError {
     /// The file cannot be used as a disc.
-    #[error("{0}")]
+    #[error(transparent)]
     Medium(#[from] MediumError),
     /// The session could not be set up.
     #[error(transparent)]
@@ -260,18 +220,15 @@ pub fn open_iso(path: &Path) -> Result<IsoFile, MediumError> {
 impl CdHandle {
     /// The session's progress, updated as it runs.
     pub fn progress(&self) -> watch::Receiver<Progress> {
-        self.progress.clone()
+        self.control.progress()
     }
 
     /// Puts `medium` in the drive (replacing any disc). The desktop sees a
     /// media change at its next poll.
     pub async fn insert(&self, medium: Box<dyn Medium>) -> Result<(), SessionGone> {
-        let (done, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Insert { medium, done })
+        self.control
+            .request(|done| Command::Insert { medium, done })
             .await
-            .map_err(|_| SessionGone)?;
-        rx.await.map_err(|_| SessionGone)
     }
 
     /// Opens the ISO image at `path` and inserts it. The outer error means
@@ -291,22 +248,12 @@ impl CdHandle {
 
     /// Takes the disc out. Returns whether there was one.
     pub async fn eject(&self) -> Result<bool, SessionGone> {
-        let (done, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Eject { done })
-            .await
-            .map_err(|_| SessionGone)?;
-        rx.await.map_err(|_| SessionGone)
+        self.control.request(|done| Command::Eject { done }).await
     }
 
     /// Unplugs the drive from the desktop (`device_disconnect`) and ends the
     /// session; [`EmulatedCd::run`] returns [`SessionEnd::Unplugged`].
     pub async fn unplug(&self) -> Result<(), SessionGone> {
-        let (done, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Unplug { done })
-            .await
-            .map_err(|_| SessionGone)?;
-        rx.await.map_err(|_| SessionGone)
+        self.control.request(|done| Command::Unplug { done }).await
     }
 }

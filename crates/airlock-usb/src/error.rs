@@ -17,7 +17,7 @@ pub enum SessionError {
     #[error("the desktop's USB filter rejected the device")]
     FilterRejected,
     /// Reading from or writing to the stream failed.
-    #[error("connection to the desktop failed: {0}")]
+    #[error("connection to the desktop failed")]
     Io(#[from] io::Error),
     /// The peer closed the stream in the middle of a packet.
     #[error("the desktop side closed the connection in the middle of a usbredir packet ({0} bytes pending)")]

@@ -31,6 +31,7 @@ pub mod drive;
 pub mod emulated;
 mod error;
 pub mod progress;
+mod session;
 pub mod source;
 pub mod transport;
 

@@ -69,6 +69,14 @@ fn device() -> DeviceIdentity {
     }
 }
 
+/// Connects to `target`, which must fail.
+async fn connect_err(target: &Target) -> TransportError {
+    match connect(target, &device()).await {
+        Ok(_) => panic!("connected"),
+        Err(e) => e,
+    }
+}
+
 #[tokio::test]
 async fn upgrade_then_raw_bytes_both_ways() {
     let (port, server) = serve_once(
@@ -88,16 +96,14 @@ async fn upgrade_then_raw_bytes_both_ways() {
         head.starts_with(&format!("GET /prefix/v1/leases/{LEASE}/usb HTTP/1.1\r\n")),
         "{head}"
     );
-    assert!(
-        lower.contains("authorization: bearer s3cret-token\r\n"),
-        "{head}"
-    );
-    assert!(lower.contains("connection: upgrade\r\n"), "{head}");
-    assert!(lower.contains("upgrade: airlock-usbredir/1\r\n"), "{head}");
-    assert!(
-        lower.contains(&format!("host: 127.0.0.1:{port}\r\n")),
-        "{head}"
-    );
+    for header in [
+        "authorization: bearer s3cret-token\r\n".to_owned(),
+        "connection: upgrade\r\n".to_owned(),
+        "upgrade: airlock-usbredir/1\r\n".to_owned(),
+        format!("host: 127.0.0.1:{port}\r\n"),
+    ] {
+        assert!(lower.contains(&header), "{header:?} in {head}");
+    }
     let dev = head
         .lines()
         .find_map(|l| {
@@ -155,10 +161,7 @@ async fn broker_errors_are_surfaced_with_advice() {
         ),
     ] {
         let (port, server) = serve_once(reply).await;
-        let err = match connect(&target(port), &device()).await {
-            Ok(_) => panic!("{status}: connected"),
-            Err(e) => e,
-        };
+        let err = connect_err(&target(port)).await;
         match &err {
             TransportError::Refused {
                 status: s,
@@ -181,10 +184,7 @@ async fn a_101_for_another_protocol_is_refused() {
         "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     )
     .await;
-    let err = match connect(&target(port), &device()).await {
-        Ok(_) => panic!("connected"),
-        Err(e) => e,
-    };
+    let err = connect_err(&target(port)).await;
     assert!(matches!(err, TransportError::Http(_)), "{err:?}");
     server.abort();
 }
@@ -194,21 +194,10 @@ async fn unreachable_broker_and_unix_targets() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let err = match connect(&target(port), &device()).await {
-        Ok(_) => panic!("connected"),
-        Err(e) => e,
-    };
+    let err = connect_err(&target(port)).await;
     assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
 
-    let err = match connect(
-        &Target::parse_direct("unix:/nonexistent/usbredir.sock").unwrap(),
-        &device(),
-    )
-    .await
-    {
-        Ok(_) => panic!("connected"),
-        Err(e) => e,
-    };
+    let err = connect_err(&Target::parse_direct("unix:/nonexistent/usbredir.sock").unwrap()).await;
     assert!(err.to_string().contains("unix:/nonexistent"), "{err}");
     assert!(err.advice().contains("socket"), "{}", err.advice());
 }

@@ -4,12 +4,11 @@
 
 use std::time::Duration;
 
+use airlock_usb::drive::probe::data_in_cbw;
 use airlock_usb::emulated::EmulatedCd;
-use airlock_usb::{Phase, SessionEnd, SessionError};
+use airlock_usb::{Phase, SessionEnd, SessionError, SessionSummary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use usb_cdrom::{
-    Cbw, Csw, CswStatus, DeviceConfig, MemoryMedium, BULK_IN_ENDPOINT, BULK_OUT_ENDPOINT,
-};
+use usb_cdrom::{Csw, CswStatus, DeviceConfig, MemoryMedium, BULK_IN_ENDPOINT, BULK_OUT_ENDPOINT};
 use usbredir::guest::{GuestEvent, GuestSession};
 use usbredir::{Caps, Status};
 
@@ -56,6 +55,11 @@ impl Guest {
         .expect("host answered in time");
     }
 
+    /// Sends what is queued, then reads until an event matches `want`.
+    async fn until_event(&mut self, want: impl Fn(&GuestEvent) -> bool) {
+        self.until(|ev| ev.iter().any(&want)).await;
+    }
+
     fn bulk(&self, id: u64) -> Option<usbredir::BulkPacket> {
         self.events.iter().find_map(|e| match e {
             GuestEvent::Bulk { id: i, packet } if *i == id => Some(packet.clone()),
@@ -65,26 +69,14 @@ impl Guest {
 
     /// One SCSI command with up to `len` bytes of data in.
     async fn command(&mut self, tag: u32, len: u32, cdb: &[u8]) -> (Vec<u8>, Csw) {
-        let mut cb = [0u8; 16];
-        cb[..cdb.len()].copy_from_slice(cdb);
-        let cbw = Cbw {
-            tag,
-            data_transfer_length: len,
-            data_in: true,
-            lun: 0,
-            cb_length: cdb.len() as u8,
-            cb,
-        };
+        let cbw = data_in_cbw(tag, len, cdb);
         self.g
             .bulk_out(BULK_OUT_ENDPOINT, cbw.to_bytes().to_vec())
             .unwrap();
         let data = (len > 0).then(|| self.g.bulk_in(BULK_IN_ENDPOINT, len).unwrap());
         let csw = self.g.bulk_in(BULK_IN_ENDPOINT, 13).unwrap();
-        self.until(|ev| {
-            ev.iter()
-                .any(|e| matches!(e, GuestEvent::Bulk { id, .. } if *id == csw))
-        })
-        .await;
+        self.until_event(|e| matches!(e, GuestEvent::Bulk { id, .. } if *id == csw))
+            .await;
         let d = data
             .map(|id| self.bulk(id).unwrap().data.to_vec())
             .unwrap_or_default();
@@ -92,9 +84,25 @@ impl Guest {
     }
 }
 
+/// Runs `cd` over a duplex stream of `capacity` bytes; returns the session
+/// and the guest on the other end, once the drive is announced to it.
+async fn serve(
+    cd: EmulatedCd,
+    capacity: usize,
+) -> (
+    tokio::task::JoinHandle<Result<SessionSummary, SessionError>>,
+    Guest,
+) {
+    let (host_io, guest_io) = tokio::io::duplex(capacity);
+    let session = tokio::spawn(cd.run(host_io));
+    let mut g = Guest::new(guest_io);
+    g.until_event(|e| matches!(e, GuestEvent::DeviceConnected { .. }))
+        .await;
+    (session, g)
+}
+
 #[tokio::test]
 async fn guest_reads_and_the_handle_swaps_discs() {
-    let (host_io, guest_io) = tokio::io::duplex(1 << 20);
     let cd = EmulatedCd::new(
         DeviceConfig::default(),
         Some(Box::new(MemoryMedium::patterned("first.iso", 64))),
@@ -104,21 +112,11 @@ async fn guest_reads_and_the_handle_swaps_discs() {
     let progress = handle.progress();
     assert_eq!(progress.borrow().phase, Phase::WaitingForPeer);
     assert_eq!(progress.borrow().medium.as_deref(), Some("first.iso"));
-    let session = tokio::spawn(cd.run(host_io));
-
-    let mut g = Guest::new(guest_io);
-    g.until(|ev| {
-        ev.iter()
-            .any(|e| matches!(e, GuestEvent::DeviceConnected { .. }))
-    })
-    .await;
+    let (session, mut g) = serve(cd, 1 << 20).await;
     g.g.reset().unwrap();
     let id = g.g.set_configuration(1).unwrap();
-    g.until(|ev| {
-        ev.iter()
-            .any(|e| matches!(e, GuestEvent::ConfigurationStatus { id: i, .. } if *i == id))
-    })
-    .await;
+    g.until_event(|e| matches!(e, GuestEvent::ConfigurationStatus { id: i, .. } if *i == id))
+        .await;
 
     // Power-on unit attention, then a read.
     let (_, csw) = g.command(1, 0, &[0; 6]).await;
@@ -165,11 +163,8 @@ async fn guest_reads_and_the_handle_swaps_discs() {
     let a = g.g.bulk_in(BULK_IN_ENDPOINT, 512).unwrap();
     g.flush().await;
     g.g.cancel(a).unwrap();
-    g.until(|ev| {
-        ev.iter()
-            .any(|e| matches!(e, GuestEvent::Bulk { id, .. } if *id == a))
-    })
-    .await;
+    g.until_event(|e| matches!(e, GuestEvent::Bulk { id, .. } if *id == a))
+        .await;
     assert_eq!(g.bulk(a).unwrap().status, Status::Cancelled);
 
     // The guest closes the stream: a clean end.
@@ -186,22 +181,12 @@ async fn guest_reads_and_the_handle_swaps_discs() {
 
 #[tokio::test]
 async fn unplug_sends_device_disconnect_and_ends() {
-    let (host_io, guest_io) = tokio::io::duplex(1 << 16);
     let cd = EmulatedCd::new(DeviceConfig::default(), None).unwrap();
     let handle = cd.handle();
-    let session = tokio::spawn(cd.run(host_io));
-    let mut g = Guest::new(guest_io);
-    g.until(|ev| {
-        ev.iter()
-            .any(|e| matches!(e, GuestEvent::DeviceConnected { .. }))
-    })
-    .await;
+    let (session, mut g) = serve(cd, 1 << 16).await;
     handle.unplug().await.unwrap();
-    g.until(|ev| {
-        ev.iter()
-            .any(|e| matches!(e, GuestEvent::DeviceDisconnected))
-    })
-    .await;
+    g.until_event(|e| matches!(e, GuestEvent::DeviceDisconnected))
+        .await;
     let summary = session.await.unwrap().unwrap();
     assert_eq!(summary.end, SessionEnd::Unplugged);
 }

@@ -458,6 +458,13 @@ impl ConfigDescriptor {
 pub(crate) mod tests {
     use super::*;
 
+    /// Sets `wTotalLength` of a configuration descriptor set to its length.
+    fn with_total_length(mut c: Vec<u8>) -> Vec<u8> {
+        let total = c.len() as u16;
+        c[2..4].copy_from_slice(&total.to_le_bytes());
+        c
+    }
+
     /// A typical USB 2 optical drive: one BOT interface (08/06/50) with
     /// bulk 0x81 IN and 0x02 OUT, maxp 512.
     pub(crate) fn drive_config() -> Vec<u8> {
@@ -465,9 +472,7 @@ pub(crate) mod tests {
         c.extend([9, 4, 0, 0, 2, 0x08, 0x06, 0x50, 0]);
         c.extend([7, 5, 0x81, 0x02, 0x00, 0x02, 0]);
         c.extend([7, 5, 0x02, 0x02, 0x00, 0x02, 0]);
-        let total = c.len() as u16;
-        c[2..4].copy_from_slice(&total.to_le_bytes());
-        c
+        with_total_length(c)
     }
 
     pub(crate) fn device_desc(class: u8) -> Vec<u8> {
@@ -526,15 +531,13 @@ pub(crate) mod tests {
         }
         let vendor = [9, 4, 1, 0, 0, 0xFF, 0, 0, 0];
         c.extend(vendor);
-        let total = c.len() as u16;
-        c[2..4].copy_from_slice(&total.to_le_bytes());
+        let c = with_total_length(c);
 
         let s = without_uas_alt_settings(&c);
         let mut want = vec![9, 2, 0, 0, 2, 1, 0, 0x80, 250];
         want.extend(bot);
         want.extend(vendor);
-        let n = want.len() as u16;
-        want[2..4].copy_from_slice(&n.to_le_bytes());
+        let want = with_total_length(want);
         assert_eq!(s, want);
         let cfg = parse_config_descriptor(&s).unwrap();
         assert!(cfg.alt_settings.iter().all(|a| a.protocol != PROTOCOL_UAS));
@@ -563,9 +566,7 @@ pub(crate) mod tests {
         c.extend([7, 5, 0x04, 0x02, 0x00, 0x04, 0]);
         c.extend([7, 5, 0x85, 0x02, 0x00, 0x04, 0]);
         c.extend([7, 5, 0x06, 0x02, 0x00, 0x04, 0]);
-        let total = c.len() as u16;
-        c[2..4].copy_from_slice(&total.to_le_bytes());
-        let cfg = parse_config_descriptor(&c).unwrap();
+        let cfg = parse_config_descriptor(&with_total_length(c)).unwrap();
         assert_eq!(cfg.interface_numbers(), vec![0]);
 
         let l0 = cfg.layout(&BTreeMap::new(), 9);
@@ -610,37 +611,30 @@ pub(crate) mod tests {
         let good = drive_config();
         let mut cases: Vec<(Vec<u8>, &str)> = Vec::new();
         cases.push((good[..5].to_vec(), "short"));
-        let mut c = good.clone();
-        c[2] = 200;
-        cases.push((c, "total beyond data"));
-        let mut c = good.clone();
-        c[9] = 0;
-        cases.push((c, "zero bLength loops"));
-        let mut c = good.clone();
-        c[9] = 60;
-        cases.push((c, "bLength past the end"));
-        let mut c = good.clone();
-        c[20] = 0x80;
-        cases.push((c, "endpoint 0 address"));
-        let mut c = good.clone();
-        c[27] = 0x81;
-        cases.push((c, "duplicate endpoint"));
+        // One byte of the good set changed: (offset, value, what).
+        for (at, value, what) in [
+            (2, 200, "total beyond data"),
+            (9, 0, "zero bLength loops"),
+            (9, 60, "bLength past the end"),
+            (20, 0x80, "endpoint 0 address"),
+            (27, 0x81, "duplicate endpoint"),
+        ] {
+            let mut c = good.clone();
+            c[at] = value;
+            cases.push((c, what));
+        }
         let mut c = vec![9, 2, 16, 0, 1, 1, 0, 0x80, 250];
         c.extend([7, 5, 0x81, 0x02, 0x00, 0x02, 0]);
         cases.push((c, "endpoint before interface"));
         let mut c = vec![9, 2, 0, 0, 1, 1, 0, 0x80, 250];
         c.extend([9, 4, 0, 0, 0, 8, 6, 0x50, 0]);
         c.extend([9, 4, 0, 0, 0, 8, 6, 0x50, 0]);
-        let t = c.len() as u16;
-        c[2..4].copy_from_slice(&t.to_le_bytes());
-        cases.push((c, "duplicate interface"));
+        cases.push((with_total_length(c), "duplicate interface"));
         let mut c = vec![9, 2, 0, 0, 1, 1, 0, 0x80, 250];
         for n in 0..33u8 {
             c.extend([9, 4, n, 0, 0, 8, 6, 0x50, 0]);
         }
-        let t = c.len() as u16;
-        c[2..4].copy_from_slice(&t.to_le_bytes());
-        cases.push((c, "33 interfaces"));
+        cases.push((with_total_length(c), "33 interfaces"));
         for (bytes, what) in cases {
             assert!(parse_config_descriptor(&bytes).is_err(), "{what}");
         }

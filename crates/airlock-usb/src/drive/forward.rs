@@ -33,6 +33,7 @@ use super::descriptors::{parse_config_descriptor, ConfigDescriptor, TransferKind
 use super::{claim_all, probe, round_up, sysfs_of, OpenDrive};
 use crate::error::{SessionError, SessionGone};
 use crate::progress::{Counters, PeerInfo, Phase, Progress, SessionEnd, SessionSummary};
+use crate::session::{self, Channels, Control};
 use crate::RedirStream;
 
 /// Timeout of control transfers (usbredirhost uses 5 s too).
@@ -97,93 +98,62 @@ enum Command {
 }
 
 /// Forwards an [`OpenDrive`] over one usbredir stream.
+#[derive(Debug)]
 pub struct DriveForwarder {
     drive: OpenDrive,
-    commands: mpsc::Receiver<Command>,
-    handle: ForwardHandle,
-    progress: watch::Sender<Progress>,
-}
-
-impl std::fmt::Debug for DriveForwarder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DriveForwarder")
-            .field("drive", &self.drive)
-            .finish_non_exhaustive()
-    }
+    channels: Channels<Command>,
 }
 
 /// Controls a running [`DriveForwarder`]. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ForwardHandle {
-    tx: mpsc::Sender<Command>,
-    progress: watch::Receiver<Progress>,
+    control: Control<Command>,
 }
 
 impl ForwardHandle {
     /// The session's progress.
     pub fn progress(&self) -> watch::Receiver<Progress> {
-        self.progress.clone()
+        self.control.progress()
     }
 
     /// Unplugs the drive from the desktop and ends the session.
     pub async fn unplug(&self) -> Result<(), SessionGone> {
-        let (done, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Unplug { done })
-            .await
-            .map_err(|_| SessionGone)?;
-        rx.await.map_err(|_| SessionGone)
+        self.control.request(|done| Command::Unplug { done }).await
     }
 }
 
 impl DriveForwarder {
     /// A forwarder for a checked and claimed drive.
     pub fn new(drive: OpenDrive) -> DriveForwarder {
-        let (tx, commands) = mpsc::channel(4);
-        let (progress, rx) = watch::channel(Progress::default());
         DriveForwarder {
             drive,
-            commands,
-            handle: ForwardHandle { tx, progress: rx },
-            progress,
+            channels: Channels::new(4, Progress::default()),
         }
     }
 
     /// A handle to unplug or watch the session.
     pub fn handle(&self) -> ForwardHandle {
-        self.handle.clone()
+        ForwardHandle {
+            control: self.channels.control(),
+        }
     }
 
     /// Forwards the drive over `stream` until the peer closes it, the drive
     /// is unplugged (from the terminal or through a handle), or an error.
     pub async fn run<S: RedirStream>(self, stream: S) -> Result<SessionSummary, SessionError> {
-        let DriveForwarder {
-            drive,
-            mut commands,
-            handle,
-            progress,
-        } = self;
-        drop(handle);
+        let DriveForwarder { drive, channels } = self;
+        let (mut commands, progress) = channels.into_pump();
         let mut fwd = Forwarder::new(drive)?;
         let result = fwd.pump(stream, &mut commands, &progress).await;
         fwd.stop_all_workers().await;
         fwd.abort_controls();
-        progress.send_modify(|p| {
-            p.phase = Phase::Ended;
-            p.counters = fwd.counters;
-        });
         if fwd.refused_commands > 0 {
             tracing::warn!(
                 refused = fwd.refused_commands,
                 "SCSI commands from the desktop refused this session (writing, firmware or vendor commands)"
             );
         }
-        let end = result?;
-        Ok(SessionSummary {
-            end,
-            peer: fwd.peer.clone(),
-            counters: fwd.counters,
-        })
+        session::finish(&progress, result, fwd.counters, fwd.peer.clone())
     }
 }
 
@@ -277,12 +247,7 @@ impl Forwarder {
                 r = rd.read(&mut buf) => {
                     let n = r?;
                     if n == 0 {
-                        let pending = self.session.codec().buffered();
-                        if pending > 0 {
-                            return Err(SessionError::Truncated(pending));
-                        }
-                        tracing::info!("the desktop side closed the USB stream");
-                        return Ok(SessionEnd::PeerClosed);
+                        return session::peer_closed(self.session.codec().buffered());
                     }
                     self.session.feed(&buf[..n])?;
                     let mut gone = false;
@@ -299,9 +264,7 @@ impl Forwarder {
                     None => { commands_open = false; false }
                     Some(Command::Unplug { done }) => {
                         self.session.disconnect_device()?;
-                        wr.write_all(&self.session.take_output()).await?;
-                        wr.flush().await?;
-                        let _ = wr.shutdown().await;
+                        session::write_last(&mut wr, &self.session.take_output()).await?;
                         tracing::info!(device = %self.name, "drive unplugged from the desktop");
                         let _ = done.send(());
                         return Ok(SessionEnd::Unplugged);
@@ -331,13 +294,7 @@ impl Forwarder {
         } else {
             Phase::Attached
         };
-        progress.send_if_modified(|p| {
-            let changed = p.phase != phase || p.counters != self.counters || p.peer != self.peer;
-            p.phase = phase;
-            p.counters = self.counters;
-            p.peer = self.peer.clone();
-            changed
-        });
+        session::publish(progress, phase, self.counters, self.peer.as_ref());
     }
 
     /// Sends a finished transfer. Returns true if the device is gone.
@@ -451,49 +408,23 @@ impl Forwarder {
                     .reply_get_configuration(id, Status::Success, current)?;
             }
             HostEvent::SetAltSetting { id, interface, alt } => {
-                match self.set_alt(interface, alt).await {
-                    Ok(()) => {
-                        let layout = self.layout();
-                        self.session.reply_set_alt_setting(
-                            id,
-                            Status::Success,
-                            interface,
-                            alt,
-                            Some(layout),
-                        )?;
-                    }
+                let (alt, layout) = match self.set_alt(interface, alt).await {
+                    Ok(()) => (alt, Some(self.layout())),
                     Err(e) => {
                         tracing::warn!(interface, alt, error = %e, "set_alt_setting failed");
-                        let cur = self.alts.get(&interface).copied().unwrap_or(255);
-                        self.session.reply_set_alt_setting(
-                            id,
-                            Status::Stall,
-                            interface,
-                            cur,
-                            None,
-                        )?;
+                        (self.alts.get(&interface).copied().unwrap_or(255), None)
                     }
-                }
+                };
+                session::reply_set_alt(&mut self.session, id, interface, alt, layout)?;
             }
-            HostEvent::GetAltSetting { id, interface } => match self.alts.get(&interface) {
-                Some(&alt) => {
-                    self.session
-                        .reply_get_alt_setting(id, Status::Success, interface, alt)?
-                }
-                None => self
-                    .session
-                    .reply_get_alt_setting(id, Status::Inval, interface, 255)?,
-            },
+            HostEvent::GetAltSetting { id, interface } => {
+                let alt = self.alts.get(&interface).copied();
+                session::reply_get_alt(&mut self.session, id, interface, alt)?;
+            }
             HostEvent::FilterFilter { rules } => {
                 tracing::debug!(%rules, "desktop usb-redir filter")
             }
-            HostEvent::FilterReject => return Err(SessionError::FilterRejected),
-            HostEvent::DisconnectAcked => {}
-            HostEvent::Unsupported { packet, .. } => {
-                tracing::debug!(%packet, "unsupported usbredir request answered with an error");
-            }
-            #[allow(unreachable_patterns)]
-            _ => {}
+            other => session::other_event(other)?,
         }
         Ok(true)
     }
@@ -1212,72 +1143,40 @@ mod tests {
     #[test]
     fn control_classification() {
         use ControlAction::*;
-        // CLEAR_FEATURE(ENDPOINT_HALT) on 0x81 → clear_halt, on ep 0 → ack.
-        assert_eq!(
-            classify_control(0x02, 0x01, 0, 0x81, false),
-            ClearHalt(0x81)
-        );
-        assert_eq!(
-            classify_control(0x02, 0x01, 0, 0x02, false),
-            ClearHalt(0x02)
-        );
-        assert_eq!(classify_control(0x02, 0x01, 0, 0x80, false), Ack);
-        // SET_ADDRESS absorbed; raw SET_CONFIGURATION / SET_INTERFACE refused.
-        assert_eq!(classify_control(0x00, 0x05, 7, 0, false), Ack);
-        assert_eq!(
-            classify_control(0x00, 0x09, 1, 0, false),
-            Refuse(Status::Inval)
-        );
-        assert_eq!(
-            classify_control(0x01, 0x0b, 1, 0, false),
-            Refuse(Status::Inval)
-        );
-        // GET_DESCRIPTOR, GET MAX LUN, mass-storage reset: forwarded.
-        assert_eq!(
-            classify_control(0x80, 0x06, 0x0100, 0, true),
-            Forward {
-                control_type: ControlType::Standard,
-                recipient: Recipient::Device
-            }
-        );
-        assert_eq!(
-            classify_control(0xA1, 0xFE, 0, 0, true),
-            Forward {
-                control_type: ControlType::Class,
-                recipient: Recipient::Interface
-            }
-        );
-        assert_eq!(
-            classify_control(0x21, 0xFF, 0, 0, false),
-            Forward {
-                control_type: ControlType::Class,
-                recipient: Recipient::Interface
-            }
-        );
-        assert_eq!(
-            classify_control(0x42, 0x01, 0, 0x81, false),
-            Forward {
-                control_type: ControlType::Vendor,
-                recipient: Recipient::Endpoint
-            }
-        );
-        // Reserved type or recipient, or a direction mismatch: refused.
-        assert_eq!(
-            classify_control(0x60, 0x01, 0, 0, false),
-            Refuse(Status::Inval)
-        );
-        assert_eq!(
-            classify_control(0x04, 0x01, 0, 0, false),
-            Refuse(Status::Inval)
-        );
-        assert_eq!(
-            classify_control(0x80, 0x06, 0x0100, 0, false),
-            Refuse(Status::Inval)
-        );
-        assert_eq!(
-            classify_control(0x00, 0x03, 1, 0, true),
-            Refuse(Status::Inval)
-        );
+        use ControlType::{Class, Standard, Vendor};
+        use Recipient::{Device, Endpoint, Interface};
+        let forward = |control_type, recipient| Forward {
+            control_type,
+            recipient,
+        };
+        // (bmRequestType, bRequest, wValue, wIndex, IN) → action.
+        let cases = [
+            // CLEAR_FEATURE(ENDPOINT_HALT) on 0x81 → clear_halt, on ep 0 → ack.
+            ((0x02, 0x01, 0, 0x81, false), ClearHalt(0x81)),
+            ((0x02, 0x01, 0, 0x02, false), ClearHalt(0x02)),
+            ((0x02, 0x01, 0, 0x80, false), Ack),
+            // SET_ADDRESS absorbed; raw SET_CONFIGURATION / SET_INTERFACE refused.
+            ((0x00, 0x05, 7, 0, false), Ack),
+            ((0x00, 0x09, 1, 0, false), Refuse(Status::Inval)),
+            ((0x01, 0x0b, 1, 0, false), Refuse(Status::Inval)),
+            // GET_DESCRIPTOR, GET MAX LUN, mass-storage reset: forwarded.
+            ((0x80, 0x06, 0x0100, 0, true), forward(Standard, Device)),
+            ((0xA1, 0xFE, 0, 0, true), forward(Class, Interface)),
+            ((0x21, 0xFF, 0, 0, false), forward(Class, Interface)),
+            ((0x42, 0x01, 0, 0x81, false), forward(Vendor, Endpoint)),
+            // Reserved type or recipient, or a direction mismatch: refused.
+            ((0x60, 0x01, 0, 0, false), Refuse(Status::Inval)),
+            ((0x04, 0x01, 0, 0, false), Refuse(Status::Inval)),
+            ((0x80, 0x06, 0x0100, 0, false), Refuse(Status::Inval)),
+            ((0x00, 0x03, 1, 0, true), Refuse(Status::Inval)),
+        ];
+        for ((request_type, request, value, index, is_in), want) in cases {
+            assert_eq!(
+                classify_control(request_type, request, value, index, is_in),
+                want,
+                "{request_type:#04x} {request:#04x} {value:#06x} {index:#04x} in={is_in}"
+            );
+        }
     }
 
     #[test]

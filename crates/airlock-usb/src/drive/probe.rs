@@ -15,19 +15,27 @@ pub const INQUIRY_LEN: u8 = 36;
 /// SCSI peripheral device type of CD/DVD devices.
 pub const TYPE_CD_DVD: u8 = 0x05;
 
-/// The 31-byte CBW of a standard INQUIRY to LUN 0 asking for 36 bytes.
-pub fn inquiry_cbw(tag: u32) -> [u8; 31] {
+/// The CBW of a command to LUN 0 that moves up to `data_len` bytes from the
+/// device to the host: `cdb` is the SCSI command block (at most 16 bytes;
+/// the rest is cut off).
+pub fn data_in_cbw(tag: u32, data_len: u32, cdb: &[u8]) -> Cbw {
     let mut cb = [0u8; 16];
-    cb[..6].copy_from_slice(&[0x12, 0, 0, 0, INQUIRY_LEN, 0]);
+    let n = cdb.len().min(cb.len());
+    cb[..n].copy_from_slice(&cdb[..n]);
     Cbw {
         tag,
-        data_transfer_length: u32::from(INQUIRY_LEN),
+        data_transfer_length: data_len,
         data_in: true,
         lun: 0,
-        cb_length: 6,
+        cb_length: n as u8,
         cb,
     }
-    .to_bytes()
+}
+
+/// The 31-byte CBW of a standard INQUIRY to LUN 0 asking for 36 bytes.
+pub fn inquiry_cbw(tag: u32) -> [u8; 31] {
+    let cdb = [0x12, 0, 0, 0, INQUIRY_LEN, 0];
+    data_in_cbw(tag, u32::from(INQUIRY_LEN), &cdb).to_bytes()
 }
 
 /// Why a probe of a device failed or was refused.

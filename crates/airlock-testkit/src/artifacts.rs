@@ -1,7 +1,9 @@
 //! Built artifacts: the demo guest, the sample discs, the terminal VM and the host
 //! binaries. Found through their manifests under `build/`; built by `cargo xtask …`
-//! (or `cargo build`) when missing or stale, one process at a time under a file lock
-//! (`build/.artifacts.lock`), because test processes run in parallel. The manifest
+//! (or `cargo build`) when missing or stale, one process at a time under a file lock per
+//! kind of artifact (`build/.guest.lock`, `.terminal.lock`, `.host-binaries.lock`),
+//! because test processes run in parallel. What is present and current is used without
+//! waiting for any lock. The manifest
 //! types are defined here, once; `xtask` writes them.
 use crate::process::{describe, run};
 use anyhow::{bail, ensure, Context, Result};
@@ -150,11 +152,11 @@ fn cargo() -> Command {
     c
 }
 
-/// Runs `f` while holding the artifacts lock.
-fn locked<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+/// Runs `f` while holding the lock `build/.NAME.lock`.
+fn locked<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let dir = build_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(".artifacts.lock");
+    let path = dir.join(format!(".{name}.lock"));
     let lock =
         std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
@@ -213,35 +215,36 @@ fn find_disc(name: &str) -> Option<FileList> {
     list.iso.is_file().then_some(list)
 }
 
+/// The demo guest and both sample discs, if they are built and current.
+fn find_artifacts() -> Result<Option<Artifacts>> {
+    let Some(guest) = find_guest()? else {
+        return Ok(None);
+    };
+    Ok(find_disc("sample-small")
+        .zip(find_disc("sample"))
+        .map(|(small, big)| Artifacts { guest, small, big }))
+}
+
 /// The demo guest (`cargo xtask guest` when missing or when `xtask/guest/init.sh`
 /// changed since it was built) and the sample discs (`cargo xtask sample-disc` when
 /// missing).
 pub fn artifacts() -> Result<&'static Artifacts> {
     static CELL: OnceLock<Result<Artifacts, String>> = OnceLock::new();
     once(&CELL, || {
-        locked(|| {
-            let guest = match find_guest()? {
-                Some(g) => g,
-                None => {
-                    xtask(&["guest"])?;
-                    find_guest()?.context("`cargo xtask guest` left no current manifest")?
-                }
-            };
+        if let Some(a) = find_artifacts()? {
+            return Ok(a);
+        }
+        locked("guest", || {
+            if find_guest()?.is_none() {
+                xtask(&["guest"])?;
+            }
             if find_disc("sample-small").is_none() || find_disc("sample").is_none() {
                 xtask(&["sample-disc"])?;
             }
-            let disc = |name: &str| {
-                find_disc(name).with_context(|| {
-                    format!(
-                        "build/discs/{name}.files.json is missing after `cargo xtask sample-disc`"
-                    )
-                })
-            };
-            Ok(Artifacts {
-                small: disc("sample-small")?,
-                big: disc("sample")?,
-                guest,
-            })
+            find_artifacts()?.context(
+                "the demo guest or the sample discs are missing after `cargo xtask guest` \
+                 and `cargo xtask sample-disc`",
+            )
         })
     })
 }
@@ -251,7 +254,7 @@ pub fn artifacts() -> Result<&'static Artifacts> {
 pub fn terminal_vm() -> Result<&'static TerminalManifest> {
     static CELL: OnceLock<Result<TerminalManifest, String>> = OnceLock::new();
     once(&CELL, || {
-        locked(|| {
+        locked("terminal", || {
             xtask(&["terminal-guest"])?;
             read_json(&build_dir().join("terminal/manifest.json"))
         })
@@ -264,7 +267,7 @@ pub fn host_binaries(release: bool) -> Result<&'static HostBinaries> {
     static DEBUG: OnceLock<Result<HostBinaries, String>> = OnceLock::new();
     static RELEASE: OnceLock<Result<HostBinaries, String>> = OnceLock::new();
     once(if release { &RELEASE } else { &DEBUG }, || {
-        locked(|| {
+        locked("host-binaries", || {
             let mut cmd = cargo();
             cmd.args([
                 "build",

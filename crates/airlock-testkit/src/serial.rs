@@ -33,6 +33,15 @@ pub struct SerialLog {
     source: Source,
 }
 
+impl Drop for SerialLog {
+    fn drop(&mut self) {
+        // Close the connection, which the reader thread would otherwise keep open.
+        if let Source::Socket { stream, .. } = &self.source {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
 /// Complete lines of `raw`: `\r` removed, and a line holding `AIRLOCK-` after other
 /// text (a kernel message written over it) cut to start there.
 fn complete_lines(raw: &[u8]) -> Vec<String> {

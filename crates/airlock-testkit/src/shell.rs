@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// A connected shell; what it prints is collected by a thread.
+/// A connected shell; what it prints is collected by a thread. Dropping it closes the
+/// connection (QEMU's chardev takes one client at a time: a connection left open, e.g. by
+/// the reader thread, would keep the next client of the same QEMU waiting).
 pub struct Shell {
     stream: UnixStream,
     out: Arc<(Mutex<Vec<u8>>, Condvar)>,
@@ -121,5 +123,11 @@ impl Shell {
         let (out, st) = self.run(cmd, Duration::from_secs(60))?;
         ensure!(st == 0, "`{cmd}` exited {st}: {out}");
         Ok(out)
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 }

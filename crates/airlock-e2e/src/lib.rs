@@ -10,9 +10,32 @@
 //! `cargo xtask terminal-guest`) and run as separate processes, exactly as deployed.
 #![forbid(unsafe_code)]
 
-use airlock_testkit::artifacts::{artifacts, host_binaries};
+use airlock_testkit::artifacts::{artifacts, host_binaries, Artifacts, HostBinaries};
 use airlock_testkit::{Broker, BrokerConfig};
 use anyhow::Result;
+use std::time::Instant;
+
+/// What every end-to-end test starts with.
+pub struct Run {
+    pub artifacts: &'static Artifacts,
+    pub bins: &'static HostBinaries,
+    pub started: Instant,
+    pub tmp: tempfile::TempDir,
+}
+
+/// The artifacts and binaries built, a clock started and a temporary directory; `None`
+/// when VM tests are skipped.
+pub fn begin() -> Result<Option<Run>> {
+    if !airlock_testkit::tools::vm_test() {
+        return Ok(None);
+    }
+    Ok(Some(Run {
+        artifacts: artifacts()?,
+        bins: host_binaries(false)?,
+        started: Instant::now(),
+        tmp: tempfile::tempdir()?,
+    }))
+}
 
 /// A broker (the host build of `airlockd`) with `size` desktops of the demo guest, long
 /// heartbeat timeouts (the tests forward with `airlock usb forward`, which does not

@@ -4,23 +4,20 @@
 //! disc change (the CLI's `eject` and `insert FILE` commands on stdin) is
 //! seen by the guest as a removal and a new disc.
 
-use airlock_e2e::{broker, the_one_usb_stream};
-use airlock_testkit::artifacts::{artifacts, host_binaries};
+use airlock_e2e::{begin, broker, the_one_usb_stream};
+use airlock_testkit::block_on;
 use airlock_testkit::broker::TERMINAL_TOKEN;
 use airlock_testkit::iso::{filler, make_iso};
-use airlock_testkit::{block_on, tools};
 use anyhow::{ensure, Context, Result};
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn emulated_cd_through_the_relay_with_a_disc_change() -> Result<()> {
-    if !tools::vm_test() {
+    let Some(run) = begin()? else {
         return Ok(());
-    }
-    let (a, bins) = (artifacts()?, host_binaries(false)?);
-    let t0 = Instant::now();
-    let tmp = tempfile::tempdir()?;
+    };
+    let (a, bins, t0, tmp) = (run.artifacts, run.bins, run.started, &run.tmp);
     // The second disc: small, with a name that needs Rock Ridge.
     let second = make_iso(
         tmp.path(),

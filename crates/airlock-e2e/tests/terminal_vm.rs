@@ -6,14 +6,12 @@
 //! no storage driver (the guard) and reaches only the broker (slirp,
 //! `restrict=on`, one guestfwd).
 
-use airlock_e2e::{broker, the_one_usb_stream};
-use airlock_testkit::artifacts::{
-    artifacts, host_binaries, terminal_vm, TERMINAL_FORBIDDEN_MODULES,
-};
+use airlock_e2e::{begin, broker, the_one_usb_stream};
+use airlock_testkit::artifacts::{terminal_vm, TERMINAL_FORBIDDEN_MODULES};
 use airlock_testkit::broker::TERMINAL_TOKEN;
-use airlock_testkit::{block_on, tools, TerminalNet, TerminalOptions, TerminalVm};
+use airlock_testkit::{block_on, TerminalNet, TerminalOptions, TerminalVm};
 use anyhow::{ensure, Context, Result};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The guard, observed from inside the terminal VM: no block device for any
 /// USB storage, no storage driver registered or loaded, and nothing asked the
@@ -45,12 +43,10 @@ fn assert_guarded(term: &mut TerminalVm, when: &str) -> Result<()> {
 
 #[test]
 fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
-    if !tools::vm_test() {
+    let Some(run) = begin()? else {
         return Ok(());
-    }
-    let (a, bins) = (artifacts()?, host_binaries(false)?);
-    let t0 = Instant::now();
-    let tmp = tempfile::tempdir()?;
+    };
+    let (a, bins, t0, tmp) = (run.artifacts, run.bins, run.started, &run.tmp);
     let stick = tmp.path().join("stick.img");
     let mut img = b"AIRLOCK-E2E-USB-STICK\n".to_vec();
     img.resize(8 << 20, 0);

@@ -63,24 +63,19 @@ mod tests {
             rec("d1", "lease_granted"),
         ];
         check_invariants(&ok).unwrap();
-        let twice = [
-            rec("d1", "desktop_ready"),
-            rec("d1", "lease_granted"),
-            rec("d1", "lease_granted"),
-        ];
-        assert!(check_invariants(&twice).is_err());
-        let no_reset = [
-            rec("d1", "desktop_ready"),
-            rec("d1", "lease_granted"),
-            rec("d1", "lease_ended"),
-            rec("d1", "lease_granted"),
-        ];
-        assert!(check_invariants(&no_reset).is_err());
-        let died = [
-            rec("d1", "desktop_ready"),
-            rec("d1", "desktop_died"),
-            rec("d1", "lease_granted"),
-        ];
-        assert!(check_invariants(&died).is_err());
+        // Granted twice; granted again without a reset; granted after the desktop died.
+        for bad in [
+            &["desktop_ready", "lease_granted", "lease_granted"][..],
+            &[
+                "desktop_ready",
+                "lease_granted",
+                "lease_ended",
+                "lease_granted",
+            ],
+            &["desktop_ready", "desktop_died", "lease_granted"],
+        ] {
+            let records: Vec<Value> = bad.iter().map(|a| rec("d1", a)).collect();
+            assert!(check_invariants(&records).is_err(), "{bad:?}");
+        }
     }
 }

@@ -12,8 +12,13 @@ use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(30);
 
-/// The guest with its agent port connected (so tests can send agent commands), ready.
-fn boot(a: &Artifacts, control: bool) -> anyhow::Result<GuestVm> {
+/// The guest with its agent port connected (so tests can send agent commands), ready;
+/// `None` when VM tests are skipped.
+fn boot(control: bool) -> anyhow::Result<Option<(&'static Artifacts, GuestVm)>> {
+    if !tools::vm_test() {
+        return Ok(None);
+    }
+    let a = artifacts()?;
     let mut vm = GuestVm::boot(
         &a.guest,
         &GuestVmOptions {
@@ -23,17 +28,15 @@ fn boot(a: &Artifacts, control: bool) -> anyhow::Result<GuestVm> {
         },
     )?;
     vm.wait_ready(Duration::from_secs(60))?;
-    Ok(vm)
+    Ok(Some((a, vm)))
 }
 
 #[test]
 fn agent_port_and_control_shell() -> anyhow::Result<()> {
-    if !tools::vm_test() {
-        return Ok(());
-    }
-    let a = artifacts()?;
     let started = Instant::now();
-    let mut vm = boot(a, true)?;
+    let Some((a, mut vm)) = boot(true)? else {
+        return Ok(());
+    };
     eprintln!("ready {:?} after starting QEMU", started.elapsed());
 
     // Ping: the nonce comes back; a CR before the LF is tolerated.
@@ -108,11 +111,9 @@ fn agent_port_and_control_shell() -> anyhow::Result<()> {
 
 #[test]
 fn no_control_shell_without_the_flag() -> anyhow::Result<()> {
-    if !tools::vm_test() {
+    let Some((_, mut vm)) = boot(false)? else {
         return Ok(());
-    }
-    let a = artifacts()?;
-    let mut vm = boot(a, false)?;
+    };
     let m = vm.serial.mark();
     vm.serial.send("airlock-ping p1")?;
     vm.serial.wait_exact(m, T, "AIRLOCK-READY p1")?;
@@ -126,11 +127,9 @@ fn no_control_shell_without_the_flag() -> anyhow::Result<()> {
 
 #[test]
 fn hotplug_insert_eject_swap_unplug() -> anyhow::Result<()> {
-    if !tools::vm_test() {
+    let Some((a, mut vm)) = boot(true)? else {
         return Ok(());
-    }
-    let a = artifacts()?;
-    let mut vm = boot(a, true)?;
+    };
 
     // An empty drive: no CD lines.
     let m = vm.serial.mark();
@@ -189,11 +188,9 @@ fn hotplug_insert_eject_swap_unplug() -> anyhow::Result<()> {
 
 #[test]
 fn unreadable_disc_then_a_new_drive() -> anyhow::Result<()> {
-    if !tools::vm_test() {
+    let Some((a, mut vm)) = boot(false)? else {
         return Ok(());
-    }
-    let a = artifacts()?;
-    let mut vm = boot(a, false)?;
+    };
 
     // A medium that is not ISO 9660.
     let garbage = garbage_image(vm.dir())?;

@@ -93,6 +93,18 @@ fn forward_to_nowhere(lease: &str) -> Output {
     ])
 }
 
+/// `airlock usb forward --iso ISO` to a usb-redir socket that is not there.
+fn forward_iso_to_nowhere(iso: &str) -> Output {
+    run(&[
+        "usb",
+        "forward",
+        "--to",
+        "unix:/nonexistent/u.sock",
+        "--iso",
+        iso,
+    ])
+}
+
 #[test]
 fn bad_inputs_get_an_error_and_a_hint() {
     let o = forward_to_nowhere("../etc");
@@ -115,28 +127,14 @@ fn bad_inputs_get_an_error_and_a_hint() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("not http or https"), "{}", text(&o));
 
-    let o = run(&[
-        "usb",
-        "forward",
-        "--to",
-        "unix:/nonexistent/u.sock",
-        "--iso",
-        "/nonexistent.iso",
-    ]);
+    let o = forward_iso_to_nowhere("/nonexistent.iso");
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("cannot open disc image"), "{}", text(&o));
 
     let tmp = tempfile::tempdir().unwrap();
     let iso = tmp.path().join("d.iso");
     std::fs::write(&iso, vec![0u8; 4096]).unwrap();
-    let o = run(&[
-        "usb",
-        "forward",
-        "--to",
-        "unix:/nonexistent/u.sock",
-        "--iso",
-        iso.to_str().unwrap(),
-    ]);
+    let o = forward_iso_to_nowhere(iso.to_str().unwrap());
     assert_eq!(o.status.code(), Some(1));
     let t = text(&o);
     assert!(t.contains("Forwarding: emulated USB CD-ROM"), "{t}");

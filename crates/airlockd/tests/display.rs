@@ -11,11 +11,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread")]
 async fn display_password_opens_only_during_its_lease() -> Result<()> {
     spice::require_client()?;
-    let b = start(BrokerConfig {
-        size: 1,
-        ..config()?
-    })?;
-    b.wait_clean(1, Duration::from_secs(240)).await?;
+    let b = one_clean_desktop().await?;
     let port = b.display_port_base;
     // Before any lease the broker forwards no display connection at all.
     assert_eq!(

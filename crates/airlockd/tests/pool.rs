@@ -106,11 +106,7 @@ async fn two_hundred_concurrent_acquires_grant_exactly_two() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_and_lease_ownership_are_enforced() -> Result<()> {
-    let b = start(BrokerConfig {
-        size: 1,
-        ..config()?
-    })?;
-    b.wait_clean(1, UP).await?;
+    let b = one_clean_desktop().await?;
     let url = format!("{}/v1/leases", b.url);
     // No token, wrong token, admin token on a terminal endpoint: 401 with a JSON error.
     let r = b
@@ -176,11 +172,7 @@ async fn tokens_and_lease_ownership_are_enforced() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_clear_errors_and_changes_nothing() -> Result<()> {
-    let b = start(BrokerConfig {
-        size: 1,
-        ..config()?
-    })?;
-    b.wait_clean(1, UP).await?;
+    let b = one_clean_desktop().await?;
     let before = b.audit().await?.len();
     let url = format!("{}/v1/leases", b.url);
     let post = |body: Vec<u8>, ct: Option<&'static str>| {

@@ -164,20 +164,26 @@ async fn markers_vanish_after_release(method: &'static str) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn release_wipes_ram_and_disk_with_template_clone() -> Result<()> {
-    markers_vanish_after_release("template_clone").await
+/// One test of `$check` per reset method.
+macro_rules! per_method {
+    ($check:ident: $($name:ident => $method:literal),+ $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $name() -> Result<()> {
+            $check($method).await
+        }
+    )+};
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn release_wipes_ram_and_disk_with_snapshot_restore() -> Result<()> {
-    markers_vanish_after_release("snapshot_restore").await
-}
+per_method!(markers_vanish_after_release:
+    release_wipes_ram_and_disk_with_template_clone => "template_clone",
+    release_wipes_ram_and_disk_with_snapshot_restore => "snapshot_restore",
+    release_wipes_ram_and_disk_with_rebuild => "rebuild",
+);
 
-#[tokio::test(flavor = "multi_thread")]
-async fn release_wipes_ram_and_disk_with_rebuild() -> Result<()> {
-    markers_vanish_after_release("rebuild").await
-}
+per_method!(a_new_golden_image_reaches_every_desktop:
+    a_new_golden_image_reaches_every_desktop_with_template_clone => "template_clone",
+    a_new_golden_image_reaches_every_desktop_with_snapshot_restore => "snapshot_restore",
+);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lease_without_heartbeats_expires_and_its_desktop_resets() -> Result<()> {
@@ -341,16 +347,6 @@ async fn a_new_golden_image_reaches_every_desktop(method: &'static str) -> Resul
         );
     }
     check_invariants(&audit)
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_new_golden_image_reaches_every_desktop_with_template_clone() -> Result<()> {
-    a_new_golden_image_reaches_every_desktop("template_clone").await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_new_golden_image_reaches_every_desktop_with_snapshot_restore() -> Result<()> {
-    a_new_golden_image_reaches_every_desktop("snapshot_restore").await
 }
 
 #[tokio::test(flavor = "multi_thread")]

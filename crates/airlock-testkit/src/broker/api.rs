@@ -151,20 +151,22 @@ impl Broker {
 
     /// `POST /v1/leases/{lease}/heartbeat` as the terminal with `token`.
     pub async fn heartbeat(&self, token: &str, lease: impl Display) -> Result<StatusCode> {
-        let path = format!("/v1/leases/{lease}/heartbeat");
-        Ok(self
-            .request(Method::POST, &path, Some(token))
-            .await?
-            .status())
+        self.status_of(
+            Method::POST,
+            &format!("/v1/leases/{lease}/heartbeat"),
+            token,
+        )
+        .await
     }
 
     /// `DELETE /v1/leases/{lease}` as the terminal with `token`.
     pub async fn release(&self, token: &str, lease: impl Display) -> Result<StatusCode> {
-        let path = format!("/v1/leases/{lease}");
-        Ok(self
-            .request(Method::DELETE, &path, Some(token))
-            .await?
-            .status())
+        self.status_of(Method::DELETE, &format!("/v1/leases/{lease}"), token)
+            .await
+    }
+
+    async fn status_of(&self, method: Method, path: &str, token: &str) -> Result<StatusCode> {
+        Ok(self.request(method, path, Some(token)).await?.status())
     }
 
     /// The whole audit trail, oldest first.

@@ -16,3 +16,13 @@ pub fn config() -> Result<BrokerConfig> {
 pub fn start(config: BrokerConfig) -> Result<Broker> {
     Broker::start(std::path::Path::new(env!("CARGO_BIN_EXE_airlockd")), config)
 }
+
+/// A broker with one desktop, clean.
+pub async fn one_clean_desktop() -> Result<Broker> {
+    let b = start(BrokerConfig {
+        size: 1,
+        ..config()?
+    })?;
+    b.wait_clean(1, std::time::Duration::from_secs(240)).await?;
+    Ok(b)
+}

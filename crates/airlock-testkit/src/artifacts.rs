@@ -213,20 +213,33 @@ fn find_disc(name: &str) -> Option<FileList> {
     list.iso.is_file().then_some(list)
 }
 
-/// The demo guest (`cargo xtask guest` when missing or when `xtask/guest/init.sh`
-/// changed since it was built) and the sample discs (`cargo xtask sample-disc` when
+/// The current demo guest, built by `cargo xtask guest` first when it is missing or
+/// stale. Called with the artifacts lock held.
+fn current_guest() -> Result<GuestManifest> {
+    match find_guest()? {
+        Some(g) => Ok(g),
+        None => {
+            xtask(&["guest"])?;
+            find_guest()?.context("`cargo xtask guest` left no current manifest")
+        }
+    }
+}
+
+/// The demo guest alone, for what boots it but reads no disc (the broker benchmark):
+/// `cargo xtask guest` when it is missing or when `xtask/guest/init.sh` changed since
+/// it was built.
+pub fn guest() -> Result<&'static GuestManifest> {
+    static CELL: OnceLock<Result<GuestManifest, String>> = OnceLock::new();
+    once(&CELL, || locked(current_guest))
+}
+
+/// The demo guest (as [`guest`]) and the sample discs (`cargo xtask sample-disc` when
 /// missing).
 pub fn artifacts() -> Result<&'static Artifacts> {
     static CELL: OnceLock<Result<Artifacts, String>> = OnceLock::new();
     once(&CELL, || {
         locked(|| {
-            let guest = match find_guest()? {
-                Some(g) => g,
-                None => {
-                    xtask(&["guest"])?;
-                    find_guest()?.context("`cargo xtask guest` left no current manifest")?
-                }
-            };
+            let guest = current_guest()?;
             if find_disc("sample-small").is_none() || find_disc("sample").is_none() {
                 xtask(&["sample-disc"])?;
             }

@@ -1,6 +1,6 @@
 //! The broker's HTTP API as tests use it: the terminal side typed by the wire contract
 //! (`airlock_core::wire`), the admin side as JSON values.
-use super::{Broker, ADMIN_TOKEN, TERMINAL_TOKEN};
+use super::{Broker, TERMINAL_TOKEN};
 use airlock_core::wire::{LeaseGrant, LeaseRequest};
 use anyhow::{bail, ensure, Context, Result};
 use reqwest::StatusCode;
@@ -9,12 +9,13 @@ use std::fmt::Display;
 use std::time::{Duration, Instant};
 
 impl Broker {
-    /// `GET path` with the admin token, as JSON; anything but 200 is an error.
+    /// `GET path` with the admin token of the config, as JSON; anything but 200 is an
+    /// error.
     pub async fn admin_get(&self, path: &str) -> Result<Value> {
         let r = self
             .http
             .get(format!("{}{path}", self.url))
-            .bearer_auth(ADMIN_TOKEN)
+            .bearer_auth(&self.config.admin_token)
             .send()
             .await
             .with_context(|| format!("GET {path}"))?;

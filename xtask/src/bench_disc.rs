@@ -17,6 +17,7 @@
 //! All VMs run under TCG on this machine. Every process it starts is stopped
 //! at the end, also on error (the test kit's Drop guards).
 
+use crate::bench_broker::stats::median;
 use crate::disc::FileList;
 use crate::{disc, guest, terminal, util};
 use airlock_testkit::broker::TERMINAL_TOKEN;
@@ -149,20 +150,6 @@ pub struct Report {
     pub loadavg_after: String,
     pub qemu: String,
     pub series: Vec<Series>,
-}
-
-pub fn median(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
 }
 
 pub fn run(o: &Options) -> Result<Report> {
@@ -814,16 +801,4 @@ pub fn cpu_table(r: &Report) -> String {
         });
     }
     t
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(&[]).is_nan());
-    }
 }

@@ -17,10 +17,13 @@
 //! All VMs run under TCG on this machine. Every process it starts is stopped
 //! at the end, also on error (the test kit's Drop guards).
 
+use crate::bench_broker::stats::median;
 use crate::disc::FileList;
 use crate::{disc, guest, terminal, util};
+use airlock_core::wire::LeaseGrant;
 use airlock_testkit::broker::TERMINAL_TOKEN;
 use airlock_testkit::guest_vm::{GuestVm, GuestVmOptions};
+use airlock_testkit::process::{self, Stat};
 use airlock_testkit::tools::{QEMU, VM_TOOLS};
 use airlock_testkit::{block_on, Broker, BrokerConfig, SerialLog, Shell};
 use airlock_testkit::{TerminalNet, TerminalOptions, TerminalVm};
@@ -32,38 +35,84 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-pub struct Options {
+/// `cargo xtask bench disc` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DiscArgs {
+    /// Insertions per path (the median is reported).
+    #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// The disc [default: build/discs/sample.iso].
+    /// The disc [default: build/discs/sample.iso]; needs NAME.files.json beside it.
+    #[arg(long)]
     pub iso: Option<PathBuf>,
-    /// Which paths: any of a, b, c (empty: all).
+    /// Only these paths (comma-separated: a,b,c).
+    #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// vCPUs of the terminal VM.
+    #[arg(long, default_value_t = 1)]
     pub terminal_smp: u32,
+    /// How the terminal VM reaches the broker: `loopback` (slirp to
+    /// 10.0.2.2) or `guestfwd` (restrict=on, one guestfwd running the test
+    /// kit's TCP_NODELAY `tcp-pump` on the host per connection; slower, see
+    /// docs/benchmarks.md).
+    #[arg(long, default_value = "loopback")]
+    pub terminal_net: String,
+    /// Results file [default: build/bench/disc.json].
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Shell command run in the desktop guest before each measured insertion
+    /// ({dev} = its block device), e.g. 'echo 1024 >/sys/block/{dev}/queue/read_ahead_kb'.
+    #[arg(long)]
+    pub guest_setup: Option<String>,
+    // (b) reads an image file and cannot be throttled.
+    /// Throttle the QEMU drives of (a) and (c) to this many MB/s, like a real
+    /// drive (52x CD ~ 7.8, 16x DVD ~ 22).
+    #[arg(long)]
+    pub drive_mbps: Option<f64>,
+    // For A/B experiments.
+    /// Use this airlockd binary instead of `cargo build --release -p airlockd`'s.
+    #[arg(long)]
+    pub airlockd: Option<PathBuf>,
+    /// Host CPU placement, the same for every path: `auto` (desktop vCPUs on the
+    /// first CPU, everything else on the others, as airlockd's [pool.cpus] does),
+    /// `none`, or DESKTOPS:HOUSEKEEPING CPU lists such as 0:1.
+    #[arg(long, default_value = "auto")]
+    pub cpus: String,
+}
+
+/// What a run does: the options, with the network and the CPU placement resolved.
+pub struct Options {
+    pub args: DiscArgs,
     /// How the terminal VM reaches the broker.
     pub terminal_net: TerminalNet,
-    /// Where to write the results as JSON [default: build/bench/disc.json].
-    pub json: Option<PathBuf>,
-    /// Throttle the QEMU drives of (a) and (c) to this many MB/s (a real
-    /// drive's speed: 52x CD ≈ 7.8, 16x DVD ≈ 22); (b) reads an image file
-    /// and cannot be throttled.
-    pub drive_mbps: Option<f64>,
-    /// Use this `airlockd` instead of the one just built (A/B experiments).
-    pub airlockd: Option<PathBuf>,
-    /// A shell command run in the desktop guest before each measured
-    /// insertion (`{dev}` = the drive's block device, e.g. sr0), to try
-    /// guest settings such as `echo 1024 >/sys/block/{dev}/queue/read_ahead_kb`.
-    pub guest_setup: Option<String>,
     /// Host CPU placement for every path alike: desktop vCPUs on the desktop CPUs;
     /// QEMU's other threads, airlockd, the `airlock` CLI and the terminal VM (which
     /// stands for another computer) on the housekeeping CPUs. `None`: unpinned.
     pub cpus: Option<airlock_core::CpuPlacement>,
 }
 
+impl Options {
+    /// Resolves `--terminal-net` (`guestfwd` builds the release `tcp-pump`) and `--cpus`.
+    pub fn new(args: DiscArgs) -> Result<Options> {
+        let terminal_net = match args.terminal_net.as_str() {
+            "guestfwd" => TerminalNet::GuestFwd {
+                pump: airlock_testkit::artifacts::host_binaries(true)?.tcp_pump(),
+            },
+            "loopback" => TerminalNet::HostLoopback,
+            other => anyhow::bail!("--terminal-net is loopback or guestfwd, not {other:?}"),
+        };
+        let cpus = parse_cpus(&args.cpus)?;
+        Ok(Options {
+            args,
+            terminal_net,
+            cpus,
+        })
+    }
+}
+
 /// `--cpus`: `auto` (the first CPU this process may use for the desktop, the others
 /// for housekeeping; unpinned on a single CPU), `none`, or `DESKTOPS:HOUSEKEEPING`
 /// as CPU lists (`0:1`, `2-5:0-1`).
-pub fn parse_cpus(arg: &str) -> Result<Option<airlock_core::CpuPlacement>> {
+fn parse_cpus(arg: &str) -> Result<Option<airlock_core::CpuPlacement>> {
     use airlock_core::{CpuList, CpuPlacement};
     let allowed = airlock_qemu::affinity::allowed_cpus()?;
     match arg {
@@ -151,31 +200,17 @@ pub struct Report {
     pub series: Vec<Series>,
 }
 
-pub fn median(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
 pub fn run(o: &Options) -> Result<Report> {
-    ensure!(o.runs >= 1, "--runs must be at least 1");
+    ensure!(o.args.runs >= 1, "--runs must be at least 1");
     airlock_testkit::process::stop_everything_on_signal();
     util::require_tools(VM_TOOLS)?;
-    for k in &o.only {
+    for k in &o.args.only {
         ensure!(
             ["a", "b", "c"].contains(&k.as_str()),
             "--only takes a, b and c, not {k:?}"
         );
     }
-    let want = |k: &str| o.only.is_empty() || o.only.iter().any(|x| x == k);
+    let want = |k: &str| o.args.only.is_empty() || o.args.only.iter().any(|x| x == k);
 
     println!("== preparing (guest, discs, terminal VM, release binaries)");
     let g = guest::build(&guest::Options {
@@ -186,7 +221,7 @@ pub fn run(o: &Options) -> Result<Report> {
         out: disc::default_out(),
         force: false,
     })?;
-    let disc = match &o.iso {
+    let disc = match &o.args.iso {
         Some(iso) => {
             let iso = util::absolute(iso)?;
             let list = iso.with_extension("files.json");
@@ -235,35 +270,27 @@ pub fn run(o: &Options) -> Result<Report> {
         )?;
         d.wait_ready(Duration::from_secs(120))?;
         let mut s = Series::new("a", "local USB drive (usb-bot + scsi-cd in the desktop VM)");
-        let watch = vec![Watch::qemu("desktop QEMU", d.qemu_pid())];
-        let mut mark = d.serial.mark();
-        for run in 0..=o.runs {
-            place(o.cpus.as_ref(), d.qemu_pid(), true)?;
-            setup(&mut d.control, o, &s, run)?;
+        let qemu_pid = d.qemu_pid();
+        let watch = vec![Watch::qemu("desktop QEMU", qemu_pid)];
+        let mut reader = Reader::new(&d.serial, &mut d.control, &disc);
+        for run in 0..=o.args.runs {
+            place(o.cpus.as_ref(), qemu_pid, true)?;
+            setup(reader.control, o, &s, run)?;
             let cpu = CpuSample::take(&watch);
             d.qmp.insert("cd0-cd", &disc.iso)?;
-            if let (0, Some(mbps)) = (run, o.drive_mbps) {
+            if let (0, Some(mbps)) = (run, o.args.drive_mbps) {
                 d.qmp.throttle_reads("cd0-cd", (mbps * 1e6) as u64)?;
             }
-            mark = measure(
-                &d.serial,
-                &mut d.control,
-                &disc,
-                mark,
-                &mut s,
-                run,
-                &cpu,
-                &mut || Ok(()),
-            )?;
+            reader.measure(&mut s, run, &cpu, &mut || Ok(()))?;
             d.qmp.eject("cd0-cd")?;
-            mark = d.serial.wait_removed(mark, Duration::from_secs(60))?;
+            reader.wait_removed()?;
         }
         series.push(s);
     }
 
     if want("b") || want("c") {
         let broker = Broker::start(
-            &o.airlockd.clone().unwrap_or_else(|| bins.airlockd()),
+            &o.args.airlockd.clone().unwrap_or_else(|| bins.airlockd()),
             BrokerConfig {
                 size: 1,
                 heartbeat_timeout_s: 3600,
@@ -277,18 +304,15 @@ pub fn run(o: &Options) -> Result<Report> {
         )?;
         if want("b") {
             println!("== (b) emulated CD over the broker relay (airlock usb forward --iso)");
-            block_on(broker.wait_clean(1, Duration::from_secs(180)))?;
-            let lease = block_on(broker.acquire_ok("bench-emulated"))?;
-            let desktop = lease.desktop_id.to_string();
-            let serial = broker.serial_log(&desktop);
-            let mut control = broker.control(&desktop)?;
+            let Leased {
+                lease,
+                serial,
+                mut control,
+                mut watch,
+            } = Leased::new(&broker, "bench-emulated")?;
             let mut s = Series::new("b", "emulated CD over the broker relay");
-            let mut mark = serial.mark();
+            let mut reader = Reader::new(&serial, &mut control, &disc);
             let log = broker.state.join("bench-forward-b.log");
-            let mut watch = vec![
-                Watch::qemu("desktop QEMU", broker.desktop_qemu_pid(&desktop)?),
-                Watch::process("airlockd", broker.pid().context("broker pid")?),
-            ];
             let mut cpu = CpuSample::take(&watch);
             let mut fwd = broker.forward_iso(
                 &bins.airlock(),
@@ -299,30 +323,22 @@ pub fn run(o: &Options) -> Result<Report> {
             watch.push(Watch::process("airlock (emulated CD)", fwd.id()));
             cpu.add(&watch[2]);
             let mut stdin = fwd.child().stdin.take().context("stdin")?;
-            for run in 0..=o.runs {
+            for run in 0..=o.args.runs {
                 place(o.cpus.as_ref(), fwd.id(), false)?;
                 if run > 0 {
-                    setup(&mut control, o, &s, run)?;
+                    setup(reader.control, o, &s, run)?;
                     cpu = CpuSample::take(&watch);
                     writeln!(stdin, "insert {}", disc.iso.display())?;
                 }
                 let fwd_log = || std::fs::read_to_string(&log).unwrap_or_default();
-                mark = measure(
-                    &serial,
-                    &mut control,
-                    &disc,
-                    mark,
-                    &mut s,
-                    run,
-                    &cpu,
-                    &mut || {
+                reader
+                    .measure(&mut s, run, &cpu, &mut || {
                         ensure!(fwd.running(), "airlock usb forward exited: {}", fwd_log());
                         Ok(())
-                    },
-                )
-                .with_context(|| format!("forward log: {}", fwd_log()))?;
+                    })
+                    .with_context(|| format!("forward log: {}", fwd_log()))?;
                 writeln!(stdin, "eject")?;
-                mark = serial.wait_removed(mark, Duration::from_secs(60))?;
+                reader.wait_removed()?;
             }
             writeln!(stdin, "unplug")?;
             let _ = fwd.wait_timeout(Duration::from_secs(30));
@@ -332,7 +348,7 @@ pub fn run(o: &Options) -> Result<Report> {
         if let Some(term) = &term {
             println!(
                 "== (c) the terminal VM's USB drive over slirp and the broker relay (terminal -smp {})",
-                o.terminal_smp
+                o.args.terminal_smp
             );
             let mut t = TerminalVm::boot(
                 term,
@@ -340,28 +356,25 @@ pub fn run(o: &Options) -> Result<Report> {
                 &TerminalOptions {
                     cd_iso: Some(disc.iso.clone()),
                     stick: None,
-                    smp: o.terminal_smp,
+                    smp: o.args.terminal_smp,
                     memory_mib: 256,
                     net: o.terminal_net.clone(),
                 },
             )?;
             t.wait_ready(Duration::from_secs(120))?;
             t.wait_usb_devices(1, Duration::from_secs(30))?;
-            if let Some(mbps) = o.drive_mbps {
+            if let Some(mbps) = o.args.drive_mbps {
                 t.qmp.throttle_reads("cd0-cd", (mbps * 1e6) as u64)?;
             }
-            block_on(broker.wait_clean(1, Duration::from_secs(180)))?;
-            let lease = block_on(broker.acquire_ok("bench-terminal"))?;
-            let desktop = lease.desktop_id.to_string();
-            let serial = broker.serial_log(&desktop);
-            let mut control = broker.control(&desktop)?;
+            let Leased {
+                lease,
+                serial,
+                mut control,
+                mut watch,
+            } = Leased::new(&broker, "bench-terminal")?;
+            watch.push(Watch::qemu("terminal VM QEMU", t.qemu_pid()));
             let mut s = Series::new("c", "terminal VM's USB drive over slirp + the broker relay");
-            let mut mark = serial.mark();
-            let mut watch = vec![
-                Watch::qemu("desktop QEMU", broker.desktop_qemu_pid(&desktop)?),
-                Watch::process("airlockd", broker.pid().context("broker pid")?),
-                Watch::qemu("terminal VM QEMU", t.qemu_pid()),
-            ];
+            let mut reader = Reader::new(&serial, &mut control, &disc);
             let mut cpu = CpuSample::take(&watch);
             t.start_forward("bench", &lease.lease_id.to_string(), "auto")?;
             // The guestfwd's `nc` starts with the connection.
@@ -371,13 +384,13 @@ pub fn run(o: &Options) -> Result<Report> {
                 cpu.add(&w);
                 watch.push(w);
             }
-            for run in 0..=o.runs {
+            for run in 0..=o.args.runs {
                 place(o.cpus.as_ref(), t.qemu_pid(), false)?;
                 for pid in children(t.qemu_pid()) {
                     place(o.cpus.as_ref(), pid, false)?;
                 }
                 if run > 0 {
-                    setup(&mut control, o, &s, run)?;
+                    setup(reader.control, o, &s, run)?;
                     cpu = CpuSample::take(&watch);
                     t.qmp.insert("cd0-cd", &disc.iso)?;
                 }
@@ -389,18 +402,9 @@ pub fn run(o: &Options) -> Result<Report> {
                     );
                     Ok(())
                 };
-                mark = measure(
-                    &serial,
-                    &mut control,
-                    &disc,
-                    mark,
-                    &mut s,
-                    run,
-                    &cpu,
-                    &mut alive,
-                )?;
+                reader.measure(&mut s, run, &cpu, &mut alive)?;
                 t.qmp.eject("cd0-cd")?;
-                mark = serial.wait_removed(mark, Duration::from_secs(60))?;
+                reader.wait_removed()?;
             }
             let log = t.stop_forward("bench")?;
             println!("terminal forward log:\n{log}");
@@ -417,11 +421,11 @@ pub fn run(o: &Options) -> Result<Report> {
         iso_size: disc.iso_size,
         files: disc.files,
         bytes: disc.bytes,
-        runs: o.runs,
-        terminal_smp: o.terminal_smp,
+        runs: o.args.runs,
+        terminal_smp: o.args.terminal_smp,
         terminal_net: format!("{:?}", o.terminal_net),
-        guest_setup: o.guest_setup.clone(),
-        drive_mbps: o.drive_mbps,
+        guest_setup: o.args.guest_setup.clone(),
+        drive_mbps: o.args.drive_mbps,
         cpus: o
             .cpus
             .as_ref()
@@ -444,6 +448,7 @@ pub fn run(o: &Options) -> Result<Report> {
         series,
     };
     let json = o
+        .args
         .json
         .clone()
         .unwrap_or_else(|| util::workspace_root().join("build/bench/disc.json"));
@@ -486,22 +491,60 @@ impl Series {
     }
 }
 
-/// Wait for the guest's report of the disc inserted after `mark`, check it
-/// and record it with the CPU time each watched process spent since `cpu`;
-/// then time a raw read of the whole device. Returns the log cursor.
-#[allow(clippy::too_many_arguments)]
-fn measure(
-    serial: &SerialLog,
-    control: &mut Shell,
-    disc: &FileList,
+/// What one path's insertions are read through: the desktop guest's serial log (from a
+/// cursor on), its control shell and the disc it must find.
+struct Reader<'a> {
+    serial: &'a SerialLog,
+    control: &'a mut Shell,
+    disc: &'a FileList,
     mark: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// Reads what the guest reports from now on.
+    fn new(serial: &'a SerialLog, control: &'a mut Shell, disc: &'a FileList) -> Reader<'a> {
+        Reader {
+            mark: serial.mark(),
+            serial,
+            control,
+            disc,
+        }
+    }
+
+    /// Waits for the guest to report the disc gone (after an eject).
+    fn wait_removed(&mut self) -> Result<()> {
+        self.mark = self
+            .serial
+            .wait_removed(self.mark, Duration::from_secs(60))?;
+        Ok(())
+    }
+
+    /// [`measure`] of the next insertion.
+    fn measure(
+        &mut self,
+        s: &mut Series,
+        run: usize,
+        cpu: &CpuSample,
+        alive: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
+        self.mark = measure(self, s, run, cpu, alive)?;
+        Ok(())
+    }
+}
+
+/// Wait for the guest's report of the disc inserted after the reader's cursor, check
+/// it and record it with the CPU time each watched process spent since `cpu`; then
+/// time a raw read of the whole device. Returns the new log cursor.
+fn measure(
+    reader: &mut Reader,
     s: &mut Series,
     run: usize,
     cpu: &CpuSample,
     alive: &mut dyn FnMut() -> Result<()>,
 ) -> Result<usize> {
+    let (serial, control, disc) = (reader.serial, &mut *reader.control, reader.disc);
     let t0 = Instant::now();
-    let r = serial.wait_cd_while(mark, Duration::from_secs(900), alive)?;
+    let r = serial.wait_cd_while(reader.mark, Duration::from_secs(900), alive)?;
     let wall = t0.elapsed().as_secs_f64();
     let used = cpu.since();
     r.check(disc)?;
@@ -573,9 +616,36 @@ fn measure(
     Ok(r.end)
 }
 
+/// A desktop leased on the first terminal, with what the measurement reads of it.
+struct Leased {
+    lease: LeaseGrant,
+    serial: SerialLog,
+    control: Shell,
+    /// Its QEMU and the broker, whose CPU time counts.
+    watch: Vec<Watch>,
+}
+
+impl Leased {
+    /// Waits for a clean desktop and leases it for `user`.
+    fn new(broker: &Broker, user: &str) -> Result<Leased> {
+        block_on(broker.wait_clean(1, Duration::from_secs(180)))?;
+        let lease = block_on(broker.acquire_ok(user))?;
+        let desktop = lease.desktop_id.to_string();
+        Ok(Leased {
+            serial: broker.serial_log(&desktop),
+            control: broker.control(&desktop)?,
+            watch: vec![
+                Watch::qemu("desktop QEMU", broker.desktop_qemu_pid(&desktop)?),
+                Watch::process("airlockd", broker.pid().context("broker pid")?),
+            ],
+            lease,
+        })
+    }
+}
+
 /// Run `--guest-setup` in the desktop guest before a measured insertion.
 fn setup(control: &mut Shell, o: &Options, s: &Series, run: usize) -> Result<()> {
-    let Some(cmd) = &o.guest_setup else {
+    let Some(cmd) = &o.args.guest_setup else {
         return Ok(());
     };
     if run == 0 || s.dev.is_empty() {
@@ -626,57 +696,26 @@ pub struct CpuSample {
     watch: Vec<Watch>,
 }
 
-/// utime + stime of every thread of `pid`, by thread name.
+/// utime + stime (fields 14 and 15) of every thread of `pid`, by thread name.
 fn thread_ticks(pid: u32) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat[open + 1..close].to_string();
-        // Fields after the name: state is field 3, utime 14, stime 15.
-        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let t = |i: usize| {
-            f.get(i - 3)
-                .and_then(|x| x.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        out.push((comm, t(14) + t(15)));
-    }
-    out
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Stat::read(&e.path().join("stat")))
+        .map(|s| {
+            let ticks = s.number(14).unwrap_or(0) + s.number(15).unwrap_or(0);
+            (s.comm, ticks)
+        })
+        .collect()
 }
 
-/// Child processes of `pid`.
+/// Child processes of `pid` (field 4 of their `stat` is the parent's pid).
 pub fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let ppid = stat[close + 1..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|x| x.parse::<u32>().ok());
-        if ppid == Some(pid) {
-            out.push(p);
-        }
-    }
-    out
+    process::pids()
+        .into_iter()
+        .filter(|&p| Stat::of(p).and_then(|s| s.number(4)) == Some(u64::from(pid)))
+        .collect()
 }
 
 fn sample_into(at: &mut BTreeMap<String, u64>, w: &Watch) {
@@ -814,16 +853,4 @@ pub fn cpu_table(r: &Report) -> String {
         });
     }
     t
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(&[]).is_nan());
-    }
 }

@@ -118,26 +118,15 @@ pub fn build(opts: &Options) -> Result<Manifest> {
     }
     let _ = fs::remove_file(&stamp);
 
-    let kernel_deb = download(&cache, &kernel_pkg, &mut updated)?;
-    let busybox_deb = download(&cache, &busybox_pkg, &mut updated)?;
-    let kernel_root = extract(&cache, &kernel_pkg, &kernel_deb)?;
-    let busybox_root = extract(&cache, &busybox_pkg, &busybox_deb)?;
-
-    // The kernel image: boot/vmlinuz-<uname -r>.
-    let (vmlinuz, kernel_version) = find_kernel(&kernel_root)?;
-    copy_atomic(&vmlinuz, &outputs.kernel)?;
+    let debs = unpack(&cache, &kernel_pkg, &busybox_pkg, &mut updated)?;
+    copy_atomic(&debs.vmlinuz, &outputs.kernel)?;
 
     println!("building initramfs");
-    let modules_dir = kernel_root.join("lib/modules").join(&kernel_version);
-    let index = kmod::index(&modules_dir)
-        .with_context(|| format!("indexing the kernel modules in {}", modules_dir.display()))?;
-    let modules =
-        kmod::resolve(MODULES_TXT, &index).context("resolving xtask/guest/modules.txt")?;
+    let modules = debs.modules(MODULES_TXT, "xtask/guest/modules.txt")?;
     for m in modules.iter().filter(|m| m.implied) {
         println!("  adding module {} (a dependency)", m.stem);
     }
-    let busybox = busybox_root.join("bin/busybox");
-    let initrd = initramfs(&busybox, &modules)?;
+    let initrd = initramfs(&debs.busybox, &modules)?;
     write_atomic(&outputs.initrd, &initrd)?;
     println!(
         "  {} ({} modules, {})",
@@ -154,7 +143,7 @@ pub fn build(opts: &Options) -> Result<Manifest> {
         initrd: outputs.initrd.clone(),
         golden_disk: outputs.golden_disk.clone(),
         append: APPEND.to_string(),
-        kernel_version,
+        kernel_version: debs.kernel_version,
         kernel_package_version: kernel_pkg.version.clone(),
         busybox_version: busybox_pkg.version.clone(),
         init_sha256: sha256_hex(INIT_SH.as_bytes()),
@@ -186,8 +175,7 @@ impl Outputs {
 }
 
 fn cache_key(kernel: &Package, busybox: &Package) -> String {
-    let mut input = String::new();
-    for part in [
+    util::cache_key(&[
         BUILD_FORMAT,
         &kernel.name,
         &kernel.version,
@@ -198,11 +186,7 @@ fn cache_key(kernel: &Package, busybox: &Package) -> String {
         &sha256_hex(MODULES_TXT.as_bytes()),
         &sha256_hex(GOLDEN_HEADER),
         &GOLDEN_SIZE.to_string(),
-    ] {
-        input.push_str(part);
-        input.push('\n');
-    }
-    sha256_hex(input.as_bytes())
+    ])
 }
 
 fn print_summary(manifest_path: &Path, m: &Manifest) {
@@ -308,7 +292,54 @@ fn apt_show(name: &str) -> Result<Option<Package>> {
 }
 
 /// `apt-get download` into the cache (skipped when the .deb is there).
-pub(crate) fn download(cache: &Path, pkg: &Package, updated: &mut bool) -> Result<PathBuf> {
+/// The kernel and busybox packages, unpacked.
+pub(crate) struct Unpacked {
+    /// The kernel image, `boot/vmlinuz-<uname -r>`.
+    pub vmlinuz: PathBuf,
+    /// `uname -r` of the kernel.
+    pub kernel_version: String,
+    /// `lib/modules/<uname -r>` of the kernel package.
+    pub modules_dir: PathBuf,
+    /// The static busybox.
+    pub busybox: PathBuf,
+}
+
+/// Downloads (into `cache`, unless there already) and unpacks the kernel and busybox
+/// packages; `updated` as for [`resolve_packages`].
+pub(crate) fn unpack(
+    cache: &Path,
+    kernel: &Package,
+    busybox: &Package,
+    updated: &mut bool,
+) -> Result<Unpacked> {
+    let kernel_deb = download(cache, kernel, updated)?;
+    let busybox_deb = download(cache, busybox, updated)?;
+    let kernel_root = extract(cache, kernel, &kernel_deb)?;
+    let busybox_root = extract(cache, busybox, &busybox_deb)?;
+    let (vmlinuz, kernel_version) = find_kernel(&kernel_root)?;
+    Ok(Unpacked {
+        vmlinuz,
+        modules_dir: kernel_root.join("lib/modules").join(&kernel_version),
+        kernel_version,
+        busybox: busybox_root.join("bin/busybox"),
+    })
+}
+
+impl Unpacked {
+    /// The modules a `modules.txt` names (`what` in errors), with their dependencies,
+    /// in load order.
+    pub fn modules(&self, list: &str, what: &str) -> Result<Vec<kmod::Module>> {
+        let index = kmod::index(&self.modules_dir).with_context(|| {
+            format!(
+                "indexing the kernel modules in {}",
+                self.modules_dir.display()
+            )
+        })?;
+        kmod::resolve(list, &index).with_context(|| format!("resolving {what}"))
+    }
+}
+
+fn download(cache: &Path, pkg: &Package, updated: &mut bool) -> Result<PathBuf> {
     let dir = cache.join("debs");
     let deb = dir.join(pkg.deb_name());
     if deb.is_file() {
@@ -350,7 +381,7 @@ pub(crate) fn download(cache: &Path, pkg: &Package, updated: &mut bool) -> Resul
 }
 
 /// `dpkg-deb -x` into the cache (skipped when already complete).
-pub(crate) fn extract(cache: &Path, pkg: &Package, deb: &Path) -> Result<PathBuf> {
+fn extract(cache: &Path, pkg: &Package, deb: &Path) -> Result<PathBuf> {
     let dir =
         cache
             .join("extract")
@@ -377,7 +408,7 @@ pub(crate) fn extract(cache: &Path, pkg: &Package, deb: &Path) -> Result<PathBuf
     Ok(dir)
 }
 
-pub(crate) fn find_kernel(root: &Path) -> Result<(PathBuf, String)> {
+fn find_kernel(root: &Path) -> Result<(PathBuf, String)> {
     let boot = root.join("boot");
     for entry in fs::read_dir(&boot).with_context(|| format!("reading {}", boot.display()))? {
         let path = entry?.path();

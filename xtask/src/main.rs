@@ -74,45 +74,7 @@ enum Bench {
     /// The desktop guest reading the sample disc: (a) a USB CD drive in the
     /// desktop VM, (b) the emulated CD over the broker relay, (c) the terminal
     /// VM's drive forwarded over the relay.
-    Disc {
-        /// Insertions per path (the median is reported).
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// The disc [default: build/discs/sample.iso]; needs NAME.files.json beside it.
-        #[arg(long)]
-        iso: Option<PathBuf>,
-        /// Only these paths (comma-separated: a,b,c).
-        #[arg(long, value_delimiter = ',')]
-        only: Vec<String>,
-        /// vCPUs of the terminal VM.
-        #[arg(long, default_value_t = 1)]
-        terminal_smp: u32,
-        /// How the terminal VM reaches the broker: `loopback` (slirp to
-        /// 10.0.2.2) or `guestfwd` (restrict=on, one guestfwd running the test
-        /// kit's TCP_NODELAY `tcp-pump` on the host per connection; slower, see
-        /// docs/benchmarks.md).
-        #[arg(long, default_value = "loopback")]
-        terminal_net: String,
-        /// Results file [default: build/bench/disc.json].
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Shell command run in the desktop guest before each measured insertion
-        /// ({dev} = its block device), e.g. 'echo 1024 >/sys/block/{dev}/queue/read_ahead_kb'.
-        #[arg(long)]
-        guest_setup: Option<String>,
-        /// Throttle the QEMU drives of (a) and (c) to this many MB/s, like a real
-        /// drive (52x CD ~ 7.8, 16x DVD ~ 22).
-        #[arg(long)]
-        drive_mbps: Option<f64>,
-        /// Use this airlockd binary instead of `cargo build --release -p airlockd`'s.
-        #[arg(long)]
-        airlockd: Option<PathBuf>,
-        /// Host CPU placement, the same for every path: `auto` (desktop vCPUs on the
-        /// first CPU, everything else on the others, as airlockd's [pool.cpus] does),
-        /// `none`, or DESKTOPS:HOUSEKEEPING CPU lists such as 0:1.
-        #[arg(long, default_value = "auto")]
-        cpus: String,
-    },
+    Disc(bench_disc::DiscArgs),
 }
 
 fn main() -> ExitCode {
@@ -149,37 +111,8 @@ fn run(cli: Cli) -> Result<()> {
             })?;
         }
         Task::Bench(Bench::Broker(args)) => bench_broker::broker(&args)?,
-        Task::Bench(Bench::Disc {
-            runs,
-            iso,
-            only,
-            terminal_smp,
-            terminal_net,
-            json,
-            guest_setup,
-            drive_mbps,
-            airlockd,
-            cpus,
-        }) => {
-            let terminal_net = match terminal_net.as_str() {
-                "guestfwd" => airlock_testkit::TerminalNet::GuestFwd {
-                    pump: airlock_testkit::artifacts::host_binaries(true)?.tcp_pump(),
-                },
-                "loopback" => airlock_testkit::TerminalNet::HostLoopback,
-                other => anyhow::bail!("--terminal-net is loopback or guestfwd, not {other:?}"),
-            };
-            bench_disc::run(&bench_disc::Options {
-                runs,
-                iso,
-                only,
-                terminal_smp,
-                terminal_net,
-                json,
-                guest_setup,
-                drive_mbps,
-                airlockd,
-                cpus: bench_disc::parse_cpus(&cpus)?,
-            })?;
+        Task::Bench(Bench::Disc(args)) => {
+            bench_disc::run(&bench_disc::Options::new(args)?)?;
         }
     }
     Ok(())

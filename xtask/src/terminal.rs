@@ -71,24 +71,17 @@ pub fn build(opts: &Options) -> Result<Manifest> {
 
     let mut updated = false;
     let (kernel_pkg, busybox_pkg) = guest::resolve_packages(&mut updated)?;
-    let key = {
-        let mut input = String::new();
-        for part in [
-            BUILD_FORMAT,
-            &kernel_pkg.name,
-            &kernel_pkg.version,
-            &busybox_pkg.name,
-            &busybox_pkg.version,
-            APPEND,
-            &sha256_hex(INIT_SH.as_bytes()),
-            &sha256_hex(MODULES_TXT.as_bytes()),
-            &airlock_sha256,
-        ] {
-            input.push_str(part);
-            input.push('\n');
-        }
-        sha256_hex(input.as_bytes())
-    };
+    let key = util::cache_key(&[
+        BUILD_FORMAT,
+        &kernel_pkg.name,
+        &kernel_pkg.version,
+        &busybox_pkg.name,
+        &busybox_pkg.version,
+        APPEND,
+        &sha256_hex(INIT_SH.as_bytes()),
+        &sha256_hex(MODULES_TXT.as_bytes()),
+        &airlock_sha256,
+    ]);
     let kernel_out = out.join("vmlinuz");
     let initrd_out = out.join("initrd.img");
     let manifest_path = out.join("manifest.json");
@@ -111,20 +104,13 @@ pub fn build(opts: &Options) -> Result<Manifest> {
     }
     let _ = fs::remove_file(&stamp);
 
-    let kernel_deb = guest::download(&cache, &kernel_pkg, &mut updated)?;
-    let busybox_deb = guest::download(&cache, &busybox_pkg, &mut updated)?;
-    let kernel_root = guest::extract(&cache, &kernel_pkg, &kernel_deb)?;
-    let busybox_root = guest::extract(&cache, &busybox_pkg, &busybox_deb)?;
-    let (vmlinuz, kernel_version) = guest::find_kernel(&kernel_root)?;
-    let data = fs::read(&vmlinuz).with_context(|| format!("reading {}", vmlinuz.display()))?;
+    let debs = guest::unpack(&cache, &kernel_pkg, &busybox_pkg, &mut updated)?;
+    let data =
+        fs::read(&debs.vmlinuz).with_context(|| format!("reading {}", debs.vmlinuz.display()))?;
     write_atomic(&kernel_out, &data)?;
 
     println!("building the terminal initramfs");
-    let modules_dir = kernel_root.join("lib/modules").join(&kernel_version);
-    let index = kmod::index(&modules_dir)
-        .with_context(|| format!("indexing the kernel modules in {}", modules_dir.display()))?;
-    let modules =
-        kmod::resolve(MODULES_TXT, &index).context("resolving xtask/terminal/modules.txt")?;
+    let modules = debs.modules(MODULES_TXT, "xtask/terminal/modules.txt")?;
     for m in &modules {
         let name = kmod::normalize(&m.stem);
         ensure!(
@@ -135,7 +121,7 @@ pub fn build(opts: &Options) -> Result<Manifest> {
             println!("  adding module {} (a dependency)", m.stem);
         }
     }
-    let initrd = initramfs(&busybox_root.join("bin/busybox"), &modules, &airlock_bin)?;
+    let initrd = initramfs(&debs.busybox, &modules, &airlock_bin)?;
     write_atomic(&initrd_out, &initrd)?;
     println!(
         "  {} ({} modules, airlock {}, {})",
@@ -149,7 +135,7 @@ pub fn build(opts: &Options) -> Result<Manifest> {
         kernel: kernel_out,
         initrd: initrd_out,
         append: APPEND.to_string(),
-        kernel_version,
+        kernel_version: debs.kernel_version,
         kernel_package_version: kernel_pkg.version.clone(),
         busybox_version: busybox_pkg.version.clone(),
         airlock,

@@ -41,6 +41,17 @@ pub fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// A build's cache key: the SHA-256 of its inputs, one per line. The outputs are
+/// current when the key stored beside them is this one.
+pub fn cache_key(inputs: &[&str]) -> String {
+    let mut text = String::new();
+    for input in inputs {
+        text.push_str(input);
+        text.push('\n');
+    }
+    sha256_hex(text.as_bytes())
+}
+
 pub fn create_dir(path: &Path) -> Result<()> {
     fs::create_dir_all(path).with_context(|| format!("creating directory {}", path.display()))
 }

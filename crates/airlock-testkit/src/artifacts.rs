@@ -225,8 +225,31 @@ fn find_artifacts() -> Result<Option<Artifacts>> {
         .map(|(small, big)| Artifacts { guest, small, big }))
 }
 
-/// The demo guest (`cargo xtask guest` when missing or when `xtask/guest/init.sh`
-/// changed since it was built) and the sample discs (`cargo xtask sample-disc` when
+/// `cargo xtask guest` unless the demo guest is built and current (with the lock held).
+fn build_guest_if_stale() -> Result<()> {
+    if find_guest()?.is_none() {
+        xtask(&["guest"])?;
+    }
+    Ok(())
+}
+
+/// The demo guest alone, for what boots it but reads no disc (the broker benchmark):
+/// `cargo xtask guest` when it is missing or when `xtask/guest/init.sh` changed since
+/// it was built.
+pub fn guest() -> Result<&'static GuestManifest> {
+    static CELL: OnceLock<Result<GuestManifest, String>> = OnceLock::new();
+    once(&CELL, || {
+        if let Some(g) = find_guest()? {
+            return Ok(g);
+        }
+        locked("guest", || {
+            build_guest_if_stale()?;
+            find_guest()?.context("`cargo xtask guest` left no current manifest")
+        })
+    })
+}
+
+/// The demo guest (as [`guest`]) and the sample discs (`cargo xtask sample-disc` when
 /// missing).
 pub fn artifacts() -> Result<&'static Artifacts> {
     static CELL: OnceLock<Result<Artifacts, String>> = OnceLock::new();
@@ -235,9 +258,7 @@ pub fn artifacts() -> Result<&'static Artifacts> {
             return Ok(a);
         }
         locked("guest", || {
-            if find_guest()?.is_none() {
-                xtask(&["guest"])?;
-            }
+            build_guest_if_stale()?;
             if find_disc("sample-small").is_none() || find_disc("sample").is_none() {
                 xtask(&["sample-disc"])?;
             }

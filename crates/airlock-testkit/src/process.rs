@@ -118,14 +118,59 @@ pub fn kill_pid(pid: u32) {
     signal_pid(pid, rustix::process::Signal::KILL);
 }
 
+/// Every process id in `/proc`.
+pub fn pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// A process's or thread's `stat` file of `/proc` (proc(5)): its command name and the
+/// fields after it.
+pub struct Stat {
+    /// The command name (field 2), without its parentheses.
+    pub comm: String,
+    /// Fields 3 and on.
+    rest: Vec<String>,
+}
+
+impl Stat {
+    /// Reads a `stat` file: `/proc/PID/stat` or `/proc/PID/task/TID/stat`; `None` when
+    /// it is gone or does not parse.
+    pub fn read(path: &Path) -> Option<Stat> {
+        let text = std::fs::read_to_string(path).ok()?;
+        // The name may hold spaces and parentheses: it ends at the last ')'.
+        let (head, tail) = text.rsplit_once(')')?;
+        let (_, comm) = head.split_once('(')?;
+        Some(Stat {
+            comm: comm.to_string(),
+            rest: tail.split_whitespace().map(str::to_string).collect(),
+        })
+    }
+
+    /// `/proc/PID/stat`.
+    pub fn of(pid: u32) -> Option<Stat> {
+        Stat::read(Path::new(&format!("/proc/{pid}/stat")))
+    }
+
+    /// Field `n` as proc(5) numbers them, from 3 on (3 the state, 4 the parent's pid,
+    /// 14 and 15 the user and system CPU time in clock ticks).
+    pub fn field(&self, n: usize) -> Option<&str> {
+        self.rest.get(n.checked_sub(3)?).map(String::as_str)
+    }
+
+    /// Field `n` as a number.
+    pub fn number(&self, n: usize) -> Option<u64> {
+        self.field(n)?.parse().ok()
+    }
+}
+
 /// Whether a process exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
+    Stat::of(pid).is_some_and(|s| s.field(3) != Some("Z"))
 }
 
 /// The command line of `pid`, arguments joined by spaces (empty when it is gone).
@@ -141,17 +186,8 @@ pub fn sweep_processes(dir: &Path) -> Vec<u32> {
     let needle = dir.display().to_string();
     let me = std::process::id();
     let mut killed = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return killed;
-    };
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        if cmdline(pid).contains(&needle) {
+    for pid in pids() {
+        if pid != me && cmdline(pid).contains(&needle) {
             kill_pid(pid);
             killed.push(pid);
         }
@@ -275,4 +311,25 @@ pub fn tail(path: &Path, n: usize) -> String {
     let text = read_or_empty(path);
     let v: Vec<&str> = text.lines().collect();
     v[v.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_numbered_as_in_proc5() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stat");
+        std::fs::write(&path, "42 (a) b (c)) S 7 42 42 0 -1 0 1 2 3 4 150 25 0\n").unwrap();
+        let s = Stat::read(&path).unwrap();
+        assert_eq!(s.comm, "a) b (c)");
+        assert_eq!(s.field(3), Some("S"));
+        assert_eq!(s.number(4), Some(7));
+        assert_eq!(s.number(14), Some(150));
+        assert_eq!(s.number(15), Some(25));
+        assert_eq!(s.field(2), None);
+        assert!(alive(std::process::id()));
+        assert!(pids().contains(&std::process::id()));
+    }
 }

@@ -1,6 +1,7 @@
 //! A line shell on a serial port: the demo guest's test-only control port (ttyS1, with
 //! `airlock.control=1`, docs/guest.md) or the terminal VM's console. One command per
-//! line, then `echo <marker> $?` to know it finished and how.
+//! line, then `echo <marker> $?` to know it finished and how. Dropping a [`Shell`]
+//! disconnects it.
 use anyhow::{ensure, Context, Result};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -120,12 +121,19 @@ impl Shell {
 
     /// [`Shell::run`] with a 60 s limit, requiring status 0; returns the output.
     pub fn sh(&mut self, cmd: &str) -> Result<String> {
-        let (out, st) = self.run(cmd, Duration::from_secs(60))?;
+        self.sh_timeout(cmd, Duration::from_secs(60))
+    }
+
+    /// [`Shell::run`] requiring status 0; returns the output.
+    pub fn sh_timeout(&mut self, cmd: &str, timeout: Duration) -> Result<String> {
+        let (out, st) = self.run(cmd, timeout)?;
         ensure!(st == 0, "`{cmd}` exited {st}: {out}");
         Ok(out)
     }
 }
 
+/// Dropping a shell closes its connection (the reader thread's copy too), so the port
+/// takes a new client: QEMU serves one connection per socket chardev at a time.
 impl Drop for Shell {
     fn drop(&mut self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);

@@ -1,6 +1,6 @@
 //! The broker's HTTP API as tests use it: the terminal side typed by the wire contract
 //! (`airlock_core::wire`), the admin side as JSON values.
-use super::{Broker, ADMIN_TOKEN, TERMINAL_TOKEN};
+use super::{Broker, TERMINAL_TOKEN};
 use airlock_core::wire::{LeaseGrant, LeaseRequest};
 use anyhow::{bail, ensure, Context, Result};
 use reqwest::{Method, StatusCode};
@@ -26,9 +26,12 @@ impl Broker {
         r.send().await.with_context(|| format!("{method} {path}"))
     }
 
-    /// `GET path` with the admin token, as JSON; anything but 200 is an error.
+    /// `GET path` with the admin token of the config, as JSON; anything but 200 is an
+    /// error.
     pub async fn admin_get(&self, path: &str) -> Result<Value> {
-        let r = self.request(Method::GET, path, Some(ADMIN_TOKEN)).await?;
+        let r = self
+            .request(Method::GET, path, Some(&self.config.admin_token))
+            .await?;
         let status = r.status();
         let body = r
             .text()

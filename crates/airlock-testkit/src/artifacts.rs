@@ -225,12 +225,23 @@ fn find_artifacts() -> Result<Option<Artifacts>> {
         .map(|(small, big)| Artifacts { guest, small, big }))
 }
 
-/// `cargo xtask guest` unless the demo guest is built and current (with the lock held).
-fn build_guest_if_stale() -> Result<()> {
-    if find_guest()?.is_none() {
-        xtask(&["guest"])?;
+/// What `find` finds; else, under the lock `lock`, what it finds after `build` (unless
+/// another process built it meanwhile).
+fn find_or_build<T>(
+    lock: &str,
+    find: impl Fn() -> Result<Option<T>>,
+    build: impl FnOnce() -> Result<()>,
+) -> Result<T> {
+    if let Some(found) = find()? {
+        return Ok(found);
     }
-    Ok(())
+    locked(lock, || {
+        if let Some(found) = find()? {
+            return Ok(found);
+        }
+        build()?;
+        find()?.context("still missing or stale after building it")
+    })
 }
 
 /// The demo guest alone, for what boots it but reads no disc (the broker benchmark):
@@ -239,13 +250,7 @@ fn build_guest_if_stale() -> Result<()> {
 pub fn guest() -> Result<&'static GuestManifest> {
     static CELL: OnceLock<Result<GuestManifest, String>> = OnceLock::new();
     once(&CELL, || {
-        if let Some(g) = find_guest()? {
-            return Ok(g);
-        }
-        locked("guest", || {
-            build_guest_if_stale()?;
-            find_guest()?.context("`cargo xtask guest` left no current manifest")
-        })
+        find_or_build("guest", find_guest, || xtask(&["guest"]))
     })
 }
 
@@ -254,18 +259,14 @@ pub fn guest() -> Result<&'static GuestManifest> {
 pub fn artifacts() -> Result<&'static Artifacts> {
     static CELL: OnceLock<Result<Artifacts, String>> = OnceLock::new();
     once(&CELL, || {
-        if let Some(a) = find_artifacts()? {
-            return Ok(a);
-        }
-        locked("guest", || {
-            build_guest_if_stale()?;
+        find_or_build("guest", find_artifacts, || {
+            if find_guest()?.is_none() {
+                xtask(&["guest"])?;
+            }
             if find_disc("sample-small").is_none() || find_disc("sample").is_none() {
                 xtask(&["sample-disc"])?;
             }
-            find_artifacts()?.context(
-                "the demo guest or the sample discs are missing after `cargo xtask guest` \
-                 and `cargo xtask sample-disc`",
-            )
+            Ok(())
         })
     })
 }

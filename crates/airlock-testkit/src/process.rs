@@ -233,6 +233,41 @@ pub fn run_stdout(cmd: &mut Command) -> Result<String> {
     String::from_utf8(out.stdout).with_context(|| format!("`{}` printed non-UTF-8", describe(cmd)))
 }
 
+/// How a run of a command-line program ended and what it printed.
+#[derive(Debug)]
+pub struct CliRun {
+    /// The exit code (`None` when a signal ended it).
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// Everything it printed, stdout then stderr.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `program ARGS…` to completion with stdin closed and the variables `unset`
+/// removed from its environment: a test of a binary's arguments, messages and exit
+/// codes.
+pub fn cli(program: &Path, args: &[&str], unset: &[&str]) -> Result<CliRun> {
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::null());
+    for var in unset {
+        cmd.env_remove(var);
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("running `{}`", describe(&cmd)))?;
+    Ok(CliRun {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
 /// A child process that is killed (SIGKILL) and reaped when dropped (and killed on
 /// SIGINT/SIGTERM after [`stop_everything_on_signal`]).
 pub struct Proc {

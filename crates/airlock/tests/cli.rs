@@ -2,32 +2,22 @@
 //! run against QEMU's usb-redir (TCG) with disc changes typed on stdin.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use airlock_testkit::artifacts::artifacts;
 use airlock_testkit::guest_vm::GuestVm;
 use airlock_testkit::iso::{filler, make_iso};
+use airlock_testkit::process::{cli, CliRun};
 use tokio::io::AsyncWriteExt;
 use tokio::task::block_in_place;
 
 const BIN: &str = env!("CARGO_BIN_EXE_airlock");
 
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("AIRLOCK_TOKEN")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+/// `airlock ARGS…` without a terminal token in the environment.
+fn run(args: &[&str]) -> CliRun {
+    cli(Path::new(BIN), args, &["AIRLOCK_TOKEN"]).unwrap()
 }
 
 #[test]
@@ -63,18 +53,18 @@ fn usage_errors_exit_2() {
         &["usb", "frobnicate"],
     ] {
         let o = run(args);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert_eq!(o.code, Some(2), "{args:?}: {}", o.text());
     }
     let o = run(&["usb", "forward", "--help"]);
-    assert!(o.status.success());
-    assert!(text(&o).contains("--iso"));
+    assert_eq!(o.code, Some(0));
+    assert!(o.text().contains("--iso"));
 }
 
 #[test]
 fn list_says_clearly_what_it_found() {
     let o = run(&["usb", "list"]);
-    let t = text(&o);
-    assert!(o.status.success(), "{t}");
+    let t = o.text();
+    assert_eq!(o.code, Some(0), "{t}");
     if !std::path::Path::new("/sys/bus/usb/devices").exists() {
         assert!(t.contains("no USB subsystem"), "{t}");
     } else {
@@ -86,7 +76,7 @@ fn list_says_clearly_what_it_found() {
 }
 
 /// `airlock usb forward --iso x.iso` with `lease`, to a broker that is not there.
-fn forward_to_nowhere(lease: &str) -> Output {
+fn forward_to_nowhere(lease: &str) -> CliRun {
     let broker = "http://127.0.0.1:9";
     run(&[
         "usb", "forward", "--broker", broker, "--lease", lease, "--iso", "x.iso",
@@ -94,7 +84,7 @@ fn forward_to_nowhere(lease: &str) -> Output {
 }
 
 /// `airlock usb forward --iso ISO` to a usb-redir socket that is not there.
-fn forward_iso_to_nowhere(iso: &str) -> Output {
+fn forward_iso_to_nowhere(iso: &str) -> CliRun {
     run(&[
         "usb",
         "forward",
@@ -108,35 +98,35 @@ fn forward_iso_to_nowhere(iso: &str) -> Output {
 #[test]
 fn bad_inputs_get_an_error_and_a_hint() {
     let o = forward_to_nowhere("../etc");
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.code, Some(1));
     assert!(
-        text(&o).contains("not 32 lower-case hex digits"),
+        o.text().contains("not 32 lower-case hex digits"),
         "{}",
-        text(&o)
+        o.text()
     );
-    assert!(text(&o).contains("hint:"), "{}", text(&o));
+    assert!(o.text().contains("hint:"), "{}", o.text());
 
     let lease = "ab".repeat(16);
     let o = forward_to_nowhere(&lease);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("no terminal token"), "{}", text(&o));
+    assert_eq!(o.code, Some(1));
+    assert!(o.text().contains("no terminal token"), "{}", o.text());
 
     let o = run(&[
         "usb", "forward", "--broker", "ftp://h", "--lease", &lease, "--iso", "x.iso",
     ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("not http or https"), "{}", text(&o));
+    assert_eq!(o.code, Some(1));
+    assert!(o.text().contains("not http or https"), "{}", o.text());
 
     let o = forward_iso_to_nowhere("/nonexistent.iso");
-    assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("cannot open disc image"), "{}", text(&o));
+    assert_eq!(o.code, Some(1));
+    assert!(o.text().contains("cannot open disc image"), "{}", o.text());
 
     let tmp = tempfile::tempdir().unwrap();
     let iso = tmp.path().join("d.iso");
     std::fs::write(&iso, vec![0u8; 4096]).unwrap();
     let o = forward_iso_to_nowhere(iso.to_str().unwrap());
-    assert_eq!(o.status.code(), Some(1));
-    let t = text(&o);
+    assert_eq!(o.code, Some(1));
+    let t = o.text();
     assert!(t.contains("Forwarding: emulated USB CD-ROM"), "{t}");
     assert!(
         t.contains("cannot connect to unix:/nonexistent/u.sock"),
@@ -146,8 +136,8 @@ fn bad_inputs_get_an_error_and_a_hint() {
 
     if !std::path::Path::new("/sys/bus/usb/devices").exists() {
         let o = run(&["usb", "forward", "--to", "unix:/x.sock", "--device", "auto"]);
-        assert_eq!(o.status.code(), Some(1));
-        assert!(text(&o).contains("no USB subsystem"), "{}", text(&o));
+        assert_eq!(o.code, Some(1));
+        assert!(o.text().contains("no USB subsystem"), "{}", o.text());
     }
 }
 
@@ -197,7 +187,11 @@ async fn forward_an_iso_to_qemu_and_swap_from_stdin() -> anyhow::Result<()> {
         .await
         .expect("airlock exits after unplug")
         .unwrap();
-    let t = text(&out);
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{t}");
     assert!(
         t.contains("Forwarding: emulated USB CD-ROM 1209:0001"),

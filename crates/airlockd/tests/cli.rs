@@ -4,18 +4,11 @@
 
 mod common;
 
-use std::process::Command;
-
+/// `airlockd ARGS…`: exit code (-1 for a signal), stdout, stderr.
 fn airlockd(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_airlockd"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_airlockd"));
+    let r = airlock_testkit::process::cli(bin, args, &[]).unwrap();
+    (r.code.unwrap_or(-1), r.stdout, r.stderr)
 }
 
 fn write_config(dir: &std::path::Path, extra_pool: &str) -> std::path::PathBuf {

@@ -98,7 +98,7 @@ mod tests {
             "the desktop could not be prepared for the lease; it is being reset, try again: \
              the desktop's USB port cannot be reached; try again: timed out"
         );
-        // QemuError::Io prints its source itself: the chain does not repeat it.
+        // Each cause once, in order.
         let q = QemuError::Io {
             what: "create overlay".into(),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
@@ -106,7 +106,7 @@ mod tests {
         let e = PoolError::Qemu(q);
         assert_eq!(
             ErrorChain(&e).to_string(),
-            "QEMU operation failed: create overlay: entity not found"
+            "QEMU operation failed: cannot create overlay: entity not found"
         );
     }
 

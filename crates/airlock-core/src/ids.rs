@@ -104,6 +104,11 @@ string_id!(
     LeaseId
 );
 string_id!(
+    /// A place in the waiting line: 32 lower-case hex digits (128 random bits chosen by
+    /// the broker).
+    TicketId
+);
+string_id!(
     /// The clinician's user name as the terminal reports it (for the audit trail only:
     /// the broker authenticates terminals, not users).
     UserName
@@ -130,26 +135,50 @@ impl TerminalName {
     }
 }
 
+/// 32 lower-case hex digits, or the error naming `kind`.
+fn check_hex32(kind: &'static str, s: &str) -> Result<(), IdError> {
+    if s.len() != 32 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(IdError::BadFormat {
+            kind,
+            expected: "32 lower-case hex digits",
+        });
+    }
+    Ok(())
+}
+
+/// 16 random bytes as 32 lower-case hex digits.
+fn hex32(bytes: [u8; 16]) -> String {
+    let mut s = String::with_capacity(32);
+    for b in bytes {
+        s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        s.push(char::from(b"0123456789abcdef"[usize::from(b & 0x0f)]));
+    }
+    s
+}
+
 impl LeaseId {
     /// Parses a lease id as it appears in a URL.
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        if s.len() != 32 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(IdError::BadFormat {
-                kind: "lease id",
-                expected: "32 lower-case hex digits",
-            });
-        }
+        check_hex32("lease id", s)?;
         Ok(Self(s.to_owned()))
     }
 
     /// Builds a lease id from 16 random bytes supplied by the caller.
     pub fn from_random(bytes: [u8; 16]) -> Self {
-        let mut s = String::with_capacity(32);
-        for b in bytes {
-            s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-            s.push(char::from(b"0123456789abcdef"[usize::from(b & 0x0f)]));
-        }
-        Self(s)
+        Self(hex32(bytes))
+    }
+}
+
+impl TicketId {
+    /// Parses a ticket id as it appears in a URL.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        check_hex32("ticket id", s)?;
+        Ok(Self(s.to_owned()))
+    }
+
+    /// Builds a ticket id from 16 random bytes supplied by the caller.
+    pub fn from_random(bytes: [u8; 16]) -> Self {
+        Self(hex32(bytes))
     }
 }
 

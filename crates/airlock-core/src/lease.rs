@@ -16,6 +16,10 @@ pub enum EndReason {
     SetupFailed,
     /// An admin ended it.
     Revoked,
+    /// The display client disconnected and did not come back within the grace time.
+    DisplayLost,
+    /// The desktop's guest shut itself down (the clinician's "Finish" or a sign-out).
+    SignedOut,
 }
 
 names! {
@@ -26,6 +30,8 @@ names! {
         DesktopLost => "desktop_lost",
         SetupFailed => "setup_failed",
         Revoked => "revoked",
+        DisplayLost => "display_lost",
+        SignedOut => "signed_out",
     }
 }
 

@@ -53,11 +53,12 @@ pub mod desktop;
 pub mod ids;
 pub mod lease;
 pub mod policy;
+pub mod queue;
 pub mod wire;
 
 pub use cpus::{CpuError, CpuList, CpuPlacement};
 pub use desktop::{DesktopEvent, DesktopState, TransitionError};
-pub use ids::{DesktopId, IdError, LeaseId, TerminalName, UserName};
+pub use ids::{DesktopId, IdError, LeaseId, TerminalName, TicketId, UserName};
 pub use lease::{EndReason, LeaseTiming};
 pub use policy::{ResetMethod, ResetPlan};
 

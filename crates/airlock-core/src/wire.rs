@@ -2,7 +2,12 @@
 //! `airlockd` (the broker) send each other, and what the test kit reads. Types and their
 //! rules only; the binaries encode them (JSON bodies, HTTP headers) and choose statuses.
 //!
-//! - `POST /v1/leases` takes a [`LeaseRequest`] and answers a [`LeaseGrant`].
+//! - `POST /v1/leases` takes a [`LeaseRequest`] and answers a [`LeaseGrant`] (`201`, or
+//!   `200` with `reattached` for the terminal's live lease of the same user), or, when no
+//!   desktop is free and the request asked to wait, a [`QueueStanding`] (`202`).
+//! - `POST /v1/queue/{ticket}` keeps a ticket alive and waits (long poll) for a change:
+//!   [`QueueStanding`] (`200`) or the [`LeaseGrant`] of the desktop held for it (`201`);
+//!   `DELETE /v1/queue/{ticket}` leaves the line.
 //! - `POST /v1/leases/{id}/heartbeat` answers a [`HeartbeatReply`].
 //! - `DELETE /v1/leases/{id}` answers a [`ReleaseReply`].
 //! - `GET /v1/leases/{id}/usb` upgrades to [`USB_PROTOCOL`]; the terminal describes what it
@@ -10,7 +15,7 @@
 //! - Every error is an [`ErrorBody`] with an [`ErrorCode`].
 use serde::{Deserialize, Serialize};
 
-use crate::{DesktopId, DesktopState, LeaseId, UnixMillis};
+use crate::{DesktopId, DesktopState, LeaseId, TicketId, UnixMillis};
 
 /// The protocol token of the USB stream upgrade (`Upgrade: airlock-usbredir/1`).
 pub const USB_PROTOCOL: &str = "airlock-usbredir/1";
@@ -35,6 +40,9 @@ pub const SENT_DEVICE_FIELD_CHARS: usize = 128;
 pub struct LeaseRequest {
     /// The clinician's user name (checked by [`crate::UserName::parse`]).
     pub user: String,
+    /// When no desktop is free: wait in line (`202` and a ticket) instead of `503`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait: bool,
 }
 
 /// An enum whose variants have one wire name each: `as_str`, `Display` and serde all use
@@ -121,6 +129,26 @@ pub struct LeaseGrant {
     pub grant: Grant,
     /// Where to open the USB stream.
     pub usb: UsbEndpoint,
+    /// The terminal's live lease for the same user, given back (a restarted launcher);
+    /// its display password is new.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reattached: bool,
+}
+
+/// `202` to `POST /v1/leases` with `wait`, and `200` to `POST /v1/queue/{ticket}`: a
+/// place in the line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStanding {
+    /// The ticket: keep it alive with `POST /v1/queue/{ticket}`.
+    pub ticket_id: TicketId,
+    /// 1 for the head of the line.
+    pub position: usize,
+    /// How many terminals wait in all.
+    pub waiting: usize,
+    /// How long this ticket has waited.
+    pub waited_ms: i64,
+    /// Ask again at least this often, or the ticket leaves the line.
+    pub poll_interval_s: u64,
 }
 
 /// A grant's fields read through the answer (`grant.lease_id`), as they are flat in
@@ -172,6 +200,8 @@ wire_names! {
         DesktopUnavailable = "desktop_unavailable",
         /// No active lease with that id for this terminal.
         LeaseNotFound = "lease_not_found",
+        /// No waiting ticket with that id for this terminal (it left the line).
+        TicketNotFound = "ticket_not_found",
         /// No desktop with that id.
         DesktopNotFound = "desktop_not_found",
         /// A repair of a desktop that is not broken.
@@ -439,8 +469,10 @@ mod tests {
                 url: "http://h/v1/leases/42ba4590e0099b3647a3e3c56ffda1f6/usb".into(),
                 protocol: USB_PROTOCOL.into(),
             },
+            reattached: false,
         };
         let v = serde_json::to_value(&g).unwrap();
+        assert!(v.get("reattached").is_none(), "left out when false");
         assert_eq!(v["lease_id"], "42ba4590e0099b3647a3e3c56ffda1f6");
         assert_eq!(v["display"]["protocol"], "spice");
         assert_eq!(v["usb"]["protocol"], USB_PROTOCOL);

@@ -257,7 +257,15 @@ async fn create_lease(
         ),
         protocol: USB_PROTOCOL.into(),
     };
-    Ok((StatusCode::CREATED, Json(LeaseGrant { grant, usb })).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(LeaseGrant {
+            grant,
+            usb,
+            reattached: false,
+        }),
+    )
+        .into_response())
 }
 
 /// `GET /v1/leases/{id}/usb` with `Upgrade: airlock-usbredir/1`: the lease holder's one

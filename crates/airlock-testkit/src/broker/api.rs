@@ -133,7 +133,10 @@ impl Broker {
         self.http
             .post(format!("{}/v1/leases", self.url))
             .bearer_auth(token)
-            .json(&LeaseRequest { user: user.into() })
+            .json(&LeaseRequest {
+                user: user.into(),
+                wait: false,
+            })
             .send()
             .await
             .context("POST /v1/leases")

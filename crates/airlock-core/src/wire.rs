@@ -95,6 +95,15 @@ pub struct DisplayGrant {
     pub port: u16,
     /// The display password, new for this lease and revoked when it ends.
     pub password: String,
+    /// The port speaks TLS with the broker's certificate (SPICE `tls-port`); when
+    /// false the display is plaintext (loopback, or a site that allowed it explicitly).
+    #[serde(default)]
+    pub tls: bool,
+    /// The certificate subject the display client must check (SPICE `host-subject`,
+    /// e.g. `O=Airlock,CN=broker.example`), when the site configured one; else the
+    /// client checks the host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_subject: Option<String>,
 }
 
 /// A granted lease: what the pool decided.
@@ -463,6 +472,8 @@ mod tests {
                     host: "127.0.0.1".into(),
                     port: 5930,
                     password: "pw".into(),
+                    tls: true,
+                    host_subject: None,
                 }),
             },
             usb: UsbEndpoint {

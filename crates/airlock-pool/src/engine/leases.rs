@@ -120,6 +120,8 @@ impl Pool {
             host: cfg.advertise_host.clone(),
             port: d.port,
             password,
+            tls: false,
+            host_subject: None,
         }))
     }
 

@@ -276,6 +276,11 @@ impl Token {
         }
         Ok(Token(t.to_owned()))
     }
+
+    /// The secret itself, for an `Authorization` header.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl fmt::Debug for Token {

@@ -1,31 +1,28 @@
 //! `airlock`: the Airlock terminal CLI.
 //!
 //! ```text
+//! airlock open [--config FILE] [--iso FILE | --device auto|VID:PID] [--no-display] [--wait S]
 //! airlock usb list
 //! airlock usb forward --broker URL --lease ID (--device auto|VID:PID | --iso FILE)
 //!                     [--token-file F | env AIRLOCK_TOKEN] [--ca-file PEM]
 //! airlock usb forward --to unix:PATH (--device ... | --iso FILE)
 //! ```
 //!
-//! The logic lives in the `airlock-usb` library; this binary parses
-//! arguments, prints, and maps errors to advice.
+//! The USB logic lives in the `airlock-usb` library; this binary parses arguments and
+//! the terminal's configuration, talks to the broker, starts the display client, prints,
+//! and maps errors to advice and exit codes.
 #![forbid(unsafe_code)]
 
-use std::io::{IsTerminal as _, Write as _};
-use std::path::PathBuf;
-use std::time::Duration;
+mod open;
+mod usb;
 
-use airlock_usb::drive::probe::device_type_name;
-use airlock_usb::drive::{self, DriveError, DriveSelector, ProbeReport};
-use airlock_usb::progress::{human_bytes, Phase};
-use airlock_usb::source::{prepare, CdSpeed, IsoOptions, PrepareError, Source, UsbHandle};
-use airlock_usb::transport::{
-    self, BrokerTarget, BrokerUrl, LeaseRef, Target, Token, TransportError, TrustRoots,
-};
-use airlock_usb::SessionEnd;
-use anyhow::{bail, Context as _};
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+
+use airlock_usb::drive::{DriveError, DriveSelector};
+use airlock_usb::source::PrepareError;
+use airlock_usb::transport::TransportError;
 use clap::{Args, Parser, Subcommand};
-use tokio::io::AsyncBufReadExt;
 
 /// Airlock terminal: hands a USB CD/DVD drive to a disposable desktop.
 #[derive(Debug, Parser)]
@@ -40,9 +37,71 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Open a desktop with this terminal's drive in it: the clinician's one action.
+    ///
+    /// Exit codes: 0 the session ended normally; 3 configuration; 4 no free desktop (or
+    /// none within --wait); 5 broker unreachable or lost; 6 display client failed;
+    /// 7 drive problem; 2 usage.
+    Open(OpenArgs),
     /// USB optical drives.
     #[command(subcommand)]
     Usb(UsbCommand),
+}
+
+#[derive(Debug, Args)]
+struct OpenArgs {
+    /// The terminal configuration [default: /etc/airlock/terminal.toml, if it exists].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Broker base URL, e.g. https://broker.example:7443 (overrides broker.url).
+    #[arg(long, value_name = "URL")]
+    broker: Option<String>,
+    /// File with this terminal's token, mode 600 (overrides broker.token_file).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// The site CA (PEM) the broker's certificate is signed by (overrides broker.ca_file).
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// The user name sent to the broker [default: session.user, else the login name].
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// How long to wait in line when no desktop is free; 0: do not wait
+    /// [default: session.wait_s, else 300].
+    #[arg(long, value_name = "SECONDS")]
+    wait: Option<u64>,
+    /// Forward an emulated drive with this disc image instead of a real drive.
+    #[arg(long, value_name = "FILE", conflicts_with = "device")]
+    iso: Option<PathBuf>,
+    /// Which drive: `auto` (the only one) or VID:PID in hex (overrides drive.device).
+    #[arg(long, value_name = "auto|VID:PID")]
+    device: Option<DriveSelector>,
+    /// Do not start a display client (headless use, tests).
+    #[arg(long)]
+    no_display: bool,
+    /// How the display client shows the desktop (overrides display.mode).
+    #[arg(long, value_enum, value_name = "MODE")]
+    display_mode: Option<open::config::DisplayMode>,
+    /// The display client program (overrides display.client) [default: remote-viewer].
+    #[arg(long, value_name = "PROGRAM")]
+    display_client: Option<PathBuf>,
+}
+
+impl OpenArgs {
+    fn overrides(self) -> open::config::Overrides {
+        open::config::Overrides {
+            config: self.config,
+            broker: self.broker,
+            token_file: self.token_file,
+            ca_file: self.ca_file,
+            user: self.user,
+            wait_s: self.wait,
+            device: self.device,
+            iso: self.iso,
+            no_display: self.no_display,
+            display_mode: self.display_mode,
+            display_client: self.display_client,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,7 +114,7 @@ enum UsbCommand {
 }
 
 #[derive(Debug, Args)]
-struct ForwardArgs {
+pub(crate) struct ForwardArgs {
     /// Broker base URL, e.g. https://broker.example:8443
     #[arg(long, requires = "lease", conflicts_with = "to")]
     broker: Option<String>,
@@ -96,7 +155,7 @@ struct ForwardArgs {
 
 /// `--usb-speed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum UsbSpeedArg {
+pub(crate) enum UsbSpeedArg {
     Super,
     High,
 }
@@ -117,20 +176,33 @@ fn main() -> std::process::ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Usb(UsbCommand::List) => usb_list().await,
-            Command::Usb(UsbCommand::Forward(args)) => usb_forward(args).await,
+            Command::Open(args) => {
+                let outcome = open::run(&args.overrides()).await;
+                let code = outcome.code();
+                if code == 0 {
+                    println!("Session ended: {}.", outcome.reason());
+                } else {
+                    eprintln!("airlock open: {}", outcome.reason());
+                }
+                Err(code)
+            }
+            Command::Usb(UsbCommand::List) => usb::usb_list().await.map_err(report),
+            Command::Usb(UsbCommand::Forward(args)) => usb::usb_forward(args).await.map_err(report),
         }
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            if let Some(advice) = advice(&e) {
-                eprintln!("hint: {advice}");
-            }
-            std::process::ExitCode::FAILURE
-        }
+        Err(code) => std::process::ExitCode::from(code),
     }
+}
+
+/// Prints an error of the `usb` commands with its causes and advice; exit code 1.
+fn report(e: anyhow::Error) -> u8 {
+    eprintln!("error: {e:#}");
+    if let Some(advice) = advice(&e) {
+        eprintln!("hint: {advice}");
+    }
+    1
 }
 
 fn init_logging(verbose: u8) {
@@ -180,251 +252,4 @@ fn advice(e: &anyhow::Error) -> Option<&'static str> {
         }
     }
     None
-}
-
-async fn usb_list() -> anyhow::Result<()> {
-    let listing = drive::list_candidates().await?;
-    let mut out = std::io::stdout().lock();
-    if !listing.usb_present {
-        writeln!(
-            out,
-            "No USB devices: this machine has no USB subsystem (no {}).",
-            drive::SYSFS_USB
-        )?;
-        writeln!(out, "Nothing can be forwarded from here.")?;
-        return Ok(());
-    }
-    if listing.candidates.is_empty() {
-        writeln!(
-            out,
-            "No USB optical drive found ({} USB device{} seen, none with a mass-storage Bulk-Only interface).",
-            listing.devices_seen,
-            if listing.devices_seen == 1 { "" } else { "s" }
-        )?;
-        writeln!(out, "Plug in a USB CD/DVD drive and run this again.")?;
-        return Ok(());
-    }
-    drop(out);
-    for c in &listing.candidates {
-        let report = drive::probe_candidate(c).await;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", c.describe())?;
-        if let Some(s) = &c.serial {
-            writeln!(out, "    serial:     {}", drive::clean_string(s))?;
-        }
-        writeln!(
-            out,
-            "    interfaces: {}",
-            drive::probe::describe_interfaces(&c.interfaces)
-        )?;
-        match report {
-            ProbeReport::Optical(q) => writeln!(
-                out,
-                "    INQUIRY:    type 0x05 ({}) {} {} {}\n    verdict:    OK, can be forwarded (--device {:04x}:{:04x})",
-                device_type_name(q.device_type),
-                q.vendor,
-                q.product,
-                q.revision,
-                c.vid,
-                c.pid
-            )?,
-            ProbeReport::Refused(r) => {
-                writeln!(out, "    verdict:    REFUSED: it is {r}")?
-            }
-            ProbeReport::DriverBound(drivers) => {
-                let list = drivers
-                    .iter()
-                    .map(|(i, d)| format!("interface {i}: {d}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                writeln!(
-                    out,
-                    "    verdict:    NOT CHECKED: a kernel driver is bound ({list}).\n    WARNING:    this terminal is not guarded; usb-storage must never bind optical drives here.\n                `airlock usb forward` would detach it."
-                )?
-            }
-            ProbeReport::Inaccessible(why) => {
-                writeln!(out, "    verdict:    NOT CHECKED: {why}")?
-            }
-        }
-    }
-    Ok(())
-}
-
-fn read_token(file: Option<&PathBuf>) -> anyhow::Result<Token> {
-    let raw = match file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the token file {}", path.display()))?,
-        None => match std::env::var("AIRLOCK_TOKEN") {
-            Ok(t) => t,
-            Err(_) => bail!("no terminal token: pass --token-file FILE or set AIRLOCK_TOKEN"),
-        },
-    };
-    Ok(Token::parse(&raw)?)
-}
-
-fn target_from(args: &ForwardArgs) -> anyhow::Result<Target> {
-    if let Some(to) = &args.to {
-        return Ok(Target::parse_direct(to)?);
-    }
-    let (Some(url), Some(lease)) = (&args.broker, &args.lease) else {
-        bail!("give --broker URL --lease ID, or --to unix:PATH");
-    };
-    let url: BrokerUrl = url.parse()?;
-    let lease = LeaseRef::parse(lease)?;
-    let token = read_token(args.token_file.as_ref())?;
-    let trust = match &args.ca_file {
-        Some(p) => TrustRoots::CaFile(p.clone()),
-        None => TrustRoots::WebPki,
-    };
-    if !url.is_tls()
-        && !url.host().starts_with("127.")
-        && url.host() != "localhost"
-        && url.host() != "::1"
-    {
-        tracing::warn!("the broker URL is plain http: the token and the disc travel unencrypted");
-    }
-    Ok(Target::Broker(BrokerTarget {
-        url,
-        lease,
-        token,
-        trust,
-    }))
-}
-
-async fn usb_forward(args: ForwardArgs) -> anyhow::Result<()> {
-    let target = target_from(&args)?;
-    let source = match (&args.iso, args.device) {
-        (Some(iso), None) => {
-            let speed = match args.usb_speed.unwrap_or(UsbSpeedArg::Super) {
-                UsbSpeedArg::Super => CdSpeed::Super,
-                UsbSpeedArg::High => CdSpeed::High,
-            };
-            let options = IsoOptions {
-                speed,
-                uas: !args.no_uas,
-            };
-            Source::IsoWith(iso.clone(), options)
-        }
-        (None, Some(sel)) => Source::Drive(sel),
-        _ => bail!("give either --device auto|VID:PID or --iso FILE"),
-    };
-    let prepared = prepare(&source).await?;
-    println!("Forwarding: {}", prepared.summary());
-    println!("To:         {target}");
-    let stream = transport::connect(&target, prepared.description()).await?;
-    println!("Connected. The desktop should see the drive in a few seconds.");
-    let handle = prepared.handle();
-    if matches!(handle, UsbHandle::Image(_)) {
-        println!("Commands on stdin: `eject`, `insert FILE`, `unplug`.");
-    } else {
-        println!("Commands on stdin: `unplug`. Ctrl-C also unplugs.");
-    }
-    let session = tokio::spawn(prepared.run(stream));
-    let reporter = tokio::spawn(report_progress(handle.clone()));
-    let commands = tokio::spawn(stdin_commands(handle.clone()));
-    let ctrl_c = {
-        let handle = handle.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                println!("Ctrl-C: unplugging the drive from the desktop...");
-                let _ = handle.unplug().await;
-            }
-        })
-    };
-    let result = session.await.context("the USB session task failed")?;
-    reporter.abort();
-    commands.abort();
-    ctrl_c.abort();
-    let summary = result.context("the USB session ended with an error")?;
-    println!(
-        "Session ended: {} ({} sent to the desktop, {} received, {} transfers).",
-        summary.end,
-        human_bytes(summary.counters.bytes_to_guest),
-        human_bytes(summary.counters.bytes_from_guest),
-        summary.counters.transfers
-    );
-    if summary.end == SessionEnd::PeerClosed && summary.peer.is_none() {
-        println!("The desktop side never answered: is the lease still active?");
-    }
-    Ok(())
-}
-
-/// Prints phase changes as they happen, and every 5 s the amount
-/// read by the desktop while it grows.
-async fn report_progress(handle: UsbHandle) {
-    let mut rx = handle.progress();
-    let mut last_phase = None;
-    let mut last_bytes = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        let ticked = tokio::select! {
-            changed = rx.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                false
-            }
-            _ = tick.tick() => true,
-        };
-        let p = rx.borrow_and_update().clone();
-        if last_phase != Some(p.phase) {
-            match p.phase {
-                Phase::WaitingForPeer => println!("Waiting for the desktop..."),
-                Phase::Attached => println!(
-                    "Drive attached to the desktop ({}).",
-                    p.peer
-                        .as_ref()
-                        .map_or("unknown peer", |x| x.version.as_str())
-                ),
-                Phase::Configured => println!("The desktop is using the drive."),
-                Phase::Ended => return,
-            }
-            last_phase = Some(p.phase);
-        }
-        if ticked && p.counters.bytes_to_guest > last_bytes {
-            println!(
-                "  {} read by the desktop so far",
-                human_bytes(p.counters.bytes_to_guest)
-            );
-            last_bytes = p.counters.bytes_to_guest;
-        }
-    }
-}
-
-/// `eject`, `insert FILE`, `unplug` from stdin.
-async fn stdin_commands(handle: UsbHandle) {
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let line = line.trim();
-        let (cmd, arg) = line.split_once(' ').unwrap_or((line, ""));
-        match (cmd, &handle) {
-            ("", _) => {}
-            ("unplug" | "quit", h) => {
-                let _ = h.unplug().await;
-                return;
-            }
-            ("eject", UsbHandle::Image(h)) => match h.eject().await {
-                Ok(true) => println!("Disc ejected."),
-                Ok(false) => println!("The drive was already empty."),
-                Err(e) => {
-                    println!("{e}");
-                    return;
-                }
-            },
-            ("insert", UsbHandle::Image(h)) if !arg.trim().is_empty() => {
-                match h.insert_iso(arg.trim()).await {
-                    Ok(Ok(())) => println!("Disc inserted: {}", arg.trim()),
-                    Ok(Err(e)) => println!("Cannot insert: {e}"),
-                    Err(e) => {
-                        println!("{e}");
-                        return;
-                    }
-                }
-            }
-            ("eject" | "insert", UsbHandle::Drive(_)) => {
-                println!("A real drive is ejected with its own button.")
-            }
-            _ => println!("Unknown command {line:?}; try `eject`, `insert FILE` or `unplug`."),
-        }
-    }
 }

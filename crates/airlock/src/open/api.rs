@@ -1,0 +1,343 @@
+//! The terminal's client of the broker's lease API (`docs/api.md`), typed by the wire
+//! contract (`airlock_core::wire`). Every answer is checked: a status or body the
+//! contract does not allow is an error, never a guess.
+use std::time::Duration;
+
+use airlock_core::wire::{
+    ErrorBody, ErrorCode, HeartbeatReply, LeaseGrant, LeaseRequest, QueueStanding,
+};
+use airlock_core::{LeaseId, TicketId, UserName};
+use airlock_usb::transport::{client_config, BrokerUrl, Token, TrustRoots};
+use reqwest::{Method, StatusCode};
+
+/// The longest body read from the broker.
+const MAX_BODY: usize = 256 * 1024;
+
+/// Why a call to the broker failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("cannot set up TLS for {url}: {message}")]
+    TlsSetup { url: String, message: String },
+    #[error("the broker at {url} does not present a certificate this terminal trusts")]
+    Untrusted {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("cannot reach the broker at {url}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the broker refused ({status}, {code}): {message}")]
+    Refused {
+        status: u16,
+        code: ErrorCode,
+        message: String,
+        retry_after_s: Option<u64>,
+    },
+    #[error("the broker's answer to {what} does not follow the API ({status}): {problem}")]
+    Protocol {
+        what: &'static str,
+        status: u16,
+        problem: String,
+    },
+}
+
+impl ApiError {
+    /// What the person at the terminal (or the admin) should do, in one sentence.
+    pub fn advice(&self) -> &'static str {
+        match self {
+            ApiError::TlsSetup { .. } => "Check broker.ca_file: it must hold the site CA in PEM form.",
+            ApiError::Untrusted { .. } => {
+                "Set broker.ca_file to the site CA that signed the broker's certificate, and check broker.url names the broker's host."
+            }
+            ApiError::Unreachable { .. } => {
+                "Check that the broker is running and broker.url is right; ask IT if the network is down."
+            }
+            ApiError::Refused { status: 401, .. } => {
+                "The terminal token was not accepted: check broker.token_file."
+            }
+            ApiError::Refused { .. } | ApiError::Protocol { .. } => {
+                "See the broker's message; the broker's log has the details."
+            }
+        }
+    }
+}
+
+/// The answer to a lease request.
+#[derive(Debug)]
+pub enum LeaseAnswer {
+    Granted(Box<LeaseGrant>),
+    Waiting(QueueStanding),
+    /// No free desktop and the request did not wait.
+    NoFreeDesktop {
+        retry_after_s: Option<u64>,
+        message: String,
+    },
+}
+
+/// What became of a lease at a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    Alive,
+    /// The broker ended it (signed out, display lost, expired, revoked).
+    Ended,
+}
+
+/// A terminal's client of one broker.
+#[derive(Clone)]
+pub struct BrokerApi {
+    http: reqwest::Client,
+    base: String,
+    token: Token,
+}
+
+impl BrokerApi {
+    /// A client for `url` trusting `trust`; each call gives up after `timeout`.
+    pub fn new(
+        url: &BrokerUrl,
+        token: &Token,
+        trust: &TrustRoots,
+        timeout: Duration,
+    ) -> Result<BrokerApi, ApiError> {
+        let base = url.to_string();
+        let mut b = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .tcp_nodelay(true)
+            .http1_only();
+        if url.is_tls() {
+            let tls = client_config(trust).map_err(|message| ApiError::TlsSetup {
+                url: base.clone(),
+                message,
+            })?;
+            b = b.use_preconfigured_tls(tls);
+        }
+        let http = b.build().map_err(|e| ApiError::TlsSetup {
+            url: base.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(BrokerApi {
+            http,
+            base,
+            token: token.clone(),
+        })
+    }
+
+    /// The broker's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&LeaseRequest>,
+        timeout: Option<Duration>,
+    ) -> Result<(StatusCode, Vec<u8>), ApiError> {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(self.token.as_str());
+        if let Some(body) = body {
+            r = r.json(body);
+        }
+        if let Some(t) = timeout {
+            r = r.timeout(t);
+        }
+        let resp = r.send().await.map_err(|e| self.transport_error(e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        Ok((status, bytes[..bytes.len().min(MAX_BODY)].to_vec()))
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> ApiError {
+        let mut cause: Option<&dyn std::error::Error> = Some(&e);
+        let mut tls = false;
+        while let Some(c) = cause {
+            if c.downcast_ref::<rustls::Error>().is_some() || c.to_string().contains("certificate")
+            {
+                tls = true;
+            }
+            cause = c.source();
+        }
+        let url = self.base.clone();
+        if tls {
+            ApiError::Untrusted { url, source: e }
+        } else {
+            ApiError::Unreachable { url, source: e }
+        }
+    }
+
+    /// Asks for a desktop for `user`; with `wait`, a full pool answers with a ticket.
+    pub async fn request_lease(
+        &self,
+        user: &UserName,
+        wait: bool,
+    ) -> Result<LeaseAnswer, ApiError> {
+        let req = LeaseRequest {
+            user: user.as_str().to_owned(),
+            wait,
+        };
+        let (status, body) = self
+            .call(Method::POST, "/v1/leases", Some(&req), None)
+            .await?;
+        match status.as_u16() {
+            200 | 201 => Ok(LeaseAnswer::Granted(Box::new(parse(
+                "a lease request",
+                status,
+                &body,
+            )?))),
+            202 => Ok(LeaseAnswer::Waiting(parse(
+                "a lease request",
+                status,
+                &body,
+            )?)),
+            503 => match refusal(status, &body) {
+                ApiError::Refused {
+                    code: ErrorCode::NoFreeDesktop,
+                    message,
+                    retry_after_s,
+                    ..
+                } => Ok(LeaseAnswer::NoFreeDesktop {
+                    retry_after_s,
+                    message,
+                }),
+                other => Err(other),
+            },
+            _ => Err(refusal(status, &body)),
+        }
+    }
+
+    /// Keeps `ticket` alive, waiting up to `wait_s` for news: the standing, or the grant
+    /// of the desktop held for it. `Ok(None)`: the ticket left the line.
+    pub async fn poll_ticket(
+        &self,
+        ticket: &TicketId,
+        wait_s: u64,
+    ) -> Result<Option<LeaseAnswer>, ApiError> {
+        let path = format!("/v1/queue/{ticket}?wait_s={wait_s}");
+        let timeout = Duration::from_secs(wait_s + 10);
+        let (status, body) = self.call(Method::POST, &path, None, Some(timeout)).await?;
+        match status.as_u16() {
+            200 => Ok(Some(LeaseAnswer::Waiting(parse(
+                "a queue poll",
+                status,
+                &body,
+            )?))),
+            201 => Ok(Some(LeaseAnswer::Granted(Box::new(parse(
+                "a queue poll",
+                status,
+                &body,
+            )?)))),
+            404 => Ok(None),
+            _ => Err(refusal(status, &body)),
+        }
+    }
+
+    /// Leaves the line (best effort: a ticket also expires by itself).
+    pub async fn leave_ticket(&self, ticket: &TicketId) -> Result<(), ApiError> {
+        let (status, body) = self
+            .call(Method::DELETE, &format!("/v1/queue/{ticket}"), None, None)
+            .await?;
+        match status.as_u16() {
+            200..=299 | 404 => Ok(()),
+            _ => Err(refusal(status, &body)),
+        }
+    }
+
+    /// One heartbeat of `lease`.
+    pub async fn heartbeat(&self, lease: &LeaseId) -> Result<LeaseState, ApiError> {
+        let path = format!("/v1/leases/{lease}/heartbeat");
+        let (status, body) = self.call(Method::POST, &path, None, None).await?;
+        match status.as_u16() {
+            200 => {
+                let _: HeartbeatReply = parse("a heartbeat", status, &body)?;
+                Ok(LeaseState::Alive)
+            }
+            404 => Ok(LeaseState::Ended),
+            _ => Err(refusal(status, &body)),
+        }
+    }
+
+    /// Ends `lease` (its desktop is reset). An already ended lease is not an error.
+    pub async fn release(&self, lease: &LeaseId) -> Result<(), ApiError> {
+        let (status, body) = self
+            .call(Method::DELETE, &format!("/v1/leases/{lease}"), None, None)
+            .await?;
+        match status.as_u16() {
+            200..=299 | 404 => Ok(()),
+            _ => Err(refusal(status, &body)),
+        }
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    status: StatusCode,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::Protocol {
+        what,
+        status: status.as_u16(),
+        problem: e.to_string(),
+    })
+}
+
+/// The error of a refusal, from its JSON body (or the status alone).
+fn refusal(status: StatusCode, body: &[u8]) -> ApiError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(b) => ApiError::Refused {
+            status: status.as_u16(),
+            code: b.error,
+            message: b.message.chars().take(500).collect(),
+            retry_after_s: b.retry_after_s,
+        },
+        Err(_) => ApiError::Refused {
+            status: status.as_u16(),
+            code: ErrorCode::Unknown,
+            message: format!(
+                "HTTP {} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )
+            .trim_end()
+            .to_owned(),
+            retry_after_s: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_keep_the_brokers_code_and_message() {
+        let e = refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            br#"{"error":"no_free_desktop","message":"every desktop is in use","retry_after_s":4}"#,
+        );
+        assert!(matches!(
+            &e,
+            ApiError::Refused { status: 503, code: ErrorCode::NoFreeDesktop, retry_after_s: Some(4), message }
+                if message == "every desktop is in use"
+        ));
+        let e = refusal(StatusCode::BAD_GATEWAY, b"<html>proxy</html>");
+        assert!(e.to_string().contains("502 Bad Gateway"), "{e}");
+        assert!(!e.advice().is_empty());
+    }
+
+    #[test]
+    fn answers_that_break_the_contract_are_errors() {
+        let e = parse::<LeaseGrant>("a lease request", StatusCode::CREATED, b"{\"lease_id\":1}")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("does not follow the API (201)"),
+            "{e}"
+        );
+    }
+}

@@ -11,7 +11,7 @@
 #![forbid(unsafe_code)]
 
 use airlock_testkit::artifacts::{artifacts, host_binaries, Artifacts, HostBinaries};
-use airlock_testkit::{Broker, BrokerConfig};
+use airlock_testkit::{Broker, BrokerConfig, Proc};
 use anyhow::Result;
 use std::time::Instant;
 
@@ -41,14 +41,38 @@ pub fn begin() -> Result<Option<Run>> {
 /// heartbeat timeouts (the tests forward with `airlock usb forward`, which does not
 /// heartbeat), and every process it starts stopped on Ctrl-C.
 pub fn broker(size: usize) -> Result<Broker> {
+    broker_with(|c| {
+        c.size = size;
+        c.heartbeat_timeout_s = 3600;
+    })
+}
+
+/// A broker of the demo guest's default test configuration changed by `change`.
+pub fn broker_with(change: impl FnOnce(&mut BrokerConfig)) -> Result<Broker> {
     airlock_testkit::process::stop_everything_on_signal();
-    Broker::start(
-        &host_binaries(false)?.airlockd(),
-        BrokerConfig {
-            size,
-            heartbeat_timeout_s: 3600,
-            ..BrokerConfig::new(&artifacts()?.guest)
-        },
+    let mut config = BrokerConfig::new(&artifacts()?.guest);
+    change(&mut config);
+    Broker::start(&host_binaries(false)?.airlockd(), config)
+}
+
+/// `airlock open ARGS…` (the host build) with `config`, its output in `log`.
+pub fn airlock_open(
+    config: &std::path::Path,
+    args: &[&str],
+    log: &std::path::Path,
+) -> Result<Proc> {
+    let out = std::fs::File::create(log)?;
+    Proc::spawn(
+        std::process::Command::new(host_binaries(false)?.airlock())
+            .arg("open")
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env_remove("AIRLOCK_TOKEN")
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out),
+        "airlock open",
     )
 }
 

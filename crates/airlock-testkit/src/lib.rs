@@ -19,6 +19,8 @@
 //!   drive baseline, a usb-redir socket, or its agent port). [`terminal_vm`]: a terminal
 //!   with a real Linux USB stack. [`iso`]: ISO images made for a test.
 //! - [`audit`]: the audit-trail invariant checker. [`spice`]: a real SPICE client.
+//! - [`terminal_config`]: the terminal's `terminal.toml` for `airlock open`; [`x11`]: an
+//!   X server (Xvfb) and its screenshots, for the real display client.
 //!
 //! Errors are `anyhow` with context: they are read by a person looking at a failed test.
 //! The `tcp-pump` binary of this crate is what a terminal VM's restricted network runs
@@ -36,8 +38,10 @@ pub mod qmp;
 pub mod serial;
 pub mod shell;
 pub mod spice;
+pub mod terminal_config;
 pub mod terminal_vm;
 pub mod tools;
+pub mod x11;
 
 pub use artifacts::{Artifacts, FileEntry, FileList, GuestManifest, TerminalManifest};
 pub use broker::{Broker, BrokerConfig};

@@ -4,6 +4,7 @@
 //! runs. [`sweep_processes`] finds processes by a path in their command line: a broker's
 //! QEMUs are not its children once it is gone.
 use anyhow::{bail, Context, Result};
+pub use rustix::process::Signal;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Mutex;

@@ -235,7 +235,7 @@ async fn wait_in_line(
 enum End {
     ViewerClosed(std::process::ExitStatus),
     Signal(&'static str),
-    BrokerLost(Duration),
+    BrokerLost(String),
     LeaseEnded,
     DriveFailed(String),
 }
@@ -253,7 +253,7 @@ async fn heartbeats(api: BrokerApi, lease: LeaseId, interval: Duration) -> End {
             Err(_) => tracing::warn!("heartbeat: no answer within {interval:?}"),
         }
         if last_ok.elapsed() >= interval * 2 {
-            return End::BrokerLost(last_ok.elapsed());
+            return End::BrokerLost(format!("no answer for {} s", last_ok.elapsed().as_secs()));
         }
     }
 }
@@ -363,9 +363,10 @@ async fn session(
         }
     };
     let handle = prepared.handle();
-    let mut usb = tokio::spawn(prepared.run(stream));
+    let usb = tokio::spawn(prepared.run(stream));
     let reporter = tokio::spawn(crate::usb::report_progress(handle.clone()));
 
+    let mut usb = Some(usb);
     let end = loop {
         let viewer_exit = async {
             match viewer.as_mut() {
@@ -373,23 +374,44 @@ async fn session(
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            status = viewer_exit => match status {
-                Some(s) => break End::ViewerClosed(s),
-                None => break End::ViewerClosed(std::process::ExitStatus::default()),
-            },
+        let usb_end = async {
+            match usb.as_mut() {
+                Some(task) => Some(task.await),
+                None => std::future::pending().await,
+            }
+        };
+        let usb_result = tokio::select! {
+            status = viewer_exit => {
+                break End::ViewerClosed(status.unwrap_or_default());
+            }
             sig = stop_signal() => break End::Signal(sig),
-            b = &mut beats => break b.unwrap_or(End::BrokerLost(interval * 2)),
-            r = &mut usb, if !usb.is_finished() => match r {
-                Ok(Ok(summary)) => {
-                    say(&format!("The drive left the desktop: {}.", summary.end));
-                    if cfg.display.is_none() {
-                        break End::DriveFailed(format!("the drive session ended: {}", summary.end));
-                    }
+            b = &mut beats => {
+                break b.unwrap_or(End::BrokerLost("the heartbeat task failed".into()));
+            }
+            r = usb_end => r,
+        };
+        usb = None;
+        let why = match usb_result {
+            Some(Ok(Ok(summary))) => summary.end.to_string(),
+            Some(Ok(Err(e))) => chain(&e),
+            Some(Err(e)) => format!("the USB session task failed: {e}"),
+            None => continue,
+        };
+        // The drive's stream ended: because the broker went away, because it ended the
+        // lease, or because of the drive itself? Ask the broker.
+        match tokio::time::timeout(interval, api.heartbeat(&lease)).await {
+            Ok(Ok(LeaseState::Ended)) => break End::LeaseEnded,
+            Ok(Ok(LeaseState::Alive)) => {
+                say(&format!("The drive left the desktop: {why}."));
+                if cfg.display.is_none() {
+                    break End::DriveFailed(format!("the drive session ended: {why}"));
                 }
-                Ok(Err(e)) => break End::DriveFailed(chain(&e)),
-                Err(e) => break End::DriveFailed(format!("the USB session task failed: {e}")),
-            },
+            }
+            _ => {
+                break End::BrokerLost(format!(
+                    "the broker closed the drive's connection ({why}) and does not answer"
+                ))
+            }
         }
     };
     reporter.abort();
@@ -402,16 +424,15 @@ async fn session(
             "the display client exited with {s}; see its messages above"
         )),
         End::Signal(sig) => Outcome::Ended(format!("stopped by {sig}")),
-        End::BrokerLost(after) => Outcome::BrokerLost(format!(
-            "lost the broker: no answer for {} s; the drive is no longer forwarded",
-            after.as_secs()
+        End::BrokerLost(why) => Outcome::BrokerLost(format!(
+            "lost the broker: {why}; the drive is no longer forwarded"
         )),
         End::LeaseEnded => Outcome::Ended(
             "the broker ended the session (signed out, display lost or ended by IT)".into(),
         ),
         End::DriveFailed(why) => Outcome::Drive(why),
     };
-    finish(api, &lease, viewer, Some((handle, usb)), outcome).await
+    finish(api, &lease, viewer, usb.map(|task| (handle, task)), outcome).await
 }
 
 /// Stops forwarding (the drive is unplugged from the desktop and let go), closes the

@@ -1,0 +1,175 @@
+//! `airlock open`, the clinician's one action, against a real broker and desktops:
+//! without a display (headless terminals, and the parts the display does not change):
+//! no free desktop with `--wait 0`; a session that keeps its lease with heartbeats far
+//! past the timeout, reads the disc and ends cleanly on SIGTERM; a broker killed during
+//! a session, noticed within two heartbeat intervals.
+
+use airlock_e2e::{airlock_open, begin, broker_with};
+use airlock_testkit::broker::TERMINAL_TOKEN;
+use airlock_testkit::process::Signal;
+use airlock_testkit::process::{read_or_empty, Proc};
+use airlock_testkit::terminal_config::TerminalConfig;
+use airlock_testkit::{block_on, Broker};
+use anyhow::{ensure, Context, Result};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const UP: Duration = Duration::from_secs(240);
+
+/// The desktop `airlock open` leased: the one desktop, once leased.
+fn leased(broker: &Broker, log: &Path) -> Result<serde_json::Value> {
+    block_on(
+        broker.wait_desktop("desk-01", Duration::from_secs(60), |d| {
+            d["state"] == "leased"
+        }),
+    )
+    .with_context(|| format!("airlock open said:\n{}", read_or_empty(log)))
+}
+
+/// Waits for `airlock open` to exit; its exit code and output.
+fn exit_of(open: &mut Proc, log: &Path, within: Duration) -> Result<(i32, String)> {
+    let st = open
+        .wait_timeout(within)
+        .with_context(|| format!("airlock open said:\n{}", read_or_empty(log)))?;
+    Ok((st.code().unwrap_or(-1), read_or_empty(log)))
+}
+
+#[test]
+fn open_without_a_display_keeps_its_lease_and_ends_cleanly() -> Result<()> {
+    let Some(run) = begin()? else {
+        return Ok(());
+    };
+    let timeout_s = 3;
+    let broker = broker_with(|c| {
+        c.size = 1;
+        c.heartbeat_timeout_s = timeout_s;
+    })?;
+    block_on(broker.wait_clean(1, UP))?;
+    let config = TerminalConfig::new(&broker.url).write(run.tmp.path())?;
+    let iso = run
+        .artifacts
+        .small
+        .iso
+        .to_str()
+        .context("iso path")?
+        .to_owned();
+
+    // The only desktop taken: --wait 0 answers at once with code 4.
+    let held = block_on(broker.acquire_ok("dr-other"))?;
+    let log = run.tmp.path().join("open-0.log");
+    let t = Instant::now();
+    let mut open = airlock_open(
+        &config,
+        &["--no-display", "--iso", &iso, "--wait", "0"],
+        &log,
+    )?;
+    let (code, out) = exit_of(&mut open, &log, Duration::from_secs(30))?;
+    ensure!(
+        code == 4,
+        "exit {code}, expected 4 (no free desktop):\n{out}"
+    );
+    ensure!(out.contains("no desktop is free"), "{out}");
+    ensure!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    ensure!(block_on(broker.release(TERMINAL_TOKEN, &held.lease_id))? == 202);
+    block_on(broker.wait_desktop("desk-01", UP, |d| d["state"] == "clean" && d["resets"] == 1))?;
+
+    // A session: the desktop reads the disc, the lease lives three timeouts long.
+    let log = run.tmp.path().join("open-1.log");
+    let serial = broker.serial_log("desk-01");
+    let mark = serial.mark();
+    let mut open = airlock_open(&config, &["--no-display", "--iso", &iso], &log)?;
+    let desk = leased(&broker, &log)?;
+    let lease = desk["lease"].clone();
+    serial
+        .wait_cd(mark, Duration::from_secs(90))
+        .with_context(|| format!("airlock open said:\n{}", read_or_empty(&log)))?
+        .check(&run.artifacts.small)?;
+    std::thread::sleep(Duration::from_secs(3 * timeout_s + 1));
+    let desk = block_on(broker.desktop("desk-01"))?;
+    ensure!(
+        desk["state"] == "leased" && desk["lease"] == lease && open.running(),
+        "the lease did not outlive three heartbeat timeouts: {desk}\n{}",
+        read_or_empty(&log)
+    );
+    open.signal(Signal::TERM);
+    let (code, out) = exit_of(&mut open, &log, Duration::from_secs(30))?;
+    ensure!(code == 0, "exit {code}:\n{out}");
+    for line in [
+        "Finding a free desktop for dr-test",
+        "Desktop desk-01 is yours.",
+        "Forwarding the drive...",
+        "Session ended: stopped by SIGTERM.",
+    ] {
+        ensure!(out.contains(line), "no {line:?} in:\n{out}");
+    }
+    block_on(broker.wait_desktop("desk-01", UP, |d| d["state"] == "clean" && d["resets"] == 2))?;
+    let audit = block_on(broker.audit())?;
+    airlock_testkit::audit::check_invariants(&audit)?;
+    let ended: Vec<&serde_json::Value> = audit
+        .iter()
+        .filter(|r| r["action"] == "lease_ended")
+        .collect();
+    ensure!(
+        ended
+            .last()
+            .and_then(|r| r["details"].as_str())
+            .is_some_and(|d| d.contains("released")),
+        "the session's lease was not released by the terminal: {ended:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_broker_lost_during_a_session_is_noticed_and_a_restart_serves_again() -> Result<()> {
+    let Some(run) = begin()? else {
+        return Ok(());
+    };
+    let timeout_s = 3;
+    let mut broker = broker_with(|c| {
+        c.size = 1;
+        c.heartbeat_timeout_s = timeout_s;
+    })?;
+    block_on(broker.wait_clean(1, UP))?;
+    let config = TerminalConfig::new(&broker.url).write(run.tmp.path())?;
+    let iso = run
+        .artifacts
+        .small
+        .iso
+        .to_str()
+        .context("iso path")?
+        .to_owned();
+    let log = run.tmp.path().join("open-lost.log");
+    let mut open = airlock_open(&config, &["--no-display", "--iso", &iso], &log)?;
+    leased(&broker, &log)?;
+    // The heartbeat interval is a third of the timeout: 1 s. Lost within two intervals
+    // (plus the one in flight and the process's exit).
+    broker.kill9();
+    let t = Instant::now();
+    let (code, out) = exit_of(&mut open, &log, Duration::from_secs(15))?;
+    ensure!(code == 5, "exit {code}, expected 5 (broker lost):\n{out}");
+    ensure!(out.contains("lost the broker"), "{out}");
+    ensure!(
+        t.elapsed() < Duration::from_secs(5),
+        "noticed after {:?}",
+        t.elapsed()
+    );
+    // The drive was let go: the emulated drive's session is over (no airlock process left).
+    ensure!(!open.running());
+
+    // After a restart (on a new port) the old lease has ended (no heartbeats) and a new
+    // session works.
+    broker.restart()?;
+    let config = TerminalConfig::new(&broker.url).write(run.tmp.path())?;
+    block_on(broker.wait_desktop("desk-01", UP, |d| d["state"] == "clean" && d["resets"] == 1))?;
+    let log = run.tmp.path().join("open-again.log");
+    let mut open = airlock_open(&config, &["--no-display", "--iso", &iso], &log)?;
+    leased(&broker, &log)?;
+    open.signal(Signal::TERM);
+    let (code, out) = exit_of(&mut open, &log, Duration::from_secs(30))?;
+    ensure!(code == 0, "exit {code}:\n{out}");
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! The terminal's configuration for `airlock open` (`/etc/airlock/terminal.toml`), typed
+//! and written to TOML in one place, with the token in its own owner-only file, as a
+//! site would install it.
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+/// What a test terminal runs `airlock open` with.
+#[derive(Debug, Clone)]
+pub struct TerminalConfig {
+    pub broker_url: String,
+    /// In clear: written to `token` (mode 600) beside the config.
+    pub token: String,
+    /// The site CA (PEM file) for an https broker.
+    pub ca_file: Option<PathBuf>,
+    pub user: Option<String>,
+    pub wait_s: Option<u64>,
+    /// `display.mode`: kiosk, fullscreen or window.
+    pub display_mode: Option<String>,
+    pub display_client: Option<PathBuf>,
+}
+
+impl TerminalConfig {
+    /// The first test terminal of `broker_url`, user `dr-test`.
+    pub fn new(broker_url: &str) -> TerminalConfig {
+        TerminalConfig {
+            broker_url: broker_url.into(),
+            token: crate::broker::TERMINAL_TOKEN.into(),
+            ca_file: None,
+            user: Some("dr-test".into()),
+            wait_s: None,
+            display_mode: None,
+            display_client: None,
+        }
+    }
+
+    /// Writes `dir/terminal.toml` and `dir/token`; returns the config's path.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf> {
+        let token_file = dir.join("token");
+        std::fs::write(&token_file, format!("{}\n", self.token))
+            .with_context(|| format!("writing {}", token_file.display()))?;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))?;
+        let file = File {
+            broker: Broker {
+                url: &self.broker_url,
+                token_file: &token_file,
+                ca_file: self.ca_file.as_deref(),
+            },
+            session: Session {
+                user: self.user.as_deref(),
+                wait_s: self.wait_s,
+            },
+            display: Display {
+                mode: self.display_mode.as_deref(),
+                client: self.display_client.as_deref(),
+            },
+        };
+        let path = dir.join("terminal.toml");
+        let text = toml::to_string(&file).context("writing the terminal config as TOML")?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+#[derive(Serialize)]
+struct File<'a> {
+    broker: Broker<'a>,
+    session: Session<'a>,
+    display: Display<'a>,
+}
+
+#[derive(Serialize)]
+struct Broker<'a> {
+    url: &'a str,
+    token_file: &'a Path,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca_file: Option<&'a Path>,
+}
+
+#[derive(Serialize)]
+struct Session<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wait_s: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Display<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<&'a Path>,
+}

@@ -76,17 +76,20 @@ pub fn airlock_open(
     )
 }
 
+/// The details of the broker's `usb_stream_opened` audit records, oldest first.
+pub fn usb_streams(broker: &Broker) -> Result<Vec<String>> {
+    let audit = airlock_testkit::block_on(broker.audit())?;
+    Ok(audit
+        .iter()
+        .filter(|r| r["action"] == "usb_stream_opened")
+        .map(|r| r["details"].as_str().unwrap_or_default().to_string())
+        .collect())
+}
+
 /// The details of the broker's one `usb_stream_opened` audit record (an error unless
 /// exactly one stream was opened).
 pub fn the_one_usb_stream(broker: &Broker) -> Result<String> {
-    let audit = airlock_testkit::block_on(broker.audit())?;
-    let opened: Vec<&serde_json::Value> = audit
-        .iter()
-        .filter(|r| r["action"] == "usb_stream_opened")
-        .collect();
+    let opened = usb_streams(broker)?;
     anyhow::ensure!(opened.len() == 1, "usb streams opened: {opened:?}");
-    Ok(opened[0]["details"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string())
+    Ok(opened[0].clone())
 }

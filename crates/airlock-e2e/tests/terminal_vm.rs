@@ -6,7 +6,7 @@
 //! no storage driver (the guard) and reaches only the broker (slirp,
 //! `restrict=on`, one guestfwd).
 
-use airlock_e2e::{begin, broker, the_one_usb_stream};
+use airlock_e2e::{begin, broker, usb_streams};
 use airlock_testkit::artifacts::{terminal_vm, TERMINAL_FORBIDDEN_MODULES};
 use airlock_testkit::broker::TERMINAL_TOKEN;
 use airlock_testkit::{block_on, TerminalNet, TerminalOptions, TerminalVm};
@@ -127,6 +127,44 @@ fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
     );
     serial.wait_removed(report.end, Duration::from_secs(30))?;
 
+    // The clinician's one action on this terminal: `airlock open --no-display --device
+    // auto` leases the (released and reset) desktop itself, heartbeats and forwards the
+    // drive; SIGTERM ends it cleanly and releases the desktop.
+    ensure!(block_on(broker.release(TERMINAL_TOKEN, &lease.lease_id))? == 202);
+    let desktop = lease.desktop_id.as_str();
+    let up = Duration::from_secs(120);
+    block_on(broker.wait_desktop(desktop, up, |d| d["state"] == "clean" && d["resets"] == 1))?;
+    term.shell
+        .sh(&format!("umask 077; echo {TERMINAL_TOKEN} >/tmp/token"))?;
+    let mark = serial.mark();
+    term.start_background(
+        "open",
+        &format!(
+            "airlock open --broker {} --token-file /tmp/token --user dr-vm --no-display \
+             --device auto --wait 0",
+            term.broker_url
+        ),
+    )?;
+    serial
+        .wait_cd(mark, Duration::from_secs(60))
+        .with_context(|| {
+            format!(
+                "airlock open: {}",
+                term.forward_log("open").unwrap_or_default()
+            )
+        })?
+        .check(&a.small)?;
+    assert_guarded(&mut term, "during airlock open")?;
+    let (code, out) = term.stop_background("open", "TERM")?;
+    println!("airlock open in the terminal VM (exit {code}):\n{out}");
+    ensure!(
+        code == 0 && out.contains("Session ended: stopped by SIGTERM."),
+        "{out}"
+    );
+    block_on(broker.wait_desktop(desktop, up, |d| d["state"] == "clean" && d["resets"] == 2))?;
+    let lease = block_on(broker.acquire_ok("dr-terminal-vm"))?;
+    let lease_id = lease.lease_id.to_string();
+
     // The stick alone: refused before anything reaches the broker.
     term.qmp.unplug("cd0")?;
     term.wait_usb_devices(1, Duration::from_secs(30))?;
@@ -153,11 +191,11 @@ fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
     );
     assert_guarded(&mut term, "at the end")?;
 
-    // The broker's audit trail: exactly one stream, for the drive.
-    let details = the_one_usb_stream(&broker)?;
+    // The broker's audit trail: two streams (forward, open), both of the drive.
+    let streams = usb_streams(&broker)?;
     ensure!(
-        details.contains("drive"),
-        "the stream was not audited as a drive: {details}"
+        streams.len() == 2 && streams.iter().all(|d| d.contains("drive")),
+        "the streams were not audited as the drive: {streams:?}"
     );
     ensure!(
         block_on(broker.release(TERMINAL_TOKEN, &lease.lease_id))? == 202,

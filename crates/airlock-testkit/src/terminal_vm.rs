@@ -205,18 +205,29 @@ impl TerminalVm {
         }
     }
 
-    /// Starts `airlock usb forward` in the VM in the background (output in
-    /// /tmp/NAME.log, pid in /tmp/NAME.pid).
-    pub fn start_forward(&mut self, name: &str, lease: &str, device: &str) -> Result<()> {
+    /// Starts `command` in the VM's shell in the background (output in /tmp/NAME.log,
+    /// pid in /tmp/NAME.pid).
+    pub fn start_background(&mut self, name: &str, command: &str) -> Result<()> {
         self.shell.sh(&format!(
-            "AIRLOCK_TOKEN={TERMINAL_TOKEN} airlock usb forward --broker {} \
-             --lease {lease} --device {device} >/tmp/{name}.log 2>&1 & echo $! >/tmp/{name}.pid",
-            self.broker_url
+            "{command} >/tmp/{name}.log 2>&1 & echo $! >/tmp/{name}.pid"
         ))?;
         Ok(())
     }
 
-    /// Is the background forward `name` still running?
+    /// Starts `airlock usb forward` in the VM in the background (see
+    /// [`TerminalVm::start_background`]).
+    pub fn start_forward(&mut self, name: &str, lease: &str, device: &str) -> Result<()> {
+        self.start_background(
+            name,
+            &format!(
+                "AIRLOCK_TOKEN={TERMINAL_TOKEN} airlock usb forward --broker {} \
+                 --lease {lease} --device {device}",
+                self.broker_url
+            ),
+        )
+    }
+
+    /// Is the background command `name` still running?
     pub fn forward_running(&mut self, name: &str) -> Result<bool> {
         let (_, st) = self.shell.run(
             &format!("kill -0 $(cat /tmp/{name}.pid) 2>/dev/null"),
@@ -225,17 +236,30 @@ impl TerminalVm {
         Ok(st == 0)
     }
 
-    /// The output of a background forward so far.
+    /// The output of a background command so far.
     pub fn forward_log(&mut self, name: &str) -> Result<String> {
         self.shell.sh(&format!("cat /tmp/{name}.log"))
     }
 
-    /// Stops a background forward with SIGINT (it unplugs the drive from the desktop),
-    /// waits for it to exit (SIGKILL after 10 s), and returns its output.
-    pub fn stop_forward(&mut self, name: &str) -> Result<String> {
-        self.shell.sh(&format!(
-            "p=$(cat /tmp/{name}.pid); kill -INT $p; n=0; while kill -0 $p 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done; kill -0 $p 2>/dev/null && kill -9 $p; true"
+    /// Stops a background command with `signal` (e.g. INT: a forward unplugs the drive
+    /// from the desktop), waits for it to exit (SIGKILL after 10 s), and returns its exit
+    /// status and output.
+    pub fn stop_background(&mut self, name: &str, signal: &str) -> Result<(i32, String)> {
+        let out = self.shell.sh(&format!(
+            "p=$(cat /tmp/{name}.pid); kill -{signal} $p; n=0; while kill -0 $p 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done; kill -0 $p 2>/dev/null && kill -9 $p; wait $p; echo \"EXIT=$?\""
         ))?;
-        self.forward_log(name)
+        let status = out
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("EXIT="))
+            .and_then(|c| c.trim().parse().ok())
+            .unwrap_or(-1);
+        Ok((status, self.forward_log(name)?))
+    }
+
+    /// Stops a background forward with SIGINT (it unplugs the drive from the desktop)
+    /// and returns its output.
+    pub fn stop_forward(&mut self, name: &str) -> Result<String> {
+        Ok(self.stop_background(name, "INT")?.1)
     }
 }

@@ -17,12 +17,16 @@
 //!   clean desktops are ever offered. While any ticket waits without a hold, no clean
 //!   desktop is left unheld, so a newcomer (waiting or not) never passes the line; with
 //!   an empty line nothing of this runs and a plain request is what it always was.
-//! - A ticket is seen while a poll of it is in progress: during a long poll it cannot
-//!   expire, and it leaves the line `ticket_timeout` after the end of its last poll
-//!   without a new one (`expired`; a poll ends when it answers, or when the terminal goes
-//!   away during it and the HTTP server drops it), or when the desktop held for it is not taken within `hold`
-//!   (`hold_expired`); its hold then goes to the next ticket. The sweep loop expires
-//!   tickets every `sweep_interval`.
+//! - A ticket is seen while a poll of it is in progress: during a long poll (at most
+//!   [`airlock_core::wire::MAX_QUEUE_WAIT_S`]) it cannot expire, and it leaves the line
+//!   `ticket_timeout` after the end of its last poll without a new one (`expired`; a
+//!   poll ends when it answers, or when the terminal goes away during it and the HTTP
+//!   server drops it), or when the desktop held for it is not taken within `hold`
+//!   (`hold_expired`); its hold then goes to the next ticket. Defaults
+//!   ([`crate::QueueConfig`]): polls every 2 s, a ticket timeout of three missed polls
+//!   (6 s), holds of 15 s (a holder that polls takes its desktop at once, so a hold
+//!   runs out only for a terminal that is gone, and usually its ticket timeout comes
+//!   first). The sweep loop expires tickets every `sweep_interval`.
 //! - Long polls sleep on a watch channel bumped at every change of the line; each wakes,
 //!   re-reads its ticket, and answers when its place or the size of the line differs
 //!   from what its terminal was last told, or when a desktop is held for it (then the

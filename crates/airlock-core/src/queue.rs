@@ -8,6 +8,7 @@
 //! is offered to the next one.
 //!
 //! Pure: time is passed in, ids are made by the caller.
+use crate::policy::{choose_desktop, Candidate};
 use crate::{DesktopId, TerminalName, TicketId, UnixMillis, UserName};
 
 /// One terminal waiting.
@@ -57,6 +58,22 @@ impl LeftBecause {
             LeftBecause::Expired => "expired",
             LeftBecause::HoldExpired => "hold_expired",
         }
+    }
+}
+
+/// What [`WaitQueue::reconcile`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Holds given back (ticket, desktop): the desktop is no longer clean.
+    pub dropped: Vec<(TicketId, DesktopId)>,
+    /// New holds (desktop, ticket).
+    pub held: Vec<(DesktopId, TicketId)>,
+}
+
+impl Reconciled {
+    /// Whether anything changed.
+    pub fn changed(&self) -> bool {
+        !self.dropped.is_empty() || !self.held.is_empty()
     }
 }
 
@@ -204,6 +221,36 @@ impl WaitQueue {
         Some(t.id.clone())
     }
 
+    /// Brings the holds in line with the desktops that are `clean` now: a hold on a
+    /// desktop that is no longer clean is given back (the ticket keeps its place), and
+    /// every clean desktop nobody holds is held for the first ticket that holds none,
+    /// the one clean the longest first ([`choose_desktop`]), until `now + hold_ms`.
+    /// Afterwards no clean desktop is free while a ticket waits without one.
+    pub fn reconcile(&mut self, clean: &[Candidate], now: UnixMillis, hold_ms: i64) -> Reconciled {
+        let mut done = Reconciled::default();
+        for t in &mut self.tickets {
+            if let Some((d, _)) = &t.hold {
+                if !clean.iter().any(|c| &c.id == d) {
+                    done.dropped.push((t.id.clone(), d.clone()));
+                    t.hold = None;
+                }
+            }
+        }
+        let mut free: Vec<Candidate> = clean
+            .iter()
+            .filter(|c| !self.is_held(&c.id))
+            .cloned()
+            .collect();
+        while let Some(c) = choose_desktop(&free).cloned() {
+            free.retain(|x| x.id != c.id);
+            match self.offer(&c.id, now, hold_ms) {
+                Some(ticket) => done.held.push((c.id, ticket)),
+                None => break,
+            }
+        }
+        done
+    }
+
     /// Removes the tickets whose terminal stopped asking (not seen for `timeout_ms`) and
     /// those whose hold ran out. Returns them with why; the caller offers their held
     /// desktops to the next tickets.
@@ -307,6 +354,43 @@ mod tests {
         assert_eq!(LeftBecause::HoldExpired.as_str(), "hold_expired");
     }
 
+    fn clean(d: u8, since: i64) -> Candidate {
+        Candidate {
+            id: desk(d),
+            clean_since: since,
+        }
+    }
+
+    #[test]
+    fn reconcile_holds_free_desktops_for_the_line_and_gives_back_unclean_ones() {
+        let mut q = WaitQueue::new();
+        assert_eq!(q.reconcile(&[clean(1, 0)], 0, 1000), Reconciled::default());
+        q.join(tid(1), &term(1), &user(), 0);
+        q.join(tid(2), &term(2), &user(), 0);
+        q.join(tid(3), &term(3), &user(), 0);
+        // Three clean desktops, two without holds: the longest clean goes to the head.
+        q.offer(&desk(3), 0, 1000);
+        let r = q.reconcile(&[clean(1, 50), clean(2, 40), clean(3, 10)], 100, 1000);
+        assert_eq!(r.held, [(desk(2), tid(2)), (desk(1), tid(3))]);
+        assert!(r.dropped.is_empty() && r.changed());
+        // desk-03 died: its hold is given back, and it is not re-offered.
+        let r = q.reconcile(&[clean(1, 50), clean(2, 40)], 200, 1000);
+        assert_eq!((r.dropped, r.held), (vec![(tid(1), desk(3))], vec![]));
+        assert_eq!(q.standing_of(&tid(1), 200).unwrap().held, None);
+        assert_eq!(q.standing_of(&tid(1), 200).unwrap().position, 1);
+        // More clean desktops than tickets: the rest stay free.
+        let r = q.reconcile(
+            &[clean(1, 50), clean(2, 40), clean(4, 1), clean(5, 2)],
+            300,
+            1000,
+        );
+        assert_eq!(r.held, [(desk(4), tid(1))]);
+        assert!(!q.is_held(&desk(5)));
+        assert!(!q
+            .reconcile(&[clean(1, 50), clean(2, 40), clean(4, 1)], 300, 1000)
+            .changed());
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Join(u8),
@@ -316,6 +400,8 @@ mod tests {
         Take(u8),
         Expire,
         Tick(u16),
+        /// The desktops of this bit set are clean.
+        Reconcile(u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -327,13 +413,15 @@ mod tests {
             (0u8..6).prop_map(Op::Take),
             Just(Op::Expire),
             (0u16..3000).prop_map(Op::Tick),
+            (0u8..16).prop_map(Op::Reconcile),
         ]
     }
 
     proptest! {
         /// Whatever happens: one ticket per terminal, each desktop held at most once,
-        /// positions 1..n in joining order, and an offer always goes to the earliest
-        /// ticket that holds nothing.
+        /// positions 1..n in joining order, an offer always goes to the earliest ticket
+        /// that holds nothing, and after a reconcile holds are on clean desktops only
+        /// and no clean desktop is free while a ticket waits without one.
         #[test]
         fn random_histories_keep_the_line_fair(ops in proptest::collection::vec(op(), 1..80)) {
             let mut q = WaitQueue::new();
@@ -382,6 +470,23 @@ mod tests {
                         }
                     }
                     Op::Tick(ms) => now += i64::from(ms),
+                    Op::Reconcile(bits) => {
+                        let clean: Vec<Candidate> = (0u8..4)
+                            .filter(|d| bits & (1 << d) != 0)
+                            .map(|d| Candidate { id: desk(d), clean_since: i64::from(d) })
+                            .collect();
+                        q.reconcile(&clean, now, 1000);
+                        // Every hold is on a clean desktop, and no clean desktop is free
+                        // while a ticket waits without one.
+                        for t in q.tickets() {
+                            if let Some((d, _)) = &t.hold {
+                                prop_assert!(clean.iter().any(|c| &c.id == d));
+                            }
+                        }
+                        let unheld_ticket = q.tickets().iter().any(|t| t.hold.is_none());
+                        let free_desktop = clean.iter().any(|c| !q.is_held(&c.id));
+                        prop_assert!(!(unheld_ticket && free_desktop));
+                    }
                 }
                 let terminals: HashSet<_> = q.tickets().iter().map(|t| t.terminal.clone()).collect();
                 prop_assert_eq!(terminals.len(), q.len());

@@ -5,9 +5,16 @@
 //! - `POST /v1/leases` takes a [`LeaseRequest`] and answers a [`LeaseGrant`] (`201`, or
 //!   `200` with `reattached` for the terminal's live lease of the same user), or, when no
 //!   desktop is free and the request asked to wait, a [`QueueStanding`] (`202`).
-//! - `POST /v1/queue/{ticket}` keeps a ticket alive and waits (long poll) for a change:
-//!   [`QueueStanding`] (`200`) or the [`LeaseGrant`] of the desktop held for it (`201`);
-//!   `DELETE /v1/queue/{ticket}` leaves the line.
+//! - `POST /v1/queue/{ticket}?wait_s=N` ([`QueuePoll`]) keeps a ticket alive and waits
+//!   (long poll, at most [`MAX_QUEUE_WAIT_S`]) until the ticket's place changes or a
+//!   desktop is held for it: [`QueueStanding`] (`200`) or the [`LeaseGrant`] of the held
+//!   desktop (`201`, the ticket has left the line). `DELETE /v1/queue/{ticket}` leaves
+//!   the line (`204`). A ticket the broker no longer knows is `404`
+//!   [`ErrorCode::TicketNotFound`].
+//! - Keeping a ticket alive: the ticket counts as seen until the end of each poll; one
+//!   that is not polled again within the broker's ticket timeout (a few
+//!   [`QueueStanding::poll_interval_s`]) leaves the line, and so does one for which a
+//!   desktop is held longer than the hold time without being taken.
 //! - `POST /v1/leases/{id}/heartbeat` answers a [`HeartbeatReply`].
 //! - `DELETE /v1/leases/{id}` answers a [`ReleaseReply`].
 //! - `GET /v1/leases/{id}/usb` upgrades to [`USB_PROTOCOL`]; the terminal describes what it
@@ -33,6 +40,19 @@ pub const MAX_DEVICE_FIELD_CHARS: usize = 256;
 /// What the terminal cuts each text field of a [`DeviceIdentity`] to before sending it
 /// ([`DeviceIdentity::sanitized`]): half of what the broker accepts.
 pub const SENT_DEVICE_FIELD_CHARS: usize = 128;
+
+/// The longest a `POST /v1/queue/{ticket}` long poll may wait, in seconds.
+pub const MAX_QUEUE_WAIT_S: u64 = 10;
+
+/// The query of `POST /v1/queue/{ticket}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueuePoll {
+    /// Wait up to this many seconds (0 to [`MAX_QUEUE_WAIT_S`]) for a change before
+    /// answering; 0 (the default) answers at once.
+    #[serde(default)]
+    pub wait_s: u64,
+}
 
 /// `POST /v1/leases`: who sits at the terminal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -488,6 +508,42 @@ mod tests {
         assert_eq!(v["display"]["protocol"], "spice");
         assert_eq!(v["usb"]["protocol"], USB_PROTOCOL);
         assert_eq!(serde_json::from_value::<LeaseGrant>(v).unwrap(), g);
+    }
+
+    #[test]
+    fn a_place_in_line_and_its_poll_query() {
+        let s = QueueStanding {
+            ticket_id: TicketId::from_random([0xab; 16]),
+            position: 2,
+            waiting: 3,
+            waited_ms: 4_500,
+            poll_interval_s: 2,
+        };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            v,
+            json!({"ticket_id": "ab".repeat(16), "position": 2, "waiting": 3,
+                   "waited_ms": 4_500, "poll_interval_s": 2})
+        );
+        assert_eq!(serde_json::from_value::<QueueStanding>(v).unwrap(), s);
+        // `wait_s` defaults to an answer at once; nothing else is accepted.
+        assert_eq!(
+            serde_json::from_value::<QueuePoll>(json!({})).unwrap(),
+            QueuePoll { wait_s: 0 }
+        );
+        assert!(serde_json::from_value::<QueuePoll>(json!({"wait": 3})).is_err());
+        // A request that does not wait says nothing about it (as before the line existed).
+        let plain = LeaseRequest {
+            user: "dr-x".into(),
+            wait: false,
+        };
+        assert_eq!(
+            serde_json::to_value(&plain).unwrap(),
+            json!({"user": "dr-x"})
+        );
+        let waiting: LeaseRequest =
+            serde_json::from_value(json!({"user": "dr-x", "wait": true})).unwrap();
+        assert!(waiting.wait);
     }
 
     #[test]

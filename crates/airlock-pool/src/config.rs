@@ -16,6 +16,29 @@ pub struct DisplayConfig {
     pub port_base: u16,
 }
 
+/// The waiting line (`[pool.queue]`): see `engine/queue.rs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueConfig {
+    /// How long a desktop freed for the head ticket is held for it.
+    pub hold: Duration,
+    /// How often a waiting terminal is told to ask again.
+    pub poll_interval: Duration,
+    /// A ticket not asked about for this long (after the end of its last poll) leaves
+    /// the line.
+    pub ticket_timeout: Duration,
+}
+
+impl Default for QueueConfig {
+    /// Hold 15 s; poll every 2 s; drop a ticket after 3 missed polls (6 s).
+    fn default() -> Self {
+        QueueConfig {
+            hold: Duration::from_secs(15),
+            poll_interval: Duration::from_secs(2),
+            ticket_timeout: Duration::from_secs(6),
+        }
+    }
+}
+
 /// Everything the pool engine needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
@@ -29,4 +52,6 @@ pub struct PoolConfig {
     pub sweep_interval: Duration,
     /// How often to check that the golden image, kernel or initrd changed.
     pub golden_check_interval: Duration,
+    /// The waiting line.
+    pub queue: QueueConfig,
 }

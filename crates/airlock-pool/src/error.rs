@@ -14,6 +14,8 @@ pub enum PoolError {
     NoFreeDesktop { retry_after_s: u64 },
     #[error("no active lease with that id for this terminal")]
     LeaseNotFound,
+    #[error("no waiting ticket with that id for this terminal (it left the line: ask for a desktop again)")]
+    TicketNotFound,
     #[error("unknown desktop {0}")]
     UnknownDesktop(String),
     #[error("desktop {desktop} is {state}; only a broken desktop can be repaired")]

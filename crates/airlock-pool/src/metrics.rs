@@ -34,6 +34,11 @@ pub(crate) struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct InfoLabel {
     pub version: String,
     pub accel: String,
@@ -51,12 +56,21 @@ pub struct Metrics {
     pub(crate) reset_seconds: Family<MethodLabel, Histogram>,
     pub(crate) resets: Family<MethodResultLabel, Counter>,
     pub(crate) leases_ended: Family<ReasonLabel, Counter>,
+    pub(crate) queue_waiting: Gauge,
+    pub(crate) queue_held: Gauge,
+    pub(crate) queue_wait_seconds: Family<OutcomeLabel, Histogram>,
     pub(crate) info: Family<InfoLabel, Gauge>,
 }
 
 fn reset_histogram() -> Histogram {
     Histogram::new([
         0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0,
+    ])
+}
+
+fn queue_wait_histogram() -> Histogram {
+    Histogram::new([
+        0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
     ])
 }
 
@@ -95,6 +109,25 @@ impl Metrics {
             "Ended leases by reason",
             leases_ended.clone(),
         );
+        let queue_waiting = Gauge::default();
+        registry.register(
+            "queue_waiting",
+            "Terminals waiting in line for a desktop",
+            queue_waiting.clone(),
+        );
+        let queue_held = Gauge::default();
+        registry.register(
+            "queue_held",
+            "Clean desktops held for the terminal at the head of the line",
+            queue_held.clone(),
+        );
+        let queue_wait_seconds =
+            Family::<OutcomeLabel, Histogram>::new_with_constructor(queue_wait_histogram);
+        registry.register(
+            "queue_wait_seconds",
+            "Time from joining the line to leaving it, by outcome (granted, cancelled, expired, hold_expired)",
+            queue_wait_seconds.clone(),
+        );
         let info = Family::<InfoLabel, Gauge>::default();
         registry.register("info", "Broker build and pool facts", info.clone());
         Metrics {
@@ -106,6 +139,9 @@ impl Metrics {
             reset_seconds,
             resets,
             leases_ended,
+            queue_waiting,
+            queue_held,
+            queue_wait_seconds,
             info,
         }
     }

@@ -19,4 +19,4 @@ mod store;
 
 pub use audit::{AuditEntry, AuditRecord, ChainReport, GENESIS_HASH};
 pub use error::StoreError;
-pub use store::{Acquired, DesktopRow, LeaseRow, ResetRecord, Store};
+pub use store::{AcquireRequest, Acquired, DesktopRow, LeaseRow, Pick, ResetRecord, Store, Waited};

@@ -3,7 +3,7 @@ use crate::schema::migrations;
 use crate::StoreError;
 use airlock_core::policy::{choose_desktop, Candidate};
 use airlock_core::{
-    DesktopEvent, DesktopId, DesktopState, EndReason, LeaseId, ResetMethod, TerminalName,
+    DesktopEvent, DesktopId, DesktopState, EndReason, LeaseId, ResetMethod, TerminalName, TicketId,
     UnixMillis, UserName,
 };
 use rusqlite::types::FromSql;
@@ -53,6 +53,40 @@ pub struct LeaseRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Acquired {
     pub lease: LeaseRow,
+    /// The terminal's live lease of the same user, given back (not a new one).
+    pub reattached: bool,
+}
+
+/// Which clean desktop an acquire may take.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pick<'a> {
+    /// The one [`choose_desktop`] picks, leaving out these (held for waiting terminals).
+    AnyExcept(&'a [DesktopId]),
+    /// Exactly this one, if it is clean (the desktop held for the terminal's ticket).
+    Exactly(&'a DesktopId),
+}
+
+/// A lease request that waited in line, for the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Waited<'a> {
+    pub ticket: &'a TicketId,
+    pub waited_ms: i64,
+}
+
+/// What [`Store::acquire_with`] is asked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AcquireRequest<'a> {
+    pub lease_id: &'a LeaseId,
+    pub terminal: &'a TerminalName,
+    pub user: &'a UserName,
+    pub now: UnixMillis,
+    pub pick: Pick<'a>,
+    /// Give back the terminal's active lease of the same user instead, when its last
+    /// heartbeat is less than this many milliseconds old (the lease timeout).
+    pub reattach_within_ms: Option<i64>,
+    /// The request waited in line with this ticket: the grant records it, and the
+    /// ticket's leaving is audited in the same transaction.
+    pub waited: Option<Waited<'a>>,
 }
 
 /// A completed reset, for the desktop's statistics.
@@ -450,12 +484,72 @@ impl Store {
         user: &UserName,
         now: UnixMillis,
     ) -> Result<Acquired, StoreError> {
+        self.acquire_with(&AcquireRequest {
+            lease_id,
+            terminal,
+            user,
+            now,
+            pick: Pick::AnyExcept(&[]),
+            reattach_within_ms: None,
+            waited: None,
+        })
+    }
+
+    /// Grants a lease as `req` asks, in one transaction: first the terminal's live lease
+    /// of the same user if asked (its heartbeat refreshed, audited `lease_reattached`),
+    /// else a clean desktop of `req.pick` (its state change, the lease and the audit
+    /// records together). Fails with [`StoreError::NoFreeDesktop`] if no such desktop is
+    /// clean.
+    pub fn acquire_with(&mut self, req: &AcquireRequest<'_>) -> Result<Acquired, StoreError> {
+        let AcquireRequest {
+            lease_id,
+            terminal,
+            user,
+            now,
+            ..
+        } = *req;
         let tx = self.immediate()?;
-        let candidates: Vec<Candidate> = query_all(
+        if let Some(within) = req.reattach_within_ms {
+            let live: Option<LeaseRow> = query_opt(
+                &tx,
+                &format!(
+                    "SELECT {LEASE_COLS} FROM leases WHERE terminal = ?1 AND user = ?2
+                     AND ended_at IS NULL AND heartbeat_at + ?3 > ?4
+                     ORDER BY created_at DESC LIMIT 1"
+                ),
+                params![terminal.as_str(), user.as_str(), within, now],
+            )?;
+            if let Some(mut lease) = live {
+                lease.heartbeat_at = lease.heartbeat_at.max(now);
+                tx.execute(
+                    "UPDATE leases SET heartbeat_at = ?2 WHERE id = ?1",
+                    params![lease.id.as_str(), lease.heartbeat_at],
+                )?;
+                append_audit_tx(
+                    &tx,
+                    now,
+                    &AuditEntry::new("lease_reattached")
+                        .terminal(terminal)
+                        .user(user)
+                        .desktop(&lease.desktop)
+                        .lease(&lease.id),
+                )?;
+                tx.commit()?;
+                return Ok(Acquired {
+                    lease,
+                    reattached: true,
+                });
+            }
+        }
+        let mut candidates: Vec<Candidate> = query_all(
             &tx,
             "SELECT id, since FROM desktops WHERE state = 'clean' AND retired = 0",
             [],
         )?;
+        match req.pick {
+            Pick::AnyExcept(held) => candidates.retain(|c| !held.contains(&c.id)),
+            Pick::Exactly(d) => candidates.retain(|c| &c.id == d),
+        }
         let Some(chosen) = choose_desktop(&candidates) else {
             return Err(StoreError::NoFreeDesktop);
         };
@@ -472,15 +566,27 @@ impl Store {
                 now
             ],
         )?;
-        append_audit_tx(
-            &tx,
-            now,
-            &AuditEntry::new("lease_granted")
+        let entry = |action: &str| {
+            AuditEntry::new(action)
                 .terminal(terminal)
                 .user(user)
                 .desktop(&desktop)
-                .lease(lease_id),
-        )?;
+                .lease(lease_id)
+        };
+        match req.waited {
+            None => {
+                append_audit_tx(&tx, now, &entry("lease_granted"))?;
+            }
+            Some(w) => {
+                let details = serde_json::json!({"ticket": w.ticket, "waited_ms": w.waited_ms});
+                append_audit_tx(&tx, now, &entry("lease_granted").details(details.clone()))?;
+                let mut left = details;
+                if let Some(obj) = left.as_object_mut() {
+                    obj.insert("reason".into(), "granted".into());
+                }
+                append_audit_tx(&tx, now, &entry("queue_left").details(left))?;
+            }
+        }
         tx.commit()?;
         Ok(Acquired {
             lease: LeaseRow {
@@ -493,6 +599,7 @@ impl Store {
                 ended_at: None,
                 end_reason: None,
             },
+            reattached: false,
         })
     }
 

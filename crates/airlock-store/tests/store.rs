@@ -1,8 +1,9 @@
 #![allow(clippy::unwrap_used)]
 use airlock_core::{
-    DesktopEvent, DesktopId, DesktopState, EndReason, LeaseId, ResetMethod, TerminalName, UserName,
+    DesktopEvent, DesktopId, DesktopState, EndReason, LeaseId, ResetMethod, TerminalName, TicketId,
+    UserName,
 };
-use airlock_store::{AuditEntry, ResetRecord, Store, StoreError};
+use airlock_store::{AcquireRequest, AuditEntry, Pick, ResetRecord, Store, StoreError, Waited};
 use std::sync::{Arc, Barrier};
 
 fn ids(n: usize) -> Vec<DesktopId> {
@@ -119,6 +120,108 @@ fn database_refuses_a_second_active_lease_even_from_raw_sql() {
         err.is_err(),
         "the unique index must refuse a second active lease"
     );
+}
+
+/// An acquire of lease `lid(n)` by `terminal`/`user` at `now` with `pick`, re-attaching
+/// within 1000 ms.
+fn acquire_req<'a>(
+    lease: &'a LeaseId,
+    terminal: &'a TerminalName,
+    user: &'a UserName,
+    now: i64,
+    pick: Pick<'a>,
+) -> AcquireRequest<'a> {
+    AcquireRequest {
+        lease_id: lease,
+        terminal,
+        user,
+        now,
+        pick,
+        reattach_within_ms: Some(1000),
+        waited: None,
+    }
+}
+
+#[test]
+fn a_terminal_gets_its_live_lease_of_the_same_user_back() {
+    let (mut s, _) = clean_pool(2);
+    let (t1, t2, a, b) = (term("t1"), term("t2"), user("a"), user("b"));
+    let first = s
+        .acquire_with(&acquire_req(&lid(1), &t1, &a, 100, Pick::AnyExcept(&[])))
+        .unwrap();
+    assert!(!first.reattached);
+    // The same terminal and user: the same lease, its heartbeat moved, no new desktop.
+    let again = s
+        .acquire_with(&acquire_req(&lid(2), &t1, &a, 600, Pick::AnyExcept(&[])))
+        .unwrap();
+    assert!(again.reattached);
+    assert_eq!(
+        (&again.lease.id, &again.lease.desktop),
+        (&lid(1), &first.lease.desktop)
+    );
+    assert_eq!(again.lease.heartbeat_at, 600);
+    assert_eq!(s.lease(&lid(1)).unwrap().unwrap().heartbeat_at, 600);
+    assert_eq!(s.active_leases().unwrap().len(), 1);
+    let tail = s.audit_tail(1).unwrap();
+    assert_eq!(
+        (tail[0].action.as_str(), tail[0].lease.as_deref()),
+        ("lease_reattached", Some(lid(1).as_str()))
+    );
+    // Another user on that terminal, or that user elsewhere, gets a new lease.
+    let other = s
+        .acquire_with(&acquire_req(&lid(3), &t1, &b, 700, Pick::AnyExcept(&[])))
+        .unwrap();
+    assert!(!other.reattached);
+    assert!(matches!(
+        s.acquire_with(&acquire_req(&lid(4), &t2, &a, 700, Pick::AnyExcept(&[]))),
+        Err(StoreError::NoFreeDesktop)
+    ));
+    // A lease whose heartbeat is too old is not live: no re-attach (the sweep ends it).
+    assert!(matches!(
+        s.acquire_with(&acquire_req(&lid(5), &t1, &a, 1_600, Pick::AnyExcept(&[]))),
+        Err(StoreError::NoFreeDesktop)
+    ));
+    assert!(s.verify_audit().unwrap().is_intact());
+}
+
+#[test]
+fn held_desktops_are_left_out_and_the_holder_gets_exactly_its_own() {
+    let (mut s, ids) = clean_pool(2);
+    let (t1, t2, t3, a) = (term("t1"), term("t2"), term("t3"), user("a"));
+    // desk-01 is held: a plain acquire takes desk-02, then finds nothing.
+    let held = [ids[0].clone()];
+    let got = s
+        .acquire_with(&acquire_req(&lid(1), &t1, &a, 10, Pick::AnyExcept(&held)))
+        .unwrap();
+    assert_eq!(got.lease.desktop, ids[1]);
+    assert!(matches!(
+        s.acquire_with(&acquire_req(&lid(2), &t2, &a, 11, Pick::AnyExcept(&held))),
+        Err(StoreError::NoFreeDesktop)
+    ));
+    // The holder leases exactly desk-01; the audit says how long it waited.
+    let ticket = TicketId::from_random([9; 16]);
+    let l3 = lid(3);
+    let mut req = acquire_req(&l3, &t3, &a, 12, Pick::Exactly(&ids[0]));
+    req.waited = Some(Waited {
+        ticket: &ticket,
+        waited_ms: 4_000,
+    });
+    assert_eq!(s.acquire_with(&req).unwrap().lease.desktop, ids[0]);
+    let tail = s.audit_tail(2).unwrap();
+    assert_eq!(tail[0].action, "lease_granted");
+    let granted: serde_json::Value = serde_json::from_str(&tail[0].details).unwrap();
+    assert_eq!(granted["waited_ms"], 4_000);
+    assert_eq!(granted["ticket"], ticket.as_str());
+    assert_eq!(tail[1].action, "queue_left");
+    let left: serde_json::Value = serde_json::from_str(&tail[1].details).unwrap();
+    assert_eq!(left["reason"], "granted");
+    assert_eq!(tail[1].desktop.as_deref(), Some(ids[0].as_str()));
+    // A desktop that is not clean cannot be taken "exactly" either.
+    assert!(matches!(
+        s.acquire_with(&acquire_req(&lid(4), &t2, &a, 13, Pick::Exactly(&ids[1]))),
+        Err(StoreError::NoFreeDesktop)
+    ));
+    assert!(s.verify_audit().unwrap().is_intact());
 }
 
 #[test]

@@ -2,11 +2,11 @@
 //! `{"error": code, "message": text}` with a fitting status.
 use crate::config::Config;
 use airlock_core::wire::{
-    DeviceIdentity, ErrorBody, ErrorCode, HeartbeatReply, LeaseGrant, LeaseRequest, ReleaseReply,
-    UsbEndpoint, DEVICE_HEADER, USB_PROTOCOL,
+    DeviceIdentity, ErrorBody, ErrorCode, HeartbeatReply, LeaseGrant, LeaseRequest, QueuePoll,
+    ReleaseReply, UsbEndpoint, DEVICE_HEADER, MAX_QUEUE_WAIT_S, USB_PROTOCOL,
 };
-use airlock_core::{DesktopId, DesktopState, LeaseId, TerminalName, UserName};
-use airlock_pool::{ErrorChain, Pool, PoolError};
+use airlock_core::{DesktopId, DesktopState, LeaseId, TerminalName, TicketId, UserName};
+use airlock_pool::{ErrorChain, LeaseOutcome, Pool, PoolError};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
@@ -96,6 +96,7 @@ impl From<PoolError> for ApiError {
                 ErrorCode::LeaseNotFound,
                 "no active lease with that id for this terminal (it ended, or it is not yours)",
             ),
+            PoolError::TicketNotFound => ticket_not_found(),
             PoolError::UnknownDesktop(d) => ApiError::new(
                 StatusCode::NOT_FOUND,
                 ErrorCode::DesktopNotFound,
@@ -240,6 +241,50 @@ fn base_url(st: &AppState, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
+fn ticket_not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::TicketNotFound,
+        "no waiting ticket with that id for this terminal (it left the line: polled too late, \
+         cancelled, or the broker restarted); ask for a desktop again with `\"wait\": true`",
+    )
+}
+
+fn ticket_id(s: &str) -> Result<TicketId, ApiError> {
+    TicketId::parse(s).map_err(|_| ticket_not_found())
+}
+
+/// The answer to a lease request or a ticket poll: `201` a new lease, `200` a
+/// re-attached lease or a place in line still waiting (`queued_status`: `202` for a
+/// lease request, `200` for a poll).
+fn outcome_response(
+    st: &AppState,
+    headers: &HeaderMap,
+    outcome: LeaseOutcome,
+    queued_status: StatusCode,
+) -> Response {
+    let (status, grant, reattached) = match outcome {
+        LeaseOutcome::Queued(standing) => {
+            return (queued_status, Json(standing)).into_response();
+        }
+        LeaseOutcome::Granted(g) => (StatusCode::CREATED, g, false),
+        LeaseOutcome::Reattached(g) => (StatusCode::OK, g, true),
+    };
+    let usb = UsbEndpoint {
+        url: format!("{}/v1/leases/{}/usb", base_url(st, headers), grant.lease_id),
+        protocol: USB_PROTOCOL.into(),
+    };
+    (
+        status,
+        Json(LeaseGrant {
+            grant,
+            usb,
+            reattached,
+        }),
+    )
+        .into_response()
+}
+
 async fn create_lease(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -248,24 +293,47 @@ async fn create_lease(
 ) -> Result<Response, ApiError> {
     let user =
         UserName::parse(&req.user).map_err(|e| ApiError::bad_request(format!("`user`: {e}")))?;
-    let grant = st.pool.acquire(&terminal, &user).await?;
-    let usb = UsbEndpoint {
-        url: format!(
-            "{}/v1/leases/{}/usb",
-            base_url(&st, &headers),
-            grant.lease_id
-        ),
-        protocol: USB_PROTOCOL.into(),
-    };
-    Ok((
-        StatusCode::CREATED,
-        Json(LeaseGrant {
-            grant,
-            usb,
-            reattached: false,
-        }),
-    )
-        .into_response())
+    let outcome = st.pool.acquire(&terminal, &user, req.wait).await?;
+    Ok(outcome_response(
+        &st,
+        &headers,
+        outcome,
+        StatusCode::ACCEPTED,
+    ))
+}
+
+/// `POST /v1/queue/{ticket}?wait_s=N`: keeps the ticket alive; a long poll.
+async fn poll_ticket(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    TerminalAuth(terminal): TerminalAuth,
+    Path(id): Path<String>,
+    q: Result<Query<QueuePoll>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = ticket_id(&id)?;
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if q.wait_s > MAX_QUEUE_WAIT_S {
+        return Err(ApiError::bad_request(format!(
+            "`wait_s` is {}; use 0 to {MAX_QUEUE_WAIT_S} seconds",
+            q.wait_s
+        )));
+    }
+    let outcome = st
+        .pool
+        .poll_ticket(&id, &terminal, std::time::Duration::from_secs(q.wait_s))
+        .await?;
+    Ok(outcome_response(&st, &headers, outcome, StatusCode::OK))
+}
+
+/// `DELETE /v1/queue/{ticket}`: leaves the line.
+async fn leave_queue(
+    State(st): State<AppState>,
+    TerminalAuth(terminal): TerminalAuth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = ticket_id(&id)?;
+    st.pool.leave_queue(&id, &terminal)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1/leases/{id}/usb` with `Upgrade: airlock-usbredir/1`: the lease holder's one
@@ -481,6 +549,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/leases/{id}/heartbeat", post(heartbeat))
         .route("/v1/leases/{id}", delete(release))
         .route("/v1/leases/{id}/usb", get(usb_stream))
+        .route("/v1/queue/{id}", post(poll_ticket).delete(leave_queue))
         .route("/v1/desktops", get(desktops))
         .route("/v1/desktops/{id}/repair", post(repair))
         .route("/v1/audit", get(audit))

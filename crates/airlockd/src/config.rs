@@ -1,7 +1,7 @@
 //! The broker's TOML configuration: parsed strictly (unknown keys are errors) and
 //! validated, with every error naming the key and the fix.
 use airlock_core::{CpuError, CpuList, CpuPlacement, DesktopId, ResetMethod, TerminalName};
-use airlock_pool::{DisplayConfig, PoolConfig};
+use airlock_pool::{DisplayConfig, PoolConfig, QueueConfig};
 use airlock_qemu::{Accel, Boot, DisplayProtocol, DriverConfig, Readiness};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -109,6 +109,35 @@ struct RawPool {
     readiness: RawReadiness,
     display: Option<RawDisplay>,
     cpus: Option<RawCpus>,
+    #[serde(default)]
+    queue: RawQueue,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    #[serde(default = "default_hold")]
+    hold_s: u64,
+    #[serde(default = "default_poll_interval")]
+    poll_interval_s: u64,
+    ticket_timeout_s: Option<u64>,
+}
+
+impl Default for RawQueue {
+    fn default() -> Self {
+        Self {
+            hold_s: default_hold(),
+            poll_interval_s: default_poll_interval(),
+            ticket_timeout_s: None,
+        }
+    }
+}
+
+fn default_hold() -> u64 {
+    15
+}
+fn default_poll_interval() -> u64 {
+    2
 }
 
 #[derive(Debug, Deserialize)]
@@ -612,6 +641,7 @@ impl Config {
                 Some(placement)
             }
         };
+        let queue = queue_config(&p.queue)?;
         let longest = airlock_qemu::driver::longest_socket_path(
             &state_dir,
             desktops.iter().map(|d| d.as_str().len()).max().unwrap_or(0),
@@ -656,6 +686,7 @@ impl Config {
             },
             sweep_interval: Duration::from_millis(500),
             golden_check_interval: Duration::from_secs(5),
+            queue,
         };
         Ok(Config {
             listen,
@@ -666,6 +697,44 @@ impl Config {
             pool,
         })
     }
+}
+
+/// `[pool.queue]`: the hold time, the poll interval terminals are told, and the ticket
+/// timeout (by default three missed polls).
+fn queue_config(q: &RawQueue) -> Result<QueueConfig, ConfigError> {
+    if !(1..=300).contains(&q.hold_s) {
+        return Err(invalid(
+            "pool.queue.hold_s",
+            format!("{} is out of range", q.hold_s),
+            "use 1 to 300 seconds (how long a freed desktop waits for the head of the line)",
+        ));
+    }
+    if !(1..=60).contains(&q.poll_interval_s) {
+        return Err(invalid(
+            "pool.queue.poll_interval_s",
+            format!("{} is out of range", q.poll_interval_s),
+            "use 1 to 60 seconds",
+        ));
+    }
+    let timeout = q.ticket_timeout_s.unwrap_or(3 * q.poll_interval_s);
+    if timeout < 2 * q.poll_interval_s || timeout > 600 {
+        return Err(invalid(
+            "pool.queue.ticket_timeout_s",
+            format!(
+                "{timeout} is out of range for a poll interval of {} s",
+                q.poll_interval_s
+            ),
+            format!(
+                "use {} to 600 seconds (at least two poll intervals, so one lost poll does not drop a terminal from the line), or leave it out for three poll intervals",
+                2 * q.poll_interval_s
+            ),
+        ));
+    }
+    Ok(QueueConfig {
+        hold: Duration::from_secs(q.hold_s),
+        poll_interval: Duration::from_secs(q.poll_interval_s),
+        ticket_timeout: Duration::from_secs(timeout),
+    })
 }
 
 #[cfg(test)]
@@ -812,6 +881,37 @@ port_base = 5930
         );
         let e = err(&good().replace("[pool]", "[pool]\nreset = \"magic\""));
         assert!(e.contains("template_clone"), "{e}");
+    }
+
+    #[test]
+    fn the_waiting_line_has_defaults_and_checked_bounds() {
+        let (_d, b) = base();
+        let c = Config::parse(&good(), "t", &b, None).unwrap();
+        assert_eq!(c.pool.queue, QueueConfig::default());
+        let with = |section: &str| format!("{}\n[pool.queue]\n{section}\n", good());
+        let c = Config::parse(&with("poll_interval_s = 5\nhold_s = 30"), "t", &b, None).unwrap();
+        assert_eq!(
+            (c.pool.queue.hold, c.pool.queue.ticket_timeout),
+            (Duration::from_secs(30), Duration::from_secs(15)),
+            "the ticket timeout follows the poll interval"
+        );
+        for (section, key, fix) in [
+            ("hold_s = 0", "pool.queue.hold_s", "1 to 300"),
+            (
+                "poll_interval_s = 61",
+                "pool.queue.poll_interval_s",
+                "1 to 60",
+            ),
+            (
+                "ticket_timeout_s = 3",
+                "pool.queue.ticket_timeout_s",
+                "use 4 to 600",
+            ),
+            ("wait_s = 3", "wait_s", "unknown field"),
+        ] {
+            let e = err(&with(section));
+            assert!(e.contains(key) && e.contains(fix), "{section}: {e}");
+        }
     }
 
     #[test]

@@ -1,43 +1,60 @@
-//! Leases: grants a clean desktop with a fresh display password, renews leases on
-//! heartbeats, ends them (released or expired) and hands their desktops to a reset, and
-//! tells a terminal that finds no free desktop when to retry.
-use super::{now_ms, random_bytes, random_password, Pool};
+//! Leases: grants a clean desktop with a fresh display password (or gives a terminal its
+//! live lease of the same user back, with a new one), renews leases on heartbeats, ends
+//! them (released or expired) and hands their desktops to a reset, and tells a terminal
+//! that finds no free desktop when to retry (the waiting line is `queue.rs`).
+use super::queue::Decision;
+use super::{now_ms, random_bytes, random_password, LeaseOutcome, Pool};
 use crate::error::{ErrorChain, PoolError};
 use crate::metrics::{ReasonLabel, ResultLabel};
 use airlock_core::policy::{median, retry_after_s};
 use airlock_core::wire::{DisplayGrant, DisplayProtocol, Grant};
 use airlock_core::{DesktopId, EndReason, LeaseId, TerminalName, UnixMillis, UserName};
-use airlock_store::StoreError;
+use airlock_store::{Acquired, StoreError};
 use serde_json::json;
 use std::time::Instant;
 
 impl Pool {
-    /// Grants a lease on a clean desktop, with a new display password.
+    /// A terminal asks for a desktop for `user`: its live lease of the same user back
+    /// (re-attach: same lease and desktop, a new display password), else a lease on a
+    /// clean desktop nobody in line holds, each with a new display password; when none
+    /// is free, a place in line if `wait`, else [`PoolError::NoFreeDesktop`].
     pub async fn acquire(
         &self,
         terminal: &TerminalName,
         user: &UserName,
-    ) -> Result<Grant, PoolError> {
+        wait: bool,
+    ) -> Result<LeaseOutcome, PoolError> {
         let t0 = Instant::now();
         let lease_id = LeaseId::from_random(random_bytes::<16>()?);
-        let acquired = {
-            let mut store = self.store()?;
-            store.acquire(&lease_id, terminal, user, now_ms())
-        };
-        let acquired = match acquired {
-            Ok(a) => a,
-            Err(StoreError::NoFreeDesktop) => {
+        match self.decide(&lease_id, terminal, user, wait) {
+            Ok(Decision::Lease(a)) => self.finish_grant(a, t0).await,
+            Ok(Decision::Queued(standing)) => {
+                self.count_acquire("queued");
+                Ok(LeaseOutcome::Queued(standing))
+            }
+            Ok(Decision::NoneFree) => {
                 self.count_acquire("no_free_desktop");
-                return Err(PoolError::NoFreeDesktop {
+                Err(PoolError::NoFreeDesktop {
                     retry_after_s: self.retry_after_s(),
-                });
+                })
             }
             Err(e) => {
                 self.count_acquire("error");
-                return Err(e.into());
+                Err(e)
             }
-        };
-        let desktop = acquired.lease.desktop.clone();
+        }
+    }
+
+    /// Sets a new display password for a lease just written (new or re-attached) and
+    /// answers its grant; a lease whose display cannot be set up ends and its desktop
+    /// is reset.
+    pub(super) async fn finish_grant(
+        &self,
+        acquired: Acquired,
+        t0: Instant,
+    ) -> Result<LeaseOutcome, PoolError> {
+        let Acquired { lease, reattached } = acquired;
+        let desktop = lease.desktop.clone();
         let display = match self.grant_display(&desktop).await {
             Ok(d) => d,
             Err(e) => {
@@ -45,7 +62,7 @@ impl Pool {
                 self.count_acquire("error");
                 let ended = self.store().and_then(|mut s| {
                     Ok(s.end_lease(
-                        &lease_id,
+                        &lease.id,
                         None,
                         EndReason::SetupFailed,
                         now_ms(),
@@ -53,24 +70,32 @@ impl Pool {
                     )?)
                 });
                 if ended.is_ok() {
+                    self.count_lease_end(EndReason::SetupFailed);
+                    self.cut_display(&desktop);
+                    self.close_usb(&lease.id).await;
                     self.spawn_reset(&desktop);
                 }
                 return Err(PoolError::Setup(Box::new(e)));
             }
         };
-        self.count_acquire("granted");
+        self.count_acquire(if reattached { "reattached" } else { "granted" });
         self.inner
             .metrics
             .acquire_seconds
             .observe(t0.elapsed().as_secs_f64());
-        tracing::info!(lease = %lease_id, desktop = %desktop, terminal = %terminal, user = %user,
-            ms = t0.elapsed().as_secs_f64() * 1000.0, "lease granted");
-        Ok(Grant {
-            lease_id,
+        tracing::info!(lease = %lease.id, desktop = %desktop, terminal = %lease.terminal, user = %lease.user,
+            reattached, ms = t0.elapsed().as_secs_f64() * 1000.0, "lease granted");
+        let grant = Grant {
+            lease_id: lease.id,
             desktop_id: desktop,
-            expires_at: self.inner.timing.deadline(acquired.lease.heartbeat_at),
+            expires_at: self.inner.timing.deadline(lease.heartbeat_at),
             heartbeat_interval_s: self.inner.timing.heartbeat_interval_s(),
             display,
+        };
+        Ok(if reattached {
+            LeaseOutcome::Reattached(grant)
+        } else {
+            LeaseOutcome::Granted(grant)
         })
     }
 
@@ -198,6 +223,9 @@ impl Pool {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if let Err(e) = self.expire_tickets() {
+                tracing::error!(error = %ErrorChain(&e), "waiting-line sweep failed");
+            }
             let expired = match self
                 .store()
                 .and_then(|s| Ok(s.expired_leases(now_ms(), self.inner.timing.timeout_ms)?))

@@ -2,7 +2,9 @@
 //! the engine uses (the store, per-desktop operation locks, registering running QEMU
 //! processes, desktop paths, random passwords). Each job of the engine has its own module:
 //! - [`startup`]: start-up and re-attach to desktops a previous broker left running;
-//! - [`leases`]: granting, renewing and ending leases, and expiring silent ones;
+//! - [`leases`]: granting (and re-attaching), renewing and ending leases, and expiring
+//!   silent ones;
+//! - [`queue`]: the waiting line: tickets, holds for the head of the line, long polls;
 //! - [`resets`]: resetting used desktops, repairs and the death of QEMU processes;
 //! - [`golden`]: the golden-image watch and the templates built from it;
 //! - [`handoff`]: handing the desktop's USB port and display to the lease holder;
@@ -10,6 +12,7 @@
 mod golden;
 mod handoff;
 mod leases;
+mod queue;
 mod resets;
 mod startup;
 mod views;
@@ -20,6 +23,7 @@ pub use views::{DesktopView, PoolStatus};
 use crate::config::PoolConfig;
 use crate::error::PoolError;
 use crate::Metrics;
+use airlock_core::wire::{Grant, QueueStanding};
 use airlock_core::{DesktopId, LeaseId, LeaseTiming, UnixMillis};
 use airlock_qemu::{DisplaySpec, Driver, Template, Vm, VmSpec};
 use airlock_store::{AuditEntry, Store};
@@ -58,6 +62,19 @@ struct Inner {
     template_error: Mutex<Option<String>>,
     /// Bumped when a desktop's lease ends: cuts its forwarded display connections.
     display_cut: HashMap<DesktopId, tokio::sync::watch::Sender<u64>>,
+    /// The waiting line (lock it before the store, never after).
+    queue: queue::QueueState,
+}
+
+/// What a request for a desktop, or a poll of a ticket, got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// A new lease (after waiting, if it came from a poll).
+    Granted(Grant),
+    /// The terminal's live lease of the same user, with a new display password.
+    Reattached(Grant),
+    /// A place in the waiting line.
+    Queued(QueueStanding),
 }
 
 /// The pool engine. Cheap to clone.

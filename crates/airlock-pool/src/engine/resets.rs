@@ -190,6 +190,9 @@ impl Pool {
                             tracing::error!(desktop = %id, error = %ErrorChain(&e), "could not record the clean start");
                         }
                     }
+                    // Before anyone else can lease it, the desktop is held for the head
+                    // of the line, if a terminal waits.
+                    self.offer_clean();
                     return;
                 }
                 Err(e) => {

@@ -105,6 +105,7 @@ impl Pool {
                 display_cut: display_cut_map,
                 template_error: Mutex::new(None),
                 stale: Mutex::new(std::collections::HashSet::new()),
+                queue: super::queue::QueueState::new(),
             }),
         };
         for (id, l) in display_listeners {

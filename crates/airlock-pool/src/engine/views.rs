@@ -126,6 +126,10 @@ impl Pool {
             m.leases_active
                 .set(i64::try_from(l.len()).unwrap_or(i64::MAX));
         }
+        let (waiting, held) = self.line_counts();
+        m.queue_waiting
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        m.queue_held.set(i64::try_from(held).unwrap_or(i64::MAX));
         m.render()
     }
 

@@ -1,12 +1,42 @@
 //! The broker's HTTP API as tests use it: the terminal side typed by the wire contract
 //! (`airlock_core::wire`), the admin side as JSON values.
 use super::{Broker, TERMINAL_TOKEN};
-use airlock_core::wire::{LeaseGrant, LeaseRequest};
+use airlock_core::wire::{LeaseGrant, LeaseRequest, QueuePoll, QueueStanding};
+use airlock_core::TicketId;
 use anyhow::{bail, ensure, Context, Result};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::fmt::Display;
 use std::time::{Duration, Instant};
+
+/// What a terminal got from `POST /v1/leases` or `POST /v1/queue/{ticket}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseAnswer {
+    /// `201`: a new lease.
+    Granted(LeaseGrant),
+    /// `200` with `reattached`: the terminal's live lease of the same user.
+    Reattached(LeaseGrant),
+    /// `202` (a request) or `200` (a poll): a place in line.
+    Queued(QueueStanding),
+}
+
+impl LeaseAnswer {
+    /// The place in line, or an error naming what came instead.
+    pub fn queued(self) -> Result<QueueStanding> {
+        match self {
+            LeaseAnswer::Queued(s) => Ok(s),
+            other => bail!("expected a place in line, got {other:?}"),
+        }
+    }
+
+    /// The new lease, or an error naming what came instead.
+    pub fn granted(self) -> Result<LeaseGrant> {
+        match self {
+            LeaseAnswer::Granted(g) => Ok(g),
+            other => bail!("expected a new lease, got {other:?}"),
+        }
+    }
+}
 
 impl Broker {
     /// `METHOD path` (no body) with `token` as the bearer token, if any: the raw
@@ -140,6 +170,82 @@ impl Broker {
             .send()
             .await
             .context("POST /v1/leases")
+    }
+
+    /// `POST /v1/leases` with `"wait": true` as the terminal with `token`: a lease or a
+    /// place in line; any other answer is an error with its body.
+    pub async fn acquire_wait(&self, token: &str, user: &str) -> Result<LeaseAnswer> {
+        let r = self
+            .http
+            .post(format!("{}/v1/leases", self.url))
+            .bearer_auth(token)
+            .json(&LeaseRequest {
+                user: user.into(),
+                wait: true,
+            })
+            .send()
+            .await
+            .context("POST /v1/leases (wait)")?;
+        self.lease_answer(r, StatusCode::ACCEPTED).await
+    }
+
+    /// `POST /v1/queue/{ticket}?wait_s=N` as the terminal with `token`, the raw response.
+    pub async fn poll_ticket_raw(
+        &self,
+        token: &str,
+        ticket: &str,
+        wait_s: u64,
+    ) -> Result<reqwest::Response> {
+        self.http
+            .post(format!("{}/v1/queue/{ticket}", self.url))
+            .query(&QueuePoll { wait_s })
+            .bearer_auth(token)
+            .send()
+            .await
+            .with_context(|| format!("POST /v1/queue/{ticket}"))
+    }
+
+    /// `POST /v1/queue/{ticket}?wait_s=N`: the ticket's place, or the lease of the
+    /// desktop held for it; any other answer is an error with its body.
+    pub async fn poll_ticket(
+        &self,
+        token: &str,
+        ticket: &TicketId,
+        wait_s: u64,
+    ) -> Result<LeaseAnswer> {
+        let r = self.poll_ticket_raw(token, ticket.as_str(), wait_s).await?;
+        self.lease_answer(r, StatusCode::OK).await
+    }
+
+    /// `DELETE /v1/queue/{ticket}` as the terminal with `token`.
+    pub async fn leave_ticket(&self, token: &str, ticket: &TicketId) -> Result<StatusCode> {
+        self.status_of(Method::DELETE, &format!("/v1/queue/{ticket}"), token)
+            .await
+    }
+
+    /// Reads a lease or a place in line; `queued` is the status of a place in line.
+    async fn lease_answer(&self, r: reqwest::Response, queued: StatusCode) -> Result<LeaseAnswer> {
+        let status = r.status();
+        let body = r.text().await.context("reading the answer")?;
+        let parse_grant = || -> Result<LeaseGrant> {
+            serde_json::from_str(&body).with_context(|| format!("parsing the lease {body}"))
+        };
+        match status {
+            StatusCode::CREATED => Ok(LeaseAnswer::Granted(parse_grant()?)),
+            s if s == queued && !body.contains("\"lease_id\"") => Ok(LeaseAnswer::Queued(
+                serde_json::from_str(&body)
+                    .with_context(|| format!("parsing the place in line {body}"))?,
+            )),
+            StatusCode::OK => {
+                let g = parse_grant()?;
+                ensure!(
+                    g.reattached,
+                    "200 with a lease that is not re-attached: {body}"
+                );
+                Ok(LeaseAnswer::Reattached(g))
+            }
+            s => bail!("{s} {body}; log:\n{}", self.log_tail(30)),
+        }
     }
 
     /// A lease for `user` on the first terminal; anything but 201 is an error.

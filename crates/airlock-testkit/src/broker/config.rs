@@ -21,6 +21,17 @@ pub struct TerminalEntry {
     pub token: String,
 }
 
+impl TerminalEntry {
+    /// Test terminal `n`: `term-n` with the token `test-terminal-token-n` (so
+    /// `numbered(1)` and `numbered(2)` are the default config's two terminals).
+    pub fn numbered(n: usize) -> TerminalEntry {
+        TerminalEntry {
+            name: format!("term-{n}"),
+            token: format!("test-terminal-token-{n}"),
+        }
+    }
+}
+
 /// TLS for the broker's listener.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -82,16 +93,7 @@ impl BrokerConfig {
             display: Some("spice".into()),
             cpus: None,
             tls: None,
-            terminals: vec![
-                TerminalEntry {
-                    name: "term-1".into(),
-                    token: TERMINAL_TOKEN.into(),
-                },
-                TerminalEntry {
-                    name: "term-2".into(),
-                    token: TERMINAL2_TOKEN.into(),
-                },
-            ],
+            terminals: vec![TerminalEntry::numbered(1), TerminalEntry::numbered(2)],
             admin_token: ADMIN_TOKEN.into(),
             test_control_channel: true,
             log_filter: "info,airlock_qemu=debug".into(),
@@ -245,6 +247,11 @@ mod tests {
         assert_eq!(v["server"]["state_dir"].as_str(), Some("/s"));
         assert!(v["server"].get("tls_cert").is_none());
         assert_eq!(v["terminals"][1]["name"].as_str(), Some("term-2"));
+        assert_eq!(
+            v["terminals"][1]["token_sha256"].as_str(),
+            Some(crate::sha256_hex(TERMINAL2_TOKEN.as_bytes()).as_str())
+        );
+        assert_eq!(TerminalEntry::numbered(1).token, TERMINAL_TOKEN);
         assert_eq!(v["admin"]["token_sha256"].as_str().map(str::len), Some(64));
         assert_eq!(
             v["pool"]["guest"]["disk"].as_str(),

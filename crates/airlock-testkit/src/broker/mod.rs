@@ -5,6 +5,7 @@
 mod api;
 mod config;
 
+pub use api::LeaseAnswer;
 pub use config::{
     BrokerConfig, TerminalEntry, TlsFiles, ADMIN_TOKEN, TERMINAL2_TOKEN, TERMINAL_TOKEN,
 };

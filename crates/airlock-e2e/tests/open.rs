@@ -173,3 +173,101 @@ fn a_broker_lost_during_a_session_is_noticed_and_a_restart_serves_again() -> Res
     ensure!(code == 0, "exit {code}:\n{out}");
     Ok(())
 }
+
+/// Waits until `log` (of a waiting `airlock open`) contains `text`.
+fn wait_log(log: &Path, text: &str, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while !read_or_empty(log).contains(text) {
+        ensure!(
+            Instant::now() < deadline,
+            "no {text:?} within {within:?} in:\n{}",
+            read_or_empty(log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+#[test]
+fn waiting_terminals_see_their_place_and_get_the_next_desktop() -> Result<()> {
+    use airlock_testkit::broker::TerminalEntry;
+    let Some(run) = begin()? else {
+        return Ok(());
+    };
+    let broker = broker_with(|c| {
+        c.terminals = (1..=5).map(TerminalEntry::numbered).collect();
+    })?;
+    block_on(broker.wait_clean(2, UP))?;
+    let iso = run
+        .artifacts
+        .small
+        .iso
+        .to_str()
+        .context("iso path")?
+        .to_owned();
+    // Both desktops held by terminals 1 and 2.
+    let first = block_on(broker.acquire_ok("dr-one"))?;
+    let r = block_on(broker.acquire(&TerminalEntry::numbered(2).token, "dr-two"))?;
+    ensure!(r.status() == 201, "{}", r.status());
+    // Terminals 3, 4 and 5 wait, in that order.
+    let mut waiting = Vec::new();
+    for n in 3..=5 {
+        let dir = run.tmp.path().join(format!("term-{n}"));
+        std::fs::create_dir_all(&dir)?;
+        let config = TerminalConfig {
+            token: TerminalEntry::numbered(n).token,
+            ..TerminalConfig::new(&broker.url)
+        }
+        .write(&dir)?;
+        let log = dir.join("open.log");
+        let open = airlock_open(
+            &config,
+            &["--no-display", "--iso", &iso, "--wait", "120"],
+            &log,
+        )?;
+        wait_log(
+            &log,
+            &format!("you are number {} in line", n - 2),
+            Duration::from_secs(30),
+        )?;
+        waiting.push((open, log));
+    }
+    // A desktop freed goes, once reset, to the head of the line: terminal 3.
+    ensure!(block_on(broker.release(TERMINAL_TOKEN, &first.lease_id))? == 202);
+    wait_log(&waiting[0].1, "is yours", UP)?;
+    let audit = block_on(broker.audit())?;
+    let at = |action: &str| {
+        audit
+            .iter()
+            .filter(|r| r["action"] == action && r["desktop"] == first.desktop_id.as_str())
+            .filter_map(|r| r["ts"].as_i64())
+            .max()
+    };
+    let (reset, granted) = (at("desktop_reset"), at("lease_granted"));
+    ensure!(
+        matches!((reset, granted), (Some(r), Some(g)) if g >= r && g - r <= 2000),
+        "granted {granted:?} ms, reset {reset:?} ms: not within 2 s of the reset"
+    );
+    // Terminal 4 (now first in line) is killed: it leaves the line within its timeout
+    // and terminal 5 moves up.
+    wait_log(
+        &waiting[1].1,
+        "you are number 1 in line",
+        Duration::from_secs(30),
+    )?;
+    waiting[1].0.signal(Signal::KILL);
+    wait_log(
+        &waiting[2].1,
+        "you are number 1 in line",
+        Duration::from_secs(30),
+    )?;
+    // Terminal 3's session ends cleanly; terminal 5 gives up its place with Ctrl-C.
+    for i in [0, 2] {
+        let (open, log) = &mut waiting[i];
+        open.signal(Signal::INT);
+        let (code, out) = exit_of(open, log, Duration::from_secs(30))?;
+        ensure!(code == 0, "exit {code}:\n{out}");
+    }
+    airlock_testkit::audit::check_invariants(&block_on(broker.audit())?)?;
+    Ok(())
+}

@@ -11,7 +11,7 @@ pub mod viewer;
 use std::io::{IsTerminal as _, Write as _};
 use std::time::{Duration, Instant};
 
-use airlock_core::wire::{LeaseGrant, QueueStanding};
+use airlock_core::wire::{LeaseGrant, QueueStanding, MAX_QUEUE_WAIT_S};
 use airlock_core::LeaseId;
 use airlock_usb::source::{prepare, Prepared};
 use airlock_usb::transport::{self, BrokerTarget, LeaseRef, Target, TransportError};
@@ -203,9 +203,9 @@ async fn wait_in_line(
                 cfg.wait.as_secs()
             )));
         }
-        let poll_s = left
-            .as_secs()
-            .clamp(1, standing.poll_interval_s.clamp(1, 10));
+        // A ticket stays alive while it is being polled: poll as long as the broker
+        // allows, it answers as soon as the place changes.
+        let poll_s = left.as_secs().clamp(1, MAX_QUEUE_WAIT_S);
         match api.poll_ticket(&standing.ticket_id, poll_s).await {
             Ok(Some(LeaseAnswer::Granted(g))) => {
                 if tty {

@@ -1,8 +1,9 @@
 //! `airlock open`, the clinician's one action, against a real broker and desktops:
 //! without a display (headless terminals, and the parts the display does not change):
 //! no free desktop with `--wait 0`; a session that keeps its lease with heartbeats far
-//! past the timeout, reads the disc and ends cleanly on SIGTERM; a broker killed during
-//! a session, noticed within two heartbeat intervals.
+//! past the timeout and reads the disc; a second `airlock open` of the same user that
+//! gets the same lease back and ends cleanly on SIGTERM; a broker killed during a
+//! session, noticed within two heartbeat intervals; terminals waiting in line.
 
 use airlock_e2e::{airlock_open, begin, broker_with};
 use airlock_testkit::broker::TERMINAL_TOKEN;
@@ -95,14 +96,33 @@ fn open_without_a_display_keeps_its_lease_and_ends_cleanly() -> Result<()> {
         "the lease did not outlive three heartbeat timeouts: {desk}\n{}",
         read_or_empty(&log)
     );
-    open.signal(Signal::TERM);
+    // A second `airlock open` of the same terminal and user gets the same lease back
+    // (the first still forwards the drive); when it ends, the desktop is released and
+    // the first sees the broker end its session.
+    let log2 = run.tmp.path().join("open-2.log");
+    let mut second = airlock_open(&config, &["--no-display", "--iso", &iso], &log2)?;
+    wait_log(
+        &log2,
+        "still forwarded by the other",
+        Duration::from_secs(60),
+    )?;
+    let out2 = read_or_empty(&log2);
+    ensure!(out2.contains("Back on your desktop desk-01"), "{out2}");
+    ensure!(block_on(broker.desktop("desk-01"))?["lease"] == lease);
+    second.signal(Signal::TERM);
+    let (code, out2) = exit_of(&mut second, &log2, Duration::from_secs(30))?;
+    ensure!(code == 0, "exit {code}:\n{out2}");
+    ensure!(
+        out2.contains("Session ended: stopped by SIGTERM."),
+        "{out2}"
+    );
     let (code, out) = exit_of(&mut open, &log, Duration::from_secs(30))?;
     ensure!(code == 0, "exit {code}:\n{out}");
     for line in [
         "Finding a free desktop for dr-test",
         "Desktop desk-01 is yours.",
         "Forwarding the drive...",
-        "Session ended: stopped by SIGTERM.",
+        "Session ended: the broker ended the session",
     ] {
         ensure!(out.contains(line), "no {line:?} in:\n{out}");
     }

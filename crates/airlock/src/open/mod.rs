@@ -350,8 +350,15 @@ async fn session(
         token: cfg.token.clone(),
         trust: cfg.trust.clone(),
     });
-    let stream = match transport::connect(&target, prepared.description()).await {
-        Ok(s) => s,
+    let handle = prepared.handle();
+    let mut usb = match transport::connect(&target, prepared.description()).await {
+        Ok(stream) => Some(tokio::spawn(prepared.run(stream))),
+        // A re-attached lease whose drive another `airlock open` of this terminal still
+        // forwards: show the desktop, leave the drive where it is.
+        Err(TransportError::Refused { status: 409, .. }) if grant.reattached => {
+            say("The drive is still forwarded by the other airlock open of this terminal.");
+            None
+        }
         Err(e) => {
             let outcome = match e {
                 TransportError::Connect { .. } | TransportError::Timeout(..) => {
@@ -362,11 +369,8 @@ async fn session(
             return finish(api, &lease, viewer, None, outcome).await;
         }
     };
-    let handle = prepared.handle();
-    let usb = tokio::spawn(prepared.run(stream));
     let reporter = tokio::spawn(crate::usb::report_progress(handle.clone()));
 
-    let mut usb = Some(usb);
     let end = loop {
         let viewer_exit = async {
             match viewer.as_mut() {

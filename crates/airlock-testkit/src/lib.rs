@@ -20,7 +20,8 @@
 //!   with a real Linux USB stack. [`iso`]: ISO images made for a test.
 //! - [`audit`]: the audit-trail invariant checker. [`spice`]: a real SPICE client.
 //! - [`terminal_config`]: the terminal's `terminal.toml` for `airlock open`; [`x11`]: an
-//!   X server (Xvfb) and its screenshots, for the real display client.
+//!   X server (Xvfb) and its screenshots, for the real display client; [`image`]: PPM
+//!   images and finding the desktop's framebuffer in a screenshot.
 //!
 //! Errors are `anyhow` with context: they are read by a person looking at a failed test.
 //! The `tcp-pump` binary of this crate is what a terminal VM's restricted network runs
@@ -31,6 +32,7 @@ pub mod artifacts;
 pub mod audit;
 pub mod broker;
 pub mod guest_vm;
+pub mod image;
 pub mod iso;
 pub mod net;
 pub mod process;

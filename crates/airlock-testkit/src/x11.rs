@@ -66,4 +66,11 @@ impl Xvfb {
             .arg(path))?;
         Ok(())
     }
+
+    /// The whole screen as an image (written to `path` as PPM on the way).
+    pub fn screen(&self, path: &Path) -> Result<crate::image::Image> {
+        let target = format!("ppm:{}", path.display());
+        run(Command::new("import").args(["-display", &self.display, "-window", "root", &target]))?;
+        crate::image::Image::read_ppm(path)
+    }
 }

@@ -12,7 +12,7 @@ mod error;
 mod metrics;
 pub mod relay;
 
-pub use config::{DisplayConfig, PoolConfig};
+pub use config::{DisplayConfig, DisplayTls, PoolConfig};
 pub use engine::{DesktopView, Pool, PoolStatus, UsbStream};
 pub use error::{ErrorChain, PoolError};
 pub use metrics::Metrics;

@@ -18,7 +18,9 @@
 //! - [`guest_vm`]: the demo guest booted directly, without a broker (the local USB CD
 //!   drive baseline, a usb-redir socket, or its agent port). [`terminal_vm`]: a terminal
 //!   with a real Linux USB stack. [`iso`]: ISO images made for a test.
-//! - [`audit`]: the audit-trail invariant checker. [`spice`]: a real SPICE client.
+//! - [`audit`]: the audit-trail invariant checker. [`spice`]: a real SPICE client, and a
+//!   viewer that stays connected and presses keys. [`tls`]: a site CA and a broker
+//!   certificate.
 //!
 //! Errors are `anyhow` with context: they are read by a person looking at a failed test.
 //! The `tcp-pump` binary of this crate is what a terminal VM's restricted network runs
@@ -37,6 +39,7 @@ pub mod serial;
 pub mod shell;
 pub mod spice;
 pub mod terminal_vm;
+pub mod tls;
 pub mod tools;
 
 pub use artifacts::{Artifacts, FileEntry, FileList, GuestManifest, TerminalManifest};

@@ -120,8 +120,8 @@ impl Pool {
             host: cfg.advertise_host.clone(),
             port: d.port,
             password,
-            tls: false,
-            host_subject: None,
+            tls: cfg.tls.is_some(),
+            host_subject: cfg.tls.as_ref().and_then(|t| t.host_subject.clone()),
         }))
     }
 
@@ -156,18 +156,23 @@ impl Pool {
         lease: &LeaseId,
         terminal: &TerminalName,
     ) -> Result<DesktopId, PoolError> {
-        self.end(lease, Some(terminal), EndReason::Released).await
+        self.end(lease, Some(terminal), EndReason::Released, json!({}))
+            .await
     }
 
-    async fn end(
+    /// Ends a lease for `reason` (`details` go into its audit record): cuts its display
+    /// connections, closes its USB stream, revokes the display password and resets the
+    /// desktop in the background.
+    pub(super) async fn end(
         &self,
         lease: &LeaseId,
         terminal: Option<&TerminalName>,
         reason: EndReason,
+        details: serde_json::Value,
     ) -> Result<DesktopId, PoolError> {
         let row = self
             .store()?
-            .end_lease(lease, terminal, reason, now_ms(), json!({}))
+            .end_lease(lease, terminal, reason, now_ms(), details)
             .map_err(lease_error)?;
         self.count_lease_end(reason);
         tracing::info!(lease = %lease, desktop = %row.desktop, reason = %reason, "lease ended");
@@ -211,7 +216,10 @@ impl Pool {
             for lease in expired {
                 tracing::warn!(lease = %lease.id, desktop = %lease.desktop, terminal = %lease.terminal,
                     "lease expired: no heartbeat; resetting its desktop");
-                if let Err(e) = self.end(&lease.id, None, EndReason::Expired).await {
+                if let Err(e) = self
+                    .end(&lease.id, None, EndReason::Expired, json!({}))
+                    .await
+                {
                     tracing::debug!(error = %ErrorChain(&e), "lease ended meanwhile");
                 }
             }

@@ -61,13 +61,7 @@ impl Pool {
     pub(super) async fn on_death(&self, id: &DesktopId, generation: u64) {
         let Ok(lock) = self.op_lock(id) else { return };
         let guard = lock.lock().await;
-        let current = self
-            .inner
-            .running
-            .lock()
-            .ok()
-            .and_then(|r| r.get(id).map(|x| x.generation));
-        if current != Some(generation) {
+        if !self.is_current(id, generation) {
             return; // a reset replaced this process on purpose
         }
         tracing::warn!(desktop = %id, "desktop's QEMU process died; rebuilding it");

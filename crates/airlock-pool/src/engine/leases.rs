@@ -198,6 +198,23 @@ impl Pool {
         Ok(row.desktop)
     }
 
+    /// Ends the desktop's active lease, if any, in the store alone (its process is gone,
+    /// or not watched yet: nothing to cut or revoke; the caller resets the desktop).
+    pub(super) fn end_lease_on(
+        &self,
+        store: &mut airlock_store::Store,
+        id: &DesktopId,
+        reason: EndReason,
+        details: serde_json::Value,
+    ) -> Result<Option<LeaseId>, PoolError> {
+        let Some(lease) = store.active_lease_on(id)? else {
+            return Ok(None);
+        };
+        store.end_lease(&lease.id, None, reason, now_ms(), details)?;
+        self.count_lease_end(reason);
+        Ok(Some(lease.id))
+    }
+
     pub(super) async fn sweep_loop(&self) {
         let mut tick = tokio::time::interval(self.inner.cfg.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

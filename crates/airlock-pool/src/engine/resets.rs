@@ -13,16 +13,13 @@ use std::time::Instant;
 impl Pool {
     pub(super) fn lease_lost(&self, id: &DesktopId) -> Result<(), PoolError> {
         let mut store = self.store()?;
-        if let Some(lease) = store.active_lease_on(id)? {
-            store.end_lease(
-                &lease.id,
-                None,
-                EndReason::DesktopLost,
-                now_ms(),
-                json!({"why": "the desktop's QEMU process was lost"}),
-            )?;
-            self.count_lease_end(EndReason::DesktopLost);
-        } else {
+        let ended = self.end_lease_on(
+            &mut store,
+            id,
+            EndReason::DesktopLost,
+            json!({"why": "the desktop's QEMU process was lost"}),
+        )?;
+        if ended.is_none() {
             drop(store);
             self.transition(id, DesktopEvent::Died, Some("QEMU process lost"))?;
         }

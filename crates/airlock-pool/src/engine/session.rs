@@ -59,9 +59,14 @@ impl Pool {
                 Ok(e) => classify(&e, protocol),
                 Err(RecvError::Closed) => return,
                 Err(RecvError::Lagged(n)) => {
-                    // Events were lost: ask whether a client is there instead.
+                    // Events were lost: ask QEMU for what they would have said.
                     tracing::warn!(desktop = %id, missed = n, "QMP events were missed");
-                    SessionEvent::DisplayConnectionClosed
+                    match vm.qmp.status().await.as_deref() {
+                        Ok("shutdown") => SessionEvent::GuestShutdown {
+                            reason: "status shutdown (the event was missed)".into(),
+                        },
+                        _ => SessionEvent::DisplayConnectionClosed,
+                    }
                 }
             };
             match event {
@@ -170,17 +175,14 @@ impl Pool {
     /// At start-up: a re-attached leased desktop whose guest powered off while no broker
     /// watched; its lease ends `signed_out` (the caller resets the desktop).
     pub(super) fn signed_out_while_away(&self, id: &DesktopId) -> Result<(), PoolError> {
-        let mut store = self.store()?;
-        if let Some(lease) = store.active_lease_on(id)? {
-            store.end_lease(
-                &lease.id,
-                None,
-                EndReason::SignedOut,
-                now_ms(),
-                json!({"qmp_status": "shutdown", "seen": "at re-attach after a broker restart"}),
-            )?;
-            self.count_lease_end(EndReason::SignedOut);
-            tracing::info!(desktop = %id, lease = %lease.id, "the guest powered off while the broker was away: the lease ended, signed out");
+        let ended = self.end_lease_on(
+            &mut *self.store()?,
+            id,
+            EndReason::SignedOut,
+            json!({"qmp_status": "shutdown", "seen": "at re-attach after a broker restart"}),
+        )?;
+        if let Some(lease) = ended {
+            tracing::info!(desktop = %id, lease = %lease, "the guest powered off while the broker was away: the lease ended, signed out");
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 #   ttyS0  agent port: AIRLOCK-* lines out, airlock-* commands in (raw, no echo)
 #   ttyS1  root shell, only with `airlock.control=1` on the kernel command line
 #   tty0   human-readable status for the clinician (seen over SPICE/VNC)
+#   tty1   its keyboard: F or Enter is "Finish" (the guest powers off)
 #   vda    writable disk (virtio-blk); never mounted, tests write markers to it
 
 export PATH=/bin LC_ALL=C HOME=/root
@@ -76,6 +77,7 @@ now_ns() {
 }
 
 # ---------------------------------------------------------------- console screen
+FINISH_PROMPT='Press F (or Enter) to finish and leave this desktop.'
 # The clinician sees tty0: a header and one status block per CD drive.
 draw() {
 	local f found
@@ -92,6 +94,7 @@ draw() {
 		if [ -z "$found" ]; then
 			printf '  Connect the CD drive at your terminal and insert a disc.\n'
 		fi
+		printf '\n%s[1;37;42m%-80s%s[0m\n' "$ESC" "  $FINISH_PROMPT" "$ESC"
 	} >"$SCREEN" 2>/dev/null
 }
 
@@ -255,6 +258,33 @@ cd_monitor() {
 	done
 }
 
+# ---------------------------------------------------------------- finish (tty1)
+# The clinician's way out, like a desktop image's sign-out: F or Enter on the
+# console keyboard powers the guest off. The broker sees the shutdown (QMP
+# SHUTDOWN), ends the lease as signed out and resets the desktop.
+finish_keys() {
+	local k
+	cd /
+	while :; do
+		# One key, not echoed; Enter gives an empty line. A failed read (no
+		# keyboard yet) is retried.
+		if IFS= read -r -s -n 1 k </dev/tty1 2>/dev/null; then
+			case "$k" in
+			f | F | '')
+				{
+					printf '%s[H%s[2J\n' "$ESC" "$ESC"
+					printf '  Finishing: this desktop is being closed and wiped.\n'
+				} >"$SCREEN" 2>/dev/null
+				sync
+				poweroff -f
+				;;
+			esac
+		else
+			sleep 1
+		fi
+	done
+}
+
 # ---------------------------------------------------------------- agent (ttyS0)
 # printable WORD: set P to WORD less anything but printable non-blank ASCII
 # (no fork in the common case: pings arrive every few hundred ms at boot).
@@ -329,6 +359,7 @@ fi
 
 draw
 cd_monitor &
+finish_keys &
 agent_say "AIRLOCK-READY boot"
 
 # PID 1 must not exit; reap orphans.

@@ -14,6 +14,31 @@ pub struct DisplayConfig {
     pub advertise_host: String,
     /// Port of the first desktop; desktop `n` (0-based) gets `port_base + n`.
     pub port_base: u16,
+    /// TLS on the display ports (`None`: plaintext, which the config allows only on
+    /// loopback unless the site says otherwise).
+    pub tls: Option<DisplayTls>,
+    /// How long a leased desktop's display client may stay away before the lease ends
+    /// (`display_lost`).
+    pub grace: Duration,
+}
+
+/// The display proxy's TLS: the broker's certificate and key (PEM), and the certificate
+/// subject display clients are told to check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DisplayTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// SPICE `host-subject`, e.g. `O=Airlock,CN=broker.example` (`None`: clients check
+    /// the advertised host name).
+    pub host_subject: Option<String>,
+}
+
+impl DisplayConfig {
+    /// Whether pixels and passwords cross the network in clear: no TLS on an address
+    /// other than loopback.
+    pub fn plaintext_on_network(&self) -> bool {
+        self.tls.is_none() && !self.listen.is_loopback()
+    }
 }
 
 /// The waiting line (`[pool.queue]`): see `engine/queue.rs`.

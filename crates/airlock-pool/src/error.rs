@@ -63,6 +63,20 @@ pub enum PoolError {
     NoDisplay { desktop: DesktopId },
     #[error("could not set the desktop's display password")]
     DisplayPassword(#[source] airlock_qemu::driver::QmpErrorWithContext),
+    #[error("cannot read the display's TLS certificate {}; give a PEM certificate chain (server.tls_cert)", path.display())]
+    DisplayCert {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("cannot read the display's TLS key {}; give a PEM private key (server.tls_key)", path.display())]
+    DisplayKey {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("the display's TLS certificate and key cannot be used together; check server.tls_cert and server.tls_key")]
+    DisplayTlsConfig(#[source] rustls::Error),
 }
 
 /// Shows an error followed by its causes, `what failed: because: because`. A cause whose
@@ -128,6 +142,14 @@ mod tests {
                 source: io(),
             },
             PoolError::Setup(Box::new(PoolError::UsbUnavailable(io()))),
+            PoolError::DisplayCert {
+                path: "/c.pem".into(),
+                source: rustls::pki_types::pem::Error::Io(io()),
+            },
+            PoolError::DisplayKey {
+                path: "/k.pem".into(),
+                source: rustls::pki_types::pem::Error::Io(io()),
+            },
         ];
         for e in errors {
             assert!(!e.to_string().contains("SOURCE-TEXT"), "{e}");

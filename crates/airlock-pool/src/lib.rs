@@ -12,7 +12,7 @@ mod error;
 mod metrics;
 pub mod relay;
 
-pub use config::{DisplayConfig, PoolConfig, QueueConfig};
+pub use config::{DisplayConfig, DisplayTls, PoolConfig, QueueConfig};
 pub use engine::{DesktopView, LeaseOutcome, Pool, PoolStatus, UsbStream};
 pub use error::{ErrorChain, PoolError};
 pub use metrics::Metrics;

@@ -642,6 +642,20 @@ impl Driver {
     /// generation id stay (see docs/threat-model.md).
     pub async fn snapshot_load(&self, vm: &Vm, spec: &VmSpec) -> Result<Value, QemuError> {
         let t0 = Instant::now();
+        // A guest that powered off (`-no-shutdown`) leaves the VM in `shutdown`, which
+        // nothing resumes but a system reset (to `prelaunch`); the load then replaces
+        // everything the reset touched.
+        let before = vm
+            .qmp
+            .status()
+            .await
+            .map_err(crate::qmp_error(&spec.name))?;
+        if before == "shutdown" {
+            vm.qmp
+                .execute("system_reset", None, Duration::from_secs(10))
+                .await
+                .map_err(crate::qmp_error(&spec.name))?;
+        }
         self.run_job(
             vm,
             &spec.name,
@@ -649,13 +663,14 @@ impl Driver {
             json!({"tag": "airlock-clean", "vmstate": "disk0", "devices": ["disk0"]}),
         )
         .await?;
-        // A failed load leaves the VM paused; a successful one resumes it if it ran.
+        // A failed load leaves the VM paused; a successful one resumes it if it ran (and
+        // leaves it in `prelaunch` after the reset above).
         let status = vm
             .qmp
             .status()
             .await
             .map_err(crate::qmp_error(&spec.name))?;
-        if status == "paused" {
+        if status == "paused" || status == "prelaunch" {
             vm.qmp
                 .execute("cont", None, Duration::from_secs(10))
                 .await
@@ -668,33 +683,25 @@ impl Driver {
             "pid": vm.pid,
             "accel": self.cfg.accel.as_str(),
             "snapshot": "airlock-clean",
+            "vm_state_before": before,
             "vmgenid": spec.vmgenid,
             "load_ms": t0.elapsed().as_millis() as u64,
             "readiness": readiness,
         }))
     }
 
-    /// Sets the display password for a new lease; existing clients are disconnected.
+    /// Sets the display password for a new lease, valid until it is revoked; existing
+    /// clients are disconnected.
     pub async fn set_display_password(
         &self,
         vm: &Vm,
         protocol: DisplayProtocol,
         password: &str,
     ) -> Result<(), QmpErrorWithContext> {
-        let connected = match protocol {
-            DisplayProtocol::Spice => "disconnect",
-            // QEMU's VNC server only supports "keep".
-            DisplayProtocol::Vnc => "keep",
-        };
-        vm.qmp
-            .execute(
-                "set_password",
-                Some(json!({"protocol": protocol.as_str(), "password": password, "connected": connected})),
-                Duration::from_secs(5),
-            )
-            .await
-            .map_err(|e| QmpErrorWithContext(format!("set_password: {e}")))?;
-        Ok(())
+        set_password(vm, protocol, password).await?;
+        // QEMU keeps an expiry apart from the password, and a revoke set it to "now": a
+        // process that lives on (snapshot restore) would refuse every later password.
+        expire_password(vm, protocol, "never").await
     }
 
     /// Revokes a lease's display password: replaces it with a random one nobody knows and
@@ -705,17 +712,48 @@ impl Driver {
         protocol: DisplayProtocol,
     ) -> Result<(), QmpErrorWithContext> {
         let random = uuid::Uuid::new_v4().simple().to_string();
-        self.set_display_password(vm, protocol, &random).await?;
-        vm.qmp
-            .execute(
-                "expire_password",
-                Some(json!({"protocol": protocol.as_str(), "time": "now"})),
-                Duration::from_secs(5),
-            )
-            .await
-            .map_err(|e| QmpErrorWithContext(format!("expire_password: {e}")))?;
-        Ok(())
+        set_password(vm, protocol, &random).await?;
+        expire_password(vm, protocol, "now").await
     }
+}
+
+/// QMP `set_password`; SPICE clients are disconnected.
+async fn set_password(
+    vm: &Vm,
+    protocol: DisplayProtocol,
+    password: &str,
+) -> Result<(), QmpErrorWithContext> {
+    let connected = match protocol {
+        DisplayProtocol::Spice => "disconnect",
+        // QEMU's VNC server only supports "keep".
+        DisplayProtocol::Vnc => "keep",
+    };
+    vm.qmp
+        .execute(
+            "set_password",
+            Some(json!({"protocol": protocol.as_str(), "password": password, "connected": connected})),
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|e| QmpErrorWithContext(format!("set_password: {e}")))?;
+    Ok(())
+}
+
+/// QMP `expire_password` at `time` (`now`, `never`, ...).
+async fn expire_password(
+    vm: &Vm,
+    protocol: DisplayProtocol,
+    time: &str,
+) -> Result<(), QmpErrorWithContext> {
+    vm.qmp
+        .execute(
+            "expire_password",
+            Some(json!({"protocol": protocol.as_str(), "time": time})),
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|e| QmpErrorWithContext(format!("expire_password: {e}")))?;
+    Ok(())
 }
 
 /// A display-password failure, with the command that failed.

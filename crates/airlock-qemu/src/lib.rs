@@ -5,6 +5,8 @@
 //! - [`process`]: start, re-attach, kill.
 //! - [`affinity`]: pinning QEMU's threads to host CPUs.
 //! - [`agent`]: readiness ping and clock setting over the guest's serial agent port.
+//! - [`session`]: what QMP events say about a session (the guest powered off, a display
+//!   client came or went).
 //! - [`driver`]: the operations a pool needs: build a template, start a template clone,
 //!   cold-boot from the golden image, save/load an internal snapshot, set and revoke
 //!   display passwords.
@@ -16,6 +18,7 @@ pub mod driver;
 pub mod img;
 pub mod process;
 pub mod qmp;
+pub mod session;
 pub mod spec;
 
 pub use driver::{Driver, DriverConfig, Readiness, StartedVm, Template};

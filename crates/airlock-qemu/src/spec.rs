@@ -108,6 +108,12 @@ pub mod files {
     pub const LOG: &str = "qemu.log";
 }
 
+/// The usb-redir device's own filter (QEMU `usbredirfilter` rules,
+/// `class:vendor:product:version:allow` joined by `|`, -1 for any): mass storage (class
+/// 0x08) only, everything else refused. The second layer behind the broker's relay
+/// policy (see docs/threat-model.md).
+pub const USBREDIR_FILTER: &str = "0x08:-1:-1:-1:1|-1:-1:-1:-1:0";
+
 fn p(path: &Path) -> String {
     // QEMU option values use ',' as separator; ",," escapes a comma.
     path.display().to_string().replace(',', ",,")
@@ -156,6 +162,9 @@ impl VmSpec {
         push("none");
         push("-display");
         push("none");
+        // A guest that powers off stops but its process stays: the broker sees the
+        // SHUTDOWN event, ends the lease as signed out and resets the desktop.
+        push("-no-shutdown");
         push("-vga");
         push("std");
         if let Boot::Kernel {
@@ -209,7 +218,9 @@ impl VmSpec {
             p(&self.run_file(files::USBREDIR))
         ));
         push("-device");
-        push("usb-redir,chardev=usbredir0,id=redir0,bus=xhci.0");
+        push(&format!(
+            "usb-redir,chardev=usbredir0,id=redir0,bus=xhci.0,filter={USBREDIR_FILTER}"
+        ));
         push("-device");
         push(&format!("vmgenid,guid={}", self.vmgenid));
         if let Some(d) = &self.display {
@@ -293,8 +304,9 @@ mod tests {
         assert!(has_pair(
             &a,
             "-device",
-            "usb-redir,chardev=usbredir0,id=redir0,bus=xhci.0"
+            "usb-redir,chardev=usbredir0,id=redir0,bus=xhci.0,filter=0x08:-1:-1:-1:1|-1:-1:-1:-1:0"
         ));
+        assert!(a.contains(&"-no-shutdown".to_string()));
         assert!(has_pair(
             &a,
             "-device",

@@ -18,7 +18,9 @@
 //! - [`guest_vm`]: the demo guest booted directly, without a broker (the local USB CD
 //!   drive baseline, a usb-redir socket, or its agent port). [`terminal_vm`]: a terminal
 //!   with a real Linux USB stack. [`iso`]: ISO images made for a test.
-//! - [`audit`]: the audit-trail invariant checker. [`spice`]: a real SPICE client.
+//! - [`audit`]: the audit-trail invariant checker. [`spice`]: a real SPICE client, and a
+//!   viewer that stays connected and presses keys. [`tls`]: a site CA and a broker
+//!   certificate.
 //! - [`terminal_config`]: the terminal's `terminal.toml` for `airlock open`; [`x11`]: an
 //!   X server (Xvfb) and its screenshots, for the real display client; [`image`]: PPM
 //!   images and finding the desktop's framebuffer in a screenshot.
@@ -42,6 +44,7 @@ pub mod shell;
 pub mod spice;
 pub mod terminal_config;
 pub mod terminal_vm;
+pub mod tls;
 pub mod tools;
 pub mod x11;
 

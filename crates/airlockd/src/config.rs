@@ -1,7 +1,7 @@
 //! The broker's TOML configuration: parsed strictly (unknown keys are errors) and
 //! validated, with every error naming the key and the fix.
 use airlock_core::{CpuError, CpuList, CpuPlacement, DesktopId, ResetMethod, TerminalName};
-use airlock_pool::{DisplayConfig, PoolConfig, QueueConfig};
+use airlock_pool::{DisplayConfig, DisplayTls, PoolConfig, QueueConfig};
 use airlock_qemu::{Accel, Boot, DisplayProtocol, DriverConfig, Readiness};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -223,6 +223,17 @@ struct RawDisplay {
     listen: String,
     advertise_host: Option<String>,
     port_base: u16,
+    /// The certificate subject display clients check (SPICE `host-subject`); TLS only.
+    host_subject: Option<String>,
+    /// A plaintext display on an address other than loopback (no server TLS).
+    #[serde(default)]
+    allow_plaintext: bool,
+    #[serde(default = "default_grace")]
+    grace_s: u64,
+}
+
+fn default_grace() -> u64 {
+    30
 }
 
 fn default_protocol() -> String {
@@ -306,6 +317,62 @@ fn must_exist(key: &'static str, p: &Path, fix: &str) -> Result<(), ConfigError>
     } else {
         Err(invalid(key, format!("{} does not exist", p.display()), fix))
     }
+}
+
+/// The display's TLS: the server's certificate when it has one (then there is no
+/// plaintext display); without one, a plaintext display only on loopback unless
+/// `allow_plaintext` says otherwise.
+fn display_tls(
+    d: &RawDisplay,
+    protocol: DisplayProtocol,
+    listen: IpAddr,
+    server_tls: Option<&(PathBuf, PathBuf)>,
+) -> Result<Option<DisplayTls>, ConfigError> {
+    let Some((cert, key)) = server_tls else {
+        if d.host_subject.is_some() {
+            return Err(invalid(
+                "pool.display.host_subject",
+                "is set but the broker has no TLS",
+                "set server.tls_cert and server.tls_key (the display then uses TLS), or remove it",
+            ));
+        }
+        if !listen.is_loopback() && !d.allow_plaintext {
+            return Err(invalid(
+                "pool.display.listen",
+                format!("{listen} is not a loopback address and the broker has no TLS, so display passwords and pixels would cross the network in clear"),
+                "set server.tls_cert and server.tls_key (the display then uses TLS), or set pool.display.allow_plaintext = true to accept a plaintext display",
+            ));
+        }
+        return Ok(None);
+    };
+    if d.allow_plaintext {
+        return Err(invalid(
+            "pool.display.allow_plaintext",
+            "is set but the broker has TLS, and with TLS the display has no plaintext path",
+            "remove it",
+        ));
+    }
+    if protocol == DisplayProtocol::Vnc {
+        return Err(invalid(
+            "pool.display.protocol",
+            "\"vnc\" cannot be encrypted by the broker (VNC clients negotiate TLS inside the VNC handshake, VeNCrypt, not as a TLS connection), and with TLS the display has no plaintext path",
+            "use protocol = \"spice\"",
+        ));
+    }
+    if let Some(s) = &d.host_subject {
+        if s.trim().is_empty() || s.chars().any(char::is_control) {
+            return Err(invalid(
+                "pool.display.host_subject",
+                format!("{s:?} is not a certificate subject"),
+                "write the subject of server.tls_cert, e.g. \"O=Airlock,CN=broker.example\", or remove it to have clients check the host name",
+            ));
+        }
+    }
+    Ok(Some(DisplayTls {
+        cert: cert.clone(),
+        key: key.clone(),
+        host_subject: d.host_subject.clone(),
+    }))
 }
 
 impl Config {
@@ -594,12 +661,22 @@ impl Config {
                         "use port_base = 5900 or above, with room for the pool",
                     ));
                 }
+                let tls = display_tls(&d, protocol, listen, tls.as_ref())?;
                 let advertise_host = d.advertise_host.unwrap_or_else(|| listen.to_string());
+                if !(1..=3600).contains(&d.grace_s) {
+                    return Err(invalid(
+                        "pool.display.grace_s",
+                        format!("{} is out of range", d.grace_s),
+                        "use 1 to 3600 seconds",
+                    ));
+                }
                 Some(DisplayConfig {
                     protocol,
                     listen,
                     advertise_host,
                     port_base: d.port_base,
+                    tls,
+                    grace: Duration::from_secs(d.grace_s),
                 })
             }
         };
@@ -935,6 +1012,73 @@ port_base = 5930
             "state_dir = \"state\"\ntls_cert = \"c.pem\"",
         ));
         assert!(e.contains("server.tls_key"), "{e}");
+    }
+
+    #[test]
+    fn display_crosses_the_network_only_over_tls_unless_allowed() {
+        let (_d, b) = base();
+        for f in ["c.pem", "k.pem"] {
+            std::fs::write(b.join(f), b"x").unwrap();
+        }
+        let display =
+            |keys: &str| good().replace("port_base = 5930", &format!("port_base = 5930\n{keys}"));
+        let with_tls = |text: String| {
+            text.replace(
+                "state_dir = \"state\"",
+                "state_dir = \"state\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"",
+            )
+        };
+        let parse = |text: &str| Config::parse(text, "t", &b, None);
+        // Loopback without TLS: plaintext, nothing to warn about; 30 s grace by default.
+        let d = parse(&good()).unwrap().pool.display.unwrap();
+        assert!(d.tls.is_none() && !d.plaintext_on_network());
+        assert_eq!(d.grace, Duration::from_secs(30));
+        // A network address without TLS needs the explicit flag.
+        let e = err(&display("listen = \"0.0.0.0\""));
+        assert!(
+            e.contains("pool.display.listen") && e.contains("allow_plaintext = true"),
+            "{e}"
+        );
+        let d = parse(&display("listen = \"0.0.0.0\"\nallow_plaintext = true"))
+            .unwrap()
+            .pool
+            .display
+            .unwrap();
+        assert!(d.plaintext_on_network());
+        // With TLS the display uses the server's certificate, and nothing else.
+        let d = parse(&with_tls(display(
+            "listen = \"0.0.0.0\"\nhost_subject = \"O=Airlock,CN=h\"\ngrace_s = 5",
+        )))
+        .unwrap()
+        .pool
+        .display
+        .unwrap();
+        let tls = d.tls.unwrap();
+        assert_eq!((tls.cert, tls.key), (b.join("c.pem"), b.join("k.pem")));
+        assert_eq!(tls.host_subject.as_deref(), Some("O=Airlock,CN=h"));
+        assert_eq!(d.grace, Duration::from_secs(5));
+        for (keys, key, says) in [
+            (
+                "allow_plaintext = true",
+                "pool.display.allow_plaintext",
+                "remove it",
+            ),
+            ("protocol = \"vnc\"", "pool.display.protocol", "VeNCrypt"),
+            (
+                "host_subject = \"O=A\\nCN=b\"",
+                "pool.display.host_subject",
+                "not a certificate subject",
+            ),
+            ("grace_s = 0", "pool.display.grace_s", "1 to 3600"),
+        ] {
+            let e = parse(&with_tls(display(keys))).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(says), "{keys}: {e}");
+        }
+        let e = err(&display("host_subject = \"O=A\""));
+        assert!(
+            e.contains("pool.display.host_subject") && e.contains("no TLS"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -15,33 +15,12 @@ async fn https_api_and_usb_stream() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tmp = tempfile::tempdir().unwrap();
     // A site CA and a broker certificate it signed.
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Airlock test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key_pair = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-        .unwrap()
-        .signed_by(&key_pair, &issuer)
-        .unwrap();
-    let ca = tmp.path().join("ca.pem");
-    let cert = tmp.path().join("cert.pem");
-    let key = tmp.path().join("key.pem");
-    std::fs::write(&ca, ca_cert.pem()).unwrap();
-    std::fs::write(&cert, leaf.pem()).unwrap();
-    std::fs::write(&key, key_pair.serialize_pem()).unwrap();
+    let site = airlock_testkit::tls::site_ca(tmp.path(), "site")?;
+    let ca = site.ca.clone();
 
     let b = start(BrokerConfig {
         size: 1,
-        tls: Some(airlock_testkit::broker::TlsFiles {
-            cert,
-            key,
-            ca: ca.clone(),
-        }),
+        tls: Some(site),
         ..config()?
     })?;
     assert!(b.url.starts_with("https://"), "{}", b.url);

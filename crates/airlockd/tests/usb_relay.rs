@@ -1,14 +1,15 @@
 //! The broker's USB relay: one usbredir stream per lease, to that lease's desktop only,
-//! closed on release; garbage and non-storage devices end the stream, not the desktop.
+//! closed on release; garbage and non-storage devices end the stream, not the desktop,
+//! and the desktop's usb-redir device filters out non-storage devices itself.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use common::*;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use usbredir::host::{DeviceLayout, HostConfig, HostSession};
+use usbredir::host::{DeviceLayout, HostConfig, HostEvent, HostSession};
 use usbredir::{DeviceConnect, Endpoint, EndpointType, EpInfo, Interface, InterfaceInfo, Speed};
 
 const UP: Duration = Duration::from_secs(240);
@@ -59,8 +60,8 @@ async fn open_usb(
 }
 
 /// Reads until `pred` holds on what was read, or EOF/timeout; returns (bytes, eof).
-async fn read_until(
-    s: &mut TcpStream,
+async fn read_until<S: AsyncRead + Unpin>(
+    s: &mut S,
     pred: impl Fn(&[u8]) -> bool,
     timeout: Duration,
 ) -> (Vec<u8>, bool) {
@@ -79,6 +80,57 @@ async fn read_until(
             Err(_) => return (got, false),
         }
     }
+}
+
+/// Says hello as a usbredir host and announces a USB keyboard; returns the events of
+/// what the desktop's side answered within 5 s.
+async fn announce_keyboard<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Vec<HostEvent> {
+    let mut host = HostSession::new(HostConfig::default());
+    s.write_all(&host.take_output()).await.unwrap();
+    let (hello, _) = read_until(s, |b| b.len() >= 80, Duration::from_secs(10)).await;
+    host.feed(&hello).unwrap();
+    let mut events = Vec::new();
+    while let Ok(Some(e)) = host.next_event() {
+        events.push(e);
+    }
+    let keyboard = Endpoint {
+        ep_type: EndpointType::Interrupt,
+        interval: 10,
+        interface: 0,
+        max_packet_size: 8,
+        max_streams: 0,
+    };
+    host.connect_device(
+        DeviceConnect {
+            speed: Speed::Full,
+            device_class: 0,
+            device_subclass: 0,
+            device_protocol: 0,
+            vendor_id: 0x046d,
+            product_id: 0xc31c,
+            device_version_bcd: 0x0100,
+        },
+        DeviceLayout {
+            interfaces: InterfaceInfo {
+                interfaces: vec![Interface {
+                    number: 0,
+                    class: 3,
+                    subclass: 1,
+                    protocol: 1,
+                }],
+            },
+            endpoints: EpInfo::new().with(0x81, keyboard),
+        },
+    )
+    .unwrap();
+    s.write_all(&host.take_output()).await.unwrap();
+    let (answer, _) = read_until(s, |_| false, Duration::from_secs(5)).await;
+    if host.feed(&answer).is_ok() {
+        while let Ok(Some(e)) = host.next_event() {
+            events.push(e);
+        }
+    }
+    events
 }
 
 fn contains(h: &[u8], n: &[u8]) -> bool {
@@ -140,44 +192,25 @@ async fn usb_stream_rules() -> Result<()> {
     let (st, _, s) = open_usb(&b, TERMINAL_TOKEN, &id1, true).await;
     assert_eq!(st, 101);
     let mut s = s.unwrap();
-    let mut host = HostSession::new(HostConfig::default());
-    s.write_all(&host.take_output()).await.unwrap();
-    let (hello, _) = read_until(&mut s, |b| b.len() >= 80, Duration::from_secs(10)).await;
-    host.feed(&hello).unwrap();
-    while host.next_event().unwrap().is_some() {}
-    let bulk = Endpoint {
-        ep_type: EndpointType::Interrupt,
-        interval: 10,
-        interface: 0,
-        max_packet_size: 8,
-        max_streams: 0,
-    };
-    host.connect_device(
-        DeviceConnect {
-            speed: Speed::Full,
-            device_class: 0,
-            device_subclass: 0,
-            device_protocol: 0,
-            vendor_id: 0x046d,
-            product_id: 0xc31c,
-            device_version_bcd: 0x0100,
-        },
-        DeviceLayout {
-            interfaces: InterfaceInfo {
-                interfaces: vec![Interface {
-                    number: 0,
-                    class: 3,
-                    subclass: 1,
-                    protocol: 1,
-                }],
-            },
-            endpoints: EpInfo::new().with(0x81, bulk),
-        },
-    )
-    .unwrap();
-    s.write_all(&host.take_output()).await.unwrap();
+    announce_keyboard(&mut s).await;
     let (_, eof) = read_until(&mut s, |_| false, Duration::from_secs(10)).await;
     assert!(eof, "the keyboard stream was closed");
+
+    // Behind the relay, the desktop's own usb-redir device refuses it too: QEMU announces
+    // its filter (mass storage only) and rejects the keyboard.
+    let path = b.run_dir(desk).join("usbredir.sock");
+    let u = airlock_testkit::net::connect_unix(&path, Duration::from_secs(10))?;
+    u.set_nonblocking(true)?;
+    let mut u = tokio::net::UnixStream::from_std(u)?;
+    let events = announce_keyboard(&mut u).await;
+    // (QEMU passes its rules on with ',' between the fields)
+    let rules = airlock_qemu::spec::USBREDIR_FILTER.replace(':', ",");
+    assert!(
+        events.contains(&HostEvent::FilterFilter { rules }),
+        "{events:?}"
+    );
+    assert!(events.contains(&HostEvent::FilterReject), "{events:?}");
+    drop(u);
 
     // An open stream is closed when its lease ends, and no stream opens afterwards.
     let (st, _, s) = open_usb(&b, TERMINAL_TOKEN, &id1, true).await;

@@ -145,8 +145,8 @@ impl Pool {
             host: cfg.advertise_host.clone(),
             port: d.port,
             password,
-            tls: false,
-            host_subject: None,
+            tls: cfg.tls.is_some(),
+            host_subject: cfg.tls.as_ref().and_then(|t| t.host_subject.clone()),
         }))
     }
 
@@ -181,18 +181,23 @@ impl Pool {
         lease: &LeaseId,
         terminal: &TerminalName,
     ) -> Result<DesktopId, PoolError> {
-        self.end(lease, Some(terminal), EndReason::Released).await
+        self.end(lease, Some(terminal), EndReason::Released, json!({}))
+            .await
     }
 
-    async fn end(
+    /// Ends a lease for `reason` (`details` go into its audit record): cuts its display
+    /// connections, closes its USB stream, revokes the display password and resets the
+    /// desktop in the background.
+    pub(super) async fn end(
         &self,
         lease: &LeaseId,
         terminal: Option<&TerminalName>,
         reason: EndReason,
+        details: serde_json::Value,
     ) -> Result<DesktopId, PoolError> {
         let row = self
             .store()?
-            .end_lease(lease, terminal, reason, now_ms(), json!({}))
+            .end_lease(lease, terminal, reason, now_ms(), details)
             .map_err(lease_error)?;
         self.count_lease_end(reason);
         tracing::info!(lease = %lease, desktop = %row.desktop, reason = %reason, "lease ended");
@@ -218,6 +223,23 @@ impl Pool {
         Ok(row.desktop)
     }
 
+    /// Ends the desktop's active lease, if any, in the store alone (its process is gone,
+    /// or not watched yet: nothing to cut or revoke; the caller resets the desktop).
+    pub(super) fn end_lease_on(
+        &self,
+        store: &mut airlock_store::Store,
+        id: &DesktopId,
+        reason: EndReason,
+        details: serde_json::Value,
+    ) -> Result<Option<LeaseId>, PoolError> {
+        let Some(lease) = store.active_lease_on(id)? else {
+            return Ok(None);
+        };
+        store.end_lease(&lease.id, None, reason, now_ms(), details)?;
+        self.count_lease_end(reason);
+        Ok(Some(lease.id))
+    }
+
     pub(super) async fn sweep_loop(&self) {
         let mut tick = tokio::time::interval(self.inner.cfg.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -239,7 +261,10 @@ impl Pool {
             for lease in expired {
                 tracing::warn!(lease = %lease.id, desktop = %lease.desktop, terminal = %lease.terminal,
                     "lease expired: no heartbeat; resetting its desktop");
-                if let Err(e) = self.end(&lease.id, None, EndReason::Expired).await {
+                if let Err(e) = self
+                    .end(&lease.id, None, EndReason::Expired, json!({}))
+                    .await
+                {
                     tracing::debug!(error = %ErrorChain(&e), "lease ended meanwhile");
                 }
             }

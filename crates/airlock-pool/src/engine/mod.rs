@@ -8,12 +8,15 @@
 //! - [`resets`]: resetting used desktops, repairs and the death of QEMU processes;
 //! - [`golden`]: the golden-image watch and the templates built from it;
 //! - [`handoff`]: handing the desktop's USB port and display to the lease holder;
+//! - [`session`]: the ends the broker sees itself (the guest powered off, the display
+//!   client did not come back);
 //! - [`views`]: what the admin API, `/healthz` and `/metrics` see of the pool.
 mod golden;
 mod handoff;
 mod leases;
 mod queue;
 mod resets;
+mod session;
 mod startup;
 mod views;
 
@@ -64,6 +67,8 @@ struct Inner {
     display_cut: HashMap<DesktopId, tokio::sync::watch::Sender<u64>>,
     /// The waiting line (lock it before the store, never after).
     queue: queue::QueueState,
+    /// The display proxy's TLS, when the broker has a certificate.
+    display_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// What a request for a desktop, or a poll of a ticket, got.
@@ -168,7 +173,8 @@ impl Pool {
             .ok_or_else(|| PoolError::UnknownDesktop(id.to_string()))
     }
 
-    /// Registers a running VM for a desktop and starts watching it for death.
+    /// Registers a running VM for a desktop and starts watching it for death and for the
+    /// session ends it reports (see [`session`]).
     fn register(&self, id: &DesktopId, vm: Vm, spec: VmSpec) {
         let generation = self
             .inner
@@ -188,12 +194,34 @@ impl Pool {
                 },
             );
         }
+        // Subscribed before anything else can happen to the process.
+        let events = vm.qmp.events();
+        tokio::spawn(
+            self.clone()
+                .watch_session(id.clone(), vm.clone(), generation, events),
+        );
         let pool = self.clone();
         let id = id.clone();
         tokio::spawn(async move {
             vm.died().await;
             pool.on_death(&id, generation).await;
         });
+    }
+
+    /// Whether `generation` is still the desktop's registered process (a reset may have
+    /// replaced it on purpose).
+    fn is_current(&self, id: &DesktopId, generation: u64) -> bool {
+        self.inner
+            .running
+            .lock()
+            .ok()
+            .and_then(|r| r.get(id).map(|x| x.generation))
+            == Some(generation)
+    }
+
+    /// The display proxy's TLS acceptor, if the display uses TLS.
+    pub(crate) fn display_tls(&self) -> Option<&tokio_rustls::TlsAcceptor> {
+        self.inner.display_tls.as_ref()
     }
 
     fn unregister(&self, id: &DesktopId) -> Option<Running> {

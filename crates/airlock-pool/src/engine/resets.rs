@@ -13,16 +13,13 @@ use std::time::Instant;
 impl Pool {
     pub(super) fn lease_lost(&self, id: &DesktopId) -> Result<(), PoolError> {
         let mut store = self.store()?;
-        if let Some(lease) = store.active_lease_on(id)? {
-            store.end_lease(
-                &lease.id,
-                None,
-                EndReason::DesktopLost,
-                now_ms(),
-                json!({"why": "the desktop's QEMU process was lost"}),
-            )?;
-            self.count_lease_end(EndReason::DesktopLost);
-        } else {
+        let ended = self.end_lease_on(
+            &mut store,
+            id,
+            EndReason::DesktopLost,
+            json!({"why": "the desktop's QEMU process was lost"}),
+        )?;
+        if ended.is_none() {
             drop(store);
             self.transition(id, DesktopEvent::Died, Some("QEMU process lost"))?;
         }
@@ -61,13 +58,7 @@ impl Pool {
     pub(super) async fn on_death(&self, id: &DesktopId, generation: u64) {
         let Ok(lock) = self.op_lock(id) else { return };
         let guard = lock.lock().await;
-        let current = self
-            .inner
-            .running
-            .lock()
-            .ok()
-            .and_then(|r| r.get(id).map(|x| x.generation));
-        if current != Some(generation) {
+        if !self.is_current(id, generation) {
             return; // a reset replaced this process on purpose
         }
         tracing::warn!(desktop = %id, "desktop's QEMU process died; rebuilding it");

@@ -57,6 +57,18 @@ impl Pool {
         )?;
         tracing::info!(audit_head = %head, "audit chain head (keep a copy elsewhere to detect truncation)");
         let golden_key = driver.template_key()?;
+        let display_tls = match cfg.display.as_ref() {
+            Some(d) => {
+                if d.plaintext_on_network() {
+                    tracing::warn!(listen = %d.listen, "the display listens without TLS on a network address (pool.display.allow_plaintext): display passwords and pixels cross the network in clear; set server.tls_cert and server.tls_key");
+                }
+                d.tls
+                    .as_ref()
+                    .map(crate::display::tls_acceptor)
+                    .transpose()?
+            }
+            None => None,
+        };
         let display_cut_map = cfg
             .desktops
             .iter()
@@ -103,6 +115,7 @@ impl Pool {
                 usb: Mutex::new(HashMap::new()),
                 golden_key: Mutex::new(golden_key),
                 display_cut: display_cut_map,
+                display_tls,
                 template_error: Mutex::new(None),
                 stale: Mutex::new(std::collections::HashSet::new()),
                 queue: super::queue::QueueState::new(),
@@ -145,10 +158,23 @@ impl Pool {
                 .and_then(|t| serde_json::from_str(&t).ok());
             let next = match (row.state, attached, spec) {
                 (DesktopState::Clean | DesktopState::Leased, Some(vm), Some(spec)) => {
-                    tracing::info!(desktop = %id, state = %row.state, pid = vm.pid, "re-attached to running desktop");
+                    // A guest that powered off while no broker watched (`-no-shutdown`
+                    // keeps its process): its SHUTDOWN event is gone, its state says it.
+                    let powered_off = vm.qmp.status().await.is_ok_and(|s| s == "shutdown");
+                    tracing::info!(desktop = %id, state = %row.state, pid = vm.pid, powered_off, "re-attached to running desktop");
                     self.register(id, vm, spec);
-                    (row.state == DesktopState::Clean && !self.verify_clean(id).await)
-                        .then_some(Work::Died)
+                    match row.state {
+                        DesktopState::Leased if powered_off => {
+                            self.signed_out_while_away(id)?;
+                            Some(Work::Reset {
+                                process_alive: true,
+                            })
+                        }
+                        DesktopState::Clean if powered_off || !self.verify_clean(id).await => {
+                            Some(Work::Died)
+                        }
+                        _ => None,
+                    }
                 }
                 (DesktopState::Leased, _, _) => {
                     self.lease_lost(id)?;

@@ -89,6 +89,18 @@ impl Pool {
         {
             problems.push(e);
         }
+        if let Some(d) = self
+            .inner
+            .cfg
+            .display
+            .as_ref()
+            .filter(|d| d.plaintext_on_network())
+        {
+            problems.push(format!(
+                "the display listens on {} without TLS (pool.display.allow_plaintext): display passwords and pixels cross the network in clear; set server.tls_cert and server.tls_key",
+                d.listen
+            ));
+        }
         if counts.broken > 0 {
             problems.push(format!(
                 "{} desktop(s) broken: see GET /v1/desktops for the reason, then repair",

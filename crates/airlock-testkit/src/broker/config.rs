@@ -62,6 +62,10 @@ pub struct BrokerConfig {
     pub ready_timeout_s: u64,
     /// `pool.display.protocol` (`spice` or `vnc`), or no display.
     pub display: Option<String>,
+    /// `pool.display.grace_s` (`None`: the broker's default).
+    pub display_grace_s: Option<u64>,
+    /// `pool.display.host_subject` (with `tls` only).
+    pub display_host_subject: Option<String>,
     /// `[pool.cpus]`: (desktops, housekeeping).
     pub cpus: Option<(String, Option<String>)>,
     pub tls: Option<TlsFiles>,
@@ -91,6 +95,8 @@ impl BrokerConfig {
             probe: "serial".into(),
             ready_timeout_s: 180,
             display: Some("spice".into()),
+            display_grace_s: None,
+            display_host_subject: None,
             cpus: None,
             tls: None,
             terminals: vec![TerminalEntry::numbered(1), TerminalEntry::numbered(2)],
@@ -143,6 +149,8 @@ impl BrokerConfig {
                     protocol,
                     listen: "127.0.0.1",
                     port_base: display_port_base,
+                    grace_s: self.display_grace_s,
+                    host_subject: self.display_host_subject.as_deref(),
                 }),
                 cpus: self.cpus.as_ref().map(|(desktops, housekeeping)| Cpus {
                     desktops,
@@ -215,6 +223,10 @@ struct Display<'a> {
     protocol: &'a str,
     listen: &'a str,
     port_base: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grace_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_subject: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -242,6 +254,7 @@ mod tests {
         };
         let mut c = BrokerConfig::new(&g);
         c.cpus = Some(("0".into(), None));
+        c.display_grace_s = Some(3);
         let text = c.to_toml(Path::new("/s"), 30000).unwrap();
         let v: toml::Value = toml::from_str(&text).unwrap();
         assert_eq!(v["server"]["state_dir"].as_str(), Some("/s"));
@@ -258,6 +271,8 @@ mod tests {
             Some("/g/golden \"q\".qcow2")
         );
         assert_eq!(v["pool"]["display"]["port_base"].as_integer(), Some(30000));
+        assert_eq!(v["pool"]["display"]["grace_s"].as_integer(), Some(3));
+        assert!(v["pool"]["display"].get("host_subject").is_none());
         assert_eq!(v["pool"]["cpus"]["desktops"].as_str(), Some("0"));
         assert!(v["pool"]["cpus"].get("housekeeping").is_none());
     }

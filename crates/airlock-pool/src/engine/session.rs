@@ -1,0 +1,203 @@
+//! The ends of a session the broker sees itself, from each desktop's QMP events:
+//! - the guest powered itself off (the clinician's "Finish", or a desktop image whose
+//!   sign-out shuts down): QEMU runs with `-no-shutdown`, so the process stays and the
+//!   `SHUTDOWN` event ends the lease `signed_out`;
+//! - the display client left (`SPICE_DISCONNECTED` / `VNC_DISCONNECTED` and no client
+//!   left) and did not come back within the grace time: the lease ends `display_lost`;
+//!   a client that reconnects inside it keeps the session.
+//!
+//! Both end the lease like every other end (audited with details, display cut, USB
+//! stream closed, password revoked, reset). A clean desktop whose guest powers off is
+//! no longer clean: it goes `dirty` and is reset.
+use super::{now_ms, Pool};
+use crate::error::{ErrorChain, PoolError};
+use airlock_core::{DesktopEvent, DesktopId, DesktopState, EndReason, LeaseId};
+use airlock_qemu::session::{classify, display_client_present, SessionEvent};
+use airlock_qemu::{QmpEvent, Vm};
+use airlock_store::AuditEntry;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+
+/// A leased desktop's display client is away: since when, and until when it may return.
+struct Away {
+    lease: LeaseId,
+    since: Instant,
+    until: Instant,
+}
+
+impl Pool {
+    /// Follows the events of one registered QEMU process until its monitor closes.
+    pub(super) async fn watch_session(
+        self,
+        id: DesktopId,
+        vm: Arc<Vm>,
+        generation: u64,
+        mut events: tokio::sync::broadcast::Receiver<QmpEvent>,
+    ) {
+        let display = self.inner.cfg.display.as_ref();
+        let protocol = display.map(|d| d.protocol);
+        let grace = display.map_or(Duration::ZERO, |d| d.grace);
+        // Whether a display client is connected, and the grace timer while one is away.
+        let mut connected = false;
+        let mut away: Option<Away> = None;
+        loop {
+            let until = away.as_ref().map(|a| a.until);
+            let event = tokio::select! {
+                e = events.recv() => e,
+                _ = vm.qmp.closed() => return,
+                _ = sleep_until(until) => {
+                    if let Some(a) = away.take() {
+                        self.display_lost(&id, generation, a, grace).await;
+                    }
+                    continue;
+                }
+            };
+            let event = match event {
+                Ok(e) => classify(&e, protocol),
+                Err(RecvError::Closed) => return,
+                Err(RecvError::Lagged(n)) => {
+                    // Events were lost: ask QEMU for what they would have said.
+                    tracing::warn!(desktop = %id, missed = n, "QMP events were missed");
+                    match vm.qmp.status().await.as_deref() {
+                        Ok("shutdown") => SessionEvent::GuestShutdown {
+                            reason: "status shutdown (the event was missed)".into(),
+                        },
+                        _ => SessionEvent::DisplayConnectionClosed,
+                    }
+                }
+            };
+            match event {
+                SessionEvent::GuestShutdown { reason } => {
+                    self.guest_powered_off(&id, generation, &reason).await;
+                }
+                SessionEvent::DisplayConnected => {
+                    connected = true;
+                    if let Some(a) = away.take() {
+                        tracing::info!(desktop = %id, lease = %a.lease,
+                            away_s = a.since.elapsed().as_secs_f64(),
+                            "display client back within the grace time: the session goes on");
+                    }
+                }
+                SessionEvent::DisplayConnectionClosed if connected => {
+                    let Some(protocol) = protocol else { continue };
+                    // Asked only when a connection closed; an error (the process is
+                    // going) counts as "still there": the death watcher handles that.
+                    let present = display_client_present(&vm.qmp, protocol)
+                        .await
+                        .unwrap_or(true);
+                    if present {
+                        continue;
+                    }
+                    connected = false;
+                    if let Some(lease) = self.active_lease_id(&id) {
+                        tracing::info!(desktop = %id, lease = %lease, grace_s = grace.as_secs_f64(),
+                            "display client disconnected; the lease ends unless it is back within the grace time");
+                        let since = Instant::now();
+                        away = Some(Away {
+                            lease,
+                            since,
+                            until: since + grace,
+                        });
+                    }
+                }
+                SessionEvent::DisplayConnectionClosed | SessionEvent::Other => {}
+            }
+        }
+    }
+
+    /// The grace time passed without the display client: the lease ends `display_lost`.
+    async fn display_lost(&self, id: &DesktopId, generation: u64, away: Away, grace: Duration) {
+        if !self.is_current(id, generation) {
+            return;
+        }
+        tracing::warn!(desktop = %id, lease = %away.lease, "display client did not come back within the grace time: ending the lease");
+        let details = json!({
+            "grace_s": grace.as_secs_f64(),
+            "away_s": away.since.elapsed().as_secs_f64(),
+        });
+        if let Err(e) = self
+            .end(&away.lease, None, EndReason::DisplayLost, details)
+            .await
+        {
+            tracing::debug!(desktop = %id, error = %ErrorChain(&e), "lease ended meanwhile");
+        }
+    }
+
+    /// The guest powered itself off: its lease ends `signed_out`; a clean desktop is no
+    /// longer usable and is reset.
+    async fn guest_powered_off(&self, id: &DesktopId, generation: u64, reason: &str) {
+        if !self.is_current(id, generation) {
+            return;
+        }
+        let details = json!({"qmp_event": "SHUTDOWN", "reason": reason});
+        // One store lock: no lease can be granted between the look and the transition.
+        let found = self.store().and_then(|mut s| {
+            if let Some(l) = s.active_lease_on(id)? {
+                return Ok(PoweredOff::Leased(l.id));
+            }
+            let state = s.desktop(id)?.state;
+            if state == DesktopState::Clean {
+                s.transition(
+                    id,
+                    DesktopEvent::Died,
+                    now_ms(),
+                    Some("the guest powered off"),
+                    AuditEntry::new("desktop_died").details(details.clone()),
+                )?;
+            }
+            Ok(PoweredOff::NotLeased(state))
+        });
+        match found {
+            Ok(PoweredOff::Leased(lease)) => {
+                tracing::info!(desktop = %id, lease = %lease, reason, "the guest powered off: the lease ends, signed out");
+                if let Err(e) = self.end(&lease, None, EndReason::SignedOut, details).await {
+                    tracing::debug!(desktop = %id, error = %ErrorChain(&e), "lease ended meanwhile");
+                }
+            }
+            Ok(PoweredOff::NotLeased(DesktopState::Clean)) => {
+                tracing::warn!(desktop = %id, reason, "a clean desktop's guest powered off; resetting it");
+                self.spawn_reset(id);
+            }
+            // Starting, resetting or already dirty: the start or reset under way fails
+            // its readiness check or replaces the process anyway.
+            Ok(PoweredOff::NotLeased(state)) => {
+                tracing::debug!(desktop = %id, state = %state, "guest powered off outside a lease");
+            }
+            Err(e) => {
+                tracing::error!(desktop = %id, error = %ErrorChain(&e), "could not record that the guest powered off");
+            }
+        }
+    }
+
+    /// At start-up: a re-attached leased desktop whose guest powered off while no broker
+    /// watched; its lease ends `signed_out` (the caller resets the desktop).
+    pub(super) fn signed_out_while_away(&self, id: &DesktopId) -> Result<(), PoolError> {
+        let ended = self.end_lease_on(
+            &mut *self.store()?,
+            id,
+            EndReason::SignedOut,
+            json!({"qmp_status": "shutdown", "seen": "at re-attach after a broker restart"}),
+        )?;
+        if let Some(lease) = ended {
+            tracing::info!(desktop = %id, lease = %lease, "the guest powered off while the broker was away: the lease ended, signed out");
+        }
+        Ok(())
+    }
+}
+
+/// What a guest's power-off found.
+enum PoweredOff {
+    Leased(LeaseId),
+    NotLeased(DesktopState),
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -61,19 +61,28 @@ pub fn airlock_open(
     args: &[&str],
     log: &std::path::Path,
 ) -> Result<Proc> {
+    airlock_open_with(config, args, log, |_| {})
+}
+
+/// [`airlock_open`], with `setup` changing the command first (its environment).
+pub fn airlock_open_with(
+    config: &std::path::Path,
+    args: &[&str],
+    log: &std::path::Path,
+    setup: impl FnOnce(&mut std::process::Command),
+) -> Result<Proc> {
     let out = std::fs::File::create(log)?;
-    Proc::spawn(
-        std::process::Command::new(host_binaries(false)?.airlock())
-            .arg("open")
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .env_remove("AIRLOCK_TOKEN")
-            .stdin(std::process::Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out),
-        "airlock open",
-    )
+    let mut cmd = std::process::Command::new(host_binaries(false)?.airlock());
+    cmd.arg("open")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("AIRLOCK_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    setup(&mut cmd);
+    Proc::spawn(&mut cmd, "airlock open")
 }
 
 /// The details of the broker's `usb_stream_opened` audit records, oldest first.

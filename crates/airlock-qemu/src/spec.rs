@@ -102,6 +102,9 @@ pub mod files {
     pub const AGENT_LOG: &str = "serial.log";
     pub const CONTROL: &str = "control.sock";
     pub const CONTROL_LOG: &str = "control.log";
+    /// A second QMP monitor for tests (with the control channel only), e.g. to compare
+    /// a `screendump` with what a display client shows.
+    pub const TEST_QMP: &str = "test-qmp.sock";
     pub const USBREDIR: &str = "usbredir.sock";
     pub const DISPLAY: &str = "display.sock";
     pub const PID: &str = "qemu.pid";
@@ -209,6 +212,11 @@ impl VmSpec {
         serial("agent0", files::AGENT, files::AGENT_LOG);
         if self.control_channel {
             serial("control0", files::CONTROL, files::CONTROL_LOG);
+            push("-qmp");
+            push(&format!(
+                "unix:{},server=on,wait=off",
+                p(&self.run_file(files::TEST_QMP))
+            ));
         }
         push("-device");
         push("qemu-xhci,id=xhci");
@@ -333,11 +341,14 @@ mod tests {
     #[test]
     fn control_channel_only_when_asked() {
         let a = spec().argv();
-        assert!(!a.iter().any(|x| x.contains("control0")));
+        assert!(!a
+            .iter()
+            .any(|x| x.contains("control0") || x.contains("test-qmp")));
         assert!(has_pair(&a, "-append", "console=ttyS0"));
         let mut s = spec();
         s.control_channel = true;
         assert!(s.argv().iter().any(|x| x.contains("control.sock")));
+        assert!(s.argv().iter().any(|x| x.contains("test-qmp.sock")));
         assert!(has_pair(
             &s.argv(),
             "-append",

@@ -94,6 +94,12 @@ impl Qmp {
         Ok(())
     }
 
+    /// The VM's screen as QEMU renders it (QMP `screendump`, PPM), read back.
+    pub fn screendump(&mut self, path: &Path) -> Result<crate::image::Image> {
+        self.cmd("screendump", json!({ "filename": path }))?;
+        crate::image::Image::read_ppm(path)
+    }
+
     /// Ejects the medium of the scsi-cd `cd`.
     pub fn eject(&mut self, cd: &str) -> Result<()> {
         self.cmd("eject", json!({"id": cd, "force": true}))?;

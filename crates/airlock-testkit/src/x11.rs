@@ -70,7 +70,15 @@ impl Xvfb {
     /// The whole screen as an image (written to `path` as PPM on the way).
     pub fn screen(&self, path: &Path) -> Result<crate::image::Image> {
         let target = format!("ppm:{}", path.display());
-        run(Command::new("import").args(["-display", &self.display, "-window", "root", &target]))?;
+        run(Command::new("import").args([
+            "-display",
+            &self.display,
+            "-window",
+            "root",
+            "-depth",
+            "8",
+            &target,
+        ]))?;
         crate::image::Image::read_ppm(path)
     }
 }

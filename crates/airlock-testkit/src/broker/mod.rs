@@ -179,6 +179,11 @@ impl Broker {
         Shell::connect(&self.run_dir(desktop).join("control.sock"), None)
     }
 
+    /// The desktop's test-only second QMP monitor (with `test_control_channel`).
+    pub fn test_qmp(&self, desktop: &str) -> Result<crate::qmp::Qmp> {
+        crate::qmp::Qmp::connect(&self.run_dir(desktop).join("test-qmp.sock"))
+    }
+
     /// The process id of a desktop's QEMU (its pid file).
     pub fn desktop_qemu_pid(&self, desktop: &str) -> Result<u32> {
         let f = self.run_dir(desktop).join("qemu.pid");

@@ -1,0 +1,144 @@
+//! `airlock open` as the clinician sees it: the real `remote-viewer` under Xvfb shows the
+//! leased desktop over the broker's TLS display, with the disc's listing; the X screen
+//! holds exactly the desktop's framebuffer (compared with a QMP screendump of the same
+//! desktop); the connection file never touches the disk nor the viewer's command line;
+//! closing the viewer releases the desktop, which is reset, and the command exits 0.
+
+use airlock_e2e::{airlock_open_with, begin, broker_with};
+use airlock_testkit::process::{cmdline, read_or_empty, Signal};
+use airlock_testkit::terminal_config::TerminalConfig;
+use airlock_testkit::x11::{Xvfb, X_TOOLS};
+use airlock_testkit::{block_on, tls};
+use anyhow::{ensure, Context, Result};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const UP: Duration = Duration::from_secs(240);
+
+/// The direct children of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Files under `dir` whose name ends in `.vv`.
+fn vv_files(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                found.extend(vv_files(&p));
+            } else if p.extension().is_some_and(|x| x == "vv") {
+                found.push(p.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_desktop_appears_in_remote_viewer_over_tls_and_closing_it_ends_the_session() -> Result<()> {
+    let Some(run) = begin()? else {
+        return Ok(());
+    };
+    airlock_testkit::tools::require(X_TOOLS)?;
+    let site = tls::site_ca(run.tmp.path(), "site")?;
+    let broker = broker_with(|c| {
+        c.size = 1;
+        c.tls = Some(site.clone());
+    })?;
+    ensure!(broker.url.starts_with("https://"), "{}", broker.url);
+    block_on(broker.wait_clean(1, UP))?;
+    let x = Xvfb::start(1280, 800)?;
+    // The launcher and the viewer get a home and a temporary directory of their own:
+    // nothing may leave a connection file there.
+    let home = run.tmp.path().join("home");
+    let tmpdir = run.tmp.path().join("tmp");
+    std::fs::create_dir_all(&home)?;
+    std::fs::create_dir_all(&tmpdir)?;
+    let config = TerminalConfig {
+        ca_file: Some(site.ca.clone()),
+        display_mode: Some("window".into()),
+        ..TerminalConfig::new(&broker.url)
+    }
+    .write(run.tmp.path())?;
+    let vv_before = vv_files(Path::new("/tmp"));
+    let log = run.tmp.path().join("open.log");
+    let serial = broker.serial_log("desk-01");
+    let mark = serial.mark();
+    let iso = run
+        .artifacts
+        .small
+        .iso
+        .to_str()
+        .context("iso path")?
+        .to_owned();
+    let mut open = airlock_open_with(&config, &["--iso", &iso], &log, |cmd| {
+        cmd.env("DISPLAY", x.display())
+            .env("HOME", &home)
+            .env("TMPDIR", &tmpdir);
+    })?;
+    serial
+        .wait_cd(mark, Duration::from_secs(90))
+        .with_context(|| format!("airlock open said:\n{}", read_or_empty(&log)))?
+        .check(&run.artifacts.small)?;
+
+    // The X screen shows the desktop's framebuffer, pixel for pixel (within a small
+    // tolerance for the display's encoding), once the viewer has drawn it.
+    let mut qmp = broker.test_qmp("desk-01")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let found = loop {
+        let fb = qmp.screendump(&run.tmp.path().join("desktop.ppm"))?;
+        let screen = x.screen(&run.tmp.path().join("screen.ppm"))?;
+        if let Some(at) = screen.find(&fb, 8, 0.98) {
+            ensure!(fb.colours() > 2, "the desktop's screen is blank");
+            break at;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the viewer never showed the desktop's framebuffer ({}x{}); airlock open said:\n{}",
+            fb.width,
+            fb.height,
+            read_or_empty(&log)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    x.screenshot(&run.tmp.path().join("viewer.png"))?;
+    println!("the desktop is on the X screen at {found:?}");
+
+    // The viewer got its connection file on stdin: no file, no password in its arguments.
+    let viewer = children(open.id())
+        .into_iter()
+        .find(|p| cmdline(*p).contains("remote-viewer"))
+        .context("no remote-viewer child of airlock open")?;
+    let args = cmdline(viewer);
+    ensure!(args.trim_end().ends_with(" -"), "viewer arguments: {args}");
+    ensure!(!args.contains("password"), "viewer arguments: {args}");
+    let mut files = vv_files(&home);
+    files.extend(vv_files(&tmpdir));
+    files.extend(
+        vv_files(Path::new("/tmp"))
+            .into_iter()
+            .filter(|f| !vv_before.contains(f)),
+    );
+    ensure!(files.is_empty(), "connection files on disk: {files:?}");
+
+    // Closing the viewer ends the session: released, reset, exit 0.
+    airlock_testkit::process::signal_pid(viewer, Signal::TERM);
+    let status = open
+        .wait_timeout(Duration::from_secs(30))
+        .with_context(|| read_or_empty(&log))?;
+    let out = read_or_empty(&log);
+    ensure!(status.code() == Some(0), "exit {status}:\n{out}");
+    ensure!(
+        out.contains("Session ended: the desktop was closed."),
+        "{out}"
+    );
+    block_on(broker.wait_desktop("desk-01", UP, |d| d["state"] == "clean" && d["resets"] == 1))?;
+    airlock_testkit::audit::check_invariants(&block_on(broker.audit())?)?;
+    Ok(())
+}

@@ -10,7 +10,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need_pkgs=()
-for p in xorriso genisoimage python3-gi gir1.2-spiceclientglib-2.0 curl; do
+for p in xorriso genisoimage python3-gi gir1.2-spiceclientglib-2.0 curl virt-viewer xvfb imagemagick; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 # QEMU and qemu-img must be the same version (Debian 12: 7.2); the machine image may

@@ -4,7 +4,7 @@
 //! desktop); the connection file never touches the disk nor the viewer's command line;
 //! closing the viewer releases the desktop, which is reset, and the command exits 0.
 
-use airlock_e2e::{airlock_open_with, begin, broker_with};
+use airlock_e2e::{airlock_open, airlock_open_with, begin, broker_with};
 use airlock_testkit::process::{cmdline, read_or_empty, Signal};
 use airlock_testkit::terminal_config::TerminalConfig;
 use airlock_testkit::x11::{Xvfb, X_TOOLS};
@@ -53,6 +53,28 @@ fn the_desktop_appears_in_remote_viewer_over_tls_and_closing_it_ends_the_session
     })?;
     ensure!(broker.url.starts_with("https://"), "{}", broker.url);
     block_on(broker.wait_clean(1, UP))?;
+    // A terminal that does not trust the site CA is told so (configuration, code 3).
+    let untrusting = run.tmp.path().join("untrusting");
+    std::fs::create_dir_all(&untrusting)?;
+    let config = TerminalConfig::new(&broker.url).write(&untrusting)?;
+    let iso = run
+        .artifacts
+        .small
+        .iso
+        .to_str()
+        .context("iso path")?
+        .to_owned();
+    let log = untrusting.join("open.log");
+    let mut open = airlock_open(&config, &["--iso", &iso, "--no-display"], &log)?;
+    let status = open.wait_timeout(Duration::from_secs(30))?;
+    let out = read_or_empty(&log);
+    ensure!(status.code() == Some(3), "exit {status}:\n{out}");
+    ensure!(
+        out.contains("does not present a certificate this terminal trusts")
+            && out.contains("broker.ca_file"),
+        "{out}"
+    );
+
     let x = Xvfb::start(1280, 800)?;
     // The launcher and the viewer get a home and a temporary directory of their own:
     // nothing may leave a connection file there.
@@ -90,7 +112,7 @@ fn the_desktop_appears_in_remote_viewer_over_tls_and_closing_it_ends_the_session
     // The X screen shows the desktop's framebuffer, pixel for pixel (within a small
     // tolerance for the display's encoding), once the viewer has drawn it.
     let mut qmp = broker.test_qmp("desk-01")?;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(90);
     let found = loop {
         let fb = qmp.screendump(&run.tmp.path().join("desktop.ppm"))?;
         let screen = x.screen(&run.tmp.path().join("screen.ppm"))?;
@@ -98,13 +120,24 @@ fn the_desktop_appears_in_remote_viewer_over_tls_and_closing_it_ends_the_session
             ensure!(fb.colours() > 2, "the desktop's screen is blank");
             break at;
         }
-        ensure!(
-            Instant::now() < deadline,
-            "the viewer never showed the desktop's framebuffer ({}x{}); airlock open said:\n{}",
-            fb.width,
-            fb.height,
-            read_or_empty(&log)
-        );
+        if Instant::now() >= deadline {
+            // Keep the two images for a person to look at.
+            let keep = airlock_testkit::artifacts::build_dir().join("test-output");
+            std::fs::create_dir_all(&keep)?;
+            for name in ["desktop.ppm", "screen.ppm"] {
+                std::fs::copy(
+                    run.tmp.path().join(name),
+                    keep.join(format!("open_viewer-{name}")),
+                )?;
+            }
+            anyhow::bail!(
+                "the viewer never showed the desktop's framebuffer ({}x{}; both images in {}); airlock open said:\n{}",
+                fb.width,
+                fb.height,
+                keep.display(),
+                read_or_empty(&log)
+            );
+        }
         std::thread::sleep(Duration::from_millis(500));
     };
     x.screenshot(&run.tmp.path().join("viewer.png"))?;

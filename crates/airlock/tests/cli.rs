@@ -209,3 +209,65 @@ async fn forward_an_iso_to_qemu_and_swap_from_stdin() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `airlock open ARGS…` with `config` (a file written into `dir` with `toml`), no token
+/// in the environment.
+fn open_with(dir: &Path, toml: &str, args: &[&str]) -> CliRun {
+    let token = dir.join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = dir.join("terminal.toml");
+    std::fs::write(
+        &config,
+        format!("[broker]\ntoken_file = \"{}\"\n{toml}", token.display()),
+    )
+    .unwrap();
+    let mut all = vec![
+        "open",
+        "--config",
+        config.to_str().unwrap(),
+        "--user",
+        "dr-x",
+    ];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
+#[test]
+fn open_says_what_is_wrong_and_exits_with_its_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    // No broker configured: configuration, code 3, naming the key.
+    let o = run(&["open", "--config", "/nonexistent/terminal.toml"]);
+    assert_eq!(o.code, Some(3), "{}", o.text());
+    assert!(
+        o.text().contains("cannot read the terminal configuration"),
+        "{}",
+        o.text()
+    );
+    let o = open_with(tmp.path(), "", &["--iso", "/x.iso", "--no-display"]);
+    assert_eq!(o.code, Some(3), "{}", o.text());
+    assert!(o.text().contains("broker.url"), "{}", o.text());
+    // A disc image that is not there: the drive, code 7, before any desktop is taken.
+    let o = open_with(
+        tmp.path(),
+        "url = \"http://127.0.0.1:9\"\n",
+        &["--iso", "/nonexistent.iso", "--no-display"],
+    );
+    assert_eq!(o.code, Some(7), "{}", o.text());
+    assert!(o.text().contains("cannot open disc image"), "{}", o.text());
+    // A broker that is not there: code 5, with what to check.
+    let iso = tmp.path().join("d.iso");
+    std::fs::write(&iso, vec![0u8; 4096]).unwrap();
+    let o = open_with(
+        tmp.path(),
+        "url = \"http://127.0.0.1:9\"\n",
+        &["--iso", iso.to_str().unwrap(), "--no-display"],
+    );
+    assert_eq!(o.code, Some(5), "{}", o.text());
+    assert!(o.text().contains("cannot reach the broker"), "{}", o.text());
+    assert!(
+        o.text().contains("Check that the broker is running"),
+        "{}",
+        o.text()
+    );
+}

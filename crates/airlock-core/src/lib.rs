@@ -54,6 +54,7 @@ pub mod ids;
 pub mod lease;
 pub mod policy;
 pub mod queue;
+pub mod spice;
 pub mod wire;
 
 pub use cpus::{CpuError, CpuList, CpuPlacement};

@@ -50,6 +50,7 @@ fn the_desktop_appears_in_remote_viewer_over_tls_and_closing_it_ends_the_session
     let broker = broker_with(|c| {
         c.size = 1;
         c.tls = Some(site.clone());
+        c.log_filter = "info,airlock_qemu=debug,airlock_pool=debug".into();
     })?;
     ensure!(broker.url.starts_with("https://"), "{}", broker.url);
     block_on(broker.wait_clean(1, UP))?;
@@ -102,7 +103,9 @@ fn the_desktop_appears_in_remote_viewer_over_tls_and_closing_it_ends_the_session
     let mut open = airlock_open_with(&config, &["--iso", &iso], &log, |cmd| {
         cmd.env("DISPLAY", x.display())
             .env("HOME", &home)
-            .env("TMPDIR", &tmpdir);
+            .env("TMPDIR", &tmpdir)
+            // The viewer's channel log goes to open.log, which a failure keeps.
+            .env("SPICE_DEBUG", "1");
     })?;
     serial
         .wait_cd(mark, Duration::from_secs(90))
@@ -121,15 +124,16 @@ fn the_desktop_appears_in_remote_viewer_over_tls_and_closing_it_ends_the_session
             break at;
         }
         if Instant::now() >= deadline {
-            // Keep the two images for a person to look at.
+            // Keep the two images and the logs for a person to look at.
             let keep = airlock_testkit::artifacts::build_dir().join("test-output");
             std::fs::create_dir_all(&keep)?;
-            for name in ["desktop.ppm", "screen.ppm"] {
+            for name in ["desktop.ppm", "screen.ppm", "open.log"] {
                 std::fs::copy(
                     run.tmp.path().join(name),
                     keep.join(format!("open_viewer-{name}")),
                 )?;
             }
+            std::fs::copy(broker.log_path(), keep.join("open_viewer-airlockd.log"))?;
             anyhow::bail!(
                 "the viewer never showed the desktop's framebuffer ({}x{}; both images in {}); airlock open said:\n{}",
                 fb.width,

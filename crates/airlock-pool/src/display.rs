@@ -4,19 +4,25 @@
 //! itself (the broker's certificate) and there is no plaintext path: a client that does
 //! not complete a TLS handshake never reaches QEMU.
 //!
+//! Over TLS the proxy writes each SPICE message of the desktop in TLS records of its own
+//! (`airlock_core::spice`): `remote-viewer` stalls when one record ends one message and
+//! starts the next.
+//!
 //! Owning the port also means a reset never waits for the old QEMU process to release it,
 //! so a new process can start while the kernel is still freeing the old one's memory.
 use crate::config::DisplayTls;
 use crate::engine::Pool;
 use crate::error::PoolError;
+use airlock_core::spice::{ClientLink, ServerFrames};
 use airlock_core::DesktopId;
 use airlock_qemu::spec::files;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -89,7 +95,7 @@ impl Pool {
             match self.display_tls() {
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => forward(tls, &path, id).await,
+                        Ok(Ok(tls)) => forward_framed(tls, &path, id).await,
                         Ok(Err(e)) => {
                             tracing::info!(desktop = %id, %peer, error = %e,
                                 "display connection refused: TLS handshake failed (a client that does not trust the certificate, or does not speak TLS)");
@@ -125,4 +131,149 @@ where
         }
     };
     let _ = tokio::io::copy_bidirectional(&mut client, &mut unix).await;
+}
+
+/// What the client's link said of the mini header, shared between the two directions:
+/// 0 not yet known, 1 not SPICE, 2 no, 3 yes.
+fn client_mini(state: &AtomicU8) -> Option<bool> {
+    match state.load(Ordering::Acquire) {
+        2 => Some(false),
+        3 => Some(true),
+        _ => None,
+    }
+}
+
+/// Like [`forward`], for a decrypted TLS stream: each unit of the desktop's SPICE stream
+/// (link reply, link result, each message) goes to the client in write calls of its
+/// own, so in TLS records of its own.
+async fn forward_framed<S>(client: S, path: &Path, id: &DesktopId)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let unix = match UnixStream::connect(path).await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(desktop = %id, error = %e, "cannot reach the desktop's display");
+            return;
+        }
+    };
+    let (mut from_client, mut to_client) = tokio::io::split(client);
+    let (mut from_desktop, mut to_desktop) = unix.into_split();
+    let mini = AtomicU8::new(0);
+    let up = async {
+        let mut link = ClientLink::default();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = from_client.read(&mut buf).await?;
+            if n == 0 {
+                return to_desktop.shutdown().await;
+            }
+            if client_mini(&mini).is_none() {
+                if let Some(found) = link.push(&buf[..n]) {
+                    let v = match found {
+                        None => 1,
+                        Some(false) => 2,
+                        Some(true) => 3,
+                    };
+                    mini.store(v, Ordering::Release);
+                }
+            }
+            to_desktop.write_all(&buf[..n]).await?;
+        }
+    };
+    let down = async {
+        let mut frames = ServerFrames::default();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = from_desktop.read(&mut buf).await?;
+            if n == 0 {
+                return to_client.shutdown().await;
+            }
+            write_units(&mut to_client, &buf[..n], &mut frames, client_mini(&mini)).await?;
+        }
+    };
+    if let Err(e) = tokio::try_join!(up, down) {
+        tracing::debug!(desktop = %id, error = %e, "display connection closed");
+    }
+}
+
+/// Writes `chunk` to `out` cut where `frames` finds units ending, then flushes.
+async fn write_units<W>(
+    out: &mut W,
+    chunk: &[u8],
+    frames: &mut ServerFrames,
+    client_mini: Option<bool>,
+) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut start = 0;
+    for end in frames.push(chunk, client_mini) {
+        out.write_all(&chunk[start..end]).await?;
+        start = end;
+    }
+    if start < chunk.len() {
+        out.write_all(&chunk[start..]).await?;
+    }
+    out.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// Records every write call.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl AsyncWrite for Writes {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.0.push(buf.to_vec());
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_link_result_and_the_first_message_read_together_go_out_apart() {
+        // What the proxy read in one go from QEMU right after the ticket: the link
+        // result and SPICE_MSG_MAIN_INIT (mini header), then half of a next message.
+        let mut frames = ServerFrames::default();
+        let mut reply = airlock_core::spice::MAGIC.to_le_bytes().to_vec();
+        for v in [2u32, 2, 4 + 162 + 12 + 8] {
+            reply.extend_from_slice(&v.to_le_bytes());
+        }
+        reply.extend_from_slice(&0u32.to_le_bytes());
+        reply.extend_from_slice(&[0; 162]);
+        for v in [1u32, 1, 178, 0b1011, 0xf] {
+            reply.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut out = Writes::default();
+        write_units(&mut out, &reply, &mut frames, Some(true))
+            .await
+            .unwrap();
+        assert_eq!(out.0, vec![reply.clone()]);
+
+        let mut chunk = 0u32.to_le_bytes().to_vec();
+        let init = [[103u8, 0].as_slice(), &32u32.to_le_bytes(), &[9u8; 32]].concat();
+        chunk.extend_from_slice(&init);
+        let next = [[104u8, 0].as_slice(), &10u32.to_le_bytes(), &[7u8; 4]].concat();
+        chunk.extend_from_slice(&next);
+        let mut out = Writes::default();
+        write_units(&mut out, &chunk, &mut frames, Some(true))
+            .await
+            .unwrap();
+        assert_eq!(out.0, vec![0u32.to_le_bytes().to_vec(), init, next]);
+    }
 }

@@ -1,6 +1,6 @@
 //! `cargo xtask`: Airlock's build tasks: the demo guest (`guest`), the sample referral
 //! discs (`sample-disc`), the test terminal VM (`terminal-guest`) and the benchmarks
-//! (`bench broker`, `bench disc`). A binary that nothing depends on: tests find what it
+//! (`bench broker`, `bench disc`, `bench open`). A binary that nothing depends on: tests find what it
 //! builds through the manifests it writes (`airlock-testkit`), and its benchmarks run
 //! Airlock through the same test kit.
 //!
@@ -10,6 +10,7 @@
 
 mod bench_broker;
 mod bench_disc;
+mod bench_open;
 mod cpio;
 mod dicom;
 mod disc;
@@ -75,6 +76,10 @@ enum Bench {
     /// desktop VM, (b) the emulated CD over the broker relay, (c) the terminal
     /// VM's drive forwarded over the relay.
     Disc(bench_disc::DiscArgs),
+    /// The clinician's wait: from starting `airlock open` to the desktop's first frame
+    /// in the real viewer, the drive attached and the disc read, on a warm pool of the
+    /// demo configuration.
+    Open(bench_open::OpenArgs),
 }
 
 fn main() -> ExitCode {
@@ -111,6 +116,9 @@ fn run(cli: Cli) -> Result<()> {
             })?;
         }
         Task::Bench(Bench::Broker(args)) => bench_broker::broker(&args)?,
+        Task::Bench(Bench::Open(args)) => {
+            bench_open::run(&args)?;
+        }
         Task::Bench(Bench::Disc(args)) => {
             bench_disc::run(&bench_disc::Options::new(args)?)?;
         }

@@ -82,6 +82,14 @@ impl Image {
         seen.len()
     }
 
+    /// How many pixels are within `tolerance` per channel of `rgb`.
+    pub fn count_close(&self, rgb: [u8; 3], tolerance: u8) -> usize {
+        self.rgb
+            .chunks_exact(3)
+            .filter(|p| p.iter().zip(rgb).all(|(a, b)| a.abs_diff(b) <= tolerance))
+            .count()
+    }
+
     /// Where `needle` appears in this image: the top-left corner of the place where at
     /// least `min_match` (0..1) of its pixels equal this image's within `tolerance` per
     /// channel. Candidates are the places where needle's most varied row matches.
@@ -159,6 +167,11 @@ mod tests {
         assert_eq!(screen.find(&needle, 4, 0.99), Some((5, 30)));
         assert_eq!(screen.find(&needle, 0, 0.99), None, "beyond the tolerance");
         assert!(needle.colours() > 2 && screen.colours() > 3);
+        assert_eq!(screen.count_close([30, 30, 30], 0), 64 * 40 - 20 * 10);
+        assert_eq!(
+            needle.count_close([202, 198, 200], 2),
+            needle.count_close([200; 3], 0)
+        );
     }
 
     #[test]

@@ -75,6 +75,9 @@ impl Pool {
                 }
                 SessionEvent::DisplayConnected => {
                     connected = true;
+                    // Operators (and `cargo xtask bench open`) see when the clinician's
+                    // viewer got in: QEMU accepted its password on the main channel.
+                    tracing::info!(desktop = %id, "display client connected");
                     if let Some(a) = away.take() {
                         tracing::info!(desktop = %id, lease = %a.lease,
                             away_s = a.since.elapsed().as_secs_f64(),

@@ -106,6 +106,63 @@ impl BrokerConfig {
         }
     }
 
+    /// The pool of an `airlockd.toml` (the demo's, `examples/demo.toml`): its size,
+    /// accelerator, memory, reset method, heartbeat timeout, kernel command line,
+    /// readiness, display protocol and grace time, CPU placement and control channel, with
+    /// the kit's guest files, tokens and log filter. The bool says whether the file
+    /// serves TLS (`server.tls_cert`); its certificate files are the site's, so a test
+    /// makes its own ([`crate::tls::site_ca`]) and sets [`BrokerConfig::tls`].
+    pub fn from_file(guest: &GuestManifest, path: &Path) -> Result<(BrokerConfig, bool)> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let v: toml::Value =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let get = |keys: &[&str]| -> Option<&toml::Value> {
+            keys.iter().try_fold(&v, |at, k| at.get(*k))
+        };
+        let num = |keys: &[&str]| -> Result<Option<u64>> {
+            get(keys)
+                .map(|x| {
+                    x.as_integer()
+                        .and_then(|n| u64::try_from(n).ok())
+                        .with_context(|| {
+                            format!("{} in {} is not a count", keys.join("."), path.display())
+                        })
+                })
+                .transpose()
+        };
+        let text_of = |keys: &[&str]| -> Option<String> {
+            get(keys).and_then(|x| x.as_str()).map(str::to_string)
+        };
+        let mut c = BrokerConfig::new(guest);
+        if let Some(n) = num(&["pool", "size"])? {
+            c.size = usize::try_from(n)?;
+        }
+        if let Some(n) = num(&["pool", "memory_mib"])? {
+            c.memory_mib = n;
+        }
+        if let Some(n) = num(&["pool", "heartbeat_timeout_s"])? {
+            c.heartbeat_timeout_s = n;
+        }
+        if let Some(n) = num(&["pool", "readiness", "timeout_s"])? {
+            c.ready_timeout_s = n;
+        }
+        c.display_grace_s = num(&["pool", "display", "grace_s"])?;
+        c.accel = text_of(&["pool", "accel"]).unwrap_or(c.accel);
+        c.reset = text_of(&["pool", "reset"]).unwrap_or(c.reset);
+        c.append = text_of(&["pool", "guest", "append"]).unwrap_or(c.append);
+        c.probe = text_of(&["pool", "readiness", "probe"]).unwrap_or(c.probe);
+        c.display = text_of(&["pool", "display", "protocol"]);
+        c.display_host_subject = text_of(&["pool", "display", "host_subject"]);
+        c.cpus = text_of(&["pool", "cpus", "desktops"])
+            .map(|d| (d, text_of(&["pool", "cpus", "housekeeping"])));
+        c.test_control_channel = get(&["pool", "test_control_channel"])
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(false);
+        let tls = get(&["server", "tls_cert"]).is_some();
+        Ok((c, tls))
+    }
+
     /// The TOML text, with the state directory and the first display port.
     pub fn to_toml(&self, state_dir: &Path, display_port_base: u16) -> Result<String> {
         let file = File {
@@ -275,5 +332,40 @@ mod tests {
         assert!(v["pool"]["display"].get("host_subject").is_none());
         assert_eq!(v["pool"]["cpus"]["desktops"].as_str(), Some("0"));
         assert!(v["pool"]["cpus"].get("housekeeping").is_none());
+    }
+
+    #[test]
+    fn reads_the_pool_of_the_demo_config() {
+        let g = GuestManifest {
+            kernel: "/g/vmlinuz".into(),
+            initrd: "/g/initrd.img".into(),
+            golden_disk: "/g/golden.qcow2".into(),
+            append: "console=ttyS0".into(),
+            kernel_version: String::new(),
+            kernel_package_version: String::new(),
+            busybox_version: String::new(),
+            init_sha256: String::new(),
+        };
+        let demo = crate::artifacts::workspace_root().join("examples/demo.toml");
+        let (c, tls) = BrokerConfig::from_file(&g, &demo).unwrap();
+        assert_eq!(
+            (c.size, c.memory_mib, c.reset.as_str()),
+            (2, 256, "template_clone")
+        );
+        assert_eq!(c.display.as_deref(), Some("spice"));
+        assert_eq!(c.disk, g.golden_disk);
+        assert!(c.append.contains("console=tty0"), "{}", c.append);
+        assert!(!c.test_control_channel && !tls);
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.toml");
+        std::fs::write(
+            &f,
+            "[server]\ntls_cert = \"c.pem\"\n[pool]\nsize = 1\n[pool.cpus]\ndesktops = \"1\"\n",
+        )
+        .unwrap();
+        let (c, tls) = BrokerConfig::from_file(&g, &f).unwrap();
+        assert!(tls && c.size == 1 && c.display.is_none());
+        assert_eq!(c.cpus, Some(("1".to_string(), None)));
     }
 }

@@ -263,35 +263,31 @@ mod tests {
         h
     }
 
-    fn client_link(common: &[u32]) -> Vec<u8> {
-        let mut m = Vec::new();
-        m.extend_from_slice(&7u32.to_le_bytes()); // connection id
-        m.extend_from_slice(&[1, 0]); // main channel 0
-        m.extend_from_slice(&(common.len() as u32).to_le_bytes());
-        m.extend_from_slice(&1u32.to_le_bytes()); // one channel cap word
-        m.extend_from_slice(&(LINK_MESS_LEN as u32).to_le_bytes());
-        for c in common {
+    /// A link header and a link message or reply: `fixed` (the part before the counts),
+    /// then the counts, the offset, the common caps and one channel cap word.
+    fn link(fixed: Vec<u8>, common: &[u32]) -> Vec<u8> {
+        let mut m = fixed;
+        let caps_offset = m.len() + 12;
+        for word in [common.len(), 1, caps_offset] {
+            m.extend_from_slice(&(word as u32).to_le_bytes());
+        }
+        for c in common.iter().chain(&[0xf]) {
             m.extend_from_slice(&c.to_le_bytes());
         }
-        m.extend_from_slice(&0xfu32.to_le_bytes());
         let mut all = link_header(m.len());
         all.extend(m);
         all
     }
 
+    fn client_link(common: &[u32]) -> Vec<u8> {
+        // Connection id 7, the main channel 0.
+        link([7, 0, 0, 0, 1, 0].to_vec(), common)
+    }
+
     fn server_reply(error: u32, common: &[u32]) -> Vec<u8> {
-        let mut r = error.to_le_bytes().to_vec();
-        r.extend_from_slice(&[0x30; 162]);
-        r.extend_from_slice(&(common.len() as u32).to_le_bytes());
-        r.extend_from_slice(&1u32.to_le_bytes());
-        r.extend_from_slice(&(LINK_REPLY_LEN as u32).to_le_bytes());
-        for c in common {
-            r.extend_from_slice(&c.to_le_bytes());
-        }
-        r.extend_from_slice(&0xfu32.to_le_bytes());
-        let mut all = link_header(r.len());
-        all.extend(r);
-        all
+        let mut fixed = error.to_le_bytes().to_vec();
+        fixed.extend_from_slice(&[0x30; 162]);
+        link(fixed, common)
     }
 
     fn mini(kind: u16, body: &[u8]) -> Vec<u8> {

@@ -23,6 +23,18 @@ pub struct Run {
     pub tmp: tempfile::TempDir,
 }
 
+impl Run {
+    /// The small sample disc's path, as a command-line argument.
+    pub fn small_iso(&self) -> Result<String> {
+        self.artifacts
+            .small
+            .iso
+            .to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("the small ISO's path is not UTF-8"))
+    }
+}
+
 /// The artifacts and binaries built, a clock started and a temporary directory; `None`
 /// when VM tests are skipped.
 pub fn begin() -> Result<Option<Run>> {

@@ -5,14 +5,14 @@
 //! gets the same lease back and ends cleanly on SIGTERM; a broker killed during a
 //! session, noticed within two heartbeat intervals; terminals waiting in line.
 
-use airlock_e2e::{airlock_open, begin, broker_with};
+use airlock_e2e::{airlock_open, begin, broker_with, Run};
 use airlock_testkit::broker::TERMINAL_TOKEN;
 use airlock_testkit::process::Signal;
 use airlock_testkit::process::{read_or_empty, Proc};
 use airlock_testkit::terminal_config::TerminalConfig;
 use airlock_testkit::{block_on, Broker};
 use anyhow::{ensure, Context, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const UP: Duration = Duration::from_secs(240);
@@ -35,25 +35,26 @@ fn exit_of(open: &mut Proc, log: &Path, within: Duration) -> Result<(i32, String
     Ok((st.code().unwrap_or(-1), read_or_empty(log)))
 }
 
+/// A clean one-desktop broker whose leases end `heartbeat_timeout_s` after the last
+/// heartbeat, and a terminal configuration for it.
+fn one_desktop(run: &Run, heartbeat_timeout_s: u64) -> Result<(Broker, PathBuf)> {
+    let broker = broker_with(|c| {
+        c.size = 1;
+        c.heartbeat_timeout_s = heartbeat_timeout_s;
+    })?;
+    block_on(broker.wait_clean(1, UP))?;
+    let config = TerminalConfig::new(&broker.url).write(run.tmp.path())?;
+    Ok((broker, config))
+}
+
 #[test]
 fn open_without_a_display_keeps_its_lease_and_ends_cleanly() -> Result<()> {
     let Some(run) = begin()? else {
         return Ok(());
     };
     let timeout_s = 3;
-    let broker = broker_with(|c| {
-        c.size = 1;
-        c.heartbeat_timeout_s = timeout_s;
-    })?;
-    block_on(broker.wait_clean(1, UP))?;
-    let config = TerminalConfig::new(&broker.url).write(run.tmp.path())?;
-    let iso = run
-        .artifacts
-        .small
-        .iso
-        .to_str()
-        .context("iso path")?
-        .to_owned();
+    let (broker, config) = one_desktop(&run, timeout_s)?;
+    let iso = run.small_iso()?;
 
     // The only desktop taken: --wait 0 answers at once with code 4.
     let held = block_on(broker.acquire_ok("dr-other"))?;
@@ -149,19 +150,8 @@ fn a_broker_lost_during_a_session_is_noticed_and_a_restart_serves_again() -> Res
         return Ok(());
     };
     let timeout_s = 3;
-    let mut broker = broker_with(|c| {
-        c.size = 1;
-        c.heartbeat_timeout_s = timeout_s;
-    })?;
-    block_on(broker.wait_clean(1, UP))?;
-    let config = TerminalConfig::new(&broker.url).write(run.tmp.path())?;
-    let iso = run
-        .artifacts
-        .small
-        .iso
-        .to_str()
-        .context("iso path")?
-        .to_owned();
+    let (mut broker, config) = one_desktop(&run, timeout_s)?;
+    let iso = run.small_iso()?;
     let log = run.tmp.path().join("open-lost.log");
     let mut open = airlock_open(&config, &["--no-display", "--iso", &iso], &log)?;
     leased(&broker, &log)?;
@@ -218,13 +208,7 @@ fn waiting_terminals_see_their_place_and_get_the_next_desktop() -> Result<()> {
         c.terminals = (1..=5).map(TerminalEntry::numbered).collect();
     })?;
     block_on(broker.wait_clean(2, UP))?;
-    let iso = run
-        .artifacts
-        .small
-        .iso
-        .to_str()
-        .context("iso path")?
-        .to_owned();
+    let iso = run.small_iso()?;
     // Both desktops held by terminals 1 and 2.
     let first = block_on(broker.acquire_ok("dr-one"))?;
     let r = block_on(broker.acquire(&TerminalEntry::numbered(2).token, "dr-two"))?;

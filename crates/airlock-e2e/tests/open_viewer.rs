@@ -2,7 +2,9 @@
 //! leased desktop over the broker's TLS display, with the disc's listing; the X screen
 //! holds exactly the desktop's framebuffer (compared with a QMP screendump of the same
 //! desktop); the connection file never touches the disk nor the viewer's command line;
-//! closing the viewer releases the desktop, which is reset, and the command exits 0.
+//! closing the viewer releases the desktop, which is reset, and the command exits 0; and
+//! the desktop's own "Finish" (the guest powers off) ends the lease `signed_out`, takes
+//! the viewer away and ends `airlock open` with 0.
 
 use airlock_e2e::{airlock_open, airlock_open_with, begin, broker_with};
 use airlock_testkit::process::{cmdline, read_or_empty, Signal};
@@ -15,13 +17,14 @@ use std::time::{Duration, Instant};
 
 const UP: Duration = Duration::from_secs(240);
 
-/// The direct children of `pid`.
-fn children(pid: u32) -> Vec<u32> {
+/// The `remote-viewer` that `airlock open` (process `pid`) started.
+fn viewer_of(pid: u32) -> Result<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
-        .collect()
+        .find(|p| cmdline(*p).contains("remote-viewer"))
+        .context("no remote-viewer child of airlock open")
 }
 
 /// Files under `dir` whose name ends in `.vv`.
@@ -38,6 +41,48 @@ fn vv_files(dir: &Path) -> Vec<String> {
         }
     }
     found
+}
+
+/// Waits until the X screen shows the desktop's framebuffer (a QMP screendump), pixel for
+/// pixel within a small tolerance for the display's encoding; where it is. On failure
+/// both images, `airlock open`'s log and the broker's are kept under
+/// `build/test-output/`.
+fn desktop_on_screen(
+    x: &Xvfb,
+    qmp: &mut airlock_testkit::qmp::Qmp,
+    tmp: &Path,
+    broker: &airlock_testkit::Broker,
+    log: &Path,
+) -> Result<(usize, usize)> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let fb = qmp.screendump(&tmp.join("desktop.ppm"))?;
+        let screen = x.screen(&tmp.join("screen.ppm"))?;
+        if let Some(at) = screen.find(&fb, 8, 0.98) {
+            ensure!(fb.colours() > 2, "the desktop's screen is blank");
+            return Ok(at);
+        }
+        if Instant::now() >= deadline {
+            // Keep the two images and the logs for a person to look at.
+            let keep = airlock_testkit::artifacts::build_dir().join("test-output");
+            std::fs::create_dir_all(&keep)?;
+            std::fs::copy(
+                tmp.join("desktop.ppm"),
+                keep.join("open_viewer-desktop.ppm"),
+            )?;
+            std::fs::copy(tmp.join("screen.ppm"), keep.join("open_viewer-screen.ppm"))?;
+            std::fs::copy(log, keep.join("open_viewer-open.log"))?;
+            std::fs::copy(broker.log_path(), keep.join("open_viewer-airlockd.log"))?;
+            anyhow::bail!(
+                "the viewer never showed the desktop's framebuffer ({}x{}; both images and the logs in {}); airlock open said:\n{}",
+                fb.width,
+                fb.height,
+                keep.display(),
+                read_or_empty(log)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 #[test]
@@ -58,13 +103,7 @@ fn the_desktop_appears_in_remote_viewer_over_tls_and_closing_it_ends_the_session
     let untrusting = run.tmp.path().join("untrusting");
     std::fs::create_dir_all(&untrusting)?;
     let config = TerminalConfig::new(&broker.url).write(&untrusting)?;
-    let iso = run
-        .artifacts
-        .small
-        .iso
-        .to_str()
-        .context("iso path")?
-        .to_owned();
+    let iso = run.small_iso()?;
     let log = untrusting.join("open.log");
     let mut open = airlock_open(&config, &["--iso", &iso, "--no-display"], &log)?;
     let status = open.wait_timeout(Duration::from_secs(30))?;
@@ -93,13 +132,7 @@ fn the_desktop_appears_in_remote_viewer_over_tls_and_closing_it_ends_the_session
     let log = run.tmp.path().join("open.log");
     let serial = broker.serial_log("desk-01");
     let mark = serial.mark();
-    let iso = run
-        .artifacts
-        .small
-        .iso
-        .to_str()
-        .context("iso path")?
-        .to_owned();
+    let iso = run.small_iso()?;
     let mut open = airlock_open_with(&config, &["--iso", &iso], &log, |cmd| {
         cmd.env("DISPLAY", x.display())
             .env("HOME", &home)
@@ -115,43 +148,12 @@ fn the_desktop_appears_in_remote_viewer_over_tls_and_closing_it_ends_the_session
     // The X screen shows the desktop's framebuffer, pixel for pixel (within a small
     // tolerance for the display's encoding), once the viewer has drawn it.
     let mut qmp = broker.test_qmp("desk-01")?;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let found = loop {
-        let fb = qmp.screendump(&run.tmp.path().join("desktop.ppm"))?;
-        let screen = x.screen(&run.tmp.path().join("screen.ppm"))?;
-        if let Some(at) = screen.find(&fb, 8, 0.98) {
-            ensure!(fb.colours() > 2, "the desktop's screen is blank");
-            break at;
-        }
-        if Instant::now() >= deadline {
-            // Keep the two images and the logs for a person to look at.
-            let keep = airlock_testkit::artifacts::build_dir().join("test-output");
-            std::fs::create_dir_all(&keep)?;
-            for name in ["desktop.ppm", "screen.ppm", "open.log"] {
-                std::fs::copy(
-                    run.tmp.path().join(name),
-                    keep.join(format!("open_viewer-{name}")),
-                )?;
-            }
-            std::fs::copy(broker.log_path(), keep.join("open_viewer-airlockd.log"))?;
-            anyhow::bail!(
-                "the viewer never showed the desktop's framebuffer ({}x{}; both images in {}); airlock open said:\n{}",
-                fb.width,
-                fb.height,
-                keep.display(),
-                read_or_empty(&log)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let found = desktop_on_screen(&x, &mut qmp, run.tmp.path(), &broker, &log)?;
     x.screenshot(&run.tmp.path().join("viewer.png"))?;
     println!("the desktop is on the X screen at {found:?}");
 
     // The viewer got its connection file on stdin: no file, no password in its arguments.
-    let viewer = children(open.id())
-        .into_iter()
-        .find(|p| cmdline(*p).contains("remote-viewer"))
-        .context("no remote-viewer child of airlock open")?;
+    let viewer = viewer_of(open.id())?;
     let args = cmdline(viewer);
     ensure!(args.trim_end().ends_with(" -"), "viewer arguments: {args}");
     ensure!(!args.contains("password"), "viewer arguments: {args}");
@@ -177,5 +179,64 @@ fn the_desktop_appears_in_remote_viewer_over_tls_and_closing_it_ends_the_session
     );
     block_on(broker.wait_desktop("desk-01", UP, |d| d["state"] == "clean" && d["resets"] == 1))?;
     airlock_testkit::audit::check_invariants(&block_on(broker.audit())?)?;
+    Ok(())
+}
+
+/// The clinician presses the desktop's "Finish" key (the guest powers itself off): the
+/// lease ends `signed_out`, the viewer goes away, `airlock open` exits 0 and the desktop
+/// is reset.
+#[test]
+fn finish_in_the_desktop_closes_the_viewer_and_ends_airlock_open() -> Result<()> {
+    let Some(run) = begin()? else {
+        return Ok(());
+    };
+    airlock_testkit::tools::require(X_TOOLS)?;
+    let broker = broker_with(|c| c.size = 1)?;
+    block_on(broker.wait_clean(1, UP))?;
+    let x = Xvfb::start(1024, 768)?;
+    let config = TerminalConfig {
+        display_mode: Some("window".into()),
+        ..TerminalConfig::new(&broker.url)
+    }
+    .write(run.tmp.path())?;
+    let log = run.tmp.path().join("open.log");
+    let iso = run.small_iso()?;
+    let mut open = airlock_open_with(&config, &["--iso", &iso], &log, |cmd| {
+        cmd.env("DISPLAY", x.display()).env("SPICE_DEBUG", "1");
+    })?;
+    let mut qmp = broker.test_qmp("desk-01")?;
+    desktop_on_screen(&x, &mut qmp, run.tmp.path(), &broker, &log)?;
+    let viewer = viewer_of(open.id())?;
+
+    // "Press F (or Enter) to finish": the key as the desktop's keyboard gets it.
+    qmp.cmd(
+        "send-key",
+        serde_json::json!({"keys": [{"type": "qcode", "data": "f"}]}),
+    )?;
+    let status = open
+        .wait_timeout(Duration::from_secs(60))
+        .with_context(|| read_or_empty(&log))?;
+    let out = read_or_empty(&log);
+    ensure!(status.code() == Some(0), "exit {status}:\n{out}");
+    ensure!(out.contains("Session ended:"), "{out}");
+    ensure!(
+        !Path::new(&format!("/proc/{viewer}")).exists()
+            || read_or_empty(Path::new(&format!("/proc/{viewer}/stat"))).contains(") Z"),
+        "the viewer still runs after Finish"
+    );
+    block_on(broker.wait_desktop("desk-01", UP, |d| d["state"] == "clean" && d["resets"] == 1))?;
+    let audit = block_on(broker.audit())?;
+    airlock_testkit::audit::check_invariants(&audit)?;
+    let ended = audit
+        .iter()
+        .find(|r| r["action"] == "lease_ended")
+        .context("no lease_ended record")?;
+    ensure!(
+        ended["details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("signed_out"),
+        "{ended}"
+    );
     Ok(())
 }

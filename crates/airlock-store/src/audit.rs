@@ -72,15 +72,20 @@ impl AuditEntry {
 /// A stored audit record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditRecord {
+    /// Its place in the chain, from 1.
     pub seq: i64,
+    /// When it was written.
     pub ts: UnixMillis,
+    /// What happened (`lease_granted`, `lease_ended`, …; the list is in docs/api.md).
     pub action: String,
+    /// Who and what it concerns, where it applies.
     pub terminal: Option<String>,
     pub user: Option<String>,
     pub desktop: Option<String>,
     pub lease: Option<String>,
     /// The details as stored (canonical JSON text).
     pub details: String,
+    /// The previous record's hash, and this record's (over its fields and that one).
     pub prev_hash: String,
     pub hash: String,
 }

@@ -26,7 +26,7 @@ pub struct DesktopRow {
     pub since: UnixMillis,
     /// Why it is in this state (e.g. why it is broken).
     pub reason: Option<String>,
-    /// Completed resets.
+    /// Completed resets, the last one's duration and its method.
     pub resets: i64,
     pub last_reset_ms: Option<i64>,
     pub last_reset_method: Option<String>,
@@ -40,11 +40,14 @@ pub struct DesktopRow {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LeaseRow {
     pub id: LeaseId,
+    /// The desktop, and the terminal and user it was granted to.
     pub desktop: DesktopId,
     pub terminal: TerminalName,
     pub user: UserName,
+    /// When it was granted, and its last heartbeat.
     pub created_at: UnixMillis,
     pub heartbeat_at: UnixMillis,
+    /// When and why it ended (both `None` while it is live).
     pub ended_at: Option<UnixMillis>,
     pub end_reason: Option<EndReason>,
 }

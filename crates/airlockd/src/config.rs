@@ -19,20 +19,12 @@ pub enum ConfigError {
     },
     #[error("config file {path} is not valid: {message}")]
     Syntax { path: String, message: String },
-    #[error("config key `{key}`: {problem}; {fix}")]
-    Invalid {
-        key: &'static str,
-        problem: String,
-        fix: String,
-    },
+    #[error("config key {0}")]
+    Invalid(airlock_core::config_key::InvalidKey),
 }
 
 fn invalid(key: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        problem: problem.into(),
-        fix: fix.into(),
-    }
+    ConfigError::Invalid(airlock_core::config_key::InvalidKey::new(key, problem, fix))
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,17 +11,25 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 pub struct DesktopView {
     pub id: DesktopId,
+    /// Its state in the life cycle (`airlock-core::desktop`).
     pub state: DesktopState,
+    /// When it entered that state.
     pub since: UnixMillis,
+    /// Why it is in that state (for `broken`: what failed).
     pub reason: Option<String>,
+    /// The lease it serves, with its terminal and user, while `leased`.
     pub lease: Option<LeaseId>,
     pub terminal: Option<TerminalName>,
     pub user: Option<UserName>,
+    /// Completed resets, the last one's duration in seconds and its method.
     pub resets: i64,
     pub last_reset_s: Option<f64>,
     pub last_reset_method: Option<String>,
+    /// Clean starts so far.
     pub generation: i64,
+    /// Its QEMU process, while one runs.
     pub pid: Option<i32>,
+    /// The broker's display port for it, when the pool has a display.
     pub display_port: Option<u16>,
 }
 

@@ -28,20 +28,12 @@ pub enum ConfigError {
     },
     #[error("{path} is not valid: {message}")]
     Syntax { path: PathBuf, message: String },
-    #[error("{key}: {problem}; {fix}")]
-    Invalid {
-        key: &'static str,
-        problem: String,
-        fix: String,
-    },
+    #[error("{0}")]
+    Invalid(airlock_core::config_key::InvalidKey),
 }
 
 fn invalid(key: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        problem: problem.into(),
-        fix: fix.into(),
-    }
+    ConfigError::Invalid(airlock_core::config_key::InvalidKey::new(key, problem, fix))
 }
 
 #[derive(Debug, Default, Deserialize)]

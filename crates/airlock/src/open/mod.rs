@@ -18,7 +18,7 @@ use airlock_usb::transport::{self, BrokerTarget, LeaseRef, Target, TransportErro
 use tokio::signal::unix::{signal, SignalKind};
 
 use api::{ApiError, BrokerApi, LeaseAnswer, LeaseState};
-use config::{OpenConfig, Overrides};
+use config::{DisplayChoice, OpenConfig, Overrides};
 
 /// How `airlock open` ended: the exit code and a one-line reason (docs/terminal.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,6 +258,26 @@ async fn heartbeats(api: BrokerApi, lease: LeaseId, interval: Duration) -> End {
     }
 }
 
+/// Starts the display client on the grant's display; why not, in words for the user.
+async fn show(
+    d: &DisplayChoice,
+    cfg: &OpenConfig,
+    grant: &LeaseGrant,
+) -> Result<tokio::process::Child, String> {
+    let Some(shown) = &grant.display else {
+        return Err("the broker's pool has no display configured; use --no-display".into());
+    };
+    if !shown.tls {
+        tracing::warn!(host = %shown.host, "the desktop's display is not encrypted (the broker has no TLS)");
+    }
+    say("Connecting the display...");
+    let file = viewer::connection_file(shown, &grant.desktop_id, cfg.ca_pem.as_deref(), d.mode)
+        .map_err(|e| e.to_string())?;
+    viewer::start(&d.client, d.mode, &file)
+        .await
+        .map_err(|e| format!("{} (install virt-viewer, or set display.client)", chain(&e)))
+}
+
 /// The session on a granted lease, until it ends; then release.
 async fn session(
     api: &BrokerApi,
@@ -279,55 +299,9 @@ async fn session(
 
     let mut viewer = None;
     if let Some(d) = &cfg.display {
-        let Some(shown) = &grant.display else {
-            return finish(
-                api,
-                &lease,
-                None,
-                None,
-                Outcome::DisplayFailed(
-                    "the broker's pool has no display configured; use --no-display".into(),
-                ),
-            )
-            .await;
-        };
-        if !shown.tls {
-            tracing::warn!(host = %shown.host, "the desktop's display is not encrypted (the broker has no TLS)");
-        }
-        say("Connecting the display...");
-        let file = match viewer::connection_file(
-            shown,
-            &grant.desktop_id,
-            cfg.ca_pem.as_deref(),
-            d.mode,
-        ) {
-            Ok(f) => f,
-            Err(e) => {
-                return finish(
-                    api,
-                    &lease,
-                    None,
-                    None,
-                    Outcome::DisplayFailed(e.to_string()),
-                )
-                .await
-            }
-        };
-        match viewer::start(&d.client, d.mode, &file).await {
+        match show(d, cfg, &grant).await {
             Ok(child) => viewer = Some(child),
-            Err(e) => {
-                return finish(
-                    api,
-                    &lease,
-                    None,
-                    None,
-                    Outcome::DisplayFailed(format!(
-                        "{} (install virt-viewer, or set display.client)",
-                        chain(&e)
-                    )),
-                )
-                .await
-            }
+            Err(why) => return finish(api, &lease, None, None, Outcome::DisplayFailed(why)).await,
         }
     }
 

@@ -256,7 +256,7 @@ pub fn run(o: &Options) -> Result<Report> {
         ),
         None => println!("== no CPU placement: every thread may run on every CPU"),
     }
-    let loadavg_before = loadavg();
+    let loadavg_before = util::loadavg();
     let mut series = Vec::new();
     if want("a") {
         println!("== (a) local USB drive: usb-bot + scsi-cd on the desktop VM");
@@ -439,7 +439,7 @@ pub fn run(o: &Options) -> Result<Report> {
             .unwrap_or_else(|| "none".into()),
         host_cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         loadavg_before,
-        loadavg_after: loadavg(),
+        loadavg_after: util::loadavg(),
         qemu: util::run_stdout(Command::new(QEMU).arg("--version"))?
             .lines()
             .next()
@@ -447,15 +447,7 @@ pub fn run(o: &Options) -> Result<Report> {
             .to_string(),
         series,
     };
-    let json = o
-        .args
-        .json
-        .clone()
-        .unwrap_or_else(|| util::workspace_root().join("build/bench/disc.json"));
-    if let Some(dir) = json.parent() {
-        util::create_dir(dir)?;
-    }
-    util::write_atomic(&json, &serde_json::to_vec_pretty(&report)?)?;
+    let json = util::save_results(o.args.json.as_deref(), "disc.json", &report)?;
     println!();
     println!("{}", table(&report));
     println!("{}", cpu_table(&report));
@@ -465,15 +457,6 @@ pub fn run(o: &Options) -> Result<Report> {
     );
     println!("results: {}", json.display());
     Ok(report)
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 impl Series {

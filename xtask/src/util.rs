@@ -60,3 +60,31 @@ pub fn create_dir(path: &Path) -> Result<()> {
 pub fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
+
+/// The load average (1, 5 and 15 minutes) as `/proc/loadavg` gives it.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Writes a benchmark's results as JSON to `path`, else `build/bench/DEFAULT_NAME`; the
+/// path written.
+pub fn save_results(
+    path: Option<&Path>,
+    default_name: &str,
+    results: &impl serde::Serialize,
+) -> Result<PathBuf> {
+    let json = path.map_or_else(
+        || workspace_root().join("build/bench").join(default_name),
+        Path::to_path_buf,
+    );
+    if let Some(dir) = json.parent() {
+        create_dir(dir)?;
+    }
+    write_atomic(&json, &serde_json::to_vec_pretty(results)?)?;
+    Ok(json)
+}

@@ -117,18 +117,25 @@ impl Pool {
     }
 }
 
+/// The desktop's display socket, or `None` (logged).
+async fn reach(path: &Path, id: &DesktopId) -> Option<UnixStream> {
+    match UnixStream::connect(path).await {
+        Ok(u) => Some(u),
+        Err(e) => {
+            tracing::warn!(desktop = %id, error = %e, "cannot reach the desktop's display");
+            None
+        }
+    }
+}
+
 /// Pipes a client's (plain or decrypted) stream to QEMU's display socket until either
 /// side closes.
 async fn forward<S>(mut client: S, path: &Path, id: &DesktopId)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut unix = match UnixStream::connect(path).await {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::warn!(desktop = %id, error = %e, "cannot reach the desktop's display");
-            return;
-        }
+    let Some(mut unix) = reach(path, id).await else {
+        return;
     };
     let _ = tokio::io::copy_bidirectional(&mut client, &mut unix).await;
 }
@@ -150,12 +157,8 @@ async fn forward_framed<S>(client: S, path: &Path, id: &DesktopId)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let unix = match UnixStream::connect(path).await {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::warn!(desktop = %id, error = %e, "cannot reach the desktop's display");
-            return;
-        }
+    let Some(unix) = reach(path, id).await else {
+        return;
     };
     let (mut from_client, mut to_client) = tokio::io::split(client);
     let (mut from_desktop, mut to_desktop) = unix.into_split();

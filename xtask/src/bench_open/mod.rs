@@ -179,7 +179,7 @@ pub fn run(args: &OpenArgs) -> Result<Report> {
         ..TerminalConfig::new(&broker.url)
     }
     .write(work.path())?;
-    let loadavg_before = loadavg();
+    let loadavg_before = util::loadavg();
     let mut samples = Vec::new();
     for i in 0..args.warmup + args.runs {
         let counted = i >= args.warmup;
@@ -231,7 +231,7 @@ pub fn run(args: &OpenArgs) -> Result<Report> {
         warmup: args.warmup,
         host_cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         loadavg_before,
-        loadavg_after: loadavg(),
+        loadavg_after: util::loadavg(),
         qemu: util::run_stdout(Command::new(airlock_testkit::tools::QEMU).arg("--version"))?
             .lines()
             .next()
@@ -243,14 +243,7 @@ pub fn run(args: &OpenArgs) -> Result<Report> {
             .to_string(),
         samples,
     };
-    let json = args
-        .json
-        .clone()
-        .unwrap_or_else(|| util::workspace_root().join("build/bench/open.json"));
-    if let Some(dir) = json.parent() {
-        util::create_dir(dir)?;
-    }
-    util::write_atomic(&json, &serde_json::to_vec_pretty(&report)?)?;
+    let json = util::save_results(args.json.as_deref(), "open.json", &report)?;
     println!();
     println!("{}", table(&report));
     println!(
@@ -265,13 +258,4 @@ pub fn run(args: &OpenArgs) -> Result<Report> {
 pub(crate) fn pin(pid: u32, cpus: &airlock_core::CpuList) -> Result<()> {
     airlock_qemu::affinity::pin_process(i32::try_from(pid)?, cpus)?;
     Ok(())
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }

@@ -50,8 +50,8 @@ pub fn begin() -> Result<Option<Run>> {
 }
 
 /// A broker (the host build of `airlockd`) with `size` desktops of the demo guest, long
-/// heartbeat timeouts (the tests forward with `airlock usb forward`, which does not
-/// heartbeat), and every process it starts stopped on Ctrl-C.
+/// heartbeat timeouts (leases the tests make by hand outlive their slow steps), and every
+/// process it starts stopped on Ctrl-C.
 pub fn broker(size: usize) -> Result<Broker> {
     broker_with(|c| {
         c.size = size;

@@ -2,9 +2,10 @@
 //! on this machine serves an ISO image as a USB CD-ROM drive over usbredir,
 //! through `airlockd`, to a leased desktop, which mounts and reads it; then a
 //! disc change (the CLI's `eject` and `insert FILE` commands on stdin) is
-//! seen by the guest as a removal and a new disc.
+//! seen by the guest as a removal and a new disc. A lease made by hand stays alive while
+//! the forwarder runs: it sends the heartbeats.
 
-use airlock_e2e::{begin, broker, the_one_usb_stream};
+use airlock_e2e::{begin, broker, broker_with, the_one_usb_stream};
 use airlock_testkit::block_on;
 use airlock_testkit::broker::TERMINAL_TOKEN;
 use airlock_testkit::iso::{filler, make_iso};
@@ -101,5 +102,48 @@ fn emulated_cd_through_the_relay_with_a_disc_change() -> Result<()> {
     );
     ensure!(block_on(broker.release(TERMINAL_TOKEN, &lease.lease_id))? == 202);
     println!("test took {:.1} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// A lease made by hand stays alive while `airlock usb forward` runs: the forwarder sends
+/// its heartbeats (three heartbeat timeouts pass with the drive attached), and once it
+/// stops, the broker ends the lease on its own.
+#[test]
+fn usb_forward_keeps_its_lease_alive_while_it_runs() -> Result<()> {
+    let Some(run) = begin()? else {
+        return Ok(());
+    };
+    let timeout_s = 3;
+    let broker = broker_with(|c| {
+        c.size = 1;
+        c.heartbeat_timeout_s = timeout_s;
+    })?;
+    block_on(broker.wait_clean(1, Duration::from_secs(180)))?;
+    let lease = block_on(broker.acquire_ok("dr-by-hand"))?;
+    let desk = lease.desktop_id.to_string();
+    let log_path = run.tmp.path().join("forward.log");
+    let mut fwd = broker.forward_iso(
+        &run.bins.airlock(),
+        &lease.lease_id.to_string(),
+        &run.artifacts.small.iso,
+        &log_path,
+    )?;
+    std::thread::sleep(Duration::from_secs(3 * timeout_s));
+    let d = block_on(broker.desktop(&desk))?;
+    ensure!(
+        d["state"] == "leased" && d["lease"] == lease.lease_id.to_string(),
+        "the lease did not outlive three heartbeat timeouts: {d}\nforward log:\n{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    let mut stdin = fwd.child().stdin.take().context("stdin")?;
+    writeln!(stdin, "unplug")?;
+    let status = fwd
+        .wait_timeout(Duration::from_secs(30))
+        .with_context(|| std::fs::read_to_string(&log_path).unwrap_or_default())?;
+    ensure!(status.success(), "airlock usb forward exited {status}");
+    // Without the forwarder nobody keeps the lease: it expires and the desktop resets.
+    block_on(broker.wait_desktop(&desk, Duration::from_secs(180), |d| {
+        d["state"] == "clean" && d["resets"] == 1
+    }))?;
     Ok(())
 }

@@ -145,6 +145,10 @@ pub(crate) struct ForwardArgs {
     /// commands and needs one round trip per command instead of three.
     #[arg(long, conflicts_with = "device")]
     no_uas: bool,
+    /// Do not send the lease's heartbeats (by default `usb forward` keeps the lease it
+    /// forwards to alive while it runs; with this, its maker must).
+    #[arg(long)]
+    no_heartbeat: bool,
     /// File with the terminal's bearer token (else the AIRLOCK_TOKEN environment variable).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,

@@ -13,7 +13,9 @@ use airlock_usb::SessionEnd;
 use anyhow::{bail, Context as _};
 use tokio::io::AsyncBufReadExt;
 
+use crate::open::api::{BrokerApi, LeaseState};
 use crate::{ForwardArgs, UsbSpeedArg};
+use airlock_core::LeaseId;
 
 pub(crate) async fn usb_list() -> anyhow::Result<()> {
     let listing = drive::list_candidates().await?;
@@ -153,6 +155,10 @@ pub(crate) async fn usb_forward(args: ForwardArgs) -> anyhow::Result<()> {
         println!("Commands on stdin: `unplug`. Ctrl-C also unplugs.");
     }
     let session = tokio::spawn(prepared.run(stream));
+    let beats = match &target {
+        Target::Broker(b) if !args.no_heartbeat => Some(tokio::spawn(keep_alive(b.clone()))),
+        _ => None,
+    };
     let reporter = tokio::spawn(report_progress(handle.clone()));
     let commands = tokio::spawn(stdin_commands(handle.clone()));
     let ctrl_c = {
@@ -165,6 +171,9 @@ pub(crate) async fn usb_forward(args: ForwardArgs) -> anyhow::Result<()> {
         })
     };
     let result = session.await.context("the USB session task failed")?;
+    if let Some(b) = beats {
+        b.abort();
+    }
     reporter.abort();
     commands.abort();
     ctrl_c.abort();
@@ -180,6 +189,50 @@ pub(crate) async fn usb_forward(args: ForwardArgs) -> anyhow::Result<()> {
         println!("The desktop side never answered: is the lease still active?");
     }
     Ok(())
+}
+
+/// When the next heartbeat of a lease that ends at `expires_at` is due, at `now` (both
+/// Unix ms): a third of the time left, between 1 and 60 s.
+fn next_heartbeat(expires_at: airlock_core::UnixMillis, now: airlock_core::UnixMillis) -> Duration {
+    let left = u64::try_from(expires_at.saturating_sub(now)).unwrap_or(0);
+    Duration::from_millis(left / 3).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// Keeps the lease alive while its drive is forwarded (a lease made by hand, or by a
+/// launcher that stopped, is otherwise ended `heartbeat_timeout_s` after it was granted):
+/// a heartbeat at once, then a third of the way to each new end. Stops when the broker
+/// says the lease has ended; the broker then closes the drive's stream.
+async fn keep_alive(b: BrokerTarget) {
+    let api = match BrokerApi::new(&b.url, &b.token, &b.trust, Duration::from_secs(10)) {
+        Ok(api) => api,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot send heartbeats; the lease's maker must keep it alive");
+            return;
+        }
+    };
+    let Ok(lease) = LeaseId::parse(b.lease.as_str()) else {
+        return;
+    };
+    loop {
+        let wait = match api.heartbeat(&lease).await {
+            Ok(LeaseState::Alive { expires_at }) => next_heartbeat(expires_at, unix_ms_now()),
+            Ok(LeaseState::Ended) => {
+                tracing::info!("the broker has ended the lease");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat failed");
+                Duration::from_secs(2)
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+fn unix_ms_now() -> airlock_core::UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Prints phase changes as they happen, and every 5 s the amount
@@ -259,5 +312,19 @@ async fn stdin_commands(handle: UsbHandle) {
             }
             _ => println!("Unknown command {line:?}; try `eject`, `insert FILE` or `unplug`."),
         }
+    }
+}
+
+#[cfg(test)]
+mod keep_alive_tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_come_a_third_of_the_way_to_the_end() {
+        assert_eq!(next_heartbeat(30_000, 0), Duration::from_secs(10));
+        assert_eq!(next_heartbeat(3_000, 0), Duration::from_secs(1));
+        assert_eq!(next_heartbeat(10_000, 20_000), Duration::from_secs(1));
+        assert_eq!(next_heartbeat(3_600_000, 0), Duration::from_secs(60));
+        assert_eq!(next_heartbeat(i64::MAX, i64::MIN), Duration::from_secs(60));
     }
 }

@@ -81,7 +81,10 @@ pub enum LeaseAnswer {
 /// What became of a lease at a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseState {
-    Alive,
+    /// Extended: it ends at `expires_at` (Unix ms) unless another heartbeat comes.
+    Alive {
+        expires_at: airlock_core::UnixMillis,
+    },
     /// The broker ended it (signed out, display lost, expired, revoked).
     Ended,
 }
@@ -255,8 +258,10 @@ impl BrokerApi {
         let (status, body) = self.call(Method::POST, &path, None, None).await?;
         match status.as_u16() {
             200 => {
-                let _: HeartbeatReply = parse("a heartbeat", status, &body)?;
-                Ok(LeaseState::Alive)
+                let reply: HeartbeatReply = parse("a heartbeat", status, &body)?;
+                Ok(LeaseState::Alive {
+                    expires_at: reply.expires_at,
+                })
             }
             404 => Ok(LeaseState::Ended),
             _ => Err(refusal(status, &body)),

@@ -247,7 +247,7 @@ async fn heartbeats(api: BrokerApi, lease: LeaseId, interval: Duration) -> End {
     loop {
         tokio::time::sleep(interval).await;
         match tokio::time::timeout(interval, api.heartbeat(&lease)).await {
-            Ok(Ok(LeaseState::Alive)) => last_ok = Instant::now(),
+            Ok(Ok(LeaseState::Alive { .. })) => last_ok = Instant::now(),
             Ok(Ok(LeaseState::Ended)) => return End::LeaseEnded,
             Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed"),
             Err(_) => tracing::warn!("heartbeat: no answer within {interval:?}"),
@@ -379,7 +379,7 @@ async fn session(
         // lease, or because of the drive itself? Ask the broker.
         match tokio::time::timeout(interval, api.heartbeat(&lease)).await {
             Ok(Ok(LeaseState::Ended)) => break End::LeaseEnded,
-            Ok(Ok(LeaseState::Alive)) => {
+            Ok(Ok(LeaseState::Alive { .. })) => {
                 say(&format!("The drive left the desktop: {why}."));
                 if cfg.display.is_none() {
                     break End::DriveFailed(format!("the drive session ended: {why}"));

@@ -194,6 +194,9 @@ fn main() -> std::process::ExitCode {
             Command::Usb(UsbCommand::Forward(args)) => usb::usb_forward(args).await.map_err(report),
         }
     });
+    // Do not wait for the blocking thread that reads commands from stdin: it only returns
+    // with a line or EOF, and a session ended by Ctrl-C or by the desktop has neither.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(code) => std::process::ExitCode::from(code),

@@ -1,5 +1,6 @@
 //! The `airlock` binary: arguments, messages, exit codes, and one end-to-end
-//! run against QEMU's usb-redir (TCG) with disc changes typed on stdin.
+//! run against QEMU's usb-redir (TCG) with disc changes typed on stdin; Ctrl-C ends a
+//! forward whose stdin stays open.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -270,4 +271,48 @@ fn open_says_what_is_wrong_and_exits_with_its_code() {
         "{}",
         o.text()
     );
+}
+
+/// Ctrl-C ends `airlock usb forward` even while its stdin (where it reads `eject`,
+/// `insert`, `unplug`) stays open and silent, as a terminal's does.
+#[test]
+fn ctrl_c_ends_a_forward_whose_stdin_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("redir.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    // A desktop side that accepts and reads, and never answers.
+    std::thread::spawn(move || {
+        if let Ok((mut c, _)) = listener.accept() {
+            let _ = std::io::copy(&mut c, &mut std::io::sink());
+        }
+    });
+    let iso = make_iso(dir.path(), "d", "D", &[("A.TXT", b"a\n".to_vec())]).unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["usb", "forward", "--to"])
+        .arg(format!("unix:{}", sock.display()))
+        .arg("--iso")
+        .arg(&iso.iso)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _stdin = child.stdin.take();
+    std::thread::sleep(Duration::from_secs(2));
+    airlock_testkit::process::signal_pid(child.id(), airlock_testkit::process::Signal::INT);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("airlock usb forward still runs 10 s after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(status.success(), "{status}: {out}");
+    assert!(out.contains("Ctrl-C: unplugging"), "{out}");
 }

@@ -83,16 +83,12 @@ pub fn airlock_open_with(
     log: &std::path::Path,
     setup: impl FnOnce(&mut std::process::Command),
 ) -> Result<Proc> {
-    let out = std::fs::File::create(log)?;
-    let mut cmd = std::process::Command::new(host_binaries(false)?.airlock());
-    cmd.arg("open")
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("AIRLOCK_TOKEN")
-        .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out);
+    let mut cmd = airlock_testkit::terminal_config::airlock_open_command(
+        &host_binaries(false)?.airlock(),
+        config,
+        log,
+    )?;
+    cmd.args(args);
     setup(&mut cmd);
     Proc::spawn(&mut cmd, "airlock open")
 }

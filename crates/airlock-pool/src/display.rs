@@ -19,8 +19,8 @@ use airlock_qemu::spec::files;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
@@ -140,16 +140,6 @@ where
     let _ = tokio::io::copy_bidirectional(&mut client, &mut unix).await;
 }
 
-/// What the client's link said of the mini header, shared between the two directions:
-/// 0 not yet known, 1 not SPICE, 2 no, 3 yes.
-fn client_mini(state: &AtomicU8) -> Option<bool> {
-    match state.load(Ordering::Acquire) {
-        2 => Some(false),
-        3 => Some(true),
-        _ => None,
-    }
-}
-
 /// Like [`forward`], for a decrypted TLS stream: each unit of the desktop's SPICE stream
 /// (link reply, link result, each message) goes to the client in write calls of its
 /// own, so in TLS records of its own.
@@ -162,7 +152,8 @@ where
     };
     let (mut from_client, mut to_client) = tokio::io::split(client);
     let (mut from_desktop, mut to_desktop) = unix.into_split();
-    let mini = AtomicU8::new(0);
+    // What the client's link said of the mini header (`None` inside: not SPICE).
+    let mini: OnceLock<Option<bool>> = OnceLock::new();
     let up = async {
         let mut link = ClientLink::default();
         let mut buf = vec![0u8; 16 * 1024];
@@ -171,14 +162,9 @@ where
             if n == 0 {
                 return to_desktop.shutdown().await;
             }
-            if client_mini(&mini).is_none() {
+            if mini.get().is_none() {
                 if let Some(found) = link.push(&buf[..n]) {
-                    let v = match found {
-                        None => 1,
-                        Some(false) => 2,
-                        Some(true) => 3,
-                    };
-                    mini.store(v, Ordering::Release);
+                    let _ = mini.set(found);
                 }
             }
             to_desktop.write_all(&buf[..n]).await?;
@@ -192,7 +178,13 @@ where
             if n == 0 {
                 return to_client.shutdown().await;
             }
-            write_units(&mut to_client, &buf[..n], &mut frames, client_mini(&mini)).await?;
+            write_units(
+                &mut to_client,
+                &buf[..n],
+                &mut frames,
+                mini.get().copied().flatten(),
+            )
+            .await?;
         }
     };
     if let Err(e) = tokio::try_join!(up, down) {

@@ -6,6 +6,25 @@ use serde::Serialize;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
+/// `AIRLOCK open --config CONFIG` with its output (stdout and stderr) in `log`, no stdin
+/// and no token from the environment; the caller adds its arguments and starts it.
+pub fn airlock_open_command(
+    airlock: &Path,
+    config: &Path,
+    log: &Path,
+) -> Result<std::process::Command> {
+    let out = std::fs::File::create(log)?;
+    let mut cmd = std::process::Command::new(airlock);
+    cmd.arg("open")
+        .arg("--config")
+        .arg(config)
+        .env_remove("AIRLOCK_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    Ok(cmd)
+}
+
 /// What a test terminal runs `airlock open` with.
 #[derive(Debug, Clone)]
 pub struct TerminalConfig {

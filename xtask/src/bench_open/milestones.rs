@@ -5,13 +5,13 @@ use super::pin;
 use crate::disc::FileList;
 use airlock_testkit::image::Image;
 use airlock_testkit::process::{read_or_empty, Proc, Signal};
+use airlock_testkit::terminal_config::airlock_open_command;
 use airlock_testkit::x11::{Grabber, Xvfb};
 use airlock_testkit::{Broker, SerialLog};
 use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -52,24 +52,9 @@ fn unix_now() -> f64 {
 /// Seconds since 1970 of a UTC timestamp as the broker logs it
 /// (`2026-12-02T21:01:26.350093Z`).
 fn log_time(stamp: &str) -> Option<f64> {
-    let (date, time) = stamp.strip_suffix('Z')?.split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.splitn(3, ':');
-    let (hh, mm) = (
-        t.next()?.parse::<i64>().ok()?,
-        t.next()?.parse::<i64>().ok()?,
-    );
-    let ss: f64 = t.next()?.parse().ok()?;
-    // Days from the civil date (proleptic Gregorian), after H. Hinnant.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + hh * 3600 + mm * 60) as f64 + ss)
+    let t =
+        time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.unix_timestamp_nanos() as f64 / 1e9)
 }
 
 /// The broker log's lines written since byte `from` that contain `what` and
@@ -136,17 +121,8 @@ pub(super) fn session(
         }
         None => None,
     };
-    let out = std::fs::File::create(log)?;
-    let mut cmd = Command::new(airlock);
-    cmd.arg("open")
-        .arg("--config")
-        .arg(terminal)
-        .arg("--iso")
-        .arg(&disc.iso)
-        .env_remove("AIRLOCK_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out);
+    let mut cmd = airlock_open_command(airlock, terminal, log)?;
+    cmd.arg("--iso").arg(&disc.iso);
     match xvfb {
         Some(x) => {
             cmd.env("DISPLAY", x.display());

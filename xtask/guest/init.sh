@@ -10,39 +10,14 @@
 #   tty1   its keyboard: F or Enter is "Finish" (the guest powers off)
 #   vda    writable disk (virtio-blk); never mounted, tests write markers to it
 
-export PATH=/bin LC_ALL=C HOME=/root
-umask 022
-CR=$(printf '\r')
+. /lib/airlock/common.sh
 
-# The test-only control shell on ttyS1 (started below as
-# `/init --control-shell`): runs each line it reads, in this shell so that
-# the working directory and variables persist. A line that does not parse
-# prints the error and sets $? to 2 instead of killing the shell. Commands get
-# /dev/null as stdin, so they cannot eat the lines that follow.
+# The test-only control shell on ttyS1 (started below as `/init --control-shell`).
 if [ "$$" != 1 ] && [ "$1" = --control-shell ]; then
-	setstatus() { return "$1"; }
-	cd /
-	rc=0
-	while IFS= read -r line; do
-		line=${line%"$CR"}
-		if sh -n -c "$line" 2>/dev/null; then
-			setstatus "$rc" # so that `$?` in the line is the last line's status
-			eval "$line" </dev/null
-			rc=$?
-		else
-			sh -n -c "$line" 2>&1
-			rc=2
-		fi
-	done
-	exit 0
+	command_shell
 fi
 
-/bin/busybox --install -s /bin
-
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount_basics
 mkdir -p /run/airlock/cd /media
 
 AGENT=/dev/ttyS0

@@ -19,7 +19,7 @@
 
 use crate::bench_broker::stats::median;
 use crate::disc::FileList;
-use crate::{disc, guest, terminal, util};
+use crate::{disc, terminal, util};
 use airlock_core::wire::LeaseGrant;
 use airlock_testkit::broker::TERMINAL_TOKEN;
 use airlock_testkit::guest_vm::{GuestVm, GuestVmOptions};
@@ -56,9 +56,6 @@ pub struct DiscArgs {
     /// docs/benchmarks.md).
     #[arg(long, default_value = "loopback")]
     pub terminal_net: String,
-    /// Results file [default: build/bench/disc.json].
-    #[arg(long)]
-    pub json: Option<PathBuf>,
     /// Shell command run in the desktop guest before each measured insertion
     /// ({dev} = its block device), e.g. 'echo 1024 >/sys/block/{dev}/queue/read_ahead_kb'.
     #[arg(long)]
@@ -68,15 +65,13 @@ pub struct DiscArgs {
     /// drive (52x CD ~ 7.8, 16x DVD ~ 22).
     #[arg(long)]
     pub drive_mbps: Option<f64>,
-    // For A/B experiments.
-    /// Use this airlockd binary instead of `cargo build --release -p airlockd`'s.
-    #[arg(long)]
-    pub airlockd: Option<PathBuf>,
     /// Host CPU placement, the same for every path: `auto` (desktop vCPUs on the
     /// first CPU, everything else on the others, as airlockd's [pool.cpus] does),
     /// `none`, or DESKTOPS:HOUSEKEEPING CPU lists such as 0:1.
     #[arg(long, default_value = "auto")]
     pub cpus: String,
+    #[command(flatten)]
+    pub common: util::BenchCommon,
 }
 
 /// What a run does: the options, with the network and the CPU placement resolved.
@@ -213,28 +208,7 @@ pub fn run(o: &Options) -> Result<Report> {
     let want = |k: &str| o.args.only.is_empty() || o.args.only.iter().any(|x| x == k);
 
     println!("== preparing (guest, discs, terminal VM, release binaries)");
-    let g = guest::build(&guest::Options {
-        out: guest::default_out(),
-        force: false,
-    })?;
-    let discs = disc::build(&disc::Options {
-        out: disc::default_out(),
-        force: false,
-    })?;
-    let disc = match &o.args.iso {
-        Some(iso) => {
-            let iso = util::absolute(iso)?;
-            let list = iso.with_extension("files.json");
-            FileList::read(&list).with_context(|| {
-                format!("{} needs its file list {}", iso.display(), list.display())
-            })?
-        }
-        None => discs
-            .iter()
-            .find(|d| d.iso.file_name().is_some_and(|n| n == "sample.iso"))
-            .cloned()
-            .context("sample.iso was not built")?,
-    };
+    let (g, disc) = disc::guest_and_disc(o.args.iso.as_deref())?;
     let term = if want("c") {
         Some(terminal::build(&terminal::Options {
             out: terminal::default_out(),
@@ -290,7 +264,7 @@ pub fn run(o: &Options) -> Result<Report> {
 
     if want("b") || want("c") {
         let broker = Broker::start(
-            &o.args.airlockd.clone().unwrap_or_else(|| bins.airlockd()),
+            &o.args.common.airlockd(|| Ok(bins.airlockd()))?,
             BrokerConfig {
                 size: 1,
                 heartbeat_timeout_s: 3600,
@@ -304,30 +278,26 @@ pub fn run(o: &Options) -> Result<Report> {
         )?;
         if want("b") {
             println!("== (b) emulated CD over the broker relay (airlock usb forward --iso)");
-            let Leased {
-                lease,
-                serial,
-                mut control,
-                mut watch,
-            } = Leased::new(&broker, "bench-emulated")?;
+            let mut l = Leased::new(&broker, "bench-emulated")?;
             let mut s = Series::new("b", "emulated CD over the broker relay");
-            let mut reader = Reader::new(&serial, &mut control, &disc);
+            let mut reader = Reader::new(&l.serial, &mut l.control, &disc);
             let log = broker.state.join("bench-forward-b.log");
-            let mut cpu = CpuSample::take(&watch);
+            let mut cpu = CpuSample::take(&l.watch);
             let mut fwd = broker.forward_iso(
                 &bins.airlock(),
-                &lease.lease_id.to_string(),
+                &l.lease.lease_id.to_string(),
                 &disc.iso,
                 &log,
             )?;
-            watch.push(Watch::process("airlock (emulated CD)", fwd.id()));
-            cpu.add(&watch[2]);
+            l.watch
+                .push(Watch::process("airlock (emulated CD)", fwd.id()));
+            cpu.add(&l.watch[2]);
             let mut stdin = fwd.child().stdin.take().context("stdin")?;
             for run in 0..=o.args.runs {
                 place(o.cpus.as_ref(), fwd.id(), false)?;
                 if run > 0 {
                     setup(reader.control, o, &s, run)?;
-                    cpu = CpuSample::take(&watch);
+                    cpu = CpuSample::take(&l.watch);
                     writeln!(stdin, "insert {}", disc.iso.display())?;
                 }
                 let fwd_log = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -342,7 +312,7 @@ pub fn run(o: &Options) -> Result<Report> {
             }
             writeln!(stdin, "unplug")?;
             let _ = fwd.wait_timeout(Duration::from_secs(30));
-            block_on(broker.release(TERMINAL_TOKEN, &lease.lease_id))?;
+            block_on(broker.release(TERMINAL_TOKEN, &l.lease.lease_id))?;
             series.push(s);
         }
         if let Some(term) = &term {
@@ -366,23 +336,18 @@ pub fn run(o: &Options) -> Result<Report> {
             if let Some(mbps) = o.args.drive_mbps {
                 t.qmp.throttle_reads("cd0-cd", (mbps * 1e6) as u64)?;
             }
-            let Leased {
-                lease,
-                serial,
-                mut control,
-                mut watch,
-            } = Leased::new(&broker, "bench-terminal")?;
-            watch.push(Watch::qemu("terminal VM QEMU", t.qemu_pid()));
+            let mut l = Leased::new(&broker, "bench-terminal")?;
+            l.watch.push(Watch::qemu("terminal VM QEMU", t.qemu_pid()));
             let mut s = Series::new("c", "terminal VM's USB drive over slirp + the broker relay");
-            let mut reader = Reader::new(&serial, &mut control, &disc);
-            let mut cpu = CpuSample::take(&watch);
-            t.start_forward("bench", &lease.lease_id.to_string(), "auto")?;
+            let mut reader = Reader::new(&l.serial, &mut l.control, &disc);
+            let mut cpu = CpuSample::take(&l.watch);
+            t.start_forward("bench", &l.lease.lease_id.to_string(), "auto")?;
             // The guestfwd's `nc` starts with the connection.
             std::thread::sleep(Duration::from_millis(500));
             for pid in children(t.qemu_pid()) {
                 let w = Watch::process("busybox nc (guestfwd)", pid);
                 cpu.add(&w);
-                watch.push(w);
+                l.watch.push(w);
             }
             for run in 0..=o.args.runs {
                 place(o.cpus.as_ref(), t.qemu_pid(), false)?;
@@ -391,7 +356,7 @@ pub fn run(o: &Options) -> Result<Report> {
                 }
                 if run > 0 {
                     setup(reader.control, o, &s, run)?;
-                    cpu = CpuSample::take(&watch);
+                    cpu = CpuSample::take(&l.watch);
                     t.qmp.insert("cd0-cd", &disc.iso)?;
                 }
                 let mut alive = || {
@@ -408,7 +373,7 @@ pub fn run(o: &Options) -> Result<Report> {
             }
             let log = t.stop_forward("bench")?;
             println!("terminal forward log:\n{log}");
-            block_on(broker.release(TERMINAL_TOKEN, &lease.lease_id))?;
+            block_on(broker.release(TERMINAL_TOKEN, &l.lease.lease_id))?;
             series.push(s);
         }
     }
@@ -447,15 +412,11 @@ pub fn run(o: &Options) -> Result<Report> {
             .to_string(),
         series,
     };
-    let json = util::save_results(o.args.json.as_deref(), "disc.json", &report)?;
+    let json = o.args.common.save("disc.json", &report)?;
     println!();
     println!("{}", table(&report));
     println!("{}", cpu_table(&report));
-    println!(
-        "load average before: {}, after: {}",
-        report.loadavg_before, report.loadavg_after
-    );
-    println!("results: {}", json.display());
+    util::print_load_and_results(&report.loadavg_before, &report.loadavg_after, &json);
     Ok(report)
 }
 

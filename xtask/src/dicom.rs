@@ -215,30 +215,20 @@ pub fn write_image(study: &Study, series: &Series, instance: u32, path: &Path) -
         VR::IS,
         if tr > 1000.0 { "16" } else { "1" },
     ));
-    put(el(tags::MAGNETIC_FIELD_STRENGTH, VR::DS, "1.5"));
-    put(el(tags::PATIENT_POSITION, VR::CS, "HFS"));
-    put(el(
-        tags::STUDY_INSTANCE_UID,
-        VR::UI,
-        study.study_uid().as_str(),
-    ));
-    put(el(
-        tags::SERIES_INSTANCE_UID,
-        VR::UI,
-        study.series_uid(series).as_str(),
-    ));
-    put(el(tags::STUDY_ID, VR::SH, study.study_id));
-    put(el(
-        tags::SERIES_NUMBER,
-        VR::IS,
-        series.number.to_string().as_str(),
-    ));
-    put(el(tags::ACQUISITION_NUMBER, VR::IS, "1"));
-    put(el(
-        tags::INSTANCE_NUMBER,
-        VR::IS,
-        instance.to_string().as_str(),
-    ));
+    // The identifying attributes (all text).
+    let ids: [(Tag, VR, String); 8] = [
+        (tags::MAGNETIC_FIELD_STRENGTH, VR::DS, "1.5".into()),
+        (tags::PATIENT_POSITION, VR::CS, "HFS".into()),
+        (tags::STUDY_INSTANCE_UID, VR::UI, study.study_uid()),
+        (tags::SERIES_INSTANCE_UID, VR::UI, study.series_uid(series)),
+        (tags::STUDY_ID, VR::SH, study.study_id.into()),
+        (tags::SERIES_NUMBER, VR::IS, series.number.to_string()),
+        (tags::ACQUISITION_NUMBER, VR::IS, "1".into()),
+        (tags::INSTANCE_NUMBER, VR::IS, instance.to_string()),
+    ];
+    for (tag, vr, value) in ids {
+        put(el(tag, vr, value));
+    }
     put(el(
         tags::IMAGE_POSITION_PATIENT,
         VR::DS,
@@ -376,6 +366,36 @@ struct Record {
     next: Option<usize>,
 }
 
+impl Record {
+    /// A record with no child or sibling yet.
+    fn new(kind: &'static str, keys: Vec<DataElement<InMemDicomObject>>) -> Record {
+        Record {
+            kind,
+            keys,
+            child: None,
+            next: None,
+        }
+    }
+}
+
+/// Appends `record` as the last child of `records[parent]`, after `previous` (its last
+/// child so far, which it becomes); the new record's index.
+fn push_child(
+    records: &mut Vec<Record>,
+    parent: usize,
+    previous: &mut Option<usize>,
+    record: Record,
+) -> usize {
+    let index = records.len();
+    match *previous {
+        Some(p) => records[p].next = Some(index),
+        None => records[parent].child = Some(index),
+    }
+    *previous = Some(index);
+    records.push(record);
+    index
+}
+
 fn encode(obj: &InMemDicomObject) -> Result<Vec<u8>> {
     let ts = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
     let mut out = Vec::new();
@@ -404,72 +424,50 @@ fn record_object(r: &Record, next: u32, lower: u32) -> InMemDicomObject {
 /// STUDY, a SERIES per series and an IMAGE per file, with correct record
 /// offsets (bytes from the start of the file, preamble included).
 pub fn dicomdir(study: &Study, file_set_id: &str, images: &[ImageRef]) -> Result<Vec<u8>> {
-    let mut records = vec![
-        Record {
-            kind: "PATIENT",
-            keys: vec![
-                el(tags::PATIENT_NAME, VR::PN, study.patient_name),
-                el(tags::PATIENT_ID, VR::LO, study.patient_id),
-                el(tags::PATIENT_BIRTH_DATE, VR::DA, study.birth_date),
-                el(tags::PATIENT_SEX, VR::CS, study.sex),
-            ],
-            child: Some(1),
-            next: None,
-        },
-        Record {
-            kind: "STUDY",
-            keys: vec![
-                el(tags::STUDY_DATE, VR::DA, study.study_date),
-                el(tags::STUDY_TIME, VR::TM, study.study_time),
-                el(tags::ACCESSION_NUMBER, VR::SH, study.accession),
-                el(tags::STUDY_DESCRIPTION, VR::LO, study.description),
-                el(tags::STUDY_INSTANCE_UID, VR::UI, study.study_uid().as_str()),
-                el(tags::STUDY_ID, VR::SH, study.study_id),
-            ],
-            child: None,
-            next: None,
-        },
-    ];
-    let mut previous_series: Option<usize> = None;
+    let mut records = vec![Record::new(
+        "PATIENT",
+        vec![
+            el(tags::PATIENT_NAME, VR::PN, study.patient_name),
+            el(tags::PATIENT_ID, VR::LO, study.patient_id),
+            el(tags::PATIENT_BIRTH_DATE, VR::DA, study.birth_date),
+            el(tags::PATIENT_SEX, VR::CS, study.sex),
+        ],
+    )];
+    let study_record = Record::new(
+        "STUDY",
+        vec![
+            el(tags::STUDY_DATE, VR::DA, study.study_date),
+            el(tags::STUDY_TIME, VR::TM, study.study_time),
+            el(tags::ACCESSION_NUMBER, VR::SH, study.accession),
+            el(tags::STUDY_DESCRIPTION, VR::LO, study.description),
+            el(tags::STUDY_INSTANCE_UID, VR::UI, study.study_uid().as_str()),
+            el(tags::STUDY_ID, VR::SH, study.study_id),
+        ],
+    );
+    let study_index = push_child(&mut records, 0, &mut None, study_record);
+    let mut previous_series = None;
     for series in &study.series {
-        let series_index = records.len();
-        if let Some(p) = previous_series {
-            records[p].next = Some(series_index);
-        } else {
-            records[1].child = Some(series_index);
-        }
-        previous_series = Some(series_index);
-        records.push(Record {
-            kind: "SERIES",
-            keys: vec![
+        let series_record = Record::new(
+            "SERIES",
+            vec![
                 el(tags::MODALITY, VR::CS, "MR"),
                 el(tags::SERIES_DESCRIPTION, VR::LO, series.description),
-                el(
-                    tags::SERIES_INSTANCE_UID,
-                    VR::UI,
-                    study.series_uid(series).as_str(),
-                ),
-                el(
-                    tags::SERIES_NUMBER,
-                    VR::IS,
-                    series.number.to_string().as_str(),
-                ),
+                el(tags::SERIES_INSTANCE_UID, VR::UI, study.series_uid(series)),
+                el(tags::SERIES_NUMBER, VR::IS, series.number.to_string()),
             ],
-            child: None,
-            next: None,
-        });
-        let mut previous_image: Option<usize> = None;
+        );
+        let series_index = push_child(
+            &mut records,
+            study_index,
+            &mut previous_series,
+            series_record,
+        );
+        let mut previous_image = None;
         for image in images.iter().filter(|i| i.series == series.number) {
-            let index = records.len();
-            match previous_image {
-                Some(p) => records[p].next = Some(index),
-                None => records[series_index].child = Some(index),
-            }
-            previous_image = Some(index);
             let file_id: Vec<&str> = image.file_id.iter().map(String::as_str).collect();
-            records.push(Record {
-                kind: "IMAGE",
-                keys: vec![
+            let image_record = Record::new(
+                "IMAGE",
+                vec![
                     el(tags::REFERENCED_FILE_ID, VR::CS, strs(&file_id)),
                     el(
                         tags::REFERENCED_SOP_CLASS_UID_IN_FILE,
@@ -486,15 +484,15 @@ pub fn dicomdir(study: &Study, file_set_id: &str, images: &[ImageRef]) -> Result
                         VR::UI,
                         uids::EXPLICIT_VR_LITTLE_ENDIAN,
                     ),
-                    el(
-                        tags::INSTANCE_NUMBER,
-                        VR::IS,
-                        image.instance.to_string().as_str(),
-                    ),
+                    el(tags::INSTANCE_NUMBER, VR::IS, image.instance.to_string()),
                 ],
-                child: None,
-                next: None,
-            });
+            );
+            push_child(
+                &mut records,
+                series_index,
+                &mut previous_image,
+                image_record,
+            );
         }
     }
 

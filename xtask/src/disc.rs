@@ -122,6 +122,34 @@ pub fn sample_small() -> DiscSpec {
 }
 
 /// Build both discs (skipping those already up to date).
+/// What the disc benchmarks read: the demo guest and the sample discs, built if they are
+/// not up to date, and the disc `iso` (which needs its `NAME.files.json` beside it), else
+/// `sample.iso`.
+pub fn guest_and_disc(iso: Option<&Path>) -> Result<(crate::guest::Manifest, FileList)> {
+    let guest = crate::guest::build(&crate::guest::Options {
+        out: crate::guest::default_out(),
+        force: false,
+    })?;
+    let discs = build(&Options {
+        out: default_out(),
+        force: false,
+    })?;
+    let disc = match iso {
+        Some(iso) => {
+            let iso = util::absolute(iso)?;
+            let list = iso.with_extension("files.json");
+            FileList::read(&list).with_context(|| {
+                format!("{} needs its file list {}", iso.display(), list.display())
+            })?
+        }
+        None => discs
+            .into_iter()
+            .find(|d| d.iso.file_name().is_some_and(|n| n == "sample.iso"))
+            .context("sample.iso was not built")?,
+    };
+    Ok((guest, disc))
+}
+
 pub fn build(opts: &Options) -> Result<Vec<FileList>> {
     util::require_tools(&[("xorriso", "xorriso")])?;
     let out = util::absolute(&opts.out)?;
@@ -267,18 +295,19 @@ pub fn generate(spec: &DiscSpec, root: &Path) -> Result<()> {
     viewer(spec, &root.join("VIEWER"))
 }
 
+/// One line per series of the disc's study, as `line` writes it.
+fn each_series(spec: &DiscSpec, line: impl Fn(&crate::dicom::Series) -> String) -> String {
+    spec.study.series.iter().map(line).collect()
+}
+
 fn readme(spec: &DiscSpec, images: u32) -> String {
     let s = &spec.study;
-    let series: String = s
-        .series
-        .iter()
-        .map(|x| {
-            format!(
-                "    Series {}: {} ({} images)\r\n",
-                x.number, x.description, x.images
-            )
-        })
-        .collect();
+    let series = each_series(spec, |x| {
+        format!(
+            "    Series {}: {} ({} images)\r\n",
+            x.number, x.description, x.images
+        )
+    });
     format!(
         "AIRLOCK SAMPLE REFERRAL DISC ({vol})\r\n\
          \r\n\
@@ -307,16 +336,12 @@ fn readme(spec: &DiscSpec, images: u32) -> String {
 
 fn index_htm(spec: &DiscSpec, images: u32) -> String {
     let s = &spec.study;
-    let rows: String = s
-        .series
-        .iter()
-        .map(|x| {
-            format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>DICOM/PAT00001/STU00001/SER{:05}/</td></tr>\r\n",
-                x.number, x.description, x.images, x.number
-            )
-        })
-        .collect();
+    let rows = each_series(spec, |x| {
+        format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>DICOM/PAT00001/STU00001/SER{:05}/</td></tr>\r\n",
+            x.number, x.description, x.images, x.number
+        )
+    });
     format!(
         "<!DOCTYPE html>\r\n<html><head><meta charset=\"us-ascii\"><title>{vol}</title></head>\r\n\
          <body>\r\n<h1>Sample referral disc (synthetic data)</h1>\r\n\

@@ -15,6 +15,14 @@ use std::process::Command;
 
 /// The guest's /init.
 pub const INIT_SH: &str = include_str!("../guest/init.sh");
+/// What every xtask initramfs has at /lib/airlock/common.sh, sourced by its /init.
+pub const COMMON_SH: &str = include_str!("../initramfs/common.sh");
+
+/// The manifests' `init_sha256`: of the shared script, then the image's /init (the
+/// test kit hashes the same two files to know whether a build is current).
+pub fn init_sha256(init: &str) -> String {
+    sha256_hex(format!("{COMMON_SH}{init}").as_bytes())
+}
 /// The kernel modules in the initramfs (dependencies are added).
 pub const MODULES_TXT: &str = include_str!("../guest/modules.txt");
 /// Recommended kernel command line. ttyS0 carries the kernel console too
@@ -146,7 +154,7 @@ pub fn build(opts: &Options) -> Result<Manifest> {
         kernel_version: debs.kernel_version,
         kernel_package_version: kernel_pkg.version.clone(),
         busybox_version: busybox_pkg.version.clone(),
-        init_sha256: sha256_hex(INIT_SH.as_bytes()),
+        init_sha256: init_sha256(INIT_SH),
     };
     write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
     write_atomic(&stamp, key.as_bytes())?;
@@ -182,7 +190,7 @@ fn cache_key(kernel: &Package, busybox: &Package) -> String {
         &busybox.name,
         &busybox.version,
         APPEND,
-        &sha256_hex(INIT_SH.as_bytes()),
+        &init_sha256(INIT_SH),
         &sha256_hex(MODULES_TXT.as_bytes()),
         &sha256_hex(GOLDEN_HEADER),
         &GOLDEN_SIZE.to_string(),
@@ -434,7 +442,8 @@ fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
 
 // ------------------------------------------------------------------ initramfs
 
-/// The initramfs: busybox, /init, the modules and /etc/modules, gzip'd.
+/// The initramfs: busybox, /init and its shared script, the modules and /etc/modules,
+/// gzip'd.
 pub fn initramfs(busybox: &Path, modules: &[kmod::Module]) -> Result<Vec<u8>> {
     busybox_initramfs(&Initramfs {
         tool: "cargo xtask guest",
@@ -484,6 +493,7 @@ pub(crate) fn busybox_initramfs(spec: &Initramfs) -> Result<Vec<u8>> {
         "dev",
         "etc",
         "lib",
+        "lib/airlock",
         "lib/modules",
         "proc",
         "root",
@@ -502,6 +512,7 @@ pub(crate) fn busybox_initramfs(spec: &Initramfs) -> Result<Vec<u8>> {
     for (path, data) in spec.extra_files {
         w.file(path, 0o755, data)?;
     }
+    w.file("lib/airlock/common.sh", 0o644, COMMON_SH.as_bytes())?;
     w.file("init", 0o755, spec.init.as_bytes())?;
     w.file("etc/modules", 0o644, list.as_bytes())?;
     for m in spec.modules {

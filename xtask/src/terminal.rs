@@ -78,7 +78,7 @@ pub fn build(opts: &Options) -> Result<Manifest> {
         &busybox_pkg.name,
         &busybox_pkg.version,
         APPEND,
-        &sha256_hex(INIT_SH.as_bytes()),
+        &guest::init_sha256(INIT_SH),
         &sha256_hex(MODULES_TXT.as_bytes()),
         &airlock_sha256,
     ]);
@@ -140,7 +140,7 @@ pub fn build(opts: &Options) -> Result<Manifest> {
         busybox_version: busybox_pkg.version.clone(),
         airlock,
         airlock_sha256,
-        init_sha256: sha256_hex(INIT_SH.as_bytes()),
+        init_sha256: guest::init_sha256(INIT_SH),
     };
     write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
     write_atomic(&stamp, key.as_bytes())?;

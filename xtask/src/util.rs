@@ -71,20 +71,43 @@ pub fn loadavg() -> String {
         .join(" ")
 }
 
-/// Writes a benchmark's results as JSON to `path`, else `build/bench/DEFAULT_NAME`; the
-/// path written.
-pub fn save_results(
-    path: Option<&Path>,
-    default_name: &str,
-    results: &impl serde::Serialize,
-) -> Result<PathBuf> {
-    let json = path.map_or_else(
-        || workspace_root().join("build/bench").join(default_name),
-        Path::to_path_buf,
-    );
-    if let Some(dir) = json.parent() {
-        create_dir(dir)?;
+/// A benchmark's last lines: the load average around it and where its results are.
+pub fn print_load_and_results(before: &str, after: &str, json: &Path) {
+    println!("load average before: {before}, after: {after}");
+    println!("results: {}", json.display());
+}
+
+/// Options every benchmark takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchCommon {
+    /// Use this airlockd binary instead of `cargo build --release -p airlockd`'s (A/B runs).
+    #[arg(long)]
+    pub airlockd: Option<PathBuf>,
+    /// Results file [default: a file named after the benchmark under build/bench/].
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl BenchCommon {
+    /// `--airlockd` (made absolute), else what `built` gives.
+    pub fn airlockd(&self, built: impl FnOnce() -> Result<PathBuf>) -> Result<PathBuf> {
+        match &self.airlockd {
+            Some(p) => absolute(p),
+            None => built(),
+        }
     }
-    write_atomic(&json, &serde_json::to_vec_pretty(results)?)?;
-    Ok(json)
+
+    /// Writes a benchmark's results as JSON to `--json`, else to
+    /// `build/bench/DEFAULT_NAME`; the path written.
+    pub fn save(&self, default_name: &str, results: &impl serde::Serialize) -> Result<PathBuf> {
+        let json = self
+            .json
+            .clone()
+            .unwrap_or_else(|| workspace_root().join("build/bench").join(default_name));
+        if let Some(dir) = json.parent() {
+            create_dir(dir)?;
+        }
+        write_atomic(&json, &serde_json::to_vec_pretty(results)?)?;
+        Ok(json)
+    }
 }

@@ -15,35 +15,14 @@
 # request, and modprobe.d says the same for anyone calling modprobe. The
 # forwarder claims the drive's interface through usbfs.
 
-export PATH=/bin LC_ALL=C HOME=/root
-umask 022
-CR=$(printf '\r')
+. /lib/airlock/common.sh
 
+# The command shell (started below as `/init --shell`).
 if [ "$$" != 1 ] && [ "$1" = --shell ]; then
-	# The command shell (started below as `/init --shell`).
-	setstatus() { return "$1"; }
-	cd /
-	rc=0
-	while IFS= read -r line; do
-		line=${line%"$CR"}
-		if sh -n -c "$line" 2>/dev/null; then
-			setstatus "$rc"
-			eval "$line" </dev/null
-			rc=$?
-		else
-			sh -n -c "$line" 2>&1
-			rc=2
-		fi
-	done
-	exit 0
+	command_shell
 fi
 
-/bin/busybox --install -s /bin
-
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount_basics
 mkdir -p /run /etc/modprobe.d
 
 PORT=/dev/ttyS0

@@ -156,31 +156,25 @@ fn hex32(bytes: [u8; 16]) -> String {
     s
 }
 
-impl LeaseId {
-    /// Parses a lease id as it appears in a URL.
-    pub fn parse(s: &str) -> Result<Self, IdError> {
-        check_hex32("lease id", s)?;
-        Ok(Self(s.to_owned()))
-    }
+/// `parse` and `from_random` for an id of 32 lower-case hex digits.
+macro_rules! random_hex_id {
+    ($name:ident, $kind:literal) => {
+        impl $name {
+            #[doc = concat!("Parses a ", $kind, " as it appears in a URL.")]
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                check_hex32($kind, s)?;
+                Ok(Self(s.to_owned()))
+            }
 
-    /// Builds a lease id from 16 random bytes supplied by the caller.
-    pub fn from_random(bytes: [u8; 16]) -> Self {
-        Self(hex32(bytes))
-    }
+            #[doc = concat!("Builds a ", $kind, " from 16 random bytes supplied by the caller.")]
+            pub fn from_random(bytes: [u8; 16]) -> Self {
+                Self(hex32(bytes))
+            }
+        }
+    };
 }
-
-impl TicketId {
-    /// Parses a ticket id as it appears in a URL.
-    pub fn parse(s: &str) -> Result<Self, IdError> {
-        check_hex32("ticket id", s)?;
-        Ok(Self(s.to_owned()))
-    }
-
-    /// Builds a ticket id from 16 random bytes supplied by the caller.
-    pub fn from_random(bytes: [u8; 16]) -> Self {
-        Self(hex32(bytes))
-    }
-}
+random_hex_id!(LeaseId, "lease id");
+random_hex_id!(TicketId, "ticket id");
 
 impl UserName {
     /// Parses a user name: 1 to 128 printable characters, no control characters.

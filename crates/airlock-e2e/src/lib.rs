@@ -35,6 +35,18 @@ impl Run {
     }
 }
 
+/// The first line of a VM test: the [`Run`] of [`begin`], or `return Ok(())` from the
+/// test when VM tests are skipped (`AIRLOCK_SKIP_VM_TESTS=1`, never in CI).
+#[macro_export]
+macro_rules! begin_or_skip {
+    () => {
+        match $crate::begin()? {
+            Some(run) => run,
+            None => return Ok(()),
+        }
+    };
+}
+
 /// The artifacts and binaries built, a clock started and a temporary directory; `None`
 /// when VM tests are skipped.
 pub fn begin() -> Result<Option<Run>> {

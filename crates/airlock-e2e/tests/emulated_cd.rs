@@ -5,7 +5,7 @@
 //! seen by the guest as a removal and a new disc. A lease made by hand stays alive while
 //! the forwarder runs: it sends the heartbeats.
 
-use airlock_e2e::{begin, broker, broker_with, the_one_usb_stream};
+use airlock_e2e::{begin_or_skip, broker, broker_with, the_one_usb_stream};
 use airlock_testkit::block_on;
 use airlock_testkit::broker::TERMINAL_TOKEN;
 use airlock_testkit::iso::{filler, make_iso};
@@ -15,9 +15,7 @@ use std::time::Duration;
 
 #[test]
 fn emulated_cd_through_the_relay_with_a_disc_change() -> Result<()> {
-    let Some(run) = begin()? else {
-        return Ok(());
-    };
+    let run = begin_or_skip!();
     let (a, bins, t0, tmp) = (run.artifacts, run.bins, run.started, &run.tmp);
     // The second disc: small, with a name that needs Rock Ridge.
     let second = make_iso(
@@ -110,9 +108,7 @@ fn emulated_cd_through_the_relay_with_a_disc_change() -> Result<()> {
 /// stops, the broker ends the lease on its own.
 #[test]
 fn usb_forward_keeps_its_lease_alive_while_it_runs() -> Result<()> {
-    let Some(run) = begin()? else {
-        return Ok(());
-    };
+    let run = begin_or_skip!();
     let timeout_s = 3;
     let broker = broker_with(|c| {
         c.size = 1;

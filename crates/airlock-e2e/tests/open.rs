@@ -5,7 +5,7 @@
 //! gets the same lease back and ends cleanly on SIGTERM; a broker killed during a
 //! session, noticed within two heartbeat intervals; terminals waiting in line.
 
-use airlock_e2e::{airlock_open, begin, broker_with, Run};
+use airlock_e2e::{airlock_open, begin_or_skip, broker_with, Run};
 use airlock_testkit::broker::TERMINAL_TOKEN;
 use airlock_testkit::process::Signal;
 use airlock_testkit::process::{read_or_empty, Proc};
@@ -49,9 +49,7 @@ fn one_desktop(run: &Run, heartbeat_timeout_s: u64) -> Result<(Broker, PathBuf)>
 
 #[test]
 fn open_without_a_display_keeps_its_lease_and_ends_cleanly() -> Result<()> {
-    let Some(run) = begin()? else {
-        return Ok(());
-    };
+    let run = begin_or_skip!();
     let timeout_s = 3;
     let (broker, config) = one_desktop(&run, timeout_s)?;
     let iso = run.small_iso()?;
@@ -146,9 +144,7 @@ fn open_without_a_display_keeps_its_lease_and_ends_cleanly() -> Result<()> {
 
 #[test]
 fn a_broker_lost_during_a_session_is_noticed_and_a_restart_serves_again() -> Result<()> {
-    let Some(run) = begin()? else {
-        return Ok(());
-    };
+    let run = begin_or_skip!();
     let timeout_s = 3;
     let (mut broker, config) = one_desktop(&run, timeout_s)?;
     let iso = run.small_iso()?;
@@ -201,9 +197,7 @@ fn wait_log(log: &Path, text: &str, within: Duration) -> Result<()> {
 #[test]
 fn waiting_terminals_see_their_place_and_get_the_next_desktop() -> Result<()> {
     use airlock_testkit::broker::TerminalEntry;
-    let Some(run) = begin()? else {
-        return Ok(());
-    };
+    let run = begin_or_skip!();
     let broker = broker_with(|c| {
         c.terminals = (1..=5).map(TerminalEntry::numbered).collect();
     })?;

@@ -6,7 +6,7 @@
 //! the desktop's own "Finish" (the guest powers off) ends the lease `signed_out`, takes
 //! the viewer away and ends `airlock open` with 0.
 
-use airlock_e2e::{airlock_open, airlock_open_with, begin, broker_with};
+use airlock_e2e::{airlock_open, airlock_open_with, begin_or_skip, broker_with};
 use airlock_testkit::process::{cmdline, read_or_empty, Signal};
 use airlock_testkit::terminal_config::TerminalConfig;
 use airlock_testkit::x11::{Xvfb, X_TOOLS};
@@ -87,9 +87,7 @@ fn desktop_on_screen(
 
 #[test]
 fn the_desktop_appears_in_remote_viewer_over_tls_and_closing_it_ends_the_session() -> Result<()> {
-    let Some(run) = begin()? else {
-        return Ok(());
-    };
+    let run = begin_or_skip!();
     airlock_testkit::tools::require(X_TOOLS)?;
     let site = tls::site_ca(run.tmp.path(), "site")?;
     let broker = broker_with(|c| {
@@ -187,9 +185,7 @@ fn the_desktop_appears_in_remote_viewer_over_tls_and_closing_it_ends_the_session
 /// is reset.
 #[test]
 fn finish_in_the_desktop_closes_the_viewer_and_ends_airlock_open() -> Result<()> {
-    let Some(run) = begin()? else {
-        return Ok(());
-    };
+    let run = begin_or_skip!();
     airlock_testkit::tools::require(X_TOOLS)?;
     let broker = broker_with(|c| c.size = 1)?;
     block_on(broker.wait_clean(1, UP))?;

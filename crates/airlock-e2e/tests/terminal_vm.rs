@@ -6,7 +6,7 @@
 //! no storage driver (the guard) and reaches only the broker (slirp,
 //! `restrict=on`, one guestfwd).
 
-use airlock_e2e::{begin, broker, usb_streams};
+use airlock_e2e::{begin_or_skip, broker, usb_streams};
 use airlock_testkit::artifacts::{terminal_vm, TERMINAL_FORBIDDEN_MODULES};
 use airlock_testkit::broker::TERMINAL_TOKEN;
 use airlock_testkit::{block_on, TerminalNet, TerminalOptions, TerminalVm};
@@ -43,9 +43,7 @@ fn assert_guarded(term: &mut TerminalVm, when: &str) -> Result<()> {
 
 #[test]
 fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
-    let Some(run) = begin()? else {
-        return Ok(());
-    };
+    let run = begin_or_skip!();
     let (a, bins, t0, tmp) = (run.artifacts, run.bins, run.started, &run.tmp);
     let stick = tmp.path().join("stick.img");
     let mut img = b"AIRLOCK-E2E-USB-STICK\n".to_vec();

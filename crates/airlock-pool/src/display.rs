@@ -154,56 +154,53 @@ where
     let (mut from_desktop, mut to_desktop) = unix.into_split();
     // What the client's link said of the mini header (`None` inside: not SPICE).
     let mini: OnceLock<Option<bool>> = OnceLock::new();
-    let up = async {
-        let mut link = ClientLink::default();
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let n = from_client.read(&mut buf).await?;
-            if n == 0 {
-                return to_desktop.shutdown().await;
+    let mut link = ClientLink::default();
+    let up = relay(&mut from_client, &mut to_desktop, |chunk| {
+        if mini.get().is_none() {
+            if let Some(found) = link.push(chunk) {
+                let _ = mini.set(found);
             }
-            if mini.get().is_none() {
-                if let Some(found) = link.push(&buf[..n]) {
-                    let _ = mini.set(found);
-                }
-            }
-            to_desktop.write_all(&buf[..n]).await?;
         }
-    };
-    let down = async {
-        let mut frames = ServerFrames::default();
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let n = from_desktop.read(&mut buf).await?;
-            if n == 0 {
-                return to_client.shutdown().await;
-            }
-            write_units(
-                &mut to_client,
-                &buf[..n],
-                &mut frames,
-                mini.get().copied().flatten(),
-            )
-            .await?;
-        }
-    };
+        Vec::new()
+    });
+    let mut frames = ServerFrames::default();
+    let down = relay(&mut from_desktop, &mut to_client, |chunk| {
+        frames.push(chunk, mini.get().copied().flatten())
+    });
     if let Err(e) = tokio::try_join!(up, down) {
         tracing::debug!(desktop = %id, error = %e, "display connection closed");
     }
 }
 
-/// Writes `chunk` to `out` cut where `frames` finds units ending, then flushes.
-async fn write_units<W>(
-    out: &mut W,
-    chunk: &[u8],
-    frames: &mut ServerFrames,
-    client_mini: Option<bool>,
+/// Copies `from` to `to` until `from` ends, then shuts `to` down. `cut` sees each chunk
+/// read and says where units end in it: each unit goes out in write calls of its own.
+async fn relay<R, W>(
+    from: &mut R,
+    to: &mut W,
+    mut cut: impl FnMut(&[u8]) -> Vec<usize>,
 ) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        let ends = cut(&buf[..n]);
+        write_units(to, &buf[..n], &ends).await?;
+    }
+}
+
+/// Writes `chunk` to `out` cut at `ends` (unit ends, ascending), then flushes.
+async fn write_units<W>(out: &mut W, chunk: &[u8], ends: &[usize]) -> std::io::Result<()>
 where
     W: AsyncWrite + Unpin,
 {
     let mut start = 0;
-    for end in frames.push(chunk, client_mini) {
+    for &end in ends {
         out.write_all(&chunk[start..end]).await?;
         start = end;
     }
@@ -255,7 +252,7 @@ mod tests {
             reply.extend_from_slice(&v.to_le_bytes());
         }
         let mut out = Writes::default();
-        write_units(&mut out, &reply, &mut frames, Some(true))
+        write_units(&mut out, &reply, &frames.push(&reply, Some(true)))
             .await
             .unwrap();
         assert_eq!(out.0, vec![reply.clone()]);
@@ -266,7 +263,7 @@ mod tests {
         let next = [[104u8, 0].as_slice(), &10u32.to_le_bytes(), &[7u8; 4]].concat();
         chunk.extend_from_slice(&next);
         let mut out = Writes::default();
-        write_units(&mut out, &chunk, &mut frames, Some(true))
+        write_units(&mut out, &chunk, &frames.push(&chunk, Some(true)))
             .await
             .unwrap();
         assert_eq!(out.0, vec![0u32.to_le_bytes().to_vec(), init, next]);

@@ -4,7 +4,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use std::sync::Mutex;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,75 +74,63 @@ fn queue_wait_histogram() -> Histogram {
     ])
 }
 
+/// Registers `metric` as `airlock_NAME` with `help`; the metric, to keep (clones share
+/// their values).
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("airlock");
-        let desktops = Family::<StateLabel, Gauge>::default();
-        registry.register("desktops", "Desktops by state", desktops.clone());
-        let leases_active = Gauge::default();
-        registry.register("leases_active", "Active leases", leases_active.clone());
-        let acquire_seconds = Histogram::new([
+        let r = &mut registry;
+        let acquire_buckets = [
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        ]);
-        registry.register(
-            "acquire_seconds",
-            "Time to grant a lease (database transaction + display password)",
-            acquire_seconds.clone(),
-        );
-        let acquires = Family::<ResultLabel, Counter>::default();
-        registry.register("acquires", "Lease requests by result", acquires.clone());
-        let reset_seconds = Family::<MethodLabel, Histogram>::new_with_constructor(reset_histogram);
-        registry.register(
-            "reset_seconds",
-            "Release-to-clean time of successful resets, by method",
-            reset_seconds.clone(),
-        );
-        let resets = Family::<MethodResultLabel, Counter>::default();
-        registry.register(
-            "resets",
-            "Reset attempts by method and result",
-            resets.clone(),
-        );
-        let leases_ended = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "leases_ended",
-            "Ended leases by reason",
-            leases_ended.clone(),
-        );
-        let queue_waiting = Gauge::default();
-        registry.register(
-            "queue_waiting",
-            "Terminals waiting in line for a desktop",
-            queue_waiting.clone(),
-        );
-        let queue_held = Gauge::default();
-        registry.register(
-            "queue_held",
-            "Clean desktops held for the terminal at the head of the line",
-            queue_held.clone(),
-        );
-        let queue_wait_seconds =
-            Family::<OutcomeLabel, Histogram>::new_with_constructor(queue_wait_histogram);
-        registry.register(
-            "queue_wait_seconds",
-            "Time from joining the line to leaving it, by outcome (granted, cancelled, expired, hold_expired)",
-            queue_wait_seconds.clone(),
-        );
-        let info = Family::<InfoLabel, Gauge>::default();
-        registry.register("info", "Broker build and pool facts", info.clone());
+        ];
         Metrics {
+            desktops: registered(r, "desktops", "Desktops by state", Family::default()),
+            leases_active: registered(r, "leases_active", "Active leases", Gauge::default()),
+            acquire_seconds: registered(
+                r,
+                "acquire_seconds",
+                "Time to grant a lease (database transaction + display password)",
+                Histogram::new(acquire_buckets),
+            ),
+            acquires: registered(r, "acquires", "Lease requests by result", Family::default()),
+            reset_seconds: registered(
+                r,
+                "reset_seconds",
+                "Release-to-clean time of successful resets, by method",
+                Family::new_with_constructor(reset_histogram),
+            ),
+            resets: registered(
+                r,
+                "resets",
+                "Reset attempts by method and result",
+                Family::default(),
+            ),
+            leases_ended: registered(r, "leases_ended", "Ended leases by reason", Family::default()),
+            queue_waiting: registered(
+                r,
+                "queue_waiting",
+                "Terminals waiting in line for a desktop",
+                Gauge::default(),
+            ),
+            queue_held: registered(
+                r,
+                "queue_held",
+                "Clean desktops held for the terminal at the head of the line",
+                Gauge::default(),
+            ),
+            queue_wait_seconds: registered(
+                r,
+                "queue_wait_seconds",
+                "Time from joining the line to leaving it, by outcome (granted, cancelled, expired, hold_expired)",
+                Family::new_with_constructor(queue_wait_histogram),
+            ),
+            info: registered(r, "info", "Broker build and pool facts", Family::default()),
             registry: Mutex::new(registry),
-            desktops,
-            leases_active,
-            acquire_seconds,
-            acquires,
-            reset_seconds,
-            resets,
-            leases_ended,
-            queue_waiting,
-            queue_held,
-            queue_wait_seconds,
-            info,
         }
     }
 

@@ -43,7 +43,8 @@ pub struct GuestManifest {
     pub kernel_package_version: String,
     /// Debian version of busybox-static.
     pub busybox_version: String,
-    /// SHA-256 of the guest's `/init` (`xtask/guest/init.sh`).
+    /// SHA-256 of `xtask/initramfs/common.sh` followed by the guest's `/init`
+    /// (`xtask/guest/init.sh`).
     pub init_sha256: String,
 }
 
@@ -193,8 +194,15 @@ fn once<T: Send + Sync>(
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// The shared initramfs script, then the /init at `init` (relative to the workspace): what
+/// the manifests' `init_sha256` is of.
+fn init_scripts(init: &str) -> Vec<u8> {
+    let read = |p: &str| std::fs::read(workspace_root().join(p)).unwrap_or_default();
+    [read("xtask/initramfs/common.sh"), read(init)].concat()
+}
+
 fn guest_is_current(m: &GuestManifest) -> bool {
-    let init = std::fs::read(workspace_root().join("xtask/guest/init.sh")).unwrap_or_default();
+    let init = init_scripts("xtask/guest/init.sh");
     [&m.kernel, &m.initrd, &m.golden_disk]
         .iter()
         .all(|p| p.is_file())

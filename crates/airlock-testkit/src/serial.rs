@@ -118,6 +118,14 @@ impl SerialLog {
         }
     }
 
+    /// Sends `airlock-ping NONCE` and waits for its `AIRLOCK-READY NONCE` (docs/guest.md).
+    pub fn ping(&mut self, nonce: &str, timeout: Duration) -> Result<()> {
+        let m = self.mark();
+        self.send(&format!("airlock-ping {nonce}"))?;
+        self.wait_exact(m, timeout, &format!("AIRLOCK-READY {nonce}"))
+            .map(drop)
+    }
+
     /// Everything received so far, as text.
     pub fn text(&self) -> String {
         match &self.source {

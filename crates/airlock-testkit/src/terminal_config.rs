@@ -3,6 +3,7 @@
 //! site would install it.
 use anyhow::{Context, Result};
 use serde::Serialize;
+use serde_with::skip_serializing_none;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
@@ -89,26 +90,24 @@ struct File<'a> {
     display: Display<'a>,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize)]
 struct Broker<'a> {
     url: &'a str,
     token_file: &'a Path,
-    #[serde(skip_serializing_if = "Option::is_none")]
     ca_file: Option<&'a Path>,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize)]
 struct Session<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     wait_s: Option<u64>,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize)]
 struct Display<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
     mode: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     client: Option<&'a Path>,
 }

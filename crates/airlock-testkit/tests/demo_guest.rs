@@ -114,10 +114,7 @@ fn no_control_shell_without_the_flag() -> anyhow::Result<()> {
     let Some((_, mut vm)) = boot(false)? else {
         return Ok(());
     };
-    let m = vm.serial.mark();
-    vm.serial.send("airlock-ping p1")?;
-    vm.serial.wait_exact(m, T, "AIRLOCK-READY p1")?;
-
+    vm.serial.ping("p1", T)?;
     vm.control.send_raw("echo __DONE_should_not_run $?\n")?;
     std::thread::sleep(Duration::from_secs(3));
     let out = vm.control.take();

@@ -215,14 +215,53 @@ impl FromRequestParts<AppState> for AdminAuth {
     }
 }
 
-fn lease_id(s: &str) -> Result<LeaseId, ApiError> {
-    LeaseId::parse(s).map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            ErrorCode::LeaseNotFound,
-            "no lease with that id (lease ids are 32 lower-case hex digits)",
-        )
-    })
+/// An id in a request's path, parsed at the edge: `Id<LeaseId>`, `Id<TicketId>`,
+/// `Id<DesktopId>`. An id that cannot be one of its kind is "not found", with the code of
+/// its kind.
+struct Id<T>(T);
+
+/// Parsing of the ids [`Id`] takes.
+trait PathId: Sized {
+    fn from_path(s: &str) -> Result<Self, ApiError>;
+}
+
+/// `PathId` for an id type whose `parse` validates it, with its "not found" error.
+macro_rules! path_id {
+    ($id:ty, $not_found:expr) => {
+        impl PathId for $id {
+            fn from_path(s: &str) -> Result<Self, ApiError> {
+                <$id>::parse(s).map_err(|_| $not_found)
+            }
+        }
+    };
+}
+path_id!(
+    LeaseId,
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::LeaseNotFound,
+        "no lease with that id (lease ids are 32 lower-case hex digits)",
+    )
+);
+path_id!(TicketId, ticket_not_found());
+path_id!(
+    DesktopId,
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::DesktopNotFound,
+        "no such desktop",
+    )
+);
+
+impl<T: PathId> FromRequestParts<AppState> for Id<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Path(s) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        T::from_path(&s).map(Id)
+    }
 }
 
 /// The base URL terminals reach this broker at, from the request's Host header.
@@ -248,10 +287,6 @@ fn ticket_not_found() -> ApiError {
         "no waiting ticket with that id for this terminal (it left the line: polled too late, \
          cancelled, or the broker restarted); ask for a desktop again with `\"wait\": true`",
     )
-}
-
-fn ticket_id(s: &str) -> Result<TicketId, ApiError> {
-    TicketId::parse(s).map_err(|_| ticket_not_found())
 }
 
 /// The answer to a lease request or a ticket poll: `201` a new lease, `200` a
@@ -307,10 +342,9 @@ async fn poll_ticket(
     State(st): State<AppState>,
     headers: HeaderMap,
     TerminalAuth(terminal): TerminalAuth,
-    Path(id): Path<String>,
+    Id(id): Id<TicketId>,
     q: Result<Query<QueuePoll>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let id = ticket_id(&id)?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     if q.wait_s > MAX_QUEUE_WAIT_S {
         return Err(ApiError::bad_request(format!(
@@ -329,9 +363,8 @@ async fn poll_ticket(
 async fn leave_queue(
     State(st): State<AppState>,
     TerminalAuth(terminal): TerminalAuth,
-    Path(id): Path<String>,
+    Id(id): Id<TicketId>,
 ) -> Result<StatusCode, ApiError> {
-    let id = ticket_id(&id)?;
     st.pool.leave_queue(&id, &terminal)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -341,10 +374,9 @@ async fn leave_queue(
 async fn usb_stream(
     State(st): State<AppState>,
     TerminalAuth(terminal): TerminalAuth,
-    Path(id): Path<String>,
+    Id(id): Id<LeaseId>,
     mut req: Request,
 ) -> Result<Response, ApiError> {
-    let id = lease_id(&id)?;
     let h = req.headers();
     let upgrade_ok = h
         .get(header::UPGRADE)
@@ -404,9 +436,8 @@ async fn usb_stream(
 async fn heartbeat(
     State(st): State<AppState>,
     TerminalAuth(terminal): TerminalAuth,
-    Path(id): Path<String>,
+    Id(id): Id<LeaseId>,
 ) -> Result<Json<HeartbeatReply>, ApiError> {
-    let id = lease_id(&id)?;
     let expires_at = st.pool.heartbeat(&id, &terminal)?;
     Ok(Json(HeartbeatReply {
         lease_id: id,
@@ -417,9 +448,8 @@ async fn heartbeat(
 async fn release(
     State(st): State<AppState>,
     TerminalAuth(terminal): TerminalAuth,
-    Path(id): Path<String>,
+    Id(id): Id<LeaseId>,
 ) -> Result<Response, ApiError> {
-    let id = lease_id(&id)?;
     let desktop = st.pool.release(&id, &terminal).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -444,15 +474,8 @@ async fn desktops(State(st): State<AppState>, _a: AdminAuth) -> Result<Response,
 async fn repair(
     State(st): State<AppState>,
     _a: AdminAuth,
-    Path(id): Path<String>,
+    Id(id): Id<DesktopId>,
 ) -> Result<Response, ApiError> {
-    let id = DesktopId::parse(&id).map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            ErrorCode::DesktopNotFound,
-            "no such desktop",
-        )
-    })?;
     st.pool.repair(&id).await?;
     Ok((
         StatusCode::ACCEPTED,

@@ -9,23 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A configuration error: what is wrong, where, and what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("config file {path} is not valid: {message}")]
-    Syntax { path: String, message: String },
-    #[error("config key {0}")]
-    Invalid(airlock_core::config_key::InvalidKey),
-}
-
-fn invalid(key: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid(airlock_core::config_key::InvalidKey::new(key, problem, fix))
-}
+use airlock_core::config_key::invalid;
+pub use airlock_core::config_key::ConfigError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -367,12 +352,57 @@ fn display_tls(
     }))
 }
 
+/// `value` of `key` within `range`, or the error that says the range (with `unit`, e.g.
+/// `" seconds"`, after its bounds).
+fn in_range<T>(
+    key: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    unit: &str,
+) -> Result<(), ConfigError>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(invalid(
+        key,
+        format!("{value} is out of range"),
+        format!("use {} to {}{unit}", range.start(), range.end()),
+    ))
+}
+
+/// Two keys that go together: both set, or neither. The error names the missing one.
+fn both_or_neither<A, B>(
+    (key_a, a): (&'static str, Option<A>),
+    (key_b, b): (&'static str, Option<B>),
+) -> Result<Option<(A, B)>, ConfigError> {
+    let short = |key: &'static str| key.rsplit('.').next().unwrap_or(key);
+    let fix = format!("set both {} and {}, or neither", short(key_a), short(key_b));
+    match (a, b) {
+        (Some(a), Some(b)) => Ok(Some((a, b))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(invalid(
+            key_b,
+            format!("is missing while {key_a} is set"),
+            fix,
+        )),
+        (None, Some(_)) => Err(invalid(
+            key_a,
+            format!("is missing while {key_b} is set"),
+            fix,
+        )),
+    }
+}
+
 impl Config {
     /// Reads and validates a config file. Relative paths are relative to the file's
     /// directory; `state_dir_override` replaces `server.state_dir`.
     pub fn load(path: &Path, state_dir_override: Option<&Path>) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
+            what: "config file",
+            path: path.to_path_buf(),
             source,
         })?;
         let base = path
@@ -402,7 +432,7 @@ impl Config {
         state_dir_override: Option<&Path>,
     ) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: name.to_owned(),
+            path: PathBuf::from(name),
             message: e.to_string().trim().replace('\n', " "),
         })?;
         let s = raw.server;
@@ -413,39 +443,27 @@ impl Config {
                 "write e.g. \"127.0.0.1:7480\"",
             )
         })?;
-        let tls = match (s.tls_cert, s.tls_key) {
-            (None, None) => None,
-            (Some(c), Some(k)) => {
+        let tls = match both_or_neither(
+            ("server.tls_cert", s.tls_cert),
+            ("server.tls_key", s.tls_key),
+        )? {
+            None => None,
+            Some((c, k)) => {
                 let (c, k) = (resolve(base, &c), resolve(base, &k));
                 must_exist("server.tls_cert", &c, "give the PEM certificate chain file")?;
                 must_exist("server.tls_key", &k, "give the PEM private key file")?;
                 Some((c, k))
             }
-            (Some(_), None) => {
-                return Err(invalid(
-                    "server.tls_key",
-                    "is missing while server.tls_cert is set",
-                    "set both tls_cert and tls_key, or neither",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "server.tls_cert",
-                    "is missing while server.tls_key is set",
-                    "set both tls_cert and tls_key, or neither",
-                ))
-            }
         };
         if tls.is_none() && !listen.ip().is_loopback() {
             tracing::warn!(listen = %listen, "serving plain HTTP on a non-loopback address: tokens and display passwords cross the network in clear; set server.tls_cert and server.tls_key");
         }
-        if !(1024..=16 * 1024 * 1024).contains(&s.max_body_bytes) {
-            return Err(invalid(
-                "server.max_body_bytes",
-                format!("{} is out of range", s.max_body_bytes),
-                "use 1024 to 16777216",
-            ));
-        }
+        in_range(
+            "server.max_body_bytes",
+            s.max_body_bytes,
+            1024..=16 * 1024 * 1024,
+            "",
+        )?;
         let state_dir = match state_dir_override {
             Some(d) => normalize(&std::path::absolute(d).unwrap_or_else(|_| d.to_owned())),
             None => resolve(base, &s.state_dir),
@@ -470,13 +488,7 @@ impl Config {
             tracing::warn!("no [[terminals]] configured: no terminal can lease a desktop");
         }
         let p = raw.pool;
-        if !(1..=500).contains(&p.size) {
-            return Err(invalid(
-                "pool.size",
-                format!("{} is out of range", p.size),
-                "use 1 to 500",
-            ));
-        }
+        in_range("pool.size", p.size, 1..=500, "")?;
         let desktops = (1..=p.size)
             .map(|n| DesktopId::numbered(&p.name_prefix, n))
             .collect::<Result<Vec<_>, _>>()
@@ -505,20 +517,8 @@ impl Config {
                 "enable virtualization in the BIOS and load kvm_intel/kvm_amd, or set accel = \"tcg\" (slow)",
             ));
         }
-        if !(64..=1024 * 1024).contains(&p.memory_mib) {
-            return Err(invalid(
-                "pool.memory_mib",
-                format!("{} is out of range", p.memory_mib),
-                "use 64 to 1048576",
-            ));
-        }
-        if !(1..=64).contains(&p.vcpus) {
-            return Err(invalid(
-                "pool.vcpus",
-                format!("{} is out of range", p.vcpus),
-                "use 1 to 64",
-            ));
-        }
+        in_range("pool.memory_mib", p.memory_mib, 64..=1024 * 1024, "")?;
+        in_range("pool.vcpus", p.vcpus, 1..=64, "")?;
         if p.machine.is_empty()
             || !p
                 .machine
@@ -538,21 +538,23 @@ impl Config {
                 "use \"template_clone\" (default), \"snapshot_restore\" or \"rebuild\"",
             )
         })?;
-        if !(3..=86_400).contains(&p.heartbeat_timeout_s) {
-            return Err(invalid(
-                "pool.heartbeat_timeout_s",
-                format!("{} is out of range", p.heartbeat_timeout_s),
-                "use 3 to 86400 seconds",
-            ));
-        }
+        in_range(
+            "pool.heartbeat_timeout_s",
+            p.heartbeat_timeout_s,
+            3..=86_400,
+            " seconds",
+        )?;
         let golden = resolve(base, &p.guest.disk);
         must_exist(
             "pool.guest.disk",
             &golden,
             "build the demo guest with `cargo xtask guest`, or give your golden qcow2 image",
         )?;
-        let boot = match (p.guest.kernel, p.guest.initrd) {
-            (Some(k), Some(i)) => {
+        let boot = match both_or_neither(
+            ("pool.guest.kernel", p.guest.kernel),
+            ("pool.guest.initrd", p.guest.initrd),
+        )? {
+            Some((k, i)) => {
                 let (k, i) = (resolve(base, &k), resolve(base, &i));
                 must_exist(
                     "pool.guest.kernel",
@@ -570,7 +572,7 @@ impl Config {
                     append: p.guest.append.unwrap_or_default(),
                 }
             }
-            (None, None) => {
+            None => {
                 if p.guest.append.is_some() {
                     return Err(invalid(
                         "pool.guest.append",
@@ -580,29 +582,13 @@ impl Config {
                 }
                 Boot::Disk
             }
-            (Some(_), None) => {
-                return Err(invalid(
-                    "pool.guest.initrd",
-                    "is missing while kernel is set",
-                    "set both kernel and initrd, or neither",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "pool.guest.kernel",
-                    "is missing while initrd is set",
-                    "set both kernel and initrd, or neither",
-                ))
-            }
         };
         let readiness = match p.readiness.probe.as_str() {
             "serial" => {
                 if p.readiness.delay_s.is_some() {
                     return Err(invalid("pool.readiness.delay_s", "is set but the probe is \"serial\"", "remove it, or set probe = \"delay\""));
                 }
-                if !(1..=3600).contains(&p.readiness.timeout_s) {
-                    return Err(invalid("pool.readiness.timeout_s", format!("{} is out of range", p.readiness.timeout_s), "use 1 to 3600"));
-                }
+                in_range("pool.readiness.timeout_s", p.readiness.timeout_s, 1..=3600, "")?;
                 Readiness::Serial { boot_timeout: Duration::from_secs(p.readiness.timeout_s) }
             }
             "delay" => {
@@ -655,13 +641,7 @@ impl Config {
                 }
                 let tls = display_tls(&d, protocol, listen, tls.as_ref())?;
                 let advertise_host = d.advertise_host.unwrap_or_else(|| listen.to_string());
-                if !(1..=3600).contains(&d.grace_s) {
-                    return Err(invalid(
-                        "pool.display.grace_s",
-                        format!("{} is out of range", d.grace_s),
-                        "use 1 to 3600 seconds",
-                    ));
-                }
+                in_range("pool.display.grace_s", d.grace_s, 1..=3600, " seconds")?;
                 Some(DisplayConfig {
                     protocol,
                     listen,
@@ -771,20 +751,18 @@ impl Config {
 /// `[pool.queue]`: the hold time, the poll interval terminals are told, and the ticket
 /// timeout (by default three missed polls).
 fn queue_config(q: &RawQueue) -> Result<QueueConfig, ConfigError> {
-    if !(1..=300).contains(&q.hold_s) {
-        return Err(invalid(
-            "pool.queue.hold_s",
-            format!("{} is out of range", q.hold_s),
-            "use 1 to 300 seconds (how long a freed desktop waits for the head of the line)",
-        ));
-    }
-    if !(1..=60).contains(&q.poll_interval_s) {
-        return Err(invalid(
-            "pool.queue.poll_interval_s",
-            format!("{} is out of range", q.poll_interval_s),
-            "use 1 to 60 seconds",
-        ));
-    }
+    in_range(
+        "pool.queue.hold_s",
+        q.hold_s,
+        1..=300,
+        " seconds (how long a freed desktop waits for the head of the line)",
+    )?;
+    in_range(
+        "pool.queue.poll_interval_s",
+        q.poll_interval_s,
+        1..=60,
+        " seconds",
+    )?;
     let timeout = q.ticket_timeout_s.unwrap_or(3 * q.poll_interval_s);
     if timeout < 2 * q.poll_interval_s || timeout > 600 {
         return Err(invalid(

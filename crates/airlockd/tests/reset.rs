@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use reqwest::Method;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -380,27 +379,13 @@ async fn a_desktop_that_never_becomes_ready_is_broken_not_handed_out() -> Result
     let m = b.metrics().await?;
     assert!(m.contains("airlock_desktops{state=\"broken\"} 1"), "{m}");
     // An admin's repair tries again (and fails again, visibly).
-    let r = b
-        .request(
-            Method::POST,
-            "/v1/desktops/desk-01/repair",
-            Some(ADMIN_TOKEN),
-        )
-        .await?;
-    assert_eq!(r.status(), 202);
+    assert_eq!(b.repair("desk-01").await?, 202);
     let first_since = d["since"].as_i64().unwrap();
     b.wait_desktop("desk-01", UP, |d| {
         d["state"] == "broken" && d["since"].as_i64() > Some(first_since)
     })
     .await?;
-    let r = b
-        .request(
-            Method::POST,
-            "/v1/desktops/desk-02/repair",
-            Some(ADMIN_TOKEN),
-        )
-        .await?;
-    assert_eq!(r.status(), 404);
+    assert_eq!(b.repair("desk-02").await?, 404);
     let audit = b.audit().await?;
     assert!(audit.iter().any(|r| r["action"] == "template_failed"));
     assert!(

@@ -63,12 +63,11 @@ pub struct BrokerArgs {
     /// Resets per method and RAM size [default: 9, --quick: 2].
     #[arg(long)]
     pub samples: Option<usize>,
-    /// Use this airlockd binary instead of running `cargo build --release -p airlockd`.
-    #[arg(long)]
-    pub airlockd: Option<PathBuf>,
     /// Do not write docs/benchmarks.md (the JSON under build/bench/ is always written).
     #[arg(long)]
     pub no_doc: bool,
+    #[command(flatten)]
+    pub common: util::BenchCommon,
 }
 
 // ------------------------------------------------------------------ entry point
@@ -85,7 +84,7 @@ pub fn broker(args: &BrokerArgs) -> Result<()> {
         std::fs::remove_dir_all(&logs).with_context(|| format!("removing {}", logs.display()))?;
     }
     // The brokers are stopped when their handles are dropped, also on error.
-    let result = airlock_testkit::block_on(run(args, &root, &bench_dir, &logs));
+    let result = airlock_testkit::block_on(run(args, &root, &logs));
     if result.is_err() {
         eprintln!(
             "brokers' logs and configs: {} (all their processes are stopped)",
@@ -95,19 +94,16 @@ pub fn broker(args: &BrokerArgs) -> Result<()> {
     result
 }
 
-async fn run(args: &BrokerArgs, root: &Path, bench_dir: &Path, logs: &Path) -> Result<()> {
+async fn run(args: &BrokerArgs, root: &Path, logs: &Path) -> Result<()> {
     let started = Instant::now();
     let started_utc = utc_now("%Y-%m-%d %H:%M UTC");
     let plan = Plan::new(args);
     let setup = tokio::task::block_in_place(|| -> Result<Setup> {
         let guest = artifacts::guest()?;
-        let airlockd = match &args.airlockd {
-            Some(p) => util::absolute(p)?,
-            None => {
-                println!("building airlockd (cargo build --release)...");
-                artifacts::host_binaries(true)?.airlockd()
-            }
-        };
+        let airlockd = args.common.airlockd(|| {
+            println!("building airlockd (cargo build --release)...");
+            Ok(artifacts::host_binaries(true)?.airlockd())
+        })?;
         Ok(Setup {
             airlockd,
             guest,
@@ -143,9 +139,9 @@ async fn run(args: &BrokerArgs, root: &Path, bench_dir: &Path, logs: &Path) -> R
     let report = report::render_report(&results);
     println!("\n{report}");
     let stamp = utc_now("%Y%m%dT%H%M%SZ");
-    let json_path = bench_dir.join(format!("broker-{}-{stamp}.json", plan.mode));
-    let text = serde_json::to_string_pretty(&results).context("serializing the results")?;
-    util::write_atomic(&json_path, text.as_bytes())?;
+    let json_path = args
+        .common
+        .save(&format!("broker-{}-{stamp}.json", plan.mode), &results)?;
     println!("raw samples: {}", json_path.display());
     if plan.mode == "full" && !args.no_doc {
         let doc = root.join("docs/benchmarks.md");

@@ -24,8 +24,7 @@
 mod milestones;
 mod report;
 
-use crate::disc::FileList;
-use crate::{disc, guest, util};
+use crate::{disc, util};
 use airlock_testkit::terminal_config::TerminalConfig;
 use airlock_testkit::tools::VM_TOOLS;
 use airlock_testkit::x11::Xvfb;
@@ -76,9 +75,8 @@ pub struct OpenArgs {
     /// (default: unpinned, as a demo user runs them).
     #[arg(long)]
     pub terminal_cpus: Option<String>,
-    /// Results file [default: build/bench/open.json].
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: util::BenchCommon,
 }
 
 /// `--pool-cpus`/`--terminal-cpus` parsing helpers.
@@ -94,25 +92,7 @@ pub fn run(args: &OpenArgs) -> Result<Report> {
         airlock_testkit::tools::require(airlock_testkit::x11::X_TOOLS)?;
     }
     println!("== preparing (guest, discs, release binaries)");
-    let g = guest::build(&guest::Options {
-        out: guest::default_out(),
-        force: false,
-    })?;
-    let discs = disc::build(&disc::Options {
-        out: disc::default_out(),
-        force: false,
-    })?;
-    let disc = match &args.iso {
-        Some(iso) => {
-            let iso = util::absolute(iso)?;
-            FileList::read(&iso.with_extension("files.json"))?
-        }
-        None => discs
-            .iter()
-            .find(|d| d.iso.file_name().is_some_and(|n| n == "sample.iso"))
-            .cloned()
-            .context("sample.iso was not built")?,
-    };
+    let (g, disc) = disc::guest_and_disc(args.iso.as_deref())?;
     let bins = airlock_testkit::artifacts::host_binaries(true)?;
     let config_path = match &args.config {
         Some(c) => util::absolute(c)?,
@@ -160,7 +140,7 @@ pub fn run(args: &OpenArgs) -> Result<Report> {
         if tls { "TLS" } else { "plain HTTP and display" }
     );
     let size = config.size;
-    let broker = Broker::start(&bins.airlockd(), config)?;
+    let broker = Broker::start(&args.common.airlockd(|| Ok(bins.airlockd()))?, config)?;
     let desktops: Vec<String> = (1..=size).map(|i| format!("desk-{i:02}")).collect();
     // The ISO in the host's page cache, as after the first use of a disc image.
     std::io::copy(&mut std::fs::File::open(&disc.iso)?, &mut std::io::sink())?;
@@ -243,14 +223,10 @@ pub fn run(args: &OpenArgs) -> Result<Report> {
             .to_string(),
         samples,
     };
-    let json = util::save_results(args.json.as_deref(), "open.json", &report)?;
+    let json = args.common.save("open.json", &report)?;
     println!();
     println!("{}", table(&report));
-    println!(
-        "load average before: {}, after: {}",
-        report.loadavg_before, report.loadavg_after
-    );
-    println!("results: {}", json.display());
+    util::print_load_and_results(&report.loadavg_before, &report.loadavg_after, &json);
     Ok(report)
 }
 

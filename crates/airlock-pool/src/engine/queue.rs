@@ -141,9 +141,7 @@ impl Pool {
         user: &UserName,
         wait: bool,
     ) -> Result<Decision, PoolError> {
-        let now = now_ms();
-        let mut line = self.line()?;
-        let mut changed = self.reconcile(&mut line, now)?;
+        let (now, mut line, mut changed) = self.reconciled_line()?;
         let mine: Option<(TicketId, DesktopId, i64)> =
             line.queue.of_terminal(terminal).and_then(|t| {
                 let (d, _) = t.hold.as_ref()?;
@@ -267,9 +265,7 @@ impl Pool {
         terminal: &TerminalName,
         left: Duration,
     ) -> Result<PollStep, PoolError> {
-        let now = now_ms();
-        let mut line = self.line()?;
-        let mut changed = self.reconcile(&mut line, now)?;
+        let (now, mut line, mut changed) = self.reconciled_line()?;
         let step = match line.queue.touch(ticket, terminal, now) {
             None => Err(PoolError::TicketNotFound),
             Some(s) => match s.held.clone() {
@@ -382,6 +378,15 @@ impl Pool {
         self.line()
             .map(|l| (l.queue.len(), l.queue.held_count()))
             .unwrap_or_default()
+    }
+
+    /// The time now and the line, reconciled (see [`Pool::reconcile`]), with whether
+    /// reconciling changed it.
+    fn reconciled_line(&self) -> Result<(UnixMillis, MutexGuard<'_, Line>, bool), PoolError> {
+        let now = now_ms();
+        let mut line = self.line()?;
+        let changed = self.reconcile(&mut line, now)?;
+        Ok((now, line, changed))
     }
 
     /// Gives back holds on desktops that are no longer clean and holds every clean

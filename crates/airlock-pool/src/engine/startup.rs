@@ -178,9 +178,7 @@ impl Pool {
                 }
                 (DesktopState::Leased, _, _) => {
                     self.lease_lost(id)?;
-                    Some(Work::Reset {
-                        process_alive: false,
-                    })
+                    Some(Work::RESET_WITHOUT_PROCESS)
                 }
                 (DesktopState::Clean, _, _) => {
                     self.transition(
@@ -188,30 +186,32 @@ impl Pool {
                         DesktopEvent::Died,
                         Some("QEMU process gone after broker restart"),
                     )?;
-                    Some(Work::Reset {
-                        process_alive: false,
-                    })
+                    Some(Work::RESET_WITHOUT_PROCESS)
                 }
-                (DesktopState::Starting, _, _) => {
+                // No QEMU to keep: whatever is left of one goes, then the state says
+                // what comes next (a broken desktop waits for an admin's repair).
+                (
+                    DesktopState::Starting
+                    | DesktopState::Dirty
+                    | DesktopState::Resetting
+                    | DesktopState::Broken,
+                    _,
+                    _,
+                ) => {
                     airlock_qemu::process::kill_stale(&run_dir).await;
-                    Some(Work::Provision)
-                }
-                (DesktopState::Dirty | DesktopState::Resetting, _, _) => {
-                    airlock_qemu::process::kill_stale(&run_dir).await;
-                    if row.state == DesktopState::Resetting {
-                        self.transition(
-                            id,
-                            DesktopEvent::Recover,
-                            Some("broker restarted during a reset"),
-                        )?;
+                    match row.state {
+                        DesktopState::Starting => Some(Work::Provision),
+                        DesktopState::Resetting => {
+                            self.transition(
+                                id,
+                                DesktopEvent::Recover,
+                                Some("broker restarted during a reset"),
+                            )?;
+                            Some(Work::RESET_WITHOUT_PROCESS)
+                        }
+                        DesktopState::Dirty => Some(Work::RESET_WITHOUT_PROCESS),
+                        _ => None,
                     }
-                    Some(Work::Reset {
-                        process_alive: false,
-                    })
-                }
-                (DesktopState::Broken, _, _) => {
-                    airlock_qemu::process::kill_stale(&run_dir).await;
-                    None
                 }
             };
             work.extend(next.map(|w| (id.clone(), w)));
@@ -283,8 +283,16 @@ impl Pool {
     }
 }
 
+/// What start-up leaves to do for a desktop.
 enum Work {
     Provision,
     Reset { process_alive: bool },
     Died,
+}
+
+impl Work {
+    /// A reset of a desktop whose QEMU process is gone (or was killed).
+    const RESET_WITHOUT_PROCESS: Work = Work::Reset {
+        process_alive: false,
+    };
 }

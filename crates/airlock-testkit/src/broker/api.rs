@@ -297,6 +297,14 @@ impl Broker {
         r.text().await.context("reading /metrics")
     }
 
+    /// `POST /v1/desktops/{desktop}/repair` as the admin: the answer's status.
+    pub async fn repair(&self, desktop: &str) -> Result<StatusCode> {
+        let path = format!("/v1/desktops/{desktop}/repair");
+        let token = Some(self.config.admin_token.as_str());
+        let r = self.request(Method::POST, &path, token).await?;
+        Ok(r.status())
+    }
+
     /// `GET /healthz`: its status and body.
     pub async fn healthz(&self) -> Result<(StatusCode, Value)> {
         let r = self.request(Method::GET, "/healthz", None).await?;

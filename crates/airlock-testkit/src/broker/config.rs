@@ -4,6 +4,7 @@
 use crate::artifacts::GuestManifest;
 use anyhow::{Context, Result};
 use serde::Serialize;
+use serde_with::skip_serializing_none;
 use std::path::{Path, PathBuf};
 
 /// The first test terminal's token (a test secret, nothing else); its name is `term-1`.
@@ -227,23 +228,23 @@ struct File<'a> {
     pool: Pool<'a>,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize)]
 struct Server<'a> {
     listen: &'a str,
     state_dir: &'a Path,
-    #[serde(skip_serializing_if = "Option::is_none")]
     tls_cert: Option<&'a Path>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     tls_key: Option<&'a Path>,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize)]
 struct Token<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
     token_sha256: String,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize)]
 struct Pool<'a> {
     size: usize,
@@ -255,9 +256,7 @@ struct Pool<'a> {
     test_control_channel: bool,
     guest: Guest<'a>,
     readiness: Readiness<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     display: Option<Display<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     cpus: Option<Cpus<'a>>,
 }
 
@@ -275,21 +274,20 @@ struct Readiness<'a> {
     timeout_s: u64,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize)]
 struct Display<'a> {
     protocol: &'a str,
     listen: &'a str,
     port_base: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
     grace_s: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     host_subject: Option<&'a str>,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize)]
 struct Cpus<'a> {
     desktops: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     housekeeping: Option<&'a str>,
 }
 

@@ -243,13 +243,7 @@ impl BrokerApi {
 
     /// Leaves the line (best effort: a ticket also expires by itself).
     pub async fn leave_ticket(&self, ticket: &TicketId) -> Result<(), ApiError> {
-        let (status, body) = self
-            .call(Method::DELETE, &format!("/v1/queue/{ticket}"), None, None)
-            .await?;
-        match status.as_u16() {
-            200..=299 | 404 => Ok(()),
-            _ => Err(refusal(status, &body)),
-        }
+        self.delete(&format!("/v1/queue/{ticket}")).await
     }
 
     /// One heartbeat of `lease`.
@@ -270,9 +264,12 @@ impl BrokerApi {
 
     /// Ends `lease` (its desktop is reset). An already ended lease is not an error.
     pub async fn release(&self, lease: &LeaseId) -> Result<(), ApiError> {
-        let (status, body) = self
-            .call(Method::DELETE, &format!("/v1/leases/{lease}"), None, None)
-            .await?;
+        self.delete(&format!("/v1/leases/{lease}")).await
+    }
+
+    /// DELETE `path`; something already gone (404) is not an error.
+    async fn delete(&self, path: &str) -> Result<(), ApiError> {
+        let (status, body) = self.call(Method::DELETE, path, None, None).await?;
         match status.as_u16() {
             200..=299 | 404 => Ok(()),
             _ => Err(refusal(status, &body)),

@@ -17,24 +17,8 @@ pub const DEFAULT_PATH: &str = "/etc/airlock/terminal.toml";
 /// How long `airlock open` waits for a desktop unless configured.
 pub const DEFAULT_WAIT_S: u64 = 300;
 
-/// A configuration problem: what is wrong, where, and what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {what} {path}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path} is not valid: {message}")]
-    Syntax { path: PathBuf, message: String },
-    #[error("{0}")]
-    Invalid(airlock_core::config_key::InvalidKey),
-}
-
-fn invalid(key: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid(airlock_core::config_key::InvalidKey::new(key, problem, fix))
-}
+use airlock_core::config_key::invalid;
+pub use airlock_core::config_key::ConfigError;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -435,24 +419,33 @@ mod tests {
         assert!(toml::from_str::<RawConfig>("[broker]\nurll = 1").is_err());
     }
 
+    /// Writes `text` to `dir/name` with permissions `mode`; its path.
+    fn file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        chmod(&path, mode);
+        path
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
     #[test]
     fn a_token_file_others_can_read_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("token");
-        std::fs::write(&f, "secret\n").unwrap();
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let f = file(dir.path(), "token", "secret\n", 0o644);
         let o = Overrides {
             token_file: Some(f.clone()),
             ..overrides()
         };
         let e = err("[broker]\nurl = \"https://x\"", &o);
         assert!(e.contains("chmod 600"), "{e}");
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        chmod(&f, 0o600);
         assert!(OpenConfig::from_raw(raw("[broker]\nurl = \"https://x\""), &o).is_ok());
         // A config file with the token inline is held to the same rule.
-        let cfg = dir.path().join("terminal.toml");
-        std::fs::write(&cfg, "[broker]\nurl = \"https://x\"\ntoken = \"t\"\n").unwrap();
-        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let inline = "[broker]\nurl = \"https://x\"\ntoken = \"t\"\n";
+        let cfg = file(dir.path(), "terminal.toml", inline, 0o640);
         let o = Overrides {
             config: Some(cfg.clone()),
             ..overrides()
@@ -461,7 +454,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("broker.token"));
-        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+        chmod(&cfg, 0o600);
         assert!(OpenConfig::load(&o).is_ok());
     }
 }

@@ -211,6 +211,62 @@ pub struct ReleaseReply {
 }
 
 wire_names! {
+    /// A security alert a terminal raises.
+    pub enum AlertKind {
+        /// The terminal guard is not in place (`airlock guard status` fails): the
+        /// terminal itself could give a disc a driver, a mount or a filesystem parser.
+        TerminalUnguarded = "terminal_unguarded",
+    }
+}
+
+/// At most this many problems in one [`AlertReport`].
+pub const MAX_ALERT_PROBLEMS: usize = 32;
+/// At most this many characters per problem.
+pub const MAX_ALERT_PROBLEM_CHARS: usize = 400;
+
+/// `POST /v1/alerts`: a terminal reports a security alert; the broker writes it to the
+/// audit log (`security_alert`) for the security officer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertReport {
+    pub kind: AlertKind,
+    /// What is wrong, a line each (see [`AlertReport::check`]).
+    pub problems: Vec<String>,
+    /// Whether the terminal goes on regardless (its configuration accepts the risk), or
+    /// refused to.
+    pub accepted: bool,
+    /// The clinician at the terminal, when known (checked by [`crate::UserName::parse`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// Why an [`AlertReport`] is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AlertError {
+    #[error("`problems` must list 1 to {MAX_ALERT_PROBLEMS} problems")]
+    Count,
+    #[error("each of `problems` must be 1 to {MAX_ALERT_PROBLEM_CHARS} printable characters")]
+    Problem,
+}
+
+impl AlertReport {
+    /// Checks the problems' count and text (the user is checked by the caller).
+    pub fn check(&self) -> Result<(), AlertError> {
+        if self.problems.is_empty() || self.problems.len() > MAX_ALERT_PROBLEMS {
+            return Err(AlertError::Count);
+        }
+        let ok = |p: &String| {
+            let n = p.chars().count();
+            (1..=MAX_ALERT_PROBLEM_CHARS).contains(&n) && !p.chars().any(char::is_control)
+        };
+        if !self.problems.iter().all(ok) {
+            return Err(AlertError::Problem);
+        }
+        Ok(())
+    }
+}
+
+wire_names! {
     /// The machine-readable part of every API error.
     pub enum ErrorCode {
         /// A malformed request (body, query, header).
@@ -421,6 +477,36 @@ mod tests {
         let d: DeviceIdentity = serde_json::from_value(v).map_err(|e| e.to_string())?;
         d.validate().map_err(|e| e.to_string())?;
         Ok(d)
+    }
+
+    #[test]
+    fn alert_reports_are_checked() {
+        let ok: AlertReport = serde_json::from_str(
+            r#"{"kind":"terminal_unguarded","problems":["module uas: can load"],"accepted":false}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.check(), Ok(()));
+        assert!(serde_json::from_str::<AlertReport>(
+            r#"{"kind":"other","problems":["x"],"accepted":false}"#
+        )
+        .is_err());
+        assert!(serde_json::from_str::<AlertReport>(
+            r#"{"kind":"terminal_unguarded","problems":["x"],"accepted":false,"extra":1}"#
+        )
+        .is_err());
+        let with = |problems: Vec<String>| AlertReport {
+            problems,
+            ..ok.clone()
+        };
+        assert_eq!(with(vec![]).check(), Err(AlertError::Count));
+        assert_eq!(with(vec!["x".into(); 33]).check(), Err(AlertError::Count));
+        assert_eq!(with(vec!["".into()]).check(), Err(AlertError::Problem));
+        assert_eq!(with(vec!["a\nb".into()]).check(), Err(AlertError::Problem));
+        assert_eq!(with(vec!["é".repeat(400)]).check(), Ok(()));
+        assert_eq!(
+            with(vec!["é".repeat(401)]).check(),
+            Err(AlertError::Problem)
+        );
     }
 
     #[test]

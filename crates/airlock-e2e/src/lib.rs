@@ -105,6 +105,14 @@ pub fn airlock_open_with(
     Proc::spawn(&mut cmd, "airlock open")
 }
 
+/// Fails naming the first of `lines` that `out` (a command's output) does not contain.
+pub fn ensure_says(out: &str, lines: &[&str]) -> Result<()> {
+    match lines.iter().find(|l| !out.contains(*l)) {
+        Some(missing) => anyhow::bail!("no {missing:?} in:\n{out}"),
+        None => Ok(()),
+    }
+}
+
 /// The details of the broker's `usb_stream_opened` audit records, oldest first.
 pub fn usb_streams(broker: &Broker) -> Result<Vec<String>> {
     let audit = airlock_testkit::block_on(broker.audit())?;

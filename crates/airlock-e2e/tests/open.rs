@@ -5,7 +5,7 @@
 //! gets the same lease back and ends cleanly on SIGTERM; a broker killed during a
 //! session, noticed within two heartbeat intervals; terminals waiting in line.
 
-use airlock_e2e::{airlock_open, begin_or_skip, broker_with, Run};
+use airlock_e2e::{airlock_open, begin_or_skip, broker_with, ensure_says, Run};
 use airlock_testkit::broker::TERMINAL_TOKEN;
 use airlock_testkit::process::Signal;
 use airlock_testkit::process::{read_or_empty, Proc};
@@ -117,14 +117,15 @@ fn open_without_a_display_keeps_its_lease_and_ends_cleanly() -> Result<()> {
     );
     let (code, out) = exit_of(&mut open, &log, Duration::from_secs(30))?;
     ensure!(code == 0, "exit {code}:\n{out}");
-    for line in [
-        "Finding a free desktop for dr-test",
-        "Desktop desk-01 is yours.",
-        "Forwarding the drive...",
-        "Session ended: the broker ended the session",
-    ] {
-        ensure!(out.contains(line), "no {line:?} in:\n{out}");
-    }
+    ensure_says(
+        &out,
+        &[
+            "Finding a free desktop for dr-test",
+            "Desktop desk-01 is yours.",
+            "Forwarding the drive...",
+            "Session ended: the broker ended the session",
+        ],
+    )?;
     block_on(broker.wait_desktop("desk-01", UP, |d| d["state"] == "clean" && d["resets"] == 2))?;
     let audit = block_on(broker.audit())?;
     airlock_testkit::audit::check_invariants(&audit)?;

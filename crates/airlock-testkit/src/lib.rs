@@ -18,6 +18,7 @@
 //! - [`guest_vm`]: the demo guest booted directly, without a broker (the local USB CD
 //!   drive baseline, a usb-redir socket, or its agent port). [`terminal_vm`]: a terminal
 //!   with a real Linux USB stack. [`iso`]: ISO images made for a test.
+//! - [`fake_root`]: a terminal's system tree in a directory, for the guard's tests.
 //! - [`audit`]: the audit-trail invariant checker. [`spice`]: a real SPICE client, and a
 //!   viewer that stays connected and presses keys. [`tls`]: a site CA and a broker
 //!   certificate.
@@ -33,6 +34,7 @@
 pub mod artifacts;
 pub mod audit;
 pub mod broker;
+pub mod fake_root;
 pub mod guest_vm;
 pub mod image;
 pub mod iso;

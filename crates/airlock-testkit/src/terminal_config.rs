@@ -39,6 +39,8 @@ pub struct TerminalConfig {
     /// `display.mode`: kiosk, fullscreen or window.
     pub display_mode: Option<String>,
     pub display_client: Option<PathBuf>,
+    /// `drive.allow_unguarded`.
+    pub allow_unguarded: bool,
 }
 
 impl TerminalConfig {
@@ -52,6 +54,7 @@ impl TerminalConfig {
             wait_s: None,
             display_mode: None,
             display_client: None,
+            allow_unguarded: false,
         }
     }
 
@@ -75,6 +78,9 @@ impl TerminalConfig {
                 mode: self.display_mode.as_deref(),
                 client: self.display_client.as_deref(),
             },
+            drive: Drive {
+                allow_unguarded: self.allow_unguarded.then_some(true),
+            },
         };
         let path = dir.join("terminal.toml");
         let text = toml::to_string(&file).context("writing the terminal config as TOML")?;
@@ -88,6 +94,7 @@ struct File<'a> {
     broker: Broker<'a>,
     session: Session<'a>,
     display: Display<'a>,
+    drive: Drive,
 }
 
 #[skip_serializing_none]
@@ -110,4 +117,10 @@ struct Session<'a> {
 struct Display<'a> {
     mode: Option<&'a str>,
     client: Option<&'a Path>,
+}
+
+#[skip_serializing_none]
+#[derive(Serialize)]
+struct Drive {
+    allow_unguarded: Option<bool>,
 }

@@ -6,6 +6,8 @@
 //! airlock usb forward --broker URL --lease ID (--device auto|VID:PID | --iso FILE)
 //!                     [--token-file F | env AIRLOCK_TOKEN] [--ca-file PEM]
 //! airlock usb forward --to unix:PATH (--device ... | --iso FILE)
+//! airlock guard status|install|uninstall [--root DIR]
+//! airlock guard windows-policy --out DIR
 //! ```
 //!
 //! The USB logic lives in the `airlock-usb` library; this binary parses arguments and
@@ -13,6 +15,7 @@
 //! and maps errors to advice and exit codes.
 #![forbid(unsafe_code)]
 
+mod guard;
 mod open;
 mod usb;
 
@@ -41,11 +44,16 @@ enum Command {
     ///
     /// Exit codes: 0 the session ended normally; 3 configuration; 4 no free desktop (or
     /// none within --wait); 5 broker unreachable or lost; 6 display client failed;
-    /// 7 drive problem; 2 usage.
+    /// 7 drive problem; 8 the terminal is not guarded (a real drive is not forwarded);
+    /// 2 usage.
     Open(OpenArgs),
     /// USB optical drives.
     #[command(subcommand)]
     Usb(UsbCommand),
+    /// The terminal guard: this terminal never gets a driver for the drive, never mounts
+    /// or parses a disc, and still forwards the drive (exit 8: not guarded).
+    #[command(subcommand)]
+    Guard(guard::GuardCommand),
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +92,9 @@ struct OpenArgs {
     /// The display client program (overrides display.client) [default: remote-viewer].
     #[arg(long, value_name = "PROGRAM")]
     display_client: Option<PathBuf>,
+    /// Check the guard of the system under DIR instead of `/` (tests).
+    #[arg(long, value_name = "DIR", hide = true)]
+    guard_root: Option<PathBuf>,
 }
 
 impl OpenArgs {
@@ -100,6 +111,7 @@ impl OpenArgs {
             no_display: self.no_display,
             display_mode: self.display_mode,
             display_client: self.display_client,
+            guard_root: self.guard_root,
         }
     }
 }
@@ -192,6 +204,10 @@ fn main() -> std::process::ExitCode {
             }
             Command::Usb(UsbCommand::List) => usb::usb_list().await.map_err(report),
             Command::Usb(UsbCommand::Forward(args)) => usb::usb_forward(args).await.map_err(report),
+            Command::Guard(cmd) => match guard::run(&cmd).map_err(report)? {
+                0 => Ok(()),
+                code => Err(code),
+            },
         }
     });
     // Do not wait for the blocking thread that reads commands from stdin: it only returns

@@ -2,8 +2,8 @@
 //! `{"error": code, "message": text}` with a fitting status.
 use crate::config::Config;
 use airlock_core::wire::{
-    DeviceIdentity, ErrorBody, ErrorCode, HeartbeatReply, LeaseGrant, LeaseRequest, QueuePoll,
-    ReleaseReply, UsbEndpoint, DEVICE_HEADER, MAX_QUEUE_WAIT_S, USB_PROTOCOL,
+    AlertReport, DeviceIdentity, ErrorBody, ErrorCode, HeartbeatReply, LeaseGrant, LeaseRequest,
+    QueuePoll, ReleaseReply, UsbEndpoint, DEVICE_HEADER, MAX_QUEUE_WAIT_S, USB_PROTOCOL,
 };
 use airlock_core::{DesktopId, DesktopState, LeaseId, TerminalName, TicketId, UserName};
 use airlock_pool::{ErrorChain, LeaseOutcome, Pool, PoolError};
@@ -337,6 +337,25 @@ async fn create_lease(
     ))
 }
 
+/// `POST /v1/alerts`: a terminal's security alert, into the audit log.
+async fn alert(
+    State(st): State<AppState>,
+    TerminalAuth(terminal): TerminalAuth,
+    ApiJson(report): ApiJson<AlertReport>,
+) -> Result<StatusCode, ApiError> {
+    report
+        .check()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let user = report
+        .user
+        .as_deref()
+        .map(UserName::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("`user`: {e}")))?;
+    st.pool.security_alert(&terminal, user.as_ref(), &report)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// `POST /v1/queue/{ticket}?wait_s=N`: keeps the ticket alive; a long poll.
 async fn poll_ticket(
     State(st): State<AppState>,
@@ -573,6 +592,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/leases/{id}", delete(release))
         .route("/v1/leases/{id}/usb", get(usb_stream))
         .route("/v1/queue/{id}", post(poll_ticket).delete(leave_queue))
+        .route("/v1/alerts", post(alert))
         .route("/v1/desktops", get(desktops))
         .route("/v1/desktops/{id}/repair", post(repair))
         .route("/v1/audit", get(audit))

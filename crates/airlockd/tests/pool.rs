@@ -266,6 +266,60 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn terminal_alerts_are_audited_and_bad_ones_refused() -> Result<()> {
+    let b = start(BrokerConfig {
+        size: 1,
+        ..config()?
+    })?;
+    let good = serde_json::json!({
+        "kind": "terminal_unguarded",
+        "problems": ["module usb-storage: can load", "CD block devices: /dev/sr0 exist"],
+        "accepted": false,
+        "user": "dr-guard",
+    });
+    let with = |key: &str, v: Value| {
+        let mut x = good.clone();
+        x[key] = v;
+        x
+    };
+    for (body, why) in [
+        (with("kind", "bored".into()), "unknown kind"),
+        (with("problems", serde_json::json!([])), "no problem"),
+        (
+            with("problems", serde_json::json!(["a\u{7}b"])),
+            "control character",
+        ),
+        (
+            with("problems", serde_json::json!(vec!["x"; 33])),
+            "too many",
+        ),
+        (with("user", "".into()), "empty user"),
+        (with("extra", 1.into()), "unknown field"),
+    ] {
+        let r = b.alert(TERMINAL_TOKEN, &body).await?;
+        assert_eq!(r.status(), 400, "{why}");
+        assert_eq!(r.json::<Value>().await?["error"], "bad_request", "{why}");
+    }
+    assert_eq!(b.alert("wrong-token", &good).await?.status(), 401);
+    assert_eq!(b.alert(TERMINAL_TOKEN, &good).await?.status(), 204);
+    let audit = b.audit().await?;
+    let alerts: Vec<&Value> = audit
+        .iter()
+        .filter(|r| r["action"] == "security_alert")
+        .collect();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let a = alerts[0];
+    assert_eq!(a["user"], "dr-guard");
+    assert!(a["terminal"].as_str().is_some_and(|t| !t.is_empty()));
+    let details: Value = serde_json::from_str(a["details"].as_str().unwrap())?;
+    assert_eq!(details["kind"], "terminal_unguarded");
+    assert_eq!(details["accepted"], false);
+    assert_eq!(details["problems"][1], "CD block devices: /dev/sr0 exist");
+    check_invariants(&audit)?;
+    Ok(())
+}
+
 /// `Cpus_allowed_list` of every thread of `pid`, by thread name.
 fn thread_cpus(pid: u32) -> Vec<(String, String)> {
     let mut out = Vec::new();

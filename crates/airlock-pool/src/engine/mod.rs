@@ -10,7 +10,9 @@
 //! - [`handoff`]: handing the desktop's USB port and display to the lease holder;
 //! - [`session`]: the ends the broker sees itself (the guest powered off, the display
 //!   client did not come back);
-//! - [`views`]: what the admin API, `/healthz` and `/metrics` see of the pool.
+//! - [`views`]: what the admin API, `/healthz` and `/metrics` see of the pool;
+//! - [`alerts`]: security alerts terminals raise, into the audit log.
+mod alerts;
 mod golden;
 mod handoff;
 mod leases;

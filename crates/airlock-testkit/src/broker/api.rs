@@ -158,6 +158,17 @@ impl Broker {
             .with_context(|| format!("no desktop {id}"))
     }
 
+    /// `POST /v1/alerts` with `body` as the terminal with `token`; the raw response.
+    pub async fn alert(&self, token: &str, body: &Value) -> Result<reqwest::Response> {
+        self.http
+            .post(format!("{}/v1/alerts", self.url))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .context("POST /v1/alerts")
+    }
+
     /// `POST /v1/leases` as the terminal with `token`; the raw response.
     pub async fn acquire(&self, token: &str, user: &str) -> Result<reqwest::Response> {
         self.http

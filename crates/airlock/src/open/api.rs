@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use airlock_core::wire::{
-    ErrorBody, ErrorCode, HeartbeatReply, LeaseGrant, LeaseRequest, QueueStanding,
+    AlertReport, ErrorBody, ErrorCode, HeartbeatReply, LeaseGrant, LeaseRequest, QueueStanding,
 };
 use airlock_core::{LeaseId, TicketId, UserName};
 use airlock_usb::transport::{client_config, BrokerUrl, Token, TrustRoots};
@@ -138,7 +138,7 @@ impl BrokerApi {
         &self,
         method: Method,
         path: &str,
-        body: Option<&LeaseRequest>,
+        body: Option<serde_json::Value>,
         timeout: Option<Duration>,
     ) -> Result<(StatusCode, Vec<u8>), ApiError> {
         let mut r = self
@@ -146,7 +146,7 @@ impl BrokerApi {
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(self.token.as_str());
         if let Some(body) = body {
-            r = r.json(body);
+            r = r.json(&body);
         }
         if let Some(t) = timeout {
             r = r.timeout(t);
@@ -175,6 +175,17 @@ impl BrokerApi {
         }
     }
 
+    /// Reports a security alert (the broker audits it).
+    pub async fn alert(&self, report: &AlertReport) -> Result<(), ApiError> {
+        let (status, body) = self
+            .call(Method::POST, "/v1/alerts", Some(json(report)), None)
+            .await?;
+        match status.as_u16() {
+            200..=299 => Ok(()),
+            _ => Err(refusal(status, &body)),
+        }
+    }
+
     /// Asks for a desktop for `user`; with `wait`, a full pool answers with a ticket.
     pub async fn request_lease(
         &self,
@@ -186,7 +197,7 @@ impl BrokerApi {
             wait,
         };
         let (status, body) = self
-            .call(Method::POST, "/v1/leases", Some(&req), None)
+            .call(Method::POST, "/v1/leases", Some(json(&req)), None)
             .await?;
         match status.as_u16() {
             200 | 201 => Ok(LeaseAnswer::Granted(Box::new(parse(
@@ -275,6 +286,11 @@ impl BrokerApi {
             _ => Err(refusal(status, &body)),
         }
     }
+}
+
+/// A request body as JSON (the wire types always serialize).
+fn json(body: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(body).unwrap_or_default()
 }
 
 fn parse<T: serde::de::DeserializeOwned>(

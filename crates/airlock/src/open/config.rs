@@ -61,6 +61,10 @@ struct RawDisplay {
 struct RawDrive {
     device: Option<String>,
     iso: Option<PathBuf>,
+    /// Forward a real drive even when the terminal guard is not in place (the site
+    /// accepts the risk; every such session is audited as a security alert).
+    #[serde(default)]
+    allow_unguarded: bool,
 }
 
 /// How the display client shows the desktop.
@@ -108,6 +112,8 @@ pub struct Overrides {
     pub no_display: bool,
     pub display_mode: Option<DisplayMode>,
     pub display_client: Option<PathBuf>,
+    /// The system whose guard is checked (`--guard-root`, tests); default `/`.
+    pub guard_root: Option<PathBuf>,
 }
 
 /// Everything `airlock open` needs, checked.
@@ -126,6 +132,10 @@ pub struct OpenConfig {
     pub display: Option<DisplayChoice>,
     /// The drive (or disc image) to forward.
     pub source: Source,
+    /// `drive.allow_unguarded`: forward a real drive from an unguarded terminal.
+    pub allow_unguarded: bool,
+    /// The system whose guard is checked before a real drive is forwarded.
+    pub guard_root: PathBuf,
 }
 
 /// A file that holds a secret must be readable by its owner only (and owned by the user
@@ -290,6 +300,7 @@ impl OpenConfig {
                 .unwrap_or_else(|| PathBuf::from("remote-viewer"));
             Some(DisplayChoice { client, mode })
         };
+        let allow_unguarded = raw.drive.allow_unguarded;
         let source = match (&o.iso, &o.device) {
             (Some(iso), _) => Source::Iso(iso.clone()),
             (None, Some(sel)) => Source::Drive(*sel),
@@ -319,6 +330,8 @@ impl OpenConfig {
             wait,
             display,
             source,
+            allow_unguarded,
+            guard_root: o.guard_root.clone().unwrap_or_else(|| PathBuf::from("/")),
         })
     }
 }

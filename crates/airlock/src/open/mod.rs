@@ -11,9 +11,14 @@ pub mod viewer;
 use std::io::{IsTerminal as _, Write as _};
 use std::time::{Duration, Instant};
 
-use airlock_core::wire::{LeaseGrant, QueueStanding, MAX_QUEUE_WAIT_S};
+use airlock_core::wire::{
+    AlertKind, AlertReport, LeaseGrant, QueueStanding, MAX_ALERT_PROBLEMS, MAX_ALERT_PROBLEM_CHARS,
+    MAX_QUEUE_WAIT_S,
+};
 use airlock_core::LeaseId;
-use airlock_usb::source::{prepare, Prepared};
+use airlock_guard::status::Status;
+use airlock_guard::Root;
+use airlock_usb::source::{prepare, Prepared, Source};
 use airlock_usb::transport::{self, BrokerTarget, LeaseRef, Target, TransportError};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -35,31 +40,32 @@ pub enum Outcome {
     DisplayFailed(String),
     /// 7: the drive (or disc image) could not be forwarded.
     Drive(String),
+    /// 8: a real drive was not forwarded because the terminal guard is not in place.
+    Unguarded(String),
 }
 
 impl Outcome {
+    /// The process exit code and the one-line reason.
+    fn parts(&self) -> (u8, &str) {
+        match self {
+            Outcome::Ended(r) => (0, r),
+            Outcome::Config(r) => (3, r),
+            Outcome::NoDesktop(r) => (4, r),
+            Outcome::BrokerLost(r) => (5, r),
+            Outcome::DisplayFailed(r) => (6, r),
+            Outcome::Drive(r) => (7, r),
+            Outcome::Unguarded(r) => (8, r),
+        }
+    }
+
     /// The process exit code.
     pub fn code(&self) -> u8 {
-        match self {
-            Outcome::Ended(_) => 0,
-            Outcome::Config(_) => 3,
-            Outcome::NoDesktop(_) => 4,
-            Outcome::BrokerLost(_) => 5,
-            Outcome::DisplayFailed(_) => 6,
-            Outcome::Drive(_) => 7,
-        }
+        self.parts().0
     }
 
     /// The one-line reason.
     pub fn reason(&self) -> &str {
-        match self {
-            Outcome::Ended(r)
-            | Outcome::Config(r)
-            | Outcome::NoDesktop(r)
-            | Outcome::BrokerLost(r)
-            | Outcome::DisplayFailed(r)
-            | Outcome::Drive(r) => r,
-        }
+        self.parts().1
     }
 }
 
@@ -124,6 +130,11 @@ pub async fn run(o: &Overrides) -> Outcome {
         Ok(a) => a,
         Err(e) => return api_outcome(&e),
     };
+    if matches!(cfg.source, Source::Drive(_)) {
+        if let Err(outcome) = check_guard(&api, &cfg).await {
+            return outcome;
+        }
+    }
     say("Checking the drive...");
     let prepared = match prepare(&cfg.source).await {
         Ok(p) => p,
@@ -143,6 +154,56 @@ pub async fn run(o: &Overrides) -> Outcome {
         sig = stop_signal() => return Outcome::Ended(format!("stopped by {sig} before a desktop was ready")),
     };
     session(&api, &cfg, grant, prepared).await
+}
+
+/// Before a real drive is forwarded: is the terminal guarded (`airlock guard status`)?
+/// When it is not, the broker hears of it (a security alert in its audit log) and the
+/// drive is not forwarded, unless the configuration accepts the risk.
+async fn check_guard(api: &BrokerApi, cfg: &OpenConfig) -> Result<(), Outcome> {
+    let status = Status::read(&Root::new(&cfg.guard_root));
+    if status.guarded() {
+        tracing::debug!("the terminal guard is in place");
+        return Ok(());
+    }
+    let problems: Vec<String> = status
+        .failures()
+        .map(|c| format!("{}: {}", c.what, c.detail))
+        .take(MAX_ALERT_PROBLEMS)
+        .map(|p| p.chars().take(MAX_ALERT_PROBLEM_CHARS).collect())
+        .collect();
+    let report = AlertReport {
+        kind: AlertKind::TerminalUnguarded,
+        problems: problems.clone(),
+        accepted: cfg.allow_unguarded,
+        user: Some(cfg.user.as_str().to_owned()),
+    };
+    let sent = api.alert(&report).await;
+    if let Err(e) = &sent {
+        tracing::warn!(error = %e, "could not report the unguarded terminal to the broker");
+    }
+    let first = problems.first().cloned().unwrap_or_default();
+    if !cfg.allow_unguarded {
+        return Err(Outcome::Unguarded(format!(
+            "this terminal is not guarded, so its drive is not forwarded ({first}; {} \
+             problem(s) in all); run `airlock guard status` to see them and `airlock guard \
+             install` as root to fix them, or set `drive.allow_unguarded = true` to accept \
+             the risk",
+            problems.len()
+        )));
+    }
+    if let Err(e) = sent {
+        return Err(Outcome::Unguarded(format!(
+            "this terminal is not guarded and the broker could not be told ({e}); a \
+             session from an unguarded terminal must be audited, so the drive is not \
+             forwarded"
+        )));
+    }
+    tracing::warn!(problem = %first, "forwarding from an unguarded terminal (drive.allow_unguarded); the broker audited it");
+    say(&format!(
+        "Warning: this terminal is not guarded ({first}); going on because the \
+         configuration allows it."
+    ));
+    Ok(())
 }
 
 /// A lease: at once, or after waiting in line.

@@ -329,6 +329,7 @@ pub fn run(o: &Options) -> Result<Report> {
                     smp: o.args.terminal_smp,
                     memory_mib: 256,
                     net: o.terminal_net.clone(),
+                    guard: true,
                 },
             )?;
             t.wait_ready(Duration::from_secs(120))?;

@@ -275,7 +275,7 @@ fn apt_update() -> Result<()> {
     Ok(())
 }
 
-fn apt_show(name: &str) -> Result<Option<Package>> {
+pub(crate) fn apt_show(name: &str) -> Result<Option<Package>> {
     let out = Command::new("apt-cache")
         .args(["show", "--no-all-versions", name])
         .output()
@@ -347,7 +347,7 @@ impl Unpacked {
     }
 }
 
-fn download(cache: &Path, pkg: &Package, updated: &mut bool) -> Result<PathBuf> {
+pub(crate) fn download(cache: &Path, pkg: &Package, updated: &mut bool) -> Result<PathBuf> {
     let dir = cache.join("debs");
     let deb = dir.join(pkg.deb_name());
     if deb.is_file() {
@@ -389,7 +389,7 @@ fn download(cache: &Path, pkg: &Package, updated: &mut bool) -> Result<PathBuf> 
 }
 
 /// `dpkg-deb -x` into the cache (skipped when already complete).
-fn extract(cache: &Path, pkg: &Package, deb: &Path) -> Result<PathBuf> {
+pub(crate) fn extract(cache: &Path, pkg: &Package, deb: &Path) -> Result<PathBuf> {
     let dir =
         cache
             .join("extract")
@@ -450,10 +450,37 @@ pub fn initramfs(busybox: &Path, modules: &[kmod::Module]) -> Result<Vec<u8>> {
         busybox,
         init: INIT_SH,
         modules,
+        module_tree: None,
         extra_dirs: &["media"],
         extra_files: &[],
         compression: Compression::best(),
     })
+}
+
+/// A file of an initramfs besides busybox and /init.
+pub(crate) enum ExtraFile {
+    /// A regular file: path (relative), mode, contents.
+    File(String, u32, Vec<u8>),
+    /// A symbolic link: path, target.
+    Link(String, String),
+}
+
+impl ExtraFile {
+    fn path(&self) -> &str {
+        match self {
+            ExtraFile::File(p, ..) | ExtraFile::Link(p, _) => p,
+        }
+    }
+}
+
+/// Modules in the kernel's own tree, for depmod and modprobe.
+pub(crate) struct ModuleTree<'a> {
+    /// `uname -r`: they go to `/lib/modules/<version>/`.
+    pub kernel_version: &'a str,
+    /// The package's `lib/modules/<version>`: each module keeps its path below it.
+    pub source: &'a Path,
+    /// Present but not loaded at boot (not in /etc/modules).
+    pub present: &'a [kmod::Module],
 }
 
 /// What goes into a busybox initramfs (the demo guest's and the terminal VM's).
@@ -463,12 +490,15 @@ pub(crate) struct Initramfs<'a> {
     pub busybox: &'a Path,
     /// The /init script.
     pub init: &'a str,
-    /// Copied to /lib/modules and listed, in load order, in /etc/modules.
+    /// Listed, in load order, in /etc/modules; copied to /lib/modules/NAME.ko (loaded
+    /// by insmod) unless `module_tree` is set.
     pub modules: &'a [kmod::Module],
+    /// Put the modules in the kernel's module tree instead (loaded by modprobe).
+    pub module_tree: Option<ModuleTree<'a>>,
     /// Directories besides the standard ones.
     pub extra_dirs: &'a [&'a str],
-    /// Executables besides busybox: (path, contents).
-    pub extra_files: &'a [(&'a str, &'a [u8])],
+    /// Files and links besides busybox (their directories are added).
+    pub extra_files: &'a [ExtraFile],
     pub compression: Compression,
 }
 
@@ -486,9 +516,35 @@ pub(crate) fn busybox_initramfs(spec: &Initramfs) -> Result<Vec<u8>> {
         list.push('\n');
     }
 
+    // (path in the archive, source file) of every module.
+    let mut module_files: Vec<(String, &Path)> = Vec::new();
+    match &spec.module_tree {
+        None => {
+            for m in spec.modules {
+                module_files.push((format!("lib/modules/{}.ko", m.stem), &m.path));
+            }
+        }
+        Some(tree) => {
+            for m in spec.modules.iter().chain(tree.present) {
+                let rel = m.path.strip_prefix(tree.source).with_context(|| {
+                    format!(
+                        "{} is not below {}",
+                        m.path.display(),
+                        tree.source.display()
+                    )
+                })?;
+                let rel = rel.to_str().context("a module path is not UTF-8")?;
+                module_files.push((
+                    format!("lib/modules/{}/{rel}", tree.kernel_version),
+                    &m.path,
+                ));
+            }
+        }
+    }
+
     let gz = GzEncoder::new(Vec::new(), spec.compression);
     let mut w = cpio::Writer::new(gz);
-    let mut dirs = vec![
+    let mut dirs: std::collections::BTreeSet<String> = [
         "bin",
         "dev",
         "etc",
@@ -500,24 +556,43 @@ pub(crate) fn busybox_initramfs(spec: &Initramfs) -> Result<Vec<u8>> {
         "run",
         "sys",
         "tmp",
-    ];
-    dirs.extend_from_slice(spec.extra_dirs);
-    dirs.sort_unstable();
-    for dir in dirs {
+    ]
+    .iter()
+    .chain(spec.extra_dirs)
+    .map(|d| d.to_string())
+    .collect();
+    // Every parent directory of every file, before the file (a BTreeSet sorts a
+    // directory before what is in it).
+    let paths = spec
+        .extra_files
+        .iter()
+        .map(ExtraFile::path)
+        .chain(module_files.iter().map(|(p, _)| p.as_str()));
+    for p in paths {
+        let mut parent = Path::new(p).parent();
+        while let Some(d) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(d.to_string_lossy().into_owned());
+            parent = d.parent();
+        }
+    }
+    for dir in &dirs {
         w.dir(dir, if dir == "tmp" { 0o1777 } else { 0o755 })?;
     }
     w.char_dev("dev/console", 0o600, 5, 1)?;
     w.file("bin/busybox", 0o755, &busybox_bin)?;
     w.symlink("bin/sh", "busybox")?;
-    for (path, data) in spec.extra_files {
-        w.file(path, 0o755, data)?;
+    for f in spec.extra_files {
+        match f {
+            ExtraFile::File(path, mode, data) => w.file(path, *mode, data)?,
+            ExtraFile::Link(path, target) => w.symlink(path, target)?,
+        }
     }
     w.file("lib/airlock/common.sh", 0o644, COMMON_SH.as_bytes())?;
     w.file("init", 0o755, spec.init.as_bytes())?;
     w.file("etc/modules", 0o644, list.as_bytes())?;
-    for m in spec.modules {
-        let data = fs::read(&m.path).with_context(|| format!("reading {}", m.path.display()))?;
-        w.file(&format!("lib/modules/{}.ko", m.stem), 0o644, &data)?;
+    for (name, path) in &module_files {
+        let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        w.file(name, 0o644, &data)?;
     }
     let gz = w.finish().context("writing the initramfs")?;
     gz.finish().context("compressing the initramfs")

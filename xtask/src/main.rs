@@ -17,6 +17,7 @@ mod disc;
 mod guest;
 mod kmod;
 mod terminal;
+mod userland;
 mod util;
 
 use anyhow::Result;

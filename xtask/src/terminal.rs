@@ -2,15 +2,20 @@
 //! HIS terminal with a real Linux USB stack.
 //!
 //! The same Debian kernel and busybox as `cargo xtask guest` (same download
-//! cache), an initramfs with only the xHCI and virtio-net modules (no USB
-//! storage, no SCSI, no CD-ROM driver: the guard), and the `airlock` terminal
-//! binary built statically, so it runs on busybox without a libc. Its /init
-//! (`xtask/terminal/init.sh`) configures slirp networking and runs a command
+//! cache); an initramfs that loads the xHCI and virtio-net modules at boot and carries
+//! the storage modules (USB storage, SCSI CD, disc filesystems) as a stock terminal does;
+//! kmod and udev from Debian (`userland`), so hotplug loads drivers and sets device
+//! permissions as on a real terminal; an unprivileged user `clinic` in group `airlock`;
+//! and the `airlock` terminal binary built statically. Its /init
+//! (`xtask/terminal/init.sh`) installs the terminal guard (`airlock guard install`)
+//! unless told not to, starts udev, configures slirp networking and runs a command
 //! shell on the serial port. Contract: docs/terminal-vm.md.
 //!
 //! Outputs (in `--out`, default `build/terminal/`): `vmlinuz`, `initrd.img`,
 //! `manifest.json`.
 
+use crate::guest::ExtraFile;
+use crate::userland::Userland;
 use crate::util::{self, create_dir, mb, sha256_hex, write_atomic};
 use crate::{guest, kmod};
 use anyhow::{bail, ensure, Context, Result};
@@ -21,16 +26,22 @@ use std::process::Command;
 
 /// The terminal VM's /init.
 pub const INIT_SH: &str = include_str!("../terminal/init.sh");
-/// Its kernel modules (dependencies are added).
+/// Its kernel modules loaded at boot (dependencies are added).
 pub const MODULES_TXT: &str = include_str!("../terminal/modules.txt");
+/// Its kernel modules present but not loaded at boot.
+pub const STORAGE_MODULES_TXT: &str = include_str!("../terminal/storage-modules.txt");
+/// Its users: root, and the clinician's account that runs `airlock open`.
+const PASSWD: &str =
+    "root:x:0:0:root:/root:/bin/sh\nclinic:x:1000:1000:clinic:/home/clinic:/bin/sh\n";
+/// Its groups: `airlock` (the terminal guard's group, as a site's image provisions it)
+/// has the clinician's account.
+const GROUP: &str = "root:x:0:\nclinic:x:1000:\nairlock:x:990:clinic\n";
 /// Kernel command line. The serial port is the console and the command
 /// shell; `quiet loglevel=3` keeps kernel messages off it.
 pub const APPEND: &str = "console=ttyS0 quiet loglevel=3";
 /// The Rust target the terminal binary is built for (statically).
 pub const TARGET: &str = "x86_64-unknown-linux-gnu";
-/// Modules that must never be in the terminal's initramfs (the guard).
-use airlock_testkit::artifacts::TERMINAL_FORBIDDEN_MODULES as FORBIDDEN_MODULES;
-const BUILD_FORMAT: &str = "airlock-terminal-build 1";
+const BUILD_FORMAT: &str = "airlock-terminal-build 2";
 
 pub struct Options {
     pub out: PathBuf,
@@ -71,6 +82,12 @@ pub fn build(opts: &Options) -> Result<Manifest> {
 
     let mut updated = false;
     let (kernel_pkg, busybox_pkg) = guest::resolve_packages(&mut updated)?;
+    let userland = Userland::fetch(&cache, &mut updated)?;
+    let userland_versions: Vec<String> = userland
+        .packages
+        .iter()
+        .map(|p| format!("{} {}", p.name, p.version))
+        .collect();
     let key = util::cache_key(&[
         BUILD_FORMAT,
         &kernel_pkg.name,
@@ -80,6 +97,10 @@ pub fn build(opts: &Options) -> Result<Manifest> {
         APPEND,
         &guest::init_sha256(INIT_SH),
         &sha256_hex(MODULES_TXT.as_bytes()),
+        &sha256_hex(STORAGE_MODULES_TXT.as_bytes()),
+        &userland_versions.join(", "),
+        PASSWD,
+        GROUP,
         &airlock_sha256,
     ]);
     let kernel_out = out.join("vmlinuz");
@@ -111,22 +132,41 @@ pub fn build(opts: &Options) -> Result<Manifest> {
 
     println!("building the terminal initramfs");
     let modules = debs.modules(MODULES_TXT, "xtask/terminal/modules.txt")?;
-    for m in &modules {
-        let name = kmod::normalize(&m.stem);
-        ensure!(
-            !FORBIDDEN_MODULES.contains(&name.as_str()),
-            "module {name} must not be in the terminal VM (the guard: no storage driver on the terminal)"
-        );
-        if m.implied {
-            println!("  adding module {} (a dependency)", m.stem);
+    let storage: Vec<kmod::Module> = debs
+        .modules(STORAGE_MODULES_TXT, "xtask/terminal/storage-modules.txt")?
+        .into_iter()
+        .filter(|s| !modules.iter().any(|m| m.stem == s.stem))
+        .collect();
+    for m in modules.iter().chain(&storage).filter(|m| m.implied) {
+        println!("  adding module {} (a dependency)", m.stem);
+    }
+    let mut files = userland.files()?;
+    // What the kernel has built in (depmod reads it; so does `airlock guard status`).
+    for index in ["modules.builtin", "modules.order"] {
+        if let Ok(data) = fs::read(debs.modules_dir.join(index)) {
+            let path = format!("lib/modules/{}/{index}", debs.kernel_version);
+            files.push(ExtraFile::File(path, 0o644, data));
         }
     }
-    let initrd = initramfs(&debs.busybox, &modules, &airlock_bin)?;
+    files.push(ExtraFile::File(
+        "bin/airlock".into(),
+        0o755,
+        airlock_bin.clone(),
+    ));
+    files.push(ExtraFile::File("etc/passwd".into(), 0o644, PASSWD.into()));
+    files.push(ExtraFile::File("etc/group".into(), 0o644, GROUP.into()));
+    let tree = guest::ModuleTree {
+        kernel_version: &debs.kernel_version,
+        source: &debs.modules_dir,
+        present: &storage,
+    };
+    let initrd = initramfs(&debs.busybox, &modules, tree, &files)?;
     write_atomic(&initrd_out, &initrd)?;
     println!(
-        "  {} ({} modules, airlock {}, {})",
+        "  {} ({} modules, {} of them not loaded at boot; airlock {}, {})",
         initrd_out.display(),
-        modules.len(),
+        modules.len() + storage.len(),
+        storage.len(),
         mb(airlock_bin.len() as u64),
         mb(initrd.len() as u64)
     );
@@ -212,23 +252,37 @@ pub fn check_static(elf: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The initramfs: busybox, /init, the modules and /etc/modules, and
-/// /bin/airlock; gzip'd newc cpio.
-fn initramfs(busybox: &Path, modules: &[kmod::Module], airlock: &[u8]) -> Result<Vec<u8>> {
+/// The initramfs: busybox, /init, the boot modules (listed in /etc/modules) and the
+/// storage modules in the kernel's module tree, and `files` (kmod, udev, `airlock`,
+/// users); gzip'd newc cpio.
+fn initramfs(
+    busybox: &Path,
+    modules: &[kmod::Module],
+    tree: guest::ModuleTree,
+    files: &[ExtraFile],
+) -> Result<Vec<u8>> {
     guest::busybox_initramfs(&guest::Initramfs {
         tool: "cargo xtask terminal-guest",
         busybox,
         init: INIT_SH,
         modules,
-        extra_dirs: &[],
-        extra_files: &[("bin/airlock", airlock)],
+        module_tree: Some(tree),
+        extra_dirs: &[
+            "home/clinic",
+            "etc/airlock",
+            "etc/modprobe.d",
+            "etc/udev/rules.d",
+        ],
+        extra_files: files,
         compression: Compression::default(),
     })
 }
 
-/// Does the module list keep the guard? (Also checked at build time.)
+/// Does a boot module list leave every storage module unloaded (so that only the guard
+/// decides whether one ever loads)?
 #[cfg(test)]
-fn modules_keep_guard(list: &str) -> bool {
+fn boot_list_loads_no_storage_module(list: &str) -> bool {
+    use airlock_testkit::artifacts::TERMINAL_FORBIDDEN_MODULES as FORBIDDEN_MODULES;
     list.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -241,9 +295,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn module_list_keeps_the_guard() {
-        assert!(modules_keep_guard(MODULES_TXT));
-        assert!(!modules_keep_guard("usbcore\nusb-storage\n"));
+    fn the_boot_list_loads_no_storage_module() {
+        assert!(boot_list_loads_no_storage_module(MODULES_TXT));
+        assert!(!boot_list_loads_no_storage_module("usbcore\nusb-storage\n"));
+        assert!(!boot_list_loads_no_storage_module(STORAGE_MODULES_TXT));
     }
 
     #[test]

@@ -9,13 +9,16 @@
 #          line, run with eval in one shell; output comes back on ttyS0.
 #          Lines the init prints itself start with AIRLOCK-TERM-.
 #
-# The guard: no storage driver is ever bound to a USB device here. The
-# initramfs has no usb-storage, uas, scsi_mod, sr_mod or sd_mod module at all,
-# module autoloading is pointed at a stub that refuses (and logs) every
-# request, and modprobe.d says the same for anyone calling modprobe. The
-# forwarder claims the drive's interface through usbfs.
+# Like a stock Linux terminal it has the storage modules (usb-storage, uas,
+# sr_mod, cdrom, isofs, udf), kmod's modprobe and udev, which loads drivers on
+# hotplug and sets device node permissions. The terminal guard is what keeps a
+# disc from a driver: /init runs `airlock guard install` before udev starts,
+# unless the kernel command line has `airlock.guard=0` (an unguarded terminal,
+# for the guard's own tests). The forwarder claims the drive's interface
+# through usbfs, as user `clinic` (group `airlock`) or root.
 
 . /lib/airlock/common.sh
+export PATH=/sbin:/bin
 
 # The command shell (started below as `/init --shell`).
 if [ "$$" != 1 ] && [ "$1" = --shell ]; then
@@ -28,35 +31,34 @@ mkdir -p /run /etc/modprobe.d
 PORT=/dev/ttyS0
 say() { echo "$*" >"$PORT" 2>/dev/null; }
 
-# ---------------------------------------------------------------- the guard
-# Any module the kernel asks for (request_module) goes to this stub, which
-# refuses it and writes its name to /run/modprobe-refused.
-cat >/bin/modprobe-refuse <<'EOF'
-#!/bin/sh
-echo "$*" >>/run/modprobe-refused
-exit 1
-EOF
-chmod 755 /bin/modprobe-refuse
-echo /bin/modprobe-refuse >/proc/sys/kernel/modprobe
-# No uevent helper either: nothing loads drivers by modalias on hotplug.
-[ -w /proc/sys/kernel/hotplug ] && echo >/proc/sys/kernel/hotplug
-cat >/etc/modprobe.d/airlock-guard.conf <<'EOF'
-# The terminal never binds a storage driver to a disc drive.
-install usb_storage /bin/false
-install uas /bin/false
-install sr_mod /bin/false
-install sd_mod /bin/false
-install cdrom /bin/false
-install isofs /bin/false
-install udf /bin/false
-EOF
-
 # ---------------------------------------------------------------- modules
+# The module index of the kernel's tree, then the boot modules, with kmod's
+# tools (they honour modprobe.d; busybox's do not). Full paths: this busybox
+# shell runs its own applets before anything on PATH.
+/sbin/depmod -a 2>/dev/null || say "AIRLOCK-TERM-ERROR depmod"
 while read -r mod args; do
 	case "$mod" in '' | '#'*) continue ;; esac
 	# shellcheck disable=SC2086 # module parameters, split on purpose
-	insmod "/lib/modules/$mod.ko" $args 2>/dev/null || say "AIRLOCK-TERM-ERROR insmod $mod"
+	/sbin/modprobe "$mod" $args 2>/dev/null || say "AIRLOCK-TERM-ERROR modprobe $mod"
 done </etc/modules
+
+# ---------------------------------------------------------------- the guard
+guard=1
+for w in $(cat /proc/cmdline); do
+	case "$w" in airlock.guard=0) guard=0 ;; esac
+done
+if [ "$guard" = 1 ]; then
+	airlock guard install >/run/guard-install.log 2>&1 ||
+		say "AIRLOCK-TERM-ERROR guard install: $(tr '\n' ' ' </run/guard-install.log)"
+fi
+
+# ---------------------------------------------------------------- udev
+# Hotplug as on a real terminal: drivers by modalias, device node owners and
+# modes by rule (the guard's rule gives group airlock the drive's usbfs node).
+/sbin/udevd --daemon 2>/dev/null || say "AIRLOCK-TERM-ERROR udevd"
+udevadm trigger --action=add --type=subsystems
+udevadm trigger --action=add --type=devices
+udevadm settle --timeout=60 || say "AIRLOCK-TERM-ERROR udevadm settle"
 
 # ---------------------------------------------------------------- network
 # QEMU user networking (slirp): static address; the broker is reached at the
@@ -90,6 +92,6 @@ exec 6<>"$PORT"
 	sleep 1
 done) &
 
-say "AIRLOCK-TERM-READY kernel=$(uname -r) airlock=$(airlock --version 2>&1 | head -n 1)"
+say "AIRLOCK-TERM-READY kernel=$(uname -r) guard=$guard airlock=$(airlock --version 2>&1 | head -n 1)"
 
 while :; do wait; sleep 60; done

@@ -12,7 +12,7 @@
 
 use airlock_testkit::artifacts::{artifacts, host_binaries, Artifacts, HostBinaries};
 use airlock_testkit::{Broker, BrokerConfig, Proc};
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use std::time::Instant;
 
 /// What every end-to-end test starts with.
@@ -103,6 +103,34 @@ pub fn airlock_open_with(
     cmd.args(args);
     setup(&mut cmd);
     Proc::spawn(&mut cmd, "airlock open")
+}
+
+/// Runs `command` (an `airlock open … --no-display` in the terminal VM) in the background
+/// until the desktop behind `serial` has read `disc` (its `AIRLOCK-CD` report checked),
+/// calls `during`, then ends it with SIGTERM, which must end the session cleanly.
+pub fn open_in_terminal_vm(
+    term: &mut airlock_testkit::TerminalVm,
+    serial: &airlock_testkit::SerialLog,
+    command: &str,
+    disc: &airlock_testkit::artifacts::FileList,
+    during: impl FnOnce(&mut airlock_testkit::TerminalVm) -> Result<()>,
+) -> Result<()> {
+    let mark = serial.mark();
+    term.start_background("open", command)?;
+    let read = serial.wait_cd(mark, std::time::Duration::from_secs(90));
+    let read = read.with_context(|| {
+        let log = term.forward_log("open").unwrap_or_default();
+        format!("airlock open: {log}")
+    })?;
+    read.check(disc)?;
+    during(term)?;
+    let (code, out) = term.stop_background("open", "TERM")?;
+    println!("airlock open in the terminal VM (exit {code}):\n{out}");
+    anyhow::ensure!(
+        code == 0 && out.contains("Session ended: stopped by SIGTERM."),
+        "airlock open did not end cleanly (exit {code}):\n{out}"
+    );
+    Ok(())
 }
 
 /// Fails naming the first of `lines` that `out` (a command's output) does not contain.

@@ -2,11 +2,11 @@
 //! controller carries a USB CD drive (usb-bot + scsi-cd) and a USB stick
 //! (usb-storage) runs the static `airlock` binary; it finds the drive with
 //! nusb, checks it by INQUIRY and forwards it through the broker to a leased
-//! desktop, which reads the disc. The stick is refused. The terminal VM has
-//! no storage driver (the guard) and reaches only the broker (slirp,
-//! `restrict=on`, one guestfwd).
+//! desktop, which reads the disc. The stick is refused. The terminal VM is
+//! guarded (`airlock guard install` at boot: its storage modules never load)
+//! and reaches only the broker (slirp, `restrict=on`, one guestfwd).
 
-use airlock_e2e::{begin_or_skip, broker, usb_streams};
+use airlock_e2e::{begin_or_skip, broker, open_in_terminal_vm, usb_streams};
 use airlock_testkit::artifacts::{terminal_vm, TERMINAL_FORBIDDEN_MODULES};
 use airlock_testkit::broker::TERMINAL_TOKEN;
 use airlock_testkit::{block_on, TerminalNet, TerminalOptions, TerminalVm};
@@ -62,6 +62,7 @@ fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
             net: TerminalNet::GuestFwd {
                 pump: bins.tcp_pump(),
             },
+            guard: true,
         },
     )?;
     // The READY line carries `airlock --version` run inside the VM: the
@@ -134,31 +135,14 @@ fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
     block_on(broker.wait_desktop(desktop, up, |d| d["state"] == "clean" && d["resets"] == 1))?;
     term.shell
         .sh(&format!("umask 077; echo {TERMINAL_TOKEN} >/tmp/token"))?;
-    let mark = serial.mark();
-    term.start_background(
-        "open",
-        &format!(
-            "airlock open --broker {} --token-file /tmp/token --user dr-vm --no-display \
-             --device auto --wait 0",
-            term.broker_url
-        ),
-    )?;
-    serial
-        .wait_cd(mark, Duration::from_secs(60))
-        .with_context(|| {
-            format!(
-                "airlock open: {}",
-                term.forward_log("open").unwrap_or_default()
-            )
-        })?
-        .check(&a.small)?;
-    assert_guarded(&mut term, "during airlock open")?;
-    let (code, out) = term.stop_background("open", "TERM")?;
-    println!("airlock open in the terminal VM (exit {code}):\n{out}");
-    ensure!(
-        code == 0 && out.contains("Session ended: stopped by SIGTERM."),
-        "{out}"
+    let open = format!(
+        "airlock open --broker {} --token-file /tmp/token --user dr-vm --no-display \
+         --device auto --wait 0",
+        term.broker_url
     );
+    open_in_terminal_vm(&mut term, &serial, &open, &a.small, |term| {
+        assert_guarded(term, "during airlock open")
+    })?;
     block_on(broker.wait_desktop(desktop, up, |d| d["state"] == "clean" && d["resets"] == 2))?;
     let lease = block_on(broker.acquire_ok("dr-terminal-vm"))?;
     let lease_id = lease.lease_id.to_string();

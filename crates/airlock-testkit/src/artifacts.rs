@@ -15,9 +15,10 @@ use std::sync::OnceLock;
 /// What `/dev/vda` of the demo guest's golden disk starts with.
 pub const GOLDEN_HEADER: &[u8] = b"AIRLOCK-GOLDEN-DISK v1\n";
 
-/// Kernel modules the terminal VM must never have (the guard): a disc in its drive
-/// never gets a driver. `cargo xtask terminal-guest` refuses to put them in; the
-/// end-to-end tests check none is loaded.
+/// Kernel modules that would give a disc in the terminal's drive a driver: the terminal
+/// VM carries them (as a stock terminal does) but never loads them at boot, and once
+/// guarded (`airlock guard install`) never at all; the end-to-end tests check none is
+/// loaded on a guarded terminal.
 pub const TERMINAL_FORBIDDEN_MODULES: &[&str] = &[
     "usb_storage",
     "uas",

@@ -64,10 +64,18 @@ impl TerminalConfig {
         std::fs::write(&token_file, format!("{}\n", self.token))
             .with_context(|| format!("writing {}", token_file.display()))?;
         std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))?;
+        let path = dir.join("terminal.toml");
+        let text = self.toml(&token_file)?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// The configuration's text, with the token in `token_file` (written by the caller).
+    pub fn toml(&self, token_file: &Path) -> Result<String> {
         let file = File {
             broker: Broker {
                 url: &self.broker_url,
-                token_file: &token_file,
+                token_file,
                 ca_file: self.ca_file.as_deref(),
             },
             session: Session {
@@ -82,10 +90,7 @@ impl TerminalConfig {
                 allow_unguarded: self.allow_unguarded.then_some(true),
             },
         };
-        let path = dir.join("terminal.toml");
-        let text = toml::to_string(&file).context("writing the terminal config as TOML")?;
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
+        toml::to_string(&file).context("writing the terminal config as TOML")
     }
 }
 

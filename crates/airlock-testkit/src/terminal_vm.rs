@@ -48,6 +48,9 @@ pub struct TerminalOptions {
     pub smp: u32,
     pub memory_mib: u64,
     pub net: TerminalNet,
+    /// Boot a guarded terminal (`airlock guard install` before udev starts), as a site
+    /// would; `false` boots a stock terminal (`airlock.guard=0`), for the guard's tests.
+    pub guard: bool,
 }
 
 /// A raw image file as QEMU block node `node`.
@@ -92,7 +95,14 @@ impl TerminalVm {
             .arg(&m.kernel)
             .arg("-initrd")
             .arg(&m.initrd)
-            .args(["-append", &m.append])
+            .args([
+                "-append",
+                &if o.guard {
+                    m.append.clone()
+                } else {
+                    format!("{} airlock.guard=0", m.append)
+                },
+            ])
             .arg("-chardev")
             .arg(format!(
                 "socket,id=ser0,path={},server=on,wait=off,logfile={}",

@@ -50,8 +50,7 @@ async fn markers_vanish_after_release(method: &'static str) -> Result<()> {
         reset: method.into(),
         ..config()?
     })?;
-    b.wait_clean(2, UP).await?;
-    let lease = b.acquire_ok("dr-malware").await?;
+    let lease = b.lease_when_clean(2, UP, "dr-malware").await?;
     let desk = lease.desktop_id.to_string();
     let id = lease.lease_id.to_string();
     let tag = unique();
@@ -191,8 +190,7 @@ async fn a_lease_without_heartbeats_expires_and_its_desktop_resets() -> Result<(
         heartbeat_timeout_s: 3,
         ..config()?
     })?;
-    b.wait_clean(1, UP).await?;
-    let lease = b.acquire_ok("dr-forgetful").await?;
+    let lease = b.lease_when_clean(1, UP, "dr-forgetful").await?;
     assert_eq!(lease.heartbeat_interval_s, 1);
     let id = &lease.lease_id;
     let desk = lease.desktop_id.as_str();
@@ -285,8 +283,7 @@ async fn a_new_golden_image_reaches_every_desktop(method: &'static str) -> Resul
         disk: golden.clone(),
         ..config()?
     })?;
-    b.wait_clean(2, UP).await?;
-    let lease = b.acquire_ok("dr-during-update").await?;
+    let lease = b.lease_when_clean(2, UP, "dr-during-update").await?;
     let leased = lease.desktop_id.to_string();
     let other = if leased == "desk-01" {
         "desk-02"

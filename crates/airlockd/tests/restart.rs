@@ -14,8 +14,7 @@ const UP: Duration = Duration::from_secs(240);
 #[tokio::test(flavor = "multi_thread")]
 async fn kill9_and_restart_keeps_leases_and_never_hands_out_dirty_desktops() -> Result<()> {
     let mut b = start(config()?)?;
-    b.wait_clean(2, UP).await?;
-    let l1 = b.acquire_ok("dr-survivor").await?;
+    let l1 = b.lease_when_clean(2, UP, "dr-survivor").await?;
     let x = l1.desktop_id.to_string();
     let id1 = l1.lease_id.to_string();
     let pid_x = b.desktop(&x).await?["pid"].as_u64().unwrap();
@@ -39,8 +38,7 @@ async fn kill9_and_restart_keeps_leases_and_never_hands_out_dirty_desktops() -> 
     }
 
     // The other desktop is free; X is never handed out twice.
-    b.wait_clean(1, UP).await?;
-    let l2 = b.acquire_ok("dr-second").await?;
+    let l2 = b.lease_when_clean(1, UP, "dr-second").await?;
     assert_ne!(l2.desktop_id.as_str(), x);
     assert_eq!(b.acquire(TERMINAL_TOKEN, "dr-third").await?.status(), 503);
 

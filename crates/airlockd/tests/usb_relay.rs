@@ -140,8 +140,7 @@ fn contains(h: &[u8], n: &[u8]) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn usb_stream_rules() -> Result<()> {
     let b = start(config()?)?;
-    b.wait_clean(2, UP).await?;
-    let l1 = b.acquire_ok("dr-usb").await?;
+    let l1 = b.lease_when_clean(2, UP, "dr-usb").await?;
     let id1 = l1.lease_id.to_string();
     assert_eq!(l1.usb.protocol, airlock_core::wire::USB_PROTOCOL);
     assert!(l1.usb.url.ends_with(&format!("/v1/leases/{id1}/usb")));

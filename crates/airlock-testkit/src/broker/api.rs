@@ -117,6 +117,17 @@ impl Broker {
         }
     }
 
+    /// Waits (up to `timeout`) for `n` clean desktops, then leases one for `user`.
+    pub async fn lease_when_clean(
+        &self,
+        n: usize,
+        timeout: Duration,
+        user: &str,
+    ) -> Result<LeaseGrant> {
+        self.wait_clean(n, timeout).await?;
+        self.acquire_ok(user).await
+    }
+
     /// Waits until at least `n` desktops are clean.
     pub async fn wait_clean(&self, n: usize, timeout: Duration) -> Result<Vec<Value>> {
         self.wait_desktops(timeout, &format!("{n} clean desktops"), |d| {

@@ -132,10 +132,17 @@ pub struct OpenConfig {
     pub display: Option<DisplayChoice>,
     /// The drive (or disc image) to forward.
     pub source: Source,
-    /// `drive.allow_unguarded`: forward a real drive from an unguarded terminal.
+    /// The terminal guard's check before a real drive is forwarded.
+    pub guard: GuardCheck,
+}
+
+/// How `airlock open` checks the terminal guard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardCheck {
+    /// The system whose guard is checked (`/`; `--guard-root` for tests).
+    pub root: PathBuf,
+    /// `drive.allow_unguarded`: forward a real drive from an unguarded terminal (audited).
     pub allow_unguarded: bool,
-    /// The system whose guard is checked before a real drive is forwarded.
-    pub guard_root: PathBuf,
 }
 
 /// A file that holds a secret must be readable by its owner only (and owned by the user
@@ -330,8 +337,10 @@ impl OpenConfig {
             wait,
             display,
             source,
-            allow_unguarded,
-            guard_root: o.guard_root.clone().unwrap_or_else(|| PathBuf::from("/")),
+            guard: GuardCheck {
+                root: o.guard_root.clone().unwrap_or_else(|| PathBuf::from("/")),
+                allow_unguarded,
+            },
         })
     }
 }

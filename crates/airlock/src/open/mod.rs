@@ -160,7 +160,7 @@ pub async fn run(o: &Overrides) -> Outcome {
 /// When it is not, the broker hears of it (a security alert in its audit log) and the
 /// drive is not forwarded, unless the configuration accepts the risk.
 async fn check_guard(api: &BrokerApi, cfg: &OpenConfig) -> Result<(), Outcome> {
-    let status = Status::read(&Root::new(&cfg.guard_root));
+    let status = Status::read(&Root::new(&cfg.guard.root));
     if status.guarded() {
         tracing::debug!("the terminal guard is in place");
         return Ok(());
@@ -174,7 +174,7 @@ async fn check_guard(api: &BrokerApi, cfg: &OpenConfig) -> Result<(), Outcome> {
     let report = AlertReport {
         kind: AlertKind::TerminalUnguarded,
         problems: problems.clone(),
-        accepted: cfg.allow_unguarded,
+        accepted: cfg.guard.allow_unguarded,
         user: Some(cfg.user.as_str().to_owned()),
     };
     let sent = api.alert(&report).await;
@@ -182,7 +182,7 @@ async fn check_guard(api: &BrokerApi, cfg: &OpenConfig) -> Result<(), Outcome> {
         tracing::warn!(error = %e, "could not report the unguarded terminal to the broker");
     }
     let first = problems.first().cloned().unwrap_or_default();
-    if !cfg.allow_unguarded {
+    if !cfg.guard.allow_unguarded {
         return Err(Outcome::Unguarded(format!(
             "this terminal is not guarded, so its drive is not forwarded ({first}; {} \
              problem(s) in all); run `airlock guard status` to see them and `airlock guard \

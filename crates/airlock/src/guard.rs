@@ -151,7 +151,10 @@ fn after_change(root: &Root) {
             let _ = udevadm(&["trigger", "--action=change", "--subsystem-match=usb"]);
             println!("udev rules reloaded and applied to USB devices");
         }
-        _ => println!("udevadm is not available: the udev rule applies once udev runs (reboot)"),
+        _ => println!(
+            "udev did not take the new rules (`udevadm control --reload-rules` failed): \
+             they apply when udev next starts"
+        ),
     }
 }
 

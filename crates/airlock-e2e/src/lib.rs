@@ -133,6 +133,31 @@ pub fn open_in_terminal_vm(
     Ok(())
 }
 
+/// The details of the broker's `security_alert` audit records, oldest first.
+pub fn security_alerts(broker: &Broker) -> Result<Vec<serde_json::Value>> {
+    airlock_testkit::block_on(broker.audit())?
+        .iter()
+        .filter(|r| r["action"] == "security_alert")
+        .map(|r| {
+            let details = r["details"].as_str().context("a record without details")?;
+            Ok(serde_json::from_str(details)?)
+        })
+        .collect()
+}
+
+/// Waits (up to `within`) for `airlock open` to exit; its exit code and output (`log`).
+pub fn exit_of(
+    open: &mut Proc,
+    log: &std::path::Path,
+    within: std::time::Duration,
+) -> Result<(i32, String)> {
+    let read = || airlock_testkit::process::read_or_empty(log);
+    let st = open
+        .wait_timeout(within)
+        .with_context(|| format!("airlock open said:\n{}", read()))?;
+    Ok((st.code().unwrap_or(-1), read()))
+}
+
 /// Fails naming the first of `lines` that `out` (a command's output) does not contain.
 pub fn ensure_says(out: &str, lines: &[&str]) -> Result<()> {
     match lines.iter().find(|l| !out.contains(*l)) {

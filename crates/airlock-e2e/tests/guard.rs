@@ -5,35 +5,23 @@
 //! the drive. A disc image (`--iso`) is not checked: nothing reaches the terminal's
 //! kernel.
 
-use airlock_e2e::{airlock_open, begin_or_skip, broker_with, ensure_says};
+use airlock_e2e::{
+    airlock_open, begin_or_skip, broker_with, ensure_says, exit_of, security_alerts,
+};
+use airlock_testkit::block_on;
 use airlock_testkit::fake_root::FakeTerminal;
-use airlock_testkit::process::read_or_empty;
 use airlock_testkit::terminal_config::TerminalConfig;
-use airlock_testkit::{block_on, Broker};
 use anyhow::{ensure, Context, Result};
-use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
-/// The broker's `security_alert` records' details, oldest first.
-fn alerts(broker: &Broker) -> Result<Vec<Value>> {
-    block_on(broker.audit())?
-        .iter()
-        .filter(|r| r["action"] == "security_alert")
-        .map(|r| {
-            let d = r["details"].as_str().context("details")?;
-            Ok(serde_json::from_str(d)?)
-        })
-        .collect()
-}
-
 /// Runs `airlock open` to its end; its exit code and output.
 fn open(config: &Path, args: &[&str], log: &Path) -> Result<(i32, String)> {
-    let mut p = airlock_open(config, args, log)?;
-    let st = p
-        .wait_timeout(Duration::from_secs(60))
-        .with_context(|| format!("airlock open said:\n{}", read_or_empty(log)))?;
-    Ok((st.code().unwrap_or(-1), read_or_empty(log)))
+    exit_of(
+        &mut airlock_open(config, args, log)?,
+        log,
+        Duration::from_secs(60),
+    )
 }
 
 #[test]
@@ -68,7 +56,7 @@ fn open_refuses_a_real_drive_on_an_unguarded_terminal_and_the_broker_audits_it()
         !out.contains("Checking the drive"),
         "it went on to the drive:\n{out}"
     );
-    let a = alerts(&broker)?;
+    let a = security_alerts(&broker)?;
     ensure!(a.len() == 1, "{a:?}");
     ensure!(
         a[0]["kind"] == "terminal_unguarded" && a[0]["accepted"] == false,
@@ -106,7 +94,7 @@ fn open_refuses_a_real_drive_on_an_unguarded_terminal_and_the_broker_audits_it()
         code == 7,
         "exit {code}, expected 7 (no drive on this host):\n{out}"
     );
-    let a = alerts(&broker)?;
+    let a = security_alerts(&broker)?;
     ensure!(a.len() == 2 && a[1]["accepted"] == true, "{a:?}");
 
     // A disc image is not the terminal's drive: no check, no alert.
@@ -125,6 +113,6 @@ fn open_refuses_a_real_drive_on_an_unguarded_terminal_and_the_broker_audits_it()
         code == 7 && out.contains("cannot open disc image"),
         "{code}: {out}"
     );
-    ensure!(alerts(&broker)?.len() == 2);
+    ensure!(security_alerts(&broker)?.len() == 2);
     Ok(())
 }

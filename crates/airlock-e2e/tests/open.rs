@@ -5,10 +5,10 @@
 //! gets the same lease back and ends cleanly on SIGTERM; a broker killed during a
 //! session, noticed within two heartbeat intervals; terminals waiting in line.
 
-use airlock_e2e::{airlock_open, begin_or_skip, broker_with, ensure_says, Run};
+use airlock_e2e::{airlock_open, begin_or_skip, broker_with, ensure_says, exit_of, Run};
 use airlock_testkit::broker::TERMINAL_TOKEN;
+use airlock_testkit::process::read_or_empty;
 use airlock_testkit::process::Signal;
-use airlock_testkit::process::{read_or_empty, Proc};
 use airlock_testkit::terminal_config::TerminalConfig;
 use airlock_testkit::{block_on, Broker};
 use anyhow::{ensure, Context, Result};
@@ -25,14 +25,6 @@ fn leased(broker: &Broker, log: &Path) -> Result<serde_json::Value> {
         }),
     )
     .with_context(|| format!("airlock open said:\n{}", read_or_empty(log)))
-}
-
-/// Waits for `airlock open` to exit; its exit code and output.
-fn exit_of(open: &mut Proc, log: &Path, within: Duration) -> Result<(i32, String)> {
-    let st = open
-        .wait_timeout(within)
-        .with_context(|| format!("airlock open said:\n{}", read_or_empty(log)))?;
-    Ok((st.code().unwrap_or(-1), read_or_empty(log)))
 }
 
 /// A clean one-desktop broker whose leases end `heartbeat_timeout_s` after the last

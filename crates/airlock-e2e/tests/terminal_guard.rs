@@ -8,12 +8,12 @@
 //! forwards the drive: the desktop reads the disc. `airlock guard uninstall` makes the
 //! terminal unguarded again.
 
-use airlock_e2e::{begin_or_skip, broker, ensure_says, open_in_terminal_vm};
+use airlock_e2e::{begin_or_skip, broker, ensure_says, open_in_terminal_vm, security_alerts};
 use airlock_testkit::artifacts::terminal_vm;
 use airlock_testkit::broker::TERMINAL_TOKEN;
 use airlock_testkit::terminal_config::TerminalConfig;
-use airlock_testkit::{block_on, Broker, TerminalNet, TerminalOptions, TerminalVm};
-use anyhow::{ensure, Context, Result};
+use airlock_testkit::{block_on, TerminalNet, TerminalOptions, TerminalVm};
+use anyhow::{ensure, Result};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -36,19 +36,6 @@ fn wait_until(term: &mut TerminalVm, what: &str, check: &str) -> Result<()> {
         ensure!(Instant::now() < deadline, "{what}: not after 60 s ({out})");
         std::thread::sleep(Duration::from_millis(500));
     }
-}
-
-/// The broker's `security_alert` records' details.
-fn alerts(broker: &Broker) -> Result<Vec<serde_json::Value>> {
-    block_on(broker.audit())?
-        .iter()
-        .filter(|r| r["action"] == "security_alert")
-        .map(|r| {
-            Ok(serde_json::from_str(
-                r["details"].as_str().context("details")?,
-            )?)
-        })
-        .collect()
 }
 
 /// Writes `text` to `path` in the VM, line by line (the console shell runs one line at a
@@ -128,7 +115,7 @@ fn the_terminal_guard_on_a_real_usb_stack() -> Result<()> {
         &out,
         &["this terminal is not guarded", "airlock guard install"],
     )?;
-    let alert = alerts(&broker)?;
+    let alert = security_alerts(&broker)?;
     ensure!(
         alert.len() == 1 && alert[0]["accepted"] == false,
         "{alert:?}"
@@ -185,7 +172,7 @@ fn the_terminal_guard_on_a_real_usb_stack() -> Result<()> {
     let serial = broker.serial_log(desktop);
     open_in_terminal_vm(&mut term, &serial, open, &a.small, |_| Ok(()))?;
     ensure!(
-        alerts(&broker)?.len() == 1,
+        security_alerts(&broker)?.len() == 1,
         "a guarded terminal raised an alert"
     );
     let up = Duration::from_secs(120);

@@ -112,28 +112,25 @@ pub fn apply(root: &Root, plan: &[FileChange], ensure_group: bool) -> Result<App
     if result.is_err() {
         for step in done.into_iter().rev() {
             match step {
-                Undo::Restore {
-                    path,
-                    old: Some(data),
-                } => {
-                    let _ = std::fs::write(&path, data);
-                }
-                Undo::Restore { path, old: None } => {
-                    let _ = std::fs::remove_file(&path);
-                }
+                Undo::Restore { path, old } => restore(&path, old),
                 Undo::DeleteGroup { backups } => {
                     let _ = group_command(root, false);
                     for (path, old) in backups {
-                        let _ = match old {
-                            Some(data) => std::fs::write(&path, data),
-                            None => std::fs::remove_file(&path),
-                        };
+                        restore(&path, old);
                     }
                 }
             }
         }
     }
     result
+}
+
+/// Puts `path` back as it was: `old` contents, or no file (best effort: a rollback).
+fn restore(path: &std::path::Path, old: Option<Vec<u8>>) {
+    let _ = match old {
+        Some(data) => std::fs::write(path, data),
+        None => std::fs::remove_file(path),
+    };
 }
 
 fn apply_steps(

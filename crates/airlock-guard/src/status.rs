@@ -254,12 +254,12 @@ fn usbguard_checks(p: &Policy, devices: &[StorageDevice]) -> Vec<(Level, String,
             Verdict::Decided { target, rule } => (
                 Level::Fail,
                 format!(
-                    "{target:?} ({}): the forwarder could not claim it; allow the drive \
+                    "{} ({}): the forwarder could not claim it; allow the drive \
                      (e.g. `allow id {} with-interface equals {{ 08:*:* }}`) before any rule that blocks it",
+                    format!("{target:?}").to_lowercase(),
                     rule_name(rule),
                     d.model
-                )
-                .to_lowercase(),
+                ),
             ),
             Verdict::Unsure { rule } => (
                 Level::Warn,

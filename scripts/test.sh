@@ -8,6 +8,12 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 scripts/setup.sh
 say "building the terminal VM image for the end-to-end tests (cargo xtask terminal-guest)"
 cargo xtask terminal-guest
+# What a hostile disc runs in a desktop in the end-to-end tests, static (the demo guest has
+# no libc); the same build as airlock_testkit::artifacts::usb_control, done here so that
+# no test waits for it.
+say "building the end-to-end tests' guest tool (usb-control, static)"
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release \
+    --target x86_64-unknown-linux-gnu -p airlock-testkit --bin usb-control
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

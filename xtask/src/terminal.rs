@@ -18,7 +18,7 @@ use crate::guest::ExtraFile;
 use crate::userland::Userland;
 use crate::util::{self, create_dir, mb, sha256_hex, write_atomic};
 use crate::{guest, kmod};
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use flate2::Compression;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -40,7 +40,7 @@ const GROUP: &str = "root:x:0:\nclinic:x:1000:\nairlock:x:990:clinic\n";
 /// shell; `quiet loglevel=3` keeps kernel messages off it.
 pub const APPEND: &str = "console=ttyS0 quiet loglevel=3";
 /// The Rust target the terminal binary is built for (statically).
-pub const TARGET: &str = "x86_64-unknown-linux-gnu";
+pub use airlock_testkit::artifacts::STATIC_TARGET as TARGET;
 const BUILD_FORMAT: &str = "airlock-terminal-build 2";
 
 pub struct Options {
@@ -219,38 +219,9 @@ pub fn build_static_airlock() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// A static executable has no program interpreter (PT_INTERP).
-pub fn check_static(elf: &[u8]) -> Result<()> {
-    let u16_at = |off: usize| -> Result<usize> {
-        Ok(usize::from(u16::from_le_bytes(
-            elf.get(off..off + 2).context("truncated ELF")?.try_into()?,
-        )))
-    };
-    let u32_at = |off: usize| -> Result<u32> {
-        Ok(u32::from_le_bytes(
-            elf.get(off..off + 4).context("truncated ELF")?.try_into()?,
-        ))
-    };
-    ensure!(
-        elf.get(..6) == Some(&b"\x7fELF\x02\x01"[..]),
-        "not an ELF64 little-endian executable"
-    );
-    let phoff = usize::try_from(u64::from_le_bytes(
-        elf.get(0x20..0x28).context("truncated ELF")?.try_into()?,
-    ))?;
-    let phentsize = u16_at(0x36)?;
-    let phnum = u16_at(0x38)?;
-    const PT_INTERP: u32 = 3;
-    for i in 0..phnum {
-        if u32_at(phoff + i * phentsize)? == PT_INTERP {
-            bail!(
-                "dynamically linked (it has a program interpreter); build it with \
-                 RUSTFLAGS=\"-C target-feature=+crt-static\" --target {TARGET}"
-            );
-        }
-    }
-    Ok(())
-}
+/// A static executable has no program interpreter (the check lives in the test kit,
+/// which builds the end-to-end tests' guest tool statically too).
+pub use airlock_testkit::artifacts::check_static;
 
 /// The initramfs: busybox, /init, the boot modules (listed in /etc/modules) and the
 /// storage modules in the kernel's module tree, and `files` (kmod, udev, `airlock`,
@@ -299,22 +270,5 @@ mod tests {
         assert!(boot_list_loads_no_storage_module(MODULES_TXT));
         assert!(!boot_list_loads_no_storage_module("usbcore\nusb-storage\n"));
         assert!(!boot_list_loads_no_storage_module(STORAGE_MODULES_TXT));
-    }
-
-    #[test]
-    fn static_check() {
-        // This test binary itself is normally dynamic; a hand-made ELF header
-        // with no program headers counts as static.
-        let mut elf = vec![0u8; 64];
-        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
-        assert!(check_static(&elf).is_ok());
-        let mut with_interp = elf.clone();
-        with_interp[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
-        with_interp[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
-        with_interp[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
-        with_interp.extend_from_slice(&3u32.to_le_bytes());
-        with_interp.resize(64 + 56, 0);
-        assert!(check_static(&with_interp).is_err());
-        assert!(check_static(b"nope").is_err());
     }
 }

@@ -20,6 +20,8 @@ pub enum EndReason {
     DisplayLost,
     /// The desktop's guest shut itself down (the clinician's "Finish" or a sign-out).
     SignedOut,
+    /// The desktop's disk reached its size cap (`pool.disk_cap_mib`).
+    Quota,
 }
 
 names! {
@@ -32,6 +34,7 @@ names! {
         Revoked => "revoked",
         DisplayLost => "display_lost",
         SignedOut => "signed_out",
+        Quota => "quota",
     }
 }
 

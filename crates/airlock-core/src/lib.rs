@@ -55,6 +55,7 @@ pub mod ids;
 pub mod lease;
 pub mod policy;
 pub mod queue;
+pub mod rate;
 pub mod spice;
 pub mod wire;
 

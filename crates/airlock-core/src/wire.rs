@@ -19,6 +19,8 @@
 //! - `DELETE /v1/leases/{id}` answers a [`ReleaseReply`].
 //! - `GET /v1/leases/{id}/usb` upgrades to [`USB_PROTOCOL`]; the terminal describes what it
 //!   forwards in the [`DEVICE_HEADER`] header as a [`DeviceIdentity`].
+//! - `POST /v1/leases/{id}/usb/refused` takes a [`UsbRefusedReport`] (`202`): the control
+//!   requests the terminal refused to pass to the drive, audited once per lease.
 //! - Every error is an [`ErrorBody`] with an [`ErrorCode`].
 use serde::{Deserialize, Serialize};
 
@@ -266,6 +268,97 @@ impl AlertReport {
     }
 }
 
+/// The setup of a USB control request (without `wLength`), as the terminal's drive
+/// forwarder refused it: `bmRequestType`, `bRequest`, `wValue`, `wIndex`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSetup {
+    pub request_type: u8,
+    pub request: u8,
+    pub value: u16,
+    pub index: u16,
+}
+
+impl ControlSetup {
+    /// `vendor`, `class`, `standard` or `reserved`: the request's type in words.
+    pub fn kind(&self) -> &'static str {
+        match (self.request_type >> 5) & 0x03 {
+            0 => "standard",
+            1 => "class",
+            2 => "vendor",
+            _ => "reserved",
+        }
+    }
+}
+
+impl std::fmt::Display for ControlSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} request {:#04x} (bmRequestType {:#04x}, wValue {:#06x}, wIndex {:#06x})",
+            self.kind(),
+            if self.request_type & 0x80 != 0 {
+                "IN"
+            } else {
+                "OUT"
+            },
+            self.request,
+            self.request_type,
+            self.value,
+            self.index
+        )
+    }
+}
+
+/// At most this many distinct requests in one [`UsbRefusedReport`].
+pub const MAX_REFUSED_REQUESTS: usize = 16;
+
+/// How long after a lease ended the broker still takes its [`UsbRefusedReport`]s (a
+/// terminal reports the forward that the lease's end closed just after it); the lease's
+/// one `usb_control_refused` audit record is written then.
+pub const USB_REFUSED_GRACE_MS: i64 = 10_000;
+
+/// `POST /v1/leases/{id}/usb/refused`: the control requests from the lease's desktop that
+/// the terminal's drive forwarder refused (never sent to the drive), reported when a
+/// forward of the lease ends. The broker sums a lease's reports and writes one
+/// `usb_control_refused` audit record per lease, after the lease has ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsbRefusedReport {
+    /// How many control requests were refused.
+    pub count: u64,
+    /// The distinct ones (the first [`MAX_REFUSED_REQUESTS`] seen).
+    pub requests: Vec<ControlSetup>,
+}
+
+/// Why a [`UsbRefusedReport`] is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsbRefusedError {
+    #[error("`requests` must list 1 to {MAX_REFUSED_REQUESTS} requests")]
+    Requests,
+    #[error("`requests` must be distinct")]
+    Duplicate,
+    #[error("`count` must be at least the number of `requests`")]
+    Count,
+}
+
+impl UsbRefusedReport {
+    /// Checks the sizes and consistency of the report.
+    pub fn check(&self) -> Result<(), UsbRefusedError> {
+        if self.requests.is_empty() || self.requests.len() > MAX_REFUSED_REQUESTS {
+            return Err(UsbRefusedError::Requests);
+        }
+        let distinct: std::collections::BTreeSet<&ControlSetup> = self.requests.iter().collect();
+        if distinct.len() != self.requests.len() {
+            return Err(UsbRefusedError::Duplicate);
+        }
+        if self.count < self.requests.len() as u64 {
+            return Err(UsbRefusedError::Count);
+        }
+        Ok(())
+    }
+}
+
 wire_names! {
     /// The machine-readable part of every API error.
     pub enum ErrorCode {
@@ -281,6 +374,12 @@ wire_names! {
         UnsupportedMediaType = "unsupported_media_type",
         /// Every desktop is in use or being reset.
         NoFreeDesktop = "no_free_desktop",
+        /// The terminal already holds as many leases as it may (`limits.leases_per_terminal`):
+        /// release one first (a request for the same user gets that lease back instead).
+        LeaseLimit = "lease_limit",
+        /// Too many requests (failed authentications from this address, or lease requests
+        /// of this terminal): wait `retry_after_s` (also in `Retry-After`).
+        RateLimited = "rate_limited",
         /// The chosen desktop could not be set up for the lease.
         DesktopUnavailable = "desktop_unavailable",
         /// No active lease with that id for this terminal.
@@ -477,6 +576,56 @@ mod tests {
         let d: DeviceIdentity = serde_json::from_value(v).map_err(|e| e.to_string())?;
         d.validate().map_err(|e| e.to_string())?;
         Ok(d)
+    }
+
+    #[test]
+    fn usb_refused_reports_are_checked() {
+        let ok: UsbRefusedReport = serde_json::from_str(
+            r#"{"count":3,"requests":[{"request_type":64,"request":1,"value":0,"index":0},
+               {"request_type":33,"request":1,"value":0,"index":0}]}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.check(), Ok(()));
+        assert_eq!(
+            ok.requests[0].to_string(),
+            "vendor OUT request 0x01 (bmRequestType 0x40, wValue 0x0000, wIndex 0x0000)"
+        );
+        assert_eq!(ok.requests[1].kind(), "class");
+        // Out of range, unknown or missing fields are refused by the decoder.
+        for bad in [
+            r#"{"count":1,"requests":[{"request_type":256,"request":1,"value":0,"index":0}]}"#,
+            r#"{"count":-1,"requests":[{"request_type":64,"request":1,"value":0,"index":0}]}"#,
+            r#"{"count":1,"requests":[{"request_type":64,"request":1,"value":0}]}"#,
+            r#"{"count":1,"requests":[],"extra":1}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<UsbRefusedReport>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        let setup = |n: u16| ControlSetup {
+            request_type: 0xC0,
+            request: 1,
+            value: n,
+            index: 0,
+        };
+        let with = |count: u64, requests: Vec<ControlSetup>| UsbRefusedReport { count, requests };
+        assert_eq!(with(1, vec![]).check(), Err(UsbRefusedError::Requests));
+        let many: Vec<ControlSetup> = (0..=MAX_REFUSED_REQUESTS as u16).map(setup).collect();
+        assert_eq!(
+            with(100, many.clone()).check(),
+            Err(UsbRefusedError::Requests)
+        );
+        assert_eq!(with(100, many[..16].to_vec()).check(), Ok(()));
+        assert_eq!(
+            with(2, vec![setup(1), setup(1)]).check(),
+            Err(UsbRefusedError::Duplicate)
+        );
+        assert_eq!(
+            with(1, vec![setup(1), setup(2)]).check(),
+            Err(UsbRefusedError::Count)
+        );
+        assert_eq!(with(u64::MAX, vec![setup(1)]).check(), Ok(()));
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub struct DisplayConfig {
     /// How long a leased desktop's display client may stay away before the lease ends
     /// (`display_lost`).
     pub grace: Duration,
+    /// At most this many forwarded display connections per lease at once (a SPICE client
+    /// opens one per channel); more are closed at once.
+    pub max_connections: usize,
+    /// A forwarded display connection with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 /// The display proxy's TLS: the broker's certificate and key (PEM), and the certificate
@@ -77,6 +82,11 @@ pub struct PoolConfig {
     pub sweep_interval: Duration,
     /// How often to check that the golden image, kernel or initrd changed.
     pub golden_check_interval: Duration,
+    /// How often to ping idle clean desktops (`None`: never).
+    pub idle_probe_interval: Option<Duration>,
     /// The waiting line.
     pub queue: QueueConfig,
+    /// At most this many active leases per terminal (enforced in the acquire
+    /// transaction).
+    pub leases_per_terminal: u32,
 }

@@ -10,6 +10,11 @@
 //!
 //! Owning the port also means a reset never waits for the old QEMU process to release it,
 //! so a new process can start while the kernel is still freeing the old one's memory.
+//!
+//! Limits (`[pool.display]`): at most `max_connections` forwarded connections per desktop
+//! at once (so per lease: a lease's connections are cut when it ends); one more is closed
+//! at accept, before a TLS handshake or a byte reaches QEMU. A connection with no bytes
+//! either way for `idle_timeout_s` is closed.
 use crate::config::DisplayTls;
 use crate::engine::Pool;
 use crate::error::PoolError;
@@ -19,9 +24,10 @@ use airlock_qemu::spec::files;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio_rustls::TlsAcceptor;
@@ -59,12 +65,22 @@ pub(crate) fn tls_acceptor(tls: &DisplayTls) -> Result<TlsAcceptor, PoolError> {
 impl Pool {
     /// Accepts connections on a desktop's display port for the life of the broker.
     pub(crate) async fn serve_display(self, id: DesktopId, listener: TcpListener) {
+        let (max, idle) = self.display_limits().unwrap_or((usize::MAX, Duration::MAX));
+        let open = Arc::new(AtomicUsize::new(0));
         loop {
             match listener.accept().await {
                 Ok((tcp, peer)) => {
+                    let Some(slot) = Slot::take(&open, max) else {
+                        tracing::info!(desktop = %id, %peer, "display connection refused: the lease has {max} display connections open (pool.display.max_connections)");
+                        drop(tcp);
+                        continue;
+                    };
                     let p = self.clone();
                     let id = id.clone();
-                    tokio::spawn(async move { p.proxy_display(&id, tcp, peer).await });
+                    tokio::spawn(async move {
+                        p.proxy_display(&id, tcp, peer, idle).await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(desktop = %id, error = %e, "display port accept failed");
@@ -74,7 +90,14 @@ impl Pool {
         }
     }
 
-    async fn proxy_display(&self, id: &DesktopId, tcp: TcpStream, peer: std::net::SocketAddr) {
+    async fn proxy_display(
+        &self,
+        id: &DesktopId,
+        tcp: TcpStream,
+        peer: std::net::SocketAddr,
+        idle: Duration,
+    ) {
+        let activity = Activity::new();
         // Subscribe before checking the lease: a lease that ends after this point cuts us.
         let Some(mut cut) = self.display_cut_receiver(id) else {
             return;
@@ -95,7 +118,7 @@ impl Pool {
             match self.display_tls() {
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => forward_framed(tls, &path, id).await,
+                        Ok(Ok(tls)) => forward_framed(tls, &path, id, &activity).await,
                         Ok(Err(e)) => {
                             tracing::info!(desktop = %id, %peer, error = %e,
                                 "display connection refused: TLS handshake failed (a client that does not trust the certificate, or does not speak TLS)");
@@ -105,7 +128,7 @@ impl Pool {
                         }
                     }
                 }
-                None => forward(tcp, &path, id).await,
+                None => forward(tcp, &path, id, &activity).await,
             }
         };
         tokio::select! {
@@ -113,6 +136,64 @@ impl Pool {
             _ = cut.changed() => {
                 tracing::debug!(desktop = %id, %peer, "display connection cut: the lease ended");
             }
+            () = activity.idle_for(idle) => {
+                tracing::info!(desktop = %id, %peer, "display connection closed: no bytes either way for {} s (pool.display.idle_timeout_s)", idle.as_secs());
+            }
+        }
+    }
+}
+
+/// One of a desktop's display connections, counted while it lives.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    /// A place among `max`, or `None` when all are taken.
+    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Slot(open.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// When a connection last carried a byte, either way.
+struct Activity {
+    start: Instant,
+    /// Milliseconds after `start`.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Returns once no byte has passed for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let Some(deadline) = last.checked_add(timeout) else {
+                return std::future::pending().await;
+            };
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
         }
     }
 }
@@ -128,22 +209,31 @@ async fn reach(path: &Path, id: &DesktopId) -> Option<UnixStream> {
     }
 }
 
-/// Pipes a client's (plain or decrypted) stream to QEMU's display socket until either
-/// side closes.
-async fn forward<S>(mut client: S, path: &Path, id: &DesktopId)
+/// Pipes a client's plain stream to QEMU's display socket until either side closes.
+async fn forward<S>(client: S, path: &Path, id: &DesktopId, activity: &Activity)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Some(mut unix) = reach(path, id).await else {
+    let Some(unix) = reach(path, id).await else {
         return;
     };
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut unix).await;
+    let (mut from_client, mut to_client) = tokio::io::split(client);
+    let (mut from_desktop, mut to_desktop) = unix.into_split();
+    let seen = |_: &[u8]| {
+        activity.touch();
+        Vec::new()
+    };
+    let up = relay(&mut from_client, &mut to_desktop, seen);
+    let down = relay(&mut from_desktop, &mut to_client, seen);
+    if let Err(e) = tokio::try_join!(up, down) {
+        tracing::debug!(desktop = %id, error = %e, "display connection closed");
+    }
 }
 
 /// Like [`forward`], for a decrypted TLS stream: each unit of the desktop's SPICE stream
 /// (link reply, link result, each message) goes to the client in write calls of its
 /// own, so in TLS records of its own.
-async fn forward_framed<S>(client: S, path: &Path, id: &DesktopId)
+async fn forward_framed<S>(client: S, path: &Path, id: &DesktopId, activity: &Activity)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -156,6 +246,7 @@ where
     let mini: OnceLock<Option<bool>> = OnceLock::new();
     let mut link = ClientLink::default();
     let up = relay(&mut from_client, &mut to_desktop, |chunk| {
+        activity.touch();
         if mini.get().is_none() {
             if let Some(found) = link.push(chunk) {
                 let _ = mini.set(found);
@@ -165,6 +256,7 @@ where
     });
     let mut frames = ServerFrames::default();
     let down = relay(&mut from_desktop, &mut to_client, |chunk| {
+        activity.touch();
         frames.push(chunk, mini.get().copied().flatten())
     });
     if let Err(e) = tokio::try_join!(up, down) {
@@ -235,6 +327,42 @@ mod tests {
         fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             Poll::Ready(Ok(()))
         }
+    }
+
+    #[test]
+    fn connections_are_counted_while_they_live() {
+        let open = Arc::new(AtomicUsize::new(0));
+        let a = Slot::take(&open, 2).unwrap();
+        let b = Slot::take(&open, 2).unwrap();
+        assert!(Slot::take(&open, 2).is_none(), "a third is refused");
+        drop(a);
+        let c = Slot::take(&open, 2).unwrap();
+        drop((b, c));
+        assert_eq!(open.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_found_and_bytes_keep_one_alive() {
+        let a = Activity::new();
+        let t0 = Instant::now();
+        let idle = Duration::from_millis(150);
+        // Bytes every 50 ms for 300 ms keep it from being idle...
+        let busy = async {
+            for _ in 0..6 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                a.touch();
+            }
+        };
+        tokio::select! {
+            () = busy => {}
+            () = a.idle_for(idle) => panic!("idle while bytes passed"),
+        }
+        // ...then silence ends it after the timeout.
+        a.idle_for(idle).await;
+        assert!(t0.elapsed() >= Duration::from_millis(300) + idle);
+        tokio::time::timeout(Duration::from_millis(1), a.idle_for(Duration::MAX))
+            .await
+            .unwrap_err();
     }
 
     #[tokio::test]

@@ -12,6 +12,10 @@ use std::path::PathBuf;
 pub enum PoolError {
     #[error("no clean desktop is free; retry in {retry_after_s} s")]
     NoFreeDesktop { retry_after_s: u64 },
+    #[error(
+        "this terminal already holds {limit} active lease(s), as many as it may; release one first"
+    )]
+    LeaseLimit { limit: u32 },
     #[error("no active lease with that id for this terminal")]
     LeaseNotFound,
     #[error("no waiting ticket with that id for this terminal (it left the line: ask for a desktop again)")]
@@ -35,6 +39,12 @@ pub enum PoolError {
     Qemu(#[from] QemuError),
     #[error("cannot create the state directory {}; check that airlockd may write there (server.state_dir)", path.display())]
     StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot make the state directory {} private (mode 0700); airlockd must own it (server.state_dir)", path.display())]
+    StateDirMode {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -132,6 +142,10 @@ mod tests {
         let errors = [
             PoolError::UsbUnavailable(io()),
             PoolError::StateDir {
+                path: "/x".into(),
+                source: io(),
+            },
+            PoolError::StateDirMode {
                 path: "/x".into(),
                 source: io(),
             },

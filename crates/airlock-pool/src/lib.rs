@@ -13,6 +13,8 @@ mod metrics;
 pub mod relay;
 
 pub use config::{DisplayConfig, DisplayTls, PoolConfig, QueueConfig};
-pub use engine::{DesktopView, LeaseOutcome, Pool, PoolStatus, UsbStream};
+pub use engine::{
+    DesktopView, LeaseOutcome, Pool, PoolStatus, UsbStream, USB_DEVICE_EVENTS_AUDITED,
+};
 pub use error::{ErrorChain, PoolError};
 pub use metrics::Metrics;

@@ -2,18 +2,36 @@
 //! `usb-redir` chardev, and nowhere else.
 //!
 //! The broker never interprets disc content: bulk data stays opaque bytes. It does decode
-//! the usbredir framing of the terminal's stream, which lets it
+//! the usbredir framing of both directions ([`Gate`]) and passes on only whole packets it
+//! decoded, which lets it
 //! - end a stream that is not well-formed usbredir (garbage ends that stream only),
-//! - refuse any device that is not a Bulk-Only mass-storage device (a compromised terminal
-//!   cannot forward a keyboard or a hub into a desktop), and
+//! - pass nothing but the two hellos until both are known (a terminal that sends device
+//!   packets before the desktop's hello reached it is refused),
+//! - refuse any device that is not a mass-storage device, by what it announces and by the
+//!   descriptors it returns to the desktop ([`policy`]: a compromised terminal cannot
+//!   forward a keyboard, a network adapter or a hub into a desktop), and
 //! - audit what was attached (VID:PID from the stream, plus the terminal's description).
 use airlock_core::wire::{self, DeviceIdentity};
+use std::collections::HashMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use usbredir::{Codec, Packet, Role};
+use usbredir::bytes::{Bytes, BytesMut};
+use usbredir::{Codec, Frame, Packet, Role};
 
-/// The largest usbredir frame the relay accepts from a terminal (QEMU combines bulk
+pub mod policy;
+
+use policy::DescriptorRequest;
+pub use policy::{check_interfaces, Refusal};
+
+/// The largest usbredir frame the relay accepts from either side (QEMU combines bulk
 /// transfers up to 1 MiB).
 const MAX_FRAME: usize = 4 << 20;
+
+/// Bytes read from a side at a time.
+const READ_BUF: usize = 256 * 1024;
+
+/// Descriptor requests of the desktop whose answers may be outstanding at once (QEMU has
+/// one control transfer in flight per device; a guest's usbfs a few).
+pub const MAX_DESCRIPTOR_REQUESTS: usize = 64;
 
 /// Why a device description is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,10 +50,10 @@ pub fn parse_claim(s: &str) -> Result<DeviceIdentity, ClaimError> {
     Ok(c)
 }
 
-/// Something the monitor saw in the terminal's stream.
+/// Something the gate saw in the terminal's stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamEvent {
-    /// A device was announced (after its interfaces passed the policy).
+    /// A device was announced (after its interfaces and endpoints passed the policy).
     Attached {
         vid: u16,
         pid: u16,
@@ -52,132 +70,207 @@ pub enum StreamError {
     #[error("not a valid usbredir stream: {0}")]
     Protocol(String),
     #[error("refused device: {0}")]
-    Refused(String),
+    Refused(#[from] Refusal),
+    #[error("the desktop's usbredir stream: {0}")]
+    Desktop(String),
 }
 
-/// Watches the terminal → desktop direction of a usbredir stream (pure; no I/O).
-pub struct StreamMonitor {
+/// What the terminal's bytes let through.
+#[derive(Debug, Default)]
+pub struct Passed {
+    /// Whole packets, checked, for the desktop.
+    pub bytes: Bytes,
+    /// What they announced.
+    pub events: Vec<StreamEvent>,
+}
+
+/// Both directions of one usbredir stream, decoded packet by packet (pure; no I/O).
+///
+/// Only whole packets that were decoded and checked pass, as the bytes they came in.
+/// Before both hellos are known only the hellos pass: a terminal (a usbredir host)
+/// waits for the desktop's hello before it announces anything, and QEMU sends nothing
+/// but its hello before the terminal's, so anything else before both hellos ends the
+/// stream. The terminal's packets are checked against [`policy`]; the desktop's
+/// standard `GET_DESCRIPTOR` requests are remembered by packet id, so that the
+/// terminal's answer to each is checked before the desktop sees it.
+pub struct Gate {
+    /// Decodes the terminal's packets; "our" hello is the desktop's.
     up: Codec,
-    registered_peer: bool,
+    /// Bytes fed to `up` and not yet passed on.
+    up_raw: BytesMut,
+    /// Decodes the desktop's packets; "our" hello is the terminal's.
+    down: Codec,
+    down_raw: BytesMut,
     interfaces: Option<Vec<(u8, u8, u8)>>,
+    endpoints: bool,
+    requests: HashMap<u64, DescriptorRequest>,
 }
 
-impl Default for StreamMonitor {
+impl Default for Gate {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl StreamMonitor {
-    /// A monitor for a new stream.
-    pub fn new() -> StreamMonitor {
+fn protocol(e: usbredir::Error) -> StreamError {
+    StreamError::Protocol(e.to_string())
+}
+
+fn desktop(e: impl std::fmt::Display) -> StreamError {
+    StreamError::Desktop(e.to_string())
+}
+
+/// Takes the bytes of the packets `codec` decoded since they were added to `raw`.
+fn passed(raw: &mut BytesMut, codec: &Codec) -> Bytes {
+    let n = raw.len().saturating_sub(codec.buffered());
+    raw.split_to(n).freeze()
+}
+
+impl Gate {
+    /// A gate for a new stream.
+    pub fn new() -> Gate {
         let mut up = Codec::new(Role::Guest);
-        up.set_max_buffered(MAX_FRAME);
-        StreamMonitor {
+        up.set_max_buffered(MAX_FRAME + READ_BUF);
+        let mut down = Codec::new(Role::Host);
+        down.set_max_buffered(MAX_FRAME + READ_BUF);
+        Gate {
             up,
-            registered_peer: false,
+            up_raw: BytesMut::new(),
+            down,
+            down_raw: BytesMut::new(),
             interfaces: None,
+            endpoints: false,
+            requests: HashMap::new(),
         }
     }
 
-    /// Tells the monitor the desktop side's hello (its caps shape the terminal's packets).
-    pub fn desktop_hello(&mut self, hello: &usbredir::Hello) -> Result<(), StreamError> {
-        if !self.registered_peer {
-            self.up
-                .encode(0, &Packet::Hello(hello.clone()))
-                .map_err(|e| StreamError::Protocol(e.to_string()))?;
-            self.registered_peer = true;
+    /// Whether both hellos are known.
+    pub fn hellos_known(&self) -> bool {
+        self.up.hellos_exchanged()
+    }
+
+    /// Bytes from the terminal: returns the whole, checked packets among them (and
+    /// before them) for the desktop, or why the stream must end.
+    pub fn from_terminal(&mut self, chunk: &[u8]) -> Result<Passed, StreamError> {
+        self.up.feed(chunk).map_err(protocol)?;
+        self.up_raw.extend_from_slice(chunk);
+        let mut events = Vec::new();
+        loop {
+            if self.up.peer_caps().is_some() && self.up.our_caps().is_none() {
+                // The terminal said hello but has not had the desktop's: it cannot
+                // know how to frame anything else.
+                if self.up.buffered() > 0 {
+                    return Err(Refusal::BeforeHello.into());
+                }
+                break;
+            }
+            match self.up.next_frame() {
+                Ok(Some(frame)) => self.terminal_frame(frame, &mut events)?,
+                Ok(None) => break,
+                // A well-formed packet, but before the terminal's own hello.
+                Err(usbredir::Error::HelloNotFirst(_)) => return Err(Refusal::BeforeHello.into()),
+                Err(e) => return Err(protocol(e)),
+            }
+        }
+        Ok(Passed {
+            bytes: passed(&mut self.up_raw, &self.up),
+            events,
+        })
+    }
+
+    fn terminal_frame(
+        &mut self,
+        frame: Frame,
+        events: &mut Vec<StreamEvent>,
+    ) -> Result<(), StreamError> {
+        match frame.packet {
+            Packet::Hello(h) => {
+                self.down.encode(0, &Packet::Hello(h)).map_err(protocol)?;
+            }
+            Packet::InterfaceInfo(info) => {
+                let list: Vec<(u8, u8, u8)> = info
+                    .interfaces
+                    .iter()
+                    .map(|i| (i.class, i.subclass, i.protocol))
+                    .collect();
+                policy::check_interfaces(&list)?;
+                self.interfaces = Some(list);
+            }
+            Packet::EpInfo(info) => {
+                policy::check_endpoints(&info)?;
+                self.endpoints = true;
+            }
+            Packet::DeviceConnect(d) => {
+                let Some(interfaces) = self.interfaces.clone().filter(|_| self.endpoints) else {
+                    return Err(Refusal::Unannounced.into());
+                };
+                policy::check_device_class(d.device_class)?;
+                events.push(StreamEvent::Attached {
+                    vid: d.vendor_id,
+                    pid: d.product_id,
+                    class: d.device_class,
+                    interfaces,
+                });
+            }
+            Packet::DeviceDisconnect => {
+                // A new device comes with its own interface_info and ep_info; the desktop
+                // drops the transfers of this one and ignores late answers to them.
+                self.interfaces = None;
+                self.endpoints = false;
+                self.requests.clear();
+                events.push(StreamEvent::Detached);
+            }
+            Packet::ControlPacket(reply) => {
+                if let Some(req) = self.requests.remove(&frame.id) {
+                    policy::check_descriptor_reply(req, reply.status, &reply.data)?;
+                }
+            }
+            Packet::InterruptPacket(_) | Packet::InterruptReceivingStatus(_) => {
+                return Err(Refusal::Traffic("interrupt").into())
+            }
+            Packet::IsoPacket(_) | Packet::IsoStreamStatus(_) => {
+                return Err(Refusal::Traffic("isochronous").into())
+            }
+            _ => {}
         }
         Ok(())
     }
 
-    /// Whether the desktop's hello is known.
-    pub fn has_desktop_hello(&self) -> bool {
-        self.registered_peer
-    }
-
-    /// Feeds bytes from the terminal; returns what they announce.
-    pub fn from_terminal(&mut self, bytes: &[u8]) -> Result<Vec<StreamEvent>, StreamError> {
-        self.up
-            .feed(bytes)
-            .map_err(|e| StreamError::Protocol(e.to_string()))?;
-        self.drain()
-    }
-
-    /// Decodes buffered frames. Stops (without error) at a non-hello frame while the
-    /// desktop's hello is still unknown.
-    pub fn drain(&mut self) -> Result<Vec<StreamEvent>, StreamError> {
-        let mut events = Vec::new();
+    /// Bytes from the desktop: returns the whole packets among them for the terminal.
+    pub fn from_desktop(&mut self, chunk: &[u8]) -> Result<Bytes, StreamError> {
+        self.down.feed(chunk).map_err(desktop)?;
+        self.down_raw.extend_from_slice(chunk);
         loop {
-            if self.up.peer_caps().is_some() && !self.registered_peer {
+            if self.down.peer_caps().is_some() && self.down.our_caps().is_none() {
+                if self.down.buffered() > 0 {
+                    return Err(desktop("packets before the terminal's hello"));
+                }
                 break;
             }
-            let frame = match self.up.next_frame() {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => return Err(StreamError::Protocol(e.to_string())),
+            let Some(frame) = self.down.next_frame().map_err(desktop)? else {
+                break;
             };
             match frame.packet {
-                Packet::InterfaceInfo(info) => {
-                    let list: Vec<(u8, u8, u8)> = info
-                        .interfaces
-                        .iter()
-                        .map(|i| (i.class, i.subclass, i.protocol))
-                        .collect();
-                    check_interfaces(&list)?;
-                    self.interfaces = Some(list);
+                Packet::Hello(h) => {
+                    self.up.encode(0, &Packet::Hello(h)).map_err(desktop)?;
                 }
-                Packet::DeviceConnect(d) => {
-                    let Some(interfaces) = self.interfaces.clone() else {
-                        return Err(StreamError::Refused(
-                            "device announced without its interfaces".into(),
-                        ));
-                    };
-                    if d.device_class != 0x00 && d.device_class != 0x08 {
-                        return Err(StreamError::Refused(format!(
-                            "device class 0x{:02x} is not mass storage",
-                            d.device_class
-                        )));
+                Packet::ControlPacket(c) => {
+                    if let Some(req) = policy::descriptor_request(&c) {
+                        if self.requests.len() >= MAX_DESCRIPTOR_REQUESTS
+                            && !self.requests.contains_key(&frame.id)
+                        {
+                            return Err(desktop(format!(
+                                "more than {MAX_DESCRIPTOR_REQUESTS} descriptor requests unanswered"
+                            )));
+                        }
+                        self.requests.insert(frame.id, req);
                     }
-                    events.push(StreamEvent::Attached {
-                        vid: d.vendor_id,
-                        pid: d.product_id,
-                        class: d.device_class,
-                        interfaces,
-                    });
                 }
-                Packet::DeviceDisconnect => events.push(StreamEvent::Detached),
                 _ => {}
             }
         }
-        Ok(events)
+        Ok(passed(&mut self.down_raw, &self.down))
     }
-}
-
-/// The policy: every interface of a forwarded device must be mass storage, either
-/// Bulk-Only (class 0x08, subclass 0x02 ATAPI / 0x05 SFF-8070i / 0x06 SCSI, protocol
-/// 0x50) or USB Attached SCSI (08:06:62, the emulated drive's SuperSpeed alternate
-/// setting). It is checked on every `interface_info`, so also after an alternate
-/// setting changes.
-/// Whether it is a CD/DVD drive (peripheral type 0x05) the terminal checks by INQUIRY
-/// before forwarding; the guard on the terminal keeps local drivers off it.
-pub fn check_interfaces(list: &[(u8, u8, u8)]) -> Result<(), StreamError> {
-    if list.is_empty() {
-        return Err(StreamError::Refused("device has no interfaces".into()));
-    }
-    for (n, (class, sub, proto)) in list.iter().enumerate() {
-        // Bulk-Only (0x50) with the MMC/SFF-8070i/SCSI command sets, or USB
-        // Attached SCSI (0x62, SCSI only): both carry SCSI commands to the drive
-        // and nothing else (no HID, network or audio function).
-        let bot = matches!(sub, 0x02 | 0x05 | 0x06) && *proto == 0x50;
-        let uas = *sub == 0x06 && *proto == 0x62;
-        if *class != 0x08 || !(bot || uas) {
-            return Err(StreamError::Refused(format!(
-                "interface {n} is class {class:02x}:{sub:02x}:{proto:02x}; only mass storage with Bulk-Only (08:02/05/06:50) or UAS (08:06:62) may be forwarded"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// How a relay ended.
@@ -210,8 +303,8 @@ pub struct RelayStats {
     pub to_terminal: u64,
 }
 
-/// Pipes `terminal` ⇄ `desktop` until one side closes, the monitor refuses the stream,
-/// or `stop` fires. `on_event` sees attach/detach events.
+/// Pipes `terminal` ⇄ `desktop` through a [`Gate`] until one side closes, the gate
+/// refuses the stream, or `stop` fires. `on_event` sees attach/detach events.
 pub async fn pipe<T, D>(
     terminal: T,
     desktop: D,
@@ -224,16 +317,15 @@ where
 {
     let (mut t_rd, mut t_wr) = tokio::io::split(terminal);
     let (mut d_rd, mut d_wr) = tokio::io::split(desktop);
-    let (hello_tx, mut hello_rx) = tokio::sync::watch::channel::<Option<usbredir::Hello>>(None);
+    // Both directions share the gate; neither holds it across an await.
+    let gate = std::sync::Mutex::new(Gate::new());
+    let poisoned = || RelayEnd::Io("relay state poisoned".into());
     let mut stats = RelayStats::default();
 
     let end = {
-        // Desktop → terminal: decode only the desktop's hello, then copy.
+        // Desktop → terminal: whole packets, descriptor requests noted.
         let down = async {
-            let mut codec = Codec::new(Role::Host);
-            codec.set_max_buffered(64 * 1024);
-            let mut seen_hello = false;
-            let mut buf = vec![0u8; 256 * 1024];
+            let mut buf = vec![0u8; READ_BUF];
             let mut n_total = 0u64;
             loop {
                 let n = match d_rd.read(&mut buf).await {
@@ -242,85 +334,62 @@ where
                     Err(e) => return (RelayEnd::Io(e.to_string()), n_total),
                 };
                 let chunk = buf.get(..n).unwrap_or_default();
-                if !seen_hello {
-                    if let Err(e) = codec.feed(chunk) {
-                        return (
-                            RelayEnd::Io(format!("desktop sent no usbredir hello: {e}")),
-                            n_total,
-                        );
-                    }
-                    match codec.next_frame() {
-                        Ok(Some(f)) => {
-                            if let Packet::Hello(h) = f.packet {
-                                let _ = hello_tx.send(Some(h));
-                                seen_hello = true;
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => return (RelayEnd::Io(format!("desktop hello: {e}")), n_total),
-                    }
-                }
-                if let Err(e) = t_wr.write_all(chunk).await {
+                let out = match gate.lock() {
+                    Ok(mut g) => g.from_desktop(chunk),
+                    Err(_) => return (poisoned(), n_total),
+                };
+                let out = match out {
+                    Ok(b) => b,
+                    Err(e) => return (RelayEnd::Error(e), n_total),
+                };
+                if let Err(e) = t_wr.write_all(&out).await {
                     return (RelayEnd::Io(e.to_string()), n_total);
                 }
-                n_total += n as u64;
+                n_total += out.len() as u64;
             }
         };
 
-        // Terminal → desktop: validate, then copy.
+        // Terminal → desktop: whole packets that passed the policy.
         let up = async {
-            let mut monitor = StreamMonitor::new();
-            let mut buf = vec![0u8; 256 * 1024];
+            let mut buf = vec![0u8; READ_BUF];
             let mut n_total = 0u64;
             loop {
-                let n = tokio::select! {
-                    r = t_rd.read(&mut buf) => match r {
-                        Ok(0) => return (RelayEnd::TerminalClosed, n_total),
-                        Ok(n) => n,
-                        Err(e) => return (RelayEnd::Io(e.to_string()), n_total),
-                    },
-                    _ = hello_rx.changed() => {
-                        if let Some(h) = hello_rx.borrow().clone() {
-                            if let Err(e) = monitor.desktop_hello(&h) {
-                                return (RelayEnd::Error(e), n_total);
-                            }
-                        }
-                        match monitor.drain() {
-                            Ok(evs) => evs.into_iter().for_each(&mut on_event),
-                            Err(e) => return (RelayEnd::Error(e), n_total),
-                        }
-                        continue;
-                    }
+                let n = match t_rd.read(&mut buf).await {
+                    Ok(0) => return (RelayEnd::TerminalClosed, n_total),
+                    Ok(n) => n,
+                    Err(e) => return (RelayEnd::Io(e.to_string()), n_total),
                 };
                 let chunk = buf.get(..n).unwrap_or_default();
-                if !monitor.has_desktop_hello() {
-                    if let Some(h) = hello_rx.borrow().clone() {
-                        if let Err(e) = monitor.desktop_hello(&h) {
-                            return (RelayEnd::Error(e), n_total);
-                        }
-                    }
-                }
-                match monitor.from_terminal(chunk) {
-                    Ok(evs) => evs.into_iter().for_each(&mut on_event),
+                let passed = match gate.lock() {
+                    Ok(mut g) => g.from_terminal(chunk),
+                    Err(_) => return (poisoned(), n_total),
+                };
+                let passed = match passed {
+                    Ok(p) => p,
                     Err(e) => return (RelayEnd::Error(e), n_total),
-                }
-                if let Err(e) = d_wr.write_all(chunk).await {
+                };
+                if let Err(e) = d_wr.write_all(&passed.bytes).await {
                     return (RelayEnd::Io(e.to_string()), n_total);
                 }
-                n_total += n as u64;
+                n_total += passed.bytes.len() as u64;
+                passed.events.into_iter().for_each(&mut on_event);
             }
         };
 
         tokio::pin!(up);
         tokio::pin!(down);
+        // The terminal first: what it sent with its request (before it could have the
+        // desktop's hello) is judged before the desktop's hello is read.
         tokio::select! {
+            biased;
             (end, n) = &mut up => { stats.to_desktop = n; end }
             (end, n) = &mut down => { stats.to_terminal = n; end }
             _ = stop.wait_for(|v| *v) => RelayEnd::LeaseEnded,
         }
     };
     // Close the terminal's side properly (a TLS close_notify over HTTPS), so the terminal
-    // sees the end of the stream rather than a truncated connection.
+    // sees the end of the stream rather than a truncated connection; the desktop's
+    // usb-redir sees its chardev close and detaches the device.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), t_wr.shutdown()).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), d_wr.shutdown()).await;
     (end, stats)
@@ -329,7 +398,12 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use usbredir::{Caps, Hello};
+    use usbredir::guest::{GuestEvent, GuestSession};
+    use usbredir::host::{DeviceLayout, HostConfig, HostEvent, HostSession};
+    use usbredir::{
+        Caps, DeviceConnect, Endpoint, EndpointType, EpInfo, Hello, Interface, InterfaceInfo,
+        Speed, Status,
+    };
 
     #[test]
     fn claims() {
@@ -350,53 +424,83 @@ mod tests {
     }
 
     #[test]
-    fn interface_policy() {
-        assert!(check_interfaces(&[(0x08, 0x06, 0x50)]).is_ok());
-        assert!(check_interfaces(&[(0x08, 0x02, 0x50)]).is_ok());
-        assert!(check_interfaces(&[]).is_err());
-        assert!(check_interfaces(&[(0x03, 0x01, 0x01)]).is_err(), "keyboard");
-        assert!(check_interfaces(&[(0x09, 0x00, 0x00)]).is_err(), "hub");
-        assert!(check_interfaces(&[(0x08, 0x06, 0x62)]).is_ok(), "UAS");
-        assert!(
-            check_interfaces(&[(0x08, 0x02, 0x62)]).is_err(),
-            "UAS is SCSI only"
-        );
-        assert!(check_interfaces(&[(0x08, 0x06, 0x01)]).is_err(), "CBI");
-        assert!(
-            check_interfaces(&[(0x08, 0x06, 0x50), (0x03, 0x00, 0x00)]).is_err(),
-            "composite with HID"
-        );
-    }
-
-    #[test]
     fn garbage_is_a_protocol_error() {
-        let mut m = StreamMonitor::new();
-        let r = m.from_terminal(&[0xff; 64]);
+        let mut g = Gate::new();
+        let r = g.from_terminal(&[0xff; 64]);
         assert!(matches!(r, Err(StreamError::Protocol(_))), "{r:?}");
     }
 
-    fn announce(class: u8, sub: u8, proto: u8) -> Result<Vec<StreamEvent>, StreamError> {
-        use usbredir::host::{DeviceLayout, HostConfig, HostSession};
-        use usbredir::{
-            DeviceConnect, Endpoint, EndpointType, EpInfo, Interface, InterfaceInfo, Speed,
-        };
-        let mut host = HostSession::new(HostConfig::default());
-        let mut m = StreamMonitor::new();
-        let mut events = m.from_terminal(&host.take_output())?;
-        let qemu = Hello::new("qemu usb-redir guest 7.2.22", Caps::from_bits(0xff));
-        m.desktop_hello(&qemu)?;
-        let mut guest = Codec::new(Role::Guest);
-        host.feed(&guest.encode(0, &Packet::Hello(qemu)).unwrap())
-            .unwrap();
-        while host.next_event().unwrap().is_some() {}
-        let bulk = |iface| Endpoint {
+    /// A terminal (host session), a QEMU-like desktop (guest session) and the gate.
+    struct Rig {
+        host: HostSession,
+        guest: GuestSession,
+        gate: Gate,
+        events: Vec<StreamEvent>,
+        host_events: Vec<HostEvent>,
+        guest_events: Vec<GuestEvent>,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            Rig {
+                host: HostSession::new(HostConfig::default()),
+                guest: GuestSession::new("qemu usb-redir guest 7.2.22", Caps::from_bits(0xff)),
+                gate: Gate::new(),
+                events: Vec::new(),
+                host_events: Vec::new(),
+                guest_events: Vec::new(),
+            }
+        }
+
+        fn desktop_to_terminal(&mut self) -> Result<(), StreamError> {
+            let out = self.gate.from_desktop(&self.guest.take_output())?;
+            self.host.feed(&out).unwrap();
+            while let Some(e) = self.host.next_event().unwrap() {
+                self.host_events.push(e);
+            }
+            Ok(())
+        }
+
+        fn terminal_to_desktop(&mut self) -> Result<(), StreamError> {
+            let p = self.gate.from_terminal(&self.host.take_output())?;
+            self.events.extend(p.events);
+            self.guest.feed(&p.bytes).unwrap();
+            while let Some(e) = self.guest.next_event().unwrap() {
+                self.guest_events.push(e);
+            }
+            Ok(())
+        }
+
+        /// Hellos both ways, in the order of a real stream.
+        fn hellos(&mut self) {
+            self.desktop_to_terminal().unwrap();
+            self.terminal_to_desktop().unwrap();
+            assert!(self.gate.hellos_known());
+        }
+    }
+
+    fn bulk() -> Endpoint {
+        Endpoint {
             ep_type: EndpointType::Bulk,
-            interval: 0,
-            interface: iface,
             max_packet_size: 512,
-            max_streams: 0,
-        };
-        let layout = DeviceLayout {
+            ..Endpoint::INVALID
+        }
+    }
+
+    fn device() -> DeviceConnect {
+        DeviceConnect {
+            speed: Speed::High,
+            device_class: 0,
+            device_subclass: 0,
+            device_protocol: 0,
+            vendor_id: 0x0e8d,
+            product_id: 0x1887,
+            device_version_bcd: 0x0100,
+        }
+    }
+
+    fn layout(class: u8, sub: u8, proto: u8, endpoints: EpInfo) -> DeviceLayout {
+        DeviceLayout {
             interfaces: InterfaceInfo {
                 interfaces: vec![Interface {
                     number: 0,
@@ -405,29 +509,33 @@ mod tests {
                     protocol: proto,
                 }],
             },
-            endpoints: EpInfo::new().with(0x02, bulk(0)).with(0x81, bulk(0)),
-        };
-        let dev = DeviceConnect {
-            speed: Speed::High,
-            device_class: 0,
-            device_subclass: 0,
-            device_protocol: 0,
-            vendor_id: 0x0e8d,
-            product_id: 0x1887,
-            device_version_bcd: 0x0100,
-        };
-        host.connect_device(dev, layout).unwrap();
-        events.extend(m.from_terminal(&host.take_output())?);
-        host.disconnect_device().unwrap();
-        events.extend(m.from_terminal(&host.take_output())?);
-        Ok(events)
+            endpoints,
+        }
+    }
+
+    fn storage() -> DeviceLayout {
+        layout(
+            8,
+            6,
+            0x50,
+            EpInfo::new().with(0x02, bulk()).with(0x81, bulk()),
+        )
     }
 
     #[test]
     fn a_cd_drive_is_attached_and_audited() {
-        let ev = announce(0x08, 0x06, 0x50).unwrap();
+        let mut r = Rig::new();
+        r.hellos();
+        r.host.connect_device(device(), storage()).unwrap();
+        r.terminal_to_desktop().unwrap();
+        assert!(r
+            .guest_events
+            .iter()
+            .any(|e| matches!(e, GuestEvent::DeviceConnected { .. })));
+        r.host.disconnect_device().unwrap();
+        r.terminal_to_desktop().unwrap();
         assert_eq!(
-            ev,
+            r.events,
             vec![
                 StreamEvent::Attached {
                     vid: 0x0e8d,
@@ -441,10 +549,150 @@ mod tests {
     }
 
     #[test]
-    fn a_keyboard_is_refused() {
+    fn a_keyboard_and_an_interrupt_endpoint_are_refused() {
+        for l in [
+            layout(3, 1, 1, EpInfo::new().with(0x81, bulk())),
+            layout(
+                8,
+                6,
+                0x50,
+                EpInfo::new().with(
+                    0x81,
+                    Endpoint {
+                        ep_type: EndpointType::Interrupt,
+                        ..bulk()
+                    },
+                ),
+            ),
+        ] {
+            let mut r = Rig::new();
+            r.hellos();
+            r.host.connect_device(device(), l).unwrap();
+            assert!(matches!(
+                r.terminal_to_desktop(),
+                Err(StreamError::Refused(_))
+            ));
+            assert!(
+                r.guest_events
+                    .iter()
+                    .all(|e| matches!(e, GuestEvent::PeerHello { .. })),
+                "{:?}",
+                r.guest_events
+            );
+        }
+    }
+
+    #[test]
+    fn nothing_passes_before_both_hellos() {
+        // The terminal's packets before the desktop's hello reached it.
+        let mut r = Rig::new();
+        let qemu = Hello::new("qemu usb-redir guest 7.2.22", Caps::from_bits(0xff));
+        let mut as_qemu = Codec::new(Role::Guest);
+        r.host
+            .feed(&as_qemu.encode(0, &Packet::Hello(qemu)).unwrap())
+            .unwrap();
+        while r.host.next_event().unwrap().is_some() {}
+        r.host.connect_device(device(), storage()).unwrap();
+        let all = r.host.take_output();
+        assert_eq!(
+            r.gate.from_terminal(&all).unwrap_err(),
+            StreamError::Refused(Refusal::BeforeHello)
+        );
+        // The same bytes one at a time: the hello passes, then nothing.
+        let mut g = Gate::new();
+        let mut out = 0;
+        let mut refused = false;
+        for b in &all {
+            match g.from_terminal(std::slice::from_ref(b)) {
+                Ok(p) => out += p.bytes.len(),
+                Err(e) => {
+                    assert_eq!(e, StreamError::Refused(Refusal::BeforeHello));
+                    refused = true;
+                    break;
+                }
+            }
+        }
+        assert!(refused);
+        assert_eq!(out, 80, "only the terminal's hello passed");
+        // Device packets before the terminal's own hello.
+        let mut g = Gate::new();
+        let r = g.from_terminal(all.get(80..).unwrap());
+        assert_eq!(r.unwrap_err(), StreamError::Refused(Refusal::BeforeHello));
+        // The desktop's packets before the terminal's hello.
+        let mut g = Gate::new();
+        let mut guest = GuestSession::new("qemu", Caps::from_bits(0xff));
+        let hello = guest.take_output();
+        assert_eq!(g.from_desktop(&hello).unwrap().len(), hello.len());
+        let mut more = Codec::with_caps(Role::Guest, Caps::from_bits(0xff), Caps::HOST_DEFAULT);
+        let reset = more.encode(1, &Packet::Reset).unwrap();
         assert!(matches!(
-            announce(0x03, 0x01, 0x01),
-            Err(StreamError::Refused(_))
+            g.from_desktop(&reset),
+            Err(StreamError::Desktop(_))
         ));
+    }
+
+    fn config_with(interface: [u8; 3]) -> Vec<u8> {
+        let [c, s, p] = interface;
+        vec![
+            9, 2, 32, 0, 1, 1, 0, 0x80, 50, // configuration
+            9, 4, 0, 0, 2, c, s, p, 0, // interface
+            7, 5, 0x81, 2, 0, 2, 0, // bulk IN
+            7, 5, 0x02, 2, 0, 2, 0, // bulk OUT
+        ]
+    }
+
+    /// The desktop reads the configuration; the terminal answers `config`.
+    fn read_config(config: Vec<u8>) -> (Rig, Result<(), StreamError>) {
+        let mut r = Rig::new();
+        r.hellos();
+        r.host.connect_device(device(), storage()).unwrap();
+        r.terminal_to_desktop().unwrap();
+        let id = r.guest.control_in(0x80, 6, 0x0200, 0, 255).unwrap();
+        r.desktop_to_terminal().unwrap();
+        let Some(HostEvent::Control(req)) = r.host_events.pop() else {
+            panic!("{:?}", r.host_events)
+        };
+        assert_eq!(req.id, id);
+        r.host
+            .complete_in(req.token, Status::Success, config)
+            .unwrap();
+        let res = r.terminal_to_desktop();
+        (r, res)
+    }
+
+    #[test]
+    fn configuration_descriptors_are_checked_by_packet_id() {
+        let (r, res) = read_config(config_with([8, 6, 0x50]));
+        res.unwrap();
+        assert!(r
+            .guest_events
+            .iter()
+            .any(|e| matches!(e, GuestEvent::Control { .. })));
+        let (r, res) = read_config(config_with([3, 1, 1]));
+        assert!(
+            matches!(
+                &res,
+                Err(StreamError::Refused(Refusal::Interface { class: 3, .. }))
+            ),
+            "{res:?}"
+        );
+        assert!(!r
+            .guest_events
+            .iter()
+            .any(|e| matches!(e, GuestEvent::Control { .. })));
+        // The same bytes in answer to another request (a string) are not a configuration.
+        let mut r = Rig::new();
+        r.hellos();
+        r.host.connect_device(device(), storage()).unwrap();
+        r.terminal_to_desktop().unwrap();
+        r.guest.control_in(0x80, 6, 0x0302, 0x0409, 255).unwrap();
+        r.desktop_to_terminal().unwrap();
+        let Some(HostEvent::Control(req)) = r.host_events.pop() else {
+            panic!()
+        };
+        r.host
+            .complete_in(req.token, Status::Success, config_with([3, 1, 1]))
+            .unwrap();
+        r.terminal_to_desktop().unwrap();
     }
 }

@@ -1,13 +1,20 @@
 //! The operations a desktop pool needs from QEMU.
 use crate::agent::Agent;
+use crate::confine::{Cgroups, ConfineConfig, Host};
 use crate::img::create_overlay;
 use crate::process::{host_available_bytes, kill_stale, kill_stale_now, kill_stale_now_except, Vm};
-use crate::spec::{files, Accel, Boot, DisplayProtocol, DisplaySpec, Memory, VmSpec};
+use crate::spec::{
+    backing, fds, files, Accel, Boot, Confine, DisplayProtocol, DisplaySpec, Memory, VmSpec,
+};
 use crate::QemuError;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where a template is built before it is renamed to its key.
@@ -62,6 +69,19 @@ pub struct DriverConfig {
     pub readiness: Readiness,
     /// Host CPUs for the desktops' vCPUs and for QEMU's other threads (`None`: not pinned).
     pub placement: Option<airlock_core::CpuPlacement>,
+    /// Each QEMU as its own uid with cgroup limits (`None`: turned off in the config).
+    pub confine: Option<ConfineConfig>,
+    /// This pool's name among the cgroups (pools on one host must differ).
+    pub cgroup_instance: String,
+    /// The most bytes a desktop's disk overlay may grow to (`None`: no cap).
+    pub disk_cap_bytes: Option<u64>,
+    /// The most bytes of one serial log file (two per port with the rotated one).
+    pub serial_log_bytes: u64,
+    /// Tests only (with the control channel): how long a template clone waits, once its
+    /// new process runs, before it kills the frozen old one (a window for a test to
+    /// kill the broker in).
+    #[serde(default)]
+    pub test_clone_pause: Option<Duration>,
 }
 
 /// A frozen template: RAM file, device state and the disk as of the save.
@@ -91,6 +111,9 @@ pub struct StartedVm {
 pub struct Driver {
     pub cfg: DriverConfig,
     qemu_version: String,
+    host: Host,
+    /// The templates' RAM as sealed memfds, by template key.
+    ram: Arc<Mutex<HashMap<String, Arc<OwnedFd>>>>,
 }
 
 fn unix_now() -> u64 {
@@ -98,11 +121,6 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// Quotes a path for `sh -c` (QEMU runs `exec:` migration URIs through the shell).
-fn shell_quote(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
 }
 
 /// Hashes a file's identity: its full contents when small, else length + mtime + the
@@ -158,7 +176,70 @@ impl Driver {
             .next()
             .unwrap_or("unknown")
             .to_owned();
-        Ok(Driver { cfg, qemu_version })
+        let host = Host::detect();
+        let driver = Driver {
+            cfg,
+            qemu_version,
+            host,
+            ram: Arc::default(),
+        };
+        for p in driver.confinement_problems() {
+            tracing::warn!("{p}");
+        }
+        Ok(driver)
+    }
+
+    /// What keeps the desktops from being confined, each with what to do about it (empty
+    /// when every QEMU runs as its own uid inside its cgroups).
+    pub fn confinement_problems(&self) -> Vec<String> {
+        match &self.cfg.confine {
+            Some(_) => self.host.problems(),
+            None => vec![
+                "desktops are not confined (pool.confine.enabled = false): every QEMU runs as airlockd's user without limits; a QEMU escape is that user"
+                    .to_owned(),
+            ],
+        }
+    }
+
+    /// The uid and limits for the process of `slot` (`None`: the template's source VM).
+    fn confinement(&self, slot: Option<u32>, name: &str, vmgenid: &str) -> Option<Confine> {
+        let c = self.cfg.confine.as_ref().filter(|_| self.host.root)?;
+        let process: String = vmgenid.chars().take(8).collect();
+        c.for_slot(
+            slot,
+            self.cfg.memory_mib,
+            format!("{}/{name}.{process}", self.cfg.cgroup_instance),
+        )
+    }
+
+    /// The cgroups to put confined processes in, if the host has them.
+    fn cgroups(&self) -> Option<&Cgroups> {
+        self.host.cgroups.as_ref().ok().filter(|_| self.host.root)
+    }
+
+    /// The template's RAM as a sealed memfd: every clone maps it privately
+    /// (copy-on-write) and nobody can write it, not even a QEMU that got out of its
+    /// guest. Read from the RAM file once per template.
+    async fn template_ram(&self, template: &Template) -> Result<Arc<OwnedFd>, QemuError> {
+        if let Some(fd) = self
+            .ram
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&template.key).cloned())
+        {
+            return Ok(fd);
+        }
+        let path = template.ram_file.clone();
+        let name = format!("airlock-template-{}", template.key);
+        let fd = tokio::task::spawn_blocking(move || sealed_copy(&path, &name))
+            .await
+            .map_err(|e| crate::io_error("load the template's RAM")(std::io::Error::other(e)))??;
+        let fd = Arc::new(fd);
+        if let Ok(mut m) = self.ram.lock() {
+            m.retain(|k, _| k == &template.key);
+            m.insert(template.key.clone(), fd.clone());
+        }
+        Ok(fd)
     }
 
     /// QEMU's version line.
@@ -170,7 +251,8 @@ impl Driver {
     /// image, kernel, initrd, QEMU binary or VM shape changes, which triggers a rebuild.
     pub fn template_key(&self) -> Result<String, QemuError> {
         let mut h = Sha256::new();
-        h.update(b"airlock-template-v1\n");
+        // v2: disks refer to the images below them by fd set (see `spec::backing`).
+        h.update(b"airlock-template-v2\n");
         h.update(self.qemu_version.as_bytes());
         let c = &self.cfg;
         h.update(
@@ -199,15 +281,25 @@ impl Driver {
         Ok(hex::encode(h.finalize()).chars().take(16).collect())
     }
 
-    /// The VM spec for a desktop, before the per-start choices (memory mode, incoming).
+    /// The VM spec for the desktop in `slot` (its position in the pool: it decides the
+    /// uid; `None` for the template's source VM), before the per-start choices (memory
+    /// mode, incoming).
     pub fn spec(
         &self,
         name: &str,
+        slot: Option<u32>,
         disk: &Path,
         run_dir: &Path,
         display: Option<DisplaySpec>,
     ) -> VmSpec {
+        let vmgenid = uuid::Uuid::new_v4().to_string();
         VmSpec {
+            confine: self.confinement(slot, name, &vmgenid),
+            base_disk: None,
+            golden: self.cfg.golden.clone(),
+            device_state: None,
+            disk_cap_bytes: self.cfg.disk_cap_bytes,
+            serial_log_bytes: self.cfg.serial_log_bytes,
             name: name.to_owned(),
             qemu: self.cfg.qemu.clone(),
             accel: self.cfg.accel,
@@ -219,7 +311,7 @@ impl Driver {
             run_dir: run_dir.to_owned(),
             display,
             memory: Memory::Anonymous,
-            vmgenid: uuid::Uuid::new_v4().to_string(),
+            vmgenid,
             control_channel: self.cfg.control_channel,
             incoming: false,
             sandbox: self.cfg.sandbox,
@@ -292,24 +384,42 @@ impl Driver {
         std::fs::create_dir_all(&building)
             .map_err(crate::io_error(format!("create {}", building.display())))?;
         let base_disk = building.join("base.qcow2");
-        create_overlay(&self.cfg.qemu_img, &self.cfg.golden, &base_disk).await?;
+        create_overlay(
+            &self.cfg.qemu_img,
+            &self.cfg.golden,
+            backing::GOLDEN,
+            &base_disk,
+        )
+        .await?;
+        // The source VM writes its RAM and device state in its own run directory.
+        let run = building.join("run");
         let ram_file = building.join("ram");
-        let mut spec = self.spec("template", &base_disk, &building.join("run"), None);
+        let mut spec = self.spec("template", None, &base_disk, &run, None);
         spec.memory = Memory::TemplateSource {
-            ram_file: ram_file.clone(),
+            ram_file: run.join("ram"),
         };
-        let vm = Vm::spawn(&spec).await?;
-        let result = self.save_template(&vm, &spec, &building).await;
+        let vm = Vm::spawn(&spec, None, self.cgroups()).await?;
+        let result = self.save_template(&vm, &spec).await;
         vm.kill().await;
         result?;
-        // Freeze: the clones map the RAM file and use the disk as their backing file.
-        for f in [&ram_file, &base_disk, &building.join("device.state")] {
-            let mut perm = std::fs::metadata(f)
-                .map_err(crate::io_error(format!("stat {}", f.display())))?
-                .permissions();
-            perm.set_readonly(true);
-            std::fs::set_permissions(f, perm)
-                .map_err(crate::io_error(format!("freeze {}", f.display())))?;
+        // Freeze: root's, read-only to everyone. The clones get the RAM as a sealed
+        // memfd, the disk and device state as read-only descriptors.
+        for (from, to) in [
+            (run.join("ram"), ram_file.clone()),
+            (run.join("device.state"), building.join("device.state")),
+            (base_disk.clone(), base_disk.clone()),
+        ] {
+            std::fs::rename(&from, &to)
+                .map_err(crate::io_error(format!("move {}", from.display())))?;
+            rustix::fs::chown(
+                &to,
+                Some(rustix::fs::Uid::ROOT),
+                Some(rustix::fs::Gid::ROOT),
+            )
+            .or_else(|e| if self.host.root { Err(e) } else { Ok(()) })
+            .map_err(|e| crate::io_error(format!("give {} to root", to.display()))(e.into()))?;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o444))
+                .map_err(crate::io_error(format!("freeze {}", to.display())))?;
         }
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&building, &dir).map_err(crate::io_error("install the template"))?;
@@ -334,7 +444,7 @@ impl Driver {
         Ok(t)
     }
 
-    async fn save_template(&self, vm: &Vm, spec: &VmSpec, dir: &Path) -> Result<(), QemuError> {
+    async fn save_template(&self, vm: &Vm, spec: &VmSpec) -> Result<(), QemuError> {
         self.wait_ready(spec, self.boot_timeout()).await?;
         let q = &vm.qmp;
         let op = |what: &str| {
@@ -354,7 +464,8 @@ impl Driver {
         )
         .await
         .map_err(op("migrate-set-capabilities"))?;
-        let uri = format!("exec:cat > {}", shell_quote(&dir.join("device.state")));
+        // Relative to the source VM's working directory, its run directory.
+        let uri = "exec:cat > device.state".to_owned();
         q.execute("migrate", Some(json!({ "uri": uri })), t)
             .await
             .map_err(op("migrate"))?;
@@ -423,6 +534,13 @@ impl Driver {
         });
         kill_stale_now_except(&spec.run_dir, replacing.map(|v| v.pid));
         let mut result = self.clone_process(template, &mut spec, t0).await;
+        if let Some(pause) = self
+            .cfg
+            .test_clone_pause
+            .filter(|_| self.cfg.control_channel)
+        {
+            tokio::time::sleep(pause).await;
+        }
         if let Some((old, how)) = retire {
             if how == RetireOld::FrozenUntilReady {
                 old.kill_now();
@@ -440,12 +558,21 @@ impl Driver {
         spec: &mut VmSpec,
         t0: Instant,
     ) -> Result<StartedVm, QemuError> {
-        create_overlay(&self.cfg.qemu_img, &template.base_disk, &spec.disk).await?;
+        let ram = self.template_ram(template).await?;
+        create_overlay(
+            &self.cfg.qemu_img,
+            &template.base_disk,
+            backing::BASE,
+            &spec.disk,
+        )
+        .await?;
         spec.memory = Memory::TemplateClone {
             ram_file: template.ram_file.clone(),
         };
+        spec.base_disk = Some(template.base_disk.clone());
+        spec.device_state = Some(template.device_state.clone());
         spec.incoming = true;
-        let vm = Vm::spawn(spec).await?;
+        let vm = Vm::spawn(spec, Some(&ram), self.cgroups()).await?;
         match self.finish_clone(&vm, spec, template, t0).await {
             Ok(proof) => Ok(StartedVm { vm, proof }),
             Err(e) => {
@@ -479,7 +606,8 @@ impl Driver {
         )
         .await
         .map_err(op("migrate-set-capabilities"))?;
-        let uri = format!("exec:cat {}", shell_quote(&template.device_state));
+        // The device state is an inherited descriptor: desktops may not start programs.
+        let uri = format!("fd:{}", fds::DEVICE_STATE);
         q.execute("migrate-incoming", Some(json!({ "uri": uri })), t)
             .await
             .map_err(op("migrate-incoming"))?;
@@ -529,10 +657,18 @@ impl Driver {
     pub async fn cold_boot(&self, mut spec: VmSpec) -> Result<StartedVm, QemuError> {
         let t0 = Instant::now();
         kill_stale_now(&spec.run_dir);
-        create_overlay(&self.cfg.qemu_img, &self.cfg.golden, &spec.disk).await?;
+        create_overlay(
+            &self.cfg.qemu_img,
+            &self.cfg.golden,
+            backing::GOLDEN,
+            &spec.disk,
+        )
+        .await?;
         spec.memory = Memory::Anonymous;
         spec.incoming = false;
-        let vm = Vm::spawn(&spec).await?;
+        spec.base_disk = None;
+        spec.device_state = None;
+        let vm = Vm::spawn(&spec, None, self.cgroups()).await?;
         match self.wait_ready(&spec, self.boot_timeout()).await {
             Ok(readiness) => {
                 let proof = json!({
@@ -761,17 +897,6 @@ async fn expire_password(
 #[error("{0}")]
 pub struct QmpErrorWithContext(pub String);
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shell_quoting() {
-        assert_eq!(shell_quote(Path::new("/a b/c")), "'/a b/c'");
-        assert_eq!(shell_quote(Path::new("/it's")), r"'/it'\''s'");
-    }
-}
-
 /// What a template-clone reset did with the desktop's previous process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RetireOld {
@@ -788,4 +913,23 @@ impl RetireOld {
             RetireOld::KilledFirst => "killed_first",
         }
     }
+}
+
+/// A sealed memfd with the content of `path`: anyone may map it privately, nobody can
+/// write it (`F_SEAL_WRITE`), grow or shrink it.
+fn sealed_copy(path: &Path, name: &str) -> Result<OwnedFd, QemuError> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let what = || format!("copy {} into a sealed memfd", path.display());
+    let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+        .map_err(|e| crate::io_error(what())(e.into()))?;
+    let mut src = std::fs::File::open(path).map_err(crate::io_error(what()))?;
+    let mut dst = std::fs::File::from(fd);
+    std::io::copy(&mut src, &mut dst).map_err(crate::io_error(what()))?;
+    let fd = OwnedFd::from(dst);
+    rustix::fs::fcntl_add_seals(
+        &fd,
+        SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
+    )
+    .map_err(|e| crate::io_error(what())(e.into()))?;
+    Ok(fd)
 }

@@ -3,9 +3,13 @@
 //! QEMU runs in its own process group with stdio going to `qemu.log` in the run
 //! directory, so it outlives the broker; a restarted broker finds it again through the
 //! pid file and the QMP socket.
+use crate::confine::Cgroups;
 use crate::qmp::Qmp;
 use crate::spec::{files, VmSpec};
 use crate::QemuError;
+use command_fds::{CommandFdExt, FdMapping};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -36,16 +40,103 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     v[v.len().saturating_sub(lines)..].join(" | ")
 }
 
-/// Whether a process with this pid exists and its command line mentions `needle`
-/// (protects against pid reuse).
-pub fn process_matches(pid: i32, needle: &str) -> bool {
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmd) => {
-            let s = String::from_utf8_lossy(&cmd);
-            s.contains(needle)
-        }
-        Err(_) => false,
+/// Whether a process with this pid exists, is a desktop QEMU (its `-name` says so) and
+/// works in `run_dir` (protects against pid reuse).
+pub fn runs_in(pid: i32, run_dir: &Path) -> bool {
+    let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let is_ours = cmd
+        .split(|b| *b == 0)
+        .collect::<Vec<_>>()
+        .windows(2)
+        .any(|w| w[0] == b"-name" && w[1].starts_with(b"guest=airlock-"));
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"));
+    let here = std::fs::canonicalize(run_dir);
+    is_ours && matches!((cwd, here), (Ok(a), Ok(b)) if a == b)
+}
+
+/// The serial logs of `spec`'s QEMU (see [`crate::serial_log`]).
+fn serial_logs(spec: &VmSpec) -> Vec<&'static str> {
+    let mut v = vec![files::AGENT_LOG];
+    if spec.control_channel {
+        v.push(files::CONTROL_LOG);
     }
+    v
+}
+
+/// Opens what `spec`'s QEMU gets as descriptors (see [`crate::spec::fds`]).
+fn inherited_files(spec: &VmSpec, ram: Option<&OwnedFd>) -> Result<Vec<FdMapping>, QemuError> {
+    use crate::spec::fds;
+    let open = |path: &Path, write: bool| -> Result<OwnedFd, QemuError> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(path)
+            .map(OwnedFd::from)
+            .map_err(crate::io_error(format!("open {}", path.display())))
+    };
+    let mut v = vec![
+        FdMapping {
+            parent_fd: open(&spec.disk, true)?,
+            child_fd: fds::DISK_RW,
+        },
+        FdMapping {
+            parent_fd: open(&spec.disk, false)?,
+            child_fd: fds::DISK_RO,
+        },
+        FdMapping {
+            parent_fd: open(&spec.golden, false)?,
+            child_fd: fds::GOLDEN,
+        },
+    ];
+    if let Some(base) = &spec.base_disk {
+        v.push(FdMapping {
+            parent_fd: open(base, false)?,
+            child_fd: fds::BASE,
+        });
+    }
+    if let Some(state) = &spec.device_state {
+        v.push(FdMapping {
+            parent_fd: open(state, false)?,
+            child_fd: fds::DEVICE_STATE,
+        });
+    }
+    if let Some(ram) = ram {
+        v.push(FdMapping {
+            parent_fd: ram
+                .try_clone()
+                .map_err(crate::io_error("duplicate the template's RAM descriptor"))?,
+            child_fd: fds::RAM,
+        });
+    }
+    if let crate::spec::Boot::Kernel { kernel, initrd, .. } = &spec.boot {
+        for (path, fd) in [(kernel, fds::KERNEL), (initrd, fds::INITRD)] {
+            // QEMU reopens these through /proc/self/fd: the inode must be readable by
+            // the desktop's uid.
+            if spec.confine.is_some() {
+                let mode = std::fs::metadata(path)
+                    .map_err(crate::io_error(format!("stat {}", path.display())))?
+                    .permissions()
+                    .mode();
+                if mode & 0o004 == 0 {
+                    return Err(QemuError::Operation {
+                        desktop: spec.name.clone(),
+                        what: "give the guest kernel to a confined QEMU".into(),
+                        reason: format!(
+                            "{} is not readable by other users; chmod o+r it",
+                            path.display()
+                        ),
+                    });
+                }
+            }
+            v.push(FdMapping {
+                parent_fd: open(path, false)?,
+                child_fd: fd,
+            });
+        }
+    }
+    Ok(v)
 }
 
 fn is_zombie_or_gone(pid: i32) -> bool {
@@ -100,12 +191,32 @@ fn kill_pid_in_background(pid: i32) {
 }
 
 impl Vm {
-    /// Starts QEMU for `spec` and connects to its QMP socket.
-    pub async fn spawn(spec: &VmSpec) -> Result<Vm, QemuError> {
+    /// Starts QEMU for `spec` and connects to its QMP socket. `ram` is the template's
+    /// sealed RAM (clones). The process works in the run directory, opens nothing else
+    /// by path (its disks, kernel, device state and RAM come as descriptors, see
+    /// [`spec::fds`](crate::spec::fds)) and, when `spec.confine` says so, runs as its own
+    /// uid inside its cgroups.
+    pub async fn spawn(
+        spec: &VmSpec,
+        ram: Option<&OwnedFd>,
+        cgroups: Option<&Cgroups>,
+    ) -> Result<Vm, QemuError> {
         std::fs::create_dir_all(&spec.run_dir).map_err(crate::io_error(format!(
             "create run directory {}",
             spec.run_dir.display()
         )))?;
+        if let Some(c) = &spec.confine {
+            let uid = Some(rustix::fs::Uid::from_raw(c.uid));
+            let gid = Some(rustix::fs::Gid::from_raw(c.uid));
+            rustix::fs::chown(&spec.run_dir, uid, gid).map_err(|e| {
+                crate::io_error(format!("give {} to uid {}", spec.run_dir.display(), c.uid))(
+                    e.into(),
+                )
+            })?;
+        }
+        std::fs::set_permissions(&spec.run_dir, std::fs::Permissions::from_mode(0o700)).map_err(
+            crate::io_error(format!("restrict {}", spec.run_dir.display())),
+        )?;
         for f in [
             files::QMP,
             files::AGENT,
@@ -132,20 +243,42 @@ impl Vm {
         let log2 = log
             .try_clone()
             .map_err(crate::io_error("duplicate log handle"))?;
+        let logs = serial_logs(spec);
+        for log in &logs {
+            crate::serial_log::make_fifo(&spec.run_dir, log, spec.confine.as_ref().map(|c| c.uid))?;
+        }
+        let inherited = inherited_files(spec, ram)?;
+        let cgroup_procs = match (&spec.confine, cgroups) {
+            (Some(c), Some(cg)) => {
+                let procs = crate::confine::prepare_cgroup(cg, c)?;
+                crate::confine::remove_old_cgroups(cg, c);
+                procs
+            }
+            _ => Vec::new(),
+        };
         let argv = spec.argv();
-        tracing::debug!(desktop = %spec.name, qemu = %spec.qemu.display(), ?argv, "starting QEMU");
-        let mut child = tokio::process::Command::new(&spec.qemu)
-            .args(&argv)
+        tracing::debug!(desktop = %spec.name, qemu = %spec.qemu.display(), ?argv, uid = ?spec.confine.as_ref().map(|c| c.uid), "starting QEMU");
+        let mut cmd = tokio::process::Command::new(&spec.qemu);
+        cmd.args(&argv)
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(log2)
             .process_group(0)
-            .kill_on_drop(false)
-            .spawn()
-            .map_err(|e| QemuError::Spawn {
-                qemu: spec.qemu.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            .kill_on_drop(false);
+        cmd.fd_mappings(inherited).map_err(|e| QemuError::Spawn {
+            qemu: spec.qemu.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        crate::child::become_desktop(
+            &mut cmd,
+            &spec.run_dir,
+            cgroup_procs,
+            spec.confine.as_ref().map(|c| c.uid),
+        )?;
+        let mut child = cmd.spawn().map_err(|e| QemuError::Spawn {
+            qemu: spec.qemu.display().to_string(),
+            reason: e.to_string(),
+        })?;
         let pid = child
             .id()
             .and_then(|p| i32::try_from(p).ok())
@@ -153,8 +286,24 @@ impl Vm {
                 qemu: spec.qemu.display().to_string(),
                 reason: "no pid".into(),
             })?;
+        let pid_path = spec.run_file(files::PID);
+        if let Err(e) = std::fs::write(&pid_path, format!("{pid}\n")) {
+            kill_pid(pid);
+            return Err(crate::io_error(format!("write {}", pid_path.display()))(e));
+        }
         let (tx, rx) = watch::channel(false);
         let mut exited_rx = rx.clone();
+        for log in logs {
+            let mut exited = rx.clone();
+            tokio::spawn(crate::serial_log::copy(
+                spec.run_dir.clone(),
+                log.to_owned(),
+                spec.serial_log_bytes,
+                async move {
+                    let _ = exited.wait_for(|v| *v).await;
+                },
+            ));
+        }
         tokio::spawn(async move {
             let _ = child.wait().await;
             let _ = tx.send(true);
@@ -177,6 +326,25 @@ impl Vm {
                 return Err(crate::qmp_error(&spec.name)(e));
             }
         };
+        if let Some(cap) = spec.disk_cap_bytes {
+            // Before the guest runs (clones wait for their device state, cold boots
+            // have barely started): writes past the cap are reported at once.
+            let args = serde_json::json!({
+                "node-name": crate::spec::DISK_FILE_NODE,
+                "write-threshold": cap,
+            });
+            if let Err(e) = qmp
+                .execute(
+                    "block-set-write-threshold",
+                    Some(args),
+                    Duration::from_secs(5),
+                )
+                .await
+            {
+                kill_pid(pid);
+                return Err(crate::qmp_error(&spec.name)(e));
+            }
+        }
         if let Some(placement) = &spec.placement {
             if let Err(e) = crate::affinity::place_vm(&spec.name, pid, &qmp, placement).await {
                 kill_pid(pid);
@@ -193,7 +361,11 @@ impl Vm {
 
     /// Re-attaches to a QEMU process left running by a previous broker: reads the pid
     /// file, checks the process is ours, and connects to QMP.
-    pub async fn attach(run_dir: &Path, name: &str) -> Result<Vm, QemuError> {
+    pub async fn attach(
+        run_dir: &Path,
+        name: &str,
+        spec: Option<&VmSpec>,
+    ) -> Result<Vm, QemuError> {
         let pid_path = run_dir.join(files::PID);
         let text = std::fs::read_to_string(&pid_path)
             .map_err(crate::io_error(format!("read {}", pid_path.display())))?;
@@ -202,7 +374,7 @@ impl Vm {
             why: format!("pid file {} is not a number", pid_path.display()),
         })?;
         let qmp_path = run_dir.join(files::QMP);
-        if is_zombie_or_gone(pid) || !process_matches(pid, &qmp_path.display().to_string()) {
+        if is_zombie_or_gone(pid) || !runs_in(pid, run_dir) {
             return Err(QemuError::NotRunning {
                 desktop: name.into(),
                 why: format!("process {pid} is gone"),
@@ -211,6 +383,16 @@ impl Vm {
         let qmp = Qmp::connect(&qmp_path, Duration::from_secs(5))
             .await
             .map_err(crate::qmp_error(name))?;
+        // Read its serial logs again (QEMU dropped what it wrote while nobody read).
+        for log in spec.map(serial_logs).unwrap_or_default() {
+            let max = spec.map_or(1 << 20, |s| s.serial_log_bytes);
+            tokio::spawn(crate::serial_log::copy(
+                run_dir.to_owned(),
+                log.to_owned(),
+                max,
+                qmp.closed_signal(),
+            ));
+        }
         Ok(Vm {
             pid,
             qmp,
@@ -284,40 +466,48 @@ impl Vm {
     }
 }
 
-/// The pid a run directory's pid file names, if that process is still ours (its command
-/// line names this run directory's QMP socket: pids get reused).
-fn stale_pid(run_dir: &Path) -> Option<i32> {
-    let text = std::fs::read_to_string(run_dir.join(files::PID)).ok()?;
-    let pid = text.trim().parse::<i32>().ok()?;
-    let needle = run_dir.join(files::QMP).display().to_string();
-    process_matches(pid, &needle).then_some(pid)
+/// Every QEMU process that works in `run_dir` (see [`runs_in`]): the one its pid file
+/// names, and any other, such as a process frozen for a template clone by a broker
+/// that died before it could kill it.
+fn stale_pids(run_dir: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| runs_in(*pid, run_dir))
+        .collect()
 }
 
-/// Kills whatever QEMU process a run directory's pid file names, if it is still ours,
-/// without waiting for it to exit.
+/// Kills every QEMU process of a run directory without waiting for it to exit.
 pub fn kill_stale_now(run_dir: &Path) {
     kill_stale_now_except(run_dir, None);
 }
 
 /// [`kill_stale_now`], sparing the process `spare` (one the caller is retiring itself).
 pub fn kill_stale_now_except(run_dir: &Path, spare: Option<i32>) {
-    if let Some(pid) = stale_pid(run_dir).filter(|pid| Some(*pid) != spare) {
-        kill_pid_in_background(pid);
+    for pid in stale_pids(run_dir) {
+        if Some(pid) != spare {
+            kill_pid_in_background(pid);
+        }
     }
 }
 
-/// Kills whatever QEMU process a run directory's pid file names, if it is still ours, and
-/// waits (up to 10 s) until it is gone.
-pub async fn kill_stale(run_dir: &Path) {
-    if let Some(pid) = stale_pid(run_dir) {
-        kill_pid(pid);
-        for _ in 0..2000 {
-            if is_zombie_or_gone(pid) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+/// Kills every QEMU process of a run directory and waits (up to 10 s) until they are
+/// gone. Returns how many there were.
+pub async fn kill_stale(run_dir: &Path) -> usize {
+    let pids = stale_pids(run_dir);
+    for pid in &pids {
+        kill_pid(*pid);
     }
+    for _ in 0..2000 {
+        if pids.iter().all(|p| is_zombie_or_gone(*p)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    pids.len()
 }
 
 #[cfg(test)]

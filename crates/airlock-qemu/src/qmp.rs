@@ -145,6 +145,14 @@ impl Qmp {
     }
 
     /// Waits until the connection ends (QEMU exited, or it sent garbage).
+    /// A future that completes when the connection has closed, independent of `self`.
+    pub fn closed_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut c = self.closed.clone();
+        async move {
+            let _ = c.wait_for(|v| *v).await;
+        }
+    }
+
     pub async fn closed(&self) {
         let mut c = self.closed.clone();
         let _ = c.wait_for(|v| *v).await;

@@ -28,6 +28,9 @@ pub enum SessionEvent {
     /// A display connection closed; whether a client is left is for
     /// [`display_client_present`] to say.
     DisplayConnectionClosed,
+    /// The desktop's disk file grew past its cap (`BLOCK_WRITE_THRESHOLD` on the
+    /// disk's file node); `written` is how far the write reached, in bytes.
+    DiskCapReached { written: u64 },
     /// Nothing the session cares about.
     Other,
 }
@@ -58,6 +61,15 @@ pub fn classify(ev: &QmpEvent, protocol: Option<DisplayProtocol>) -> SessionEven
                 SessionEvent::DisplayConnected
             } else {
                 SessionEvent::Other
+            }
+        }
+        "BLOCK_WRITE_THRESHOLD"
+            if ev.data.get("node-name").and_then(Value::as_str)
+                == Some(crate::spec::DISK_FILE_NODE) =>
+        {
+            let n = |k| ev.data.get(k).and_then(Value::as_u64).unwrap_or(0);
+            SessionEvent::DiskCapReached {
+                written: n("write-threshold").saturating_add(n("amount-exceeded")),
             }
         }
         "VNC_INITIALIZED" if vnc => SessionEvent::DisplayConnected,
@@ -180,6 +192,27 @@ mod tests {
         assert_eq!(
             classify(&ev("RESET", json!({"guest": true})), spice),
             SessionEvent::Other
+        );
+        assert_eq!(
+            classify(
+                &ev(
+                    "BLOCK_WRITE_THRESHOLD",
+                    json!({"node-name": "disk0-file", "amount-exceeded": 4096, "write-threshold": 1048576})
+                ),
+                None
+            ),
+            SessionEvent::DiskCapReached { written: 1052672 }
+        );
+        assert_eq!(
+            classify(
+                &ev(
+                    "BLOCK_WRITE_THRESHOLD",
+                    json!({"node-name": "other", "amount-exceeded": 1, "write-threshold": 1})
+                ),
+                None
+            ),
+            SessionEvent::Other,
+            "only the writable disk's file has a cap"
         );
     }
 

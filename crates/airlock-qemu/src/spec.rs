@@ -93,7 +93,82 @@ pub struct VmSpec {
     pub sandbox: bool,
     /// Host CPUs for its vCPU threads and for its other threads (`None`: not pinned).
     pub placement: Option<airlock_core::CpuPlacement>,
+    /// The template's frozen disk this desktop's overlay is on (template clones and
+    /// internal-snapshot desktops); `None` when the overlay is on the golden image.
+    pub base_disk: Option<PathBuf>,
+    /// The golden image at the bottom of every disk chain.
+    pub golden: PathBuf,
+    /// The template's saved device state, loaded with `migrate-incoming` (clones).
+    pub device_state: Option<PathBuf>,
+    /// Who the process runs as and what it may use (`None`: as the broker's own user,
+    /// when the host cannot confine; `/healthz` says so).
+    pub confine: Option<Confine>,
+    /// The most bytes the writable disk's file may grow to: QEMU reports reaching it
+    /// (`BLOCK_WRITE_THRESHOLD` on [`DISK_FILE_NODE`]) and the broker ends the session.
+    #[serde(default)]
+    pub disk_cap_bytes: Option<u64>,
+    /// The most bytes of one serial port's log file; with the rotated file, a port's
+    /// logs hold at most twice that (see [`crate::serial_log`]).
+    #[serde(default = "default_serial_log_bytes")]
+    pub serial_log_bytes: u64,
 }
+
+fn default_serial_log_bytes() -> u64 {
+    1 << 20
+}
+
+/// The node name of the writable disk's file (the host file, whose size the cap limits).
+pub const DISK_FILE_NODE: &str = "disk0-file";
+
+/// The unprivileged identity and the limits of one QEMU process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confine {
+    /// Its own uid (no other QEMU shares it); the gid has the same number.
+    pub uid: u32,
+    /// Memory limit of its cgroup in bytes (guest RAM plus QEMU's own overhead).
+    pub memory_bytes: u64,
+    /// Most processes and threads in its cgroup.
+    pub pids_max: u32,
+    /// CPU weight (cgroup v2 `cpu.weight`, 1–10000; 100 is the default share).
+    pub cpu_weight: u32,
+    /// Its cgroup, relative to each controller's root: `<instance>/<desktop>.<process>`.
+    pub cgroup: String,
+}
+
+/// The file descriptors a QEMU process inherits (the broker opens the files: a confined
+/// QEMU reaches nothing by path outside its run directory, its working directory).
+pub mod fds {
+    /// The template's RAM, a sealed memfd (clones).
+    pub const RAM: i32 = 3;
+    pub const KERNEL: i32 = 4;
+    pub const INITRD: i32 = 5;
+    /// The template's device state (clones): `migrate-incoming fd:6`.
+    pub const DEVICE_STATE: i32 = 6;
+    /// The desktop's writable disk, read-write and read-only (fd set 1).
+    pub const DISK_RW: i32 = 10;
+    pub const DISK_RO: i32 = 11;
+    /// The template's frozen disk, read-only (fd set 2).
+    pub const BASE: i32 = 12;
+    /// The golden image, read-only (fd set 3).
+    pub const GOLDEN: i32 = 13;
+}
+
+/// How a disk refers to the image below it: an fd set the process was given, so the
+/// reference holds for a QEMU that cannot open the path.
+pub mod backing {
+    /// What the desktop's disk is (`-drive file=`).
+    pub const DISK: &str = "/dev/fdset/1";
+    /// The backing reference of an overlay on the template's frozen disk.
+    pub const BASE: &str = "/dev/fdset/2";
+    /// The backing reference of an overlay on the golden image (and of the template's
+    /// frozen disk itself).
+    pub const GOLDEN: &str = "/dev/fdset/3";
+}
+
+/// The sandbox a desktop runs under. The template's source VM, which boots the golden
+/// image before any disc and saves its device state through `exec:`, drops `spawn=deny`.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+const SANDBOX_WITH_SPAWN: &str = "on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny";
 
 /// File names inside a run directory.
 pub mod files {
@@ -139,10 +214,12 @@ impl VmSpec {
         push("-accel");
         push(self.accel.as_str());
         let mut machine = self.machine.replace(',', ",,");
+        // Paths QEMU opens itself are relative to its working directory, the run
+        // directory; the rest are descriptors it inherits (see [`fds`]).
         let ram_backend = match &self.memory {
             Memory::Anonymous => None,
-            Memory::TemplateSource { ram_file } => Some((ram_file, "on")),
-            Memory::TemplateClone { ram_file } => Some((ram_file, "off")),
+            Memory::TemplateSource { ram_file } => Some((self.in_run_dir(ram_file), "on")),
+            Memory::TemplateClone { .. } => Some((format!("/proc/self/fd/{}", fds::RAM), "off")),
         };
         if ram_backend.is_some() {
             machine.push_str(",memory-backend=ram0");
@@ -154,9 +231,8 @@ impl VmSpec {
         if let Some((file, share)) = ram_backend {
             push("-object");
             push(&format!(
-                "memory-backend-file,id=ram0,size={}M,mem-path={},share={share}",
+                "memory-backend-file,id=ram0,size={}M,mem-path={file},share={share}",
                 self.memory_mib,
-                p(file)
             ));
         }
         push("-smp");
@@ -170,16 +246,11 @@ impl VmSpec {
         push("-no-shutdown");
         push("-vga");
         push("std");
-        if let Boot::Kernel {
-            kernel,
-            initrd,
-            append,
-        } = &self.boot
-        {
+        if let Boot::Kernel { append, .. } = &self.boot {
             push("-kernel");
-            push(&kernel.display().to_string());
+            push(&format!("/proc/self/fd/{}", fds::KERNEL));
             push("-initrd");
-            push(&initrd.display().to_string());
+            push(&format!("/proc/self/fd/{}", fds::INITRD));
             push("-append");
             if self.control_channel {
                 // The demo guest starts its test control shell only when told to.
@@ -188,23 +259,30 @@ impl VmSpec {
                 push(append);
             }
         }
+        let mut add_fd = |fd: i32, set: u32| {
+            push("-add-fd");
+            push(&format!("fd={fd},set={set}"));
+        };
+        add_fd(fds::DISK_RW, 1);
+        add_fd(fds::DISK_RO, 1);
+        if self.base_disk.is_some() {
+            add_fd(fds::BASE, 2);
+        }
+        add_fd(fds::GOLDEN, 3);
         push("-drive");
         push(&format!(
-            "file={},if=virtio,format=qcow2,node-name=disk0,discard=unmap",
-            p(&self.disk)
+            "file={},file.node-name={DISK_FILE_NODE},if=virtio,format=qcow2,node-name=disk0,discard=unmap",
+            backing::DISK
         ));
         push("-qmp");
-        push(&format!(
-            "unix:{},server=on,wait=off",
-            p(&self.run_file(files::QMP))
-        ));
+        push(&format!("unix:{},server=on,wait=off", files::QMP));
         // A serial port on a socket chardev, with a copy of what the guest writes in a log.
         let mut serial = |id: &str, sock: &str, log: &str| {
             push("-chardev");
+            // The log is a FIFO the broker reads into a bounded file.
+            let fifo = crate::serial_log::fifo_name(log);
             push(&format!(
-                "socket,id={id},path={},server=on,wait=off,logfile={},logappend=on",
-                p(&self.run_file(sock)),
-                p(&self.run_file(log))
+                "socket,id={id},path={sock},server=on,wait=off,logfile={fifo},logappend=on"
             ));
             push("-serial");
             push(&format!("chardev:{id}"));
@@ -213,17 +291,14 @@ impl VmSpec {
         if self.control_channel {
             serial("control0", files::CONTROL, files::CONTROL_LOG);
             push("-qmp");
-            push(&format!(
-                "unix:{},server=on,wait=off",
-                p(&self.run_file(files::TEST_QMP))
-            ));
+            push(&format!("unix:{},server=on,wait=off", files::TEST_QMP));
         }
         push("-device");
         push("qemu-xhci,id=xhci");
         push("-chardev");
         push(&format!(
             "socket,id=usbredir0,path={},server=on,wait=off",
-            p(&self.run_file(files::USBREDIR))
+            files::USBREDIR
         ));
         push("-device");
         push(&format!(
@@ -234,7 +309,7 @@ impl VmSpec {
         if let Some(d) = &self.display {
             // QEMU's display server listens on a unix socket in the run directory; the
             // broker owns the TCP port clients connect to and forwards to it.
-            let sock = p(&self.run_file(files::DISPLAY));
+            let sock = files::DISPLAY;
             match d.protocol {
                 DisplayProtocol::Spice => {
                     push("-spice");
@@ -253,11 +328,20 @@ impl VmSpec {
         }
         if self.sandbox {
             push("-sandbox");
-            push("on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny");
+            if matches!(self.memory, Memory::TemplateSource { .. }) {
+                push(SANDBOX_WITH_SPAWN);
+            } else {
+                push(SANDBOX);
+            }
         }
-        push("-pidfile");
-        push(&self.run_file(files::PID).display().to_string());
+        // No -pidfile: QEMU resolves its path from the root, which a confined QEMU
+        // cannot; the broker writes the pid file itself.
         a
+    }
+
+    /// `path` as QEMU, working in the run directory, names it.
+    fn in_run_dir(&self, path: &Path) -> String {
+        p(path.strip_prefix(&self.run_dir).unwrap_or(path))
     }
 }
 
@@ -293,6 +377,18 @@ mod tests {
             incoming: true,
             sandbox: true,
             placement: None,
+            base_disk: Some("/s/t/base.qcow2".into()),
+            golden: "/g/golden.qcow2".into(),
+            device_state: Some("/s/t/device.state".into()),
+            confine: Some(Confine {
+                uid: 64001,
+                memory_bytes: 512 << 20,
+                pids_max: 256,
+                cpu_weight: 100,
+                cgroup: "airlock-1/desk-01.1".into(),
+            }),
+            disk_cap_bytes: Some(1 << 30),
+            serial_log_bytes: 1 << 20,
         }
     }
 
@@ -328,12 +424,17 @@ mod tests {
     fn clone_maps_ram_privately_and_source_shares_it() {
         let a = spec().argv();
         assert!(has_pair(&a, "-machine", "q35,memory-backend=ram0"));
-        assert!(a.iter().any(|x| x.ends_with("mem-path=/s/t/ram,share=off")));
+        assert!(a
+            .iter()
+            .any(|x| x.ends_with("mem-path=/proc/self/fd/3,share=off")));
         let mut s = spec();
         s.memory = Memory::TemplateSource {
-            ram_file: "/s/t/ram".into(),
+            ram_file: "/s/desk-01/run/ram".into(),
         };
-        assert!(s.argv().iter().any(|x| x.ends_with("share=on")));
+        assert!(s
+            .argv()
+            .iter()
+            .any(|x| x.ends_with("mem-path=ram,share=on")));
         s.memory = Memory::Anonymous;
         assert!(has_pair(&s.argv(), "-machine", "q35"));
     }
@@ -362,7 +463,7 @@ mod tests {
         assert!(has_pair(
             &a,
             "-spice",
-            "unix=on,addr=/s/desk-01/run/display.sock,seamless-migration=off"
+            "unix=on,addr=display.sock,seamless-migration=off"
         ));
         let mut s = spec();
         s.display = Some(DisplaySpec {
@@ -370,11 +471,7 @@ mod tests {
             listen: "127.0.0.1".parse().unwrap(),
             port: 5901,
         });
-        assert!(has_pair(
-            &s.argv(),
-            "-vnc",
-            "unix:/s/desk-01/run/display.sock,password=on"
-        ));
+        assert!(has_pair(&s.argv(), "-vnc", "unix:display.sock,password=on"));
         assert!(
             !s.argv().iter().any(|x| x.contains("5901")),
             "QEMU never binds the port"
@@ -386,10 +483,50 @@ mod tests {
     #[test]
     fn commas_in_paths_are_escaped() {
         let mut s = spec();
-        s.disk = "/a,b/disk.qcow2".into();
+        s.memory = Memory::TemplateSource {
+            ram_file: "/elsewhere/a,b".into(),
+        };
         assert!(s
             .argv()
             .iter()
-            .any(|x| x.starts_with("file=/a,,b/disk.qcow2,")));
+            .any(|x| x.contains("mem-path=/elsewhere/a,,b,")));
+    }
+
+    #[test]
+    fn files_come_as_descriptors_and_names_in_the_run_directory() {
+        let a = spec().argv();
+        for (fd, set) in [(10, 1), (11, 1), (12, 2), (13, 3)] {
+            assert!(
+                has_pair(&a, "-add-fd", &format!("fd={fd},set={set}")),
+                "{fd}"
+            );
+        }
+        assert!(a.iter().any(|x| x.starts_with("file=/dev/fdset/1,")));
+        assert!(has_pair(&a, "-kernel", "/proc/self/fd/4"));
+        assert!(has_pair(&a, "-initrd", "/proc/self/fd/5"));
+        assert!(has_pair(&a, "-qmp", "unix:qmp.sock,server=on,wait=off"));
+        // Nothing names a path outside the run directory.
+        assert!(
+            !a.iter().any(|x| x.contains("/s/") || x.contains("/g/")),
+            "{a:?}"
+        );
+        let mut s = spec();
+        s.base_disk = None;
+        assert!(!has_pair(&s.argv(), "-add-fd", "fd=12,set=2"));
+    }
+
+    #[test]
+    fn desktops_may_not_spawn_the_template_source_may() {
+        assert!(has_pair(&spec().argv(), "-sandbox", SANDBOX));
+        assert!(SANDBOX.contains("spawn=deny"));
+        let mut s = spec();
+        s.memory = Memory::TemplateSource {
+            ram_file: "/s/desk-01/run/ram".into(),
+        };
+        let a = s.argv();
+        let i = a.iter().position(|x| x == "-sandbox").unwrap();
+        assert!(!a[i + 1].contains("spawn") && a[i + 1].contains("elevateprivileges=deny"));
+        s.sandbox = false;
+        assert!(!s.argv().iter().any(|x| x == "-sandbox"));
     }
 }

@@ -4,7 +4,8 @@
 //! `canonical_n` is the JSON array `[seq, ts, action, terminal, user, desktop, lease,
 //! details]` and `hash_0` is [`GENESIS_HASH`]. Changing, inserting or deleting a record
 //! breaks every later link; removing records from the end is caught only by comparing the
-//! head hash with a copy kept elsewhere (the broker logs it; see docs/threat-model.md).
+//! head with a copy kept elsewhere: the anchors the broker appends to a file outside the
+//! database ([`crate::anchor`]; see docs/threat-model.md).
 use airlock_core::UnixMillis;
 use serde::Serialize;
 use sha2::{Digest, Sha256};

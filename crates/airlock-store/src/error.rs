@@ -9,6 +9,8 @@ pub enum StoreError {
     Migration(#[from] rusqlite_migration::Error),
     #[error("no clean desktop is free")]
     NoFreeDesktop,
+    #[error("the terminal already holds {held} active lease(s), its limit is {limit}")]
+    LeaseLimit { held: u32, limit: u32 },
     #[error("no active lease with that id for this terminal")]
     LeaseNotFound,
     #[error("unknown desktop {0}")]

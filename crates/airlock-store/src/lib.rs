@@ -9,14 +9,17 @@
 //! *Architecture invariant:* every state change that matters to an auditor is written in
 //! the same transaction as its audit record, and each audit record carries the SHA-256 of
 //! the previous one, so [`Store::verify_audit`] finds the first altered, inserted or
-//! deleted record.
+//! deleted record; the chain's head is anchored outside the database ([`anchor`]), so
+//! records cut off the end are found too.
 #![forbid(unsafe_code)]
 
+pub mod anchor;
 mod audit;
 mod error;
 mod schema;
 mod store;
 
+pub use anchor::{Anchor, AnchorCheck, AnchorError, AnchorLog};
 pub use audit::{AuditEntry, AuditRecord, ChainReport, GENESIS_HASH};
 pub use error::StoreError;
 pub use store::{AcquireRequest, Acquired, DesktopRow, LeaseRow, Pick, ResetRecord, Store, Waited};

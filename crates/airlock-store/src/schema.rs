@@ -3,8 +3,9 @@ use rusqlite_migration::{Migrations, M};
 /// Schema migrations, applied in order and recorded in SQLite's `user_version`.
 /// Never edit a released migration: append a new one.
 pub(crate) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        r#"
+    Migrations::new(vec![
+        M::up(
+            r#"
 CREATE TABLE desktops (
     id                TEXT PRIMARY KEY NOT NULL,
     state             TEXT NOT NULL CHECK (state IN
@@ -54,7 +55,26 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 "#,
-    )])
+        ),
+        // A desktop's state and its active lease cannot disagree: `leased` exactly when
+        // one lease is active, and a lease starts only on a clean desktop.
+        M::up(
+            r#"
+CREATE TRIGGER desktops_leased_has_one_lease BEFORE UPDATE OF state ON desktops
+WHEN NEW.state = 'leased'
+ AND (SELECT COUNT(*) FROM leases WHERE desktop_id = NEW.id AND ended_at IS NULL) != 1
+BEGIN SELECT RAISE(ABORT, 'a leased desktop needs exactly one active lease'); END;
+CREATE TRIGGER desktops_unleased_have_no_lease BEFORE UPDATE OF state ON desktops
+WHEN NEW.state != 'leased'
+ AND EXISTS (SELECT 1 FROM leases WHERE desktop_id = NEW.id AND ended_at IS NULL)
+BEGIN SELECT RAISE(ABORT, 'a desktop with an active lease must be leased'); END;
+CREATE TRIGGER leases_start_on_clean_desktops BEFORE INSERT ON leases
+WHEN NEW.ended_at IS NULL
+ AND (SELECT state FROM desktops WHERE id = NEW.desktop_id) IS NOT 'clean'
+BEGIN SELECT RAISE(ABORT, 'a lease starts only on a clean desktop'); END;
+"#,
+        ),
+    ])
 }
 
 #[cfg(test)]

@@ -1,3 +1,4 @@
+use crate::anchor::{check_anchor, Anchor, AnchorCheck};
 use crate::audit::{link_hash, verify_chain, AuditEntry, AuditRecord, ChainReport, GENESIS_HASH};
 use crate::schema::migrations;
 use crate::StoreError;
@@ -90,6 +91,10 @@ pub struct AcquireRequest<'a> {
     /// The request waited in line with this ticket: the grant records it, and the
     /// ticket's leaving is audited in the same transaction.
     pub waited: Option<Waited<'a>>,
+    /// At most this many active leases per terminal: a new lease beyond it is refused
+    /// ([`StoreError::LeaseLimit`]) in the same transaction (a re-attach is not a new
+    /// lease). `None`: no limit.
+    pub terminal_limit: Option<u32>,
 }
 
 /// A completed reset, for the desktop's statistics.
@@ -495,14 +500,16 @@ impl Store {
             pick: Pick::AnyExcept(&[]),
             reattach_within_ms: None,
             waited: None,
+            terminal_limit: None,
         })
     }
 
     /// Grants a lease as `req` asks, in one transaction: first the terminal's live lease
     /// of the same user if asked (its heartbeat refreshed, audited `lease_reattached`),
     /// else a clean desktop of `req.pick` (its state change, the lease and the audit
-    /// records together). Fails with [`StoreError::NoFreeDesktop`] if no such desktop is
-    /// clean.
+    /// records together). Fails with [`StoreError::LeaseLimit`] if the terminal already
+    /// holds `req.terminal_limit` active leases, and with [`StoreError::NoFreeDesktop`]
+    /// if no such desktop is clean.
     pub fn acquire_with(&mut self, req: &AcquireRequest<'_>) -> Result<Acquired, StoreError> {
         let AcquireRequest {
             lease_id,
@@ -544,6 +551,19 @@ impl Store {
                 });
             }
         }
+        if let Some(limit) = req.terminal_limit {
+            let held: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM leases WHERE terminal = ?1 AND ended_at IS NULL",
+                [terminal.as_str()],
+                |r| r.get(0),
+            )?;
+            if held >= i64::from(limit) {
+                return Err(StoreError::LeaseLimit {
+                    held: u32::try_from(held).unwrap_or(u32::MAX),
+                    limit,
+                });
+            }
+        }
         let mut candidates: Vec<Candidate> = query_all(
             &tx,
             "SELECT id, since FROM desktops WHERE state = 'clean' AND retired = 0",
@@ -557,7 +577,7 @@ impl Store {
             return Err(StoreError::NoFreeDesktop);
         };
         let desktop = chosen.id.clone();
-        transition_tx(&tx, &desktop, DesktopEvent::Lease, now, None)?;
+        // The lease first: the schema lets a desktop be `leased` only with one.
         tx.execute(
             "INSERT INTO leases (id, desktop_id, terminal, user, created_at, heartbeat_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -569,6 +589,7 @@ impl Store {
                 now
             ],
         )?;
+        transition_tx(&tx, &desktop, DesktopEvent::Lease, now, None)?;
         let entry = |action: &str| {
             AuditEntry::new(action)
                 .terminal(terminal)
@@ -761,6 +782,32 @@ impl Store {
         )?;
         v.reverse();
         Ok(v)
+    }
+
+    /// The chain's head: the newest record's sequence number and hash, or `(0,
+    /// GENESIS_HASH)` for an empty log.
+    pub fn audit_head(&self) -> Result<(i64, String), StoreError> {
+        let head: Option<(i64, String)> = self
+            .conn
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(head.unwrap_or_else(|| (0, GENESIS_HASH.to_owned())))
+    }
+
+    /// The stored hash of record `seq`, if there is such a record.
+    pub fn audit_hash_at(&self, seq: i64) -> Result<Option<String>, StoreError> {
+        query_value(&self.conn, "SELECT hash FROM audit WHERE seq = ?1", [seq])
+    }
+
+    /// Compares the chain with an anchor written earlier (see [`crate::anchor`]).
+    pub fn check_anchor(&self, anchor: &Anchor) -> Result<AnchorCheck, StoreError> {
+        let (last_seq, _) = self.audit_head()?;
+        let at = self.audit_hash_at(anchor.seq)?;
+        Ok(check_anchor(anchor, last_seq, at.as_deref()))
     }
 
     /// Checks the whole audit chain and reports the first broken link.

@@ -122,6 +122,58 @@ fn database_refuses_a_second_active_lease_even_from_raw_sql() {
     );
 }
 
+#[test]
+fn database_refuses_a_desktop_state_that_disagrees_with_its_leases() {
+    let (mut s, ids) = clean_pool(2);
+    let sql = |s: &Store, q: &str, d: &DesktopId| s.connection_for_tests().execute(q, [d.as_str()]);
+    // Leased without a lease.
+    assert!(sql(
+        &s,
+        "UPDATE desktops SET state = 'leased' WHERE id = ?1",
+        &ids[1]
+    )
+    .is_err());
+    // A lease on a desktop that is not clean.
+    sql(
+        &s,
+        "UPDATE desktops SET state = 'dirty' WHERE id = ?1",
+        &ids[1],
+    )
+    .unwrap();
+    assert!(sql(
+        &s,
+        "INSERT INTO leases (id, desktop_id, terminal, user, created_at, heartbeat_at) VALUES ('x', ?1, 't', 'u', 1, 1)",
+        &ids[1]
+    )
+    .is_err());
+    // A leased desktop cannot go dirty or clean while its lease is active: not by SQL,
+    // not by the state machine's `Died` (the race of review defect D8).
+    s.acquire(&lid(1), &term("t1"), &user("a"), 100).unwrap();
+    for state in ["dirty", "clean", "resetting"] {
+        let q = format!("UPDATE desktops SET state = '{state}' WHERE id = ?1");
+        assert!(sql(&s, &q, &ids[0]).is_err(), "{state}");
+    }
+    let died = s.transition(
+        &ids[0],
+        DesktopEvent::Died,
+        200,
+        None,
+        AuditEntry::new("desktop_died"),
+    );
+    assert!(died.is_err(), "{died:?}");
+    assert_eq!(s.desktop(&ids[0]).unwrap().state, DesktopState::Leased);
+    // Ending the lease moves both together.
+    s.end_lease(
+        &lid(1),
+        None,
+        EndReason::DesktopLost,
+        300,
+        serde_json::json!({}),
+    )
+    .unwrap();
+    assert_eq!(s.desktop(&ids[0]).unwrap().state, DesktopState::Dirty);
+}
+
 /// An acquire of lease `lid(n)` by `terminal`/`user` at `now` with `pick`, re-attaching
 /// within 1000 ms.
 fn acquire_req<'a>(
@@ -139,6 +191,7 @@ fn acquire_req<'a>(
         pick,
         reattach_within_ms: Some(1000),
         waited: None,
+        terminal_limit: None,
     }
 }
 
@@ -437,4 +490,138 @@ fn read_only_open_verifies() {
     }
     let ro = Store::open_read_only(&path).unwrap();
     assert!(ro.verify_audit().unwrap().is_intact());
+}
+
+#[test]
+fn a_terminal_at_its_lease_limit_is_refused_in_the_acquire_transaction() {
+    let mut s = Store::open_in_memory().unwrap();
+    fill_pool(&mut s, 3);
+    let (t1, t2) = (term("t1"), term("t2"));
+    let (alice, bob) = (user("alice"), user("bob"));
+    let limited = |lease, terminal, user, now| AcquireRequest {
+        terminal_limit: Some(1),
+        ..acquire_req(lease, terminal, user, now, Pick::AnyExcept(&[]))
+    };
+    let (l1, l2, l3) = (lid(1), lid(2), lid(3));
+    s.acquire_with(&limited(&l1, &t1, &alice, 10)).unwrap();
+    let records = s.verify_audit().unwrap().records;
+    // Another user at the same terminal: refused, and nothing is written.
+    match s.acquire_with(&limited(&l2, &t1, &bob, 11)) {
+        Err(StoreError::LeaseLimit { held: 1, limit: 1 }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.verify_audit().unwrap().records, records);
+    assert_eq!(s.active_leases().unwrap().len(), 1);
+    // The same user gets the live lease back: a re-attach is not a new lease.
+    let again = s.acquire_with(&limited(&l2, &t1, &alice, 12)).unwrap();
+    assert!(again.reattached && again.lease.id == l1);
+    // Another terminal is not affected; a higher limit allows more.
+    s.acquire_with(&limited(&l3, &t2, &bob, 13)).unwrap();
+    let two = AcquireRequest {
+        terminal_limit: Some(2),
+        ..acquire_req(&l2, &t1, &bob, 14, Pick::AnyExcept(&[]))
+    };
+    s.acquire_with(&two).unwrap();
+    // Once a lease ends, the terminal may lease again.
+    end_lease_1(&mut s, None, EndReason::Released, 15).unwrap();
+    let l4 = lid(4);
+    match s.acquire_with(&limited(&l4, &t1, &alice, 16)) {
+        Err(StoreError::LeaseLimit { held: 1, limit: 1 }) => {}
+        other => panic!("still one active (bob's): {other:?}"),
+    }
+    assert!(s.verify_audit().unwrap().is_intact());
+}
+
+#[test]
+fn anchors_catch_records_cut_off_the_end_and_a_rewritten_tail() {
+    use airlock_store::{Anchor, AnchorCheck, GENESIS_HASH};
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("a.db")).unwrap();
+    assert_eq!(s.audit_head().unwrap(), (0, GENESIS_HASH.to_owned()));
+    for i in 0..8 {
+        s.audit(i, AuditEntry::new("x")).unwrap();
+    }
+    let (seq, hash) = s.audit_head().unwrap();
+    assert_eq!(seq, 8);
+    assert_eq!(s.audit_hash_at(8).unwrap().as_deref(), Some(hash.as_str()));
+    assert_eq!(s.audit_hash_at(9).unwrap(), None);
+    let anchor = Anchor {
+        ts: 8,
+        seq,
+        hash,
+        why: "shutdown".into(),
+    };
+    assert_eq!(s.check_anchor(&anchor).unwrap(), AnchorCheck::Holds);
+    let mid = Anchor {
+        seq: 4,
+        hash: s.audit_hash_at(4).unwrap().unwrap(),
+        ..anchor.clone()
+    };
+    s.audit(9, AuditEntry::new("later")).unwrap();
+    assert!(
+        s.check_anchor(&anchor).unwrap().holds(),
+        "newer records are fine"
+    );
+
+    // Someone drops the trigger and deletes the newest three records: the chain alone
+    // still verifies, the anchor does not.
+    s.connection_for_tests()
+        .execute_batch("DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq > 6;")
+        .unwrap();
+    assert!(s.verify_audit().unwrap().is_intact());
+    assert_eq!(
+        s.check_anchor(&anchor).unwrap(),
+        AnchorCheck::Truncated { last_seq: 6 }
+    );
+    assert!(s.check_anchor(&mid).unwrap().holds());
+
+    // New records written over the cut give the anchored number another hash.
+    for i in 10..14 {
+        s.audit(i, AuditEntry::new("forged")).unwrap();
+    }
+    assert!(s.verify_audit().unwrap().is_intact());
+    match s.check_anchor(&anchor).unwrap() {
+        AnchorCheck::Rewritten { found: Some(h) } => assert_ne!(h, anchor.hash),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn concurrent_requests_of_one_terminal_get_one_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("airlock.db");
+    fill_pool(&mut Store::open(&path).unwrap(), 4);
+    let n = 24;
+    let barrier = Arc::new(Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let path = path.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut s = Store::open(&path).unwrap();
+                barrier.wait();
+                let id = lid(u8::try_from(i).unwrap());
+                // Half the requests from t1, half from t2, each for its own user.
+                let (t, u) = (term(["t1", "t2"][i % 2]), user(&format!("u{i}")));
+                let req = AcquireRequest {
+                    terminal_limit: Some(1),
+                    ..acquire_req(&id, &t, &u, 100, Pick::AnyExcept(&[]))
+                };
+                match s.acquire_with(&req) {
+                    Ok(a) => Some(a.lease.terminal),
+                    Err(StoreError::LeaseLimit { .. }) => None,
+                    Err(e) => panic!("unexpected {e}"),
+                }
+            })
+        })
+        .collect();
+    let mut won: Vec<_> = handles
+        .into_iter()
+        .filter_map(|h| h.join().unwrap())
+        .collect();
+    won.sort();
+    assert_eq!(won, [term("t1"), term("t2")], "one lease per terminal");
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.active_leases().unwrap().len(), 2);
+    assert!(s.verify_audit().unwrap().is_intact());
 }

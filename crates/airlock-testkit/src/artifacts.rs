@@ -333,6 +333,83 @@ pub fn host_binaries(release: bool) -> Result<&'static HostBinaries> {
     })
 }
 
+/// The Rust target of the static builds that run in the VMs (the terminal VM's `airlock`,
+/// the desktop guest's [`usb_control`]): with an explicit `--target`, RUSTFLAGS does not
+/// reach build scripts and proc macros, so host builds are not invalidated.
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// This crate's `usb-control` (what a hostile disc sends to its drive), built statically
+/// for the demo guest (it has no libc) by `RUSTFLAGS="-C target-feature=+crt-static"
+/// cargo build --release --target x86_64-unknown-linux-gnu -p airlock-testkit --bin
+/// usb-control`, once per process (cargo rebuilds it when the code changed).
+pub fn usb_control() -> Result<&'static Path> {
+    static CELL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    once(&CELL, || {
+        locked("static-tools", || {
+            let mut cmd = cargo();
+            cmd.env("RUSTFLAGS", "-C target-feature=+crt-static").args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                STATIC_TARGET,
+                "-p",
+                "airlock-testkit",
+                "--bin",
+                "usb-control",
+            ]);
+            let what = describe(&cmd);
+            eprintln!("building test artifacts: {what}");
+            let st = cmd
+                .stdin(Stdio::null())
+                .status()
+                .with_context(|| format!("starting `{what}`"))?;
+            ensure!(st.success(), "`{what}` failed ({st})");
+            let bin = target_dir()?
+                .join(STATIC_TARGET)
+                .join("release")
+                .join("usb-control");
+            let elf = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
+            check_static(&elf).with_context(|| format!("checking {}", bin.display()))?;
+            Ok(bin)
+        })
+    })
+    .map(PathBuf::as_path)
+}
+
+/// A static executable has no program interpreter (PT_INTERP).
+pub fn check_static(elf: &[u8]) -> Result<()> {
+    let u16_at = |off: usize| -> Result<usize> {
+        Ok(usize::from(u16::from_le_bytes(
+            elf.get(off..off + 2).context("truncated ELF")?.try_into()?,
+        )))
+    };
+    let u32_at = |off: usize| -> Result<u32> {
+        Ok(u32::from_le_bytes(
+            elf.get(off..off + 4).context("truncated ELF")?.try_into()?,
+        ))
+    };
+    ensure!(
+        elf.get(..6) == Some(&b"\x7fELF\x02\x01"[..]),
+        "not an ELF64 little-endian executable"
+    );
+    let phoff = usize::try_from(u64::from_le_bytes(
+        elf.get(0x20..0x28).context("truncated ELF")?.try_into()?,
+    ))?;
+    let phentsize = u16_at(0x36)?;
+    let phnum = u16_at(0x38)?;
+    const PT_INTERP: u32 = 3;
+    for i in 0..phnum {
+        if u32_at(phoff + i * phentsize)? == PT_INTERP {
+            bail!(
+                "dynamically linked (it has a program interpreter); build it with \
+                 RUSTFLAGS=\"-C target-feature=+crt-static\" --target {STATIC_TARGET}"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The cargo target directory of this workspace (honours CARGO_TARGET_DIR and config
 /// files).
 pub fn target_dir() -> Result<PathBuf> {
@@ -343,4 +420,26 @@ pub fn target_dir() -> Result<PathBuf> {
         .as_str()
         .context("cargo metadata has no target_directory")?;
     Ok(PathBuf::from(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_check() {
+        // This test binary itself is normally dynamic; a hand-made ELF header
+        // with no program headers counts as static.
+        let mut elf = vec![0u8; 64];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        assert!(check_static(&elf).is_ok());
+        let mut with_interp = elf.clone();
+        with_interp[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        with_interp[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        with_interp[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+        with_interp.extend_from_slice(&3u32.to_le_bytes());
+        with_interp.resize(64 + 56, 0);
+        assert!(check_static(&with_interp).is_err());
+        assert!(check_static(b"nope").is_err());
+    }
 }

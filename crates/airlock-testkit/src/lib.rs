@@ -28,7 +28,8 @@
 //!
 //! Errors are `anyhow` with context: they are read by a person looking at a failed test.
 //! The `tcp-pump` binary of this crate is what a terminal VM's restricted network runs
-//! per connection.
+//! per connection; `usb-control` (built statically by [`artifacts::usb_control`]) is
+//! what a hostile disc sends to its drive, run inside a desktop guest.
 #![forbid(unsafe_code)]
 
 pub mod artifacts;

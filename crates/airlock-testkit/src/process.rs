@@ -181,14 +181,19 @@ pub fn cmdline(pid: u32) -> String {
 }
 
 /// Kills (SIGKILL) every process but this one whose command line mentions `dir` (a
-/// broker and its QEMUs: every path they use is under their state directory) and waits
-/// until they are gone, at most 10 s. Returns their pids.
+/// broker: every path it uses is under its state directory) or that works in it (its
+/// QEMUs) and waits until they are gone, at most 10 s. Returns their pids.
 pub fn sweep_processes(dir: &Path) -> Vec<u32> {
     let needle = dir.display().to_string();
+    let dir = &std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
     let me = std::process::id();
     let mut killed = Vec::new();
     for pid in pids() {
-        if pid != me && cmdline(pid).contains(&needle) {
+        // A desktop QEMU names no path (it gets descriptors) but works in its run
+        // directory.
+        let works_here =
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(dir));
+        if pid != me && (cmdline(pid).contains(&needle) || works_here) {
             kill_pid(pid);
             killed.push(pid);
         }

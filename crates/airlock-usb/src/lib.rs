@@ -36,7 +36,7 @@ pub mod source;
 pub mod transport;
 
 pub use error::{SessionError, SessionGone};
-pub use progress::{Counters, PeerInfo, Phase, Progress, SessionEnd, SessionSummary};
+pub use progress::{Counters, PeerInfo, Phase, Progress, Refusals, SessionEnd, SessionSummary};
 
 /// A byte stream a usbredir session runs over (TCP, TLS, an upgraded HTTP
 /// connection, a Unix socket, an in-memory duplex).

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use airlock_core::wire::{ControlSetup, UsbRefusedReport, MAX_REFUSED_REQUESTS};
+
 /// The peer's (QEMU's `usb-redir`) hello.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
@@ -20,6 +22,37 @@ pub struct Counters {
     pub bytes_from_guest: u64,
     /// Completed transfers.
     pub transfers: u64,
+}
+
+/// The control requests from the desktop that the drive forwarder refused: answered
+/// with a stall, never sent to the drive (see `drive::forward`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// How many were refused.
+    pub count: u64,
+    /// The distinct ones, the first [`MAX_REFUSED_REQUESTS`] seen.
+    pub requests: Vec<ControlSetup>,
+}
+
+impl Refusals {
+    /// Counts a refused request; true if it is one not seen before (and there was room
+    /// to keep it).
+    pub fn add(&mut self, setup: ControlSetup) -> bool {
+        self.count = self.count.saturating_add(1);
+        if self.requests.contains(&setup) || self.requests.len() >= MAX_REFUSED_REQUESTS {
+            return false;
+        }
+        self.requests.push(setup);
+        true
+    }
+
+    /// The report for the broker, if anything was refused.
+    pub fn report(&self) -> Option<UsbRefusedReport> {
+        (self.count > 0).then(|| UsbRefusedReport {
+            count: self.count,
+            requests: self.requests.clone(),
+        })
+    }
 }
 
 /// Where a session is.
@@ -58,6 +91,9 @@ pub struct Progress {
     /// Name of the disc in an emulated drive (`None` when empty or for a
     /// forwarded drive).
     pub medium: Option<String>,
+    /// Control requests the drive forwarder refused (always none for an emulated
+    /// drive). Still readable after the session ended, however it ended.
+    pub refused: Refusals,
 }
 
 impl Default for Progress {
@@ -67,6 +103,7 @@ impl Default for Progress {
             peer: None,
             counters: Counters::default(),
             medium: None,
+            refused: Refusals::default(),
         }
     }
 }
@@ -122,6 +159,28 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_count_all_and_keep_the_first_distinct_ones() {
+        let setup = |value: u16| ControlSetup {
+            request_type: 0x40,
+            request: 1,
+            value,
+            index: 0,
+        };
+        let mut r = Refusals::default();
+        assert_eq!(r.report(), None);
+        assert!(r.add(setup(0)));
+        assert!(!r.add(setup(0)));
+        for v in 1..100 {
+            r.add(setup(v));
+        }
+        assert_eq!(r.count, 101);
+        assert_eq!(r.requests.len(), MAX_REFUSED_REQUESTS);
+        let report = r.report().unwrap();
+        assert_eq!(report.check(), Ok(()));
+        assert_eq!(report.count, 101);
+    }
 
     #[test]
     fn human_bytes_formats() {

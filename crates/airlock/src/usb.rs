@@ -174,6 +174,15 @@ pub(crate) async fn usb_forward(args: ForwardArgs) -> anyhow::Result<()> {
     if let Some(b) = beats {
         b.abort();
     }
+    if let Target::Broker(b) = &target {
+        match (
+            BrokerApi::new(&b.url, &b.token, &b.trust, Duration::from_secs(10)),
+            LeaseId::parse(b.lease.as_str()),
+        ) {
+            (Ok(api), Ok(lease)) => report_refused(&api, &lease, &handle).await,
+            _ => tracing::warn!("cannot tell the broker about refused control requests"),
+        }
+    }
     reporter.abort();
     commands.abort();
     ctrl_c.abort();
@@ -189,6 +198,22 @@ pub(crate) async fn usb_forward(args: ForwardArgs) -> anyhow::Result<()> {
         println!("The desktop side never answered: is the lease still active?");
     }
     Ok(())
+}
+
+/// After a forward of `lease` ended: tells the broker which control requests from the
+/// desktop the drive forwarder refused, if any (it audits them once per lease).
+pub(crate) async fn report_refused(api: &BrokerApi, lease: &LeaseId, handle: &UsbHandle) {
+    let Some(report) = handle.progress().borrow().refused.report() else {
+        return;
+    };
+    println!(
+        "The desktop sent {} USB control request(s) the drive never saw (refused: not \
+         needed to read a disc); reporting them to the broker.",
+        report.count
+    );
+    if let Err(e) = api.report_refused(lease, &report).await {
+        tracing::warn!(error = %e, refused = report.count, "could not report the refused control requests to the broker");
+    }
 }
 
 /// When the next heartbeat of a lease that ends at `expires_at` is due, at `now` (both

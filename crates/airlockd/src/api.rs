@@ -1,22 +1,28 @@
 //! The HTTP API. Every input is validated here, at the edge; errors are JSON
 //! `{"error": code, "message": text}` with a fitting status.
 use crate::config::Config;
+use crate::limits::Limiter;
+use airlock_core::rate::Limited;
 use airlock_core::wire::{
     AlertReport, DeviceIdentity, ErrorBody, ErrorCode, HeartbeatReply, LeaseGrant, LeaseRequest,
-    QueuePoll, ReleaseReply, UsbEndpoint, DEVICE_HEADER, MAX_QUEUE_WAIT_S, USB_PROTOCOL,
+    QueuePoll, ReleaseReply, UsbEndpoint, UsbRefusedReport, DEVICE_HEADER, MAX_QUEUE_WAIT_S,
+    USB_PROTOCOL,
 };
 use airlock_core::{DesktopId, DesktopState, LeaseId, TerminalName, TicketId, UserName};
 use airlock_pool::{ErrorChain, LeaseOutcome, Pool, PoolError};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -25,6 +31,10 @@ use subtle::ConstantTimeEq;
 pub struct AppState {
     pub pool: Pool,
     pub config: Arc<Config>,
+    /// The rate limits' buckets.
+    pub limits: Arc<Limiter>,
+    /// The audit anchor writer, for `GET /v1/audit/verify`.
+    pub anchor: Arc<crate::anchor::Anchorer>,
 }
 
 /// An API error.
@@ -56,6 +66,17 @@ impl ApiError {
 
     fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
+    }
+
+    /// `429` with `Retry-After`: `what` is asked too often.
+    fn rate_limited(what: &str, l: Limited) -> Self {
+        let s = l.retry_after_s();
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: ErrorCode::RateLimited,
+            message: format!("{what}; try again in {s} s"),
+            retry_after_s: Some(s),
+        }
     }
 }
 
@@ -91,6 +112,15 @@ impl From<PoolError> for ApiError {
                 ),
                 retry_after_s: Some(retry_after_s),
             },
+            PoolError::LeaseLimit { limit } => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::LeaseLimit,
+                format!(
+                    "this terminal already holds {limit} active lease(s), as many as it may \
+                     (limits.leases_per_terminal); release it first (asking again for the same \
+                     user gives that lease back)"
+                ),
+            ),
             PoolError::LeaseNotFound => ApiError::new(
                 StatusCode::NOT_FOUND,
                 ErrorCode::LeaseNotFound,
@@ -180,6 +210,40 @@ fn bearer(headers: &HeaderMap) -> Option<[u8; 32]> {
     Some(Sha256::digest(token.as_bytes()).into())
 }
 
+/// The client's address (unspecified when the server did not record it).
+fn client_ip(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |c| c.0.ip())
+}
+
+/// Authenticates a request's bearer token with `check` (constant time), counting a
+/// failure against the client's address. An address over its budget of failures gets
+/// `429` before its token is even hashed.
+fn authenticate<T>(
+    parts: &Parts,
+    state: &AppState,
+    check: impl FnOnce(&[u8; 32]) -> Option<T>,
+) -> Result<T, ApiError> {
+    let ip = client_ip(parts);
+    let too_many = |l| {
+        ApiError::rate_limited(
+            "too many requests with a missing or wrong token from this address",
+            l,
+        )
+    };
+    state.limits.may_authenticate(ip).map_err(too_many)?;
+    match bearer(&parts.headers).and_then(|h| check(&h)) {
+        Some(v) => Ok(v),
+        None => {
+            tracing::debug!(%ip, "authentication failed");
+            state.limits.authentication_failed(ip).map_err(too_many)?;
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
 /// A request authenticated with a terminal token.
 pub struct TerminalAuth(pub TerminalName);
 
@@ -187,15 +251,16 @@ impl FromRequestParts<AppState> for TerminalAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let h = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
-        // Compare against every terminal in constant time, so timing reveals nothing.
-        let mut found = None;
-        for t in &state.config.terminals {
-            if bool::from(t.token_sha256.ct_eq(&h)) {
-                found = Some(t.name.clone());
+        authenticate(parts, state, |h| {
+            // Compare against every terminal in constant time, so timing reveals nothing.
+            let mut found = None;
+            for t in &state.config.terminals {
+                if bool::from(t.token_sha256.ct_eq(h)) {
+                    found = Some(t.name.clone());
+                }
             }
-        }
-        found.map(TerminalAuth).ok_or_else(ApiError::unauthorized)
+            found.map(TerminalAuth)
+        })
     }
 }
 
@@ -206,12 +271,9 @@ impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let h = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
-        if bool::from(state.config.admin_token_sha256.ct_eq(&h)) {
-            Ok(AdminAuth)
-        } else {
-            Err(ApiError::unauthorized())
-        }
+        authenticate(parts, state, |h| {
+            bool::from(state.config.admin_token_sha256.ct_eq(h)).then_some(AdminAuth)
+        })
     }
 }
 
@@ -326,6 +388,12 @@ async fn create_lease(
     TerminalAuth(terminal): TerminalAuth,
     ApiJson(req): ApiJson<LeaseRequest>,
 ) -> Result<Response, ApiError> {
+    st.limits.acquire(&terminal).map_err(|l| {
+        ApiError::rate_limited(
+            "this terminal asks for desktops too often (limits.acquires_per_minute)",
+            l,
+        )
+    })?;
     let user =
         UserName::parse(&req.user).map_err(|e| ApiError::bad_request(format!("`user`: {e}")))?;
     let outcome = st.pool.acquire(&terminal, &user, req.wait).await?;
@@ -464,6 +532,22 @@ async fn heartbeat(
     }))
 }
 
+/// `POST /v1/leases/{id}/usb/refused`: the control requests the lease holder's drive
+/// forwarder refused; summed per lease and audited once (`usb_control_refused`) after the
+/// lease ended.
+async fn usb_refused(
+    State(st): State<AppState>,
+    TerminalAuth(terminal): TerminalAuth,
+    Id(id): Id<LeaseId>,
+    ApiJson(report): ApiJson<UsbRefusedReport>,
+) -> Result<StatusCode, ApiError> {
+    report
+        .check()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    st.pool.usb_refused(&id, &terminal, &report)?;
+    Ok(StatusCode::ACCEPTED)
+}
+
 async fn release(
     State(st): State<AppState>,
     TerminalAuth(terminal): TerminalAuth,
@@ -522,17 +606,41 @@ async fn audit(
 
 async fn audit_verify(State(st): State<AppState>, _a: AdminAuth) -> Result<Response, ApiError> {
     let r = st.pool.verify_audit()?;
+    // The anchor this broker wrote last (the whole file is checked at start and by
+    // `airlockd audit verify`).
+    // The anchor this broker wrote last is looked up now; the whole file was checked at
+    // start (`airlockd audit verify` checks it all again).
+    let anchor = match st.anchor.latest() {
+        None => Value::Null,
+        Some(a) => {
+            let check = st.pool.check_anchor(&a)?;
+            let problem = match check.holds() {
+                true => st.anchor.problem_at_start(),
+                false => Some(crate::anchor::explain(&st.anchor.path(), &a, &check)),
+            };
+            json!({
+                "file": st.anchor.path(),
+                "seq": a.seq,
+                "hash": a.hash,
+                "ts": a.ts,
+                "holds": problem.is_none(),
+                "problem": problem,
+            })
+        }
+    };
     Ok(Json(json!({
         "intact": r.is_intact(),
         "records": r.records,
         "head": r.head,
         "first_broken": r.first_broken.map(|(seq, why)| json!({"seq": seq, "why": why})),
+        "anchor": anchor,
     }))
     .into_response())
 }
 
 async fn healthz(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let s = st.pool.status()?;
+    let mut s = st.pool.status()?;
+    s.problems.extend(st.anchor.problem_at_start());
     let usable = s.counts.clean + s.counts.leased > 0;
     let code = if usable {
         StatusCode::OK
@@ -591,6 +699,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/leases/{id}/heartbeat", post(heartbeat))
         .route("/v1/leases/{id}", delete(release))
         .route("/v1/leases/{id}/usb", get(usb_stream))
+        .route("/v1/leases/{id}/usb/refused", post(usb_refused))
         .route("/v1/queue/{id}", post(poll_ticket).delete(leave_queue))
         .route("/v1/alerts", post(alert))
         .route("/v1/desktops", get(desktops))

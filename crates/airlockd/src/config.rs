@@ -1,5 +1,6 @@
 //! The broker's TOML configuration: parsed strictly (unknown keys are errors) and
 //! validated, with every error naming the key and the fix.
+use airlock_core::rate::Limit;
 use airlock_core::{CpuError, CpuList, CpuPlacement, DesktopId, ResetMethod, TerminalName};
 use airlock_pool::{DisplayConfig, DisplayTls, PoolConfig, QueueConfig};
 use airlock_qemu::{Accel, Boot, DisplayProtocol, DriverConfig, Readiness};
@@ -20,6 +21,87 @@ struct RawConfig {
     #[serde(default)]
     terminals: Vec<RawTerminal>,
     pool: RawPool,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+/// `[limits]`: what one terminal, or one client address, may ask of the broker.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default = "default_leases_per_terminal")]
+    leases_per_terminal: u32,
+    #[serde(default = "default_acquire_burst")]
+    acquire_burst: u32,
+    #[serde(default = "default_acquires_per_minute")]
+    acquires_per_minute: u32,
+    #[serde(default = "default_auth_failure_burst")]
+    auth_failure_burst: u32,
+    #[serde(default = "default_auth_failures_per_minute")]
+    auth_failures_per_minute: u32,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            leases_per_terminal: default_leases_per_terminal(),
+            acquire_burst: default_acquire_burst(),
+            acquires_per_minute: default_acquires_per_minute(),
+            auth_failure_burst: default_auth_failure_burst(),
+            auth_failures_per_minute: default_auth_failures_per_minute(),
+        }
+    }
+}
+
+fn default_leases_per_terminal() -> u32 {
+    1
+}
+fn default_acquire_burst() -> u32 {
+    10
+}
+fn default_acquires_per_minute() -> u32 {
+    30
+}
+fn default_auth_failure_burst() -> u32 {
+    10
+}
+fn default_auth_failures_per_minute() -> u32 {
+    10
+}
+
+/// `[audit]`: where the audit chain's head is anchored outside the database.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    #[serde(default = "default_anchor_file")]
+    anchor_file: PathBuf,
+    #[serde(default = "default_anchor_interval")]
+    anchor_interval_s: u64,
+    #[serde(default)]
+    syslog: bool,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            anchor_file: default_anchor_file(),
+            anchor_interval_s: default_anchor_interval(),
+            syslog: false,
+        }
+    }
+}
+
+/// Outside the state directory on purpose: someone who can rewrite the database should
+/// not find the anchor next to it (see docs/operations.md, "Audit anchoring").
+pub const DEFAULT_ANCHOR_FILE: &str = "/var/log/airlock/audit-anchor.log";
+
+fn default_anchor_file() -> PathBuf {
+    DEFAULT_ANCHOR_FILE.into()
+}
+fn default_anchor_interval() -> u64 {
+    60
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +166,14 @@ struct RawPool {
     guest: RawGuest,
     #[serde(default)]
     readiness: RawReadiness,
+    #[serde(default)]
+    confine: RawConfine,
+    #[serde(default = "default_disk_cap")]
+    disk_cap_mib: u64,
+    #[serde(default = "default_serial_log")]
+    serial_log_kib: u64,
+    /// Tests only: see `DriverConfig::test_clone_pause`.
+    test_clone_pause_ms: Option<u64>,
     display: Option<RawDisplay>,
     cpus: Option<RawCpus>,
     #[serde(default)]
@@ -164,6 +254,65 @@ struct RawGuest {
     append: Option<String>,
 }
 
+/// `[pool.confine]`: each desktop's QEMU as its own uid, with cgroup limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfine {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default = "default_uid_base")]
+    uid_base: u32,
+    #[serde(default = "default_uid_count")]
+    uid_count: u32,
+    #[serde(default = "default_memory_overhead")]
+    memory_overhead_mib: u64,
+    #[serde(default = "default_pids_max")]
+    pids_max: u32,
+    #[serde(default = "default_cpu_weight")]
+    cpu_weight: u32,
+}
+
+impl Default for RawConfine {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            uid_base: default_uid_base(),
+            uid_count: default_uid_count(),
+            memory_overhead_mib: default_memory_overhead(),
+            pids_max: default_pids_max(),
+            cpu_weight: default_cpu_weight(),
+        }
+    }
+}
+
+/// Far from login accounts (1000–59999), Debian's and systemd's reserved ranges
+/// (60000–65535) and the usual container sub-uid ranges (100000 + 65536·n).
+fn default_uid_base() -> u32 {
+    3_800_000_000
+}
+/// A session may write this much to its disk overlay (images copied from a disc, the
+/// viewer's caches) before it is ended `quota` and reset.
+fn default_disk_cap() -> u64 {
+    8192
+}
+/// Per serial log file; a port keeps two (the current and the rotated one).
+fn default_serial_log() -> u64 {
+    1024
+}
+fn default_uid_count() -> u32 {
+    1000
+}
+/// QEMU's own memory beside guest RAM (code, device models, TCG's translation cache).
+fn default_memory_overhead() -> u64 {
+    512
+}
+fn default_pids_max() -> u32 {
+    512
+}
+fn default_cpu_weight() -> u32 {
+    100
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawReadiness {
@@ -172,6 +321,8 @@ struct RawReadiness {
     #[serde(default = "default_ready_timeout")]
     timeout_s: u64,
     delay_s: Option<u64>,
+    #[serde(default = "default_idle_probe")]
+    idle_probe_s: u64,
 }
 
 impl Default for RawReadiness {
@@ -180,12 +331,17 @@ impl Default for RawReadiness {
             probe: default_probe(),
             timeout_s: default_ready_timeout(),
             delay_s: None,
+            idle_probe_s: default_idle_probe(),
         }
     }
 }
 
 fn default_probe() -> String {
     "serial".into()
+}
+/// Idle clean desktops are pinged this often (0: never).
+fn default_idle_probe() -> u64 {
+    60
 }
 fn default_ready_timeout() -> u64 {
     300
@@ -207,10 +363,22 @@ struct RawDisplay {
     allow_plaintext: bool,
     #[serde(default = "default_grace")]
     grace_s: u64,
+    #[serde(default = "default_display_connections")]
+    max_connections: usize,
+    #[serde(default = "default_display_idle")]
+    idle_timeout_s: u64,
 }
 
 fn default_grace() -> u64 {
     30
+}
+/// A SPICE client opens one connection per channel (main, display, inputs, cursor,
+/// sound, ...): about eight, and a reconnecting one briefly more.
+fn default_display_connections() -> usize {
+    16
+}
+fn default_display_idle() -> u64 {
+    3600
 }
 
 fn default_protocol() -> String {
@@ -227,6 +395,26 @@ pub struct Terminal {
     pub token_sha256: [u8; 32],
 }
 
+/// Rate limits of the HTTP API (`[limits]`; the lease limit is the pool's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimits {
+    /// `POST /v1/leases` per terminal.
+    pub acquire: Limit,
+    /// Failed authentications per client address.
+    pub auth_failure: Limit,
+}
+
+/// Where the audit chain's head is anchored (`[audit]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditAnchoring {
+    /// The append-only anchor file.
+    pub file: PathBuf,
+    /// How often the head is anchored (when it moved).
+    pub interval: Duration,
+    /// Also send each anchor to the local syslog (`/dev/log`).
+    pub syslog: bool,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -236,6 +424,8 @@ pub struct Config {
     pub admin_token_sha256: [u8; 32],
     pub terminals: Vec<Terminal>,
     pub pool: PoolConfig,
+    pub limits: RateLimits,
+    pub audit: AuditAnchoring,
 }
 
 /// SHA-256 of a token, as stored in the config.
@@ -583,6 +773,14 @@ impl Config {
                 Boot::Disk
             }
         };
+        in_range(
+            "pool.readiness.idle_probe_s",
+            p.readiness.idle_probe_s,
+            0..=86400,
+            " s",
+        )?;
+        let idle_probe = (p.readiness.idle_probe_s > 0 && p.readiness.probe == "serial")
+            .then(|| Duration::from_secs(p.readiness.idle_probe_s));
         let readiness = match p.readiness.probe.as_str() {
             "serial" => {
                 if p.readiness.delay_s.is_some() {
@@ -642,6 +840,18 @@ impl Config {
                 let tls = display_tls(&d, protocol, listen, tls.as_ref())?;
                 let advertise_host = d.advertise_host.unwrap_or_else(|| listen.to_string());
                 in_range("pool.display.grace_s", d.grace_s, 1..=3600, " seconds")?;
+                in_range(
+                    "pool.display.max_connections",
+                    d.max_connections,
+                    1..=256,
+                    " connections per lease (a SPICE client needs about 8)",
+                )?;
+                in_range(
+                    "pool.display.idle_timeout_s",
+                    d.idle_timeout_s,
+                    5..=86_400,
+                    " seconds",
+                )?;
                 Some(DisplayConfig {
                     protocol,
                     listen,
@@ -649,6 +859,8 @@ impl Config {
                     port_base: d.port_base,
                     tls,
                     grace: Duration::from_secs(d.grace_s),
+                    max_connections: d.max_connections,
+                    idle_timeout: Duration::from_secs(d.idle_timeout_s),
                 })
             }
         };
@@ -691,6 +903,26 @@ impl Config {
             }
         };
         let queue = queue_config(&p.queue)?;
+        let l = &raw.limits;
+        in_range(
+            "limits.leases_per_terminal",
+            l.leases_per_terminal,
+            1..=500,
+            " active leases",
+        )?;
+        let limits = rate_limits(l)?;
+        let audit = audit_anchoring(base, &raw.audit)?;
+        if audit.file.starts_with(&state_dir) {
+            return Err(invalid(
+                "audit.anchor_file",
+                format!(
+                    "{} is inside the state directory {}, next to the database it anchors",
+                    audit.file.display(),
+                    state_dir.display()
+                ),
+                format!("put it outside, e.g. {DEFAULT_ANCHOR_FILE:?} (the default)"),
+            ));
+        }
         let longest = airlock_qemu::driver::longest_socket_path(
             &state_dir,
             desktops.iter().map(|d| d.as_str().len()).max().unwrap_or(0),
@@ -713,6 +945,55 @@ impl Config {
                 ),
             ));
         }
+        let confine = if p.confine.enabled {
+            let c = &p.confine;
+            let need = u32::try_from(desktops.len())
+                .unwrap_or(u32::MAX)
+                .saturating_add(1);
+            in_range("pool.confine.uid_base", c.uid_base, 1..=u32::MAX - 1, "")?;
+            in_range(
+                "pool.confine.uid_count",
+                c.uid_count,
+                need..=u32::MAX - c.uid_base,
+                " (one uid per desktop and one for the template)",
+            )?;
+            in_range(
+                "pool.confine.memory_overhead_mib",
+                c.memory_overhead_mib,
+                64..=65536,
+                " MiB",
+            )?;
+            in_range("pool.confine.pids_max", c.pids_max, 32..=65536, "")?;
+            in_range("pool.confine.cpu_weight", c.cpu_weight, 1..=10000, "")?;
+            Some(airlock_qemu::ConfineConfig {
+                uid_base: c.uid_base,
+                uid_count: c.uid_count,
+                memory_overhead_mib: c.memory_overhead_mib,
+                pids_max: c.pids_max,
+                cpu_weight: c.cpu_weight,
+            })
+        } else {
+            None
+        };
+        in_range("pool.disk_cap_mib", p.disk_cap_mib, 16..=16 << 20, " MiB")?;
+        in_range(
+            "pool.serial_log_kib",
+            p.serial_log_kib,
+            16..=1 << 20,
+            " KiB",
+        )?;
+        if p.test_clone_pause_ms.is_some() && !p.test_control_channel {
+            return Err(invalid(
+                "pool.test_clone_pause_ms",
+                "is a test hook",
+                "remove it (it works only with pool.test_control_channel, in tests)",
+            ));
+        }
+        // Pools on one host (tests run many) keep their cgroups apart.
+        let cgroup_instance = format!(
+            "airlock-{}",
+            &hex::encode(Sha256::digest(state_dir.as_os_str().as_encoded_bytes()))[..12]
+        );
         let pool = PoolConfig {
             desktops,
             reset_method,
@@ -732,10 +1013,17 @@ impl Config {
                 sandbox: p.sandbox,
                 readiness,
                 placement,
+                confine,
+                cgroup_instance,
+                disk_cap_bytes: Some(p.disk_cap_mib << 20),
+                serial_log_bytes: p.serial_log_kib << 10,
+                test_clone_pause: p.test_clone_pause_ms.map(Duration::from_millis),
             },
             sweep_interval: Duration::from_millis(500),
             golden_check_interval: Duration::from_secs(5),
+            idle_probe_interval: idle_probe,
             queue,
+            leases_per_terminal: l.leases_per_terminal,
         };
         Ok(Config {
             listen,
@@ -744,8 +1032,69 @@ impl Config {
             admin_token_sha256,
             terminals,
             pool,
+            limits,
+            audit,
         })
     }
+}
+
+/// `[limits]`' rates: lease requests per terminal, failed authentications per address.
+fn rate_limits(l: &RawLimits) -> Result<RateLimits, ConfigError> {
+    in_range("limits.acquire_burst", l.acquire_burst, 1..=10_000, "")?;
+    in_range(
+        "limits.acquires_per_minute",
+        l.acquires_per_minute,
+        1..=600_000,
+        "",
+    )?;
+    in_range(
+        "limits.auth_failure_burst",
+        l.auth_failure_burst,
+        1..=10_000,
+        "",
+    )?;
+    in_range(
+        "limits.auth_failures_per_minute",
+        l.auth_failures_per_minute,
+        1..=600_000,
+        "",
+    )?;
+    let limit = |burst, per_minute| {
+        Limit::new(burst, per_minute).ok_or_else(|| {
+            invalid(
+                "limits",
+                "a rate is 0",
+                "give every burst and rate a positive number",
+            )
+        })
+    };
+    Ok(RateLimits {
+        acquire: limit(l.acquire_burst, l.acquires_per_minute)?,
+        auth_failure: limit(l.auth_failure_burst, l.auth_failures_per_minute)?,
+    })
+}
+
+/// `[audit]`: the anchor file (an absolute path, or relative to the config file), how
+/// often, and syslog.
+fn audit_anchoring(base: &Path, a: &RawAudit) -> Result<AuditAnchoring, ConfigError> {
+    in_range(
+        "audit.anchor_interval_s",
+        a.anchor_interval_s,
+        1..=86_400,
+        " seconds",
+    )?;
+    if a.anchor_file.as_os_str().is_empty() || a.anchor_file.file_name().is_none() {
+        return Err(invalid(
+            "audit.anchor_file",
+            format!("{:?} is not a file path", a.anchor_file),
+            format!("name a file outside the state directory, e.g. {DEFAULT_ANCHOR_FILE:?}"),
+        ));
+    }
+    Ok(AuditAnchoring {
+        file: resolve(base, &a.anchor_file),
+        interval: Duration::from_secs(a.anchor_interval_s),
+        syslog: a.syslog,
+    })
 }
 
 /// `[pool.queue]`: the hold time, the poll interval terminals are told, and the ticket
@@ -1065,6 +1414,93 @@ port_base = 5930
             resolve(Path::new("/etc"), Path::new("/abs/y")),
             PathBuf::from("/abs/y")
         );
+    }
+
+    #[test]
+    fn limits_and_anchoring_have_defaults_and_checked_bounds() {
+        let (_d, b) = base();
+        let c = Config::parse(&good(), "t", &b, None).unwrap();
+        assert_eq!(c.pool.leases_per_terminal, 1);
+        assert_eq!(c.limits.acquire, Limit::new(10, 30).unwrap());
+        assert_eq!(c.limits.auth_failure, Limit::new(10, 10).unwrap());
+        let d = c.pool.display.unwrap();
+        assert_eq!(
+            (d.max_connections, d.idle_timeout),
+            (16, Duration::from_secs(3600))
+        );
+        assert_eq!(c.audit.file, PathBuf::from(DEFAULT_ANCHOR_FILE));
+        assert_eq!(c.audit.interval, Duration::from_secs(60));
+        assert!(!c.audit.syslog);
+
+        let with = |section: &str| format!("{}\n{section}\n", good());
+        let c = Config::parse(
+            &with(
+                "[limits]\nleases_per_terminal = 2\nacquire_burst = 3\nacquires_per_minute = 4\n\
+                   [audit]\nanchor_file = \"anchors/a.log\"\nanchor_interval_s = 5\nsyslog = true",
+            ),
+            "t",
+            &b,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.pool.leases_per_terminal, 2);
+        assert_eq!(c.limits.acquire, Limit::new(3, 4).unwrap());
+        assert_eq!(c.audit.file, b.join("anchors/a.log"));
+        assert_eq!(c.audit.interval, Duration::from_secs(5));
+        assert!(c.audit.syslog);
+        for (section, key, says) in [
+            (
+                "[limits]\nleases_per_terminal = 0",
+                "limits.leases_per_terminal",
+                "1 to 500",
+            ),
+            (
+                "[limits]\nacquire_burst = 0",
+                "limits.acquire_burst",
+                "1 to 10000",
+            ),
+            (
+                "[limits]\nauth_failures_per_minute = 0",
+                "limits.auth_failures_per_minute",
+                "1 to 600000",
+            ),
+            ("[limits]\nper_ip = 3", "per_ip", "unknown field"),
+            (
+                "[audit]\nanchor_interval_s = 0",
+                "audit.anchor_interval_s",
+                "1 to 86400",
+            ),
+            (
+                "[audit]\nanchor_file = \"state/anchor.log\"",
+                "audit.anchor_file",
+                "inside the state directory",
+            ),
+            (
+                "[audit]\nanchor_file = \"\"",
+                "audit.anchor_file",
+                "not a file path",
+            ),
+        ] {
+            let e = err(&with(section));
+            assert!(e.contains(key) && e.contains(says), "{section}: {e}");
+        }
+        let display =
+            |keys: &str| good().replace("port_base = 5930", &format!("port_base = 5930\n{keys}"));
+        for (keys, key, says) in [
+            (
+                "max_connections = 0",
+                "pool.display.max_connections",
+                "1 to 256",
+            ),
+            (
+                "idle_timeout_s = 4",
+                "pool.display.idle_timeout_s",
+                "5 to 86400",
+            ),
+        ] {
+            let e = err(&display(keys));
+            assert!(e.contains(key) && e.contains(says), "{keys}: {e}");
+        }
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! `airlockd`, the Airlock broker.
 #![forbid(unsafe_code)]
 
+mod anchor;
 mod api;
 mod config;
+mod limits;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -47,7 +49,9 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain; exits 1 and names the first broken record if it is broken.
+    /// Check the hash chain, and every anchor of `audit.anchor_file` against it; exits 1
+    /// and names the first broken record, or the anchor the chain no longer holds
+    /// (records cut off the end, or a rewritten tail).
     Verify,
     /// Print the newest records.
     Tail {
@@ -113,17 +117,53 @@ fn main() -> Result<()> {
             match command {
                 AuditCommand::Verify => {
                     let r = store.verify_audit()?;
-                    match r.first_broken {
+                    let chain_ok = match r.first_broken {
                         None => {
                             println!("audit chain intact: {} records, head {}", r.records, r.head);
-                            Ok(())
+                            true
                         }
                         Some((seq, why)) => {
                             println!("audit chain BROKEN at record {seq}: {why}");
                             println!("records 1..{} verify; last good head {}", seq - 1, r.head);
-                            std::process::exit(1);
+                            false
                         }
+                    };
+                    let file = &c.audit.file;
+                    let f = anchor::check_file(file, |a| store.check_anchor(a))
+                        .context("check the audit anchors")?;
+                    let anchors_ok = match (&f.failed, &f.latest) {
+                        (Some((a, check)), _) => {
+                            println!("{}", anchor::explain(file, a, check));
+                            false
+                        }
+                        (None, Some(latest)) => {
+                            println!(
+                                "anchors hold: {} anchors in {}; the latest names {}",
+                                f.anchors,
+                                file.display(),
+                                anchor::describe(latest)
+                            );
+                            true
+                        }
+                        (None, None) => {
+                            println!(
+                                "no anchor in {} (audit.anchor_file): records cut off the end cannot be detected",
+                                file.display()
+                            );
+                            true
+                        }
+                    };
+                    if f.other_lines > 0 {
+                        println!(
+                            "{} lines of {} are not anchors (ignored)",
+                            f.other_lines,
+                            file.display()
+                        );
                     }
+                    if !(chain_ok && anchors_ok) {
+                        std::process::exit(1);
+                    }
+                    Ok(())
                 }
                 AuditCommand::Tail { n } => {
                     for r in store.audit_tail(n)? {
@@ -196,14 +236,38 @@ async fn serve(config: Config) -> Result<()> {
             "no CPU placement (pool.cpus unset): desktop vCPUs, QEMU device models and airlockd share every CPU"
         ),
     }
+    // Before the pool: a broker that cannot anchor its audit chain does not start, and
+    // the anchors are compared with the database as it was left.
+    let anchorer = Arc::new(anchor::Anchorer::open(&config.audit)?);
+    {
+        let (a, db) = (anchorer.clone(), config.pool.state_dir.join("airlock.db"));
+        tokio::task::spawn_blocking(move || a.check_at_start(&db)).await?;
+    }
     let pool = airlock_pool::Pool::start(config.pool.clone())
         .await
         .context("start the desktop pool")?;
+    {
+        let (a, p) = (anchorer.clone(), pool.clone());
+        tokio::task::spawn_blocking(move || a.anchor(&p, "start")).await?;
+    }
+    tokio::spawn(anchorer.clone().run(pool.clone(), config.audit.interval));
     let config = Arc::new(config);
     let app = api::router(api::AppState {
         pool: pool.clone(),
         config: config.clone(),
+        limits: Arc::new(limits::Limiter::new(&config.limits)),
+        anchor: anchorer.clone(),
     });
+    let served = listen_and_serve(&config, app).await;
+    // Refused USB control requests still waiting for their lease's one record.
+    pool.flush_usb_refused(true);
+    // At shutdown (SIGTERM, ctrl-c) and after a failure alike: the head as it is now.
+    let (a, p) = (anchorer, pool);
+    tokio::task::spawn_blocking(move || a.anchor(&p, "shutdown")).await?;
+    served
+}
+
+async fn listen_and_serve(config: &config::Config, app: axum::Router) -> Result<()> {
     let listener = std::net::TcpListener::bind(config.listen).with_context(|| {
         format!(
             "listen on {} (server.listen); is another airlockd running?",
@@ -247,14 +311,14 @@ async fn serve(config: Config) -> Result<()> {
             axum_server::from_tcp(listener)?
                 .acceptor(acceptor)
                 .handle(handle)
-                .serve(app.into_make_service())
+                .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
                 .await?;
         }
         None => {
             axum_server::from_tcp(listener)?
                 .acceptor(axum_server::accept::NoDelayAcceptor::new())
                 .handle(handle)
-                .serve(app.into_make_service())
+                .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
                 .await?;
         }
     }

@@ -320,6 +320,119 @@ async fn terminal_alerts_are_audited_and_bad_ones_refused() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_usb_control_requests_are_audited_once_per_lease() -> Result<()> {
+    use airlock_testkit::broker::TerminalEntry;
+    let b = start(BrokerConfig {
+        size: 1,
+        ..config()?
+    })?;
+    b.wait_clean(1, UP).await?;
+    let lease = b.acquire_ok("dr-refused").await?.lease_id.clone();
+    let req = |rt: u8, r: u8| serde_json::json!({"request_type": rt, "request": r, "value": 0, "index": 0});
+    let good = serde_json::json!({"count": 5, "requests": [req(0x40, 1), req(0x21, 1)]});
+    let with = |key: &str, v: Value| {
+        let mut x = good.clone();
+        x[key] = v;
+        x
+    };
+    let many: Vec<Value> = (0..17).map(|n| req(0xc0, n)).collect();
+    for (body, why) in [
+        (with("requests", serde_json::json!([])), "no request"),
+        (with("requests", many.into()), "17 requests"),
+        (
+            with("requests", serde_json::json!([req(0x40, 1), req(0x40, 1)])),
+            "duplicates",
+        ),
+        (with("count", 1.into()), "count below the requests"),
+        (
+            with(
+                "requests",
+                serde_json::json!([{"request_type": 256, "request": 1, "value": 0, "index": 0}]),
+            ),
+            "bmRequestType out of range",
+        ),
+        (with("extra", 1.into()), "unknown field"),
+    ] {
+        let r = b.usb_refused(TERMINAL_TOKEN, &lease, &body).await?;
+        assert_eq!(r.status(), 400, "{why}");
+        assert_eq!(r.json::<Value>().await?["error"], "bad_request", "{why}");
+    }
+    assert_eq!(
+        b.usb_refused("wrong-token", &lease, &good).await?.status(),
+        401
+    );
+    // Another terminal's lease, or no lease: 404.
+    let other = TerminalEntry::numbered(2).token;
+    assert_eq!(b.usb_refused(&other, &lease, &good).await?.status(), 404);
+    let unknown = "0123456789abcdef0123456789abcdef";
+    assert_eq!(
+        b.usb_refused(TERMINAL_TOKEN, unknown, &good)
+            .await?
+            .status(),
+        404
+    );
+    // Two forwards of the lease report; a third right after the lease ended.
+    assert_eq!(
+        b.usb_refused(TERMINAL_TOKEN, &lease, &good).await?.status(),
+        202
+    );
+    let second = serde_json::json!({"count": 2, "requests": [req(0x00, 7), req(0x40, 1)]});
+    assert_eq!(
+        b.usb_refused(TERMINAL_TOKEN, &lease, &second)
+            .await?
+            .status(),
+        202
+    );
+    assert!(
+        b.usb_control_refused().await?.is_empty(),
+        "audited before the lease ended"
+    );
+    assert_eq!(b.release(TERMINAL_TOKEN, &lease).await?, 202);
+    let third = serde_json::json!({"count": 1, "requests": [req(0x00, 3)]});
+    assert_eq!(
+        b.usb_refused(TERMINAL_TOKEN, &lease, &third)
+            .await?
+            .status(),
+        202
+    );
+    // One record, written once the grace after the end has passed.
+    let grace = Duration::from_millis(airlock_core::wire::USB_REFUSED_GRACE_MS as u64);
+    let deadline = std::time::Instant::now() + grace + Duration::from_secs(10);
+    let records = loop {
+        let r = b.usb_control_refused().await?;
+        if !r.is_empty() || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(records.len(), 1, "{records:?}");
+    let (on, details) = &records[0];
+    assert_eq!(on, lease.as_str());
+    assert_eq!(details["count"], 8);
+    assert_eq!(details["reports"], 3);
+    assert_eq!(
+        details["requests"],
+        serde_json::json!([req(0x40, 1), req(0x21, 1), req(0x00, 7), req(0x00, 3)])
+    );
+    // Too late now: refused, and still one record.
+    assert_eq!(
+        b.usb_refused(TERMINAL_TOKEN, &lease, &good).await?.status(),
+        404
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(b.usb_control_refused().await?.len(), 1);
+    let audit = b.audit().await?;
+    let record = audit
+        .iter()
+        .find(|r| r["action"] == "usb_control_refused")
+        .unwrap();
+    assert_eq!(record["user"], "dr-refused");
+    assert_eq!(record["desktop"], "desk-01");
+    check_invariants(&audit)?;
+    Ok(())
+}
+
 /// `Cpus_allowed_list` of every thread of `pid`, by thread name.
 fn thread_cpus(pid: u32) -> Vec<(String, String)> {
     let mut out = Vec::new();

@@ -396,3 +396,38 @@ async fn a_desktop_that_never_becomes_ready_is_broken_not_handed_out() -> Result
     assert!(!audit.iter().any(|r| r["action"] == "lease_granted"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_desktop_that_stops_answering_is_taken_out_and_reset() -> Result<()> {
+    let b = start(BrokerConfig {
+        size: 1,
+        idle_probe_s: Some(2),
+        ..config()?
+    })?;
+    b.wait_clean(1, UP).await?;
+    let pid = b.desktop_qemu_pid("desk-01")?;
+    // The guest hangs (its QEMU stops running).
+    stop_process(pid);
+    let d = b
+        .wait_desktop("desk-01", UP, |d| {
+            d["state"] == "clean" && d["resets"].as_i64() == Some(1)
+        })
+        .await?;
+    assert_ne!(d["pid"].as_u64(), Some(u64::from(pid)), "a new process");
+    let audit = b.audit().await?;
+    assert!(
+        audit.iter().any(|r| r["action"] == "desktop_died"
+            && r["details"]
+                .as_str()
+                .unwrap_or("")
+                .contains("did not answer its probe")),
+        "the audit log says why"
+    );
+    check_invariants(&audit)
+}
+
+fn stop_process(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status();
+}

@@ -82,3 +82,72 @@ async fn kill9_and_restart_keeps_leases_and_never_hands_out_dirty_desktops() -> 
     assert!(out.contains("intact"), "{out}");
     Ok(())
 }
+
+/// The QEMU processes working in a run directory (a desktop's QEMU names no path: it
+/// works in its run directory).
+fn processes_in(run: &std::path::Path) -> Vec<u32> {
+    let run = std::fs::canonicalize(run).unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == run)
+                && airlock_testkit::process::cmdline(*pid).contains("qemu-system")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_killed_mid_clone_leaves_no_frozen_qemu() -> Result<()> {
+    let mut b = start(BrokerConfig {
+        size: 1,
+        test_clone_pause_ms: Some(4000),
+        ..config()?
+    })?;
+    let lease = b.lease_when_clean(1, UP, "dr-mid-clone").await?;
+    let desk = lease.desktop_id.to_string();
+    let run = b.run_dir(&desk);
+    let old = b.desktop_qemu_pid(&desk)?;
+    assert_eq!(b.release(TERMINAL_TOKEN, &lease.lease_id).await?, 202);
+    // The clone runs while the old process is frozen (the test hook holds it there).
+    let t0 = std::time::Instant::now();
+    loop {
+        let pids = processes_in(&run);
+        if pids.len() == 2 && pids.contains(&old) {
+            break;
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no clone beside the frozen process: {pids:?}; log: {}",
+            b.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let state = std::fs::read_to_string(format!("/proc/{old}/stat"))?;
+    assert!(state.contains(") T "), "the old process is frozen: {state}");
+    b.kill9();
+    b.restart()?;
+    b.wait_clean(1, UP).await?;
+    let live = b.desktop_qemu_pid(&desk)?;
+    let left = processes_in(&run);
+    assert_eq!(
+        left,
+        vec![live],
+        "only the live QEMU is left (old one was {old})"
+    );
+    assert!(
+        !alive(old),
+        "the frozen process with the previous patient's RAM is gone"
+    );
+    // `airlockd stop-desktops` finds the desktop's process too.
+    b.kill9();
+    let out = b.cli(&["stop-desktops"])?;
+    ensure!(out.status.success(), "{out:?}");
+    assert!(
+        processes_in(&run).is_empty(),
+        "stop-desktops left {:?}",
+        processes_in(&run)
+    );
+    Ok(())
+}

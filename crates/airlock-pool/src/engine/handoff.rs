@@ -10,10 +10,24 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// A lease's USB hand-off: its open stream, if any, and what of its device events the
+/// audit log already has. Removed when the lease ends ([`Pool::close_usb`]).
+#[derive(Default)]
 pub(super) struct UsbHandle {
+    stream: Option<StreamHandle>,
+    /// Attach and detach records written for this lease so far.
+    device_events_audited: u32,
+}
+
+struct StreamHandle {
     stop: tokio::sync::watch::Sender<bool>,
     done: tokio::sync::watch::Receiver<bool>,
 }
+
+/// Attach and detach records per lease; later ones are counted in the stream's
+/// `usb_stream_closed` record instead (a terminal whose device flaps cannot flood the
+/// audit log, each record being an fsynced transaction).
+pub const USB_DEVICE_EVENTS_AUDITED: u32 = 6;
 
 /// An accepted USB stream, ready to be piped once the terminal's connection is upgraded.
 pub struct UsbStream {
@@ -52,21 +66,38 @@ impl UsbStream {
                     .details(details),
             );
         };
-        let (end, stats) = crate::relay::pipe(terminal, self.socket, self.stop, |ev| match ev {
-            crate::relay::StreamEvent::Attached { vid, pid, class, interfaces } => {
-                tracing::info!(lease = %lease, desktop = %desktop, "USB device attached: {vid:04x}:{pid:04x}");
-                audit("usb_attached", json!({
-                    "vid": format!("{vid:04x}"), "pid": format!("{pid:04x}"), "device_class": class,
-                    "interfaces": interfaces.iter().map(|(c, s, p)| format!("{c:02x}:{s:02x}:{p:02x}")).collect::<Vec<_>>(),
-                }));
-            }
-            crate::relay::StreamEvent::Detached => {
-                tracing::info!(lease = %lease, desktop = %desktop, "USB device detached");
-                audit("usb_detached", json!({}));
+        // Device events not audited one by one (over the lease's budget).
+        let (mut attached_unaudited, mut detached_unaudited) = (0u64, 0u64);
+        let (end, stats) = crate::relay::pipe(terminal, self.socket, self.stop, |ev| {
+            let audited = pool.take_device_event_budget(&lease);
+            match ev {
+                crate::relay::StreamEvent::Attached { vid, pid, class, interfaces } => {
+                    tracing::info!(lease = %lease, desktop = %desktop, audited, "USB device attached: {vid:04x}:{pid:04x}");
+                    if !audited {
+                        attached_unaudited += 1;
+                        return;
+                    }
+                    audit("usb_attached", json!({
+                        "vid": format!("{vid:04x}"), "pid": format!("{pid:04x}"), "device_class": class,
+                        "interfaces": interfaces.iter().map(|(c, s, p)| format!("{c:02x}:{s:02x}:{p:02x}")).collect::<Vec<_>>(),
+                    }));
+                }
+                crate::relay::StreamEvent::Detached => {
+                    tracing::info!(lease = %lease, desktop = %desktop, audited, "USB device detached");
+                    if !audited {
+                        detached_unaudited += 1;
+                        return;
+                    }
+                    audit("usb_detached", json!({}));
+                }
             }
         })
         .await;
         match &end {
+            crate::relay::RelayEnd::Error(e @ crate::relay::StreamError::Refused(r)) => {
+                tracing::warn!(lease = %lease, desktop = %desktop, terminal = %term, error = %e, "USB device refused");
+                audit("usb_refused", json!({ "reason": r.to_string() }));
+            }
             crate::relay::RelayEnd::Error(e) => {
                 tracing::warn!(lease = %lease, desktop = %desktop, error = %e, "USB stream ended by the relay")
             }
@@ -74,17 +105,21 @@ impl UsbStream {
                 tracing::info!(lease = %lease, desktop = %desktop, end = %e.as_str(), "USB stream closed")
             }
         }
-        audit(
-            "usb_stream_closed",
-            json!({
-                "end": end.as_str(),
-                "bytes_to_desktop": stats.to_desktop,
-                "bytes_to_terminal": stats.to_terminal,
-                "seconds": started.elapsed().as_secs_f64(),
-            }),
-        );
+        let mut closed = json!({
+            "end": end.as_str(),
+            "bytes_to_desktop": stats.to_desktop,
+            "bytes_to_terminal": stats.to_terminal,
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        if attached_unaudited + detached_unaudited > 0 {
+            closed["device_events_not_audited"] =
+                json!({ "attached": attached_unaudited, "detached": detached_unaudited });
+        }
+        audit("usb_stream_closed", closed);
         if let Ok(mut m) = pool.inner.usb.lock() {
-            m.remove(&lease);
+            if let Some(h) = m.get_mut(&lease) {
+                h.stream = None;
+            }
         }
         let _ = self.done.send(true);
     }
@@ -106,26 +141,29 @@ impl Pool {
             let mut m = self.inner.usb.lock().map_err(|_| PoolError::Poisoned {
                 what: "USB stream table",
             })?;
-            if m.contains_key(lease) {
+            let h = m.entry(lease.clone()).or_default();
+            if h.stream.is_some() {
                 return Err(PoolError::UsbBusy);
             }
-            m.insert(
-                lease.clone(),
-                UsbHandle {
-                    stop: stop_tx,
-                    done: done_rx,
-                },
-            );
+            h.stream = Some(StreamHandle {
+                stop: stop_tx,
+                done: done_rx,
+            });
         }
-        let forget = |p: &Pool| {
+        // Drops the stream; `ended`: the lease too (its end may have run before our entry).
+        let forget = |p: &Pool, ended: bool| {
             if let Ok(mut m) = p.inner.usb.lock() {
-                m.remove(lease);
+                if ended {
+                    m.remove(lease);
+                } else if let Some(h) = m.get_mut(lease) {
+                    h.stream = None;
+                }
             }
         };
         // Re-check after registering: a lease that ended meanwhile gets no stream (its end
         // either saw our entry and closed it, or we see it ended here).
         if self.lease_of(lease, terminal).is_err() {
-            forget(self);
+            forget(self, true);
             return Err(PoolError::LeaseNotFound);
         }
         let path = self.run_dir(&row.desktop).join(files::USBREDIR);
@@ -138,7 +176,7 @@ impl Pool {
         let socket = match connected {
             Ok(s) => s,
             Err(e) => {
-                forget(self);
+                forget(self, false);
                 // The terminal is told only to try again; the cause is for the log.
                 tracing::warn!(lease = %lease, desktop = %row.desktop, error = %e, "cannot reach the desktop's USB port");
                 return Err(PoolError::UsbUnavailable(e));
@@ -165,6 +203,23 @@ impl Pool {
         })
     }
 
+    /// Whether one more attach/detach record of `lease` goes into the audit log (and
+    /// counts it), or the lease used its [`USB_DEVICE_EVENTS_AUDITED`].
+    fn take_device_event_budget(&self, lease: &LeaseId) -> bool {
+        let Ok(mut m) = self.inner.usb.lock() else {
+            return true;
+        };
+        match m.get_mut(lease) {
+            Some(h) if h.device_events_audited < USB_DEVICE_EVENTS_AUDITED => {
+                h.device_events_audited += 1;
+                true
+            }
+            Some(_) => false,
+            // The lease ended while its stream closes: the close record counts it.
+            None => false,
+        }
+    }
+
     /// Cuts a desktop's forwarded display connections (its lease ended).
     pub(super) fn cut_display(&self, id: &DesktopId) {
         if let Some(tx) = self.inner.display_cut.get(id) {
@@ -187,9 +242,24 @@ impl Pool {
         self.running_vm(id).map(|(_, spec)| spec.run_file(name))
     }
 
+    /// The display proxy's limits: connections per lease, and the idle timeout.
+    pub(crate) fn display_limits(&self) -> Option<(usize, Duration)> {
+        self.inner
+            .cfg
+            .display
+            .as_ref()
+            .map(|d| (d.max_connections, d.idle_timeout))
+    }
+
     /// Closes a lease's USB stream, if any, and waits (briefly) until it is closed.
     pub(super) async fn close_usb(&self, lease: &LeaseId) {
-        let handle = self.inner.usb.lock().ok().and_then(|mut m| m.remove(lease));
+        let handle = self
+            .inner
+            .usb
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(lease))
+            .and_then(|h| h.stream);
         if let Some(h) = handle {
             let _ = h.stop.send(true);
             let mut done = h.done;

@@ -38,6 +38,11 @@ impl Pool {
                     retry_after_s: self.retry_after_s(),
                 })
             }
+            Err(e @ PoolError::LeaseLimit { .. }) => {
+                tracing::info!(terminal = %terminal, user = %user, "lease refused: the terminal holds as many leases as it may");
+                self.count_acquire("lease_limit");
+                Err(e)
+            }
             Err(e) => {
                 self.count_acquire("error");
                 Err(e)
@@ -248,6 +253,7 @@ impl Pool {
             if let Err(e) = self.expire_tickets() {
                 tracing::error!(error = %ErrorChain(&e), "waiting-line sweep failed");
             }
+            self.flush_usb_refused(false);
             let expired = match self
                 .store()
                 .and_then(|s| Ok(s.expired_leases(now_ms(), self.inner.timing.timeout_ms)?))

@@ -12,17 +12,20 @@
 //!   client did not come back);
 //! - [`views`]: what the admin API, `/healthz` and `/metrics` see of the pool;
 //! - [`alerts`]: security alerts terminals raise, into the audit log.
+//! - [`refused`]: the control requests terminals refused to pass to their drives, audited
+//!   once per lease.
 mod alerts;
 mod golden;
 mod handoff;
 mod leases;
 mod queue;
+mod refused;
 mod resets;
 mod session;
 mod startup;
 mod views;
 
-pub use handoff::UsbStream;
+pub use handoff::{UsbStream, USB_DEVICE_EVENTS_AUDITED};
 pub use views::{DesktopView, PoolStatus};
 
 use crate::config::PoolConfig;
@@ -69,6 +72,9 @@ struct Inner {
     display_cut: HashMap<DesktopId, tokio::sync::watch::Sender<u64>>,
     /// The waiting line (lock it before the store, never after).
     queue: queue::QueueState,
+    /// Refused control requests reported by terminals, by lease, until their one audit
+    /// record is written (lock it before the store, never after).
+    refused: refused::RefusedBook,
     /// The display proxy's TLS, when the broker has a certificate.
     display_tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -155,8 +161,17 @@ impl Pool {
 
     fn vm_spec(&self, id: &DesktopId) -> VmSpec {
         let dir = self.desktop_dir(id);
+        // The desktop's position in the pool decides its uid: no two share one.
+        let slot = self
+            .inner
+            .cfg
+            .desktops
+            .iter()
+            .position(|x| x == id)
+            .and_then(|i| u32::try_from(i).ok());
         self.inner.driver.spec(
             id.as_str(),
+            slot,
             &dir.join("disk.qcow2"),
             &dir.join("run"),
             self.display_for(id),
@@ -164,7 +179,8 @@ impl Pool {
     }
 
     fn spec_path(&self, id: &DesktopId) -> PathBuf {
-        self.desktop_dir(id).join("run").join("spec.json")
+        // Beside the run directory, not in it: the desktop's uid cannot change it.
+        self.desktop_dir(id).join("spec.json")
     }
 
     fn op_lock(&self, id: &DesktopId) -> Result<Arc<tokio::sync::Mutex<()>>, PoolError> {

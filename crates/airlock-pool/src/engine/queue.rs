@@ -162,6 +162,7 @@ impl Pool {
                 ticket,
                 waited_ms: *waited_ms,
             }),
+            terminal_limit: Some(self.inner.cfg.leases_per_terminal),
         });
         let leased = match &mine {
             Some((ticket, desktop, waited_ms)) => {
@@ -171,6 +172,9 @@ impl Pool {
             None => match result {
                 Ok(a) => Some(a),
                 Err(StoreError::NoFreeDesktop) => None,
+                Err(StoreError::LeaseLimit { limit, .. }) => {
+                    return Err(PoolError::LeaseLimit { limit })
+                }
                 Err(e) => return Err(e.into()),
             },
         };
@@ -289,6 +293,7 @@ impl Pool {
                             ticket,
                             waited_ms: s.waited_ms,
                         }),
+                        terminal_limit: Some(self.inner.cfg.leases_per_terminal),
                     });
                     changed = true;
                     // A hold that is gone is looked at again at once: the notification
@@ -451,6 +456,21 @@ impl Pool {
                 self.hold_lost(line, ticket, desktop);
                 self.reconcile(line, now)?;
                 Ok(None)
+            }
+            Err(StoreError::LeaseLimit { limit, .. }) => {
+                // The terminal holds as many leases as it may (it took one while it
+                // waited): its ticket leaves the line and the desktop goes to the next.
+                let terminal = line
+                    .queue
+                    .tickets()
+                    .iter()
+                    .find(|t| &t.id == ticket)
+                    .map(|t| t.terminal.clone());
+                if let Some(t) = terminal.and_then(|term| line.queue.leave(ticket, &term)) {
+                    self.left_line(line, &t, LeftBecause::Cancelled, now);
+                }
+                self.reconcile(line, now)?;
+                Err(PoolError::LeaseLimit { limit })
             }
             Err(e) => Err(e.into()),
         }

@@ -11,6 +11,10 @@ use serde_json::json;
 use std::time::Instant;
 
 impl Pool {
+    /// A desktop's QEMU is gone: its active lease ends `desktop_lost`, or, without one,
+    /// the desktop goes `dirty`. One store lock for the look and the change, so no
+    /// acquire can lease the desktop in between (the database refuses a state and a
+    /// lease that disagree anyway: see airlock-store's schema).
     pub(super) fn lease_lost(&self, id: &DesktopId) -> Result<(), PoolError> {
         let mut store = self.store()?;
         let ended = self.end_lease_on(
@@ -20,8 +24,13 @@ impl Pool {
             json!({"why": "the desktop's QEMU process was lost"}),
         )?;
         if ended.is_none() {
-            drop(store);
-            self.transition(id, DesktopEvent::Died, Some("QEMU process lost"))?;
+            store.transition(
+                id,
+                DesktopEvent::Died,
+                now_ms(),
+                Some("QEMU process lost"),
+                AuditEntry::new("desktop_died"),
+            )?;
         }
         Ok(())
     }

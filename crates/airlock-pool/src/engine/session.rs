@@ -71,7 +71,18 @@ impl Pool {
             };
             match event {
                 SessionEvent::GuestShutdown { reason } => {
-                    self.guest_powered_off(&id, generation, &reason).await;
+                    let details = json!({"qmp_event": "SHUTDOWN", "reason": reason});
+                    self.session_over(&id, generation, EndReason::SignedOut, details)
+                        .await;
+                }
+                SessionEvent::DiskCapReached { written } => {
+                    // Stop the guest at once: no more writes while the lease ends.
+                    let _ = vm.qmp.execute("stop", None, Duration::from_secs(5)).await;
+                    let cap = self.inner.cfg.driver.disk_cap_bytes.unwrap_or(0);
+                    tracing::warn!(desktop = %id, cap, written, "the desktop's disk reached its cap: the guest is stopped and the session ends");
+                    let details = json!({"disk_cap_bytes": cap, "written_bytes": written});
+                    self.session_over(&id, generation, EndReason::Quota, details)
+                        .await;
                 }
                 SessionEvent::DisplayConnected => {
                     connected = true;
@@ -129,13 +140,18 @@ impl Pool {
         }
     }
 
-    /// The guest powered itself off: its lease ends `signed_out`; a clean desktop is no
-    /// longer usable and is reset.
-    async fn guest_powered_off(&self, id: &DesktopId, generation: u64, reason: &str) {
+    /// The guest powered itself off (`signed_out`) or filled its disk cap (`quota`): its
+    /// lease ends with `why`; a clean desktop is no longer usable and is reset.
+    async fn session_over(
+        &self,
+        id: &DesktopId,
+        generation: u64,
+        why: EndReason,
+        details: serde_json::Value,
+    ) {
         if !self.is_current(id, generation) {
             return;
         }
-        let details = json!({"qmp_event": "SHUTDOWN", "reason": reason});
         // One store lock: no lease can be granted between the look and the transition.
         let found = self.store().and_then(|mut s| {
             if let Some(l) = s.active_lease_on(id)? {
@@ -147,7 +163,10 @@ impl Pool {
                     id,
                     DesktopEvent::Died,
                     now_ms(),
-                    Some("the guest powered off"),
+                    Some(match why {
+                        EndReason::Quota => "the desktop's disk reached its cap",
+                        _ => "the guest powered off",
+                    }),
                     AuditEntry::new("desktop_died").details(details.clone()),
                 )?;
             }
@@ -155,22 +174,22 @@ impl Pool {
         });
         match found {
             Ok(PoweredOff::Leased(lease)) => {
-                tracing::info!(desktop = %id, lease = %lease, reason, "the guest powered off: the lease ends, signed out");
-                if let Err(e) = self.end(&lease, None, EndReason::SignedOut, details).await {
+                tracing::info!(desktop = %id, lease = %lease, why = %why, "the session is over: the lease ends");
+                if let Err(e) = self.end(&lease, None, why, details).await {
                     tracing::debug!(desktop = %id, error = %ErrorChain(&e), "lease ended meanwhile");
                 }
             }
             Ok(PoweredOff::NotLeased(DesktopState::Clean)) => {
-                tracing::warn!(desktop = %id, reason, "a clean desktop's guest powered off; resetting it");
+                tracing::warn!(desktop = %id, why = %why, "a clean desktop's session is over before a lease; resetting it");
                 self.spawn_reset(id);
             }
             // Starting, resetting or already dirty: the start or reset under way fails
             // its readiness check or replaces the process anyway.
             Ok(PoweredOff::NotLeased(state)) => {
-                tracing::debug!(desktop = %id, state = %state, "guest powered off outside a lease");
+                tracing::debug!(desktop = %id, state = %state, why = %why, "session over outside a lease");
             }
             Err(e) => {
-                tracing::error!(desktop = %id, error = %ErrorChain(&e), "could not record that the guest powered off");
+                tracing::error!(desktop = %id, error = %ErrorChain(&e), why = %why, "could not record that the session is over");
             }
         }
     }

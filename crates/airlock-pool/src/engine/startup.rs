@@ -23,6 +23,22 @@ impl Pool {
             path: cfg.state_dir.clone(),
             source,
         })?;
+        // The database, the overlays and the templates are the broker's alone: desktops
+        // (their own uids) get what they need as descriptors, nobody else gets in.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700))
+            .and_then(|()| std::fs::metadata(&cfg.state_dir))
+            .and_then(|m| {
+                if m.permissions().mode() & 0o077 == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::other("it is still open to other users"))
+                }
+            })
+            .map_err(|source| PoolError::StateDirMode {
+                path: cfg.state_dir.clone(),
+                source,
+            })?;
         let driver = Driver::new(cfg.driver.clone()).await?;
         let mut store = Store::open(&cfg.state_dir.join("airlock.db"))?;
         let now = now_ms();
@@ -119,14 +135,18 @@ impl Pool {
                 template_error: Mutex::new(None),
                 stale: Mutex::new(std::collections::HashSet::new()),
                 queue: super::queue::QueueState::new(),
+                refused: Default::default(),
             }),
         };
         for (id, l) in display_listeners {
             tokio::spawn(pool.clone().serve_display(id, l));
         }
         let need_work = pool.reattach(&rows).await?;
+        pool.stop_retired().await;
         let p = pool.clone();
         tokio::spawn(async move { p.bring_up(need_work).await });
+        let p = pool.clone();
+        tokio::spawn(async move { p.idle_probe_loop().await });
         let p = pool.clone();
         tokio::spawn(async move { p.sweep_loop().await });
         let p = pool.clone();
@@ -141,9 +161,12 @@ impl Pool {
         for row in rows {
             let id = &row.id;
             let run_dir = self.desktop_dir(id).join("run");
+            let spec: Option<VmSpec> = std::fs::read_to_string(self.spec_path(id))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
             let attached = match row.state {
                 DesktopState::Clean | DesktopState::Leased => {
-                    match Vm::attach(&run_dir, id.as_str()).await {
+                    match Vm::attach(&run_dir, id.as_str(), spec.as_ref()).await {
                         Ok(vm) => Some(vm),
                         Err(e) => {
                             tracing::warn!(desktop = %id, error = %e, "desktop's QEMU is gone");
@@ -153,9 +176,6 @@ impl Pool {
                 }
                 _ => None,
             };
-            let spec: Option<VmSpec> = std::fs::read_to_string(self.spec_path(id))
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok());
             let next = match (row.state, attached, spec) {
                 (DesktopState::Clean | DesktopState::Leased, Some(vm), Some(spec)) => {
                     // A guest that powered off while no broker watched (`-no-shutdown`
@@ -170,8 +190,17 @@ impl Pool {
                                 process_alive: true,
                             })
                         }
+                        // Not offered before it answers: it leaves `clean` now, before
+                        // the API serves, not when the bring-up gets to it.
                         DesktopState::Clean if powered_off || !self.verify_clean(id).await => {
-                            Some(Work::Died)
+                            self.transition(
+                                id,
+                                DesktopEvent::Died,
+                                Some("did not answer its readiness probe after a broker restart"),
+                            )?;
+                            Some(Work::Reset {
+                                process_alive: true,
+                            })
                         }
                         _ => None,
                     }
@@ -219,6 +248,85 @@ impl Pool {
         Ok(work)
     }
 
+    /// Stops the QEMU processes of desktops the config no longer has (a smaller pool):
+    /// nothing runs that the broker does not manage.
+    async fn stop_retired(&self) {
+        let dir = self.inner.cfg.state_dir.join("desktops");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if self.inner.cfg.desktops.iter().any(|d| d.as_str() == name) {
+                continue;
+            }
+            let n = airlock_qemu::process::kill_stale(&e.path().join("run")).await;
+            if n > 0 {
+                tracing::info!(desktop = %name, processes = n, "stopped a desktop the pool no longer has");
+            }
+        }
+    }
+
+    /// Every `pool.readiness.idle_probe_s`: pings each clean desktop's guest and takes
+    /// one that does not answer out of the pool (it goes `dirty` and is reset), so a
+    /// hung desktop is not handed to the next clinician.
+    pub(super) async fn idle_probe_loop(&self) {
+        let Some(every) = self.inner.cfg.idle_probe_interval else {
+            return;
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let clean: Vec<DesktopId> = match self.store().and_then(|s| Ok(s.desktops()?)) {
+                Ok(rows) => rows
+                    .into_iter()
+                    .filter(|r| r.state == DesktopState::Clean)
+                    .map(|r| r.id)
+                    .collect(),
+                Err(_) => continue,
+            };
+            for id in clean {
+                // A desktop being reset or started is its reset's to judge.
+                let Ok(lock) = self.op_lock(&id) else {
+                    continue;
+                };
+                let Ok(_g) = lock.try_lock() else { continue };
+                if self.verify_clean(&id).await {
+                    continue;
+                }
+                // Still clean (not leased meanwhile) in the same store lock as the change.
+                let taken_out = self.store().and_then(|mut s| {
+                    if s.desktop(&id)?.state != DesktopState::Clean {
+                        return Ok(false);
+                    }
+                    s.transition(
+                        &id,
+                        DesktopEvent::Died,
+                        now_ms(),
+                        Some("an idle clean desktop did not answer its probe"),
+                        AuditEntry::new("desktop_died"),
+                    )?;
+                    Ok(true)
+                });
+                match taken_out {
+                    Ok(true) => {
+                        tracing::warn!(desktop = %id, "an idle clean desktop did not answer its probe: resetting it");
+                        drop(_g);
+                        let p = self.clone();
+                        tokio::spawn(async move { p.reset(&id, true).await });
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(desktop = %id, error = %crate::error::ErrorChain(&e), "could not take out an unresponsive desktop");
+                    }
+                }
+            }
+        }
+    }
+
     /// Pings a clean desktop's guest; a desktop that does not answer is not clean.
     async fn verify_clean(&self, id: &DesktopId) -> bool {
         let Some((_vm, spec)) = self.running_vm(id) else {
@@ -249,7 +357,6 @@ impl Pool {
                 match w {
                     Work::Provision => p.provision(&id).await,
                     Work::Reset { process_alive } => p.reset(&id, process_alive).await,
-                    Work::Died => p.handle_died(&id).await,
                 }
             }));
         }
@@ -287,7 +394,6 @@ impl Pool {
 enum Work {
     Provision,
     Reset { process_alive: bool },
-    Died,
 }
 
 impl Work {

@@ -109,6 +109,7 @@ impl Pool {
                 d.listen
             ));
         }
+        problems.extend(self.inner.driver.confinement_problems());
         if counts.broken > 0 {
             problems.push(format!(
                 "{} desktop(s) broken: see GET /v1/desktops for the reason, then repair",
@@ -161,5 +162,18 @@ impl Pool {
     /// The newest audit records.
     pub fn audit_tail(&self, n: usize) -> Result<Vec<airlock_store::AuditRecord>, PoolError> {
         Ok(self.store()?.audit_tail(n)?)
+    }
+
+    /// The audit chain's head (sequence number and hash), to anchor it.
+    pub fn audit_head(&self) -> Result<(i64, String), PoolError> {
+        Ok(self.store()?.audit_head()?)
+    }
+
+    /// Compares the audit chain with an anchor.
+    pub fn check_anchor(
+        &self,
+        anchor: &airlock_store::Anchor,
+    ) -> Result<airlock_store::AnchorCheck, PoolError> {
+        Ok(self.store()?.check_anchor(anchor)?)
     }
 }

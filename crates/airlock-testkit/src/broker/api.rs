@@ -180,6 +180,38 @@ impl Broker {
             .context("POST /v1/alerts")
     }
 
+    /// `POST /v1/leases/{lease}/usb/refused` with `body` as the terminal with `token`;
+    /// the raw response.
+    pub async fn usb_refused(
+        &self,
+        token: &str,
+        lease: impl Display,
+        body: &Value,
+    ) -> Result<reqwest::Response> {
+        self.http
+            .post(format!("{}/v1/leases/{lease}/usb/refused", self.url))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .context("POST /v1/leases/{lease}/usb/refused")
+    }
+
+    /// The details of the broker's `usb_control_refused` audit records (one per lease),
+    /// with their lease, oldest first.
+    pub async fn usb_control_refused(&self) -> Result<Vec<(String, Value)>> {
+        self.audit()
+            .await?
+            .iter()
+            .filter(|r| r["action"] == "usb_control_refused")
+            .map(|r| {
+                let details = r["details"].as_str().context("a record without details")?;
+                let lease = r["lease"].as_str().unwrap_or_default().to_string();
+                Ok((lease, serde_json::from_str(details)?))
+            })
+            .collect()
+    }
+
     /// `POST /v1/leases` as the terminal with `token`; the raw response.
     pub async fn acquire(&self, token: &str, user: &str) -> Result<reqwest::Response> {
         self.http
@@ -268,6 +300,57 @@ impl Broker {
             }
             s => bail!("{s} {body}; log:\n{}", self.log_tail(30)),
         }
+    }
+
+    /// `n` lease requests with wrong tokens, spread evenly over `over`, from the local
+    /// address `from` (e.g. `127.0.0.2`: another client than the terminals on
+    /// `127.0.0.1`): each answer's status, `Retry-After` (seconds) and error code, in
+    /// the order sent.
+    pub async fn bad_token_storm(
+        &self,
+        from: std::net::IpAddr,
+        n: u32,
+        over: Duration,
+    ) -> Result<Vec<(StatusCode, Option<u64>, String)>> {
+        let client = reqwest::Client::builder()
+            .local_address(from)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .context("building the storm's HTTP client")?;
+        let url = format!("{}/v1/leases", self.url);
+        let start = tokio::time::Instant::now();
+        let requests: Vec<_> = (0..n)
+            .map(|i| {
+                let (client, url) = (client.clone(), url.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(start + over * i / n.max(1)).await;
+                    let r = client
+                        .post(&url)
+                        .bearer_auth(format!("wrong-token-{i}"))
+                        .json(&LeaseRequest {
+                            user: "mallory".into(),
+                            wait: false,
+                        })
+                        .send()
+                        .await
+                        .context("a request of the storm")?;
+                    let status = r.status();
+                    let retry = r
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok());
+                    let body: Value = r.json().await.unwrap_or_default();
+                    let code = body["error"].as_str().unwrap_or_default().to_owned();
+                    anyhow::Ok((status, retry, code))
+                })
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(requests.len());
+        for r in requests {
+            answers.push(r.await.context("a request of the storm panicked")??);
+        }
+        Ok(answers)
     }
 
     /// A lease for `user` on the first terminal; anything but 201 is an error.

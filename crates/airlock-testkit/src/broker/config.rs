@@ -33,6 +33,33 @@ impl TerminalEntry {
     }
 }
 
+/// `[limits]` of the broker: `None` leaves a key out (the broker's default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub leases_per_terminal: Option<u32>,
+    pub acquire_burst: Option<u32>,
+    pub acquires_per_minute: Option<u32>,
+    pub auth_failure_burst: Option<u32>,
+    pub auth_failures_per_minute: Option<u32>,
+}
+
+impl Limits {
+    /// What the kit's brokers run with unless a test says otherwise: each test terminal
+    /// stands for many terminals (tests lease several desktops from `term-1` and send
+    /// hundreds of requests at once), so the per-terminal and per-address limits are far
+    /// out of the way. Tests of the limits start from [`Limits::default`] (the broker's
+    /// own defaults) instead.
+    pub fn generous() -> Limits {
+        Limits {
+            leases_per_terminal: Some(500),
+            acquire_burst: Some(10_000),
+            acquires_per_minute: Some(600_000),
+            auth_failure_burst: Some(10_000),
+            auth_failures_per_minute: Some(600_000),
+        }
+    }
+}
+
 /// TLS for the broker's listener.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -67,6 +94,10 @@ pub struct BrokerConfig {
     pub display_grace_s: Option<u64>,
     /// `pool.display.host_subject` (with `tls` only).
     pub display_host_subject: Option<String>,
+    /// `pool.display.max_connections` and `idle_timeout_s` (`None`: the broker's
+    /// defaults).
+    pub display_max_connections: Option<usize>,
+    pub display_idle_timeout_s: Option<u64>,
     /// `[pool.cpus]`: (desktops, housekeeping).
     pub cpus: Option<(String, Option<String>)>,
     pub tls: Option<TlsFiles>,
@@ -76,6 +107,19 @@ pub struct BrokerConfig {
     pub test_control_channel: bool,
     /// `AIRLOCK_LOG` of the broker process.
     pub log_filter: String,
+    /// `[limits]` ([`Limits::generous`] by default).
+    pub limits: Limits,
+    /// `audit.anchor_interval_s` (`None`: the broker's default).
+    pub anchor_interval_s: Option<u64>,
+    /// `pool.disk_cap_mib` (`None`: the broker's default).
+    pub disk_cap_mib: Option<u64>,
+    /// `pool.serial_log_kib` (`None`: the broker's default).
+    pub serial_log_kib: Option<u64>,
+    /// `pool.readiness.idle_probe_s` (`None`: the broker's default).
+    pub idle_probe_s: Option<u64>,
+    /// `pool.test_clone_pause_ms`: a template clone waits this long before it kills
+    /// the desktop's frozen old process.
+    pub test_clone_pause_ms: Option<u64>,
 }
 
 impl BrokerConfig {
@@ -98,12 +142,20 @@ impl BrokerConfig {
             display: Some("spice".into()),
             display_grace_s: None,
             display_host_subject: None,
+            display_max_connections: None,
+            display_idle_timeout_s: None,
             cpus: None,
             tls: None,
             terminals: vec![TerminalEntry::numbered(1), TerminalEntry::numbered(2)],
             admin_token: ADMIN_TOKEN.into(),
             test_control_channel: true,
             log_filter: "info,airlock_qemu=debug".into(),
+            limits: Limits::generous(),
+            anchor_interval_s: None,
+            disk_cap_mib: None,
+            serial_log_kib: None,
+            idle_probe_s: None,
+            test_clone_pause_ms: None,
         }
     }
 
@@ -164,8 +216,15 @@ impl BrokerConfig {
         Ok((c, tls))
     }
 
+    /// The audit anchor file of a broker whose state directory is `state_dir`: next to
+    /// it, outside it.
+    pub fn anchor_file(state_dir: &Path) -> PathBuf {
+        state_dir.with_file_name("audit-anchor.log")
+    }
+
     /// The TOML text, with the state directory and the first display port.
     pub fn to_toml(&self, state_dir: &Path, display_port_base: u16) -> Result<String> {
+        let l = &self.limits;
         let file = File {
             server: Server {
                 listen: "127.0.0.1:0",
@@ -193,6 +252,9 @@ impl BrokerConfig {
                 reset: &self.reset,
                 heartbeat_timeout_s: self.heartbeat_timeout_s,
                 test_control_channel: self.test_control_channel,
+                disk_cap_mib: self.disk_cap_mib,
+                serial_log_kib: self.serial_log_kib,
+                test_clone_pause_ms: self.test_clone_pause_ms,
                 guest: Guest {
                     disk: &self.disk,
                     kernel: &self.kernel,
@@ -202,6 +264,7 @@ impl BrokerConfig {
                 readiness: Readiness {
                     probe: &self.probe,
                     timeout_s: self.ready_timeout_s,
+                    idle_probe_s: self.idle_probe_s,
                 },
                 display: self.display.as_deref().map(|protocol| Display {
                     protocol,
@@ -209,11 +272,24 @@ impl BrokerConfig {
                     port_base: display_port_base,
                     grace_s: self.display_grace_s,
                     host_subject: self.display_host_subject.as_deref(),
+                    max_connections: self.display_max_connections,
+                    idle_timeout_s: self.display_idle_timeout_s,
                 }),
                 cpus: self.cpus.as_ref().map(|(desktops, housekeeping)| Cpus {
                     desktops,
                     housekeeping: housekeeping.as_deref(),
                 }),
+            },
+            limits: LimitsSection {
+                leases_per_terminal: l.leases_per_terminal,
+                acquire_burst: l.acquire_burst,
+                acquires_per_minute: l.acquires_per_minute,
+                auth_failure_burst: l.auth_failure_burst,
+                auth_failures_per_minute: l.auth_failures_per_minute,
+            },
+            audit: Audit {
+                anchor_file: Self::anchor_file(state_dir),
+                anchor_interval_s: self.anchor_interval_s,
             },
         };
         toml::to_string(&file).context("writing the broker's config as TOML")
@@ -226,6 +302,25 @@ struct File<'a> {
     admin: Token<'a>,
     terminals: Vec<Token<'a>>,
     pool: Pool<'a>,
+    limits: LimitsSection,
+    audit: Audit,
+}
+
+#[skip_serializing_none]
+#[derive(Serialize)]
+struct LimitsSection {
+    leases_per_terminal: Option<u32>,
+    acquire_burst: Option<u32>,
+    acquires_per_minute: Option<u32>,
+    auth_failure_burst: Option<u32>,
+    auth_failures_per_minute: Option<u32>,
+}
+
+#[skip_serializing_none]
+#[derive(Serialize)]
+struct Audit {
+    anchor_file: PathBuf,
+    anchor_interval_s: Option<u64>,
 }
 
 #[skip_serializing_none]
@@ -254,6 +349,9 @@ struct Pool<'a> {
     reset: &'a str,
     heartbeat_timeout_s: u64,
     test_control_channel: bool,
+    disk_cap_mib: Option<u64>,
+    serial_log_kib: Option<u64>,
+    test_clone_pause_ms: Option<u64>,
     guest: Guest<'a>,
     readiness: Readiness<'a>,
     display: Option<Display<'a>>,
@@ -268,10 +366,12 @@ struct Guest<'a> {
     append: &'a str,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize)]
 struct Readiness<'a> {
     probe: &'a str,
     timeout_s: u64,
+    idle_probe_s: Option<u64>,
 }
 
 #[skip_serializing_none]
@@ -282,6 +382,8 @@ struct Display<'a> {
     port_base: u16,
     grace_s: Option<u64>,
     host_subject: Option<&'a str>,
+    max_connections: Option<usize>,
+    idle_timeout_s: Option<u64>,
 }
 
 #[skip_serializing_none]
@@ -330,6 +432,14 @@ mod tests {
         assert!(v["pool"]["display"].get("host_subject").is_none());
         assert_eq!(v["pool"]["cpus"]["desktops"].as_str(), Some("0"));
         assert!(v["pool"]["cpus"].get("housekeeping").is_none());
+        assert_eq!(
+            v["audit"]["anchor_file"].as_str(),
+            Some("/audit-anchor.log")
+        );
+        assert_eq!(v["limits"]["leases_per_terminal"].as_integer(), Some(500));
+        c.limits = Limits::default();
+        let v: toml::Value = toml::from_str(&c.to_toml(Path::new("/s"), 1).unwrap()).unwrap();
+        assert!(v["limits"].as_table().unwrap().is_empty());
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod config;
 
 pub use api::LeaseAnswer;
 pub use config::{
-    BrokerConfig, TerminalEntry, TlsFiles, ADMIN_TOKEN, TERMINAL2_TOKEN, TERMINAL_TOKEN,
+    BrokerConfig, Limits, TerminalEntry, TlsFiles, ADMIN_TOKEN, TERMINAL2_TOKEN, TERMINAL_TOKEN,
 };
 
 use crate::process::{register_cleanup, sweep_processes, tail, unregister_cleanup, Proc, RunDir};
@@ -132,6 +132,21 @@ impl Broker {
         if let Some(mut p) = self.proc.take() {
             p.kill();
         }
+    }
+
+    /// SIGTERM, the way systemd stops the broker, and waits until it has exited (its
+    /// desktops keep running; a restart re-attaches).
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let Some(mut p) = self.proc.take() else {
+            bail!("the broker is not running");
+        };
+        p.signal(rustix::process::Signal::TERM);
+        p.wait_timeout(Duration::from_secs(30))
+    }
+
+    /// The audit anchor file (next to the state directory).
+    pub fn anchor_path(&self) -> PathBuf {
+        BrokerConfig::anchor_file(&self.state)
     }
 
     /// Stops the broker and every process of its state directory.

@@ -223,9 +223,10 @@ pub const PROTOCOL_UAS: u8 = 0x62;
 /// The forwarder passes a real drive to the desktop as Bulk-Only: UAS needs
 /// bulk streams, which `nusb` cannot forward, and a desktop that saw a UAS
 /// setting would pick it. Bytes that do not parse as descriptors are returned
-/// unchanged (the guest's own parser judges them).
+/// unchanged (the guest's own parser judges them), also a header whose `bLength`
+/// runs past the bytes the device returned.
 pub fn without_uas_alt_settings(b: &[u8]) -> Vec<u8> {
-    if b.len() < 9 || b[0] < 9 || b[1] != DT_CONFIGURATION {
+    if b.len() < 9 || b[0] < 9 || usize::from(b[0]) > b.len() || b[1] != DT_CONFIGURATION {
         return b.to_vec();
     }
     let mut out = b[..usize::from(b[0])].to_vec();
@@ -663,6 +664,28 @@ pub(crate) mod tests {
                 let _ = c.layout(&BTreeMap::new(), 64);
             }
             let _ = parse_device_descriptor(&b);
+            // What the forwarder runs on every configuration GET_DESCRIPTOR answer of
+            // the device: never longer than what it was given.
+            assert!(without_uas_alt_settings(&b).len() <= b.len());
+        }
+    }
+
+    #[test]
+    fn a_header_longer_than_the_answer_is_passed_on_unchanged() {
+        // bLength 32 in a 20-byte answer (review D15: this panicked).
+        let mut b = vec![32, 2, 20, 0, 1, 1, 0, 0x80, 250];
+        b.extend([9, 4, 0, 0, 2, 8, 6, 0x50, 0, 0, 0]);
+        assert_eq!(without_uas_alt_settings(&b), b);
+        // Every bLength from 9 to 255 over every length up to 40 bytes.
+        for len in 9..=40usize {
+            for blength in 9..=255u8 {
+                let mut b = vec![0u8; len];
+                b[0] = blength;
+                b[1] = 2;
+                b[2] = len as u8;
+                let out = without_uas_alt_settings(&b);
+                assert!(out.len() <= len, "bLength {blength}, {len} bytes");
+            }
         }
     }
 

@@ -1,9 +1,19 @@
 //! The real-drive forwarder: a usbredir host session driving a claimed USB
 //! device through usbfs (`nusb`).
 //!
-//! - Control transfers run as tasks with a 5 s timeout (as usbredirhost);
-//!   `CLEAR_FEATURE(ENDPOINT_HALT)` becomes `clear_halt` on the endpoint so
-//!   the host stack's data toggle stays right; `SET_ADDRESS` is absorbed.
+//! - Control requests pass an allowlist ([`classify_control`]): the standard
+//!   reads a mass-storage driver needs (GET_DESCRIPTOR, GET_STATUS,
+//!   GET_CONFIGURATION, GET_INTERFACE), `CLEAR_FEATURE(ENDPOINT_HALT)` (run as
+//!   `clear_halt` on the endpoint so the host stack's data toggle stays right),
+//!   and the two Bulk-Only class requests (Mass Storage Reset, Get Max LUN) to
+//!   a mass-storage interface; `SET_ADDRESS`, `SET_SEL` and `SET_ISOCH_DELAY`
+//!   are absorbed. Everything else
+//!   (vendor requests, other class requests such as DFU's, SET_DESCRIPTOR,
+//!   SET_FEATURE, …) is answered with a stall and never reaches the drive: a
+//!   desktop cannot re-flash the drive's USB bridge. Refusals are counted,
+//!   logged (coalesced) and published in [`Progress::refused`] for the broker.
+//! - Allowed control transfers run as tasks with a 5 s timeout (as
+//!   usbredirhost), at most [`MAX_CONTROLS_IN_FLIGHT`] at a time.
 //! - Each bulk endpoint has a worker task owning the `nusb` endpoint: several
 //!   transfers in flight, completions in order, no timeouts. `nusb` can only
 //!   cancel all transfers of an endpoint, so cancelling one transfer cancels
@@ -29,10 +39,12 @@ use tokio::task::{AbortHandle, JoinHandle};
 use usbredir::host::{DeviceLayout, HostConfig, HostEvent, HostSession, Token};
 use usbredir::{Bytes, DeviceConnect, Status};
 
+use airlock_core::wire::ControlSetup;
+
 use super::descriptors::{parse_config_descriptor, ConfigDescriptor, TransferKind};
 use super::{claim_all, probe, round_up, sysfs_of, OpenDrive};
 use crate::error::{SessionError, SessionGone};
-use crate::progress::{Counters, PeerInfo, Phase, Progress, SessionEnd, SessionSummary};
+use crate::progress::{Counters, PeerInfo, Phase, Progress, Refusals, SessionEnd, SessionSummary};
 use crate::session::{self, Channels, Control};
 use crate::RedirStream;
 
@@ -52,11 +64,24 @@ const READ_CHUNK: usize = 256 * 1024;
 /// few of at most a few MiB; the emulated drive has the same bound.
 const MAX_QUEUED_IN_BYTES: u64 = usb_cdrom::device::MAX_QUEUED_IN_BYTES;
 
+/// Allowed control transfers to the drive waiting for their answer at once; one
+/// beyond is answered with an error. A host's USB stack sends one at a time on
+/// endpoint 0 (QEMU does), so only a misbehaving peer reaches the bound.
+const MAX_CONTROLS_IN_FLIGHT: usize = 4;
+
+const REQ_GET_STATUS: u8 = 0x00;
 const REQ_CLEAR_FEATURE: u8 = 0x01;
 const REQ_SET_ADDRESS: u8 = 0x05;
-const REQ_SET_CONFIGURATION: u8 = 0x09;
-const REQ_SET_INTERFACE: u8 = 0x0b;
 const REQ_GET_DESCRIPTOR: u8 = 0x06;
+const REQ_GET_CONFIGURATION: u8 = 0x08;
+const REQ_SET_CONFIGURATION: u8 = 0x09;
+const REQ_GET_INTERFACE: u8 = 0x0a;
+const REQ_SET_INTERFACE: u8 = 0x0b;
+const REQ_SET_SEL: u8 = 0x30;
+const REQ_SET_ISOCH_DELAY: u8 = 0x31;
+/// Bulk-Only Transport class requests (USB Mass Storage Class Bulk-Only 1.0, 3.1/3.2).
+const REQ_BOT_GET_MAX_LUN: u8 = 0xfe;
+const REQ_BOT_RESET: u8 = 0xff;
 /// GET_DESCRIPTOR `wValue` high bytes of the configuration descriptor sets.
 const DT_CONFIGURATION_U16: u16 = super::descriptors::DT_CONFIGURATION as u16;
 const DT_OTHER_SPEED_U16: u16 = 7;
@@ -147,10 +172,18 @@ impl DriveForwarder {
         let result = fwd.pump(stream, &mut commands, &progress).await;
         fwd.stop_all_workers().await;
         fwd.abort_controls();
+        fwd.publish_refused(&progress);
         if fwd.refused_commands > 0 {
             tracing::warn!(
                 refused = fwd.refused_commands,
                 "SCSI commands from the desktop refused this session (writing, firmware or vendor commands)"
+            );
+        }
+        if fwd.refused.count > 0 {
+            tracing::warn!(
+                refused = fwd.refused.count,
+                distinct = fwd.refused.requests.len(),
+                "USB control requests from the desktop refused this session (vendor, class or configuration-changing requests)"
             );
         }
         session::finish(&progress, result, fwd.counters, fwd.peer.clone())
@@ -175,6 +208,10 @@ struct Forwarder {
     configured: bool,
     /// SCSI commands refused so far (see `commands`).
     refused_commands: u64,
+    /// Control requests refused so far (see [`classify_control`]).
+    refused: Refusals,
+    /// Warnings about control transfers beyond [`MAX_CONTROLS_IN_FLIGHT`] so far.
+    over_bound: u64,
 }
 
 impl Forwarder {
@@ -212,6 +249,8 @@ impl Forwarder {
             peer: None,
             configured: false,
             refused_commands: 0,
+            refused: Refusals::default(),
+            over_bound: 0,
         };
         let layout = f.layout();
         f.session.connect_device(connect, layout)?;
@@ -295,6 +334,29 @@ impl Forwarder {
             Phase::Attached
         };
         session::publish(progress, phase, self.counters, self.peer.as_ref());
+        self.publish_refused(progress);
+    }
+
+    /// Publishes the refused control requests when they changed.
+    fn publish_refused(&self, progress: &watch::Sender<Progress>) {
+        progress.send_if_modified(|p| {
+            let changed = p.refused.count != self.refused.count;
+            if changed {
+                p.refused = self.refused.clone();
+            }
+            changed
+        });
+    }
+
+    /// The interface numbers of the current configuration that are mass storage.
+    fn storage_interfaces(&self) -> Vec<u8> {
+        self.config.as_ref().map_or_else(Vec::new, |c| {
+            c.alt_settings
+                .iter()
+                .filter(|a| a.class == super::descriptors::CLASS_MASS_STORAGE)
+                .map(|a| a.number)
+                .collect()
+        })
     }
 
     /// Sends a finished transfer. Returns true if the device is gone.
@@ -440,40 +502,74 @@ impl Forwarder {
 
     async fn control(&mut self, r: usbredir::host::ControlRequest) -> Result<(), SessionError> {
         let is_in = r.is_in();
-        let (control_type, recipient) =
-            match classify_control(r.request_type, r.request, r.value, r.index, is_in) {
-                ControlAction::Forward {
-                    control_type,
-                    recipient,
-                } => (control_type, recipient),
-                ControlAction::Ack => {
-                    self.session.complete_out(r.token, Status::Success, 0)?;
-                    return Ok(());
+        let setup = ControlSetup {
+            request_type: r.request_type,
+            request: r.request,
+            value: r.value,
+            index: r.index,
+        };
+        let storage = self.storage_interfaces();
+        let (control_type, recipient) = match classify_control(setup, r.length, is_in, &storage) {
+            ControlAction::Forward {
+                control_type,
+                recipient,
+            } => (control_type, recipient),
+            ControlAction::Deny => {
+                // Never reaches the drive: the desktop sees a stall.
+                let new = self.refused.add(setup);
+                if new || self.refused.count.is_power_of_two() {
+                    tracing::warn!(
+                        device = %self.name,
+                        request = %setup,
+                        refused = self.refused.count,
+                        "refused a USB control request from the desktop: only the requests a mass-storage driver needs reach the drive"
+                    );
                 }
-                ControlAction::Refuse(status) => {
-                    self.fail(r.token, is_in, status)?;
-                    return Ok(());
-                }
-                ControlAction::ClearHalt(ep) => {
-                    let status = match self.workers.get(&ep) {
-                        Some(w) => {
-                            let (tx, rx) = oneshot::channel();
-                            let _ = w.tx.send(EpCmd::ClearHalt(tx));
-                            match rx.await {
-                                Ok(Ok(())) => Status::Success,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(endpoint = ep, error = %e, "clear_halt failed");
-                                    Status::Stall
-                                }
-                                Err(_) => Status::IoError,
+                self.fail(r.token, is_in, Status::Stall)?;
+                return Ok(());
+            }
+            ControlAction::Ack => {
+                let n = u32::try_from(r.data.len()).unwrap_or(0);
+                self.session.complete_out(r.token, Status::Success, n)?;
+                return Ok(());
+            }
+            ControlAction::Refuse(status) => {
+                self.fail(r.token, is_in, status)?;
+                return Ok(());
+            }
+            ControlAction::ClearHalt(ep) => {
+                let status = match self.workers.get(&ep) {
+                    Some(w) => {
+                        let (tx, rx) = oneshot::channel();
+                        let _ = w.tx.send(EpCmd::ClearHalt(tx));
+                        match rx.await {
+                            Ok(Ok(())) => Status::Success,
+                            Ok(Err(e)) => {
+                                tracing::debug!(endpoint = ep, error = %e, "clear_halt failed");
+                                Status::Stall
                             }
+                            Err(_) => Status::IoError,
                         }
-                        None => Status::Stall,
-                    };
-                    self.session.complete_out(r.token, status, 0)?;
-                    return Ok(());
-                }
-            };
+                    }
+                    None => Status::Stall,
+                };
+                self.session.complete_out(r.token, status, 0)?;
+                return Ok(());
+            }
+        };
+        if self.controls.len() >= MAX_CONTROLS_IN_FLIGHT {
+            self.over_bound += 1;
+            if self.over_bound.is_power_of_two() {
+                tracing::warn!(
+                    device = %self.name,
+                    in_flight = self.controls.len(),
+                    times = self.over_bound,
+                    "the desktop sent a control transfer while {MAX_CONTROLS_IN_FLIGHT} were still waiting for the drive; answered with an error"
+                );
+            }
+            self.fail(r.token, is_in, Status::IoError)?;
+            return Ok(());
+        }
         let device = self.device.clone();
         let done = self.done_tx.clone();
         let token = r.token;
@@ -870,55 +966,84 @@ enum ControlAction {
     /// `clear_halt` so the host stack resets its data toggle too.
     ClearHalt(u8),
     /// Answer success without touching the device (SET_ADDRESS, which QEMU
-    /// normally absorbs; clearing a halt on endpoint 0).
+    /// normally absorbs; clearing a halt on endpoint 0; SET_SEL and
+    /// SET_ISOCH_DELAY, the power-management timings a host's USB core sends
+    /// every SuperSpeed device: the drive simply keeps its defaults).
     Ack,
-    /// Refuse with this status (malformed request type, raw
-    /// SET_CONFIGURATION / SET_INTERFACE that would bypass our bookkeeping).
+    /// Not on the allowlist: answer with a stall, never send it to the device;
+    /// counted, logged and reported to the broker.
+    Deny,
+    /// A malformed request (its direction bit contradicts the packet's
+    /// endpoint), or a raw SET_CONFIGURATION / SET_INTERFACE that would bypass
+    /// our bookkeeping (QEMU sends those as their own usbredir packets):
+    /// answered with this status.
     Refuse(Status),
 }
 
-fn classify_control(
-    request_type: u8,
-    request: u8,
-    value: u16,
-    index: u16,
-    is_in: bool,
-) -> ControlAction {
+/// The control-request allowlist: what a mass-storage driver needs, and nothing
+/// else (`storage`: the mass-storage interface numbers of the current
+/// configuration). Allowed:
+/// - standard reads: GET_STATUS (wValue 0) of the device, an interface or an
+///   endpoint; GET_DESCRIPTOR of the device (any descriptor: reads only);
+///   GET_CONFIGURATION; GET_INTERFACE of a mass-storage interface;
+/// - `CLEAR_FEATURE(ENDPOINT_HALT)` (wIndex an endpoint address): [`ControlAction::ClearHalt`];
+/// - `SET_ADDRESS`, and `SET_SEL` (6 bytes) and `SET_ISOCH_DELAY` (wIndex 0, no
+///   data), which a host's USB core sends every SuperSpeed device: absorbed
+///   ([`ControlAction::Ack`]), the drive never sees them;
+/// - Bulk-Only Mass Storage Reset (0x21/0xFF, wValue 0, wLength 0) and Get Max
+///   LUN (0xA1/0xFE, wValue 0, wLength 1) to a mass-storage interface.
+///
+/// Everything else is [`ControlAction::Deny`]: vendor requests, every other
+/// class request (DFU_DETACH/DNLOAD/UPLOAD… are class requests to an
+/// interface), SET_DESCRIPTOR, SET_FEATURE, other CLEAR_FEATUREs, SYNCH_FRAME,
+/// reserved types and recipients.
+fn classify_control(s: ControlSetup, length: u16, is_in: bool, storage: &[u8]) -> ControlAction {
+    let ControlSetup {
+        request_type,
+        request,
+        value,
+        index,
+    } = s;
     if (request_type & 0x80 != 0) != is_in {
         return ControlAction::Refuse(Status::Inval);
     }
-    if request_type == 0x02 && request == REQ_CLEAR_FEATURE && value == FEATURE_ENDPOINT_HALT {
-        let ep = (index & 0xff) as u8;
-        return if ep & 0x0f == 0 {
-            ControlAction::Ack
-        } else {
-            ControlAction::ClearHalt(ep)
-        };
-    }
-    if request_type == 0x00 && request == REQ_SET_ADDRESS {
-        return ControlAction::Ack;
-    }
-    if (request_type == 0x00 && request == REQ_SET_CONFIGURATION)
-        || (request_type == 0x01 && request == REQ_SET_INTERFACE)
-    {
-        return ControlAction::Refuse(Status::Inval);
-    }
-    let control_type = match (request_type >> 5) & 0x03 {
-        0 => ControlType::Standard,
-        1 => ControlType::Class,
-        2 => ControlType::Vendor,
-        _ => return ControlAction::Refuse(Status::Inval),
-    };
-    let recipient = match request_type & 0x1f {
-        0 => Recipient::Device,
-        1 => Recipient::Interface,
-        2 => Recipient::Endpoint,
-        3 => Recipient::Other,
-        _ => return ControlAction::Refuse(Status::Inval),
-    };
-    ControlAction::Forward {
+    let storage_interface = u8::try_from(index).is_ok_and(|i| storage.contains(&i));
+    let forward = |control_type, recipient| ControlAction::Forward {
         control_type,
         recipient,
+    };
+    use ControlType::{Class, Standard};
+    use Recipient::{Device, Endpoint, Interface};
+    match (request_type, request) {
+        (0x80, REQ_GET_STATUS) if value == 0 => forward(Standard, Device),
+        (0x81, REQ_GET_STATUS) if value == 0 => forward(Standard, Interface),
+        (0x82, REQ_GET_STATUS) if value == 0 => forward(Standard, Endpoint),
+        (0x80, REQ_GET_DESCRIPTOR) => forward(Standard, Device),
+        (0x80, REQ_GET_CONFIGURATION) if value == 0 && index == 0 => forward(Standard, Device),
+        (0x81, REQ_GET_INTERFACE) if value == 0 && storage_interface => {
+            forward(Standard, Interface)
+        }
+        (0x02, REQ_CLEAR_FEATURE) if value == FEATURE_ENDPOINT_HALT && index <= 0xff => {
+            let ep = index as u8;
+            if ep & 0x0f == 0 {
+                ControlAction::Ack
+            } else {
+                ControlAction::ClearHalt(ep)
+            }
+        }
+        (0x00, REQ_SET_ADDRESS) => ControlAction::Ack,
+        (0x00, REQ_SET_SEL) if value == 0 && index == 0 && length == 6 => ControlAction::Ack,
+        (0x00, REQ_SET_ISOCH_DELAY) if index == 0 && length == 0 => ControlAction::Ack,
+        (0x00, REQ_SET_CONFIGURATION) | (0x01, REQ_SET_INTERFACE) => {
+            ControlAction::Refuse(Status::Inval)
+        }
+        (0x21, REQ_BOT_RESET) if value == 0 && length == 0 && storage_interface => {
+            forward(Class, Interface)
+        }
+        (0xa1, REQ_BOT_GET_MAX_LUN) if value == 0 && length == 1 && storage_interface => {
+            forward(Class, Interface)
+        }
+        _ => ControlAction::Deny,
     }
 }
 
@@ -999,6 +1124,7 @@ impl EpQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn tokens() -> Vec<Token> {
         // Tokens can only come from a session: make a few real ones.
@@ -1140,43 +1266,192 @@ mod tests {
         );
     }
 
+    fn setup(request_type: u8, request: u8, value: u16, index: u16) -> ControlSetup {
+        ControlSetup {
+            request_type,
+            request,
+            value,
+            index,
+        }
+    }
+
+    /// The mass-storage interfaces of the drive in these tests.
+    const STORAGE: &[u8] = &[0];
+
+    fn classify(rt: u8, req: u8, value: u16, index: u16, length: u16) -> ControlAction {
+        classify_control(
+            setup(rt, req, value, index),
+            length,
+            rt & 0x80 != 0,
+            STORAGE,
+        )
+    }
+
     #[test]
-    fn control_classification() {
+    fn only_the_mass_storage_requests_pass_for_every_type_and_request() {
         use ControlAction::*;
-        use ControlType::{Class, Standard, Vendor};
+        use ControlType::{Class, Standard};
         use Recipient::{Device, Endpoint, Interface};
         let forward = |control_type, recipient| Forward {
             control_type,
             recipient,
         };
-        // (bmRequestType, bRequest, wValue, wIndex, IN) → action.
-        let cases = [
-            // CLEAR_FEATURE(ENDPOINT_HALT) on 0x81 → clear_halt, on ep 0 → ack.
-            ((0x02, 0x01, 0, 0x81, false), ClearHalt(0x81)),
-            ((0x02, 0x01, 0, 0x02, false), ClearHalt(0x02)),
-            ((0x02, 0x01, 0, 0x80, false), Ack),
-            // SET_ADDRESS absorbed; raw SET_CONFIGURATION / SET_INTERFACE refused.
-            ((0x00, 0x05, 7, 0, false), Ack),
-            ((0x00, 0x09, 1, 0, false), Refuse(Status::Inval)),
-            ((0x01, 0x0b, 1, 0, false), Refuse(Status::Inval)),
-            // GET_DESCRIPTOR, GET MAX LUN, mass-storage reset: forwarded.
-            ((0x80, 0x06, 0x0100, 0, true), forward(Standard, Device)),
-            ((0xA1, 0xFE, 0, 0, true), forward(Class, Interface)),
-            ((0x21, 0xFF, 0, 0, false), forward(Class, Interface)),
-            ((0x42, 0x01, 0, 0x81, false), forward(Vendor, Endpoint)),
-            // Reserved type or recipient, or a direction mismatch: refused.
-            ((0x60, 0x01, 0, 0, false), Refuse(Status::Inval)),
-            ((0x04, 0x01, 0, 0, false), Refuse(Status::Inval)),
-            ((0x80, 0x06, 0x0100, 0, false), Refuse(Status::Inval)),
-            ((0x00, 0x03, 1, 0, true), Refuse(Status::Inval)),
-        ];
-        for ((request_type, request, value, index, is_in), want) in cases {
-            assert_eq!(
-                classify_control(request_type, request, value, index, is_in),
-                want,
-                "{request_type:#04x} {request:#04x} {value:#06x} {index:#04x} in={is_in}"
-            );
+        // Every bmRequestType x every bRequest, in the direction its type says, with
+        // the spec'd wValue/wIndex/wLength of the allowed ones (wValue 0, wIndex 0 =
+        // the drive's interface or endpoint 0, wLength 1 IN / 0 OUT).
+        let allowed: BTreeMap<(u8, u8), ControlAction> = BTreeMap::from([
+            ((0x80, 0x00), forward(Standard, Device)),    // GET_STATUS
+            ((0x81, 0x00), forward(Standard, Interface)), // GET_STATUS
+            ((0x82, 0x00), forward(Standard, Endpoint)),  // GET_STATUS
+            ((0x80, 0x06), forward(Standard, Device)),    // GET_DESCRIPTOR
+            ((0x80, 0x08), forward(Standard, Device)),    // GET_CONFIGURATION
+            ((0x81, 0x0a), forward(Standard, Interface)), // GET_INTERFACE
+            ((0x02, 0x01), Ack),                          // CLEAR_FEATURE(HALT) of ep 0
+            ((0x00, 0x05), Ack),                          // SET_ADDRESS
+            ((0x00, 0x31), Ack),                          // SET_ISOCH_DELAY
+            ((0x00, 0x09), Refuse(Status::Inval)),        // raw SET_CONFIGURATION
+            ((0x01, 0x0b), Refuse(Status::Inval)),        // raw SET_INTERFACE
+            ((0x21, 0xff), forward(Class, Interface)),    // Bulk-Only reset
+            ((0xa1, 0xfe), forward(Class, Interface)),    // Get Max LUN
+        ]);
+        let mut denied = 0;
+        for rt in 0..=255u8 {
+            for req in 0..=255u8 {
+                let length = if rt & 0x80 != 0 { 1 } else { 0 };
+                let got = classify(rt, req, 0, 0, length);
+                let want = allowed.get(&(rt, req)).copied().unwrap_or(Deny);
+                assert_eq!(got, want, "bmRequestType {rt:#04x} bRequest {req:#04x}");
+                if got == Deny {
+                    denied += 1;
+                }
+                // The direction bit contradicting the packet: malformed.
+                assert_eq!(
+                    classify_control(setup(rt, req, 0, 0), length, rt & 0x80 == 0, STORAGE),
+                    Refuse(Status::Inval),
+                    "bmRequestType {rt:#04x} bRequest {req:#04x}, wrong direction"
+                );
+            }
         }
+        assert_eq!(denied, 256 * 256 - allowed.len());
+    }
+
+    #[test]
+    fn every_vendor_request_is_denied_whatever_its_fields() {
+        for rt in (0..=255u8).filter(|rt| rt & 0x60 == 0x40) {
+            for req in [0x00, 0x01, 0x05, 0x06, 0x40, 0xa0, 0xee, 0xfe, 0xff] {
+                for (value, index, length) in
+                    [(0, 0, 0), (0x1234, 0x81, 64), (0xffff, 0xffff, 4096)]
+                {
+                    assert_eq!(
+                        classify(rt, req, value, index, length),
+                        ControlAction::Deny,
+                        "{rt:#04x} {req:#04x} {value:#06x} {index:#06x}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dfu_set_descriptor_and_set_feature_are_denied() {
+        use ControlAction::Deny;
+        // DFU 1.1: DETACH, DNLOAD, UPLOAD, GETSTATUS, CLRSTATUS, GETSTATE, ABORT
+        // (class requests to an interface), to the drive's interface and others.
+        for (rt, req) in [
+            (0x21, 0x00),
+            (0x21, 0x01),
+            (0xa1, 0x02),
+            (0xa1, 0x03),
+            (0x21, 0x04),
+            (0xa1, 0x05),
+            (0x21, 0x06),
+        ] {
+            for index in [0, 1, 0x100] {
+                assert_eq!(
+                    classify(rt, req, 0, index, 64),
+                    Deny,
+                    "{rt:#04x} {req:#04x}"
+                );
+            }
+        }
+        // SET_DESCRIPTOR (device, configuration, string), SET_FEATURE of every
+        // recipient (remote wakeup, test mode, endpoint halt, U1/U2 enable).
+        for value in [0x0100, 0x0200, 0x0300] {
+            assert_eq!(classify(0x00, 0x07, value, 0, 18), Deny);
+        }
+        for (rt, value, index) in [
+            (0x00, 1, 0),
+            (0x00, 2, 0x0400),
+            (0x00, 48, 0),
+            (0x01, 0, 0),
+            (0x02, 0, 0x81),
+        ] {
+            assert_eq!(classify(rt, 0x03, value, index, 0), Deny);
+        }
+        // CLEAR_FEATURE other than an endpoint halt; SYNCH_FRAME; SET_SEL and
+        // SET_ISOCH_DELAY other than a host's USB core sends them.
+        assert_eq!(classify(0x00, 0x01, 1, 0, 0), Deny);
+        assert_eq!(classify(0x01, 0x01, 0, 0, 0), Deny);
+        assert_eq!(classify(0x00, 0x30, 0, 0, 64), Deny);
+        assert_eq!(classify(0x00, 0x30, 0, 1, 6), Deny);
+        assert_eq!(classify(0x00, 0x31, 40, 1, 0), Deny);
+        assert_eq!(classify(0x00, 0x31, 40, 0, 2), Deny);
+        assert_eq!(classify(0x82, 0x0c, 0, 0x81, 2), Deny);
+    }
+
+    #[test]
+    fn the_allowed_requests_need_their_spec_fields() {
+        use ControlAction::*;
+        let class = Forward {
+            control_type: ControlType::Class,
+            recipient: Recipient::Interface,
+        };
+        // Bulk-Only reset: wValue 0, wLength 0, a mass-storage interface.
+        assert_eq!(classify(0x21, 0xff, 0, 0, 0), class);
+        assert_eq!(classify(0x21, 0xff, 1, 0, 0), Deny);
+        assert_eq!(classify(0x21, 0xff, 0, 0, 1), Deny);
+        assert_eq!(classify(0x21, 0xff, 0, 1, 0), Deny);
+        assert_eq!(classify(0x21, 0xff, 0, 0x100, 0), Deny);
+        // Get Max LUN: wValue 0, wLength 1, a mass-storage interface.
+        assert_eq!(classify(0xa1, 0xfe, 0, 0, 1), class);
+        assert_eq!(classify(0xa1, 0xfe, 0, 0, 2), Deny);
+        assert_eq!(classify(0xa1, 0xfe, 0, 0, 0), Deny);
+        assert_eq!(classify(0xa1, 0xfe, 7, 0, 1), Deny);
+        assert_eq!(classify(0xa1, 0xfe, 0, 2, 1), Deny);
+        // Another configuration's storage interface 2 is allowed there.
+        assert_eq!(
+            classify_control(setup(0xa1, 0xfe, 0, 2), 1, true, &[2]),
+            class
+        );
+        assert_eq!(
+            classify_control(setup(0xa1, 0xfe, 0, 0), 1, true, &[]),
+            Deny
+        );
+        // Class requests to the device or an endpoint are never Bulk-Only's.
+        assert_eq!(classify(0x20, 0xff, 0, 0, 0), Deny);
+        assert_eq!(classify(0xa2, 0xfe, 0, 0, 1), Deny);
+        // CLEAR_FEATURE(ENDPOINT_HALT) of 0x81/0x02 → clear_halt, of 0x00/0x80 → ack;
+        // a wIndex high byte is not an endpoint.
+        assert_eq!(classify(0x02, 0x01, 0, 0x81, 0), ClearHalt(0x81));
+        assert_eq!(classify(0x02, 0x01, 0, 0x02, 0), ClearHalt(0x02));
+        assert_eq!(classify(0x02, 0x01, 0, 0x80, 0), Ack);
+        assert_eq!(classify(0x02, 0x01, 0, 0x0181, 0), Deny);
+        // GET_DESCRIPTOR of any descriptor of the device (reads), not of an interface.
+        for value in [0x0100, 0x0200, 0x0303, 0x0600, 0x0700, 0x0f00, 0xee00] {
+            assert!(matches!(
+                classify(0x80, 0x06, value, 0x0409, 255),
+                Forward { .. }
+            ));
+        }
+        assert_eq!(classify(0x81, 0x06, 0x2200, 0, 64), Deny);
+        // SET_SEL (6 bytes) and SET_ISOCH_DELAY: absorbed.
+        assert_eq!(classify(0x00, 0x30, 0, 0, 6), Ack);
+        assert_eq!(classify(0x00, 0x31, 40, 0, 0), Ack);
+        // GET_STATUS with a wValue (USB 3.1 PTM status) is not needed.
+        assert_eq!(classify(0x80, 0x00, 1, 0, 4), Deny);
+        // GET_INTERFACE of an interface that is not the drive's.
+        assert_eq!(classify(0x81, 0x0a, 0, 3, 1), Deny);
+        assert_eq!(classify(0x80, 0x08, 0, 1, 1), Deny);
     }
 
     #[test]

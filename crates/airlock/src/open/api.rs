@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use airlock_core::wire::{
     AlertReport, ErrorBody, ErrorCode, HeartbeatReply, LeaseGrant, LeaseRequest, QueueStanding,
+    UsbRefusedReport,
 };
 use airlock_core::{LeaseId, TicketId, UserName};
 use airlock_usb::transport::{client_config, BrokerUrl, Token, TrustRoots};
@@ -58,6 +59,18 @@ impl ApiError {
             }
             ApiError::Refused { status: 401, .. } => {
                 "The terminal token was not accepted: check broker.token_file."
+            }
+            ApiError::Refused {
+                code: ErrorCode::LeaseLimit,
+                ..
+            } => {
+                "This terminal already has a desktop open for another user: end that session first (close its viewer), or wait until the broker ends it when its heartbeats stop."
+            }
+            ApiError::Refused {
+                code: ErrorCode::RateLimited,
+                ..
+            } => {
+                "The broker is limiting requests from this terminal: wait the time it names and try again; if it keeps happening, tell IT (a wrong token in use here or nearby?)."
             }
             ApiError::Refused { .. } | ApiError::Protocol { .. } => {
                 "See the broker's message; the broker's log has the details."
@@ -179,6 +192,23 @@ impl BrokerApi {
     pub async fn alert(&self, report: &AlertReport) -> Result<(), ApiError> {
         let (status, body) = self
             .call(Method::POST, "/v1/alerts", Some(json(report)), None)
+            .await?;
+        match status.as_u16() {
+            200..=299 => Ok(()),
+            _ => Err(refusal(status, &body)),
+        }
+    }
+
+    /// Reports the control requests the drive forwarder refused during a forward of
+    /// `lease` (the broker audits them once per lease).
+    pub async fn report_refused(
+        &self,
+        lease: &LeaseId,
+        report: &UsbRefusedReport,
+    ) -> Result<(), ApiError> {
+        let path = format!("/v1/leases/{lease}/usb/refused");
+        let (status, body) = self
+            .call(Method::POST, &path, Some(json(report)), None)
             .await?;
         match status.as_u16() {
             200..=299 => Ok(()),

@@ -12,8 +12,8 @@ use std::io::{IsTerminal as _, Write as _};
 use std::time::{Duration, Instant};
 
 use airlock_core::wire::{
-    AlertKind, AlertReport, LeaseGrant, QueueStanding, MAX_ALERT_PROBLEMS, MAX_ALERT_PROBLEM_CHARS,
-    MAX_QUEUE_WAIT_S,
+    AlertKind, AlertReport, ErrorCode, LeaseGrant, QueueStanding, MAX_ALERT_PROBLEMS,
+    MAX_ALERT_PROBLEM_CHARS, MAX_QUEUE_WAIT_S,
 };
 use airlock_core::LeaseId;
 use airlock_guard::status::Status;
@@ -32,7 +32,8 @@ pub enum Outcome {
     Ended(String),
     /// 3: the configuration is wrong (file, flags, token, certificate).
     Config(String),
-    /// 4: no desktop was free, or none became free within the wait.
+    /// 4: no desktop was free, or none became free within the wait; or none for this
+    /// terminal now (it holds one for another user, or the broker limits its requests).
     NoDesktop(String),
     /// 5: the broker cannot be reached, or stopped answering during the session.
     BrokerLost(String),
@@ -76,6 +77,11 @@ fn api_outcome(e: &ApiError) -> Outcome {
         ApiError::Unreachable { .. } => Outcome::BrokerLost(line),
         ApiError::TlsSetup { .. } | ApiError::Untrusted { .. } => Outcome::Config(line),
         ApiError::Refused { status: 401, .. } => Outcome::Config(line),
+        // No desktop for this terminal now: one is open already, or it asked too often.
+        ApiError::Refused {
+            code: ErrorCode::LeaseLimit | ErrorCode::RateLimited,
+            ..
+        } => Outcome::NoDesktop(line),
         ApiError::Refused { .. } | ApiError::Protocol { .. } => Outcome::BrokerLost(line),
     }
 }
@@ -362,7 +368,9 @@ async fn session(
     if let Some(d) = &cfg.display {
         match show(d, cfg, &grant).await {
             Ok(child) => viewer = Some(child),
-            Err(why) => return finish(api, &lease, None, None, Outcome::DisplayFailed(why)).await,
+            Err(why) => {
+                return finish(api, &lease, None, None, None, Outcome::DisplayFailed(why)).await
+            }
         }
     }
 
@@ -376,6 +384,7 @@ async fn session(
                     api,
                     &lease,
                     viewer,
+                    None,
                     None,
                     Outcome::BrokerLost(e.to_string()),
                 )
@@ -401,7 +410,7 @@ async fn session(
                 }
                 _ => Outcome::Drive(format!("{e}; {}", e.advice())),
             };
-            return finish(api, &lease, viewer, None, outcome).await;
+            return finish(api, &lease, viewer, None, None, outcome).await;
         }
     };
     let reporter = tokio::spawn(crate::usb::report_progress(handle.clone()));
@@ -471,11 +480,22 @@ async fn session(
         ),
         End::DriveFailed(why) => Outcome::Drive(why),
     };
-    finish(api, &lease, viewer, usb.map(|task| (handle, task)), outcome).await
+    let forwarded = handle.clone();
+    finish(
+        api,
+        &lease,
+        viewer,
+        usb.map(|task| (handle, task)),
+        Some(&forwarded),
+        outcome,
+    )
+    .await
 }
 
-/// Stops forwarding (the drive is unplugged from the desktop and let go), closes the
-/// viewer, releases the lease (unless the broker is lost), and returns `outcome`.
+/// Stops forwarding (the drive is unplugged from the desktop and let go), tells the
+/// broker which control requests of the desktop the drive forwarder refused (`forwarded`:
+/// the handle of the lease's forward, if one ran), closes the viewer, releases the lease
+/// (unless the broker is lost), and returns `outcome`.
 async fn finish(
     api: &BrokerApi,
     lease: &LeaseId,
@@ -484,6 +504,7 @@ async fn finish(
         airlock_usb::source::UsbHandle,
         tokio::task::JoinHandle<Result<airlock_usb::SessionSummary, airlock_usb::SessionError>>,
     )>,
+    forwarded: Option<&airlock_usb::source::UsbHandle>,
     outcome: Outcome,
 ) -> Outcome {
     if let Some((handle, task)) = usb {
@@ -497,6 +518,9 @@ async fn finish(
         {
             abort.abort();
         }
+    }
+    if let Some(h) = forwarded.filter(|_| !matches!(outcome, Outcome::BrokerLost(_))) {
+        crate::usb::report_refused(api, lease, h).await;
     }
     if let Some(mut v) = viewer {
         let _ = v.start_kill();
@@ -530,5 +554,25 @@ mod tests {
         .collect();
         assert_eq!(codes, [0, 3, 4, 5, 6, 7]);
         assert_eq!(mm_ss(61_500), "1:01");
+    }
+
+    #[test]
+    fn a_refusal_for_this_terminal_says_what_to_do() {
+        let refused = |status, code| ApiError::Refused {
+            status,
+            code,
+            message: "m".into(),
+            retry_after_s: Some(7),
+        };
+        let o = api_outcome(&refused(409, ErrorCode::LeaseLimit));
+        assert_eq!(o.code(), 4);
+        assert!(o.reason().contains("already has a desktop open"), "{o:?}");
+        let o = api_outcome(&refused(429, ErrorCode::RateLimited));
+        assert_eq!(o.code(), 4);
+        assert!(o.reason().contains("limiting requests"), "{o:?}");
+        assert_eq!(
+            api_outcome(&refused(401, ErrorCode::Unauthorized)).code(),
+            3
+        );
     }
 }

@@ -1,0 +1,59 @@
+//! What a QEMU child process does between `fork` and `exec`: enter its run directory
+//! (while still root, so the 0700 state directory above it can be traversed), join its
+//! cgroups, then drop to its own uid and gid with no supplementary groups. QEMU is thus
+//! *started* as that uid (its `-sandbox elevateprivileges=deny` forbids `-runas`).
+//!
+//! The only unsafe code of the crate: `pre_exec` is unsafe because the closure runs in
+//! the forked child, where only async-signal-safe work is allowed.
+#![allow(unsafe_code)]
+
+use crate::QemuError;
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Arranges for `cmd`'s child to work in `run_dir`, join the cgroups whose `cgroup.procs`
+/// files are open in `cgroup_procs`, and run as `uid` (gid the same number) if given.
+pub fn become_desktop(
+    cmd: &mut tokio::process::Command,
+    run_dir: &Path,
+    cgroup_procs: Vec<OwnedFd>,
+    uid: Option<u32>,
+) -> Result<(), QemuError> {
+    // Everything the closure uses is made here, before the fork: it allocates nothing.
+    let dir = CString::new(run_dir.as_os_str().as_bytes()).map_err(|_| QemuError::Operation {
+        desktop: run_dir.display().to_string(),
+        what: "enter the run directory".into(),
+        reason: "the path has a NUL byte".into(),
+    })?;
+    let ids = uid.map(|u| {
+        (
+            rustix::thread::Uid::from_raw(u),
+            rustix::thread::Gid::from_raw(u),
+        )
+    });
+    let closure = move || -> std::io::Result<()> {
+        rustix::process::chdir(dir.as_c_str())?;
+        for procs in &cgroup_procs {
+            // "0" moves the writing process itself.
+            rustix::io::write(procs, b"0")?;
+        }
+        if let Some((uid, gid)) = ids {
+            // The raw syscalls change only the calling thread, which in the forked child
+            // is the only one.
+            rustix::thread::set_thread_groups(&[])?;
+            rustix::thread::set_thread_res_gid(gid, gid, gid)?;
+            rustix::thread::set_thread_res_uid(uid, uid, uid)?;
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the child between fork and exec. It only makes raw
+    // system calls through rustix (chdir, write, setgroups, setresgid, setresuid) on data
+    // prepared before the fork; it takes no lock and allocates no memory, so it is
+    // async-signal-safe as `pre_exec` requires.
+    unsafe {
+        cmd.pre_exec(closure);
+    }
+    Ok(())
+}

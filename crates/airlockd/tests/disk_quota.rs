@@ -1,0 +1,122 @@
+//! A guest cannot fill the host's disk (issue 12): the overlay has a cap, past which the
+//! session ends `quota` and the desktop is reset; the serial logs are bounded.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+const CAP_MIB: u64 = 16;
+/// What may land past the cap between the write that crosses it and the guest's stop
+/// (the writes in flight): documented in docs/operations.md.
+const MARGIN_MIB: u64 = 8;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_writing_past_its_disk_cap_is_ended_quota_and_reset() -> Result<()> {
+    let b = start(BrokerConfig {
+        size: 1,
+        disk_cap_mib: Some(CAP_MIB),
+        ..config()?
+    })?;
+    b.wait_clean(1, Duration::from_secs(240)).await?;
+    let lease = b.acquire_ok("dr-quota").await?;
+    let desk = lease.desktop_id.to_string();
+    let overlay = b.state.join("desktops").join(&desk).join("disk.qcow2");
+
+    // The "disc" writes three times the cap to the disk, in the background.
+    let mut c = b.control(&desk)?;
+    c.sh("(dd if=/dev/zero of=/dev/vda bs=1M seek=1 count=48 conv=fsync 2>/dev/null; echo WROTE-ALL) >/dev/ttyS1 &")?;
+    let start = Instant::now();
+    let mut largest = 0u64;
+    let ended = loop {
+        largest = largest.max(std::fs::metadata(&overlay).map(|m| m.len()).unwrap_or(0));
+        let audit = b.audit().await?;
+        let end = audit
+            .iter()
+            .find(|r| r["action"] == "lease_ended" && r["lease"] == lease.lease_id.to_string());
+        if let Some(e) = end {
+            break e.clone();
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(120),
+            "the lease did not end; overlay {largest} bytes; log: {}",
+            b.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let details: serde_json::Value =
+        serde_json::from_str(ended["details"].as_str().unwrap_or("{}"))?;
+    assert_eq!(details["reason"], "quota", "{ended}");
+    assert_eq!(details["disk_cap_bytes"], CAP_MIB << 20, "{ended}");
+    assert!(
+        largest <= (CAP_MIB + MARGIN_MIB) << 20,
+        "the overlay reached {largest} bytes, cap {CAP_MIB} MiB + {MARGIN_MIB} MiB"
+    );
+    assert!(
+        !c.take().contains("WROTE-ALL"),
+        "the guest was stopped before it wrote everything"
+    );
+    drop(c);
+    // The desktop is reset (a new, small overlay) and serves again; the broker too.
+    b.wait_desktop(&desk, Duration::from_secs(120), |d| {
+        d["state"] == "clean" && d["resets"].as_i64() == Some(1)
+    })
+    .await?;
+    let size = std::fs::metadata(&overlay)?.len();
+    assert!(size < 4 << 20, "fresh overlay: {size} bytes");
+    let again = b.acquire_ok("dr-after-quota").await?;
+    assert_eq!(again.desktop_id.to_string(), desk);
+    let (_, h) = b.healthz().await?;
+    assert_eq!(h["status"], "ok", "{h}");
+    check_invariants(&b.audit().await?)
+}
+
+/// How much the guest writes to its serial port.
+const SERIAL_MIB: u64 = 4;
+const SERIAL_LOG_KIB: u64 = 256;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_flooding_its_serial_port_leaves_the_logs_within_their_cap() -> Result<()> {
+    let b = start(BrokerConfig {
+        size: 1,
+        serial_log_kib: Some(SERIAL_LOG_KIB),
+        heartbeat_timeout_s: 900,
+        ..config()?
+    })?;
+    b.wait_clean(1, Duration::from_secs(240)).await?;
+    let lease = b.acquire_ok("dr-serial").await?;
+    let desk = lease.desktop_id.to_string();
+    let run = b.run_dir(&desk);
+    let mut c = b.control(&desk)?;
+    let t0 = Instant::now();
+    c.sh_timeout(
+        &format!("dd if=/dev/zero bs=64k count={} 2>/dev/null | tr '\\0' x > /dev/ttyS0; echo FLOOD-DONE", SERIAL_MIB * 16),
+        Duration::from_secs(600),
+    )?;
+    let took = t0.elapsed();
+    let total = |run: &std::path::Path| -> u64 {
+        ["serial.log", "serial.log.1"]
+            .iter()
+            .map(|f| std::fs::metadata(run.join(f)).map(|m| m.len()).unwrap_or(0))
+            .sum()
+    };
+    let logged = total(&run);
+    eprintln!("{SERIAL_MIB} MiB through the serial port in {took:?}; logs hold {logged} bytes");
+    assert!(
+        logged <= 2 * (SERIAL_LOG_KIB << 10),
+        "serial logs hold {logged} bytes, cap 2 × {SERIAL_LOG_KIB} KiB"
+    );
+    // The newest output is there, and the broker still serves.
+    let tail = std::fs::read(run.join("serial.log"))?;
+    assert!(
+        tail.ends_with(b"xxxx") || tail.contains(&b'x'),
+        "the flood reached the log"
+    );
+    let (_, h) = b.healthz().await?;
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(b.release(TERMINAL_TOKEN, &lease.lease_id).await?, 202);
+    b.wait_clean(1, Duration::from_secs(120)).await?;
+    ensure!(total(&run) <= 2 * (SERIAL_LOG_KIB << 10));
+    check_invariants(&b.audit().await?)
+}

@@ -14,12 +14,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Arranges for `cmd`'s child to work in `run_dir`, join the cgroups whose `cgroup.procs`
-/// files are open in `cgroup_procs`, and run as `uid` (gid the same number) if given.
+/// files are open in `cgroup_procs`, and run as `uid` (gid the same number) if given, with
+/// no supplementary group but the `kvm` one if given.
 pub fn become_desktop(
     cmd: &mut tokio::process::Command,
     run_dir: &Path,
     cgroup_procs: Vec<OwnedFd>,
-    uid: Option<u32>,
+    ids: Option<(u32, Option<u32>)>,
 ) -> Result<(), QemuError> {
     // Everything the closure uses is made here, before the fork: it allocates nothing.
     let dir = CString::new(run_dir.as_os_str().as_bytes()).map_err(|_| QemuError::Operation {
@@ -27,10 +28,11 @@ pub fn become_desktop(
         what: "enter the run directory".into(),
         reason: "the path has a NUL byte".into(),
     })?;
-    let ids = uid.map(|u| {
+    let ids = ids.map(|(u, kvm)| {
         (
             rustix::thread::Uid::from_raw(u),
             rustix::thread::Gid::from_raw(u),
+            kvm.map(rustix::thread::Gid::from_raw),
         )
     });
     let closure = move || -> std::io::Result<()> {
@@ -39,10 +41,13 @@ pub fn become_desktop(
             // "0" moves the writing process itself.
             rustix::io::write(procs, b"0")?;
         }
-        if let Some((uid, gid)) = ids {
+        if let Some((uid, gid, kvm)) = ids {
             // The raw syscalls change only the calling thread, which in the forked child
             // is the only one.
-            rustix::thread::set_thread_groups(&[])?;
+            match kvm {
+                Some(k) => rustix::thread::set_thread_groups(&[k])?,
+                None => rustix::thread::set_thread_groups(&[])?,
+            }
             rustix::thread::set_thread_res_gid(gid, gid, gid)?;
             rustix::thread::set_thread_res_uid(uid, uid, uid)?;
         }

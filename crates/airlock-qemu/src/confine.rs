@@ -44,8 +44,18 @@ impl ConfineConfig {
             pids_max: self.pids_max,
             cpu_weight: self.cpu_weight,
             cgroup,
+            kvm_gid: None,
         })
     }
+}
+
+/// The gid of group `name` in `/etc/group` text (pure).
+pub fn group_gid(etc_group: &str, name: &str) -> Option<u32> {
+    etc_group.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then_some(())?;
+        f.nth(1)?.trim().parse().ok()
+    })
 }
 
 /// The cgroup controllers the host offers.
@@ -367,6 +377,15 @@ mod tests {
             ]
         );
         assert!(v2[0].limits.contains(&("cpu.weight", "100".to_string())));
+    }
+
+    #[test]
+    fn finds_the_kvm_group() {
+        let g = "root:x:0:\nkvm:x:993:\nkvmx:x:5:\n";
+        assert_eq!(group_gid(g, "kvm"), Some(993));
+        assert_eq!(group_gid(g, "kv"), None);
+        assert_eq!(group_gid("kvm:x:notanumber:", "kvm"), None);
+        assert_eq!(group_gid("", "kvm"), None);
     }
 
     #[test]

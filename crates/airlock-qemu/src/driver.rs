@@ -205,11 +205,17 @@ impl Driver {
     fn confinement(&self, slot: Option<u32>, name: &str, vmgenid: &str) -> Option<Confine> {
         let c = self.cfg.confine.as_ref().filter(|_| self.host.root)?;
         let process: String = vmgenid.chars().take(8).collect();
-        c.for_slot(
+        let mut confine = c.for_slot(
             slot,
             self.cfg.memory_mib,
             format!("{}/{name}.{process}", self.cfg.cgroup_instance),
-        )
+        )?;
+        if self.cfg.accel == Accel::Kvm {
+            confine.kvm_gid = std::fs::read_to_string("/etc/group")
+                .ok()
+                .and_then(|g| crate::confine::group_gid(&g, "kvm"));
+        }
+        Some(confine)
     }
 
     /// The cgroups to put confined processes in, if the host has them.

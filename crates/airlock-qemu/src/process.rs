@@ -273,7 +273,7 @@ impl Vm {
             &mut cmd,
             &spec.run_dir,
             cgroup_procs,
-            spec.confine.as_ref().map(|c| c.uid),
+            spec.confine.as_ref().map(|c| (c.uid, c.kvm_gid)),
         )?;
         let mut child = cmd.spawn().map_err(|e| QemuError::Spawn {
             qemu: spec.qemu.display().to_string(),

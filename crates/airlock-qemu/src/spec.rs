@@ -133,6 +133,10 @@ pub struct Confine {
     pub cpu_weight: u32,
     /// Its cgroup, relative to each controller's root: `<instance>/<desktop>.<process>`.
     pub cgroup: String,
+    /// Its one supplementary group: `kvm`, so a KVM desktop can open `/dev/kvm` (the
+    /// device is usually `root:kvm 0660`); `None` under TCG.
+    #[serde(default)]
+    pub kvm_gid: Option<u32>,
 }
 
 /// The file descriptors a QEMU process inherits (the broker opens the files: a confined
@@ -386,6 +390,7 @@ mod tests {
                 pids_max: 256,
                 cpu_weight: 100,
                 cgroup: "airlock-1/desk-01.1".into(),
+                kvm_gid: None,
             }),
             disk_cap_bytes: Some(1 << 30),
             serial_log_bytes: 1 << 20,

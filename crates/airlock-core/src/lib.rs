@@ -62,7 +62,7 @@ pub mod wire;
 pub use cpus::{CpuError, CpuList, CpuPlacement};
 pub use desktop::{DesktopEvent, DesktopState, TransitionError};
 pub use ids::{DesktopId, IdError, LeaseId, TerminalName, TicketId, UserName};
-pub use lease::{EndReason, LeaseTiming};
+pub use lease::{Deadlines, EndReason, LeaseTiming};
 pub use policy::{ResetMethod, ResetPlan};
 
 /// Milliseconds since the Unix epoch. The core never reads the clock; callers pass it.

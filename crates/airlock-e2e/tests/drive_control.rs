@@ -13,7 +13,7 @@ use airlock_e2e::{begin_or_skip, broker, ensure_says, open_in_terminal_vm};
 use airlock_testkit::artifacts::{terminal_vm, usb_control};
 use airlock_testkit::broker::TERMINAL_TOKEN;
 use airlock_testkit::iso::{filler, make_iso};
-use airlock_testkit::{block_on, TerminalNet, TerminalOptions, TerminalVm};
+use airlock_testkit::{block_on, TerminalOptions, TerminalVm};
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -55,16 +55,7 @@ fn a_disc_cannot_send_vendor_dfu_or_descriptor_requests_to_the_terminals_drive()
     let mut term = TerminalVm::boot(
         terminal_vm()?,
         broker.port,
-        &TerminalOptions {
-            cd_iso: Some(disc.iso.clone()),
-            stick: None,
-            smp: 1,
-            memory_mib: 256,
-            net: TerminalNet::GuestFwd {
-                pump: bins.tcp_pump(),
-            },
-            guard: true,
-        },
+        &TerminalOptions::guarded(Some(disc.iso.clone()), bins.tcp_pump()),
     )?;
     term.wait_ready(Duration::from_secs(120))?;
     block_on(broker.wait_clean(1, Duration::from_secs(180)))?;

@@ -12,7 +12,7 @@ use airlock_e2e::{begin_or_skip, broker, ensure_says, open_in_terminal_vm, secur
 use airlock_testkit::artifacts::terminal_vm;
 use airlock_testkit::broker::TERMINAL_TOKEN;
 use airlock_testkit::terminal_config::TerminalConfig;
-use airlock_testkit::{block_on, TerminalNet, TerminalOptions, TerminalVm};
+use airlock_testkit::{block_on, TerminalOptions, TerminalVm};
 use anyhow::{ensure, Result};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -57,14 +57,8 @@ fn the_terminal_guard_on_a_real_usb_stack() -> Result<()> {
         terminal_vm()?,
         broker.port,
         &TerminalOptions {
-            cd_iso: None,
-            stick: None,
-            smp: 1,
-            memory_mib: 256,
-            net: TerminalNet::GuestFwd {
-                pump: bins.tcp_pump(),
-            },
             guard: false,
+            ..TerminalOptions::guarded(None, bins.tcp_pump())
         },
     )?;
     let ready = term.wait_ready(Duration::from_secs(120))?;

@@ -9,7 +9,7 @@
 use airlock_e2e::{begin_or_skip, broker, open_in_terminal_vm, usb_streams};
 use airlock_testkit::artifacts::{terminal_vm, TERMINAL_FORBIDDEN_MODULES};
 use airlock_testkit::broker::TERMINAL_TOKEN;
-use airlock_testkit::{block_on, TerminalNet, TerminalOptions, TerminalVm};
+use airlock_testkit::{block_on, TerminalOptions, TerminalVm};
 use anyhow::{ensure, Context, Result};
 use std::time::Duration;
 
@@ -55,14 +55,8 @@ fn terminal_vm_forwards_its_usb_cd_drive_and_refuses_a_stick() -> Result<()> {
         terminal_vm()?,
         broker.port,
         &TerminalOptions {
-            cd_iso: Some(a.small.iso.clone()),
             stick: Some(stick.clone()),
-            smp: 1,
-            memory_mib: 256,
-            net: TerminalNet::GuestFwd {
-                pump: bins.tcp_pump(),
-            },
-            guard: true,
+            ..TerminalOptions::guarded(Some(a.small.iso.clone()), bins.tcp_pump())
         },
     )?;
     // The READY line carries `airlock --version` run inside the VM: the

@@ -277,33 +277,46 @@ fn held_desktops_are_left_out_and_the_holder_gets_exactly_its_own() {
     assert!(s.verify_audit().unwrap().is_intact());
 }
 
-#[test]
-fn concurrent_acquires_from_many_connections_grant_exactly_the_pool() {
-    let dir = tempfile::tempdir().unwrap();
+/// Runs `f(i, own connection)` on `n` threads released together against a pool of
+/// `desktops`; returns the database path (in `dir`) and the non-`None` answers.
+fn race_connections<T: Send + 'static>(
+    dir: &tempfile::TempDir,
+    desktops: usize,
+    n: usize,
+    f: impl Fn(usize, &mut Store) -> Option<T> + Send + Sync + 'static,
+) -> (std::path::PathBuf, Vec<T>) {
     let path = dir.path().join("airlock.db");
-    fill_pool(&mut Store::open(&path).unwrap(), 2);
-    let n = 40;
+    fill_pool(&mut Store::open(&path).unwrap(), desktops);
     let barrier = Arc::new(Barrier::new(n));
+    let f = Arc::new(f);
     let handles: Vec<_> = (0..n)
         .map(|i| {
-            let path = path.clone();
-            let barrier = barrier.clone();
+            let (path, barrier, f) = (path.clone(), barrier.clone(), f.clone());
             std::thread::spawn(move || {
                 let mut s = Store::open(&path).unwrap();
                 barrier.wait();
-                let id = lid(u8::try_from(i).unwrap());
-                match s.acquire(&id, &term("t1"), &user("u"), 100) {
-                    Ok(a) => Some(a.lease.desktop),
-                    Err(StoreError::NoFreeDesktop) => None,
-                    Err(e) => panic!("unexpected {e}"),
-                }
+                f(i, &mut s)
             })
         })
         .collect();
-    let mut won: Vec<_> = handles
+    let won = handles
         .into_iter()
         .filter_map(|h| h.join().unwrap())
         .collect();
+    (path, won)
+}
+
+#[test]
+fn concurrent_acquires_from_many_connections_grant_exactly_the_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, mut won) = race_connections(&dir, 2, 40, |i, s| {
+        let id = lid(u8::try_from(i).unwrap());
+        match s.acquire(&id, &term("t1"), &user("u"), 100) {
+            Ok(a) => Some(a.lease.desktop),
+            Err(StoreError::NoFreeDesktop) => None,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    });
     assert_eq!(won.len(), 2);
     won.sort();
     won.dedup();
@@ -589,36 +602,20 @@ fn anchors_catch_records_cut_off_the_end_and_a_rewritten_tail() {
 #[test]
 fn concurrent_requests_of_one_terminal_get_one_lease() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("airlock.db");
-    fill_pool(&mut Store::open(&path).unwrap(), 4);
-    let n = 24;
-    let barrier = Arc::new(Barrier::new(n));
-    let handles: Vec<_> = (0..n)
-        .map(|i| {
-            let path = path.clone();
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                let mut s = Store::open(&path).unwrap();
-                barrier.wait();
-                let id = lid(u8::try_from(i).unwrap());
-                // Half the requests from t1, half from t2, each for its own user.
-                let (t, u) = (term(["t1", "t2"][i % 2]), user(&format!("u{i}")));
-                let req = AcquireRequest {
-                    terminal_limit: Some(1),
-                    ..acquire_req(&id, &t, &u, 100, Pick::AnyExcept(&[]))
-                };
-                match s.acquire_with(&req) {
-                    Ok(a) => Some(a.lease.terminal),
-                    Err(StoreError::LeaseLimit { .. }) => None,
-                    Err(e) => panic!("unexpected {e}"),
-                }
-            })
-        })
-        .collect();
-    let mut won: Vec<_> = handles
-        .into_iter()
-        .filter_map(|h| h.join().unwrap())
-        .collect();
+    let (path, mut won) = race_connections(&dir, 4, 24, |i, s| {
+        let id = lid(u8::try_from(i).unwrap());
+        // Half the requests from t1, half from t2, each for its own user.
+        let (t, u) = (term(["t1", "t2"][i % 2]), user(&format!("u{i}")));
+        let req = AcquireRequest {
+            terminal_limit: Some(1),
+            ..acquire_req(&id, &t, &u, 100, Pick::AnyExcept(&[]))
+        };
+        match s.acquire_with(&req) {
+            Ok(a) => Some(a.lease.terminal),
+            Err(StoreError::LeaseLimit { .. }) => None,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    });
     won.sort();
     assert_eq!(won, [term("t1"), term("t2")], "one lease per terminal");
     let s = Store::open(&path).unwrap();

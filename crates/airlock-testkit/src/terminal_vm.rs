@@ -53,6 +53,21 @@ pub struct TerminalOptions {
     pub guard: bool,
 }
 
+impl TerminalOptions {
+    /// A guarded terminal of 1 vCPU and 256 MiB with a USB CD drive holding `cd_iso` (or
+    /// none), reaching the broker only through the kit's `tcp-pump` at `pump`.
+    pub fn guarded(cd_iso: Option<PathBuf>, pump: PathBuf) -> TerminalOptions {
+        TerminalOptions {
+            cd_iso,
+            stick: None,
+            smp: 1,
+            memory_mib: 256,
+            net: TerminalNet::GuestFwd { pump },
+            guard: true,
+        }
+    }
+}
+
 /// A raw image file as QEMU block node `node`.
 fn usb_disk(cmd: &mut Command, node: &str, file: &Path, read_only: bool) {
     let ro = if read_only {

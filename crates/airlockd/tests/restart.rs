@@ -151,3 +151,34 @@ async fn a_broker_killed_mid_clone_leaves_no_frozen_qemu() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_smaller_pool_stops_the_retired_desktops_qemu() -> Result<()> {
+    let mut b = start(config()?)?;
+    b.wait_clean(2, UP).await?;
+    let kept = b.desktop_qemu_pid("desk-01")?;
+    let retired = b.desktop_qemu_pid("desk-02")?;
+    b.kill9();
+    b.config.size = 1;
+    std::fs::write(
+        &b.config_path,
+        b.config.to_toml(&b.state, b.display_port_base)?,
+    )?;
+    b.restart()?;
+    let t0 = std::time::Instant::now();
+    while alive(retired) {
+        ensure!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the retired desktop's QEMU {retired} still runs; log: {}",
+            b.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let d = b.wait_clean(1, UP).await?;
+    assert_eq!(d.len(), 1);
+    assert!(
+        alive(kept),
+        "the desktop the pool keeps is re-attached, not restarted"
+    );
+    Ok(())
+}

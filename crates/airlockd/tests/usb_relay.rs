@@ -307,6 +307,15 @@ fn bulk_endpoint() -> Endpoint {
 
 /// What the hostile terminals announce: one Bulk-Only SCSI interface (08:06:50), with
 /// `endpoints`.
+/// Mass storage with one bulk endpoint each way (what a real drive announces).
+fn bulk_storage() -> DeviceLayout {
+    storage_announcement(
+        EpInfo::new()
+            .with(0x81, bulk_endpoint())
+            .with(0x02, bulk_endpoint()),
+    )
+}
+
 fn storage_announcement(endpoints: EpInfo) -> DeviceLayout {
     DeviceLayout {
         interfaces: InterfaceInfo {
@@ -429,13 +438,7 @@ async fn hostile_terminal<S: AsyncRead + AsyncWrite + Unpin>(
 async fn flapping_drive<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, times: usize) -> Result<()> {
     let mut host = HostSession::new(HostConfig::default());
     let mut buf = vec![0u8; 65536];
-    let storage = || {
-        storage_announcement(
-            EpInfo::new()
-                .with(0x81, bulk_endpoint())
-                .with(0x02, bulk_endpoint()),
-        )
-    };
+    let storage = || bulk_storage();
     for _ in 0..times {
         host.connect_device(hostile_device(), storage())?;
         // Until the device was announced and the desktop acknowledged its detach.
@@ -523,11 +526,7 @@ async fn hostile_terminals_are_refused() -> Result<()> {
     assert_eq!(st, 101, "{head}");
     let r = hostile_terminal(
         &mut s.unwrap(),
-        storage_announcement(
-            EpInfo::new()
-                .with(0x81, bulk_endpoint())
-                .with(0x02, bulk_endpoint()),
-        ),
+        bulk_storage(),
         storage_and_keyboard_configuration(),
         Duration::from_secs(60),
     )
@@ -578,11 +577,7 @@ async fn hostile_terminals_are_refused() -> Result<()> {
         )
         .unwrap();
     while guessed.next_event().unwrap().is_some() {}
-    let storage = storage_announcement(
-        EpInfo::new()
-            .with(0x81, bulk_endpoint())
-            .with(0x02, bulk_endpoint()),
-    );
+    let storage = bulk_storage();
     guessed.connect_device(hostile_device(), storage).unwrap();
     let all = guessed.take_output();
     let (hello, device) = all.split_at(80);
@@ -699,11 +694,7 @@ async fn hostile_terminals_are_refused() -> Result<()> {
     let direct = tokio::spawn(async move {
         hostile_terminal(
             &mut u,
-            storage_announcement(
-                EpInfo::new()
-                    .with(0x81, bulk_endpoint())
-                    .with(0x02, bulk_endpoint()),
-            ),
+            bulk_storage(),
             storage_and_keyboard_configuration(),
             Duration::from_secs(60),
         )

@@ -172,10 +172,25 @@ impl Pool {
         lease: &LeaseId,
         terminal: &TerminalName,
     ) -> Result<UnixMillis, PoolError> {
+        // The monotonic deadline decides; the store records the time and checks the
+        // lease is this terminal's and active.
+        let now = self.mono_ms();
+        let late = self
+            .inner
+            .deadlines
+            .lock()
+            .map_err(|_| PoolError::Poisoned { what: "deadlines" })?
+            .is_past(lease, now);
+        if late {
+            return Err(PoolError::LeaseNotFound);
+        }
         let row = self
             .store()?
-            .heartbeat(lease, terminal, now_ms(), self.inner.timing.timeout_ms)
+            .heartbeat(lease, terminal, now_ms(), i64::MAX / 4)
             .map_err(lease_error)?;
+        if let Ok(mut d) = self.inner.deadlines.lock() {
+            d.renew(&self.inner.timing, lease, now);
+        }
         Ok(self.inner.timing.deadline(row.heartbeat_at))
     }
 
@@ -254,16 +269,20 @@ impl Pool {
                 tracing::error!(error = %ErrorChain(&e), "waiting-line sweep failed");
             }
             self.flush_usb_refused(false);
-            let expired = match self
-                .store()
-                .and_then(|s| Ok(s.expired_leases(now_ms(), self.inner.timing.timeout_ms)?))
-            {
+            let active = match self.store().and_then(|s| Ok(s.active_leases()?)) {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::error!(error = %ErrorChain(&e), "lease sweep failed");
                     continue;
                 }
             };
+            let ids: Vec<LeaseId> = active.iter().map(|l| l.id.clone()).collect();
+            let now = self.mono_ms();
+            let due = match self.inner.deadlines.lock() {
+                Ok(mut d) => d.sweep(&self.inner.timing, &ids, now),
+                Err(_) => continue,
+            };
+            let expired = active.into_iter().filter(|l| due.contains(&l.id));
             for lease in expired {
                 tracing::warn!(lease = %lease.id, desktop = %lease.desktop, terminal = %lease.terminal,
                     "lease expired: no heartbeat; resetting its desktop");

@@ -18,6 +18,7 @@ mod alerts;
 mod golden;
 mod handoff;
 mod leases;
+mod probes;
 mod queue;
 mod refused;
 mod resets;
@@ -59,6 +60,10 @@ struct Inner {
     reset_ms: Mutex<VecDeque<u64>>,
     metrics: Metrics,
     timing: LeaseTiming,
+    /// When each lease ends, on the monotonic clock (see [`Pool::mono_ms`]).
+    deadlines: Mutex<airlock_core::Deadlines>,
+    /// The monotonic clock's origin.
+    started: std::time::Instant,
     /// Open USB streams by lease: at most one per lease.
     usb: Mutex<HashMap<LeaseId, UsbHandle>>,
     /// The identity of the golden image (and kernel/initrd) the pool runs.
@@ -142,6 +147,11 @@ impl Pool {
         if let Ok(mut s) = self.store() {
             let _ = s.audit(now_ms(), entry);
         }
+    }
+
+    /// Milliseconds on the monotonic clock (lease deadlines; never the wall clock).
+    fn mono_ms(&self) -> u64 {
+        u64::try_from(self.inner.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn desktop_dir(&self, id: &DesktopId) -> PathBuf {

@@ -1,0 +1,374 @@
+use super::*;
+
+fn base() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    for f in ["golden.qcow2", "vmlinuz", "initrd.img"] {
+        std::fs::write(d.path().join(f), b"x").unwrap();
+    }
+    let p = d.path().to_owned();
+    (d, p)
+}
+
+fn good() -> String {
+    format!(
+        r#"
+[server]
+state_dir = "state"
+[admin]
+token_sha256 = "{admin}"
+[[terminals]]
+name = "t1"
+token_sha256 = "{t1}"
+[pool]
+size = 2
+accel = "tcg"
+memory_mib = 256
+[pool.guest]
+disk = "golden.qcow2"
+kernel = "vmlinuz"
+initrd = "initrd.img"
+append = "console=ttyS0"
+[pool.display]
+port_base = 5930
+"#,
+        admin = hash_token("a"),
+        t1 = hash_token("t")
+    )
+}
+
+fn err(text: &str) -> String {
+    let (_d, b) = base();
+    Config::parse(text, "test.toml", &b, None)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn good_config() {
+    let (_d, b) = base();
+    let c = Config::parse(&good(), "test.toml", &b, None).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:7480");
+    assert_eq!(c.pool.desktops.len(), 2);
+    assert_eq!(c.pool.desktops[1].as_str(), "desk-02");
+    assert_eq!(c.pool.state_dir, b.join("state"));
+    assert_eq!(c.pool.reset_method, ResetMethod::TemplateClone);
+    assert_eq!(c.pool.driver.qemu, PathBuf::from("qemu-system-x86_64"));
+    let o = Config::parse(&good(), "t", &b, Some(Path::new("/x"))).unwrap();
+    assert_eq!(o.pool.state_dir, PathBuf::from("/x"));
+}
+
+#[test]
+fn cpu_placement() {
+    let (_d, b) = base();
+    let c = Config::parse(&good(), "t", &b, None).unwrap();
+    assert!(c.pool.driver.placement.is_none(), "unpinned by default");
+    let allowed = airlock_qemu::affinity::allowed_cpus().unwrap();
+    let first = allowed.iter().next().unwrap();
+    let with = |section: &str| format!("{}\n[pool.cpus]\n{section}\n", good());
+    if allowed.len() >= 2 {
+        let c = Config::parse(&with(&format!("desktops = \"{first}\"")), "t", &b, None).unwrap();
+        let p = c.pool.driver.placement.unwrap();
+        assert_eq!(p.desktops().to_string(), first.to_string());
+        assert_eq!(p.housekeeping(), &allowed.difference(p.desktops()));
+    }
+    for (section, key, says) in [
+        ("desktops = \"x\"", "pool.cpus.desktops", "not a CPU number"),
+        ("desktops = \"1000\"", "pool.cpus.desktops", "may not use"),
+        (
+            "desktops = \"0\"\nhousekeeping = \"0\"",
+            "pool.cpus.housekeeping",
+            "overlap",
+        ),
+        (
+            "desktops = \"0\"\nhousekeeping = \"1-\"",
+            "pool.cpus.housekeeping",
+            "not a CPU number",
+        ),
+        ("housekeeping = \"0\"", "desktops", "missing field"),
+    ] {
+        let e = err(&with(section));
+        assert!(e.contains(key) && e.contains(says), "{section}: {e}");
+    }
+    let every = allowed.to_string();
+    let e = err(&with(&format!("desktops = \"{every}\"")));
+    assert!(e.contains("no CPU is left for housekeeping"), "{e}");
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let e = err(&good().replace("size = 2", "size = 2\nsizee = 3"));
+    assert!(e.contains("sizee"), "{e}");
+    let e = err(&format!("{}\n[bogus]\nx=1", good()));
+    assert!(e.contains("bogus"), "{e}");
+}
+
+#[test]
+fn bad_values_name_key_and_fix() {
+    let cases = [
+        ("accel = \"tcg\"", "accel = \"xen\"", "pool.accel"),
+        ("size = 2", "size = 0", "pool.size"),
+        ("size = 2", "size = \"two\"", "size"),
+        ("memory_mib = 256", "memory_mib = 1", "pool.memory_mib"),
+        (
+            "port_base = 5930",
+            "port_base = 65535",
+            "pool.display.port_base",
+        ),
+        (
+            "disk = \"golden.qcow2\"",
+            "disk = \"missing.qcow2\"",
+            "pool.guest.disk",
+        ),
+        ("kernel = \"vmlinuz\"\n", "", "pool.guest.kernel"),
+        (
+            "state_dir = \"state\"",
+            "state_dir = \"state\"\nlisten = \"nowhere\"",
+            "server.listen",
+        ),
+    ];
+    for (from, to, key) in cases {
+        let text = good().replacen(from, to, 1);
+        assert_ne!(text, good(), "{from}");
+        let e = err(&text);
+        assert!(e.contains(key), "{key}: {e}");
+    }
+    let e = err(&good().replace(&hash_token("t"), "zz"));
+    assert!(
+        e.contains("terminals.token_sha256") && e.contains("hash-token"),
+        "{e}"
+    );
+    let e = err(&good().replace("[pool]", "[pool]\nreset = \"magic\""));
+    assert!(e.contains("template_clone"), "{e}");
+}
+
+#[test]
+fn the_waiting_line_has_defaults_and_checked_bounds() {
+    let (_d, b) = base();
+    let c = Config::parse(&good(), "t", &b, None).unwrap();
+    assert_eq!(c.pool.queue, QueueConfig::default());
+    let with = |section: &str| format!("{}\n[pool.queue]\n{section}\n", good());
+    let c = Config::parse(&with("poll_interval_s = 5\nhold_s = 30"), "t", &b, None).unwrap();
+    assert_eq!(
+        (c.pool.queue.hold, c.pool.queue.ticket_timeout),
+        (Duration::from_secs(30), Duration::from_secs(15)),
+        "the ticket timeout follows the poll interval"
+    );
+    for (section, key, fix) in [
+        ("hold_s = 0", "pool.queue.hold_s", "1 to 300"),
+        (
+            "poll_interval_s = 61",
+            "pool.queue.poll_interval_s",
+            "1 to 60",
+        ),
+        (
+            "ticket_timeout_s = 3",
+            "pool.queue.ticket_timeout_s",
+            "use 4 to 600",
+        ),
+        ("wait_s = 3", "wait_s", "unknown field"),
+    ] {
+        let e = err(&with(section));
+        assert!(e.contains(key) && e.contains(fix), "{section}: {e}");
+    }
+}
+
+#[test]
+fn long_state_dirs_are_refused_before_sockets_break() {
+    let (_d, b) = base();
+    let long = format!("/{}", "s".repeat(80));
+    let e = Config::parse(&good(), "t", &b, Some(Path::new(&long)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("server.state_dir") && e.contains("107-byte"),
+        "{e}"
+    );
+    assert!(Config::parse(&good(), "t", &b, Some(Path::new("/var/lib/airlock"))).is_ok());
+}
+
+#[test]
+fn tls_needs_both_files() {
+    let e = err(&good().replace(
+        "state_dir = \"state\"",
+        "state_dir = \"state\"\ntls_cert = \"c.pem\"",
+    ));
+    assert!(e.contains("server.tls_key"), "{e}");
+}
+
+#[test]
+fn display_crosses_the_network_only_over_tls_unless_allowed() {
+    let (_d, b) = base();
+    for f in ["c.pem", "k.pem"] {
+        std::fs::write(b.join(f), b"x").unwrap();
+    }
+    let display =
+        |keys: &str| good().replace("port_base = 5930", &format!("port_base = 5930\n{keys}"));
+    let with_tls = |text: String| {
+        text.replace(
+            "state_dir = \"state\"",
+            "state_dir = \"state\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"",
+        )
+    };
+    let parse = |text: &str| Config::parse(text, "t", &b, None);
+    // Loopback without TLS: plaintext, nothing to warn about; 30 s grace by default.
+    let d = parse(&good()).unwrap().pool.display.unwrap();
+    assert!(d.tls.is_none() && !d.plaintext_on_network());
+    assert_eq!(d.grace, Duration::from_secs(30));
+    // A network address without TLS needs the explicit flag.
+    let e = err(&display("listen = \"0.0.0.0\""));
+    assert!(
+        e.contains("pool.display.listen") && e.contains("allow_plaintext = true"),
+        "{e}"
+    );
+    let d = parse(&display("listen = \"0.0.0.0\"\nallow_plaintext = true"))
+        .unwrap()
+        .pool
+        .display
+        .unwrap();
+    assert!(d.plaintext_on_network());
+    // With TLS the display uses the server's certificate, and nothing else.
+    let d = parse(&with_tls(display(
+        "listen = \"0.0.0.0\"\nhost_subject = \"O=Airlock,CN=h\"\ngrace_s = 5",
+    )))
+    .unwrap()
+    .pool
+    .display
+    .unwrap();
+    let tls = d.tls.unwrap();
+    assert_eq!((tls.cert, tls.key), (b.join("c.pem"), b.join("k.pem")));
+    assert_eq!(tls.host_subject.as_deref(), Some("O=Airlock,CN=h"));
+    assert_eq!(d.grace, Duration::from_secs(5));
+    for (keys, key, says) in [
+        (
+            "allow_plaintext = true",
+            "pool.display.allow_plaintext",
+            "remove it",
+        ),
+        ("protocol = \"vnc\"", "pool.display.protocol", "VeNCrypt"),
+        (
+            "host_subject = \"O=A\\nCN=b\"",
+            "pool.display.host_subject",
+            "not a certificate subject",
+        ),
+        ("grace_s = 0", "pool.display.grace_s", "1 to 3600"),
+    ] {
+        let e = parse(&with_tls(display(keys))).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(says), "{keys}: {e}");
+    }
+    let e = err(&display("host_subject = \"O=A\""));
+    assert!(
+        e.contains("pool.display.host_subject") && e.contains("no TLS"),
+        "{e}"
+    );
+}
+
+#[test]
+fn paths_are_normalized() {
+    assert_eq!(
+        normalize(Path::new("/a/b/../c/./d")),
+        PathBuf::from("/a/c/d")
+    );
+    assert_eq!(
+        resolve(Path::new("/etc/airlock"), Path::new("../x")),
+        PathBuf::from("/etc/x")
+    );
+    assert_eq!(
+        resolve(Path::new("/etc"), Path::new("/abs/y")),
+        PathBuf::from("/abs/y")
+    );
+}
+
+#[test]
+fn limits_and_anchoring_have_defaults_and_checked_bounds() {
+    let (_d, b) = base();
+    let c = Config::parse(&good(), "t", &b, None).unwrap();
+    assert_eq!(c.pool.leases_per_terminal, 1);
+    assert_eq!(c.limits.acquire, Limit::new(10, 30).unwrap());
+    assert_eq!(c.limits.auth_failure, Limit::new(10, 10).unwrap());
+    let d = c.pool.display.unwrap();
+    assert_eq!(
+        (d.max_connections, d.idle_timeout),
+        (16, Duration::from_secs(3600))
+    );
+    assert_eq!(c.audit.file, PathBuf::from(DEFAULT_ANCHOR_FILE));
+    assert_eq!(c.audit.interval, Duration::from_secs(60));
+    assert!(!c.audit.syslog);
+
+    let with = |section: &str| format!("{}\n{section}\n", good());
+    let c = Config::parse(
+        &with(
+            "[limits]\nleases_per_terminal = 2\nacquire_burst = 3\nacquires_per_minute = 4\n\
+               [audit]\nanchor_file = \"anchors/a.log\"\nanchor_interval_s = 5\nsyslog = true",
+        ),
+        "t",
+        &b,
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.pool.leases_per_terminal, 2);
+    assert_eq!(c.limits.acquire, Limit::new(3, 4).unwrap());
+    assert_eq!(c.audit.file, b.join("anchors/a.log"));
+    assert_eq!(c.audit.interval, Duration::from_secs(5));
+    assert!(c.audit.syslog);
+    for (section, key, says) in [
+        (
+            "[limits]\nleases_per_terminal = 0",
+            "limits.leases_per_terminal",
+            "1 to 500",
+        ),
+        (
+            "[limits]\nacquire_burst = 0",
+            "limits.acquire_burst",
+            "1 to 10000",
+        ),
+        (
+            "[limits]\nauth_failures_per_minute = 0",
+            "limits.auth_failures_per_minute",
+            "1 to 600000",
+        ),
+        ("[limits]\nper_ip = 3", "per_ip", "unknown field"),
+        (
+            "[audit]\nanchor_interval_s = 0",
+            "audit.anchor_interval_s",
+            "1 to 86400",
+        ),
+        (
+            "[audit]\nanchor_file = \"state/anchor.log\"",
+            "audit.anchor_file",
+            "inside the state directory",
+        ),
+        (
+            "[audit]\nanchor_file = \"\"",
+            "audit.anchor_file",
+            "not a file path",
+        ),
+    ] {
+        let e = err(&with(section));
+        assert!(e.contains(key) && e.contains(says), "{section}: {e}");
+    }
+    let display =
+        |keys: &str| good().replace("port_base = 5930", &format!("port_base = 5930\n{keys}"));
+    for (keys, key, says) in [
+        (
+            "max_connections = 0",
+            "pool.display.max_connections",
+            "1 to 256",
+        ),
+        (
+            "idle_timeout_s = 4",
+            "pool.display.idle_timeout_s",
+            "5 to 86400",
+        ),
+    ] {
+        let e = err(&display(keys));
+        assert!(e.contains(key) && e.contains(says), "{keys}: {e}");
+    }
+}
+
+#[test]
+fn hashes() {
+    assert_eq!(
+        hash_token("demo-terminal"),
+        hex::encode(Sha256::digest(b"demo-terminal"))
+    );
+}

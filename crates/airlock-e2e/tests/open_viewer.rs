@@ -49,14 +49,13 @@ fn vv_files(dir: &Path) -> Vec<String> {
 /// `build/test-output/`.
 fn desktop_on_screen(
     x: &Xvfb,
-    qmp: &mut airlock_testkit::qmp::Qmp,
     tmp: &Path,
     broker: &airlock_testkit::Broker,
     log: &Path,
 ) -> Result<(usize, usize)> {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let fb = qmp.screendump(&tmp.join("desktop.ppm"))?;
+        let fb = broker.screendump("desk-01")?;
         let screen = x.screen(&tmp.join("screen.ppm"))?;
         if let Some(at) = screen.find(&fb, 8, 0.98) {
             ensure!(fb.colours() > 2, "the desktop's screen is blank");
@@ -67,7 +66,7 @@ fn desktop_on_screen(
             let keep = airlock_testkit::artifacts::build_dir().join("test-output");
             std::fs::create_dir_all(&keep)?;
             std::fs::copy(
-                tmp.join("desktop.ppm"),
+                broker.screendump_path("desk-01"),
                 keep.join("open_viewer-desktop.ppm"),
             )?;
             std::fs::copy(tmp.join("screen.ppm"), keep.join("open_viewer-screen.ppm"))?;
@@ -145,8 +144,7 @@ fn the_desktop_appears_in_remote_viewer_over_tls_and_closing_it_ends_the_session
 
     // The X screen shows the desktop's framebuffer, pixel for pixel (within a small
     // tolerance for the display's encoding), once the viewer has drawn it.
-    let mut qmp = broker.test_qmp("desk-01")?;
-    let found = desktop_on_screen(&x, &mut qmp, run.tmp.path(), &broker, &log)?;
+    let found = desktop_on_screen(&x, run.tmp.path(), &broker, &log)?;
     x.screenshot(&run.tmp.path().join("viewer.png"))?;
     println!("the desktop is on the X screen at {found:?}");
 
@@ -200,12 +198,11 @@ fn finish_in_the_desktop_closes_the_viewer_and_ends_airlock_open() -> Result<()>
     let mut open = airlock_open_with(&config, &["--iso", &iso], &log, |cmd| {
         cmd.env("DISPLAY", x.display()).env("SPICE_DEBUG", "1");
     })?;
-    let mut qmp = broker.test_qmp("desk-01")?;
-    desktop_on_screen(&x, &mut qmp, run.tmp.path(), &broker, &log)?;
+    desktop_on_screen(&x, run.tmp.path(), &broker, &log)?;
     let viewer = viewer_of(open.id())?;
 
     // "Press F (or Enter) to finish": the key as the desktop's keyboard gets it.
-    qmp.cmd(
+    broker.test_qmp("desk-01")?.cmd(
         "send-key",
         serde_json::json!({"keys": [{"type": "qcode", "data": "f"}]}),
     )?;

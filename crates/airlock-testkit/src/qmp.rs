@@ -96,7 +96,13 @@ impl Qmp {
 
     /// The VM's screen as QEMU renders it (QMP `screendump`, PPM), read back.
     pub fn screendump(&mut self, path: &Path) -> Result<crate::image::Image> {
-        self.cmd("screendump", json!({ "filename": path }))?;
+        self.screendump_as(path, path)
+    }
+
+    /// [`Qmp::screendump`] into `qemu_path` as QEMU names it (relative to its working
+    /// directory, for a QEMU that may write nowhere else), read back from `path`.
+    pub fn screendump_as(&mut self, qemu_path: &Path, path: &Path) -> Result<crate::image::Image> {
+        self.cmd("screendump", json!({ "filename": qemu_path }))?;
         crate::image::Image::read_ppm(path)
     }
 

@@ -199,6 +199,19 @@ impl Broker {
         crate::qmp::Qmp::connect(&self.run_dir(desktop).join("test-qmp.sock"))
     }
 
+    /// A desktop's screen as its QEMU renders it (QMP `screendump` on the test monitor).
+    /// A confined QEMU writes only in its run directory, so the file goes there
+    /// (`screendump.ppm`, named relative to QEMU's working directory) and is read back.
+    pub fn screendump(&self, desktop: &str) -> Result<crate::image::Image> {
+        let mut qmp = self.test_qmp(desktop)?;
+        qmp.screendump_as(Path::new("screendump.ppm"), &self.screendump_path(desktop))
+    }
+
+    /// Where [`Broker::screendump`] leaves the last image of `desktop`.
+    pub fn screendump_path(&self, desktop: &str) -> PathBuf {
+        self.run_dir(desktop).join("screendump.ppm")
+    }
+
     /// The process id of a desktop's QEMU (its pid file).
     pub fn desktop_qemu_pid(&self, desktop: &str) -> Result<u32> {
         let f = self.run_dir(desktop).join("qemu.pid");

@@ -217,7 +217,7 @@ async fn a_lease_without_heartbeats_expires_and_its_desktop_resets() -> Result<(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn killing_a_desktops_qemu_rebuilds_it() -> Result<()> {
+async fn killing_a_desktops_qemu_replaces_it_with_a_fresh_clone() -> Result<()> {
     let b = start(config()?)?;
     let d = b.wait_clean(2, UP).await?;
     let lease = b.acquire_ok("dr-crash").await?;
@@ -237,7 +237,7 @@ async fn killing_a_desktops_qemu_rebuilds_it() -> Result<()> {
                     && d["resets"].as_i64() == Some(1)
             })
             .await?;
-        assert_eq!(d["last_reset_method"], "rebuild");
+        assert_eq!(d["last_reset_method"], "template_clone");
     }
     // The lease on the killed desktop ended.
     assert_eq!(b.heartbeat(TERMINAL_TOKEN, &lease.lease_id).await?, 404);

@@ -59,8 +59,9 @@ impl Pool {
             tracing::error!(desktop = %id, error = %ErrorChain(&e), "could not record a lost desktop");
             return;
         }
-        self.reset_locked(id, ResetPlan::new(ResetMethod::Rebuild, false))
-            .await;
+        // A fresh process by the pool's method (a new template clone: nothing of the dead
+        // process is reused), with a rebuild as its fallback.
+        self.reset(id, false).await;
     }
 
     /// A desktop's QEMU died (or its monitor closed).

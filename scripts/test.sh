@@ -13,7 +13,8 @@ cargo xtask terminal-guest
 # no test waits for it.
 say "building the end-to-end tests' guest tool (usb-control, static)"
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release \
-    --target x86_64-unknown-linux-gnu -p airlock-testkit --bin usb-control
+    --target x86_64-unknown-linux-gnu --target-dir "${CARGO_TARGET_DIR:-target}/usb-control" \
+    -p airlock-testkit --bin usb-control
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

@@ -340,24 +340,29 @@ pub const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// This crate's `usb-control` (what a hostile disc sends to its drive), built statically
 /// for the demo guest (it has no libc) by `RUSTFLAGS="-C target-feature=+crt-static"
-/// cargo build --release --target x86_64-unknown-linux-gnu -p airlock-testkit --bin
-/// usb-control`, once per process (cargo rebuilds it when the code changed).
+/// cargo build --release --target x86_64-unknown-linux-gnu --target-dir
+/// <target>/usb-control -p airlock-testkit --bin usb-control`, once per process (cargo
+/// rebuilds it when the code changed). Its own target directory: sharing the terminal
+/// VM's static `airlock` build's made each rebuild the other's dependencies.
 pub fn usb_control() -> Result<&'static Path> {
     static CELL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     once(&CELL, || {
         locked("static-tools", || {
+            let dir = target_dir()?.join("usb-control");
             let mut cmd = cargo();
-            cmd.env("RUSTFLAGS", "-C target-feature=+crt-static").args([
-                "build",
-                "--quiet",
-                "--release",
-                "--target",
-                STATIC_TARGET,
-                "-p",
-                "airlock-testkit",
-                "--bin",
-                "usb-control",
-            ]);
+            cmd.env("RUSTFLAGS", "-C target-feature=+crt-static")
+                .args(["build", "--target-dir"])
+                .arg(&dir)
+                .args([
+                    "--quiet",
+                    "--release",
+                    "--target",
+                    STATIC_TARGET,
+                    "-p",
+                    "airlock-testkit",
+                    "--bin",
+                    "usb-control",
+                ]);
             let what = describe(&cmd);
             eprintln!("building test artifacts: {what}");
             let st = cmd
@@ -365,10 +370,7 @@ pub fn usb_control() -> Result<&'static Path> {
                 .status()
                 .with_context(|| format!("starting `{what}`"))?;
             ensure!(st.success(), "`{what}` failed ({st})");
-            let bin = target_dir()?
-                .join(STATIC_TARGET)
-                .join("release")
-                .join("usb-control");
+            let bin = dir.join(STATIC_TARGET).join("release").join("usb-control");
             let elf = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
             check_static(&elf).with_context(|| format!("checking {}", bin.display()))?;
             Ok(bin)

@@ -43,6 +43,9 @@ impl Broker {
     /// Writes the config and starts `airlockd` (the binary at `airlockd`); returns once
     /// it listens (its desktops are still starting: see [`Broker::wait_clean`]).
     pub fn start(airlockd: &Path, config: BrokerConfig) -> Result<Broker> {
+        // A test that times out gets SIGTERM: stop the broker and its desktops then too
+        // (QEMU outlives its broker by design, so nothing else would).
+        crate::process::stop_everything_on_signal();
         let dir = RunDir::new("airlock-broker-")?;
         let state = dir.join("state");
         let config_path = dir.join("airlockd.toml");

@@ -4,7 +4,6 @@
 use super::{now_ms, Pool};
 use airlock_core::{DesktopEvent, DesktopId, DesktopState};
 use airlock_qemu::spec::files;
-use airlock_store::AuditEntry;
 use std::time::Duration;
 
 impl Pool {
@@ -62,12 +61,12 @@ impl Pool {
                     if s.desktop(&id)?.state != DesktopState::Clean {
                         return Ok(false);
                     }
-                    s.transition(
+                    super::resets::transition_in(
+                        &mut s,
                         &id,
                         DesktopEvent::Died,
-                        now_ms(),
                         Some("an idle clean desktop did not answer its probe"),
-                        AuditEntry::new("desktop_died"),
+                        serde_json::json!({}),
                     )?;
                     Ok(true)
                 });

@@ -24,12 +24,12 @@ impl Pool {
             json!({"why": "the desktop's QEMU process was lost"}),
         )?;
         if ended.is_none() {
-            store.transition(
+            transition_in(
+                &mut store,
                 id,
                 DesktopEvent::Died,
-                now_ms(),
                 Some("QEMU process lost"),
-                AuditEntry::new("desktop_died"),
+                json!({}),
             )?;
         }
         Ok(())
@@ -41,17 +41,13 @@ impl Pool {
         event: DesktopEvent,
         reason: Option<&str>,
     ) -> Result<DesktopState, PoolError> {
-        let mut store = self.store()?;
-        let action = match event {
-            DesktopEvent::BeginReset => "reset_started",
-            DesktopEvent::ResetFailed => "desktop_broken",
-            DesktopEvent::Died => "desktop_died",
-            DesktopEvent::Repair => "repair_requested",
-            DesktopEvent::Invalidate => "desktop_invalidated",
-            DesktopEvent::Recover => "desktop_recovered",
-            _ => "desktop_state",
-        };
-        Ok(store.transition(id, event, now_ms(), reason, AuditEntry::new(action))?)
+        Ok(transition_in(
+            &mut *self.store()?,
+            id,
+            event,
+            reason,
+            json!({}),
+        )?)
     }
 
     pub(super) async fn handle_died(&self, id: &DesktopId) {
@@ -317,4 +313,31 @@ enum Started {
     Fresh(Box<(StartedVm, VmSpec)>),
     /// The running process was restored in place.
     InPlace(serde_json::Value),
+}
+
+/// Applies `event` to desktop `id` in `store` (whose lock the caller holds, so that a
+/// look before it and the change are one step), audited under the event's action name.
+pub(super) fn transition_in(
+    store: &mut airlock_store::Store,
+    id: &DesktopId,
+    event: DesktopEvent,
+    reason: Option<&str>,
+    details: serde_json::Value,
+) -> Result<DesktopState, airlock_store::StoreError> {
+    let action = match event {
+        DesktopEvent::BeginReset => "reset_started",
+        DesktopEvent::ResetFailed => "desktop_broken",
+        DesktopEvent::Died => "desktop_died",
+        DesktopEvent::Repair => "repair_requested",
+        DesktopEvent::Invalidate => "desktop_invalidated",
+        DesktopEvent::Recover => "desktop_recovered",
+        _ => "desktop_state",
+    };
+    store.transition(
+        id,
+        event,
+        now_ms(),
+        reason,
+        AuditEntry::new(action).details(details),
+    )
 }

@@ -9,12 +9,11 @@
 //! Both end the lease like every other end (audited with details, display cut, USB
 //! stream closed, password revoked, reset). A clean desktop whose guest powers off is
 //! no longer clean: it goes `dirty` and is reset.
-use super::{now_ms, Pool};
+use super::Pool;
 use crate::error::{ErrorChain, PoolError};
 use airlock_core::{DesktopEvent, DesktopId, DesktopState, EndReason, LeaseId};
 use airlock_qemu::session::{classify, display_client_present, SessionEvent};
 use airlock_qemu::{QmpEvent, Vm};
-use airlock_store::AuditEntry;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,15 +158,15 @@ impl Pool {
             }
             let state = s.desktop(id)?.state;
             if state == DesktopState::Clean {
-                s.transition(
+                super::resets::transition_in(
+                    &mut s,
                     id,
                     DesktopEvent::Died,
-                    now_ms(),
                     Some(match why {
                         EndReason::Quota => "the desktop's disk reached its cap",
                         _ => "the guest powered off",
                     }),
-                    AuditEntry::new("desktop_died").details(details.clone()),
+                    details.clone(),
                 )?;
             }
             Ok(PoweredOff::NotLeased(state))

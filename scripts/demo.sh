@@ -133,7 +133,7 @@ target/release/airlockd --config "$CONFIG" audit verify | sed 's/^/  /'
 cat <<NEXT
 
 The pool keeps running. Next:
-  web console        http://127.0.0.1:7480/   (admin token: demo-admin)
+  web console        http://127.0.0.1:7480/console   (account: token, password: demo-admin)
   open a disc        target/release/airlock open --config $TERM_DIR/terminal.toml --iso build/discs/sample-small.iso
   lease by hand      curl -s -X POST -H 'Authorization: Bearer demo-terminal' -H 'Content-Type: application/json' -d '{"user":"me"}' $URL/v1/leases
   metrics            curl -s $URL/metrics

@@ -1,7 +1,8 @@
 //! `cargo xtask`: Airlock's build tasks: the demo guest (`guest`), the sample referral
 //! discs (`sample-disc`), the test terminal VM (`terminal-guest`) and the benchmarks
-//! (`bench broker`, `bench disc`, `bench open`). A binary that nothing depends on: tests find what it
-//! builds through the manifests it writes (`airlock-testkit`), and its benchmarks run
+//! (`bench broker`, `bench disc`, `bench open`, `bench console`). A binary that nothing
+//! depends on: tests find what it builds through the manifests it writes
+//! (`airlock-testkit`), and its benchmarks run
 //! Airlock through the same test kit.
 //!
 //! Everything here runs on the developer's or CI's machine; nothing is used by the
@@ -9,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod bench_broker;
+mod bench_console;
 mod bench_disc;
 mod bench_open;
 mod cpio;
@@ -81,6 +83,9 @@ enum Bench {
     /// in the real viewer, the drive attached and the disc read, on a warm pool of the
     /// demo configuration.
     Open(bench_open::OpenArgs),
+    /// Acquire latency with the web console closed and open (a real chromium on the
+    /// pool and audit pages), on a store of 1,000,000 audit records (issue 13).
+    Console(bench_console::ConsoleArgs),
 }
 
 fn main() -> ExitCode {
@@ -120,6 +125,7 @@ fn run(cli: Cli) -> Result<()> {
         Task::Bench(Bench::Open(args)) => {
             bench_open::run(&args)?;
         }
+        Task::Bench(Bench::Console(args)) => bench_console::run(&args)?,
         Task::Bench(Bench::Disc(args)) => {
             bench_disc::run(&bench_disc::Options::new(args)?)?;
         }

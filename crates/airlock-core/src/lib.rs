@@ -48,6 +48,7 @@ fn assert_names_round_trip<T: Copy + PartialEq + std::fmt::Debug>(
     assert_eq!(parse("nonsense"), None);
 }
 
+pub mod admin;
 pub mod config_key;
 pub mod cpus;
 pub mod desktop;

@@ -97,6 +97,10 @@ pub struct StateCounts {
     pub dirty: usize,
     pub resetting: usize,
     pub broken: usize,
+    /// Drained by an admin and not leased (out of service, whatever their state; a
+    /// drained desktop is counted here and not under its state).
+    #[serde(default)]
+    pub drained: usize,
 }
 
 impl StateCounts {

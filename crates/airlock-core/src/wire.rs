@@ -390,6 +390,9 @@ wire_names! {
         DesktopNotFound = "desktop_not_found",
         /// A repair of a desktop that is not broken.
         NotBroken = "not_broken",
+        /// An admin action that does not fit the desktop now (draining a drained one,
+        /// resetting one that is starting or resetting).
+        ActionConflict = "action_conflict",
         /// The lease already has a USB stream.
         UsbStreamOpen = "usb_stream_open",
         /// The USB endpoint was called without the upgrade headers.

@@ -66,7 +66,7 @@ impl Pool {
     /// Accepts connections on a desktop's display port for the life of the broker.
     pub(crate) async fn serve_display(self, id: DesktopId, listener: TcpListener) {
         let (max, idle) = self.display_limits().unwrap_or((usize::MAX, Duration::MAX));
-        let open = Arc::new(AtomicUsize::new(0));
+        let open = self.display_counter(&id);
         loop {
             match listener.accept().await {
                 Ok((tcp, peer)) => {

@@ -27,6 +27,15 @@ pub enum PoolError {
         desktop: String,
         state: DesktopState,
     },
+    #[error("desktop {desktop} is unchanged: {what}")]
+    AdminNoChange { desktop: String, what: &'static str },
+    #[error(
+        "desktop {desktop} is {state}; wait until it is clean, leased or broken, then try again"
+    )]
+    AdminBusy {
+        desktop: String,
+        state: DesktopState,
+    },
     #[error("the desktop could not be prepared for the lease; it is being reset, try again")]
     Setup(#[source] Box<PoolError>),
     #[error("a USB stream is already open for this lease; close it first")]

@@ -9,7 +9,7 @@ mod config;
 mod display;
 mod engine;
 mod error;
-mod metrics;
+pub mod metrics;
 pub mod relay;
 
 pub use config::{DisplayConfig, DisplayTls, PoolConfig, QueueConfig};

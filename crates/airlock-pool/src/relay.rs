@@ -13,6 +13,7 @@
 //! - audit what was attached (VID:PID from the stream, plus the terminal's description).
 use airlock_core::wire::{self, DeviceIdentity};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use usbredir::bytes::{Bytes, BytesMut};
 use usbredir::{Codec, Frame, Packet, Role};
@@ -303,12 +304,21 @@ pub struct RelayStats {
     pub to_terminal: u64,
 }
 
+/// Where a relay counts the bytes it passed, as they pass (`/metrics`).
+#[derive(Debug, Clone, Default)]
+pub struct ByteCounters {
+    pub to_desktop: prometheus_client::metrics::counter::Counter,
+    pub to_terminal: prometheus_client::metrics::counter::Counter,
+}
+
 /// Pipes `terminal` ⇄ `desktop` through a [`Gate`] until one side closes, the gate
-/// refuses the stream, or `stop` fires. `on_event` sees attach/detach events.
+/// refuses the stream, or `stop` fires. `on_event` sees attach/detach events; the bytes
+/// passed are counted in `counters` as they pass, and returned for both directions.
 pub async fn pipe<T, D>(
     terminal: T,
     desktop: D,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    counters: &ByteCounters,
     mut on_event: impl FnMut(StreamEvent) + Send,
 ) -> (RelayEnd, RelayStats)
 where
@@ -320,58 +330,60 @@ where
     // Both directions share the gate; neither holds it across an await.
     let gate = std::sync::Mutex::new(Gate::new());
     let poisoned = || RelayEnd::Io("relay state poisoned".into());
-    let mut stats = RelayStats::default();
+    // Both directions' totals, kept outside their futures: whichever ends the relay, the
+    // other's count is not lost.
+    let (up_total, down_total) = (AtomicU64::new(0), AtomicU64::new(0));
 
     let end = {
         // Desktop → terminal: whole packets, descriptor requests noted.
         let down = async {
             let mut buf = vec![0u8; READ_BUF];
-            let mut n_total = 0u64;
             loop {
                 let n = match d_rd.read(&mut buf).await {
-                    Ok(0) => return (RelayEnd::DesktopClosed, n_total),
+                    Ok(0) => return RelayEnd::DesktopClosed,
                     Ok(n) => n,
-                    Err(e) => return (RelayEnd::Io(e.to_string()), n_total),
+                    Err(e) => return RelayEnd::Io(e.to_string()),
                 };
                 let chunk = buf.get(..n).unwrap_or_default();
                 let out = match gate.lock() {
                     Ok(mut g) => g.from_desktop(chunk),
-                    Err(_) => return (poisoned(), n_total),
+                    Err(_) => return poisoned(),
                 };
                 let out = match out {
                     Ok(b) => b,
-                    Err(e) => return (RelayEnd::Error(e), n_total),
+                    Err(e) => return RelayEnd::Error(e),
                 };
                 if let Err(e) = t_wr.write_all(&out).await {
-                    return (RelayEnd::Io(e.to_string()), n_total);
+                    return RelayEnd::Io(e.to_string());
                 }
-                n_total += out.len() as u64;
+                down_total.fetch_add(out.len() as u64, Ordering::Relaxed);
+                counters.to_terminal.inc_by(out.len() as u64);
             }
         };
 
         // Terminal → desktop: whole packets that passed the policy.
         let up = async {
             let mut buf = vec![0u8; READ_BUF];
-            let mut n_total = 0u64;
             loop {
                 let n = match t_rd.read(&mut buf).await {
-                    Ok(0) => return (RelayEnd::TerminalClosed, n_total),
+                    Ok(0) => return RelayEnd::TerminalClosed,
                     Ok(n) => n,
-                    Err(e) => return (RelayEnd::Io(e.to_string()), n_total),
+                    Err(e) => return RelayEnd::Io(e.to_string()),
                 };
                 let chunk = buf.get(..n).unwrap_or_default();
                 let passed = match gate.lock() {
                     Ok(mut g) => g.from_terminal(chunk),
-                    Err(_) => return (poisoned(), n_total),
+                    Err(_) => return poisoned(),
                 };
                 let passed = match passed {
                     Ok(p) => p,
-                    Err(e) => return (RelayEnd::Error(e), n_total),
+                    Err(e) => return RelayEnd::Error(e),
                 };
                 if let Err(e) = d_wr.write_all(&passed.bytes).await {
-                    return (RelayEnd::Io(e.to_string()), n_total);
+                    return RelayEnd::Io(e.to_string());
                 }
-                n_total += passed.bytes.len() as u64;
+                up_total.fetch_add(passed.bytes.len() as u64, Ordering::Relaxed);
+                counters.to_desktop.inc_by(passed.bytes.len() as u64);
                 passed.events.into_iter().for_each(&mut on_event);
             }
         };
@@ -382,10 +394,14 @@ where
         // desktop's hello) is judged before the desktop's hello is read.
         tokio::select! {
             biased;
-            (end, n) = &mut up => { stats.to_desktop = n; end }
-            (end, n) = &mut down => { stats.to_terminal = n; end }
+            end = &mut up => end,
+            end = &mut down => end,
             _ = stop.wait_for(|v| *v) => RelayEnd::LeaseEnded,
         }
+    };
+    let stats = RelayStats {
+        to_desktop: up_total.load(Ordering::Relaxed),
+        to_terminal: down_total.load(Ordering::Relaxed),
     };
     // Close the terminal's side properly (a TLS close_notify over HTTPS), so the terminal
     // sees the end of the stream rather than a truncated connection; the desktop's

@@ -271,6 +271,42 @@ pub fn remove_old_cgroups(cgroups: &Cgroups, c: &Confine) {
     }
 }
 
+/// The directories of a broker's cgroup instance (`<instance>` under each hierarchy it
+/// uses; pure).
+pub fn instance_dirs(cgroups: &Cgroups, instance: &str) -> Vec<PathBuf> {
+    match cgroups {
+        Cgroups::V2 { root } => vec![root.join(instance)],
+        Cgroups::V1 { memory, pids, cpu } => {
+            vec![
+                memory.join(instance),
+                pids.join(instance),
+                cpu.join(instance),
+            ]
+        }
+    }
+}
+
+/// Removes a broker's cgroups once its desktops are stopped (`airlockd stop-desktops`):
+/// every empty desktop cgroup, then the instance itself. Returns how many directories
+/// are left (they still hold a process).
+pub fn remove_instance(cgroups: &Cgroups, instance: &str) -> usize {
+    let mut left = 0;
+    for dir in instance_dirs(cgroups, instance) {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) && std::fs::remove_dir(e.path()).is_err()
+                {
+                    left += 1;
+                }
+            }
+        }
+        if dir.exists() && std::fs::remove_dir(&dir).is_err() {
+            left += 1;
+        }
+    }
+    left
+}
+
 fn cgroup_error(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> QemuError {
     crate::io_error(format!(
         "{what} cgroup file {} (confinement: see docs/operations.md)",
@@ -403,5 +439,39 @@ mod tests {
         assert_eq!(p.len(), 2);
         assert!(p[0].contains("run airlockd as root"));
         assert!(p[1].contains("mount cgroup v2"));
+    }
+
+    #[test]
+    fn a_stopped_instance_leaves_no_empty_cgroup_behind() {
+        let t = tempfile::tempdir().unwrap();
+        let (m, p, c) = (t.path().join("m"), t.path().join("p"), t.path().join("c"));
+        let cg = Cgroups::V1 {
+            memory: m.clone(),
+            pids: p.clone(),
+            cpu: c.clone(),
+        };
+        assert_eq!(
+            instance_dirs(&cg, "airlock-x"),
+            [
+                m.join("airlock-x"),
+                p.join("airlock-x"),
+                c.join("airlock-x")
+            ]
+        );
+        for root in [&m, &p] {
+            std::fs::create_dir_all(root.join("airlock-x/desk-01.1")).unwrap();
+            std::fs::create_dir_all(root.join("airlock-x/desk-02.7")).unwrap();
+        }
+        // A "busy" cgroup (here: a directory holding a file) stays, and so does its parent.
+        std::fs::create_dir_all(c.join("airlock-x/desk-01.2")).unwrap();
+        std::fs::write(c.join("airlock-x/desk-01.2/cgroup.procs"), "42").unwrap();
+        assert_eq!(remove_instance(&cg, "airlock-x"), 2);
+        assert!(!m.join("airlock-x").exists() && !p.join("airlock-x").exists());
+        assert!(c.join("airlock-x/desk-01.2").exists());
+        let v2 = Cgroups::V2 {
+            root: t.path().join("v2"),
+        };
+        assert_eq!(instance_dirs(&v2, "i"), [t.path().join("v2/i")]);
+        assert_eq!(remove_instance(&v2, "i"), 0);
     }
 }

@@ -14,12 +14,24 @@
 #![forbid(unsafe_code)]
 
 pub mod anchor;
+pub mod atna;
 mod audit;
 mod error;
+pub mod export;
+pub mod reader;
 mod schema;
 mod store;
+pub mod verify;
 
 pub use anchor::{Anchor, AnchorCheck, AnchorError, AnchorLog};
 pub use audit::{AuditEntry, AuditRecord, ChainReport, GENESIS_HASH};
 pub use error::StoreError;
+pub use export::{
+    export_audit, parse_time_ms, rfc3339_ms, ExportError, ExportFormat, ExportWriter,
+};
+pub use reader::{
+    AuditFilter, AuditPage, AuditQuery, AuditView, Reader, SessionCursor, SessionDurations,
+    SessionFilter, SessionPage, SessionQuery, SessionSummary, SessionTimeline, TimelineEntry,
+};
 pub use store::{AcquireRequest, Acquired, DesktopRow, LeaseRow, Pick, ResetRecord, Store, Waited};
+pub use verify::{BrokenLink, ChainMonitor, ChainStatus, FullCheck};

@@ -74,6 +74,30 @@ WHEN NEW.ended_at IS NULL
 BEGIN SELECT RAISE(ABORT, 'a lease starts only on a clean desktop'); END;
 "#,
         ),
+        // 3: the indexes the audit and session searches need (airlock-store `reader`).
+        // Single-column indexes keep the rowid (= `seq`) order within a value, so a
+        // search by one of them pages newest first without sorting.
+        M::up(
+            r#"
+CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts);
+CREATE INDEX IF NOT EXISTS audit_terminal ON audit(terminal);
+CREATE INDEX IF NOT EXISTS audit_user ON audit(user);
+CREATE INDEX IF NOT EXISTS audit_desktop ON audit(desktop_id);
+CREATE INDEX IF NOT EXISTS audit_lease ON audit(lease_id);
+CREATE INDEX IF NOT EXISTS audit_action ON audit(action);
+CREATE INDEX IF NOT EXISTS leases_user ON leases(user, created_at);
+CREATE INDEX IF NOT EXISTS leases_terminal ON leases(terminal, created_at);
+CREATE INDEX IF NOT EXISTS leases_created ON leases(created_at);
+"#,
+        ),
+        // Admins drain desktops (kept out of service, their lease runs to its end) and
+        // return them; acquires skip drained desktops.
+        M::up(
+            r#"
+ALTER TABLE desktops ADD COLUMN drained INTEGER NOT NULL DEFAULT 0 CHECK (drained IN (0, 1));
+ALTER TABLE desktops ADD COLUMN drain_reason TEXT;
+"#,
+        ),
     ])
 }
 

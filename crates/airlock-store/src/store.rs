@@ -35,6 +35,10 @@ pub struct DesktopRow {
     pub generation: i64,
     /// The proof of its last clean start (JSON).
     pub proof: Option<String>,
+    /// Kept out of service by an admin (its lease, if any, runs to its end; it is not
+    /// offered again until returned), and why.
+    pub drained: bool,
+    pub drain_reason: Option<String>,
 }
 
 /// A lease as stored.
@@ -111,7 +115,7 @@ fn corrupt(what: &str, v: &str) -> StoreError {
 }
 
 /// A row type read from a query's columns in a fixed order.
-trait FromRow: Sized {
+pub(crate) trait FromRow: Sized {
     /// The outer error is SQLite's, the inner one a stored value this version does not
     /// understand ([`StoreError::Corrupt`]).
     fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<Self, StoreError>>;
@@ -147,10 +151,10 @@ fn parse_desktop_id(id: &str) -> Result<DesktopId, StoreError> {
 }
 
 const DESKTOP_COLS: &str =
-    "id, state, since, reason, resets, last_reset_ms, last_reset_method, generation, proof";
-const LEASE_COLS: &str =
+    "id, state, since, reason, resets, last_reset_ms, last_reset_method, generation, proof, drained, drain_reason";
+pub(crate) const LEASE_COLS: &str =
     "id, desktop_id, terminal, user, created_at, heartbeat_at, ended_at, end_reason";
-const AUDIT_COLS: &str =
+pub(crate) const AUDIT_COLS: &str =
     "seq, ts, action, terminal, user, desktop_id, lease_id, details, prev_hash, hash";
 
 /// Columns [`DESKTOP_COLS`].
@@ -166,6 +170,7 @@ impl FromRow for DesktopRow {
             r.get(7)?,
             r.get(8)?,
         );
+        let (drained, drain_reason): (bool, Option<String>) = (r.get(9)?, r.get(10)?);
         let desktop = || {
             Ok(DesktopRow {
                 id: parse_desktop_id(&id)?,
@@ -178,6 +183,8 @@ impl FromRow for DesktopRow {
                 last_reset_method,
                 generation,
                 proof,
+                drained,
+                drain_reason,
             })
         };
         Ok(desktop())
@@ -271,6 +278,18 @@ fn append_audit_tx(
         params![seq, now, e.action, e.terminal, e.user, e.desktop, e.lease, details, prev, hash],
     )?;
     Ok(hash)
+}
+
+/// The chain's head on a connection: `(0, GENESIS_HASH)` for an empty log.
+pub(crate) fn audit_head(c: &Connection) -> Result<(i64, String), StoreError> {
+    let head: Option<(i64, String)> = c
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(head.unwrap_or_else(|| (0, GENESIS_HASH.to_owned())))
 }
 
 fn desktop_state_tx(tx: &Transaction<'_>, id: &DesktopId) -> Result<DesktopState, StoreError> {
@@ -442,6 +461,30 @@ impl Store {
         Ok(to)
     }
 
+    /// Drains desktop `id` (`drained`: kept out of service; its lease, if any, runs to its
+    /// end) or returns it, with the audit record, atomically. Returns whether anything
+    /// changed (draining a drained desktop does not).
+    pub fn set_drained(
+        &mut self,
+        id: &DesktopId,
+        drained: bool,
+        reason: Option<&str>,
+        now: UnixMillis,
+        audit: AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let tx = self.immediate()?;
+        desktop_state_tx(&tx, id)?;
+        let n = tx.execute(
+            "UPDATE desktops SET drained = ?2, drain_reason = ?3 WHERE id = ?1 AND drained != ?2",
+            params![id.as_str(), drained, if drained { reason } else { None }],
+        )?;
+        if n > 0 {
+            append_audit_tx(&tx, now, &audit.desktop(id))?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
     /// Marks a reset as succeeded: `resetting`/`starting` → `clean`, records its duration,
     /// method and proof, and audits it, atomically.
     pub fn reset_succeeded(
@@ -566,7 +609,7 @@ impl Store {
         }
         let mut candidates: Vec<Candidate> = query_all(
             &tx,
-            "SELECT id, since FROM desktops WHERE state = 'clean' AND retired = 0",
+            "SELECT id, since FROM desktops WHERE state = 'clean' AND retired = 0 AND drained = 0",
             [],
         )?;
         match req.pick {
@@ -787,20 +830,27 @@ impl Store {
     /// The chain's head: the newest record's sequence number and hash, or `(0,
     /// GENESIS_HASH)` for an empty log.
     pub fn audit_head(&self) -> Result<(i64, String), StoreError> {
-        let head: Option<(i64, String)> = self
-            .conn
-            .query_row(
-                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        Ok(head.unwrap_or_else(|| (0, GENESIS_HASH.to_owned())))
+        audit_head(&self.conn)
+    }
+
+    /// This store's connection, for the searches of [`crate::reader`].
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     /// The stored hash of record `seq`, if there is such a record.
     pub fn audit_hash_at(&self, seq: i64) -> Result<Option<String>, StoreError> {
         query_value(&self.conn, "SELECT hash FROM audit WHERE seq = ?1", [seq])
+    }
+
+    /// At most `limit` records with `seq > after`, oldest first (audit forwarding reads
+    /// the log after its cursor with this, on a read-only store; added by helper B).
+    pub fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        query_all(
+            &self.conn,
+            &format!("SELECT {AUDIT_COLS} FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
+            [after, i64::try_from(limit).unwrap_or(i64::MAX)],
+        )
     }
 
     /// Compares the chain with an anchor written earlier (see [`crate::anchor`]).
@@ -811,13 +861,28 @@ impl Store {
     }
 
     /// Checks the whole audit chain and reports the first broken link.
+    /// Records are read one at a time (a chain of millions is checked in constant memory).
     pub fn verify_audit(&self) -> Result<ChainReport, StoreError> {
-        let records = query_all(
-            &self.conn,
-            &format!("SELECT {AUDIT_COLS} FROM audit ORDER BY seq"),
-            [],
-        )?;
-        Ok(verify_chain(records))
+        let mut st = self
+            .conn
+            .prepare(&format!("SELECT {AUDIT_COLS} FROM audit ORDER BY seq"))?;
+        let rows = st.query_map([], AuditRecord::from_row)?;
+        let mut err = None;
+        let report = verify_chain(rows.map_while(|r| match r {
+            Ok(Ok(rec)) => Some(rec),
+            Ok(Err(e)) => {
+                err = Some(e);
+                None
+            }
+            Err(e) => {
+                err = Some(e.into());
+                None
+            }
+        }));
+        match err {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
     }
 
     /// Direct access for tests that tamper with the database.

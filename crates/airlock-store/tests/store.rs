@@ -622,3 +622,46 @@ fn concurrent_requests_of_one_terminal_get_one_lease() {
     assert_eq!(s.active_leases().unwrap().len(), 2);
     assert!(s.verify_audit().unwrap().is_intact());
 }
+
+#[test]
+fn drained_desktops_are_not_leased_until_returned() {
+    let (mut s, ids) = clean_pool(2);
+    let drain = |s: &mut Store, id: &DesktopId, on: bool| {
+        s.set_drained(
+            id,
+            on,
+            Some("firmware check"),
+            50,
+            AuditEntry::new(if on {
+                "desktop_drained"
+            } else {
+                "desktop_returned"
+            }),
+        )
+        .unwrap()
+    };
+    assert!(drain(&mut s, &ids[0], true));
+    // Draining twice changes nothing and writes nothing.
+    assert!(!drain(&mut s, &ids[0], true));
+    let row = s.desktop(&ids[0]).unwrap();
+    assert!(row.drained && row.state == DesktopState::Clean);
+    assert_eq!(row.drain_reason.as_deref(), Some("firmware check"));
+    let a = s.acquire(&lid(1), &term("t1"), &user("a"), 100).unwrap();
+    assert_eq!(a.lease.desktop, ids[1]);
+    assert!(matches!(
+        s.acquire(&lid(2), &term("t2"), &user("b"), 101),
+        Err(StoreError::NoFreeDesktop)
+    ));
+    // A leased desktop can be drained too: its lease runs on.
+    assert!(drain(&mut s, &ids[1], true));
+    assert_eq!(s.active_leases().unwrap().len(), 1);
+    assert!(drain(&mut s, &ids[0], false));
+    let row = s.desktop(&ids[0]).unwrap();
+    assert!(!row.drained && row.drain_reason.is_none());
+    let b = s.acquire(&lid(2), &term("t2"), &user("b"), 102).unwrap();
+    assert_eq!(b.lease.desktop, ids[0]);
+    let audit = s.audit_tail(100).unwrap();
+    let n = |a: &str| audit.iter().filter(|r| r.action == a).count();
+    assert_eq!((n("desktop_drained"), n("desktop_returned")), (2, 1));
+    assert!(s.verify_audit().unwrap().is_intact());
+}

@@ -19,6 +19,10 @@
 //!   drive baseline, a usb-redir socket, or its agent port). [`terminal_vm`]: a terminal
 //!   with a real Linux USB stack. [`iso`]: ISO images made for a test.
 //! - [`fake_root`]: a terminal's system tree in a directory, for the guard's tests.
+//! - [`browser`]: headless chromium over the DevTools protocol, for the web console.
+//! - [`rsyslog`]: a private `rsyslogd` receiving syslog over TCP or TLS on loopback.
+//! - [`audit_fill`]: a database filled with a large, valid audit trail (a million
+//!   records in seconds), for scale tests and benchmarks.
 //! - [`audit`]: the audit-trail invariant checker. [`spice`]: a real SPICE client, and a
 //!   viewer that stays connected and presses keys. [`tls`]: a site CA and a broker
 //!   certificate.
@@ -34,7 +38,9 @@
 
 pub mod artifacts;
 pub mod audit;
+pub mod audit_fill;
 pub mod broker;
+pub mod browser;
 pub mod fake_root;
 pub mod guest_vm;
 pub mod image;
@@ -42,6 +48,7 @@ pub mod iso;
 pub mod net;
 pub mod process;
 pub mod qmp;
+pub mod rsyslog;
 pub mod serial;
 pub mod shell;
 pub mod spice;

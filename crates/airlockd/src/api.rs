@@ -16,11 +16,10 @@ use axum::extract::{
 };
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -35,6 +34,12 @@ pub struct AppState {
     pub limits: Arc<Limiter>,
     /// The audit anchor writer, for `GET /v1/audit/verify`.
     pub anchor: Arc<crate::anchor::Anchorer>,
+    /// The audit chain's verifier and its read-only connections (searches, exports).
+    pub chain: Arc<airlock_store::ChainMonitor>,
+    /// Audit forwarding to syslog, when configured (its problems go to `/healthz`).
+    pub forward: Option<Arc<crate::syslog::AuditForward>>,
+    /// The web console (`/console`).
+    pub console: airlock_console::Console,
 }
 
 /// An API error.
@@ -64,7 +69,25 @@ impl ApiError {
         )
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    /// `500 internal`: the details are in the broker log.
+    pub(crate) fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            "internal error; the broker log has the details",
+        )
+    }
+
+    /// `404 lease_not_found` for a lease id in a path.
+    pub(crate) fn lease_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::LeaseNotFound,
+            "no lease with that id (lease ids are 32 lower-case hex digits)",
+        )
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
 
@@ -97,6 +120,8 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        // For the refusal counter of `/metrics` ([`count_refusals`]).
+        resp.extensions_mut().insert(self.code);
         resp
     }
 }
@@ -135,6 +160,11 @@ impl From<PoolError> for ApiError {
             PoolError::NotBroken { .. } => {
                 ApiError::new(StatusCode::CONFLICT, ErrorCode::NotBroken, e.to_string())
             }
+            PoolError::AdminNoChange { .. } | PoolError::AdminBusy { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::ActionConflict,
+                e.to_string(),
+            ),
             PoolError::UsbBusy => ApiError::new(
                 StatusCode::CONFLICT,
                 ErrorCode::UsbStreamOpen,
@@ -389,6 +419,7 @@ async fn create_lease(
     ApiJson(req): ApiJson<LeaseRequest>,
 ) -> Result<Response, ApiError> {
     st.limits.acquire(&terminal).map_err(|l| {
+        st.pool.metrics().count_acquire_rate_limited();
         ApiError::rate_limited(
             "this terminal asks for desktops too often (limits.acquires_per_minute)",
             l,
@@ -587,60 +618,92 @@ async fn repair(
         .into_response())
 }
 
-#[derive(Deserialize)]
+/// The body of an admin action: why (it goes into the audit log).
+#[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AuditQuery {
-    limit: Option<usize>,
+struct ActionBody {
+    reason: String,
 }
 
-async fn audit(
+/// Who an admin API request is: the admin token, from the client's address.
+fn token_requester(parts_ip: IpAddr) -> airlock_core::admin::Requester {
+    airlock_core::admin::Requester::new("api:admin-token", Some(parts_ip))
+}
+
+fn admin_reason(body: &ActionBody) -> Result<airlock_core::admin::AdminReason, ApiError> {
+    airlock_core::admin::AdminReason::parse(&body.reason)
+        .map_err(|e| ApiError::bad_request(format!("reason: {e}")))
+}
+
+/// `POST /v1/desktops/{id}/actions/{action}`: drain, return, reset or rebuild a desktop.
+async fn desktop_action(
     State(st): State<AppState>,
     _a: AdminAuth,
-    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    ClientIp(ip): ClientIp,
+    Path((id, action)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ActionBody>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let records = st.pool.audit_tail(limit)?;
-    Ok(Json(json!({ "records": records })).into_response())
+    let id = DesktopId::from_path(&id)?;
+    let action = airlock_core::admin::DesktopAction::parse(&action).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "no such action; use drain, return, reset or rebuild",
+        )
+    })?;
+    let reason = admin_reason(&body)?;
+    st.pool
+        .desktop_action(&id, action, &token_requester(ip), &reason)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"desktop_id": id, "action": action.as_str()})),
+    )
+        .into_response())
 }
 
-async fn audit_verify(State(st): State<AppState>, _a: AdminAuth) -> Result<Response, ApiError> {
-    let r = st.pool.verify_audit()?;
-    // The anchor this broker wrote last (the whole file is checked at start and by
-    // `airlockd audit verify`).
-    // The anchor this broker wrote last is looked up now; the whole file was checked at
-    // start (`airlockd audit verify` checks it all again).
-    let anchor = match st.anchor.latest() {
-        None => Value::Null,
-        Some(a) => {
-            let check = st.pool.check_anchor(&a)?;
-            let problem = match check.holds() {
-                true => st.anchor.problem_at_start(),
-                false => Some(crate::anchor::explain(&st.anchor.path(), &a, &check)),
-            };
-            json!({
-                "file": st.anchor.path(),
-                "seq": a.seq,
-                "hash": a.hash,
-                "ts": a.ts,
-                "holds": problem.is_none(),
-                "problem": problem,
-            })
-        }
-    };
-    Ok(Json(json!({
-        "intact": r.is_intact(),
-        "records": r.records,
-        "head": r.head,
-        "first_broken": r.first_broken.map(|(seq, why)| json!({"seq": seq, "why": why})),
-        "anchor": anchor,
-    }))
-    .into_response())
+/// `POST /v1/leases/{id}/revoke`: an admin ends a lease (`revoked`).
+async fn revoke_lease(
+    State(st): State<AppState>,
+    _a: AdminAuth,
+    ClientIp(ip): ClientIp,
+    Id(lease): Id<LeaseId>,
+    ApiJson(body): ApiJson<ActionBody>,
+) -> Result<Response, ApiError> {
+    let reason = admin_reason(&body)?;
+    let desktop = st
+        .pool
+        .end_lease_by_admin(&lease, &token_requester(ip), &reason)
+        .await?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({"lease_id": lease, "desktop_id": desktop, "end_reason": "revoked"})),
+    )
+        .into_response())
+}
+
+/// The client's address, as an extractor.
+struct ClientIp(IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(ClientIp(client_ip(parts)))
+    }
 }
 
 async fn healthz(State(st): State<AppState>) -> Result<Response, ApiError> {
     let mut s = st.pool.status()?;
     s.problems.extend(st.anchor.problem_at_start());
+    if let Some(b) = st.chain.status().first_broken {
+        s.problems.push(format!(
+            "audit chain BROKEN at record {}: {}; run `airlockd audit verify`",
+            b.seq, b.why
+        ));
+    }
+    s.problems
+        .extend(st.forward.as_ref().and_then(|f| f.problem()));
     let usable = s.counts.clean + s.counts.leased > 0;
     let code = if usable {
         StatusCode::OK
@@ -668,19 +731,96 @@ async fn healthz(State(st): State<AppState>) -> Result<Response, ApiError> {
         .into_response())
 }
 
-async fn metrics(State(st): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        st.pool.render_metrics(),
-    )
-        .into_response()
+/// A request allowed to read `/metrics`: any, unless `[metrics]` sets a token; then
+/// one with that bearer token (compared in constant time; failures count against the
+/// address like other wrong tokens).
+pub struct MetricsAuth;
+
+impl FromRequestParts<AppState> for MetricsAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(want) = state.config.metrics_token_sha256 else {
+            return Ok(MetricsAuth);
+        };
+        authenticate(parts, state, |h| {
+            bool::from(want.ct_eq(h)).then_some(MetricsAuth)
+        })
+        .map_err(|e| match e.status {
+            StatusCode::UNAUTHORIZED => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                "missing or wrong bearer token; send `Authorization: Bearer <token>` with the token of [metrics] in the broker's config",
+            ),
+            _ => e,
+        })
+    }
 }
 
-async fn console() -> Html<&'static str> {
-    Html(include_str!("console.html"))
+/// Whether `Accept` asks for OpenMetrics (as Prometheus does, preferring it); any other
+/// client gets the Prometheus text format 0.0.4.
+fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut params = range.split(';').map(str::trim);
+            let is_om = params
+                .next()
+                .is_some_and(|t| t.eq_ignore_ascii_case("application/openmetrics-text"));
+            let refused = params.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            is_om && !refused
+        })
+}
+
+/// `GET /metrics`: OpenMetrics 1.0 when the scraper asks for it, else the Prometheus
+/// text format 0.0.4.
+async fn metrics(State(st): State<AppState>, headers: HeaderMap, _a: MetricsAuth) -> Response {
+    let openmetrics = st.pool.render_metrics();
+    let (content_type, body) = if wants_openmetrics(&headers) {
+        (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            openmetrics,
+        )
+    } else {
+        (
+            "text/plain; version=0.0.4; charset=utf-8",
+            airlock_pool::metrics::to_prometheus_text(&openmetrics),
+        )
+    };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// Counts every `429` and `503` answer (but `/healthz`'s) in `/metrics`, by route
+/// pattern (never a concrete id), status and error code.
+async fn count_refusals(
+    State(pool): State<Pool>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
+    let resp = next.run(req).await;
+    let status = resp.status();
+    // `/healthz`'s 503 reports the pool's state; it refuses nothing.
+    let refused = status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::SERVICE_UNAVAILABLE && route != "/healthz");
+    if refused {
+        let code = resp
+            .extensions()
+            .get::<ErrorCode>()
+            .map_or("other", |c| c.as_str());
+        pool.metrics().count_refused(&route, status.as_u16(), code);
+    }
+    resp
 }
 
 async fn not_found() -> ApiError {
@@ -704,18 +844,23 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/alerts", post(alert))
         .route("/v1/desktops", get(desktops))
         .route("/v1/desktops/{id}/repair", post(repair))
-        .route("/v1/audit", get(audit))
-        .route("/v1/audit/verify", get(audit_verify))
+        .route("/v1/desktops/{id}/actions/{action}", post(desktop_action))
+        .route("/v1/leases/{id}/revoke", post(revoke_lease))
+        .merge(crate::audit_api::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/", get(console))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.pool.clone(),
+            count_refusals,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             limit,
             reject_declared_oversize,
         ))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(airlock_console::router(state.console))
 }
 
 /// Answers 413 at once to a request whose `Content-Length` is over the limit, before any
@@ -744,5 +889,31 @@ async fn reject_declared_oversize(
             resp
         }
         _ => next.run(req).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked_for() {
+        // Prometheus 2.42's Accept header.
+        assert!(wants_openmetrics(&accept(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        )));
+        assert!(wants_openmetrics(&accept("Application/OpenMetrics-Text")));
+        assert!(!wants_openmetrics(&HeaderMap::new()));
+        assert!(!wants_openmetrics(&accept("*/*")));
+        assert!(!wants_openmetrics(&accept("text/plain;version=0.0.4")));
+        assert!(!wants_openmetrics(&accept(
+            "application/openmetrics-text; q=0, text/plain"
+        )));
     }
 }

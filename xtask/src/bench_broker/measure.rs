@@ -5,7 +5,7 @@
 //! Each terminal times its requests on its own HTTP client (its own keep-alive
 //! connection): that is part of what is measured, not harness.
 
-use super::model::{AcquireResults, Plan, ResetSample, ResetSeries, Round};
+use super::model::{AcquireResults, Confinement, Plan, ResetSample, ResetSeries, Round};
 use super::report::gib;
 use super::stats::{min_max, percentile};
 use super::{BenchBroker, BrokerSpec, Setup, CLIENTS, METHODS};
@@ -162,6 +162,7 @@ pub(super) async fn bench_acquire(
         memory_mib: plan.acquire_memory_mib,
         pool: plan.acquire_pool,
         terminals: CLIENTS,
+        confine: true,
     };
     let (b, broker_start_s) = BenchBroker::start(spec, setup).await?;
     load.sample("acquire: broker up");
@@ -399,38 +400,111 @@ pub(super) async fn bench_resets(
         "\n== release-to-clean, {}: one broker per method, pool of 1, samples interleaved ==",
         gib(memory_mib)
     );
-    let mut brokers = Vec::new();
-    let mut series = Vec::new();
-    for method in METHODS {
-        let spec = BrokerSpec {
+    let specs = METHODS
+        .iter()
+        .map(|&method| BrokerSpec {
             label: format!("{}-{memory_mib}m", short(method)),
             method,
             memory_mib,
             pool: 1,
             terminals: 1,
-        };
+            confine: true,
+        })
+        .collect();
+    interleaved_resets(
+        plan,
+        specs,
+        setup,
+        load,
+        &format!("resets {memory_mib} MiB"),
+    )
+    .await
+}
+
+/// Template clone with confinement on and off (`--confinement`): one broker each, pool
+/// of 1, the same RAM size and fill, samples interleaved.
+pub(super) async fn bench_confinement(
+    plan: &Plan,
+    memory_mib: u64,
+    setup: &Setup,
+    load: &mut LoadLog,
+) -> Result<Confinement> {
+    println!(
+        "\n== cost of confinement, {}: template_clone confined and unconfined, one broker each, pool of 1, samples interleaved ==",
+        gib(memory_mib)
+    );
+    let specs = [true, false]
+        .into_iter()
+        .map(|confine| BrokerSpec {
+            label: format!(
+                "tc-{}-{memory_mib}m",
+                if confine { "confined" } else { "unconfined" }
+            ),
+            method: "template_clone",
+            memory_mib,
+            pool: 1,
+            terminals: 1,
+            confine,
+        })
+        .collect();
+    let mut series = interleaved_resets(
+        plan,
+        specs,
+        setup,
+        load,
+        &format!("confinement {memory_mib} MiB"),
+    )
+    .await?
+    .into_iter();
+    match (series.next(), series.next()) {
+        (Some(confined), Some(unconfined)) => Ok(Confinement {
+            memory_mib,
+            confined,
+            unconfined,
+        }),
+        _ => bail!("the confinement comparison lost a series"),
+    }
+}
+
+/// Starts a broker per spec (pool of 1 each), then takes `plan.reset_samples` resets
+/// of each, rotating the order every round so that no broker always runs right after
+/// another and a change in the background load hits all alike. The series come back
+/// in the order of `specs`.
+async fn interleaved_resets(
+    plan: &Plan,
+    specs: Vec<BrokerSpec>,
+    setup: &Setup,
+    load: &mut LoadLog,
+    phase: &str,
+) -> Result<Vec<ResetSeries>> {
+    let mut brokers = Vec::new();
+    let mut series = Vec::new();
+    for spec in specs {
+        let (method, memory_mib, confined) = (spec.method, spec.memory_mib, spec.confine);
         let (b, s) = BenchBroker::start(spec, setup).await?;
         brokers.push(b);
         series.push(ResetSeries {
             method,
             memory_mib,
+            confined,
             broker_start_s: s,
             samples: Vec::new(),
         });
     }
-    load.sample(&format!("resets {memory_mib} MiB: brokers up"));
+    load.sample(&format!("{phase}: brokers up"));
     let term = Terminal::new(1)?;
     let n = plan.reset_samples;
+    let k_all = brokers.len();
     for i in 0..n {
-        // Rotate the order, so no method always runs right after another.
-        for k in 0..METHODS.len() {
-            let m = (i + k) % METHODS.len();
+        for k in 0..k_all {
+            let m = (i + k) % k_all;
             let b = &mut brokers[m];
             print!(
-                "resetting {}/{n} ({}, {}): filling guest RAM... ",
+                "resetting {}/{n} ({}{}, {}): filling guest RAM... ",
                 i + 1,
-                METHODS[m],
-                gib(memory_mib)
+                b.spec.method,
+                if b.spec.confine { "" } else { ", unconfined" },
+                gib(b.spec.memory_mib)
             );
             flush();
             let s = reset_sample(b, &term, plan.fill_fraction, plan.min_in_use).await?;
@@ -445,13 +519,13 @@ pub(super) async fn bench_resets(
                     .map(|x| format!("{x:.3} s"))
                     .unwrap_or_else(|| "?".into()),
                 match &s.broker_method {
-                    Some(x) if x == METHODS[m] => String::new(),
+                    Some(x) if x == b.spec.method => String::new(),
                     other => format!(" WARNING: the broker reset with {other:?}"),
                 }
             );
             series[m].samples.push(s);
         }
-        load.sample(&format!("resets {memory_mib} MiB: round {}", i + 1));
+        load.sample(&format!("{phase}: round {}", i + 1));
     }
     drop(brokers);
     Ok(series)

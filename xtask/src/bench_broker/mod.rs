@@ -21,6 +21,10 @@
 //!   The three methods run side by side (one broker each, same RAM size) and
 //!   their samples are interleaved, so a change in the machine's background
 //!   load hits all of them alike.
+//! * **Cost of confinement** (`--confinement`): release-to-clean of
+//!   `template_clone` as above, at the first RAM size, with `[pool.confine]` on
+//!   (each QEMU its own uid and cgroups, as the product runs) and off, one broker
+//!   each, samples interleaved; the ratio confined / unconfined is the cost.
 //!
 //! The brokers are the test kit's ([`airlock_testkit::Broker`], one typed config, state
 //! in a short directory under `/tmp`); every broker and QEMU process the bench starts
@@ -37,7 +41,7 @@ pub mod stats;
 
 use crate::util;
 use airlock_testkit::{artifacts, Broker, BrokerConfig, GuestManifest};
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use measure::{flush, LoadLog, Terminal};
 use model::{Machine, Plan, Results};
 use report::{fmt_duration, gib};
@@ -66,6 +70,11 @@ pub struct BrokerArgs {
     /// Do not write docs/benchmarks.md (the JSON under build/bench/ is always written).
     #[arg(long)]
     pub no_doc: bool,
+    /// Also measure what confining the desktops costs: template_clone release-to-clean
+    /// at the first RAM size with `[pool.confine]` on and off, one broker each, samples
+    /// interleaved (--samples of each; adds a few minutes, more in full mode).
+    #[arg(long)]
+    pub confinement: bool,
     #[command(flatten)]
     pub common: util::BenchCommon,
 }
@@ -98,6 +107,9 @@ async fn run(args: &BrokerArgs, root: &Path, logs: &Path) -> Result<()> {
     let started = Instant::now();
     let started_utc = utc_now("%Y-%m-%d %H:%M UTC");
     let plan = Plan::new(args);
+    if plan.confinement_memory_mib.is_some() && !rustix::process::geteuid().is_root() {
+        bail!("--confinement needs root: airlockd confines its desktops only when it runs as root");
+    }
     let setup = tokio::task::block_in_place(|| -> Result<Setup> {
         let guest = artifacts::guest()?;
         let airlockd = args.common.airlockd(|| {
@@ -124,6 +136,10 @@ async fn run(args: &BrokerArgs, root: &Path, logs: &Path) -> Result<()> {
     for &mem in &plan.memories_mib {
         resets.extend(measure::bench_resets(&plan, mem, &setup, &mut load).await?);
     }
+    let confinement = match plan.confinement_memory_mib {
+        Some(mem) => Some(measure::bench_confinement(&plan, mem, &setup, &mut load).await?),
+        None => None,
+    };
     load.sample("end");
     machine.load = load;
     let results = Results {
@@ -135,6 +151,7 @@ async fn run(args: &BrokerArgs, root: &Path, logs: &Path) -> Result<()> {
         plan: plan.clone(),
         acquire,
         resets,
+        confinement,
     };
     let report = report::render_report(&results);
     println!("\n{report}");
@@ -166,6 +183,12 @@ fn command_line(args: &BrokerArgs) -> String {
     if let Some(n) = args.samples {
         let _ = write!(s, " --samples {n}");
     }
+    if args.confinement {
+        s.push_str(" --confinement");
+    }
+    if let Some(p) = &args.common.airlockd {
+        let _ = write!(s, " --airlockd {}", p.display());
+    }
     s
 }
 
@@ -193,12 +216,15 @@ struct BrokerSpec {
     memory_mib: u64,
     pool: usize,
     terminals: usize,
+    /// `[pool.confine] enabled`: each QEMU as its own uid in its own cgroups.
+    confine: bool,
 }
 
 impl BrokerSpec {
     /// The kit's config for it: its method, RAM and pool size, `terminals` terminals
     /// (the bench's clients), leases that do not expire during a run, a generous
-    /// readiness timeout for TCG on a shared machine, QEMU's debug log.
+    /// readiness timeout for TCG on a shared machine, QEMU's debug log, confinement
+    /// on or off.
     fn config(&self, guest: &GuestManifest) -> BrokerConfig {
         BrokerConfig {
             size: self.pool,
@@ -208,6 +234,7 @@ impl BrokerSpec {
             ready_timeout_s: 300,
             terminals: (1..=self.terminals).map(Terminal::entry).collect(),
             log_filter: "info,airlock_qemu=debug".into(),
+            confine: self.confine,
             ..BrokerConfig::new(guest)
         }
     }
@@ -239,8 +266,9 @@ impl BenchBroker {
     /// seconds that took.
     async fn start(spec: BrokerSpec, setup: &Setup) -> Result<(BenchBroker, f64)> {
         print!(
-            "starting a broker ({}, {}, pool of {})... ",
+            "starting a broker ({}{}, {}, pool of {})... ",
             spec.method,
+            if spec.confine { "" } else { ", unconfined" },
             gib(spec.memory_mib),
             spec.pool
         );
@@ -257,6 +285,7 @@ impl BenchBroker {
         b.wait_all_clean(Duration::from_secs(600)).await?;
         let s = t.elapsed().as_secs_f64();
         b.check_method().await?;
+        b.check_confinement().await?;
         println!("pool clean after {s:.1} s");
         Ok((b, s))
     }
@@ -324,13 +353,56 @@ impl BenchBroker {
         Ok(())
     }
 
+    /// Fails unless each desktop's QEMU runs as its own uid when the spec confines and
+    /// as the bench's (the broker's) uid when it does not, so an "unconfined" series
+    /// really is one and a confined one is not silently unconfined. Not as root, the
+    /// broker cannot confine (it warns and runs QEMU as its own user): then confined
+    /// specs are not checked, and `--confinement` refuses to run.
+    async fn check_confinement(&self) -> Result<()> {
+        let me = rustix::process::geteuid().as_raw();
+        if self.spec.confine && me != 0 {
+            return Ok(());
+        }
+        for d in self.desktops().await? {
+            let pid = d
+                .pid
+                .ok_or_else(|| anyhow!("{}: desktop {} has no pid", self.label(), d.id))?;
+            let uid = proc_uid(pid)
+                .with_context(|| format!("{}: the uid of QEMU pid {pid}", self.label()))?;
+            if self.spec.confine == (uid == me) {
+                bail!(
+                    "{}: desktop {}'s QEMU (pid {pid}) runs as uid {uid}, the broker as {me}: \
+                     it should {}; /healthz problems: {}",
+                    self.label(),
+                    d.id,
+                    if self.spec.confine {
+                        "be confined (run the bench as root)"
+                    } else {
+                        "not be confined ([pool.confine] enabled = false)"
+                    },
+                    self.broker
+                        .healthz()
+                        .await
+                        .map(|(_, h)| h["problems"].to_string())
+                        .unwrap_or_default()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The broker's audit record of the newest reset of `desktop`, if any.
     async fn last_reset_record(&self, desktop: &str) -> Option<Value> {
-        let v = self.broker.admin_get("/v1/audit?limit=20").await.ok()?;
+        let v = self
+            .broker
+            .admin_get(&format!(
+                "/v1/audit?limit=1&action=desktop_reset&desktop={desktop}"
+            ))
+            .await
+            .ok()?;
         let rec = v["records"]
             .as_array()?
             .iter()
-            .rev()
             .find(|r| r["action"] == "desktop_reset" && r["desktop"] == desktop)?
             .clone();
         match &rec["details"] {
@@ -338,6 +410,16 @@ impl BenchBroker {
             other => Some(other.clone()),
         }
     }
+}
+
+/// The effective uid of a process (`Uid:` of `/proc/PID/status`).
+fn proc_uid(pid: u32) -> Result<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("no Uid: line in /proc/{pid}/status"))
 }
 
 impl Drop for BenchBroker {

@@ -27,10 +27,22 @@ pub(super) struct Plan {
     pub acquire_single_warmup: usize,
     pub acquire_rounds: usize,
     pub acquire_warmup_rounds: usize,
+    /// The RAM size of the confined/unconfined comparison (`--confinement`), if any.
+    pub confinement_memory_mib: Option<u64>,
 }
 
 impl Plan {
     pub fn new(args: &BrokerArgs) -> Plan {
+        let mut plan = Plan::mode(args);
+        plan.confinement_memory_mib = plan
+            .memories_mib
+            .first()
+            .copied()
+            .filter(|_| args.confinement);
+        plan
+    }
+
+    fn mode(args: &BrokerArgs) -> Plan {
         if args.quick {
             Plan {
                 mode: "quick",
@@ -44,6 +56,7 @@ impl Plan {
                 acquire_single_warmup: 1,
                 acquire_rounds: 2,
                 acquire_warmup_rounds: 1,
+                confinement_memory_mib: None,
             }
         } else {
             Plan {
@@ -58,6 +71,7 @@ impl Plan {
                 acquire_single_warmup: 2,
                 acquire_rounds: 20,
                 acquire_warmup_rounds: 1,
+                confinement_memory_mib: None,
             }
         }
     }
@@ -198,6 +212,8 @@ impl AcquireResults {
 pub(super) struct ResetSeries {
     pub method: &'static str,
     pub memory_mib: u64,
+    /// `[pool.confine] enabled` of its broker (the product's default is on).
+    pub confined: bool,
     pub broker_start_s: f64,
     pub samples: Vec<ResetSample>,
 }
@@ -233,6 +249,49 @@ pub(super) struct Results {
     pub plan: Plan,
     pub acquire: AcquireResults,
     pub resets: Vec<ResetSeries>,
+    /// With `--confinement`: template_clone confined and unconfined, interleaved.
+    pub confinement: Option<Confinement>,
+}
+
+/// The cost of confining the desktops: the same template-clone release-to-clean with
+/// `[pool.confine]` on and off, one broker each, samples interleaved.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct Confinement {
+    pub memory_mib: u64,
+    pub confined: ResetSeries,
+    pub unconfined: ResetSeries,
+}
+
+impl Confinement {
+    /// Median release-to-clean, confined / unconfined.
+    pub fn release_ratio(&self) -> Option<f64> {
+        quotient(
+            self.confined.release_median(),
+            self.unconfined.release_median(),
+        )
+    }
+
+    /// Release-to-clean confined / unconfined of each round (the two samples taken one
+    /// right after the other), in round order.
+    pub fn round_ratios(&self) -> Vec<f64> {
+        self.confined
+            .samples
+            .iter()
+            .zip(&self.unconfined.samples)
+            .filter_map(|(a, b)| quotient(a.release_to_clean_s, b.release_to_clean_s))
+            .collect()
+    }
+
+    /// Median of the broker's own `last_reset_s`, confined / unconfined.
+    pub fn broker_ratio(&self) -> Option<f64> {
+        let m = |s: &ResetSeries| median(&s.values(|x| x.broker_last_reset_s));
+        quotient(m(&self.confined), m(&self.unconfined))
+    }
+}
+
+/// `a / b` of two finite medians, `b` positive.
+fn quotient(a: f64, b: f64) -> Option<f64> {
+    (a.is_finite() && b.is_finite() && b > 0.0).then(|| a / b)
 }
 
 impl Results {

@@ -3,7 +3,7 @@
 //! was measured, the machine, the tables, the verdict on the issue's target and a
 //! reading of the numbers. Also the formatting helpers the progress lines share.
 
-use super::model::{ResetSeries, Results};
+use super::model::{Confinement, ResetSample, ResetSeries, Results};
 use super::stats::{median, min_max, percentile, ratio};
 use super::{CLIENTS, METHODS};
 use crate::util;
@@ -15,6 +15,8 @@ use std::path::Path;
 const TARGET_S: f64 = 0.5;
 /// "Nearly independent of RAM size": at most this much slower with 4x the RAM.
 const TARGET_RAM_RATIO: f64 = 1.25;
+/// Issue 12: confined release-to-clean within 10 % of the unconfined one.
+const TARGET_CONFINE_RATIO: f64 = 1.10;
 
 /// The results as Markdown: what was measured, the machine, the tables, the
 /// verdict on the target and an interpretation. Printed and written to the doc.
@@ -62,6 +64,19 @@ pub(super) fn render_report(r: &Results) -> String {
             None => "all of guest RAM but a 5 % (at least 128 MiB) margin".into(),
         }
     );
+    if let Some(c) = &r.confinement {
+        let _ = writeln!(
+            o,
+            "- *Cost of confinement* (`--confinement`): the same release-to-clean of \
+             `template_clone` at {}, with the same fill, on two more brokers side by side: \
+             one with `[pool.confine]` on (each QEMU its own uid, cgroups, its files as \
+             descriptors: the product's default, as in the tables above) and one with \
+             `enabled = false` (every QEMU as the broker's uid, without limits); the bench \
+             checks the uid of each broker's QEMU. Their samples are interleaved (the order \
+             alternates), so the ratio confined / unconfined is measured in one run.",
+            gib(c.memory_mib)
+        );
+    }
     let _ = writeln!(
         o,
         "- p50/p99 are nearest-rank percentiles; with fewer than 100 samples p99 is the \
@@ -199,6 +214,12 @@ pub(super) fn render_report(r: &Results) -> String {
     }
     let _ = writeln!(o);
 
+    // ---- confinement
+    if let Some(c) = &r.confinement {
+        let _ = writeln!(o, "{}", confinement_table(c));
+        let _ = writeln!(o, "{}\n", confinement_verdict(c));
+    }
+
     // ---- where the time goes
     let _ = writeln!(
         o,
@@ -303,6 +324,86 @@ fn verdict(r: &Results) -> String {
         _ => line.push_str(" RAM-size independence: not tested (one RAM size only)."),
     }
     line
+}
+
+/// The confined/unconfined table: release-to-clean and the broker's `last_reset_s`,
+/// each side's median and range, and the ratio of the medians.
+fn confinement_table(c: &Confinement) -> String {
+    let mut o = String::new();
+    let (a, b) = (&c.confined, &c.unconfined);
+    let _ = writeln!(
+        o,
+        "**Cost of confinement** (template_clone, {}, {:.0} MiB filled ({:.0} % of guest RAM \
+         in use), {} + {} samples interleaved, seconds)\n",
+        gib(c.memory_mib),
+        a.fill_median_mib(),
+        a.in_use_median() * 100.0,
+        a.samples.len(),
+        b.samples.len()
+    );
+    let _ = writeln!(
+        o,
+        "| | confined: median (min–max) | unconfined: median (min–max) | confined / unconfined |\n\
+         |---|---:|---:|---:|"
+    );
+    let cell = |s: &ResetSeries, f: &dyn Fn(&ResetSample) -> Option<f64>| {
+        let v = s.values(f);
+        if v.is_empty() {
+            return "–".to_owned();
+        }
+        let (lo, hi) = min_max(&v);
+        format!("{:.3} ({lo:.3}–{hi:.3})", median(&v))
+    };
+    let fmt = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or_else(|| "–".into());
+    let release = |x: &ResetSample| Some(x.release_to_clean_s);
+    let broker = |x: &ResetSample| x.broker_last_reset_s;
+    let _ = writeln!(
+        o,
+        "| release-to-clean | {} | {} | **{}** |",
+        cell(a, &release),
+        cell(b, &release),
+        fmt(c.release_ratio())
+    );
+    let _ = writeln!(
+        o,
+        "| broker `last_reset_s` | {} | {} | {} |",
+        cell(a, &broker),
+        cell(b, &broker),
+        fmt(c.broker_ratio())
+    );
+    let rounds = c.round_ratios();
+    if !rounds.is_empty() {
+        let (lo, hi) = min_max(&rounds);
+        let _ = writeln!(
+            o,
+            "\nPer round (the confined and the unconfined sample taken one right after the \
+             other), release-to-clean confined / unconfined: median {:.2} ({lo:.2}–{hi:.2}); \
+             the confined desktop was slower in {} of {} rounds.",
+            median(&rounds),
+            rounds.iter().filter(|q| **q > 1.0).count(),
+            rounds.len()
+        );
+    }
+    o
+}
+
+/// Whether confinement stays within issue 12's 10 %, in one line.
+fn confinement_verdict(c: &Confinement) -> String {
+    match (c.release_ratio(), c.broker_ratio()) {
+        (Some(q), broker) => format!(
+            "Confined release-to-clean within 10 % of unconfined (issue 12: ratio ≤ \
+             {TARGET_CONFINE_RATIO:.2}): **{}** ({q:.2}; the broker's own `last_reset_s`: {}).",
+            if q <= TARGET_CONFINE_RATIO {
+                "met"
+            } else {
+                "not met"
+            },
+            broker
+                .map(|x| format!("{x:.2}"))
+                .unwrap_or_else(|| "–".into())
+        ),
+        (None, _) => "Confinement cost: no result.".to_owned(),
+    }
 }
 
 /// A short reading of the numbers; the mechanisms are fixed, the figures come
@@ -482,7 +583,9 @@ pub(super) fn write_doc(path: &Path, r: &Results, report: &str, json: &Path) -> 
 }
 
 /// `old` with its "## Broker" section (up to the next "## " heading) replaced by
-/// `section`, or with `section` appended; a new file gets a title.
+/// `section`, or with `section` appended; a new file gets a title. Hand-written
+/// subsections of the old section (from its first "### " heading on; the generated
+/// text has none) are kept after the new text.
 fn replace_section(old: &str, section: &str) -> String {
     const HEADING: &str = "## Broker";
     if old.trim().is_empty() {
@@ -495,10 +598,31 @@ fn replace_section(old: &str, section: &str) -> String {
         return format!("{}\n\n{section}", old.trim_end());
     };
     let body = start + HEADING.len();
-    match old[body..].find("\n## ") {
-        Some(i) => format!("{}{section}\n{}", &old[..start], &old[body + i + 1..]),
-        None => format!("{}{section}", &old[..start]),
+    let (end, rest) = match old[body..].find("\n## ") {
+        Some(i) => (body + i + 1, &old[body + i + 1..]),
+        None => (old.len(), ""),
+    };
+    let kept = find_subheading(&old[body..end])
+        .map(|i| format!("\n\n{}", old[body + i..end].trim_end()))
+        .unwrap_or_default();
+    let section = format!("{}{kept}\n", section.trim_end());
+    if rest.is_empty() {
+        format!("{}{section}", &old[..start])
+    } else {
+        format!("{}{section}\n{rest}", &old[..start])
     }
+}
+
+/// Byte offset of the first line that starts with "### ".
+fn find_subheading(text: &str) -> Option<usize> {
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        if line.starts_with("### ") {
+            return Some(pos);
+        }
+        pos += line.len();
+    }
+    None
 }
 
 /// Byte offset of a line that is exactly `heading`.
@@ -582,6 +706,89 @@ mod tests {
             "# Benchmarks\n\n## Disc\n\nd\n\n## Broker\n\nnew\n"
         );
         assert!(replace_section("", new).starts_with("# Benchmarks\n"));
+        let hand = "# B\n\n## Broker\n\nold\n\n### Notes\n\nkeep me\n\n## Other\n\nx\n";
+        assert_eq!(
+            replace_section(hand, new),
+            "# B\n\n## Broker\n\nnew\n\n### Notes\n\nkeep me\n\n## Other\n\nx\n"
+        );
         assert_eq!(find_heading("## Brokerage\n", "## Broker"), None);
+    }
+}
+
+#[cfg(test)]
+mod confinement_tests {
+    use super::super::measure::{FillReport, Free};
+    use super::*;
+
+    fn series(confined: bool, secs: &[f64]) -> ResetSeries {
+        let free = Free {
+            total_mib: 1000,
+            used_mib: 100,
+            free_mib: 700,
+            shared_mib: 250,
+            buff_cache_mib: 200,
+            available_mib: 650,
+        };
+        ResetSeries {
+            method: "template_clone",
+            memory_mib: 1024,
+            confined,
+            broker_start_s: 10.0,
+            samples: secs
+                .iter()
+                .map(|&s| ResetSample {
+                    release_to_clean_s: s,
+                    delete_ms: 1.0,
+                    broker_last_reset_s: Some(s - 0.01),
+                    broker_method: Some("template_clone".into()),
+                    qemu_rss_mib: None,
+                    qemu_thp_mib: None,
+                    fill: FillReport {
+                        target_mib: 240,
+                        seed_mib: 16,
+                        copies: 14,
+                        seconds: 2.0,
+                        mib_per_s: 120.0,
+                        before: free,
+                        after: free,
+                    },
+                    broker_record: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn confinement_cost_is_a_ratio_of_medians_with_a_verdict() {
+        let c = Confinement {
+            memory_mib: 1024,
+            confined: series(true, &[0.33, 0.30, 0.50]),
+            unconfined: series(false, &[0.31, 0.30, 0.20]),
+        };
+        assert!((c.release_ratio().unwrap() - 0.33 / 0.30).abs() < 1e-9);
+        let t = confinement_table(&c);
+        assert!(
+            t.contains(
+                "| release-to-clean | 0.330 (0.300–0.500) | 0.300 (0.200–0.310) | **1.10** |"
+            ),
+            "{t}"
+        );
+        assert!(confinement_verdict(&c).contains("**met** (1.10;"));
+        assert!(
+            t.contains(
+                "median 1.06 (1.00–2.50); the confined desktop was slower in 2 of 3 rounds."
+            ),
+            "{t}"
+        );
+        let slow = Confinement {
+            confined: series(true, &[0.40]),
+            ..c.clone()
+        };
+        assert!(confinement_verdict(&slow).contains("**not met** (1.33;"));
+        let none = Confinement {
+            unconfined: series(false, &[]),
+            ..c
+        };
+        assert_eq!(confinement_verdict(&none), "Confinement cost: no result.");
     }
 }

@@ -17,6 +17,8 @@ pub(super) struct UsbHandle {
     stream: Option<StreamHandle>,
     /// Attach and detach records written for this lease so far.
     device_events_audited: u32,
+    /// The device forwarded now (`vid:pid`, class), for the console.
+    device: Option<String>,
 }
 
 struct StreamHandle {
@@ -66,13 +68,18 @@ impl UsbStream {
                     .details(details),
             );
         };
+        let counters = crate::relay::ByteCounters {
+            to_desktop: pool.inner.metrics.usb_bytes_counter(true),
+            to_terminal: pool.inner.metrics.usb_bytes_counter(false),
+        };
         // Device events not audited one by one (over the lease's budget).
         let (mut attached_unaudited, mut detached_unaudited) = (0u64, 0u64);
-        let (end, stats) = crate::relay::pipe(terminal, self.socket, self.stop, |ev| {
+        let (end, stats) = crate::relay::pipe(terminal, self.socket, self.stop, &counters, |ev| {
             let audited = pool.take_device_event_budget(&lease);
             match ev {
                 crate::relay::StreamEvent::Attached { vid, pid, class, interfaces } => {
                     tracing::info!(lease = %lease, desktop = %desktop, audited, "USB device attached: {vid:04x}:{pid:04x}");
+                    pool.set_usb_device(&lease, Some(format!("{vid:04x}:{pid:04x} class {class:02x}")));
                     if !audited {
                         attached_unaudited += 1;
                         return;
@@ -84,6 +91,7 @@ impl UsbStream {
                 }
                 crate::relay::StreamEvent::Detached => {
                     tracing::info!(lease = %lease, desktop = %desktop, audited, "USB device detached");
+                    pool.set_usb_device(&lease, None);
                     if !audited {
                         detached_unaudited += 1;
                         return;
@@ -96,6 +104,7 @@ impl UsbStream {
         match &end {
             crate::relay::RelayEnd::Error(e @ crate::relay::StreamError::Refused(r)) => {
                 tracing::warn!(lease = %lease, desktop = %desktop, terminal = %term, error = %e, "USB device refused");
+                pool.inner.metrics.count_usb_refusal(r);
                 audit("usb_refused", json!({ "reason": r.to_string() }));
             }
             crate::relay::RelayEnd::Error(e) => {
@@ -119,6 +128,7 @@ impl UsbStream {
         if let Ok(mut m) = pool.inner.usb.lock() {
             if let Some(h) = m.get_mut(&lease) {
                 h.stream = None;
+                h.device = None;
             }
         }
         let _ = self.done.send(true);
@@ -126,6 +136,43 @@ impl UsbStream {
 }
 
 impl Pool {
+    fn set_usb_device(&self, lease: &LeaseId, device: Option<String>) {
+        if let Ok(mut m) = self.inner.usb.lock() {
+            if let Some(h) = m.get_mut(lease) {
+                h.device = device;
+            }
+        }
+    }
+
+    /// The device a lease forwards now, if any (`vid:pid class cc`).
+    pub(super) fn usb_device(&self, lease: &LeaseId) -> Option<String> {
+        let m = self.inner.usb.lock().ok()?;
+        m.get(lease).and_then(|h| h.device.clone())
+    }
+
+    /// How many display connections desktop `id` has open.
+    /// How many USB streams are open now, for `/metrics`.
+    pub(super) fn usb_streams_open(&self) -> usize {
+        self.inner
+            .usb
+            .lock()
+            .map(|m| m.values().filter(|h| h.stream.is_some()).count())
+            .unwrap_or(0)
+    }
+
+    pub(super) fn display_connections(&self, id: &DesktopId) -> usize {
+        self.display_counter(id)
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The count of desktop `id`'s open display connections, kept by its display proxy.
+    pub(crate) fn display_counter(
+        &self,
+        id: &DesktopId,
+    ) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        self.inner.display_open.get(id).cloned().unwrap_or_default()
+    }
+
     /// Accepts a USB stream for a lease held by `terminal`: one per lease, only while the
     /// lease is active, only to that lease's desktop.
     pub async fn open_usb(

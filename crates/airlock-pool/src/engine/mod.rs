@@ -11,9 +11,11 @@
 //! - [`session`]: the ends the broker sees itself (the guest powered off, the display
 //!   client did not come back);
 //! - [`views`]: what the admin API, `/healthz` and `/metrics` see of the pool;
+//! - [`admin`]: the console's actions: drain, return, reset, rebuild, end a lease;
 //! - [`alerts`]: security alerts terminals raise, into the audit log.
 //! - [`refused`]: the control requests terminals refused to pass to their drives, audited
 //!   once per lease.
+mod admin;
 mod alerts;
 mod golden;
 mod handoff;
@@ -75,6 +77,8 @@ struct Inner {
     template_error: Mutex<Option<String>>,
     /// Bumped when a desktop's lease ends: cuts its forwarded display connections.
     display_cut: HashMap<DesktopId, tokio::sync::watch::Sender<u64>>,
+    /// Open display connections by desktop (for the console).
+    display_open: HashMap<DesktopId, Arc<std::sync::atomic::AtomicUsize>>,
     /// The waiting line (lock it before the store, never after).
     queue: queue::QueueState,
     /// Refused control requests reported by terminals, by lease, until their one audit

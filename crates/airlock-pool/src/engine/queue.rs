@@ -378,6 +378,14 @@ impl Pool {
         }
     }
 
+    /// The waiting line as the console shows it: each ticket in order (the head first),
+    /// with its terminal, user, when it joined and the desktop held for it.
+    pub fn waiting_line(&self) -> Vec<Ticket> {
+        self.line()
+            .map(|l| l.queue.tickets().to_vec())
+            .unwrap_or_default()
+    }
+
     /// How many tickets wait and how many desktops are held, for `/metrics`.
     pub(super) fn line_counts(&self) -> (usize, usize) {
         self.line()
@@ -405,7 +413,7 @@ impl Pool {
             .store()?
             .desktops()?
             .into_iter()
-            .filter(|r| r.state == DesktopState::Clean)
+            .filter(|r| r.state == DesktopState::Clean && !r.drained)
             .map(|r| Candidate {
                 id: r.id,
                 clean_since: r.since,

@@ -63,6 +63,7 @@ impl Pool {
             refused = report.count, first = %report.requests[0],
             "the terminal refused USB control requests of the desktop to its drive");
         book.entry(lease.clone()).or_default().merge(report);
+        self.inner.metrics.count_usb_control_refused(report.count);
         Ok(())
     }
 

@@ -41,6 +41,8 @@ impl Pool {
         let grace = display.map_or(Duration::ZERO, |d| d.grace);
         // Whether a display client is connected, and the grace timer while one is away.
         let mut connected = false;
+        // Since when, for the audit record of the disconnect.
+        let mut connected_at: Option<Instant> = None;
         let mut away: Option<Away> = None;
         loop {
             let until = away.as_ref().map(|a| a.until);
@@ -84,6 +86,15 @@ impl Pool {
                         .await;
                 }
                 SessionEvent::DisplayConnected => {
+                    if !connected {
+                        connected_at = Some(Instant::now());
+                        let back = away.as_ref().map(|a| a.since.elapsed().as_secs_f64());
+                        self.audit_display(
+                            "display_connected",
+                            &id,
+                            json!({"protocol": protocol.map(|p| p.as_str()), "back_after_s": back}),
+                        );
+                    }
                     connected = true;
                     // Operators (and `cargo xtask bench open`) see when the clinician's
                     // viewer got in: QEMU accepted its password on the main channel.
@@ -105,6 +116,12 @@ impl Pool {
                         continue;
                     }
                     connected = false;
+                    let secs = connected_at.take().map(|t| t.elapsed().as_secs_f64());
+                    self.audit_display(
+                        "display_disconnected",
+                        &id,
+                        json!({"connected_s": secs, "grace_s": grace.as_secs_f64()}),
+                    );
                     if let Some(lease) = self.active_lease_id(&id) {
                         tracing::info!(desktop = %id, lease = %lease, grace_s = grace.as_secs_f64(),
                             "display client disconnected; the lease ends unless it is back within the grace time");
@@ -117,6 +134,24 @@ impl Pool {
                     }
                 }
                 SessionEvent::DisplayConnectionClosed | SessionEvent::Other => {}
+            }
+        }
+    }
+
+    /// Audits a display client's arrival or departure on the desktop's active lease
+    /// (none outside a lease).
+    fn audit_display(&self, action: &str, id: &DesktopId, details: serde_json::Value) {
+        if let Ok(mut s) = self.store() {
+            if let Ok(Some(l)) = s.active_lease_on(id) {
+                let e = airlock_store::AuditEntry::new(action)
+                    .terminal(&l.terminal)
+                    .user(&l.user)
+                    .desktop(id)
+                    .lease(&l.id)
+                    .details(details);
+                if let Err(e) = s.audit(super::now_ms(), e) {
+                    tracing::warn!(desktop = %id, error = %e, "could not audit a display connection");
+                }
             }
         }
     }

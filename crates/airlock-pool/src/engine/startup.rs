@@ -84,7 +84,7 @@ impl Pool {
             }
             None => None,
         };
-        let display_cut_map = cfg
+        let display_cut_map: HashMap<_, _> = cfg
             .desktops
             .iter()
             .map(|d| (d.clone(), tokio::sync::watch::channel(0u64).0))
@@ -129,6 +129,10 @@ impl Pool {
                 timing,
                 usb: Mutex::new(HashMap::new()),
                 golden_key: Mutex::new(golden_key),
+                display_open: display_cut_map
+                    .keys()
+                    .map(|id| (id.clone(), Arc::default()))
+                    .collect(),
                 display_cut: display_cut_map,
                 display_tls,
                 template_error: Mutex::new(None),

@@ -31,6 +31,25 @@ pub struct DesktopView {
     pub pid: Option<i32>,
     /// The broker's display port for it, when the pool has a display.
     pub display_port: Option<u16>,
+    /// Drained by an admin (kept out of service), and why.
+    pub drained: bool,
+    pub drain_reason: Option<String>,
+    /// Display connections open now through the broker.
+    pub display_connections: usize,
+    /// The USB device its lease forwards now (`vid:pid class cc`).
+    pub usb_device: Option<String>,
+}
+
+impl DesktopView {
+    /// What the console shows as its state: its life-cycle state, or `draining` (drained,
+    /// its lease still running) and `drained` (out of service).
+    pub fn shown_state(&self) -> &'static str {
+        match (self.drained, self.state) {
+            (true, DesktopState::Leased) => "draining",
+            (true, _) => "drained",
+            (false, s) => s.as_str(),
+        }
+    }
 }
 
 /// The pool's overall status, for `/healthz`.
@@ -49,7 +68,10 @@ impl Pool {
     /// How many desktops are in each state.
     pub fn counts(&self) -> Result<StateCounts, PoolError> {
         let rows = self.store()?.desktops()?;
-        Ok(StateCounts::tally(rows.iter().map(|r| r.state)))
+        let out = |r: &&airlock_store::DesktopRow| r.drained && r.state != DesktopState::Leased;
+        let mut c = StateCounts::tally(rows.iter().filter(|r| !out(r)).map(|r| r.state));
+        c.drained = rows.iter().filter(out).count();
+        Ok(c)
     }
 
     /// All desktops with their leases, for the admin API.
@@ -64,6 +86,10 @@ impl Pool {
                 let lease = leases.iter().find(|l| l.desktop == r.id);
                 let running = self.running_vm(&r.id);
                 DesktopView {
+                    usb_device: lease.and_then(|l| self.usb_device(&l.id)),
+                    display_connections: self.display_connections(&r.id),
+                    drained: r.drained,
+                    drain_reason: r.drain_reason,
                     lease: lease.map(|l| l.id.clone()),
                     terminal: lease.map(|l| l.terminal.clone()),
                     user: lease.map(|l| l.user.clone()),
@@ -131,32 +157,48 @@ impl Pool {
         })
     }
 
-    /// Prometheus text for `/metrics`.
-    pub fn render_metrics(&self) -> String {
-        let m = &self.inner.metrics;
-        if let Ok(c) = self.counts() {
-            for s in DesktopState::ALL {
-                m.desktops
-                    .get_or_create(&StateLabel {
-                        state: s.as_str().into(),
-                    })
-                    .set(i64::try_from(c.get(s)).unwrap_or(i64::MAX));
-            }
-        }
-        if let Ok(l) = self.store().and_then(|s| Ok(s.active_leases()?)) {
-            m.leases_active
-                .set(i64::try_from(l.len()).unwrap_or(i64::MAX));
-        }
-        let (waiting, held) = self.line_counts();
-        m.queue_waiting
-            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
-        m.queue_held.set(i64::try_from(held).unwrap_or(i64::MAX));
-        m.render()
+    /// The pool's metrics, for what the broker reports itself (audit check, forwarding).
+    pub fn metrics(&self) -> &crate::Metrics {
+        &self.inner.metrics
     }
 
-    /// The audit chain check, for `/v1/audit/verify`.
-    pub fn verify_audit(&self) -> Result<airlock_store::ChainReport, PoolError> {
-        Ok(self.store()?.verify_audit()?)
+    /// `/metrics` in the OpenMetrics text format (see
+    /// [`crate::metrics::to_prometheus_text`] for the Prometheus text format). What
+    /// describes the pool now is read from it here, at the scrape.
+    pub fn render_metrics(&self) -> String {
+        use crate::metrics::saturating_i64;
+        let m = &self.inner.metrics;
+        let _one_at_a_time = m.scrape.lock();
+        if let Ok(views) = self.desktops() {
+            // Every state is listed, also at 0; a state the console shows that is not a
+            // life-cycle state (draining, drained) is counted as shown.
+            let mut counts: std::collections::BTreeMap<&str, usize> = DesktopState::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .chain(["draining", "drained"])
+                .map(|s| (s, 0))
+                .collect();
+            for v in &views {
+                *counts.entry(v.shown_state()).or_default() += 1;
+            }
+            m.desktops.clear();
+            for (state, n) in counts {
+                m.desktops
+                    .get_or_create(&StateLabel {
+                        state: state.into(),
+                    })
+                    .set(saturating_i64(n));
+            }
+            // From the same snapshot: a desktop shows its active lease.
+            let leases = views.iter().filter(|v| v.lease.is_some()).count();
+            m.leases_active.set(saturating_i64(leases));
+        }
+        let (waiting, held) = self.line_counts();
+        m.queue_waiting.set(saturating_i64(waiting));
+        m.queue_held.set(saturating_i64(held));
+        m.usb_streams_active
+            .set(saturating_i64(self.usb_streams_open()));
+        m.render()
     }
 
     /// The newest audit records.

@@ -386,13 +386,26 @@ impl Broker {
         Ok(self.request(method, path, Some(token)).await?.status())
     }
 
-    /// The whole audit trail, oldest first.
+    /// The whole audit trail, oldest first, paged through `/v1/audit` (newest first,
+    /// 1000 a page), without the `audit_viewed` records these views write themselves.
     pub async fn audit(&self) -> Result<Vec<Value>> {
-        let v = self.admin_get("/v1/audit?limit=10000").await?;
-        v["records"]
-            .as_array()
-            .cloned()
-            .context("no records in /v1/audit")
+        let mut all = Vec::new();
+        let mut path = "/v1/audit?limit=1000".to_owned();
+        loop {
+            let v = self.admin_get(&path).await?;
+            let page = v["records"].as_array().context("no records in /v1/audit")?;
+            all.extend(
+                page.iter()
+                    .filter(|r| r["action"] != "audit_viewed")
+                    .cloned(),
+            );
+            match v["next_before"].as_i64() {
+                Some(b) => path = format!("/v1/audit?limit=1000&before={b}"),
+                None => break,
+            }
+        }
+        all.reverse();
+        Ok(all)
     }
 
     /// The Prometheus text of `/metrics`.

@@ -111,6 +111,8 @@ pub struct BrokerConfig {
     pub limits: Limits,
     /// `audit.anchor_interval_s` (`None`: the broker's default).
     pub anchor_interval_s: Option<u64>,
+    /// `[audit.forward]`: audit records to a syslog server (`None`: not forwarded).
+    pub audit_forward: Option<AuditForward>,
     /// `pool.disk_cap_mib` (`None`: the broker's default).
     pub disk_cap_mib: Option<u64>,
     /// `pool.serial_log_kib` (`None`: the broker's default).
@@ -120,6 +122,14 @@ pub struct BrokerConfig {
     /// `pool.test_clone_pause_ms`: a template clone waits this long before it kills
     /// the desktop's frozen old process.
     pub test_clone_pause_ms: Option<u64>,
+    /// `pool.confine.enabled`: each desktop's QEMU as its own uid in its own cgroups
+    /// (on by default, as the broker's own default; `false` writes
+    /// `[pool.confine] enabled = false`, the unconfined baseline of `bench broker`).
+    pub confine: bool,
+    /// `[metrics]`: the bearer token `/metrics` asks for (`None`: open).
+    pub metrics_token: Option<String>,
+    /// `[[console.accounts]]`: web console accounts, as (name, argon2 password hash).
+    pub console_accounts: Vec<(String, String)>,
 }
 
 impl BrokerConfig {
@@ -152,10 +162,14 @@ impl BrokerConfig {
             log_filter: "info,airlock_qemu=debug".into(),
             limits: Limits::generous(),
             anchor_interval_s: None,
+            audit_forward: None,
             disk_cap_mib: None,
             serial_log_kib: None,
             idle_probe_s: None,
             test_clone_pause_ms: None,
+            confine: true,
+            metrics_token: None,
+            console_accounts: Vec::new(),
         }
     }
 
@@ -279,6 +293,8 @@ impl BrokerConfig {
                     desktops,
                     housekeeping: housekeeping.as_deref(),
                 }),
+                // On: the section is left out (the broker's default).
+                confine: (!self.confine).then_some(Confine { enabled: false }),
             },
             limits: LimitsSection {
                 leases_per_terminal: l.leases_per_terminal,
@@ -290,7 +306,21 @@ impl BrokerConfig {
             audit: Audit {
                 anchor_file: Self::anchor_file(state_dir),
                 anchor_interval_s: self.anchor_interval_s,
+                forward: self.audit_forward.as_ref(),
             },
+            metrics: self.metrics_token.as_ref().map(|t| MetricsSection {
+                token_sha256: crate::sha256_hex(t.as_bytes()),
+            }),
+            console: (!self.console_accounts.is_empty()).then(|| ConsoleSection {
+                accounts: self
+                    .console_accounts
+                    .iter()
+                    .map(|(name, password_hash)| ConsoleAccount {
+                        name,
+                        password_hash,
+                    })
+                    .collect(),
+            }),
         };
         toml::to_string(&file).context("writing the broker's config as TOML")
     }
@@ -303,7 +333,27 @@ struct File<'a> {
     terminals: Vec<Token<'a>>,
     pool: Pool<'a>,
     limits: LimitsSection,
-    audit: Audit,
+    audit: Audit<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<MetricsSection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    console: Option<ConsoleSection<'a>>,
+}
+
+#[derive(Serialize)]
+struct ConsoleSection<'a> {
+    accounts: Vec<ConsoleAccount<'a>>,
+}
+
+#[derive(Serialize)]
+struct ConsoleAccount<'a> {
+    name: &'a str,
+    password_hash: &'a str,
+}
+
+#[derive(Serialize)]
+struct MetricsSection {
+    token_sha256: String,
 }
 
 #[skip_serializing_none]
@@ -318,9 +368,29 @@ struct LimitsSection {
 
 #[skip_serializing_none]
 #[derive(Serialize)]
-struct Audit {
+struct Audit<'a> {
     anchor_file: PathBuf,
     anchor_interval_s: Option<u64>,
+    forward: Option<&'a AuditForward>,
+}
+
+/// `[audit.forward]` of a test broker (see docs/operations.md, "Audit forwarding
+/// (syslog)"); `None` leaves a key out (the broker's default).
+#[skip_serializing_none]
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuditForward {
+    /// `host:port` of the syslog server.
+    pub address: String,
+    /// `tcp` or `tls`.
+    pub transport: String,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub hostname: Option<String>,
+    pub sd_id: Option<String>,
+    pub retry_max_s: Option<u64>,
+    pub problem_after_s: Option<u64>,
 }
 
 #[skip_serializing_none]
@@ -356,6 +426,12 @@ struct Pool<'a> {
     readiness: Readiness<'a>,
     display: Option<Display<'a>>,
     cpus: Option<Cpus<'a>>,
+    confine: Option<Confine>,
+}
+
+#[derive(Serialize)]
+struct Confine {
+    enabled: bool,
 }
 
 #[derive(Serialize)]
@@ -440,6 +516,10 @@ mod tests {
         c.limits = Limits::default();
         let v: toml::Value = toml::from_str(&c.to_toml(Path::new("/s"), 1).unwrap()).unwrap();
         assert!(v["limits"].as_table().unwrap().is_empty());
+        assert!(v["pool"].get("confine").is_none());
+        c.confine = false;
+        let v: toml::Value = toml::from_str(&c.to_toml(Path::new("/s"), 1).unwrap()).unwrap();
+        assert_eq!(v["pool"]["confine"]["enabled"].as_bool(), Some(false));
     }
 
     #[test]

@@ -7,7 +7,8 @@ mod config;
 
 pub use api::LeaseAnswer;
 pub use config::{
-    BrokerConfig, Limits, TerminalEntry, TlsFiles, ADMIN_TOKEN, TERMINAL2_TOKEN, TERMINAL_TOKEN,
+    AuditForward, BrokerConfig, Limits, TerminalEntry, TlsFiles, ADMIN_TOKEN, TERMINAL2_TOKEN,
+    TERMINAL_TOKEN,
 };
 
 use crate::process::{register_cleanup, sweep_processes, tail, unregister_cleanup, Proc, RunDir};
@@ -43,6 +44,17 @@ impl Broker {
     /// Writes the config and starts `airlockd` (the binary at `airlockd`); returns once
     /// it listens (its desktops are still starting: see [`Broker::wait_clean`]).
     pub fn start(airlockd: &Path, config: BrokerConfig) -> Result<Broker> {
+        Broker::start_prepared(airlockd, config, |_| Ok(()))
+    }
+
+    /// [`Broker::start`], with `prepare` run on the new (empty, existing) state
+    /// directory before the broker first starts: e.g. a database filled by
+    /// [`crate::audit_fill::fill_audit`] at `state/airlock.db`.
+    pub fn start_prepared(
+        airlockd: &Path,
+        config: BrokerConfig,
+        prepare: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<Broker> {
         // A test that times out gets SIGTERM: stop the broker and its desktops then too
         // (QEMU outlives its broker by design, so nothing else would).
         crate::process::stop_everything_on_signal();
@@ -83,6 +95,9 @@ impl Broker {
             })),
             _dir: dir,
         };
+        std::fs::create_dir_all(&b.state)
+            .with_context(|| format!("creating {}", b.state.display()))?;
+        prepare(&b.state)?;
         b.restart()?;
         Ok(b)
     }
@@ -156,6 +171,8 @@ impl Broker {
     pub fn stop(&mut self) {
         self.kill9();
         sweep_processes(&self.state);
+        // `stop-desktops` also removes the broker's cgroups (nothing else would).
+        let _ = self.cli(&["stop-desktops"]);
     }
 
     /// The broker's process id.

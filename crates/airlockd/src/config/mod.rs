@@ -12,9 +12,12 @@ use std::time::Duration;
 use airlock_core::config_key::invalid;
 pub use airlock_core::config_key::ConfigError;
 
+mod forward;
 mod raw;
 #[cfg(test)]
 mod tests;
+
+pub use forward::AuditForwarding;
 
 use raw::*;
 
@@ -43,6 +46,8 @@ pub struct AuditAnchoring {
     pub interval: Duration,
     /// Also send each anchor to the local syslog (`/dev/log`).
     pub syslog: bool,
+    /// How often the whole chain is hashed again (`audit.full_verify_interval_s`).
+    pub full_verify_interval: Duration,
 }
 
 /// The validated configuration.
@@ -56,6 +61,67 @@ pub struct Config {
     pub pool: PoolConfig,
     pub limits: RateLimits,
     pub audit: AuditAnchoring,
+    /// `[audit.forward]`: audit records to a syslog server (`None`: not forwarded).
+    pub audit_forward: Option<AuditForwarding>,
+    /// SHA-256 of the bearer token `/metrics` asks for (`None`: open).
+    pub metrics_token_sha256: Option<[u8; 32]>,
+    /// The web console (`[console]`).
+    pub console: ConsoleSettings,
+}
+
+/// `[console]`, validated: who may log in, how long a login lasts, the headroom.
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    pub credentials: airlock_console::login::Credentials,
+    pub session_ttl: Duration,
+    pub min_clean: usize,
+}
+
+/// `[console]`: the accounts must be well-formed with argon2 hashes; a login lasts 5
+/// minutes to 7 days.
+fn console_settings(
+    raw: &RawConsole,
+    admin_token_sha256: [u8; 32],
+    desktops: usize,
+) -> Result<ConsoleSettings, ConfigError> {
+    let accounts = raw
+        .accounts
+        .iter()
+        .map(|a| airlock_console::login::Account {
+            name: a.name.clone(),
+            password_hash: a.password_hash.clone(),
+        })
+        .collect();
+    let credentials = airlock_console::login::Credentials::new(accounts, admin_token_sha256)
+        .map_err(|e| {
+            invalid(
+                "console.accounts",
+                e.to_string(),
+                "each [[console.accounts]] has a unique name and a password_hash from `airlockd hash-password`",
+            )
+        })?;
+    if !(5..=7 * 24 * 60).contains(&raw.session_minutes) {
+        return Err(invalid(
+            "console.session_minutes",
+            format!("{} is out of range", raw.session_minutes),
+            "give 5 to 10080 minutes (default 480: a working day)",
+        ));
+    }
+    if raw.min_clean > desktops {
+        return Err(invalid(
+            "console.min_clean",
+            format!(
+                "{} is more than the pool's {desktops} desktops",
+                raw.min_clean
+            ),
+            "give at most pool.size",
+        ));
+    }
+    Ok(ConsoleSettings {
+        credentials,
+        session_ttl: Duration::from_secs(raw.session_minutes * 60),
+        min_clean: raw.min_clean,
+    })
 }
 
 /// SHA-256 of a token, as stored in the config.
@@ -655,7 +721,9 @@ impl Config {
             queue,
             leases_per_terminal: l.leases_per_terminal,
         };
+        let console = console_settings(&raw.console, admin_token_sha256, pool.desktops.len())?;
         Ok(Config {
+            console,
             listen,
             tls,
             max_body_bytes: s.max_body_bytes,
@@ -664,7 +732,47 @@ impl Config {
             pool,
             limits,
             audit,
+            audit_forward: forward::audit_forwarding(base, raw.audit.forward.as_ref())?,
+            metrics_token_sha256: metrics_token(base, &raw.metrics)?,
         })
+    }
+}
+
+/// `[metrics]`: the hash of the token `/metrics` asks for, given as a hash or read from
+/// a file (relative to the config file) that holds the token; `None` when neither is
+/// set (then `/metrics` is open).
+fn metrics_token(base: &Path, m: &RawMetrics) -> Result<Option<[u8; 32]>, ConfigError> {
+    match (&m.token_sha256, &m.token_file) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(invalid(
+            "metrics.token_file",
+            "is set together with metrics.token_sha256",
+            "keep one of them",
+        )),
+        (Some(h), None) => parse_hash("metrics.token_sha256", h).map(Some),
+        (None, Some(f)) => {
+            let path = resolve(base, f);
+            let fix = "give a file holding the token on one line (e.g. `openssl rand -hex 32`), readable by the broker";
+            let text = std::fs::read(&path).map_err(|e| {
+                invalid(
+                    "metrics.token_file",
+                    format!("{}: {e}", path.display()),
+                    fix,
+                )
+            })?;
+            let token = std::str::from_utf8(&text).map(str::trim).unwrap_or("");
+            if token.len() < 16 || token.len() > 4096 || token.chars().any(char::is_whitespace) {
+                return Err(invalid(
+                    "metrics.token_file",
+                    format!(
+                        "{} does not hold one token of 16 to 4096 characters",
+                        path.display()
+                    ),
+                    fix,
+                ));
+            }
+            Ok(Some(Sha256::digest(token.as_bytes()).into()))
+        }
     }
 }
 
@@ -720,10 +828,17 @@ fn audit_anchoring(base: &Path, a: &RawAudit) -> Result<AuditAnchoring, ConfigEr
             format!("name a file outside the state directory, e.g. {DEFAULT_ANCHOR_FILE:?}"),
         ));
     }
+    in_range(
+        "audit.full_verify_interval_s",
+        a.full_verify_interval_s,
+        60..=604_800,
+        " seconds (how often the whole audit chain is verified again)",
+    )?;
     Ok(AuditAnchoring {
         file: resolve(base, &a.anchor_file),
         interval: Duration::from_secs(a.anchor_interval_s),
         syslog: a.syslog,
+        full_verify_interval: Duration::from_secs(a.full_verify_interval_s),
     })
 }
 

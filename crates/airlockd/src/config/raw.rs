@@ -15,6 +15,60 @@ pub(super) struct RawConfig {
     pub(super) limits: RawLimits,
     #[serde(default)]
     pub(super) audit: RawAudit,
+    #[serde(default)]
+    pub(super) metrics: RawMetrics,
+    #[serde(default)]
+    pub(super) console: RawConsole,
+}
+
+/// `[console]`: the web console's accounts and settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConsole {
+    /// Named accounts with argon2 password hashes (`airlockd hash-password`); the
+    /// admin token logs in as the account `token` as well.
+    #[serde(default)]
+    pub(super) accounts: Vec<RawConsoleAccount>,
+    #[serde(default = "default_session_minutes")]
+    pub(super) session_minutes: u64,
+    /// Clean desktops the pool should keep; fewer shows as short.
+    #[serde(default = "default_min_clean")]
+    pub(super) min_clean: usize,
+}
+
+impl Default for RawConsole {
+    fn default() -> Self {
+        Self {
+            accounts: Vec::new(),
+            session_minutes: default_session_minutes(),
+            min_clean: default_min_clean(),
+        }
+    }
+}
+
+pub(super) fn default_session_minutes() -> u64 {
+    480
+}
+
+pub(super) fn default_min_clean() -> usize {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConsoleAccount {
+    pub(super) name: String,
+    pub(super) password_hash: String,
+}
+
+/// `[metrics]`: who may read `/metrics` (open when neither key is set).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    /// SHA-256 of the bearer token (`airlockd hash-token`).
+    pub(super) token_sha256: Option<String>,
+    /// A file holding the bearer token itself (the one Prometheus reads too).
+    pub(super) token_file: Option<PathBuf>,
 }
 
 /// `[limits]`: what one terminal, or one client address, may ask of the broker.
@@ -71,6 +125,16 @@ pub(super) struct RawAudit {
     pub(super) anchor_interval_s: u64,
     #[serde(default)]
     pub(super) syslog: bool,
+    /// How often the whole chain is verified again (the incremental check runs every 2 s).
+    #[serde(default = "default_full_verify_interval")]
+    pub(super) full_verify_interval_s: u64,
+    /// `[audit.forward]`: every record to a syslog server (`super::forward`).
+    #[serde(default)]
+    pub(super) forward: Option<super::forward::RawAuditForward>,
+}
+
+pub(super) fn default_full_verify_interval() -> u64 {
+    3600
 }
 
 impl Default for RawAudit {
@@ -79,6 +143,8 @@ impl Default for RawAudit {
             anchor_file: default_anchor_file(),
             anchor_interval_s: default_anchor_interval(),
             syslog: false,
+            full_verify_interval_s: default_full_verify_interval(),
+            forward: None,
         }
     }
 }

@@ -372,3 +372,95 @@ fn hashes() {
         hex::encode(Sha256::digest(b"demo-terminal"))
     );
 }
+
+#[test]
+fn metrics_token_as_hash_or_file() {
+    let (_d, b) = base();
+    let c = Config::parse(&good(), "t", &b, None).unwrap();
+    assert!(c.metrics_token_sha256.is_none(), "open by default");
+    let with = |section: &str| format!("{}\n[metrics]\n{section}\n", good());
+    let c = Config::parse(
+        &with(&format!("token_sha256 = \"{}\"", hash_token("scrape-me"))),
+        "t",
+        &b,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        c.metrics_token_sha256,
+        Some(<[u8; 32]>::from(Sha256::digest(b"scrape-me")))
+    );
+    // A file with the token (and a newline), relative to the config.
+    std::fs::write(b.join("metrics.token"), "0123456789abcdef0123\n").unwrap();
+    let c = Config::parse(&with("token_file = \"metrics.token\""), "t", &b, None).unwrap();
+    assert_eq!(
+        c.metrics_token_sha256,
+        Some(<[u8; 32]>::from(Sha256::digest(b"0123456789abcdef0123")))
+    );
+    std::fs::write(b.join("short.token"), "short\n").unwrap();
+    for (section, key, says) in [
+        ("token_sha256 = \"abc\"", "metrics.token_sha256", "hex"),
+        (
+            "token_file = \"short.token\"",
+            "metrics.token_file",
+            "16 to 4096",
+        ),
+        (
+            "token_file = \"missing.token\"",
+            "metrics.token_file",
+            "missing.token",
+        ),
+        (
+            "token_file = \"metrics.token\"\ntoken_sha256 = \"00\"",
+            "metrics.token_file",
+            "keep one",
+        ),
+        ("token = \"plain\"", "token", "unknown field"),
+    ] {
+        let e = Config::parse(&with(section), "t", &b, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key) && e.contains(says), "{section}: {e}");
+    }
+}
+
+#[test]
+fn console_accounts_and_settings_are_checked() {
+    let (_d, b) = base();
+    let c = Config::parse(&good(), "test.toml", &b, None).unwrap();
+    assert_eq!(c.console.session_ttl, Duration::from_secs(8 * 3600));
+    assert_eq!(c.console.min_clean, 1);
+    assert_eq!(c.console.credentials.names().count(), 0);
+    let hash = airlock_console::login::hash_password("a long password").unwrap();
+    let with = |extra: &str| format!("{}\n[console]\n{extra}\n", good());
+    let c = Config::parse(
+        &with(&format!(
+            "min_clean = 2\nsession_minutes = 60\n[[console.accounts]]\nname = \"it-admin\"\npassword_hash = \"{hash}\""
+        )),
+        "test.toml",
+        &b,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        c.console.credentials.names().collect::<Vec<_>>(),
+        ["it-admin"]
+    );
+    assert!(c.console.credentials.check("it-admin", "a long password"));
+    assert!(c.console.credentials.check("token", "a"));
+    for (extra, key) in [
+        (
+            "[[console.accounts]]\nname = \"x\"\npassword_hash = \"secret\"",
+            "console.accounts",
+        ),
+        (
+            &*format!("[[console.accounts]]\nname = \"token\"\npassword_hash = \"{hash}\""),
+            "console.accounts",
+        ),
+        ("session_minutes = 1", "console.session_minutes"),
+        ("min_clean = 3", "console.min_clean"),
+    ] {
+        let e = err(&with(extra));
+        assert!(e.contains(key), "{extra}: {e}");
+    }
+}

@@ -1,0 +1,270 @@
+//! The officer with the console open: a real headless chromium (the kit's
+//! [`Browser`]), logged in with the admin token, in a thread of its own (the browser is
+//! blocking). "Open": the pool page in one tab, refreshing its table itself every second
+//! (`console.js` fetching `/console/pool/live`), and the audit page (chain status and the
+//! newest 50 records) in a second tab, reloaded every [`AUDIT_RELOAD`]. "Closed": both
+//! tabs on `about:blank` (chromium keeps running, idle, so both conditions have the same
+//! processes on the machine).
+
+use airlock_testkit::browser::{screenshot_dir, Browser};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How often the officer reloads the audit page while the console is open.
+pub const AUDIT_RELOAD: Duration = Duration::from_secs(5);
+
+/// What the console did during one "open" block.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OpenLog {
+    /// Audit page loads (the first and the reloads) and how long each took in the
+    /// browser, ms (navigation until the page has loaded).
+    pub audit_loads_ms: Vec<f64>,
+    /// Pool table refreshes seen (`data-refreshed` of `#pool-live` changing, read at
+    /// each audit reload and at the end).
+    pub pool_refreshes_seen: usize,
+    /// The age of the pool table's last refresh when the block ended, ms (under ~1 s:
+    /// it was still refreshing).
+    pub pool_last_refresh_age_ms: f64,
+}
+
+enum Cmd {
+    Open(mpsc::Sender<Result<()>>),
+    Close(mpsc::Sender<Result<OpenLog>>),
+}
+
+/// The browser thread. Dropping it (or [`Officer::finish`]) closes chromium.
+pub struct Officer {
+    tx: Option<mpsc::Sender<Cmd>>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl Officer {
+    /// Starts chromium and logs in at `url/console/login` with the account `token` and
+    /// `admin_token`; returns once the pool page has shown after the login.
+    pub fn start(url: &str, admin_token: &str) -> Result<Officer> {
+        let (tx, rx) = mpsc::channel::<Cmd>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
+        let url = url.to_owned();
+        let token = admin_token.to_owned();
+        let thread = std::thread::spawn(move || -> Result<()> {
+            let tabs = match Tabs::login(&url, &token) {
+                Ok(t) => {
+                    let _ = ready_tx.send(Ok(()));
+                    t
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return Ok(());
+                }
+            };
+            tabs.serve(&rx)
+        });
+        let officer = Officer {
+            tx: Some(tx),
+            thread: Some(thread),
+        };
+        ready_rx
+            .recv_timeout(Duration::from_secs(120))
+            .map_err(|_| anyhow!("chromium did not log in within 120 s"))??;
+        Ok(officer)
+    }
+
+    /// Opens the pool and audit pages; returns once the pool table has refreshed itself.
+    pub fn open(&self) -> Result<()> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Cmd::Open(tx))?;
+        rx.recv_timeout(Duration::from_secs(120))
+            .map_err(|_| anyhow!("the console did not open within 120 s"))?
+    }
+
+    /// Closes both pages; what the console did while open.
+    pub fn close(&self) -> Result<OpenLog> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Cmd::Close(tx))?;
+        rx.recv_timeout(Duration::from_secs(120))
+            .map_err(|_| anyhow!("the console did not close within 120 s"))?
+    }
+
+    fn send(&self, cmd: Cmd) -> Result<()> {
+        self.tx
+            .as_ref()
+            .and_then(|tx| tx.send(cmd).ok())
+            .ok_or_else(|| anyhow!("the browser thread has ended"))
+    }
+
+    /// Ends the thread (chromium exits with it) and returns its error, if any.
+    pub fn finish(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        self.tx.take();
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow!("the browser thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Officer {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// The two tabs (the audit tab first in the struct, so it is dropped before the
+/// browser's first tab, which owns the kill-on-signal cleanup).
+struct Tabs {
+    audit: Browser,
+    pool: Browser,
+    url: String,
+}
+
+impl Tabs {
+    fn login(url: &str, token: &str) -> Result<Tabs> {
+        let pool = Browser::launch(&screenshot_dir("bench-console"))?;
+        pool.goto(&format!("{url}/console"))?;
+        if !pool.url().ends_with("/console/login") {
+            bail!("/console did not send to the login page: {}", pool.url());
+        }
+        pool.fill("#name", "token")?;
+        pool.fill("#secret", token)?;
+        pool.click_and_wait("form button[type=submit]")?;
+        if !pool.url().ends_with("/console") {
+            bail!("the login did not land on the pool page: {}", pool.url());
+        }
+        let audit = pool.new_tab()?;
+        let tabs = Tabs {
+            audit,
+            pool,
+            url: url.to_owned(),
+        };
+        tabs.blank()?;
+        Ok(tabs)
+    }
+
+    fn blank(&self) -> Result<()> {
+        self.pool.goto("about:blank")?;
+        self.audit.goto("about:blank")
+    }
+
+    /// Serves commands until the sender is gone.
+    fn serve(&self, rx: &mpsc::Receiver<Cmd>) -> Result<()> {
+        // While open: what the console did, when to reload the audit page next, the
+        // pool table's last refresh stamp.
+        let mut open: Option<(OpenLog, Instant, Option<String>)> = None;
+        let mut failed: Option<anyhow::Error> = None;
+        loop {
+            let cmd = match &open {
+                None => match rx.recv() {
+                    Ok(c) => Some(c),
+                    Err(_) => return Ok(()),
+                },
+                Some((_, next, _)) => {
+                    match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                        Ok(c) => Some(c),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+                    }
+                }
+            };
+            match cmd {
+                Some(Cmd::Open(reply)) => {
+                    let r = match self.open_pages() {
+                        Ok(state) => {
+                            open = Some(state);
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(r);
+                }
+                Some(Cmd::Close(reply)) => {
+                    let r = match (open.take(), failed.take()) {
+                        (_, Some(e)) => Err(e.context("reloading the audit page")),
+                        (Some((mut log, _, last)), None) => {
+                            self.close_pages(&mut log, last).map(|()| log)
+                        }
+                        (None, None) => Err(anyhow!("the console was not open")),
+                    };
+                    let _ = reply.send(r);
+                }
+                None => {
+                    // Time to reload the audit page; a failure is the block's answer at
+                    // its close.
+                    if let Some((log, next, last)) = &mut open {
+                        let r = self
+                            .load_audit(log)
+                            .and_then(|()| self.note_refresh(log, last.take()));
+                        match r {
+                            Ok(l) => *last = l,
+                            Err(e) => failed = Some(e),
+                        }
+                        *next = Instant::now() + AUDIT_RELOAD;
+                    }
+                }
+            }
+        }
+    }
+
+    fn open_pages(&self) -> Result<(OpenLog, Instant, Option<String>)> {
+        let mut log = OpenLog::default();
+        self.pool.goto(&format!("{}/console", self.url))?;
+        if !self.pool.url().ends_with("/console") {
+            bail!("the pool page is gone (session?): {}", self.pool.url());
+        }
+        // The table refreshes itself: wait for its first refresh.
+        let t = Instant::now();
+        let first = loop {
+            if let Some(v) = self.pool.attribute("#pool-live", "data-refreshed")? {
+                break v;
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                bail!("the pool table did not refresh itself within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        log.pool_refreshes_seen = 1;
+        self.load_audit(&mut log)?;
+        Ok((log, Instant::now() + AUDIT_RELOAD, Some(first)))
+    }
+
+    fn load_audit(&self, log: &mut OpenLog) -> Result<()> {
+        let t = Instant::now();
+        self.audit.goto(&format!("{}/console/audit", self.url))?;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        if self.audit.text("#chain-status")?.is_none() {
+            bail!("the audit page shows no chain status: {}", self.audit.url());
+        }
+        log.audit_loads_ms.push(ms);
+        Ok(())
+    }
+
+    /// Counts a pool table refresh when its stamp changed since `last`.
+    fn note_refresh(&self, log: &mut OpenLog, last: Option<String>) -> Result<Option<String>> {
+        let now = self.pool.attribute("#pool-live", "data-refreshed")?;
+        if now.is_some() && now != last {
+            log.pool_refreshes_seen += 1;
+        }
+        Ok(now.or(last))
+    }
+
+    fn close_pages(&self, log: &mut OpenLog, last: Option<String>) -> Result<()> {
+        let last = self.note_refresh(log, last)?;
+        let stamp: f64 = last
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .context("no refresh stamp on the pool table")?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(f64::NAN);
+        log.pool_last_refresh_age_ms = now - stamp;
+        self.blank()
+    }
+}

@@ -1,0 +1,218 @@
+//! The console benchmark's write-up: the progress line of a block, the table printed at
+//! the end, and the "Console open vs closed (issue 13)" section of `docs/benchmarks.md`
+//! (only that section is replaced; it is added at the end the first time).
+
+use super::{Block, Results};
+use crate::bench_broker::stats::{median, percentile};
+use crate::util;
+use anyhow::{Context, Result};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// The section's heading in `docs/benchmarks.md`.
+const HEADING: &str = "## Console open vs closed (issue 13)";
+
+fn condition(open: bool) -> &'static str {
+    if open {
+        "open"
+    } else {
+        "closed"
+    }
+}
+
+/// One line per block, as the run goes.
+pub fn block_line(b: &Block, total: usize) -> String {
+    let mut s = format!(
+        "block {:>2}/{total} console {:<6}: {} acquires, p50 {:.1} ms, p99 {:.1} ms (load {})",
+        b.index + 1,
+        condition(b.console_open),
+        b.samples_ms.len(),
+        percentile(&b.samples_ms, 50.0),
+        percentile(&b.samples_ms, 99.0),
+        b.load_after
+    );
+    if let Some(c) = &b.console {
+        let _ = write!(
+            s,
+            "; audit page loaded {}× (median {:.0} ms), pool table refreshed {}× (last {:.0} ms before the end)",
+            c.audit_loads_ms.len(),
+            median(&c.audit_loads_ms),
+            c.pool_refreshes_seen,
+            c.pool_last_refresh_age_ms
+        );
+    }
+    s
+}
+
+fn verdict(r: &Results) -> &'static str {
+    if r.within_1_20 {
+        "within 1.20"
+    } else {
+        "NOT within 1.20"
+    }
+}
+
+/// The console's activity over all open blocks: audit page loads, their median time
+/// in the browser, and the oldest "last refresh" of the pool table at a block's end.
+fn console_activity(r: &Results) -> (usize, f64, f64) {
+    let loads: Vec<f64> = r
+        .blocks
+        .iter()
+        .filter_map(|b| b.console.as_ref())
+        .flat_map(|c| c.audit_loads_ms.iter().copied())
+        .collect();
+    let oldest = r
+        .blocks
+        .iter()
+        .filter_map(|b| b.console.as_ref())
+        .map(|c| c.pool_last_refresh_age_ms)
+        .fold(0.0, f64::max);
+    (loads.len(), median(&loads), oldest)
+}
+
+/// The table printed at the end of a run.
+pub fn render(r: &Results) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Acquire latency, console closed vs open ({} audit records, pool of {}, {} mode)",
+        r.records_verified, r.plan.pool, r.plan.mode
+    );
+    let _ = writeln!(
+        s,
+        "{:<8} {:>7} {:>8} {:>9} {:>9} {:>9}",
+        "console", "blocks", "samples", "p50 ms", "p99 ms", "max ms"
+    );
+    for (name, c) in [("closed", &r.closed), ("open", &r.open)] {
+        let _ = writeln!(
+            s,
+            "{name:<8} {:>7} {:>8} {:>9.1} {:>9.1} {:>9.1}",
+            r.plan.blocks_per_condition, c.samples, c.p50_ms, c.p99_ms, c.max_ms
+        );
+    }
+    let _ = writeln!(
+        s,
+        "p99 open / closed: {:.2} ({}); p50 open / closed: {:.2}",
+        r.ratio_p99,
+        verdict(r),
+        r.ratio_p50
+    );
+    let (loads, load_ms, oldest) = console_activity(r);
+    let _ = writeln!(
+        s,
+        "console while open: audit page loaded {loads}× (median {load_ms:.0} ms in the browser), \
+         pool table refreshing (at most {oldest:.0} ms since its last refresh at a block's end)"
+    );
+    s
+}
+
+/// Writes (or replaces) the section in `doc`.
+pub fn write_doc(doc: &Path, r: &Results, json: &Path) -> Result<()> {
+    let old = std::fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?;
+    let section = section(r, json);
+    let new = match old.find(HEADING) {
+        Some(start) => {
+            let rest = &old[start + HEADING.len()..];
+            let end = rest
+                .find("\n## ")
+                .map_or(old.len(), |i| start + HEADING.len() + i + 1);
+            let gap = if end < old.len() { "\n" } else { "" };
+            format!("{}{section}{gap}{}", &old[..start], &old[end..])
+        }
+        None => format!("{}\n\n{section}", old.trim_end()),
+    };
+    util::write_atomic(doc, new.as_bytes())
+}
+
+fn section(r: &Results, json: &Path) -> String {
+    let p = &r.plan;
+    let mut s = String::new();
+    let _ = writeln!(s, "{HEADING}\n");
+    let _ = writeln!(
+        s,
+        "`{}` ({} mode), run {} on {} ({} cores, shared with other sessions; load average \
+         before {}, after {}); {:.0} s in all.\n",
+        r.command,
+        p.mode,
+        r.started_utc,
+        r.machine.cpu,
+        r.machine.cores,
+        r.machine.load_before,
+        r.machine.load_after,
+        r.duration_s
+    );
+    let _ = writeln!(
+        s,
+        "The acceptance of issue 13 asks that, with 1,000,000 audit records in the store, an \
+         open console page raise the broker's acquire p99 by at most 20 % over a run without \
+         it.\n"
+    );
+    let _ = writeln!(
+        s,
+        "- *Store*: a fresh database filled with {} valid, chained audit records \
+         (`airlock_testkit::audit_fill`, {:.0} s) before the broker's first start; the \
+         measurement began once the chain monitor's first pass had verified all {} records \
+         ({:.0} s after the start, including the pool's boot).",
+        p.records, r.fill_s, r.records_verified, r.chain_first_pass_s
+    );
+    let _ = writeln!(
+        s,
+        "- *Acquire latency*: `POST /v1/leases` until the complete answer is read, one client \
+         on a keep-alive connection (loopback, no TLS); pool of {} demo-guest desktops (TCG, \
+         `{}`, {} MiB). Each sample on an all-clean, idle pool, the lease released at once and \
+         the next sample after its reset; {} warm-up samples dropped.",
+        p.pool, p.reset, p.memory_mib, p.warmup
+    );
+    let _ = writeln!(
+        s,
+        "- *Console open*: headless chromium logged in, the pool page open (its table \
+         refreshes itself every second) and the audit page (chain status, newest 50 records; \
+         each view audited) reloaded every {:.0} s in a second tab. *Closed*: the same \
+         chromium, both tabs on `about:blank`.",
+        p.audit_reload_s
+    );
+    let _ = writeln!(
+        s,
+        "- *Interleaved*: {} blocks of {} acquires per condition, in the order closed, open, \
+         open, closed, …; percentiles over all samples of a condition (nearest rank).\n",
+        p.blocks_per_condition, p.samples_per_block
+    );
+    let _ = writeln!(s, "| Console | Samples | p50 (ms) | p99 (ms) | Max (ms) |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    for (name, c) in [("closed", &r.closed), ("open", &r.open)] {
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {:.1} | {:.1} | {:.1} |",
+            c.samples, c.p50_ms, c.p99_ms, c.max_ms
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n**p99 open / closed: {:.2}** ({} of the acceptance); p50 open / closed: {:.2}.\n",
+        r.ratio_p99,
+        verdict(r),
+        r.ratio_p50
+    );
+    let (loads, load_ms, oldest) = console_activity(r);
+    let _ = writeln!(
+        s,
+        "While open, the audit page was loaded {loads} times (median {load_ms:.0} ms in the \
+         browser) and the pool table kept refreshing (at most {oldest:.0} ms since its last \
+         refresh at the end of an open block).\n"
+    );
+    let _ = writeln!(s, "Per block (p50 / p99, ms):\n");
+    let _ = writeln!(s, "| Block | Console | p50 | p99 |");
+    let _ = writeln!(s, "|---:|---|---:|---:|");
+    for b in &r.blocks {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.1} | {:.1} |",
+            b.index + 1,
+            condition(b.console_open),
+            percentile(&b.samples_ms, 50.0),
+            percentile(&b.samples_ms, 99.0)
+        );
+    }
+    let _ = writeln!(s, "\nRaw samples: `{}`.", json.display());
+    s
+}

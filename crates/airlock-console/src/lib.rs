@@ -18,6 +18,7 @@
 //! `guard` (the session and CSRF checks at the edge).
 #![forbid(unsafe_code)]
 
+mod export;
 mod guard;
 pub mod login;
 mod pages;
@@ -31,6 +32,7 @@ use airlock_store::ChainMonitor;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use export::export_response;
 pub use routes::router;
 
 /// The console's settings (`[console]` in the broker's config).

@@ -13,9 +13,8 @@ use airlock_store::{
     AuditEntry, AuditFilter, AuditQuery, ExportFormat, SessionCursor, SessionFilter, SessionQuery,
     StoreError,
 };
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use serde_json::json;
@@ -226,40 +225,6 @@ pub(crate) struct ExportParams {
     params: Params,
 }
 
-/// A `Write` that sends what it is given as body chunks (64 KiB at a time).
-struct ChunkWriter {
-    buf: Vec<u8>,
-    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
-}
-
-const CHUNK: usize = 64 * 1024;
-
-impl ChunkWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let b = bytes::Bytes::from(std::mem::take(&mut self.buf));
-        self.tx
-            .blocking_send(Ok(b))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))
-    }
-}
-
-impl std::io::Write for ChunkWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(b);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(b.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
-    }
-}
-
 pub(crate) async fn export(
     State(c): State<Console>,
     admin: Admin,
@@ -285,32 +250,7 @@ pub(crate) async fn export(
         "export",
         json!({ "format": q.format.trim(), "filter": filter }),
     );
-    let reader = c.inner.chain.reader().clone();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    let errors = tx.clone();
-    tokio::task::spawn_blocking(move || {
-        let out = ChunkWriter {
-            buf: Vec::with_capacity(CHUNK),
-            tx,
-        };
-        if let Err(e) = airlock_store::export_audit(&reader, &filter, format, out) {
-            tracing::warn!(error = %ErrorChain(&e), "console export stopped");
-            let _ = errors.blocking_send(Err(std::io::Error::other(e.to_string())));
-        }
-    });
-    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let name = format!(
-        "attachment; filename=\"airlock-audit.{}\"",
-        format.extension()
-    );
-    (
-        [
-            (header::CONTENT_TYPE, format.content_type().to_owned()),
-            (header::CONTENT_DISPOSITION, name),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response()
+    crate::export::export_response(c.inner.chain.reader().clone(), filter, format)
 }
 
 pub(crate) async fn verify(

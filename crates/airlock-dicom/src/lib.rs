@@ -1,0 +1,11 @@
+//! Key images into the patient's record (issue 14): the patient context the HIS gives
+//! ([`patient`], validated by DICOM's value rules) and the DICOM Secondary Capture
+//! object made from pixels only ([`sc`]). Pure: no network, no files (the object is
+//! written by its caller).
+#![forbid(unsafe_code)]
+
+pub mod patient;
+pub mod sc;
+
+pub use patient::{PatientContext, PatientError, PersonName};
+pub use sc::{secondary_capture, Capture, Charset, Equipment, Rgb, ScError, ScObject, UidRoot};

@@ -1,9 +1,10 @@
 //! Key images into the patient's record (issue 14): the patient context the HIS gives
 //! ([`patient`], validated by DICOM's value rules) and the DICOM Secondary Capture
-//! object made from pixels only ([`sc`]). Pure: no network, no files (the object is
-//! written by its caller).
+//! object made from pixels only ([`sc`]), both pure; and its C-STORE to the site's
+//! PACS ([`pacs`], network, blocking).
 #![forbid(unsafe_code)]
 
+pub mod pacs;
 pub mod patient;
 pub mod sc;
 

@@ -152,11 +152,29 @@ fn put_text(
         charset: "ISO 2022 IR 87",
         value: value.to_owned(),
     })?;
+    // The value ends in the default repertoire (PS3.5 6.1.2.5.3).
+    if ends_in_jis(&bytes) {
+        bytes.extend_from_slice(ESC_ASCII);
+    }
     if bytes.len() % 2 == 1 {
         bytes.push(b' ');
     }
     put(o, tag, vr, PrimitiveValue::U8(bytes.into()));
     Ok(())
+}
+
+/// ISO 2022 escape sequences: to JIS X 0208 (`ESC $ B`) and back to ASCII (`ESC ( B`).
+const ESC_JIS: &[u8] = b"\x1b$B";
+const ESC_ASCII: &[u8] = b"\x1b(B";
+
+/// Whether ISO 2022 bytes end while JIS X 0208 is invoked.
+fn ends_in_jis(b: &[u8]) -> bool {
+    let last = |pat: &[u8]| b.windows(pat.len()).rposition(|w| w == pat);
+    match (last(ESC_JIS), last(ESC_ASCII)) {
+        (Some(j), Some(a)) => j > a,
+        (Some(_), None) => true,
+        _ => false,
+    }
 }
 
 /// Builds the Secondary Capture object of a capture.
@@ -386,4 +404,17 @@ pub fn secondary_capture(c: &Capture<'_>) -> Result<ScObject, ScError> {
 /// Airlock's Implementation Class UID (PS3.7 D.3.3.2): fixed, under `2.25`.
 pub fn implementation_class_uid() -> &'static str {
     "2.25.168202430131347712298311926432591216813"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_2022_values_end_in_ascii() {
+        assert!(ends_in_jis(b"a\x1b$Bxx"));
+        assert!(!ends_in_jis(b"a\x1b$Bxx\x1b(B^b"));
+        assert!(ends_in_jis(b"\x1b$Bx\x1b(B^\x1b$By"));
+        assert!(!ends_in_jis(b"plain"));
+    }
 }

@@ -20,6 +20,7 @@
 //!   with a real Linux USB stack. [`iso`]: ISO images made for a test.
 //! - [`fake_root`]: a terminal's system tree in a directory, for the guard's tests.
 //! - [`browser`]: headless chromium over the DevTools protocol, for the web console.
+//! - [`orthanc`]: a private Orthanc as the PACS of the key-image tests.
 //! - [`rsyslog`]: a private `rsyslogd` receiving syslog over TCP or TLS on loopback.
 //! - [`audit_fill`]: a database filled with a large, valid audit trail (a million
 //!   records in seconds), for scale tests and benchmarks.
@@ -46,6 +47,7 @@ pub mod guest_vm;
 pub mod image;
 pub mod iso;
 pub mod net;
+pub mod orthanc;
 pub mod process;
 pub mod qmp;
 pub mod rsyslog;

@@ -1,0 +1,137 @@
+//! C-STORE of a Secondary Capture to a real PACS (a private Orthanc, Debian's `orthanc`):
+//! the instance arrives with the HIS's patient and the capture's attributes; a wrong AE
+//! title, a closed port and a PACS that is gone each give their own error and store
+//! nothing.
+#![allow(clippy::unwrap_used)]
+
+use airlock_dicom::pacs::{c_store, Pacs, SendError};
+use airlock_dicom::sc::{secondary_capture, Capture, Charset, Equipment, Rgb, UidRoot};
+use airlock_dicom::PatientContext;
+use airlock_testkit::orthanc::{Orthanc, AE_TITLE};
+use std::time::Duration;
+
+const NAME: &str = "Yamada^Hanako=山田^花子=やまだ^はなこ";
+
+fn sc(charset: Charset) -> airlock_dicom::ScObject {
+    let patient = PatientContext::new(
+        "HIS-0042",
+        None,
+        Some(NAME),
+        Some("19700101"),
+        Some("F"),
+        Some("ACC-77"),
+        None,
+    )
+    .unwrap();
+    let image = Rgb {
+        width: 32,
+        height: 16,
+        pixels: (0..32 * 16 * 3).map(|i| (i % 256) as u8).collect(),
+    };
+    secondary_capture(&Capture {
+        patient: &patient,
+        image: &image,
+        taken_at: time::OffsetDateTime::now_utc(),
+        charset,
+        root: &UidRoot::new(None).unwrap(),
+        equipment: &Equipment {
+            version: "0.1.0".into(),
+            station: None,
+        },
+        series_number: 1,
+        instance_number: 1,
+    })
+    .unwrap()
+}
+
+fn pacs(port: u16, called: &str) -> Pacs {
+    Pacs {
+        host: "127.0.0.1".into(),
+        port,
+        called_ae: called.into(),
+        calling_ae: "AIRLOCK".into(),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+async fn send(
+    p: Pacs,
+    o: airlock_dicom::ScObject,
+) -> Result<airlock_dicom::pacs::Stored, SendError> {
+    tokio::task::spawn_blocking(move || c_store(&p, &o))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secondary_capture_reaches_orthanc_with_the_his_patient() {
+    let o = Orthanc::start().await.unwrap();
+    for charset in [Charset::Utf8, Charset::Iso2022Ir87] {
+        let obj = sc(charset);
+        let uid = obj.sop_instance_uid.clone();
+        let stored = send(pacs(o.dicom_port, AE_TITLE), obj).await;
+        assert!(stored.is_ok(), "{charset:?}: {stored:?}\n{}", o.log());
+        let id = o
+            .find_instance(&uid)
+            .await
+            .unwrap()
+            .expect("the instance is in Orthanc");
+        let t = o.tags(&id).await.unwrap();
+        eprintln!("{charset:?}: {t}");
+        assert_eq!(t["PatientID"], "HIS-0042");
+        // Orthanc (Debian's, with iconv) decodes UTF-8 names but not ISO 2022 IR 87;
+        // for that one, the file it stored is read by pydicom, which does.
+        match charset {
+            Charset::Utf8 => assert_eq!(t["PatientName"], NAME),
+            Charset::Iso2022Ir87 => {
+                let dir = tempfile::tempdir().unwrap();
+                let f = dir.path().join("stored.dcm");
+                std::fs::write(&f, o.file(&id).await.unwrap()).unwrap();
+                let py = std::process::Command::new("/usr/bin/python3")
+                    .args([
+                        "-c",
+                        "import pydicom, sys; print(str(pydicom.dcmread(sys.argv[1]).PatientName))",
+                    ])
+                    .arg(&f)
+                    .output()
+                    .expect("python3 (Debian: python3-pydicom)");
+                assert!(
+                    py.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&py.stderr)
+                );
+                assert_eq!(String::from_utf8_lossy(&py.stdout).trim_end(), NAME);
+                assert_eq!(t["SpecificCharacterSet"], "ISO 2022 IR 6\\ISO 2022 IR 87");
+            }
+        }
+        assert_eq!(t["AccessionNumber"], "ACC-77");
+        assert_eq!(t["PatientBirthDate"], "19700101");
+        assert_eq!(t["ConversionType"], "WSD");
+        assert_eq!(t["BurnedInAnnotation"], "YES");
+        assert_eq!(t["Modality"], "OT");
+    }
+    assert_eq!(o.instance_count().await.unwrap(), 2);
+
+    // A wrong called AE title: the association is rejected, nothing is stored.
+    let e = send(pacs(o.dicom_port, "NOT_ORTHANC"), sc(Charset::Utf8))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SendError::Rejected(_)), "{e}");
+    eprintln!("wrong AE: {e}");
+    // A bad AE title is refused before any connection.
+    let e = send(pacs(o.dicom_port, "A\\B"), sc(Charset::Utf8))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SendError::AeTitle(_)), "{e}");
+    assert_eq!(o.instance_count().await.unwrap(), 2);
+    // Nobody listening: unreachable, with the address.
+    let closed = airlock_testkit::net::free_ports(1).unwrap();
+    let e = send(pacs(closed, AE_TITLE), sc(Charset::Utf8))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SendError::Unreachable { .. }), "{e}");
+    assert!(
+        e.to_string().contains(&format!("127.0.0.1:{closed}")),
+        "{e}"
+    );
+}

@@ -4,9 +4,11 @@
 //! PACS ([`pacs`], network, blocking).
 #![forbid(unsafe_code)]
 
+pub mod net;
 pub mod pacs;
 pub mod patient;
 pub mod sc;
+pub mod worklist;
 
 pub use patient::{PatientContext, PatientError, PersonName};
 pub use sc::{secondary_capture, Capture, Charset, Equipment, Rgb, ScError, ScObject, UidRoot};

@@ -4,7 +4,8 @@
 //! nothing.
 #![allow(clippy::unwrap_used)]
 
-use airlock_dicom::pacs::{c_store, Pacs, SendError};
+use airlock_dicom::net::{NetError, Peer};
+use airlock_dicom::pacs::c_store;
 use airlock_dicom::sc::{secondary_capture, Capture, Charset, Equipment, Rgb, UidRoot};
 use airlock_dicom::PatientContext;
 use airlock_testkit::orthanc::{Orthanc, AE_TITLE};
@@ -44,8 +45,8 @@ fn sc(charset: Charset) -> airlock_dicom::ScObject {
     .unwrap()
 }
 
-fn pacs(port: u16, called: &str) -> Pacs {
-    Pacs {
+fn pacs(port: u16, called: &str) -> Peer {
+    Peer {
         host: "127.0.0.1".into(),
         port,
         called_ae: called.into(),
@@ -55,9 +56,9 @@ fn pacs(port: u16, called: &str) -> Pacs {
 }
 
 async fn send(
-    p: Pacs,
+    p: Peer,
     o: airlock_dicom::ScObject,
-) -> Result<airlock_dicom::pacs::Stored, SendError> {
+) -> Result<airlock_dicom::pacs::Stored, NetError> {
     tokio::task::spawn_blocking(move || c_store(&p, &o))
         .await
         .unwrap()
@@ -116,20 +117,20 @@ async fn a_secondary_capture_reaches_orthanc_with_the_his_patient() {
     let e = send(pacs(o.dicom_port, "NOT_ORTHANC"), sc(Charset::Utf8))
         .await
         .unwrap_err();
-    assert!(matches!(e, SendError::Rejected(_)), "{e}");
+    assert!(matches!(e, NetError::Rejected(_)), "{e}");
     eprintln!("wrong AE: {e}");
     // A bad AE title is refused before any connection.
     let e = send(pacs(o.dicom_port, "A\\B"), sc(Charset::Utf8))
         .await
         .unwrap_err();
-    assert!(matches!(e, SendError::AeTitle(_)), "{e}");
+    assert!(matches!(e, NetError::AeTitle(_)), "{e}");
     assert_eq!(o.instance_count().await.unwrap(), 2);
     // Nobody listening: unreachable, with the address.
     let closed = airlock_testkit::net::free_ports(1).unwrap();
     let e = send(pacs(closed, AE_TITLE), sc(Charset::Utf8))
         .await
         .unwrap_err();
-    assert!(matches!(e, SendError::Unreachable { .. }), "{e}");
+    assert!(matches!(e, NetError::Unreachable { .. }), "{e}");
     assert!(
         e.to_string().contains(&format!("127.0.0.1:{closed}")),
         "{e}"

@@ -20,7 +20,8 @@
 //!   with a real Linux USB stack. [`iso`]: ISO images made for a test.
 //! - [`fake_root`]: a terminal's system tree in a directory, for the guard's tests.
 //! - [`browser`]: headless chromium over the DevTools protocol, for the web console.
-//! - [`orthanc`]: a private Orthanc as the PACS of the key-image tests.
+//! - [`orthanc`]: a private Orthanc as the PACS of the key-image tests; [`worklist`]: a
+//!   private Modality Worklist (`wlmscpfs`).
 //! - [`rsyslog`]: a private `rsyslogd` receiving syslog over TCP or TLS on loopback.
 //! - [`audit_fill`]: a database filled with a large, valid audit trail (a million
 //!   records in seconds), for scale tests and benchmarks.
@@ -58,6 +59,7 @@ pub mod terminal_config;
 pub mod terminal_vm;
 pub mod tls;
 pub mod tools;
+pub mod worklist;
 pub mod x11;
 
 pub use artifacts::{Artifacts, FileEntry, FileList, GuestManifest, TerminalManifest};

@@ -4,7 +4,8 @@ use crate::confine::{Cgroups, ConfineConfig, Host};
 use crate::img::create_overlay;
 use crate::process::{host_available_bytes, kill_stale, kill_stale_now, kill_stale_now_except, Vm};
 use crate::spec::{
-    backing, fds, files, Accel, Boot, Confine, DisplayProtocol, DisplaySpec, Memory, VmSpec,
+    backing, fds, files, Accel, Boot, Confine, CpuShape, DisplayProtocol, DisplaySpec, Memory,
+    VmSpec,
 };
 use crate::QemuError;
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,9 @@ pub struct DriverConfig {
     pub qemu_img: PathBuf,
     pub accel: Accel,
     pub machine: String,
+    /// The guest CPU model and Hyper-V flags (`None`: QEMU's default model).
+    #[serde(default)]
+    pub cpu: Option<CpuShape>,
     pub memory_mib: u64,
     pub vcpus: u32,
     pub boot: Boot,
@@ -82,6 +86,28 @@ pub struct DriverConfig {
     /// kill the broker in).
     #[serde(default)]
     pub test_clone_pause: Option<Duration>,
+}
+
+/// The CPU models `qemu -cpu help` lists (run once, when the config is checked).
+pub fn host_cpu_models(qemu: &Path) -> Result<Vec<String>, QemuError> {
+    let fail = |reason: String| QemuError::CpuModels {
+        qemu: qemu.display().to_string(),
+        reason,
+    };
+    let out = std::process::Command::new(qemu)
+        .args(["-cpu", "help"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(format!("`-cpu help` exited with {}", out.status)));
+    }
+    let models = crate::spec::parse_cpu_models(&String::from_utf8_lossy(&out.stdout));
+    if models.is_empty() {
+        return Err(fail("`-cpu help` listed no models".into()));
+    }
+    Ok(models)
 }
 
 /// A frozen template: RAM file, device state and the disk as of the save.
@@ -273,6 +299,11 @@ impl Driver {
             )
             .as_bytes(),
         );
+        // The CPU a clone runs on must be the template's: its model and flags are part
+        // of the key (nothing is added for QEMU's default, so keys stay as they were).
+        if let Some(cpu) = &c.cpu {
+            h.update(format!("|cpu={}|hyperv={}", cpu.model, cpu.hyperv).as_bytes());
+        }
         file_fingerprint(&mut h, &c.golden)?;
         if let Boot::Kernel {
             kernel,
@@ -320,6 +351,7 @@ impl Driver {
             vmgenid,
             control_channel: self.cfg.control_channel,
             incoming: false,
+            cpu: self.cfg.cpu.clone(),
             sandbox: self.cfg.sandbox,
             placement: self.cfg.placement.clone(),
         }
@@ -354,6 +386,26 @@ impl Driver {
                 }))
             }
         }
+    }
+
+    /// Checks the running QEMU's chardevs (`query-chardev`) against the ones its spec
+    /// creates ([`crate::chardev_policy`]): a desktop with any other channel (a SPICE
+    /// agent, webdav, a SPICE USB channel, ...) is not started. Returns the checked
+    /// labels for the proof of the clean start.
+    pub async fn check_chardevs(&self, vm: &Vm, spec: &VmSpec) -> Result<Value, QemuError> {
+        let answer = vm
+            .qmp
+            .execute("query-chardev", None, Duration::from_secs(5))
+            .await
+            .map_err(crate::qmp_error(&spec.name))?;
+        let refused = |source| QemuError::Chardevs {
+            desktop: spec.name.clone(),
+            source,
+        };
+        let present = crate::chardev_policy::parse(&answer).map_err(refused)?;
+        let labels = crate::chardev_policy::check(&crate::chardev_policy::allowed(spec), &present)
+            .map_err(refused)?;
+        Ok(json!(labels))
     }
 
     fn boot_timeout(&self) -> Duration {
@@ -451,6 +503,7 @@ impl Driver {
     }
 
     async fn save_template(&self, vm: &Vm, spec: &VmSpec) -> Result<(), QemuError> {
+        self.check_chardevs(vm, spec).await?;
         self.wait_ready(spec, self.boot_timeout()).await?;
         let q = &vm.qmp;
         let op = |what: &str| {
@@ -643,6 +696,7 @@ impl Driver {
             }
         }
         let running_ms = t0.elapsed().as_millis() as u64;
+        let chardevs = self.check_chardevs(vm, spec).await?;
         let readiness = self.wait_ready(spec, Duration::from_secs(30)).await?;
         Ok(json!({
             "method": "template_clone",
@@ -654,6 +708,7 @@ impl Driver {
             "new_overlay_on": template.base_disk.display().to_string(),
             "vmgenid": spec.vmgenid,
             "running_ms": running_ms,
+            "chardevs": chardevs,
             "readiness": readiness,
         }))
     }
@@ -675,8 +730,15 @@ impl Driver {
         spec.base_disk = None;
         spec.device_state = None;
         let vm = Vm::spawn(&spec, None, self.cgroups()).await?;
-        match self.wait_ready(&spec, self.boot_timeout()).await {
-            Ok(readiness) => {
+        let ready = match self.check_chardevs(&vm, &spec).await {
+            Ok(chardevs) => self
+                .wait_ready(&spec, self.boot_timeout())
+                .await
+                .map(|r| (chardevs, r)),
+            Err(e) => Err(e),
+        };
+        match ready {
+            Ok((chardevs, readiness)) => {
                 let proof = json!({
                     "method": "rebuild",
                     "fresh_process": true,
@@ -685,6 +747,7 @@ impl Driver {
                     "new_overlay_on": self.cfg.golden.display().to_string(),
                     "vmgenid": spec.vmgenid,
                     "boot_ms": t0.elapsed().as_millis() as u64,
+                    "chardevs": chardevs,
                     "readiness": readiness,
                 });
                 Ok(StartedVm { vm, proof })
@@ -818,6 +881,7 @@ impl Driver {
                 .await
                 .map_err(crate::qmp_error(&spec.name))?;
         }
+        let chardevs = self.check_chardevs(vm, spec).await?;
         let readiness = self.wait_ready(spec, Duration::from_secs(30)).await?;
         Ok(json!({
             "method": "snapshot_restore",
@@ -828,6 +892,7 @@ impl Driver {
             "vm_state_before": before,
             "vmgenid": spec.vmgenid,
             "load_ms": t0.elapsed().as_millis() as u64,
+            "chardevs": chardevs,
             "readiness": readiness,
         }))
     }
@@ -938,4 +1003,69 @@ fn sealed_copy(path: &Path, name: &str) -> Result<OwnedFd, QemuError> {
     )
     .map_err(|e| crate::io_error(what())(e.into()))?;
     Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn driver(golden: &Path, cpu: Option<CpuShape>) -> Driver {
+        Driver {
+            cfg: DriverConfig {
+                qemu: "qemu-system-x86_64".into(),
+                qemu_img: "qemu-img".into(),
+                accel: Accel::Kvm,
+                machine: "q35".into(),
+                cpu,
+                memory_mib: 2048,
+                vcpus: 2,
+                boot: Boot::Disk,
+                golden: golden.to_owned(),
+                control_channel: false,
+                sandbox: true,
+                readiness: Readiness::Delay(Duration::from_secs(1)),
+                placement: None,
+                confine: None,
+                cgroup_instance: "airlock-test".into(),
+                disk_cap_bytes: None,
+                serial_log_bytes: 1 << 20,
+                test_clone_pause: None,
+            },
+            qemu_version: "QEMU emulator version 7.2.22".into(),
+            host: Host::detect(),
+            ram: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn the_template_key_covers_the_cpu_model_and_flags() {
+        let d = tempfile::tempdir().unwrap();
+        let golden = d.path().join("golden.qcow2");
+        std::fs::write(&golden, b"golden").unwrap();
+        let shape = |model: &str, hyperv| {
+            Some(CpuShape {
+                model: model.into(),
+                hyperv,
+            })
+        };
+        let keys: Vec<String> = [
+            None,
+            shape("Skylake-Client-v4", false),
+            shape("Skylake-Client-v4", true),
+            shape("EPYC-Rome", false),
+        ]
+        .into_iter()
+        .map(|cpu| driver(&golden, cpu).template_key().unwrap())
+        .collect();
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b, "{keys:?}");
+            }
+        }
+        // Same shape, same key; the spec carries the shape to every process.
+        let again = driver(&golden, shape("Skylake-Client-v4", true));
+        assert_eq!(again.template_key().unwrap(), keys[2]);
+        let spec = again.spec("desk-01", Some(0), Path::new("/d"), Path::new("/r"), None);
+        assert_eq!(spec.cpu, again.cfg.cpu);
+    }
 }

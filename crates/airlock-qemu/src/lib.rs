@@ -5,6 +5,7 @@
 //! - [`process`]: start, re-attach, kill.
 //! - [`confine`]: each QEMU's own uid and its cgroup limits.
 //! - [`affinity`]: pinning QEMU's threads to host CPUs.
+//! - [`chardev_policy`]: the chardevs a desktop may have, checked against `query-chardev`.
 //! - [`agent`]: readiness ping and clock setting over the guest's serial agent port.
 //! - [`session`]: what QMP events say about a session (the guest powered off, a display
 //!   client came or went).
@@ -16,6 +17,7 @@
 
 pub mod affinity;
 pub mod agent;
+pub mod chardev_policy;
 mod child;
 pub mod confine;
 pub mod driver;
@@ -30,7 +32,7 @@ pub use confine::{ConfineConfig, Host};
 pub use driver::{Driver, DriverConfig, Readiness, StartedVm, Template};
 pub use process::Vm;
 pub use qmp::{Qmp, QmpError, QmpEvent};
-pub use spec::{Accel, Boot, Confine, DisplayProtocol, DisplaySpec, Memory, VmSpec};
+pub use spec::{Accel, Boot, Confine, CpuShape, DisplayProtocol, DisplaySpec, Memory, VmSpec};
 
 /// What went wrong driving QEMU.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,14 @@ pub enum QemuError {
         #[source]
         source: agent::AgentError,
     },
+    #[error("QEMU of {desktop} has a channel that is not allowed")]
+    Chardevs {
+        desktop: String,
+        #[source]
+        source: chardev_policy::ChardevRefused,
+    },
+    #[error("cannot list the CPU models of {qemu}: {reason}")]
+    CpuModels { qemu: String, reason: String },
     #[error("{desktop}: {what} failed: {reason}")]
     Operation {
         desktop: String,

@@ -5,6 +5,9 @@
 //! broker's agent serial port and, only when the config asks for it, a test control port;
 //! all of them are unix sockets in the desktop's run directory or a display port the
 //! broker chose.
+//! No SPICE agent, webdav or SPICE USB channel is ever added, the SPICE server refuses
+//! copy-paste and file transfer ([`SPICE_OPTIONS`]), and the broker checks each running
+//! QEMU's chardevs against the ones made here ([`crate::chardev_policy`]).
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,45 @@ impl Accel {
             Accel::Tcg => "tcg",
         }
     }
+}
+
+/// The guest CPU: a named QEMU model (the template and its clones use the same) and,
+/// under KVM only, the Hyper-V enlightenments a Windows guest uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuShape {
+    /// A model `qemu-system-x86_64 -cpu help` lists, e.g. `Skylake-Client-v4`.
+    pub model: String,
+    /// Adds [`HYPERV_FLAGS`] (the config refuses it under TCG).
+    pub hyperv: bool,
+}
+
+/// The Hyper-V enlightenments `pool.hyperv` adds to the CPU model (QEMU enables none by
+/// default; `hv-stimer` needs `hv-synic` and `hv-time`, `hv-synic` needs `hv-vpindex`).
+pub const HYPERV_FLAGS: &str =
+    "hv-relaxed,hv-vapic,hv-spinlocks=0x1fff,hv-time,hv-vpindex,hv-synic,hv-stimer,hv-frequencies";
+
+/// The SPICE server's options besides its socket: no seamless migration, and the
+/// clipboard and the agent's file transfer refused by the server itself in both
+/// directions, even if a guest runs a SPICE agent (no agent channel exists anyway).
+pub const SPICE_OPTIONS: &str =
+    "seamless-migration=off,disable-copy-paste=on,disable-agent-file-xfer=on";
+
+/// The CPU model names in the output of `qemu-system-x86_64 -cpu help` (the second word
+/// of each `x86 <name> ...` line; the flag list after it is not models).
+pub fn parse_cpu_models(help: &str) -> Vec<String> {
+    let mut models = Vec::new();
+    for line in help.lines() {
+        if line.starts_with("Recognized CPUID flags") {
+            break;
+        }
+        let mut words = line.split_whitespace();
+        if let (Some("x86"), Some(name)) = (words.next(), words.next()) {
+            if !models.iter().any(|m| m == name) {
+                models.push(name.to_owned());
+            }
+        }
+    }
+    models
 }
 
 /// The remote display protocol (the wire contract's: terminals are told the same name).
@@ -89,6 +131,9 @@ pub struct VmSpec {
     pub control_channel: bool,
     /// Start paused, waiting for `migrate-incoming`.
     pub incoming: bool,
+    /// The guest CPU (`None`: QEMU's default model for the machine, `qemu64`).
+    #[serde(default)]
+    pub cpu: Option<CpuShape>,
     /// Run QEMU under its seccomp sandbox.
     pub sandbox: bool,
     /// Host CPUs for its vCPU threads and for its other threads (`None`: not pinned).
@@ -239,6 +284,15 @@ impl VmSpec {
                 self.memory_mib,
             ));
         }
+        if let Some(cpu) = &self.cpu {
+            push("-cpu");
+            let model = cpu.model.replace(',', ",,");
+            if cpu.hyperv {
+                push(&format!("{model},{HYPERV_FLAGS}"));
+            } else {
+                push(&model);
+            }
+        }
         push("-smp");
         push(&self.vcpus.to_string());
         push("-nic");
@@ -318,7 +372,7 @@ impl VmSpec {
                 DisplayProtocol::Spice => {
                     push("-spice");
                     // No password yet: SPICE refuses every client until a lease sets one.
-                    push(&format!("unix=on,addr={sock},seamless-migration=off"));
+                    push(&format!("unix=on,addr={sock},{SPICE_OPTIONS}"));
                 }
                 DisplayProtocol::Vnc => {
                     push("-vnc");
@@ -350,7 +404,7 @@ impl VmSpec {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn spec() -> VmSpec {
@@ -379,6 +433,7 @@ mod tests {
             vmgenid: "6b1b0b5e-0000-4000-8000-000000000001".into(),
             control_channel: false,
             incoming: true,
+            cpu: None,
             sandbox: true,
             placement: None,
             base_disk: Some("/s/t/base.qcow2".into()),
@@ -468,7 +523,7 @@ mod tests {
         assert!(has_pair(
             &a,
             "-spice",
-            "unix=on,addr=display.sock,seamless-migration=off"
+            "unix=on,addr=display.sock,seamless-migration=off,disable-copy-paste=on,disable-agent-file-xfer=on"
         ));
         let mut s = spec();
         s.display = Some(DisplaySpec {
@@ -533,5 +588,170 @@ mod tests {
         assert!(!a[i + 1].contains("spawn") && a[i + 1].contains("elevateprivileges=deny"));
         s.sandbox = false;
         assert!(!s.argv().iter().any(|x| x == "-sandbox"));
+    }
+
+    /// Every combination of the spec's choices (display, control channel, memory mode,
+    /// boot, CPU, sandbox, incoming).
+    pub(crate) fn every_variant() -> Vec<VmSpec> {
+        let displays = [
+            None,
+            Some(DisplayProtocol::Spice),
+            Some(DisplayProtocol::Vnc),
+        ];
+        let memories = [
+            Memory::Anonymous,
+            Memory::TemplateSource {
+                ram_file: "/s/desk-01/run/ram".into(),
+            },
+            Memory::TemplateClone {
+                ram_file: "/s/t/ram".into(),
+            },
+        ];
+        let cpus = [
+            None,
+            Some(CpuShape {
+                model: "Skylake-Client-v4".into(),
+                hyperv: false,
+            }),
+            Some(CpuShape {
+                model: "Skylake-Client-v4".into(),
+                hyperv: true,
+            }),
+        ];
+        let mut out = Vec::new();
+        for display in displays {
+            for memory in &memories {
+                for cpu in &cpus {
+                    for control in [false, true] {
+                        for disk_boot in [false, true] {
+                            for flags in [false, true] {
+                                let mut s = spec();
+                                s.display = display.map(|protocol| DisplaySpec {
+                                    protocol,
+                                    listen: "127.0.0.1".parse().unwrap(),
+                                    port: 5930,
+                                });
+                                s.memory = memory.clone();
+                                s.cpu = cpu.clone();
+                                s.control_channel = control;
+                                if disk_boot {
+                                    s.boot = Boot::Disk;
+                                }
+                                s.sandbox = flags;
+                                s.incoming = flags;
+                                out.push(s);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The values of every `flag` in `a`.
+    fn values<'a>(a: &'a [String], flag: &str) -> Vec<&'a str> {
+        a.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn no_spice_agent_webdav_or_usb_channel_in_any_variant() {
+        let forbidden = [
+            "vdagent",
+            "spicevmc",
+            "spiceport",
+            "webdav",
+            "com.redhat.spice",
+            "org.spice-space",
+            "virtio-serial",
+            "virtserialport",
+            "virtconsole",
+            "usb-host",
+            "usb-storage",
+            "clipboard",
+        ];
+        let variants = every_variant();
+        assert_eq!(variants.len(), 3 * 3 * 3 * 2 * 2 * 2);
+        for s in variants {
+            let a = s.argv();
+            for arg in &a {
+                let lower = arg.to_ascii_lowercase();
+                for f in forbidden {
+                    assert!(!lower.contains(f), "{f} in {arg:?} of {a:?}");
+                }
+            }
+            // The only devices: the xHCI controller, the filtered usb-redir, vmgenid.
+            for d in values(&a, "-device") {
+                assert!(
+                    d == "qemu-xhci,id=xhci"
+                        || d.starts_with(
+                            "usb-redir,chardev=usbredir0,id=redir0,bus=xhci.0,filter="
+                        )
+                        || d.starts_with("vmgenid,guid="),
+                    "unexpected device {d:?}"
+                );
+            }
+            // Every chardev is a unix socket server in the run directory.
+            for c in values(&a, "-chardev") {
+                assert!(c.starts_with("socket,id="), "{c:?}");
+                assert!(c.contains(",server=on,"), "{c:?}");
+            }
+            for q in values(&a, "-qmp") {
+                assert!(q.starts_with("unix:") && !q.contains('/'), "{q:?}");
+            }
+            // The SPICE server refuses the clipboard and file transfer.
+            for sp in values(&a, "-spice") {
+                assert!(sp.ends_with(SPICE_OPTIONS), "{sp:?}");
+            }
+            assert!(!a.iter().any(|x| x == "-usb" || x == "-usbdevice"));
+        }
+    }
+
+    #[test]
+    fn cpu_model_and_hyperv_flags() {
+        let mut s = spec();
+        assert!(!s.argv().iter().any(|x| x == "-cpu"), "QEMU's default");
+        s.cpu = Some(CpuShape {
+            model: "Skylake-Client-v4".into(),
+            hyperv: false,
+        });
+        assert!(has_pair(&s.argv(), "-cpu", "Skylake-Client-v4"));
+        s.cpu = Some(CpuShape {
+            model: "Skylake-Client-v4".into(),
+            hyperv: true,
+        });
+        assert!(has_pair(
+            &s.argv(),
+            "-cpu",
+            "Skylake-Client-v4,hv-relaxed,hv-vapic,hv-spinlocks=0x1fff,hv-time,hv-vpindex,hv-synic,hv-stimer,hv-frequencies"
+        ));
+        s.cpu = Some(CpuShape {
+            model: "a,b".into(),
+            hyperv: false,
+        });
+        assert!(has_pair(&s.argv(), "-cpu", "a,,b"));
+    }
+
+    #[test]
+    fn cpu_models_are_read_from_cpu_help() {
+        let help = "Available CPUs:\n\
+x86 486                   (alias configured by machine type)\n\
+x86 Broadwell-v1          Intel Core Processor (Broadwell)\n\
+x86 qemu64                (alias configured by machine type)\n\
+x86 qemu64                duplicate\n\
+x86 host                  processor with all supported host features \n\
+\n\
+Recognized CPUID flags:\n\
+  3dnow 3dnowext x86 abm\n\
+x86 not-a-model-after-the-flags\n";
+        assert_eq!(
+            parse_cpu_models(help),
+            ["486", "Broadwell-v1", "qemu64", "host"]
+        );
+        assert!(parse_cpu_models("").is_empty());
+        assert!(parse_cpu_models("garbage\nx86\n").is_empty());
     }
 }

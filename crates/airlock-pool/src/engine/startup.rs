@@ -187,10 +187,33 @@ impl Pool {
                     // keeps its process): its SHUTDOWN event is gone, its state says it.
                     let powered_off = vm.qmp.status().await.is_ok_and(|s| s == "shutdown");
                     tracing::info!(desktop = %id, state = %row.state, pid = vm.pid, powered_off, "re-attached to running desktop");
+                    // A clean desktop is offered again only with the allowed chardevs.
+                    let chardevs_refused = match row.state {
+                        DesktopState::Clean => self
+                            .inner
+                            .driver
+                            .check_chardevs(&vm, &spec)
+                            .await
+                            .err()
+                            .map(|e| crate::error::ErrorChain(&e).to_string()),
+                        _ => None,
+                    };
                     self.register(id, vm, spec);
                     match row.state {
                         DesktopState::Leased if powered_off => {
                             self.signed_out_while_away(id)?;
+                            Some(Work::Reset {
+                                process_alive: true,
+                            })
+                        }
+                        DesktopState::Clean if chardevs_refused.is_some() => {
+                            let why = chardevs_refused.unwrap_or_default();
+                            tracing::warn!(desktop = %id, reason = %why, "a re-attached desktop has a channel that is not allowed");
+                            self.transition(
+                                id,
+                                DesktopEvent::Died,
+                                Some(&format!("after a broker restart: {why}")),
+                            )?;
                             Some(Work::Reset {
                                 process_alive: true,
                             })

@@ -690,6 +690,12 @@ impl Config {
             "airlock-{}",
             &hex::encode(Sha256::digest(state_dir.as_os_str().as_encoded_bytes()))[..12]
         );
+        let cpu = cpu_shape(
+            &resolve_program(base, &p.qemu),
+            accel,
+            p.cpu_model.as_deref(),
+            p.hyperv,
+        )?;
         let pool = PoolConfig {
             desktops,
             reset_method,
@@ -701,6 +707,7 @@ impl Config {
                 qemu_img: resolve_program(base, &p.qemu_img),
                 accel,
                 machine: p.machine,
+                cpu,
                 memory_mib: p.memory_mib,
                 vcpus: p.vcpus,
                 boot,
@@ -876,4 +883,82 @@ fn queue_config(q: &RawQueue) -> Result<QueueConfig, ConfigError> {
         poll_interval: Duration::from_secs(q.poll_interval_s),
         ticket_timeout: Duration::from_secs(timeout),
     })
+}
+
+/// How many CPU models an unknown-model error names.
+const CPU_MODELS_SHOWN: usize = 16;
+
+/// `pool.cpu_model` and `pool.hyperv`: the model must be one the host QEMU lists in
+/// `-cpu help` (asked once, here); Hyper-V enlightenments need KVM and a named model.
+fn cpu_shape(
+    qemu: &Path,
+    accel: Accel,
+    model: Option<&str>,
+    hyperv: bool,
+) -> Result<Option<airlock_qemu::CpuShape>, ConfigError> {
+    if hyperv && accel == Accel::Tcg {
+        return Err(invalid(
+            "pool.hyperv",
+            "Hyper-V enlightenments need KVM, but pool.accel is \"tcg\"",
+            "set accel = \"kvm\" or remove hyperv",
+        ));
+    }
+    let Some(model) = model else {
+        if hyperv {
+            return Err(invalid(
+                "pool.hyperv",
+                "needs a named pool.cpu_model",
+                "set cpu_model, e.g. \"Skylake-Client-v4\" (see `qemu-system-x86_64 -cpu help`)",
+            ));
+        }
+        return Ok(None);
+    };
+    if model.is_empty()
+        || model.len() > 64
+        || !model
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+    {
+        return Err(invalid(
+            "pool.cpu_model",
+            format!("{model:?} is not a CPU model name"),
+            "use a name `qemu-system-x86_64 -cpu help` lists, e.g. \"Skylake-Client-v4\"",
+        ));
+    }
+    let known = airlock_qemu::driver::host_cpu_models(qemu).map_err(|e| {
+        invalid(
+            "pool.cpu_model",
+            e.to_string(),
+            "check pool.qemu, or remove cpu_model to use QEMU's default",
+        )
+    })?;
+    if !known.iter().any(|k| k == model) {
+        // The base names first (`Skylake-Client`, not each `-vN` version of it).
+        let is_version = |m: &str| {
+            m.rsplit_once("-v")
+                .is_some_and(|(_, n)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        };
+        let mut shown: Vec<&str> = known
+            .iter()
+            .map(String::as_str)
+            .filter(|m| !is_version(m))
+            .collect();
+        let more = known
+            .len()
+            .saturating_sub(CPU_MODELS_SHOWN.min(shown.len()));
+        shown.truncate(CPU_MODELS_SHOWN);
+        return Err(invalid(
+            "pool.cpu_model",
+            format!(
+                "{model:?} is not a CPU model {} knows; it knows {}, and {more} more",
+                qemu.display(),
+                shown.join(", ")
+            ),
+            format!("see `{} -cpu help`", qemu.display()),
+        ));
+    }
+    Ok(Some(airlock_qemu::CpuShape {
+        model: model.to_owned(),
+        hyperv,
+    }))
 }

@@ -207,6 +207,11 @@ pub(super) struct RawPool {
     pub(super) vcpus: u32,
     #[serde(default = "default_machine")]
     pub(super) machine: String,
+    /// A named CPU model the host QEMU knows (`None`: QEMU's default, `qemu64`).
+    pub(super) cpu_model: Option<String>,
+    /// Hyper-V enlightenments (KVM only; needs `cpu_model`).
+    #[serde(default)]
+    pub(super) hyperv: bool,
     #[serde(default = "default_reset")]
     pub(super) reset: String,
     #[serde(default = "default_heartbeat")]

@@ -464,3 +464,83 @@ fn console_accounts_and_settings_are_checked() {
         assert!(e.contains(key), "{extra}: {e}");
     }
 }
+
+#[test]
+fn cpu_model_is_one_the_host_qemu_knows() {
+    let (_d, b) = base();
+    let c = Config::parse(&good(), "t", &b, None).unwrap();
+    assert_eq!(c.pool.driver.cpu, None, "QEMU's default model by default");
+    let with = |keys: &str| good().replace("[pool]\n", &format!("[pool]\n{keys}\n"));
+    let c = Config::parse(&with("cpu_model = \"Skylake-Client-v4\""), "t", &b, None).unwrap();
+    assert_eq!(
+        c.pool.driver.cpu,
+        Some(airlock_qemu::CpuShape {
+            model: "Skylake-Client-v4".into(),
+            hyperv: false
+        })
+    );
+    let e = err(&with("cpu_model = \"no-such-cpu\""));
+    assert!(
+        e.contains("pool.cpu_model")
+            && e.contains("no-such-cpu")
+            && e.contains("Broadwell")
+            && e.contains("Haswell")
+            && e.contains("-cpu help"),
+        "{e}"
+    );
+    let e = err(&with("cpu_model = \"qemu64,+vmx\""));
+    assert!(
+        e.contains("pool.cpu_model") && e.contains("not a CPU model name"),
+        "{e}"
+    );
+}
+
+#[test]
+fn hyperv_needs_kvm_and_a_named_model() {
+    let with = |keys: &str| good().replace("[pool]\n", &format!("[pool]\n{keys}\n"));
+    let e = err(&with("hyperv = true\ncpu_model = \"Skylake-Client-v4\""));
+    assert!(
+        e.contains("pool.hyperv") && e.contains("KVM") && e.contains("tcg"),
+        "{e}"
+    );
+    if Path::new("/dev/kvm").exists() {
+        let kvm = |keys: &str| with(keys).replace("accel = \"tcg\"", "accel = \"kvm\"");
+        let e = err(&kvm("hyperv = true"));
+        assert!(e.contains("pool.hyperv") && e.contains("cpu_model"), "{e}");
+        let (_d, b) = base();
+        let c = Config::parse(
+            &kvm("hyperv = true\ncpu_model = \"Skylake-Client-v4\""),
+            "t",
+            &b,
+            None,
+        )
+        .unwrap();
+        assert!(c.pool.driver.cpu.unwrap().hyperv);
+    }
+}
+
+#[test]
+fn no_key_asks_for_a_spice_agent_webdav_or_usb_channel() {
+    // There is no such key: each is an unknown key, refused with its name.
+    for (section, key) in [
+        ("[pool]", "vdagent = true"),
+        ("[pool]", "spice_agent = true"),
+        ("[pool]", "usb_channels = 2"),
+        ("[pool.display]", "vdagent = true"),
+        ("[pool.display]", "clipboard = true"),
+        ("[pool.display]", "copy_paste = true"),
+        ("[pool.display]", "file_transfer = true"),
+        ("[pool.display]", "webdav = true"),
+        ("[pool.display]", "usbredir = true"),
+        ("[pool.display]", "spice_usb_channels = 4"),
+    ] {
+        let text = good().replacen(&format!("{section}\n"), &format!("{section}\n{key}\n"), 1);
+        assert_ne!(text, good(), "{section}");
+        let e = err(&text);
+        let name = key.split(' ').next().unwrap();
+        assert!(
+            e.contains("unknown field") && e.contains(name),
+            "{key}: {e}"
+        );
+    }
+}

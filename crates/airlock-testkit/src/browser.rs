@@ -85,6 +85,15 @@ impl Browser {
         Ok(v.value.and_then(|v| v.as_str().map(str::to_owned)))
     }
 
+    /// Evaluates the JavaScript expression `js` in the page; its value (JSON), if any.
+    pub fn eval(&self, js: &str) -> Result<Option<serde_json::Value>> {
+        let v = self
+            .tab
+            .evaluate(js, false)
+            .with_context(|| format!("evaluating {js}"))?;
+        Ok(v.value)
+    }
+
     /// Loads `url` and waits for the page.
     pub fn goto(&self, url: &str) -> Result<()> {
         self.tab

@@ -69,7 +69,7 @@ pub struct ConsoleArgs {
     /// Blocks per condition [default: 6; --quick: 2].
     #[arg(long)]
     pub blocks: Option<usize>,
-    /// Acquires per block [default: 60; --quick: 20].
+    /// Acquires per block [default: 100; --quick: 20].
     #[arg(long)]
     pub samples: Option<usize>,
     /// Do not write docs/benchmarks.md (the JSON under build/bench/ is always written).
@@ -102,7 +102,7 @@ impl Plan {
                 .records
                 .unwrap_or(if a.quick { 100_000 } else { 1_000_000 }),
             blocks_per_condition: a.blocks.unwrap_or(if a.quick { 2 } else { 6 }),
-            samples_per_block: a.samples.unwrap_or(if a.quick { 20 } else { 60 }),
+            samples_per_block: a.samples.unwrap_or(if a.quick { 20 } else { 100 }),
             warmup: 5,
             pool: 2,
             memory_mib: 256,
@@ -129,6 +129,9 @@ pub struct Block {
     /// Seconds since the first block started.
     pub started_s: f64,
     pub samples_ms: Vec<f64>,
+    /// When each sample's request was sent (Unix ms), to set against the audit page
+    /// loads of [`OpenLog::audit_loads_at`].
+    pub samples_at: Vec<f64>,
     /// What the console did (open blocks).
     pub console: Option<OpenLog>,
     pub load_after: String,
@@ -143,13 +146,51 @@ pub struct Summary {
     pub max_ms: f64,
 }
 
+/// Every sample of the blocks with the console open (or closed).
+fn samples_of(blocks: &[Block], open: bool) -> Vec<f64> {
+    blocks
+        .iter()
+        .filter(|b| b.console_open == open)
+        .flat_map(|b| b.samples_ms.iter().copied())
+        .collect()
+}
+
+/// Bootstrap resamples of [`bootstrap_p99_ratio`].
+pub const BOOTSTRAP: usize = 2000;
+
+/// The 2.5th and 97.5th percentiles of p99(open) / p99(closed) over [`BOOTSTRAP`]
+/// resamples (each condition's samples drawn with replacement; a fixed seed, so a
+/// run's JSON gives the same interval again).
+fn bootstrap_p99_ratio(closed: &[f64], open: &[f64]) -> (f64, f64) {
+    if closed.is_empty() || open.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    // xorshift64: enough to draw indexes, and no dependency.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n as u64) as usize
+    };
+    let mut ratios = Vec::with_capacity(BOOTSTRAP);
+    let mut a = vec![0.0; closed.len()];
+    let mut b = vec![0.0; open.len()];
+    for _ in 0..BOOTSTRAP {
+        for v in a.iter_mut() {
+            *v = closed[next(closed.len())];
+        }
+        for v in b.iter_mut() {
+            *v = open[next(open.len())];
+        }
+        ratios.push(percentile(&b, 99.0) / percentile(&a, 99.0));
+    }
+    (percentile(&ratios, 2.5), percentile(&ratios, 97.5))
+}
+
 impl Summary {
     fn of(blocks: &[Block], open: bool) -> Summary {
-        let v: Vec<f64> = blocks
-            .iter()
-            .filter(|b| b.console_open == open)
-            .flat_map(|b| b.samples_ms.iter().copied())
-            .collect();
+        let v = samples_of(blocks, open);
         Summary {
             samples: v.len(),
             p50_ms: percentile(&v, 50.0),
@@ -177,6 +218,9 @@ pub struct Results {
     pub closed: Summary,
     pub open: Summary,
     pub ratio_p99: f64,
+    /// A 95 % interval of `ratio_p99` by the bootstrap ([`BOOTSTRAP`] resamples of each
+    /// condition's samples, with replacement): how far the tail's noise alone moves it.
+    pub ratio_p99_ci95: (f64, f64),
     pub ratio_p50: f64,
     pub within_1_20: bool,
 }
@@ -308,8 +352,11 @@ async fn measure(args: &ConsoleArgs, plan: &Plan, logs: &Path) -> Result<Results
         }
         let started_s = t0.elapsed().as_secs_f64();
         let mut samples_ms = Vec::with_capacity(plan.samples_per_block);
+        let mut samples_at = Vec::with_capacity(plan.samples_per_block);
         for _ in 0..plan.samples_per_block {
-            samples_ms.push(sample(b, &client).await?);
+            let (at, ms) = sample(b, &client).await?;
+            samples_at.push(at);
+            samples_ms.push(ms);
         }
         let console = if open {
             Some(tokio::task::block_in_place(|| officer.close())?)
@@ -321,6 +368,7 @@ async fn measure(args: &ConsoleArgs, plan: &Plan, logs: &Path) -> Result<Results
             console_open: open,
             started_s,
             samples_ms,
+            samples_at,
             console,
             load_after: util::loadavg(),
         };
@@ -334,6 +382,8 @@ async fn measure(args: &ConsoleArgs, plan: &Plan, logs: &Path) -> Result<Results
     let closed = Summary::of(&blocks, false);
     let open = Summary::of(&blocks, true);
     let ratio_p99 = open.p99_ms / closed.p99_ms;
+    let ratio_p99_ci95 =
+        bootstrap_p99_ratio(&samples_of(&blocks, false), &samples_of(&blocks, true));
     Ok(Results {
         command: command_line(args),
         started_utc,
@@ -351,6 +401,7 @@ async fn measure(args: &ConsoleArgs, plan: &Plan, logs: &Path) -> Result<Results
         ratio_p50: open.p50_ms / closed.p50_ms,
         within_1_20: ratio_p99 <= 1.20,
         ratio_p99,
+        ratio_p99_ci95,
         blocks,
         closed,
         open,
@@ -359,8 +410,9 @@ async fn measure(args: &ConsoleArgs, plan: &Plan, logs: &Path) -> Result<Results
 
 /// One acquire on an all-clean pool, timed until its whole answer is read; the lease is
 /// released at once.
-async fn sample(b: &Broker, client: &reqwest::Client) -> Result<f64> {
+async fn sample(b: &Broker, client: &reqwest::Client) -> Result<(f64, f64)> {
     b.wait_all_clean(Duration::from_secs(300)).await?;
+    let at = officer::unix_ms();
     let t = Instant::now();
     let r = client
         .post(format!("{}/v1/leases", b.url))
@@ -386,7 +438,7 @@ async fn sample(b: &Broker, client: &reqwest::Client) -> Result<f64> {
         .await
         .context("DELETE /v1/leases/{id}")?;
     let _ = r.bytes().await;
-    Ok(ms)
+    Ok((at, ms))
 }
 
 /// Waits until the chain monitor has verified at least `records` records, intact; the
@@ -464,4 +516,25 @@ fn utc_now(format: &str) -> String {
 
 fn flush() {
     let _ = std::io::stdout().flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_alternate_so_each_condition_is_early_and_late_alike() {
+        let open: Vec<bool> = (0..8).map(Plan::console_open).collect();
+        assert_eq!(open, [false, true, true, false, false, true, true, false]);
+    }
+
+    #[test]
+    fn the_bootstrap_interval_holds_the_ratio_of_equal_samples() {
+        let v: Vec<f64> = (1..=500).map(f64::from).collect();
+        let (lo, hi) = bootstrap_p99_ratio(&v, &v);
+        assert!(lo < 1.0 && hi > 1.0 && lo > 0.9 && hi < 1.1, "{lo} {hi}");
+        let doubled: Vec<f64> = v.iter().map(|x| x * 2.0).collect();
+        let (lo, hi) = bootstrap_p99_ratio(&v, &doubled);
+        assert!(lo > 1.8 && hi < 2.2, "{lo} {hi}");
+    }
 }

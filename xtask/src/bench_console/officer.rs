@@ -22,9 +22,13 @@ pub struct OpenLog {
     /// Audit page loads (the first and the reloads) and how long each took in the
     /// browser, ms (navigation until the page has loaded).
     pub audit_loads_ms: Vec<f64>,
-    /// Pool table refreshes seen (`data-refreshed` of `#pool-live` changing, read at
-    /// each audit reload and at the end).
-    pub pool_refreshes_seen: usize,
+    /// When each audit page load started (Unix ms).
+    pub audit_loads_at: Vec<f64>,
+    /// Pool table refreshes while open (`console.js` stamping `data-refreshed` on
+    /// `#pool-live`, counted in the page by a `MutationObserver`); about one a second.
+    pub pool_refreshes: u64,
+    /// How long the pages were open, s.
+    pub open_s: f64,
     /// The age of the pool table's last refresh when the block ended, ms (under ~1 s:
     /// it was still refreshing).
     pub pool_last_refresh_age_ms: f64,
@@ -155,9 +159,9 @@ impl Tabs {
 
     /// Serves commands until the sender is gone.
     fn serve(&self, rx: &mpsc::Receiver<Cmd>) -> Result<()> {
-        // While open: what the console did, when to reload the audit page next, the
-        // pool table's last refresh stamp.
-        let mut open: Option<(OpenLog, Instant, Option<String>)> = None;
+        // While open: what the console did, when it opened, when to reload the audit
+        // page next; the first failure of a reload, answered at the close.
+        let mut open: Option<(OpenLog, Instant, Instant)> = None;
         let mut failed: Option<anyhow::Error> = None;
         loop {
             let cmd = match &open {
@@ -165,7 +169,7 @@ impl Tabs {
                     Ok(c) => Some(c),
                     Err(_) => return Ok(()),
                 },
-                Some((_, next, _)) => {
+                Some((_, _, next)) => {
                     match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
                         Ok(c) => Some(c),
                         Err(mpsc::RecvTimeoutError::Timeout) => None,
@@ -175,9 +179,10 @@ impl Tabs {
             };
             match cmd {
                 Some(Cmd::Open(reply)) => {
+                    let opened = Instant::now();
                     let r = match self.open_pages() {
-                        Ok(state) => {
-                            open = Some(state);
+                        Ok(log) => {
+                            open = Some((log, opened, Instant::now() + AUDIT_RELOAD));
                             Ok(())
                         }
                         Err(e) => Err(e),
@@ -187,23 +192,19 @@ impl Tabs {
                 Some(Cmd::Close(reply)) => {
                     let r = match (open.take(), failed.take()) {
                         (_, Some(e)) => Err(e.context("reloading the audit page")),
-                        (Some((mut log, _, last)), None) => {
-                            self.close_pages(&mut log, last).map(|()| log)
+                        (Some((mut log, opened, _)), None) => {
+                            log.open_s = opened.elapsed().as_secs_f64();
+                            self.close_pages(&mut log).map(|()| log)
                         }
                         (None, None) => Err(anyhow!("the console was not open")),
                     };
                     let _ = reply.send(r);
                 }
                 None => {
-                    // Time to reload the audit page; a failure is the block's answer at
-                    // its close.
-                    if let Some((log, next, last)) = &mut open {
-                        let r = self
-                            .load_audit(log)
-                            .and_then(|()| self.note_refresh(log, last.take()));
-                        match r {
-                            Ok(l) => *last = l,
-                            Err(e) => failed = Some(e),
+                    // Time to reload the audit page.
+                    if let Some((log, _, next)) = &mut open {
+                        if let Err(e) = self.load_audit(log) {
+                            failed.get_or_insert(e);
                         }
                         *next = Instant::now() + AUDIT_RELOAD;
                     }
@@ -212,29 +213,37 @@ impl Tabs {
         }
     }
 
-    fn open_pages(&self) -> Result<(OpenLog, Instant, Option<String>)> {
+    fn open_pages(&self) -> Result<OpenLog> {
         let mut log = OpenLog::default();
         self.pool.goto(&format!("{}/console", self.url))?;
         if !self.pool.url().ends_with("/console") {
             bail!("the pool page is gone (session?): {}", self.pool.url());
         }
-        // The table refreshes itself: wait for its first refresh.
+        // The table refreshes itself: wait for its first refresh, then count them all
+        // in the page.
         let t = Instant::now();
-        let first = loop {
-            if let Some(v) = self.pool.attribute("#pool-live", "data-refreshed")? {
-                break v;
-            }
+        while self
+            .pool
+            .attribute("#pool-live", "data-refreshed")?
+            .is_none()
+        {
             if t.elapsed() > Duration::from_secs(10) {
                 bail!("the pool table did not refresh itself within 10 s");
             }
             std::thread::sleep(Duration::from_millis(100));
-        };
-        log.pool_refreshes_seen = 1;
+        }
+        self.pool.eval(
+            "window.__airlockRefreshes = 0; \
+             new MutationObserver(() => { window.__airlockRefreshes += 1; }).observe(\
+             document.getElementById('pool-live'), \
+             { attributes: true, attributeFilter: ['data-refreshed'] }); true",
+        )?;
         self.load_audit(&mut log)?;
-        Ok((log, Instant::now() + AUDIT_RELOAD, Some(first)))
+        Ok(log)
     }
 
     fn load_audit(&self, log: &mut OpenLog) -> Result<()> {
+        let at = unix_ms();
         let t = Instant::now();
         self.audit.goto(&format!("{}/console/audit", self.url))?;
         let ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -242,29 +251,30 @@ impl Tabs {
             bail!("the audit page shows no chain status: {}", self.audit.url());
         }
         log.audit_loads_ms.push(ms);
+        log.audit_loads_at.push(at);
         Ok(())
     }
 
-    /// Counts a pool table refresh when its stamp changed since `last`.
-    fn note_refresh(&self, log: &mut OpenLog, last: Option<String>) -> Result<Option<String>> {
-        let now = self.pool.attribute("#pool-live", "data-refreshed")?;
-        if now.is_some() && now != last {
-            log.pool_refreshes_seen += 1;
-        }
-        Ok(now.or(last))
-    }
-
-    fn close_pages(&self, log: &mut OpenLog, last: Option<String>) -> Result<()> {
-        let last = self.note_refresh(log, last)?;
-        let stamp: f64 = last
-            .as_deref()
+    fn close_pages(&self, log: &mut OpenLog) -> Result<()> {
+        let stamp: f64 = self
+            .pool
+            .attribute("#pool-live", "data-refreshed")?
             .and_then(|s| s.parse().ok())
             .context("no refresh stamp on the pool table")?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64() * 1000.0)
-            .unwrap_or(f64::NAN);
-        log.pool_last_refresh_age_ms = now - stamp;
+        log.pool_last_refresh_age_ms = unix_ms() - stamp;
+        log.pool_refreshes = self
+            .pool
+            .eval("window.__airlockRefreshes")?
+            .and_then(|v| v.as_u64())
+            .context("the refresh counter is gone from the pool page")?;
         self.blank()
     }
+}
+
+/// Now, as Unix milliseconds (the clock the page's refresh stamps use too).
+pub fn unix_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(f64::NAN)
 }

@@ -58,6 +58,11 @@ impl Browser {
         })
     }
 
+    /// The browser process's id (its renderers are its descendants).
+    pub fn process_id(&self) -> Option<u32> {
+        self._chrome.get_process_id()
+    }
+
     /// A second tab of the same chromium (its own page, the same cookies); screenshots
     /// go to the same directory.
     pub fn new_tab(&self) -> Result<Browser> {

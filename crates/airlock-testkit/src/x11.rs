@@ -17,6 +17,17 @@ pub const X_TOOLS: &[(&str, &str)] = &[
     ("remote-viewer", "virt-viewer"),
 ];
 
+/// Whether an X lock file names a process that no longer runs (or names none).
+fn stale_lock(lock: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(lock) else {
+        return false;
+    };
+    match text.trim().parse::<u32>() {
+        Ok(pid) => !Path::new(&format!("/proc/{pid}")).exists(),
+        Err(_) => true,
+    }
+}
+
 /// A running Xvfb; killed on drop.
 pub struct Xvfb {
     _proc: Proc,
@@ -30,8 +41,14 @@ impl Xvfb {
         for n in 90..140 {
             let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
             let lock = PathBuf::from(format!("/tmp/.X{n}-lock"));
-            if socket.exists() || lock.exists() {
+            if lock.exists() && !stale_lock(&lock) {
                 continue;
+            }
+            if lock.exists() || socket.exists() {
+                // A display whose X server was killed (SIGKILL leaves its lock and
+                // socket): take it over.
+                let _ = std::fs::remove_file(&lock);
+                let _ = std::fs::remove_file(&socket);
             }
             let display = format!(":{n}");
             let proc = Proc::spawn(

@@ -21,13 +21,19 @@ async fn pool_comes_up_clean_and_a_third_acquire_gets_503() -> Result<()> {
         "the broker says which accelerator it uses"
     );
     assert_eq!(h["status"], "ok");
+    // `/` leads to the web console, which asks for a login first.
     let page = b.request(Method::GET, "/", None).await?;
     assert_eq!(page.status(), 200);
+    assert!(
+        page.url().path().ends_with("/console/login"),
+        "{}",
+        page.url()
+    );
     assert!(page
         .text()
         .await
         .unwrap()
-        .contains("<title>Airlock console</title>"));
+        .contains("Log in · Airlock console"));
 
     let a = b.acquire_ok("dr-alpha").await?;
     let c = b.acquire_ok("dr-beta").await?;

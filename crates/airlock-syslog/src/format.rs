@@ -233,31 +233,7 @@ pub fn timestamp(unix_ms: i64) -> String {
     if !(0..253_402_300_800_000).contains(&unix_ms) {
         return NIL.to_owned();
     }
-    let (days, ms_of_day) = (unix_ms / 86_400_000, unix_ms % 86_400_000);
-    let (y, m, d) = civil_from_days(days);
-    let s = ms_of_day / 1000;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60,
-        ms_of_day % 1000
-    )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (days ≥ 0).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    // Count in 400-year eras from 0000-03-01, so that the leap day ends each year.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097; // day of era, 0..=146096
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // 0..=399
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the March-based year
-    let mp = (5 * doy + 2) / 153; // March = 0
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    airlock_store::export::rfc3339_ms(unix_ms)
 }
 
 /// One message's variable parts.

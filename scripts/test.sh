@@ -5,6 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
+# A one-shot run gains nothing from incremental caches (3.6 GB on a clean build).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# A clean build and the VM tests' disks need about 12 GB; say so before a linker dies of it.
+need_gb=12
+free_gb=$(df -Pk "${CARGO_TARGET_DIR:-target}" 2>/dev/null . | awk 'NR==2 {print int($4/1048576)}')
+if [ -n "$free_gb" ] && [ "$free_gb" -lt "$need_gb" ]; then
+    echo "error: only ${free_gb} GB free here; the build and tests need about ${need_gb} GB." >&2
+    echo "       Free disk space (or set CARGO_TARGET_DIR to a larger disk) and run again." >&2
+    exit 1
+fi
+
 scripts/setup.sh
 say "building the terminal VM image for the end-to-end tests (cargo xtask terminal-guest)"
 cargo xtask terminal-guest

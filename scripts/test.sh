@@ -9,7 +9,9 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # A clean build and the VM tests' disks need about 12 GB; say so before a linker dies of it.
 need_gb=12
-free_gb=$(df -Pk "${CARGO_TARGET_DIR:-target}" 2>/dev/null . | awk 'NR==2 {print int($4/1048576)}')
+target_dir="${CARGO_TARGET_DIR:-target}"
+[ -d "$target_dir" ] || target_dir=.
+free_gb=$(df -Pk "$target_dir" | awk 'NR==2 {print int($4/1048576)}' || true)
 if [ -n "$free_gb" ] && [ "$free_gb" -lt "$need_gb" ]; then
     echo "error: only ${free_gb} GB free here; the build and tests need about ${need_gb} GB." >&2
     echo "       Free disk space (or set CARGO_TARGET_DIR to a larger disk) and run again." >&2

@@ -823,6 +823,31 @@ async fn count_refusals(
     resp
 }
 
+/// A request slower than this is logged as a warning (a broker under load, a slow disk).
+const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Logs every answered request at debug level (method, route pattern, status, time
+/// taken), and a slow one as a warning. The route pattern, never the path: paths carry
+/// lease ids, and query strings carry what an officer searched for.
+async fn log_request(req: Request, next: axum::middleware::Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().clone();
+    let t = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let took = t.elapsed();
+    let ms = took.as_secs_f64() * 1000.0;
+    let status = resp.status().as_u16();
+    if took >= SLOW_REQUEST {
+        tracing::warn!(%method, %route, status, ms, "slow request");
+    } else {
+        tracing::debug!(%method, %route, status, ms, "request");
+    }
+    resp
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -861,6 +886,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .with_state(state.clone())
         .merge(airlock_console::router(state.console))
+        .layer(axum::middleware::from_fn(log_request))
 }
 
 /// Answers 413 at once to a request whose `Content-Length` is over the limit, before any

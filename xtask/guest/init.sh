@@ -4,7 +4,9 @@
 # The broker and the tests depend on what this script prints; the contract is
 # docs/guest.md. Keep the two in step.
 #
-#   ttyS0  agent port: AIRLOCK-* lines out, airlock-* commands in (raw, no echo)
+#   ttyS0  agent port: AIRLOCK-* lines out, airlock-* commands in (raw, no echo);
+#          the virtio-serial port org.airlock.agent.0 instead when the broker
+#          gives one (pool.agent_port = "virtio")
 #   ttyS1  root shell, only with `airlock.control=1` on the kernel command line
 #   tty0   human-readable status for the clinician (seen over SPICE/VNC)
 #   tty1   its keyboard: F or Enter is "Finish" (the guest powers off)
@@ -29,7 +31,9 @@ set -o pipefail
 log() { echo "airlock-init: $*" >"$SCREEN" 2>/dev/null; }
 
 # One complete line per write(2), so lines from concurrent writers never mix.
-agent_say() { echo "$*" >"$AGENT" 2>/dev/null; }
+# Through fd 6, which PID 1 holds on the port (below): a virtio-serial port
+# has one opener at a time, so nothing opens it again.
+agent_say() { echo "$*" >&6 2>/dev/null; }
 
 # ---------------------------------------------------------------- modules
 # /etc/modules is written by xtask in dependency order: "name [param=value...]".
@@ -38,6 +42,33 @@ while read -r mod args; do
 	# shellcheck disable=SC2086 # args are module parameters, split on purpose
 	insmod "/lib/modules/$mod.ko" $args 2>/dev/null || log "insmod $mod failed"
 done </etc/modules
+
+# ---------------------------------------------------------------- agent port
+# COM1, unless the broker gave a virtio-serial port named org.airlock.agent.0;
+# it gets the link udev would make, /dev/virtio-ports/<name>. The ports of a
+# virtio console device (virtio device id 3) appear shortly after its driver
+# loads, once the host has announced them: wait for them when there is one.
+has_virtio_console() {
+	grep -qx 0x0003 /sys/bus/virtio/devices/*/device 2>/dev/null
+}
+find_agent_port() {
+	for p in /sys/class/virtio-ports/*; do
+		[ -r "$p/name" ] || continue
+		name=$(cat "$p/name")
+		case "$name" in '' | */* | .*) continue ;; esac
+		mkdir -p /dev/virtio-ports
+		ln -sf "../${p##*/}" "/dev/virtio-ports/$name"
+		[ "$name" = org.airlock.agent.0 ] && AGENT=/dev/virtio-ports/$name
+	done
+}
+if has_virtio_console; then
+	n=0
+	while find_agent_port && [ "$AGENT" = /dev/ttyS0 ] && [ "$n" -lt 100 ]; do
+		sleep 0.1
+		n=$((n + 1))
+	done
+fi
+[ -e "$AGENT" ] || log "no agent port ($AGENT)"
 
 # ---------------------------------------------------------------- clock
 # Monotonic nanoseconds (immune to airlock-settime). busybox date has no %N;
@@ -260,7 +291,7 @@ finish_keys() {
 	done
 }
 
-# ---------------------------------------------------------------- agent (ttyS0)
+# ---------------------------------------------------------------- agent (ttyS0 or virtio)
 # printable WORD: set P to WORD less anything but printable non-blank ASCII
 # (no fork in the common case: pings arrive every few hundred ms at boot).
 printable() {
@@ -310,10 +341,13 @@ stty -F "$AGENT" raw -echo 115200 2>/dev/null
 # PID 1 keeps both ports open for good: while a port is open its termios
 # stay set and input is buffered, so nothing sent is lost while a reader
 # starts or restarts.
+# Everything started from here inherits fd 6 (agent_say, the agent loop).
+# On a virtio-serial port a read sees end-of-file while the broker is not
+# connected: the loop waits and reads again.
 exec 6<>"$AGENT"
 (while :; do
-	agent <"$AGENT"
-	sleep 1
+	agent <&6
+	sleep 0.2
 done) &
 
 control=

@@ -1,11 +1,10 @@
 //! The operations a desktop pool needs from QEMU.
-use crate::agent::Agent;
 use crate::confine::{Cgroups, ConfineConfig, Host};
 use crate::img::create_overlay;
 use crate::process::{host_available_bytes, kill_stale, kill_stale_now, kill_stale_now_except, Vm};
 use crate::spec::{
-    backing, fds, files, Accel, Boot, Confine, CpuShape, DisplayProtocol, DisplaySpec, Memory,
-    VmSpec,
+    backing, fds, files, Accel, AgentPort, Boot, Confine, CpuShape, DisplayProtocol, DisplaySpec,
+    Memory, VmSpec,
 };
 use crate::QemuError;
 use serde::{Deserialize, Serialize};
@@ -69,6 +68,9 @@ pub struct DriverConfig {
     /// The golden disk image every desktop starts from.
     pub golden: PathBuf,
     pub control_channel: bool,
+    /// The device of the guest agent's port.
+    #[serde(default)]
+    pub agent_port: AgentPort,
     pub sandbox: bool,
     pub readiness: Readiness,
     /// Host CPUs for the desktops' vCPUs and for QEMU's other threads (`None`: not pinned).
@@ -304,6 +306,10 @@ impl Driver {
         if let Some(cpu) = &c.cpu {
             h.update(format!("|cpu={}|hyperv={}", cpu.model, cpu.hyperv).as_bytes());
         }
+        // So is the agent port's device (likewise nothing for the default).
+        if c.agent_port != AgentPort::Isa {
+            h.update(format!("|agent={}", c.agent_port.as_str()).as_bytes());
+        }
         file_fingerprint(&mut h, &c.golden)?;
         if let Boot::Kernel {
             kernel,
@@ -350,6 +356,7 @@ impl Driver {
             memory: Memory::Anonymous,
             vmgenid,
             control_channel: self.cfg.control_channel,
+            agent_port: self.cfg.agent_port,
             incoming: false,
             cpu: self.cfg.cpu.clone(),
             sandbox: self.cfg.sandbox,
@@ -357,7 +364,12 @@ impl Driver {
         }
     }
 
-    async fn wait_ready(&self, spec: &VmSpec, timeout: Duration) -> Result<Value, QemuError> {
+    async fn wait_ready(
+        &self,
+        vm: &Vm,
+        spec: &VmSpec,
+        timeout: Duration,
+    ) -> Result<Value, QemuError> {
         match &self.cfg.readiness {
             Readiness::Delay(d) => {
                 tokio::time::sleep(*d).await;
@@ -369,9 +381,7 @@ impl Driver {
                     desktop: spec.name.clone(),
                     source,
                 };
-                let mut agent = Agent::connect(&spec.run_file(files::AGENT), timeout)
-                    .await
-                    .map_err(not_ready)?;
+                let agent = vm.agent(timeout).await.map_err(not_ready)?;
                 let took = agent.ping(&nonce, timeout).await.map_err(not_ready)?;
                 // A restored guest's clock is as old as its template: set it. Not fatal.
                 let clock = agent.set_time(unix_now(), Duration::from_secs(2)).await;
@@ -504,7 +514,7 @@ impl Driver {
 
     async fn save_template(&self, vm: &Vm, spec: &VmSpec) -> Result<(), QemuError> {
         self.check_chardevs(vm, spec).await?;
-        self.wait_ready(spec, self.boot_timeout()).await?;
+        self.wait_ready(vm, spec, self.boot_timeout()).await?;
         let q = &vm.qmp;
         let op = |what: &str| {
             let what = what.to_owned();
@@ -697,7 +707,7 @@ impl Driver {
         }
         let running_ms = t0.elapsed().as_millis() as u64;
         let chardevs = self.check_chardevs(vm, spec).await?;
-        let readiness = self.wait_ready(spec, Duration::from_secs(30)).await?;
+        let readiness = self.wait_ready(vm, spec, Duration::from_secs(30)).await?;
         Ok(json!({
             "method": "template_clone",
             "fresh_process": true,
@@ -732,7 +742,7 @@ impl Driver {
         let vm = Vm::spawn(&spec, None, self.cgroups()).await?;
         let ready = match self.check_chardevs(&vm, &spec).await {
             Ok(chardevs) => self
-                .wait_ready(&spec, self.boot_timeout())
+                .wait_ready(&vm, &spec, self.boot_timeout())
                 .await
                 .map(|r| (chardevs, r)),
             Err(e) => Err(e),
@@ -882,7 +892,7 @@ impl Driver {
                 .map_err(crate::qmp_error(&spec.name))?;
         }
         let chardevs = self.check_chardevs(vm, spec).await?;
-        let readiness = self.wait_ready(spec, Duration::from_secs(30)).await?;
+        let readiness = self.wait_ready(vm, spec, Duration::from_secs(30)).await?;
         Ok(json!({
             "method": "snapshot_restore",
             "fresh_process": false,
@@ -1022,6 +1032,7 @@ mod tests {
                 boot: Boot::Disk,
                 golden: golden.to_owned(),
                 control_channel: false,
+                agent_port: AgentPort::Isa,
                 sandbox: true,
                 readiness: Readiness::Delay(Duration::from_secs(1)),
                 placement: None,

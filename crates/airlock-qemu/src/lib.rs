@@ -32,7 +32,9 @@ pub use confine::{ConfineConfig, Host};
 pub use driver::{Driver, DriverConfig, Readiness, StartedVm, Template};
 pub use process::Vm;
 pub use qmp::{Qmp, QmpError, QmpEvent};
-pub use spec::{Accel, Boot, Confine, CpuShape, DisplayProtocol, DisplaySpec, Memory, VmSpec};
+pub use spec::{
+    Accel, AgentPort, Boot, Confine, CpuShape, DisplayProtocol, DisplaySpec, Memory, VmSpec,
+};
 
 /// What went wrong driving QEMU.
 #[derive(Debug, thiserror::Error)]

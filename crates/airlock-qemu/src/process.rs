@@ -3,6 +3,7 @@
 //! QEMU runs in its own process group with stdio going to `qemu.log` in the run
 //! directory, so it outlives the broker; a restarted broker finds it again through the
 //! pid file and the QMP socket.
+use crate::agent::{Agent, AgentError};
 use crate::confine::Cgroups;
 use crate::qmp::Qmp;
 use crate::spec::{files, VmSpec};
@@ -11,6 +12,7 @@ use command_fds::{CommandFdExt, FdMapping};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -23,6 +25,9 @@ pub struct Vm {
     /// Becomes `true` when the process has exited (child processes only; for re-attached
     /// processes watch [`Qmp::closed`]).
     exited: Option<watch::Receiver<bool>>,
+    /// The connection to its guest agent port, kept open once made (see
+    /// [`crate::agent`]).
+    agent: tokio::sync::Mutex<Option<Arc<Agent>>>,
 }
 
 fn remove_if_exists(p: &Path) -> std::io::Result<()> {
@@ -356,6 +361,7 @@ impl Vm {
             qmp,
             run_dir: spec.run_dir.clone(),
             exited: Some(rx),
+            agent: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -398,7 +404,20 @@ impl Vm {
             qmp,
             run_dir: run_dir.to_owned(),
             exited: None,
+            agent: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Its guest agent port: the open connection, or a new one (waiting up to
+    /// `timeout` for QEMU to listen) when there is none or it has closed.
+    pub async fn agent(&self, timeout: Duration) -> Result<Arc<Agent>, AgentError> {
+        let mut held = self.agent.lock().await;
+        if let Some(a) = held.as_ref().filter(|a| !a.is_closed()) {
+            return Ok(a.clone());
+        }
+        let a = Arc::new(Agent::connect(&self.run_dir.join(files::AGENT), timeout).await?);
+        *held = Some(a.clone());
+        Ok(a)
     }
 
     /// Whether the process still runs.

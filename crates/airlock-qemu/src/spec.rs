@@ -2,7 +2,8 @@
 //!
 //! *Architecture invariant:* a desktop VM has no network interface (`-nic none`,
 //! `-nodefaults`). Its only channels are the ticketed display, the usb-redir chardev, the
-//! broker's agent serial port and, only when the config asks for it, a test control port;
+//! broker's agent port (COM1, or one named virtio-serial port when the pool asks for it)
+//! and, only when the config asks for it, a test control port;
 //! all of them are unix sockets in the desktop's run directory or a display port the
 //! broker chose.
 //! No SPICE agent, webdav or SPICE USB channel is ever added, the SPICE server refuses
@@ -28,6 +29,42 @@ impl Accel {
         match self {
             Accel::Kvm => "kvm",
             Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// The device that carries the broker's guest agent port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentPort {
+    /// COM1 (ISA 16550, the guest's `ttyS0`/`COM1`): every guest has its driver, but
+    /// each byte is a trap (about 0.3 MB/s under TCG).
+    #[default]
+    Isa,
+    /// One virtio-serial port named [`VIRTIO_AGENT_PORT`] on its own controller: far
+    /// faster, needs the guest's virtio console driver (`virtio_console`, virtio-win's
+    /// `vioser`). The test control port, if any, stays on COM2.
+    Virtio,
+}
+
+/// The name of the agent's virtio-serial port (`/sys/class/virtio-ports/*/name`).
+pub const VIRTIO_AGENT_PORT: &str = "org.airlock.agent.0";
+
+impl AgentPort {
+    /// The config's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentPort::Isa => "isa",
+            AgentPort::Virtio => "virtio",
+        }
+    }
+
+    /// `isa` or `virtio`.
+    pub fn parse(s: &str) -> Option<AgentPort> {
+        match s {
+            "isa" => Some(AgentPort::Isa),
+            "virtio" => Some(AgentPort::Virtio),
+            _ => None,
         }
     }
 }
@@ -129,6 +166,9 @@ pub struct VmSpec {
     pub vmgenid: String,
     /// Whether the test-only control shell port (second serial port) exists.
     pub control_channel: bool,
+    /// The device of the agent port.
+    #[serde(default)]
+    pub agent_port: AgentPort,
     /// Start paused, waiting for `migrate-incoming`.
     pub incoming: bool,
     /// The guest CPU (`None`: QEMU's default model for the machine, `qemu64`).
@@ -161,6 +201,9 @@ pub struct VmSpec {
 fn default_serial_log_bytes() -> u64 {
     1 << 20
 }
+
+/// The agent's virtio-serial controller (with [`AgentPort::Virtio`]): one port, the agent's.
+const VIRTIO_SERIAL_CONTROLLER: &str = "virtio-serial-pci,id=vser0,max_ports=2";
 
 /// The node name of the writable disk's file (the host file, whose size the cap limits).
 pub const DISK_FILE_NODE: &str = "disk0-file";
@@ -334,20 +377,37 @@ impl VmSpec {
         ));
         push("-qmp");
         push(&format!("unix:{},server=on,wait=off", files::QMP));
-        // A serial port on a socket chardev, with a copy of what the guest writes in a log.
-        let mut serial = |id: &str, sock: &str, log: &str| {
+        // A port's socket chardev, with a copy of what the guest writes in a log.
+        let mut chardev = |id: &str, sock: &str, log: &str| {
             push("-chardev");
             // The log is a FIFO the broker reads into a bounded file.
             let fifo = crate::serial_log::fifo_name(log);
             push(&format!(
                 "socket,id={id},path={sock},server=on,wait=off,logfile={fifo},logappend=on"
             ));
-            push("-serial");
-            push(&format!("chardev:{id}"));
         };
-        serial("agent0", files::AGENT, files::AGENT_LOG);
+        chardev("agent0", files::AGENT, files::AGENT_LOG);
         if self.control_channel {
-            serial("control0", files::CONTROL, files::CONTROL_LOG);
+            chardev("control0", files::CONTROL, files::CONTROL_LOG);
+        }
+        match self.agent_port {
+            AgentPort::Isa => {
+                push("-serial");
+                push("chardev:agent0");
+            }
+            AgentPort::Virtio => {
+                push("-device");
+                push(VIRTIO_SERIAL_CONTROLLER);
+                push("-device");
+                push(&format!(
+                    "virtserialport,bus=vser0.0,nr=1,chardev=agent0,name={VIRTIO_AGENT_PORT}"
+                ));
+            }
+        }
+        if self.control_channel {
+            // COM2 (`ttyS1`) whatever carries the agent.
+            push("-device");
+            push("isa-serial,chardev=control0,index=1");
             push("-qmp");
             push(&format!("unix:{},server=on,wait=off", files::TEST_QMP));
         }
@@ -432,6 +492,7 @@ pub(crate) mod tests {
             },
             vmgenid: "6b1b0b5e-0000-4000-8000-000000000001".into(),
             control_channel: false,
+            agent_port: AgentPort::Isa,
             incoming: true,
             cpu: None,
             sandbox: true,
@@ -624,8 +685,12 @@ pub(crate) mod tests {
                 for cpu in &cpus {
                     for control in [false, true] {
                         for disk_boot in [false, true] {
-                            for flags in [false, true] {
+                            for (flags, agent_port) in [false, true]
+                                .into_iter()
+                                .flat_map(|f| [(f, AgentPort::Isa), (f, AgentPort::Virtio)])
+                            {
                                 let mut s = spec();
+                                s.agent_port = agent_port;
                                 s.display = display.map(|protocol| DisplaySpec {
                                     protocol,
                                     listen: "127.0.0.1".parse().unwrap(),
@@ -674,25 +739,48 @@ pub(crate) mod tests {
             "clipboard",
         ];
         let variants = every_variant();
-        assert_eq!(variants.len(), 3 * 3 * 3 * 2 * 2 * 2);
+        assert_eq!(variants.len(), 3 * 3 * 3 * 2 * 2 * 2 * 2);
+        // With `AgentPort::Virtio`, exactly these two devices carry the agent's port.
+        let agent_port =
+            format!("virtserialport,bus=vser0.0,nr=1,chardev=agent0,name={VIRTIO_AGENT_PORT}");
         for s in variants {
             let a = s.argv();
+            let virtio_agent = [VIRTIO_SERIAL_CONTROLLER, agent_port.as_str()];
             for arg in &a {
+                if s.agent_port == AgentPort::Virtio && virtio_agent.contains(&arg.as_str()) {
+                    continue;
+                }
                 let lower = arg.to_ascii_lowercase();
                 for f in forbidden {
                     assert!(!lower.contains(f), "{f} in {arg:?} of {a:?}");
                 }
             }
-            // The only devices: the xHCI controller, the filtered usb-redir, vmgenid.
-            for d in values(&a, "-device") {
+            // The only devices: the xHCI controller, the filtered usb-redir, vmgenid, the
+            // agent's virtio-serial port when asked for, COM2 for the test control port.
+            let devices = values(&a, "-device");
+            for d in &devices {
                 assert!(
-                    d == "qemu-xhci,id=xhci"
+                    *d == "qemu-xhci,id=xhci"
                         || d.starts_with(
                             "usb-redir,chardev=usbredir0,id=redir0,bus=xhci.0,filter="
                         )
-                        || d.starts_with("vmgenid,guid="),
+                        || d.starts_with("vmgenid,guid=")
+                        || (s.agent_port == AgentPort::Virtio && virtio_agent.contains(d))
+                        || (s.control_channel && *d == "isa-serial,chardev=control0,index=1"),
                     "unexpected device {d:?}"
                 );
+            }
+            let serials = values(&a, "-serial");
+            match s.agent_port {
+                AgentPort::Isa => assert_eq!(serials, ["chardev:agent0"]),
+                AgentPort::Virtio => {
+                    assert!(serials.is_empty(), "{serials:?}");
+                    assert_eq!(
+                        devices.iter().filter(|d| virtio_agent.contains(d)).count(),
+                        2,
+                        "{devices:?}"
+                    );
+                }
             }
             // Every chardev is a unix socket server in the run directory.
             for c in values(&a, "-chardev") {

@@ -293,7 +293,8 @@ async fn measure(args: &ConsoleArgs, plan: &Plan, logs: &Path) -> Result<Results
         memory_mib: plan.memory_mib,
         heartbeat_timeout_s: 3600,
         ready_timeout_s: 300,
-        log_filter: "info".into(),
+        // `AIRLOCK_LOG=info,airlockd=debug` logs every request's time on the server.
+        log_filter: std::env::var("AIRLOCK_LOG").unwrap_or_else(|_| "info".into()),
         ..BrokerConfig::new(guest)
     };
     let mut fill_s = 0.0;

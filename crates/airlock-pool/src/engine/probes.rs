@@ -3,7 +3,6 @@
 //! the QEMU processes of desktops a smaller pool no longer has are stopped.
 use super::{now_ms, Pool};
 use airlock_core::{DesktopEvent, DesktopId, DesktopState};
-use airlock_qemu::spec::files;
 use std::time::Duration;
 
 impl Pool {
@@ -88,7 +87,7 @@ impl Pool {
 
     /// Pings a clean desktop's guest; a desktop that does not answer is not clean.
     pub(super) async fn verify_clean(&self, id: &DesktopId) -> bool {
-        let Some((_vm, spec)) = self.running_vm(id) else {
+        let Some((vm, _spec)) = self.running_vm(id) else {
             return false;
         };
         if !matches!(
@@ -97,10 +96,9 @@ impl Pool {
         ) {
             return true;
         }
-        let path = spec.run_file(files::AGENT);
         let nonce = format!("verify-{}", now_ms());
-        match airlock_qemu::agent::Agent::connect(&path, Duration::from_secs(2)).await {
-            Ok(mut a) => a.ping(&nonce, Duration::from_secs(5)).await.is_ok(),
+        match vm.agent(Duration::from_secs(2)).await {
+            Ok(a) => a.ping(&nonce, Duration::from_secs(5)).await.is_ok(),
             Err(_) => false,
         }
     }

@@ -105,6 +105,8 @@ pub struct BrokerConfig {
     pub admin_token: String,
     /// `pool.test_control_channel`: desktops get the control shell on ttyS1.
     pub test_control_channel: bool,
+    /// `pool.agent_port` (`None`: the broker's default, COM1).
+    pub agent_port: Option<String>,
     /// `AIRLOCK_LOG` of the broker process.
     pub log_filter: String,
     /// `[limits]` ([`Limits::generous`] by default).
@@ -159,6 +161,7 @@ impl BrokerConfig {
             terminals: vec![TerminalEntry::numbered(1), TerminalEntry::numbered(2)],
             admin_token: ADMIN_TOKEN.into(),
             test_control_channel: true,
+            agent_port: None,
             log_filter: "info,airlock_qemu=debug".into(),
             limits: Limits::generous(),
             anchor_interval_s: None,
@@ -266,6 +269,7 @@ impl BrokerConfig {
                 reset: &self.reset,
                 heartbeat_timeout_s: self.heartbeat_timeout_s,
                 test_control_channel: self.test_control_channel,
+                agent_port: self.agent_port.as_deref(),
                 disk_cap_mib: self.disk_cap_mib,
                 serial_log_kib: self.serial_log_kib,
                 test_clone_pause_ms: self.test_clone_pause_ms,
@@ -419,6 +423,7 @@ struct Pool<'a> {
     reset: &'a str,
     heartbeat_timeout_s: u64,
     test_control_channel: bool,
+    agent_port: Option<&'a str>,
     disk_cap_mib: Option<u64>,
     serial_log_kib: Option<u64>,
     test_clone_pause_ms: Option<u64>,

@@ -396,6 +396,13 @@ impl Config {
                 ))
             }
         };
+        let agent_port = airlock_qemu::AgentPort::parse(&p.agent_port).ok_or_else(|| {
+            invalid(
+                "pool.agent_port",
+                format!("{:?} is not an agent port", p.agent_port),
+                "use \"isa\" (COM1, every guest has its driver; the default) or \"virtio\" (a virtio-serial port: faster, needs the guest's virtio console driver)",
+            )
+        })?;
         if accel == Accel::Kvm && !Path::new("/dev/kvm").exists() {
             return Err(invalid(
                 "pool.accel",
@@ -713,6 +720,7 @@ impl Config {
                 boot,
                 golden,
                 control_channel: p.test_control_channel,
+                agent_port,
                 sandbox: p.sandbox,
                 readiness,
                 placement,

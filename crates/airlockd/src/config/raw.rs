@@ -193,6 +193,10 @@ pub(super) struct RawTerminal {
     pub(super) token_sha256: String,
 }
 
+fn default_agent_port() -> String {
+    "isa".into()
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPool {
@@ -224,6 +228,9 @@ pub(super) struct RawPool {
     pub(super) sandbox: bool,
     #[serde(default)]
     pub(super) test_control_channel: bool,
+    /// The guest agent port's device: `isa` (COM1, the default) or `virtio`.
+    #[serde(default = "default_agent_port")]
+    pub(super) agent_port: String,
     pub(super) guest: RawGuest,
     #[serde(default)]
     pub(super) readiness: RawReadiness,

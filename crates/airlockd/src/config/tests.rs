@@ -544,3 +544,20 @@ fn no_key_asks_for_a_spice_agent_webdav_or_usb_channel() {
         );
     }
 }
+
+#[test]
+fn agent_port_is_isa_or_virtio() {
+    let (_d, b) = base();
+    let c = Config::parse(&good(), "t", &b, None).unwrap();
+    assert_eq!(c.pool.driver.agent_port, airlock_qemu::AgentPort::Isa);
+    let with = |keys: &str| good().replace("[pool]\n", &format!("[pool]\n{keys}\n"));
+    let c = Config::parse(&with("agent_port = \"virtio\""), "t", &b, None).unwrap();
+    assert_eq!(c.pool.driver.agent_port, airlock_qemu::AgentPort::Virtio);
+    for bad in ["\"VIRTIO\"", "\"usb\"", "\"\""] {
+        let e = err(&with(&format!("agent_port = {bad}")));
+        assert!(
+            e.contains("pool.agent_port") && e.contains("\"isa\"") && e.contains("\"virtio\""),
+            "{bad}: {e}"
+        );
+    }
+}

@@ -151,7 +151,32 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(workspace_root());
+    // What cargo sets for the test binary running us is not for the build we start: a
+    // build script that watches one of these (ring's watches `CARGO_MANIFEST_DIR`)
+    // would make every test crate's build of the same tool a rebuild of half its
+    // dependencies (CI: one test spent its 600 s rebuilding usb-control).
+    for (k, _) in std::env::vars_os() {
+        let Some(k) = k.to_str() else { continue };
+        if is_test_harness_var(k) {
+            c.env_remove(k);
+        }
+    }
     c
+}
+
+/// Variables cargo sets for a test or binary it runs (see the Cargo book, "Environment
+/// variables Cargo sets for crates").
+fn is_test_harness_var(k: &str) -> bool {
+    const EXACT: [&str; 7] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "OUT_DIR",
+    ];
+    EXACT.contains(&k) || k.starts_with("CARGO_PKG_") || k.starts_with("CARGO_BIN_EXE_")
 }
 
 /// Runs `f` while holding the lock `build/.NAME.lock`.
@@ -377,6 +402,33 @@ pub fn usb_control() -> Result<&'static Path> {
         })
     })
     .map(PathBuf::as_path)
+}
+
+#[cfg(test)]
+mod harness_var_tests {
+    #[test]
+    fn only_what_cargo_sets_for_a_test_is_removed() {
+        for k in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_BIN_EXE_airlockd",
+            "CARGO_TARGET_TMPDIR",
+            "OUT_DIR",
+        ] {
+            assert!(super::is_test_harness_var(k), "{k}");
+        }
+        for k in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_INCREMENTAL",
+            "CARGO_BUILD_JOBS",
+            "RUSTFLAGS",
+        ] {
+            assert!(!super::is_test_harness_var(k), "{k}");
+        }
+    }
 }
 
 /// A static executable has no program interpreter (PT_INTERP).

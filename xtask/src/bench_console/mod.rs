@@ -41,6 +41,7 @@
 
 mod officer;
 mod report;
+mod server;
 
 use crate::bench_broker::stats::percentile;
 use crate::util;
@@ -223,6 +224,8 @@ pub struct Results {
     pub ratio_p99_ci95: (f64, f64),
     pub ratio_p50: f64,
     pub within_1_20: bool,
+    /// The broker's own time per request, by route, over the whole run (from its log).
+    pub server: Vec<server::RouteTimes>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -293,8 +296,8 @@ async fn measure(args: &ConsoleArgs, plan: &Plan, logs: &Path) -> Result<Results
         memory_mib: plan.memory_mib,
         heartbeat_timeout_s: 3600,
         ready_timeout_s: 300,
-        // `AIRLOCK_LOG=info,airlockd=debug` logs every request's time on the server.
-        log_filter: std::env::var("AIRLOCK_LOG").unwrap_or_else(|_| "info".into()),
+        // `airlockd=debug` logs every request's time on the broker (see `server`).
+        log_filter: std::env::var("AIRLOCK_LOG").unwrap_or_else(|_| "info,airlockd=debug".into()),
         ..BrokerConfig::new(guest)
     };
     let mut fill_s = 0.0;
@@ -380,6 +383,7 @@ async fn measure(args: &ConsoleArgs, plan: &Plan, logs: &Path) -> Result<Results
         blocks.push(block);
     }
     tokio::task::block_in_place(|| officer.finish())?;
+    let server = server::route_times(&std::fs::read_to_string(b.log_path()).unwrap_or_default());
     let closed = Summary::of(&blocks, false);
     let open = Summary::of(&blocks, true);
     let ratio_p99 = open.p99_ms / closed.p99_ms;
@@ -406,6 +410,7 @@ async fn measure(args: &ConsoleArgs, plan: &Plan, logs: &Path) -> Result<Results
         blocks,
         closed,
         open,
+        server,
     })
 }
 

@@ -149,6 +149,38 @@ pub fn render(r: &Results) -> String {
         s,
         "open samples sent while the audit page loaded: {nd}, p99 {pd:.1} ms; the others: {no}, p99 {po:.1} ms"
     );
+    let _ = writeln!(s, "the broker's own time per request (its request log):");
+    s.push_str(&server_table(r, false));
+    s
+}
+
+/// The broker's time per request for the acquire, the release and the console's routes
+/// (`markdown`: as a table for the doc).
+fn server_table(r: &Results, markdown: bool) -> String {
+    let mut s = String::new();
+    let shown = r
+        .server
+        .iter()
+        .filter(|t| t.route.starts_with("/console") || t.route.starts_with("/v1/leases"));
+    if markdown {
+        s.push_str("| Request | n | p50 (ms) | p99 (ms) | Max (ms) |\n|---|---:|---:|---:|---:|\n");
+    }
+    for t in shown {
+        let name = format!("{} {}", t.method, t.route);
+        let _ = if markdown {
+            writeln!(
+                s,
+                "| `{name}` | {} | {:.2} | {:.2} | {:.2} |",
+                t.requests, t.p50_ms, t.p99_ms, t.max_ms
+            )
+        } else {
+            writeln!(
+                s,
+                "  {name:<36} {:>6} p50 {:>7.2} ms, p99 {:>7.2} ms, max {:>7.2} ms",
+                t.requests, t.p50_ms, t.p99_ms, t.max_ms
+            )
+        };
+    }
     s
 }
 
@@ -261,8 +293,17 @@ fn section(r: &Results, json: &Path) -> String {
         "Of the open blocks' samples, {nd} overlapped an audit page load (p99 {pd:.1} ms) and \
          {no} did not (p99 {po:.1} ms). The browser runs on the broker's machine here (2 \
          cores, also running the desktops' QEMU), so its own rendering competes with the \
-         broker for CPU; at a site it runs on the officer's PC.\n"
+         broker for CPU; at a site it runs on the officer's PC. Here it runs under \
+         `SCHED_IDLE` at nice 19, every process it starts included.\n"
     );
+    let _ = writeln!(
+        s,
+        "What the console costs the broker itself, from the broker's own request log \
+         (`airlockd=debug`: route pattern and milliseconds of every answer) over the whole \
+         run, beside the acquire and release it serves:\n"
+    );
+    s.push_str(&server_table(r, true));
+    s.push('\n');
     let _ = writeln!(s, "Per block (p50 / p99, ms):\n");
     let _ = writeln!(s, "| Block | Console | p50 | p99 |");
     let _ = writeln!(s, "|---:|---|---:|---:|");

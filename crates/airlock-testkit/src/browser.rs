@@ -26,6 +26,9 @@ pub struct Browser {
     shots: PathBuf,
     /// The kit's cleanup that kills chromium on SIGINT/SIGTERM (the first tab's only).
     cleanup: Option<u64>,
+    /// Chromium's profile directory, removed with the last tab (after chromium: fields
+    /// drop in order).
+    _profile: Arc<tempfile::TempDir>,
 }
 
 impl Browser {
@@ -34,8 +37,21 @@ impl Browser {
     pub fn launch(shots: &Path) -> Result<Browser> {
         crate::tools::require(BROWSER_TOOLS)?;
         std::fs::create_dir_all(shots).with_context(|| format!("creating {}", shots.display()))?;
+        // Its profile (history, cookies, cache: databases it syncs to disk on every
+        // page load) in memory where the host has /dev/shm: the broker under test
+        // syncs its own database on the same disk, and an officer's browser writes to
+        // its own PC's disk, not the broker host's.
+        let profile = tempfile::Builder::new()
+            .prefix("airlock-chromium-")
+            .tempdir_in(if Path::new("/dev/shm").is_dir() {
+                Path::new("/dev/shm")
+            } else {
+                Path::new("/tmp")
+            })
+            .context("making chromium's profile directory")?;
         let options = LaunchOptions::default_builder()
             .path(Some(PathBuf::from("/usr/bin/chromium")))
+            .user_data_dir(Some(profile.path().to_owned()))
             .headless(true)
             // Root in CI: chromium's own sandbox needs an unprivileged user.
             .sandbox(false)
@@ -55,6 +71,7 @@ impl Browser {
             tab,
             shots: shots.to_owned(),
             cleanup,
+            _profile: Arc::new(profile),
         })
     }
 
@@ -73,6 +90,7 @@ impl Browser {
             tab,
             shots: self.shots.clone(),
             cleanup: None,
+            _profile: self._profile.clone(),
         })
     }
 

@@ -73,6 +73,10 @@ pub struct ConsoleArgs {
     /// Acquires per block [default: 100; --quick: 20].
     #[arg(long)]
     pub samples: Option<usize>,
+    /// Open the pool page only (the acceptance's "an open console page"), not also the
+    /// audit page reloaded every 5 s.
+    #[arg(long)]
+    pub pool_page_only: bool,
     /// Do not write docs/benchmarks.md (the JSON under build/bench/ is always written).
     #[arg(long)]
     pub no_doc: bool,
@@ -92,7 +96,8 @@ pub struct Plan {
     pub pool: usize,
     pub memory_mib: u64,
     pub reset: &'static str,
-    pub audit_reload_s: f64,
+    /// How often the audit page is reloaded while open (`None`: the pool page only).
+    pub audit_reload_s: Option<f64>,
 }
 
 impl Plan {
@@ -108,7 +113,7 @@ impl Plan {
             pool: 2,
             memory_mib: 256,
             reset: "template_clone",
-            audit_reload_s: officer::AUDIT_RELOAD.as_secs_f64(),
+            audit_reload_s: (!a.pool_page_only).then(|| officer::AUDIT_RELOAD.as_secs_f64()),
         };
         if p.blocks_per_condition == 0 || p.samples_per_block == 0 {
             bail!("--blocks and --samples must be at least 1");
@@ -333,7 +338,8 @@ async fn measure(args: &ConsoleArgs, plan: &Plan, logs: &Path) -> Result<Results
     print!("starting chromium and logging in... ");
     flush();
     let url = b.url.clone();
-    let officer = tokio::task::block_in_place(|| Officer::start(&url, ADMIN_TOKEN))?;
+    let reload = plan.audit_reload_s.map(Duration::from_secs_f64);
+    let officer = tokio::task::block_in_place(|| Officer::start(&url, ADMIN_TOKEN, reload))?;
     println!("done");
 
     let client = reqwest::Client::builder()

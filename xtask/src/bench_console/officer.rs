@@ -2,7 +2,8 @@
 //! [`Browser`]), logged in with the admin token, in a thread of its own (the browser is
 //! blocking). "Open": the pool page in one tab, refreshing its table itself every second
 //! (`console.js` fetching `/console/pool/live`), and the audit page (chain status and the
-//! newest 50 records) in a second tab, reloaded every [`AUDIT_RELOAD`]. "Closed": both
+//! newest 50 records) in a second tab, reloaded every [`AUDIT_RELOAD`] (unless the run
+//! has the pool page only, the acceptance's own condition). "Closed": both
 //! tabs on `about:blank` (chromium keeps running, idle, so both conditions have the same
 //! processes on the machine).
 
@@ -48,13 +49,15 @@ pub struct Officer {
 impl Officer {
     /// Starts chromium and logs in at `url/console/login` with the account `token` and
     /// `admin_token`; returns once the pool page has shown after the login.
-    pub fn start(url: &str, admin_token: &str) -> Result<Officer> {
+    /// `audit_reload`: how often the audit page is reloaded while open (`None`: it is
+    /// not opened, only the pool page is).
+    pub fn start(url: &str, admin_token: &str, audit_reload: Option<Duration>) -> Result<Officer> {
         let (tx, rx) = mpsc::channel::<Cmd>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
         let url = url.to_owned();
         let token = admin_token.to_owned();
         let thread = std::thread::spawn(move || -> Result<()> {
-            let tabs = match Tabs::login(&url, &token) {
+            let tabs = match Tabs::login(&url, &token, audit_reload) {
                 Ok(t) => {
                     let _ = ready_tx.send(Ok(()));
                     t
@@ -127,10 +130,11 @@ struct Tabs {
     audit: Browser,
     pool: Browser,
     url: String,
+    audit_reload: Option<Duration>,
 }
 
 impl Tabs {
-    fn login(url: &str, token: &str) -> Result<Tabs> {
+    fn login(url: &str, token: &str, audit_reload: Option<Duration>) -> Result<Tabs> {
         let pool = Browser::launch(&screenshot_dir("bench-console"))?;
         pool.goto(&format!("{url}/console"))?;
         if !pool.url().ends_with("/console/login") {
@@ -150,6 +154,7 @@ impl Tabs {
             audit,
             pool,
             url: url.to_owned(),
+            audit_reload,
         };
         tabs.blank()?;
         Ok(tabs)
@@ -185,7 +190,7 @@ impl Tabs {
                     let opened = Instant::now();
                     let r = match self.open_pages() {
                         Ok(log) => {
-                            open = Some((log, opened, Instant::now() + AUDIT_RELOAD));
+                            open = Some((log, opened, self.next_reload()));
                             Ok(())
                         }
                         Err(e) => Err(e),
@@ -206,14 +211,21 @@ impl Tabs {
                 None => {
                     // Time to reload the audit page.
                     if let Some((log, _, next)) = &mut open {
-                        if let Err(e) = self.load_audit(log) {
-                            failed.get_or_insert(e);
+                        if self.audit_reload.is_some() {
+                            if let Err(e) = self.load_audit(log) {
+                                failed.get_or_insert(e);
+                            }
                         }
-                        *next = Instant::now() + AUDIT_RELOAD;
+                        *next = self.next_reload();
                     }
                 }
             }
         }
+    }
+
+    /// When the audit page is reloaded next (far away with the pool page only).
+    fn next_reload(&self) -> Instant {
+        Instant::now() + self.audit_reload.unwrap_or(Duration::from_secs(3600))
     }
 
     fn open_pages(&self) -> Result<OpenLog> {
@@ -244,7 +256,9 @@ impl Tabs {
              document.getElementById('pool-live'), \
              { attributes: true, attributeFilter: ['data-refreshed'] }); true",
         )?;
-        self.load_audit(&mut log)?;
+        if self.audit_reload.is_some() {
+            self.load_audit(&mut log)?;
+        }
         Ok(log)
     }
 

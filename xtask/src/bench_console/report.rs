@@ -32,13 +32,18 @@ pub fn block_line(b: &Block, total: usize) -> String {
         b.load_after
     );
     if let Some(c) = &b.console {
+        if !c.audit_loads_ms.is_empty() {
+            let _ = write!(
+                s,
+                "; audit page loaded {}× (median {:.0} ms)",
+                c.audit_loads_ms.len(),
+                median(&c.audit_loads_ms),
+            );
+        }
         let _ = write!(
             s,
-            "; audit page loaded {}× (median {:.0} ms), pool table refreshed {}× in {:.0} s",
-            c.audit_loads_ms.len(),
-            median(&c.audit_loads_ms),
-            c.pool_refreshes,
-            c.open_s
+            "; pool table refreshed {}× in {:.0} s",
+            c.pool_refreshes, c.open_s
         );
     }
     s
@@ -138,17 +143,24 @@ pub fn render(r: &Results) -> String {
         r.ratio_p50
     );
     let a = console_activity(r);
-    let _ = writeln!(
+    let _ =
+        writeln!(
         s,
         "console while open ({:.0} s): audit page loaded {}× (median {:.0} ms in the browser), \
          pool table refreshed {}× (at most {:.0} ms since its last refresh at a block's end)",
-        a.open_s, a.audit_loads, a.audit_load_median_ms, a.pool_refreshes, a.oldest_refresh_ms
+        a.open_s,
+        a.audit_loads,
+        if a.audit_loads > 0 { a.audit_load_median_ms } else { 0.0 },
+        a.pool_refreshes,
+        a.oldest_refresh_ms
     );
-    let ((nd, pd), (no, po)) = during_audit_loads(r);
-    let _ = writeln!(
-        s,
-        "open samples sent while the audit page loaded: {nd}, p99 {pd:.1} ms; the others: {no}, p99 {po:.1} ms"
-    );
+    if a.audit_loads > 0 {
+        let ((nd, pd), (no, po)) = during_audit_loads(r);
+        let _ = writeln!(
+            s,
+            "open samples sent while the audit page loaded: {nd}, p99 {pd:.1} ms; the others: {no}, p99 {po:.1} ms"
+        );
+    }
     let _ = writeln!(s, "the broker's own time per request (its request log):");
     s.push_str(&server_table(r, false));
     s
@@ -241,14 +253,22 @@ fn section(r: &Results, json: &Path) -> String {
          the next sample after its reset; {} warm-up samples dropped.",
         p.pool, p.reset, p.memory_mib, p.warmup
     );
-    let _ = writeln!(
-        s,
-        "- *Console open*: headless chromium logged in, the pool page open (its table \
-         refreshes itself every second) and the audit page (chain status, newest 50 records; \
-         each view audited) reloaded every {:.0} s in a second tab. *Closed*: the same \
-         chromium, both tabs on `about:blank`.",
-        p.audit_reload_s
-    );
+    let _ = match p.audit_reload_s {
+        Some(reload) => writeln!(
+            s,
+            "- *Console open*: headless chromium logged in, the pool page open (its table \
+             refreshes itself every second) and the audit page (chain status, newest 50 \
+             records; each view audited) reloaded every {reload:.0} s in a second tab. \
+             *Closed*: the same chromium, both tabs on `about:blank`."
+        ),
+        None => writeln!(
+            s,
+            "- *Console open*: headless chromium logged in, the pool page open (its table \
+             refreshes itself every second): the acceptance's \"open console page\" \
+             (`--pool-page-only`; the audit page is not loaded). *Closed*: the same \
+             chromium on `about:blank`."
+        ),
+    };
     let _ = writeln!(
         s,
         "- *Interleaved*: {} blocks of {} acquires per condition, in the order closed, open, \
@@ -280,18 +300,33 @@ fn section(r: &Results, json: &Path) -> String {
         r.ratio_p99_ci95.1
     );
     let a = console_activity(r);
+    let _ = if a.audit_loads > 0 {
+        writeln!(
+            s,
+            "While open ({:.0} s in all), the audit page was loaded {} times (median {:.0} ms \
+             in the browser) and the pool table refreshed itself {} times (at most {:.0} ms \
+             since its last refresh at the end of an open block).\n",
+            a.open_s, a.audit_loads, a.audit_load_median_ms, a.pool_refreshes, a.oldest_refresh_ms
+        )
+    } else {
+        writeln!(
+            s,
+            "While open ({:.0} s in all), the pool table refreshed itself {} times (at most \
+             {:.0} ms since its last refresh at the end of an open block).\n",
+            a.open_s, a.pool_refreshes, a.oldest_refresh_ms
+        )
+    };
+    if a.audit_loads > 0 {
+        let ((nd, pd), (no, po)) = during_audit_loads(r);
+        let _ = writeln!(
+            s,
+            "Of the open blocks' samples, {nd} overlapped an audit page load (p99 {pd:.1} ms) \
+             and {no} did not (p99 {po:.1} ms).\n"
+        );
+    }
     let _ = writeln!(
         s,
-        "While open ({:.0} s in all), the audit page was loaded {} times (median {:.0} ms in \
-         the browser) and the pool table refreshed itself {} times (at most {:.0} ms since \
-         its last refresh at the end of an open block).\n",
-        a.open_s, a.audit_loads, a.audit_load_median_ms, a.pool_refreshes, a.oldest_refresh_ms
-    );
-    let ((nd, pd), (no, po)) = during_audit_loads(r);
-    let _ = writeln!(
-        s,
-        "Of the open blocks' samples, {nd} overlapped an audit page load (p99 {pd:.1} ms) and \
-         {no} did not (p99 {po:.1} ms). The browser runs on the broker's machine here (2 \
+        "The browser runs on the broker's machine here (2 \
          cores, also running the desktops' QEMU), so its own rendering competes with the \
          broker for CPU; at a site it runs on the officer's PC. Here it runs under \
          `SCHED_IDLE` at nice 19, every process it starts included.\n"

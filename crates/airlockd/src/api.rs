@@ -797,6 +797,14 @@ async fn metrics(State(st): State<AppState>, headers: HeaderMap, _a: MetricsAuth
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
+/// The route pattern a request matched (`/v1/leases/{id}`, never a concrete id), or
+/// `other`.
+fn route_pattern(req: &Request) -> String {
+    req.extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned())
+}
+
 /// Counts every `429` and `503` answer (but `/healthz`'s) in `/metrics`, by route
 /// pattern (never a concrete id), status and error code.
 async fn count_refusals(
@@ -804,10 +812,7 @@ async fn count_refusals(
     req: Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
+    let route = route_pattern(&req);
     let resp = next.run(req).await;
     let status = resp.status();
     // `/healthz`'s 503 reports the pool's state; it refuses nothing.
@@ -830,10 +835,7 @@ const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_secs(1);
 /// taken), and a slow one as a warning. The route pattern, never the path: paths carry
 /// lease ids, and query strings carry what an officer searched for.
 async fn log_request(req: Request, next: axum::middleware::Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
+    let route = route_pattern(&req);
     let method = req.method().clone();
     let t = std::time::Instant::now();
     let resp = next.run(req).await;

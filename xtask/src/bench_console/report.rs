@@ -75,7 +75,12 @@ fn console_activity(r: &Results) -> Activity {
         .collect();
     Activity {
         audit_loads: loads.len(),
-        audit_load_median_ms: median(&loads),
+        // 0 with the pool page only (no loads).
+        audit_load_median_ms: if loads.is_empty() {
+            0.0
+        } else {
+            median(&loads)
+        },
         pool_refreshes: open.iter().map(|c| c.pool_refreshes).sum(),
         open_s: open.iter().map(|c| c.open_s).sum(),
         oldest_refresh_ms: open
@@ -143,16 +148,11 @@ pub fn render(r: &Results) -> String {
         r.ratio_p50
     );
     let a = console_activity(r);
-    let _ =
-        writeln!(
+    let _ = writeln!(
         s,
         "console while open ({:.0} s): audit page loaded {}× (median {:.0} ms in the browser), \
          pool table refreshed {}× (at most {:.0} ms since its last refresh at a block's end)",
-        a.open_s,
-        a.audit_loads,
-        if a.audit_loads > 0 { a.audit_load_median_ms } else { 0.0 },
-        a.pool_refreshes,
-        a.oldest_refresh_ms
+        a.open_s, a.audit_loads, a.audit_load_median_ms, a.pool_refreshes, a.oldest_refresh_ms
     );
     if a.audit_loads > 0 {
         let ((nd, pd), (no, po)) = during_audit_loads(r);

@@ -1,14 +1,15 @@
 //! The broker's side of the guest agent port (see docs/guest.md).
 //!
 //! The broker writes `airlock-ping <nonce>` and waits for `AIRLOCK-READY <nonce>`; it
-//! writes `airlock-settime <secs>` after a restore. Everything else the guest prints is
-//! ignored here (QEMU keeps a copy in `serial.log`): the broker never interprets what a
-//! guest says beyond these two answers.
+//! writes `airlock-settime <secs>` after a restore. Everything the guest prints goes to
+//! the port's bounded log (`serial.log`, [`crate::serial_log`]) as received; the broker
+//! never interprets what a guest says beyond these two answers.
 //!
 //! One connection per running desktop, kept open and read all the time ([`Agent`] is
 //! held by its [`crate::process::Vm`]): a virtio-serial port blocks the guest's writes
 //! while no host side is connected (COM1 drops them), and a socket nobody reads fills
 //! and throttles the port the same way.
+use crate::serial_log::BoundedLog;
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -57,9 +58,14 @@ impl Drop for Agent {
     }
 }
 
-/// Splits what arrives into lines (CR or LF ends one; longer than [`MAX_LINE`]:
-/// dropped) and sends each to `lines`; ends at EOF or an error, which closes `lines`.
-async fn read_lines(mut r: tokio::net::unix::OwnedReadHalf, lines: broadcast::Sender<Vec<u8>>) {
+/// Copies what arrives to `log`, splits it into lines (CR or LF ends one; longer than
+/// [`MAX_LINE`]: dropped) and sends each to `lines`; ends at EOF or an error, which
+/// closes `lines`.
+async fn read_lines(
+    mut r: tokio::net::unix::OwnedReadHalf,
+    lines: broadcast::Sender<Vec<u8>>,
+    mut log: Option<BoundedLog>,
+) {
     let mut buf = vec![0u8; 64 << 10];
     let mut line = Vec::new();
     let mut overlong = false;
@@ -68,7 +74,11 @@ async fn read_lines(mut r: tokio::net::unix::OwnedReadHalf, lines: broadcast::Se
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        for &b in buf.get(..n).unwrap_or_default() {
+        let got = buf.get(..n).unwrap_or_default();
+        if let Some(log) = log.as_mut() {
+            log.write(got);
+        }
+        for &b in got {
             if b == b'\n' || b == b'\r' {
                 if !overlong && !line.is_empty() && lines.receiver_count() > 0 {
                     let _ = lines.send(std::mem::take(&mut line));
@@ -85,8 +95,13 @@ async fn read_lines(mut r: tokio::net::unix::OwnedReadHalf, lines: broadcast::Se
 }
 
 impl Agent {
-    /// Connects to the agent socket (retrying until `timeout`: QEMU may not listen yet).
-    pub async fn connect(path: &Path, timeout: Duration) -> Result<Agent, AgentError> {
+    /// Connects to the agent socket (retrying until `timeout`: QEMU may not listen yet);
+    /// everything the guest writes from then on is appended to `log`.
+    pub async fn connect(
+        path: &Path,
+        timeout: Duration,
+        log: Option<BoundedLog>,
+    ) -> Result<Agent, AgentError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let stream = loop {
             match UnixStream::connect(path).await {
@@ -102,7 +117,7 @@ impl Agent {
         };
         let (r, w) = stream.into_split();
         let (lines, _) = broadcast::channel(LINES_BUFFERED);
-        let reader = tokio::spawn(read_lines(r, lines.clone()));
+        let reader = tokio::spawn(read_lines(r, lines.clone(), log));
         Ok(Agent {
             writer: Mutex::new(w),
             lines,
@@ -217,12 +232,41 @@ mod tests {
         // 1 MiB without a line end, then ordinary lines.
         let mut noise = vec![b'x'; 1 << 20];
         noise.extend_from_slice(b"\nAIRLOCK-READY wrong\nAIRLOCK-CD dev=sr0\n");
-        tokio::spawn(guest(listener, noise));
-        let a = Agent::connect(&path, Duration::from_secs(2)).await.unwrap();
+        tokio::spawn(guest(listener, noise.clone()));
+        let log = BoundedLog::new(dir.path(), "serial.log", 64 << 20);
+        let a = Agent::connect(&path, Duration::from_secs(2), Some(log))
+            .await
+            .unwrap();
         for nonce in ["n1", "n2"] {
             a.ping(nonce, Duration::from_secs(10)).await.unwrap();
         }
         assert!(!a.is_closed());
+        // The log holds what the guest wrote, byte for byte: one or more answers to
+        // each ping (it is sent again until answered), each after the noise; the last
+        // may be cut where the reader stopped.
+        drop(a);
+        let logged = std::fs::read(dir.path().join("serial.log")).unwrap();
+        let mut rest = &logged[..];
+        let mut answers = Vec::new();
+        let unit = ["n1", "n2"].map(|n| {
+            let mut u = noise.clone();
+            u.extend_from_slice(format!("\r\nAIRLOCK-READY {n}\r\n").as_bytes());
+            (n, u)
+        });
+        while !rest.is_empty() {
+            if let Some((n, u)) = unit.iter().find(|(_, u)| rest.starts_with(u)) {
+                answers.push(*n);
+                rest = &rest[u.len()..];
+            } else {
+                assert!(
+                    unit.iter().any(|(_, u)| u.starts_with(rest)),
+                    "the log differs from what the guest wrote"
+                );
+                break;
+            }
+        }
+        assert_eq!(answers.first(), Some(&"n1"));
+        assert_eq!(answers.last(), Some(&"n2"));
     }
 
     #[tokio::test]
@@ -234,7 +278,9 @@ mod tests {
             let (s, _) = listener.accept().await.unwrap();
             drop(s);
         });
-        let a = Agent::connect(&path, Duration::from_secs(2)).await.unwrap();
+        let a = Agent::connect(&path, Duration::from_secs(2), None)
+            .await
+            .unwrap();
         let t = std::time::Instant::now();
         let e = a.ping("n", Duration::from_secs(10)).await.unwrap_err();
         assert!(matches!(e, AgentError::Closed | AgentError::Io(_)), "{e:?}");
@@ -252,7 +298,9 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(30)).await;
             drop(s);
         });
-        let a = Agent::connect(&path, Duration::from_secs(2)).await.unwrap();
+        let a = Agent::connect(&path, Duration::from_secs(2), None)
+            .await
+            .unwrap();
         let e = a.ping("n", Duration::from_millis(300)).await.unwrap_err();
         assert!(matches!(e, AgentError::Timeout { .. }), "{e:?}");
     }

@@ -25,9 +25,11 @@ pub struct Vm {
     /// Becomes `true` when the process has exited (child processes only; for re-attached
     /// processes watch [`Qmp::closed`]).
     exited: Option<watch::Receiver<bool>>,
-    /// The connection to its guest agent port, kept open once made (see
-    /// [`crate::agent`]).
+    /// The connection to its guest agent port, made at start (or re-attach) and kept
+    /// open (see [`crate::agent`]).
     agent: tokio::sync::Mutex<Option<Arc<Agent>>>,
+    /// The most bytes of one file of the agent port's log.
+    log_max: u64,
 }
 
 fn remove_if_exists(p: &Path) -> std::io::Result<()> {
@@ -61,13 +63,33 @@ pub fn runs_in(pid: i32, run_dir: &Path) -> bool {
     is_ours && matches!((cwd, here), (Ok(a), Ok(b)) if a == b)
 }
 
-/// The serial logs of `spec`'s QEMU (see [`crate::serial_log`]).
-fn serial_logs(spec: &VmSpec) -> Vec<&'static str> {
-    let mut v = vec![files::AGENT_LOG];
+/// The serial logs of `spec`'s QEMU that QEMU writes (see [`crate::serial_log`]); the
+/// agent port's is written by its [`Agent`].
+fn qemu_serial_logs(spec: &VmSpec) -> Vec<&'static str> {
+    let mut v = Vec::new();
     if spec.control_channel {
         v.push(files::CONTROL_LOG);
     }
     v
+}
+
+/// Connects to the agent port of the QEMU in `run_dir`, its output logged; a failure is
+/// logged and left to [`Vm::agent`] to retry.
+async fn connect_agent(run_dir: &Path, name: &str, log_max: u64) -> Option<Arc<Agent>> {
+    let log = crate::serial_log::BoundedLog::new(run_dir, files::AGENT_LOG, log_max);
+    match Agent::connect(
+        &run_dir.join(files::AGENT),
+        Duration::from_secs(5),
+        Some(log),
+    )
+    .await
+    {
+        Ok(a) => Some(Arc::new(a)),
+        Err(e) => {
+            tracing::warn!(desktop = %name, error = %e, "cannot connect to the guest agent port yet");
+            None
+        }
+    }
 }
 
 /// Opens what `spec`'s QEMU gets as descriptors (see [`crate::spec::fds`]).
@@ -248,7 +270,7 @@ impl Vm {
         let log2 = log
             .try_clone()
             .map_err(crate::io_error("duplicate log handle"))?;
-        let logs = serial_logs(spec);
+        let logs = qemu_serial_logs(spec);
         for log in &logs {
             crate::serial_log::make_fifo(&spec.run_dir, log, spec.confine.as_ref().map(|c| c.uid))?;
         }
@@ -356,12 +378,14 @@ impl Vm {
                 return Err(e);
             }
         }
+        let agent = connect_agent(&spec.run_dir, &spec.name, spec.serial_log_bytes).await;
         Ok(Vm {
             pid,
             qmp,
             run_dir: spec.run_dir.clone(),
             exited: Some(rx),
-            agent: tokio::sync::Mutex::new(None),
+            agent: tokio::sync::Mutex::new(agent),
+            log_max: spec.serial_log_bytes,
         })
     }
 
@@ -390,21 +414,23 @@ impl Vm {
             .await
             .map_err(crate::qmp_error(name))?;
         // Read its serial logs again (QEMU dropped what it wrote while nobody read).
-        for log in spec.map(serial_logs).unwrap_or_default() {
-            let max = spec.map_or(1 << 20, |s| s.serial_log_bytes);
+        let log_max = spec.map_or(1 << 20, |s| s.serial_log_bytes);
+        for log in spec.map(qemu_serial_logs).unwrap_or_default() {
             tokio::spawn(crate::serial_log::copy(
                 run_dir.to_owned(),
                 log.to_owned(),
-                max,
+                log_max,
                 qmp.closed_signal(),
             ));
         }
+        let agent = connect_agent(run_dir, name, log_max).await;
         Ok(Vm {
             pid,
             qmp,
             run_dir: run_dir.to_owned(),
             exited: None,
-            agent: tokio::sync::Mutex::new(None),
+            agent: tokio::sync::Mutex::new(agent),
+            log_max,
         })
     }
 
@@ -415,7 +441,9 @@ impl Vm {
         if let Some(a) = held.as_ref().filter(|a| !a.is_closed()) {
             return Ok(a.clone());
         }
-        let a = Arc::new(Agent::connect(&self.run_dir.join(files::AGENT), timeout).await?);
+        let log = crate::serial_log::BoundedLog::new(&self.run_dir, files::AGENT_LOG, self.log_max);
+        let a =
+            Arc::new(Agent::connect(&self.run_dir.join(files::AGENT), timeout, Some(log)).await?);
         *held = Some(a.clone());
         Ok(a)
     }

@@ -1,11 +1,19 @@
 //! Bounded logs of what a guest writes to its serial ports.
 //!
-//! QEMU's chardev `logfile` would append without limit (a guest can write for as long as
-//! its session lasts). Instead QEMU writes into a FIFO in its run directory and the
-//! broker copies from it into `serial.log`, rotating to `serial.log.1` when the file
-//! reaches its size: the two files never hold more than twice that. While no broker
-//! reads (between a broker's death and its successor's re-attach), QEMU's writes to
-//! the FIFO fail and the output is dropped, never stored.
+//! Every log is a [`BoundedLog`]: `serial.log` rotates to `serial.log.1` when it
+//! reaches its size, so the two files never hold more than twice that (a guest can
+//! write for as long as its session lasts).
+//!
+//! - The agent port's log (`serial.log`) is written by the broker's own reader of the
+//!   port ([`crate::agent`]), which reads it all the time: it holds exactly the bytes
+//!   the broker received. QEMU's chardev `logfile` is not used there: while a client
+//!   is connected and its socket is full, QEMU logs a write that failed with `EAGAIN`
+//!   and again when the port retries it, so its copy repeats characters.
+//! - Other ports (the test-only control port) keep QEMU's `logfile`, pointed at a FIFO
+//!   in the run directory that the broker copies with [`copy`].
+//!
+//! While no broker reads (between a broker's death and its successor's re-attach), the
+//! output is dropped, never stored.
 use crate::QemuError;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -68,11 +76,9 @@ pub async fn copy(
             return;
         }
     };
-    let path = run_dir.join(&log);
-    let rotated = run_dir.join(format!("{log}.1"));
+    let mut out = BoundedLog::new(&run_dir, &log, max);
     let mut buf = vec![0u8; 64 * 1024];
     tokio::pin!(stop);
-    let mut file: Option<(std::fs::File, u64)> = None;
     loop {
         let n = tokio::select! {
             r = rx.read(&mut buf) => match r {
@@ -81,24 +87,54 @@ pub async fn copy(
             },
             _ = &mut stop => return,
         };
-        let mut data = &buf[..n];
+        out.write(buf.get(..n).unwrap_or_default());
+    }
+}
+
+/// A log file in a run directory that holds at most `max` bytes and then rotates to
+/// `<name>.1` (replacing the previous one): the two never hold more than `2 × max`.
+#[derive(Debug)]
+pub struct BoundedLog {
+    path: PathBuf,
+    rotated: PathBuf,
+    max: u64,
+    file: Option<(std::fs::File, u64)>,
+}
+
+impl BoundedLog {
+    /// The log `name` in `run_dir` (opened, or created mode 0600, at the first write).
+    pub fn new(run_dir: &Path, name: &str, max: u64) -> BoundedLog {
+        BoundedLog {
+            path: run_dir.join(name),
+            rotated: run_dir.join(format!("{name}.1")),
+            max,
+            file: None,
+        }
+    }
+
+    /// Appends `data`, rotating as often as needed; a failing write drops the rest (a
+    /// log never stops the guest's port).
+    pub fn write(&mut self, mut data: &[u8]) {
+        if self.max == 0 {
+            return;
+        }
         while !data.is_empty() {
-            if file.is_none() {
-                file = open_log(&path);
+            if self.file.is_none() {
+                self.file = open_log(&self.path);
             }
-            let Some((f, size)) = file.as_mut() else {
-                break;
+            let Some((f, size)) = self.file.as_mut() else {
+                return;
             };
-            let (now, rotate) = split(*size, data.len() as u64, max);
+            let (now, rotate) = split(*size, data.len() as u64, self.max);
             let now = usize::try_from(now).unwrap_or(data.len());
-            if std::io::Write::write_all(f, &data[..now]).is_err() {
-                break;
+            if std::io::Write::write_all(f, data.get(..now).unwrap_or_default()).is_err() {
+                return;
             }
             *size += now as u64;
-            data = &data[now..];
+            data = data.get(now..).unwrap_or_default();
             if rotate {
-                file = None;
-                let _ = std::fs::rename(&path, &rotated);
+                self.file = None;
+                let _ = std::fs::rename(&self.path, &self.rotated);
             }
         }
     }

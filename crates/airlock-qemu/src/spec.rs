@@ -377,18 +377,21 @@ impl VmSpec {
         ));
         push("-qmp");
         push(&format!("unix:{},server=on,wait=off", files::QMP));
-        // A port's socket chardev, with a copy of what the guest writes in a log.
-        let mut chardev = |id: &str, sock: &str, log: &str| {
-            push("-chardev");
-            // The log is a FIFO the broker reads into a bounded file.
-            let fifo = crate::serial_log::fifo_name(log);
-            push(&format!(
-                "socket,id={id},path={sock},server=on,wait=off,logfile={fifo},logappend=on"
-            ));
-        };
-        chardev("agent0", files::AGENT, files::AGENT_LOG);
+        // The agent port: its log is written by the broker's reader (`crate::agent`).
+        push("-chardev");
+        push(&format!(
+            "socket,id=agent0,path={},server=on,wait=off",
+            files::AGENT
+        ));
         if self.control_channel {
-            chardev("control0", files::CONTROL, files::CONTROL_LOG);
+            // The test-only control port, with QEMU's copy of what the guest writes in a
+            // FIFO the broker reads into a bounded file.
+            push("-chardev");
+            push(&format!(
+                "socket,id=control0,path={},server=on,wait=off,logfile={},logappend=on",
+                files::CONTROL,
+                crate::serial_log::fifo_name(files::CONTROL_LOG)
+            ));
         }
         match self.agent_port {
             AgentPort::Isa => {

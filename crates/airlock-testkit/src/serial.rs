@@ -3,9 +3,10 @@
 //! the CD reports (`AIRLOCK-CD-INSERTED`, `-FILE`, the `AIRLOCK-CD` summary,
 //! `-ERROR`, `-REMOVED`).
 //!
-//! A [`SerialLog`] reads either QEMU's chardev log file (a broker's desktop, or a VM
-//! nobody talks to: the file is exact only while no client is connected, see
-//! [`crate::guest_vm`]) or the agent port's socket, to which it can also send commands.
+//! A [`SerialLog`] reads either a log file (a broker's desktop: the broker's copy of
+//! what it read from the port, exact; a VM nobody talks to: QEMU's chardev log, exact
+//! only while no client is connected, see [`crate::guest_vm`]) or the agent port's
+//! socket, to which it can also send commands.
 //! Positions are line indices: [`SerialLog::mark`] is the number of complete lines so
 //! far, and every wait returns the index just past what it found.
 use crate::artifacts::FileList;

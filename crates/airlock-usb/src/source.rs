@@ -130,37 +130,11 @@ pub async fn prepare(source: &Source) -> Result<Prepared, PrepareError> {
         Source::Drive(sel) => {
             let listing = drive::list_candidates().await?;
             let candidate = match drive::select(&listing, *sel) {
-                Ok(c) => c,
-                // Several mass-storage devices match (say a drive and a USB stick): keep
-                // the ones whose INQUIRY says CD/DVD. The probe only asks; it reads
-                // nothing from any medium.
-                Err(drive::DriveError::Ambiguous(_)) => {
-                    let mut optical = Vec::new();
-                    for c in listing.candidates.iter().filter(|c| sel.matches(c)) {
-                        if let drive::ProbeReport::Optical(_) = drive::probe_candidate(c).await {
-                            optical.push(c);
-                        }
-                    }
-                    match optical.as_slice() {
-                        [one] => *one,
-                        [] => {
-                            return Err(drive::DriveError::NotFound(
-                                "none of the USB storage devices is a CD/DVD drive; check `airlock usb list`".into(),
-                            )
-                            .into())
-                        }
-                        many => {
-                            return Err(drive::DriveError::Ambiguous(format!(
-                                "{} CD/DVD drives: {}; unplug all but one or give --device VID:PID",
-                                many.len(),
-                                many.iter().map(|c| c.describe()).collect::<Vec<_>>().join("; ")
-                            ))
-                            .into())
-                        }
-                    }
-                }
+                Ok(c) => c.clone(),
+                Err(drive::DriveError::Ambiguous(_)) => auto_optical(listing, *sel).await?,
                 Err(e) => return Err(e.into()),
             };
+            let candidate = &candidate;
             let open = drive::open_drive(candidate).await?;
             let q = open.inquiry();
             let summary = format!(
@@ -194,6 +168,121 @@ pub async fn prepare(source: &Source) -> Result<Prepared, PrepareError> {
                 ..DeviceConfig::default()
             },
         ),
+    }
+}
+
+/// How often `--device auto` probes again a device it could not check, and how long
+/// it waits in between (a drive a session just let go of is reset and can be busy or
+/// re-enumerating for a moment).
+const PROBE_ATTEMPTS: u32 = 4;
+const PROBE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Several mass-storage devices match `sel` (say a drive and a USB stick): the one whose
+/// INQUIRY says CD/DVD. The probe only asks; it reads nothing from any medium. Devices
+/// that could not be checked are probed again, with a fresh listing, a few times.
+async fn auto_optical(
+    mut listing: drive::Listing,
+    sel: DriveSelector,
+) -> Result<drive::Candidate, DriveError> {
+    let mut attempt = 1;
+    loop {
+        let matching: Vec<drive::Candidate> = listing
+            .candidates
+            .into_iter()
+            .filter(|c| sel.matches(c))
+            .collect();
+        let mut reports = Vec::with_capacity(matching.len());
+        for c in &matching {
+            reports.push((c.describe(), drive::probe_candidate(c).await));
+        }
+        match choose_optical(&reports) {
+            Choice::One(i) => {
+                return matching.into_iter().nth(i).ok_or_else(|| {
+                    DriveError::NotFound("the chosen drive left the listing".into())
+                })
+            }
+            Choice::Unchecked(_) if attempt < PROBE_ATTEMPTS => {
+                tracing::debug!(
+                    attempt,
+                    "a USB storage device could not be checked; probing again"
+                );
+                attempt += 1;
+                tokio::time::sleep(PROBE_RETRY_PAUSE).await;
+                listing = drive::list_candidates().await?;
+            }
+            Choice::Unchecked(e) | Choice::None(e) => return Err(e),
+        }
+    }
+}
+
+/// What `--device auto` makes of the probes of the matching devices.
+#[derive(Debug)]
+enum Choice {
+    /// Exactly one CD/DVD drive, at this index.
+    One(usize),
+    /// No CD/DVD drive among the devices checked, but some could not be checked.
+    Unchecked(DriveError),
+    /// No CD/DVD drive, or several.
+    None(DriveError),
+}
+
+/// Picks the one CD/DVD drive among `(description, probe)` pairs (pure); the errors
+/// name each device and why it was not taken.
+fn choose_optical(reports: &[(String, drive::ProbeReport)]) -> Choice {
+    use drive::ProbeReport;
+    let optical: Vec<usize> = reports
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, r))| matches!(r, ProbeReport::Optical(_)))
+        .map(|(i, _)| i)
+        .collect();
+    match optical.as_slice() {
+        [one] => return Choice::One(*one),
+        [] => {}
+        many => {
+            let names: Vec<&str> = many
+                .iter()
+                .filter_map(|&i| reports.get(i).map(|(d, _)| d.as_str()))
+                .collect();
+            return Choice::None(DriveError::Ambiguous(format!(
+                "{} CD/DVD drives: {}; unplug all but one or give --device VID:PID",
+                names.len(),
+                names.join("; ")
+            )));
+        }
+    }
+    let why: Vec<String> = reports
+        .iter()
+        .map(|(d, r)| match r {
+            ProbeReport::Optical(_) => format!("{d}: a CD/DVD drive"),
+            ProbeReport::Refused(refusal) => format!("{d}: {refusal}"),
+            ProbeReport::DriverBound(drivers) => format!(
+                "{d}: not checked, kernel driver {} bound (run `airlock guard check`)",
+                drivers
+                    .iter()
+                    .map(|(_, name)| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            ProbeReport::Inaccessible(e) => format!("{d}: not checked: {e}"),
+        })
+        .collect();
+    let message = format!(
+        "none of the USB storage devices is a CD/DVD drive ({}); check `airlock usb list`",
+        why.join("; ")
+    );
+    // A device that could not be opened, or whose INQUIRY failed, may answer a moment
+    // later; one that answered with another type will not.
+    if reports.iter().any(|(_, r)| {
+        matches!(
+            r,
+            ProbeReport::Inaccessible(_)
+                | ProbeReport::Refused(drive::probe::Refusal::ProbeFailed(_))
+        )
+    }) {
+        Choice::Unchecked(DriveError::NotFound(message))
+    } else {
+        Choice::None(DriveError::NotFound(message))
     }
 }
 
@@ -259,5 +348,99 @@ impl Prepared {
             Prepared::Drive { forwarder, .. } => forwarder.run(stream).await,
             Prepared::Image { cd, .. } => cd.run(stream).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drive::probe::{InquiryData, Refusal};
+    use drive::ProbeReport;
+
+    fn optical() -> ProbeReport {
+        ProbeReport::Optical(InquiryData {
+            qualifier: 0,
+            device_type: 5,
+            removable: true,
+            vendor: "QEMU".into(),
+            product: "QEMU CD-ROM".into(),
+            revision: "2.5+".into(),
+        })
+    }
+
+    fn stick() -> ProbeReport {
+        ProbeReport::Refused(Refusal::WrongType {
+            device_type: 0,
+            qualifier: 0,
+            identification: "QEMU QEMU HARDDISK".into(),
+        })
+    }
+
+    fn error(c: Choice) -> (bool, String) {
+        match c {
+            Choice::One(i) => panic!("chose {i}"),
+            Choice::Unchecked(e) => (true, e.to_string()),
+            Choice::None(e) => (false, e.to_string()),
+        }
+    }
+
+    #[test]
+    fn the_one_optical_drive_is_chosen_wherever_it_is() {
+        for n in 1..4 {
+            for at in 0..n {
+                let reports: Vec<_> = (0..n)
+                    .map(|i| (format!("dev{i}"), if i == at { optical() } else { stick() }))
+                    .collect();
+                assert!(matches!(choose_optical(&reports), Choice::One(i) if i == at));
+            }
+        }
+    }
+
+    #[test]
+    fn two_drives_are_ambiguous_and_named() {
+        let r = vec![
+            ("a".to_string(), optical()),
+            ("s".to_string(), stick()),
+            ("b".to_string(), optical()),
+        ];
+        let (retry, m) = error(choose_optical(&r));
+        assert!(!retry);
+        assert!(m.starts_with("2 CD/DVD drives: a; b;"), "{m}");
+    }
+
+    #[test]
+    fn each_device_says_why_it_was_not_taken() {
+        let r = vec![
+            ("stick".to_string(), stick()),
+            (
+                "bound".to_string(),
+                ProbeReport::DriverBound(vec![(0, "usb-storage".into())]),
+            ),
+        ];
+        let (retry, m) = error(choose_optical(&r));
+        assert!(!retry, "no device is worth a second look");
+        assert!(m.contains("stick: SCSI peripheral type 0x00"), "{m}");
+        assert!(
+            m.contains("bound: not checked, kernel driver usb-storage bound"),
+            "{m}"
+        );
+        assert!(m.ends_with("check `airlock usb list`"), "{m}");
+    }
+
+    #[test]
+    fn a_device_that_could_not_be_checked_is_probed_again() {
+        for unchecked in [
+            ProbeReport::Inaccessible("busy".into()),
+            ProbeReport::Refused(Refusal::ProbeFailed("INQUIRY timed out".into())),
+        ] {
+            let r = vec![
+                ("stick".to_string(), stick()),
+                ("drive".to_string(), unchecked),
+            ];
+            let (retry, m) = error(choose_optical(&r));
+            assert!(retry, "{m}");
+            assert!(m.contains("drive: "), "{m}");
+        }
+        assert!(matches!(choose_optical(&[]), Choice::None(_)));
     }
 }

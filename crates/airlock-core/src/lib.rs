@@ -54,6 +54,7 @@ pub mod cpus;
 pub mod desktop;
 pub mod ids;
 pub mod lease;
+pub mod patient;
 pub mod policy;
 pub mod queue;
 pub mod rate;

@@ -67,6 +67,69 @@ pub struct LeaseRequest {
     pub wait: bool,
 }
 
+/// `PUT /v1/leases/{id}/patient`: the patient the lease's key images belong to, as the
+/// HIS gave it to the terminal (never from the disc). Only `patient_id` is required;
+/// the broker checks every value by its DICOM type and, when a worklist is configured,
+/// completes the rest from it when the capture is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatientRequest {
+    pub patient_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// DICOM PN notation: `Yamada^Taro=山田^太郎=やまだ^たろう`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `YYYYMMDD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub birth_date: Option<String>,
+    /// `M`, `F` or `O`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accession: Option<String>,
+}
+
+/// `POST /v1/leases/{id}/captures`: optionally only a rectangle of the screen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureRequest {
+    /// `X,Y,WIDTH,HEIGHT` in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop: Option<String>,
+}
+
+/// A capture the broker keeps for the lease (its PNG: `GET …/captures/{capture}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureInfo {
+    /// Its number within the lease, from 1.
+    pub capture: u32,
+    /// SHA-256 of the PNG, lower-case hex.
+    pub sha256: String,
+    pub width: u32,
+    pub height: u32,
+    /// When the screen was taken (Unix milliseconds).
+    pub taken_at: UnixMillis,
+    /// When the broker deletes it (Unix milliseconds).
+    pub delete_after: UnixMillis,
+}
+
+/// `POST /v1/leases/{id}/captures/{capture}/send`: what the PACS said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendReply {
+    pub capture: u32,
+    pub sop_instance_uid: String,
+    pub study_instance_uid: String,
+    /// `CALLED_AE@host:port`.
+    pub pacs: String,
+    /// The C-STORE status (0 success, or a warning).
+    pub status: u16,
+    /// The patient the object was made for.
+    pub patient_id: String,
+    /// Whether the worklist completed the HIS's patient context.
+    pub from_worklist: bool,
+}
+
 /// An enum whose variants have one wire name each: `as_str`, `Display` and serde all use
 /// it.
 macro_rules! wire_names {
@@ -399,6 +462,20 @@ wire_names! {
         UpgradeRequired = "upgrade_required",
         /// The desktop's USB channel is not ready.
         UsbUnavailable = "usb_unavailable",
+        /// No capture with that number for this lease (or its retention time passed).
+        CaptureNotFound = "capture_not_found",
+        /// The desktop's screen could not be taken (the message says why).
+        CaptureFailed = "capture_failed",
+        /// Sending to the PACS is not configured on this broker (`[export.pacs]`).
+        ExportNotConfigured = "export_not_configured",
+        /// The lease has no patient: give one (`airlock open --patient-id`) first.
+        NoPatient = "no_patient",
+        /// The worklist could not complete the patient (not found, several entries, or
+        /// unreachable): the message says which.
+        WorklistFailed = "worklist_failed",
+        /// The PACS did not store the capture (unreachable, association rejected, a
+        /// failure status): the message says which; nothing was stored.
+        PacsFailed = "pacs_failed",
         /// Something failed inside the broker (its log has the details).
         Internal = "internal",
         /// A code this terminal does not know (a newer broker).

@@ -49,7 +49,9 @@ pub enum NetError {
     },
 }
 
-pub(crate) fn valid_ae(ae: &str) -> bool {
+/// Whether `ae` is an AE title (PS3.5: 1 to 16 characters; here letters, digits,
+/// space, `-`, `_`, `.`, no leading or trailing space).
+pub fn valid_ae(ae: &str) -> bool {
     (1..=16).contains(&ae.len())
         && ae.trim() == ae
         && ae

@@ -158,6 +158,28 @@ pub fn exit_of(
     Ok((st.code().unwrap_or(-1), read()))
 }
 
+/// `airlock capture --config CONFIG ARGS…` (the host build) with `XDG_RUNTIME_DIR` set to
+/// `runtime` (where `airlock open` left its session file): its exit code and output.
+pub fn airlock_capture(
+    config: &std::path::Path,
+    runtime: &std::path::Path,
+    args: &[&str],
+) -> Result<(i32, String)> {
+    let out = std::process::Command::new(host_binaries(false)?.airlock())
+        .arg("capture")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("XDG_RUNTIME_DIR", runtime)
+        .env_remove("AIRLOCK_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running airlock capture")?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    Ok((out.status.code().unwrap_or(-1), text))
+}
+
 /// Fails naming the first of `lines` that `out` (a command's output) does not contain.
 pub fn ensure_says(out: &str, lines: &[&str]) -> Result<()> {
     match lines.iter().find(|l| !out.contains(*l)) {

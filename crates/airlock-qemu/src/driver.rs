@@ -718,6 +718,7 @@ impl Driver {
             "new_overlay_on": template.base_disk.display().to_string(),
             "vmgenid": spec.vmgenid,
             "running_ms": running_ms,
+            "start_steps_ms": vm.start_steps,
             "chardevs": chardevs,
             "readiness": readiness,
         }))

@@ -30,6 +30,60 @@ pub struct Vm {
     agent: tokio::sync::Mutex<Option<Arc<Agent>>>,
     /// The most bytes of one file of the agent port's log.
     log_max: u64,
+    /// How long its start took, step by step (zero for a re-attached process).
+    pub start_steps: StartSteps,
+}
+
+/// The steps of [`Vm::spawn`], in milliseconds (for a start's proof: where time goes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StartSteps {
+    /// Run directory, files and descriptors, cgroups: until QEMU is executed.
+    pub prepare_ms: u64,
+    /// Of which making the cgroups and removing the previous process's.
+    pub cgroups_ms: u64,
+    /// From executing QEMU until its monitor (QMP) answers.
+    pub monitor_ms: u64,
+}
+
+/// Reads a file QEMU wrote into its run directory: not through a link, not a device or
+/// FIFO (opened non-blocking), not a file with other names, at most `max` bytes.
+fn read_dump(path: &Path, max: u64) -> Result<Vec<u8>, QemuError> {
+    use rustix::fs::{Mode, OFlags};
+    let refused = |reason: String| QemuError::Operation {
+        desktop: path.display().to_string(),
+        what: "read the screendump".into(),
+        reason,
+    };
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| refused(e.to_string()))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| refused(e.to_string()))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
+        || st.st_nlink != 1
+    {
+        return Err(refused("not a plain file with one name".into()));
+    }
+    let size = u64::try_from(st.st_size).unwrap_or(u64::MAX);
+    if size > max {
+        return Err(refused(format!(
+            "{size} bytes, more than the {max} accepted"
+        )));
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    let mut f = std::fs::File::from(fd);
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut f, max + 1), &mut buf)
+        .map_err(|e| refused(e.to_string()))?;
+    if buf.len() as u64 > max {
+        return Err(refused(format!("more than the {max} bytes accepted")));
+    }
+    Ok(buf)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn remove_if_exists(p: &Path) -> std::io::Result<()> {
@@ -228,6 +282,7 @@ impl Vm {
         ram: Option<&OwnedFd>,
         cgroups: Option<&Cgroups>,
     ) -> Result<Vm, QemuError> {
+        let t_start = std::time::Instant::now();
         std::fs::create_dir_all(&spec.run_dir).map_err(crate::io_error(format!(
             "create run directory {}",
             spec.run_dir.display()
@@ -275,6 +330,7 @@ impl Vm {
             crate::serial_log::make_fifo(&spec.run_dir, log, spec.confine.as_ref().map(|c| c.uid))?;
         }
         let inherited = inherited_files(spec, ram)?;
+        let t_cgroups = std::time::Instant::now();
         let cgroup_procs = match (&spec.confine, cgroups) {
             (Some(c), Some(cg)) => {
                 let procs = crate::confine::prepare_cgroup(cg, c)?;
@@ -283,6 +339,7 @@ impl Vm {
             }
             _ => Vec::new(),
         };
+        let cgroups_ms = ms(t_cgroups.elapsed());
         let argv = spec.argv();
         tracing::debug!(desktop = %spec.name, qemu = %spec.qemu.display(), ?argv, uid = ?spec.confine.as_ref().map(|c| c.uid), "starting QEMU");
         let mut cmd = tokio::process::Command::new(&spec.qemu);
@@ -302,6 +359,8 @@ impl Vm {
             cgroup_procs,
             spec.confine.as_ref().map(|c| (c.uid, c.kvm_gid)),
         )?;
+        let t_exec = std::time::Instant::now();
+        let prepare_ms = ms(t_exec - t_start);
         let mut child = cmd.spawn().map_err(|e| QemuError::Spawn {
             qemu: spec.qemu.display().to_string(),
             reason: e.to_string(),
@@ -353,6 +412,11 @@ impl Vm {
                 return Err(crate::qmp_error(&spec.name)(e));
             }
         };
+        let start_steps = StartSteps {
+            prepare_ms,
+            cgroups_ms,
+            monitor_ms: ms(t_exec.elapsed()),
+        };
         if let Some(cap) = spec.disk_cap_bytes {
             // Before the guest runs (clones wait for their device state, cold boots
             // have barely started): writes past the cap are reported at once.
@@ -386,6 +450,7 @@ impl Vm {
             exited: Some(rx),
             agent: tokio::sync::Mutex::new(agent),
             log_max: spec.serial_log_bytes,
+            start_steps,
         })
     }
 
@@ -431,6 +496,7 @@ impl Vm {
             exited: None,
             agent: tokio::sync::Mutex::new(agent),
             log_max,
+            start_steps: StartSteps::default(),
         })
     }
 
@@ -446,6 +512,38 @@ impl Vm {
             Arc::new(Agent::connect(&self.run_dir.join(files::AGENT), timeout, Some(log)).await?);
         *held = Some(a.clone());
         Ok(a)
+    }
+
+    /// The guest's screen as QEMU renders it (QMP `screendump`): the bytes of the binary
+    /// PPM it writes into the run directory, read without following a link, only from
+    /// a regular file with one name and at most `max_bytes`, then deleted. The bytes
+    /// come from the process that runs the guest: parse them strictly.
+    pub async fn screendump(
+        &self,
+        max_bytes: u64,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, QemuError> {
+        let name = format!("screendump-{}.ppm", uuid::Uuid::new_v4().simple());
+        let path = self.run_dir.join(&name);
+        // QEMU resolves the name in its working directory, the run directory.
+        let dumped = self
+            .qmp
+            .execute(
+                "screendump",
+                Some(serde_json::json!({ "filename": name })),
+                timeout,
+            )
+            .await;
+        let read = match dumped {
+            Ok(_) => read_dump(&path, max_bytes),
+            Err(e) => Err(QemuError::Operation {
+                desktop: self.run_dir.display().to_string(),
+                what: "screendump".into(),
+                reason: e.to_string(),
+            }),
+        };
+        let _ = std::fs::remove_file(&path);
+        read
     }
 
     /// Whether the process still runs.

@@ -209,8 +209,15 @@ const fn fixed(o: Outcome) -> OutcomeRule {
 }
 
 use event::{
-    APPLICATION_ACTIVITY as APP, AUDIT_LOG_USED, IMPORT, SECURITY_ALERT as ALERT,
-    USER_AUTHENTICATION as AUTH,
+    APPLICATION_ACTIVITY as APP, AUDIT_LOG_USED, DICOM_INSTANCES_TRANSFERRED as TRANSFERRED,
+    EXPORT, IMPORT, SECURITY_ALERT as ALERT, USER_AUTHENTICATION as AUTH,
+};
+
+/// A capture's or a send's `details.outcome`.
+const EXPORT_OUTCOME: OutcomeRule = OutcomeRule::ByString {
+    field: "outcome",
+    values: &[("success", OK), ("refused", MINOR), ("failed", SERIOUS)],
+    default: OK,
 };
 use event_type as ty;
 
@@ -312,6 +319,13 @@ pub const RULES: &[Rule] = &[
         "the relay refused the device (not mass storage) and ended the stream"),
     rule("usb_control_refused", ALERT, None, E, fixed(MINOR),
         "the terminal refused USB control requests the desktop sent to its drive"),
+    // Key images: the patient a lease's captures belong to, the captures, their sending.
+    rule("patient_context_set", APP, None, U, fixed(OK),
+        "the terminal gave the lease's patient, from the HIS (patient ID, accession)"),
+    rule("capture_taken", EXPORT, None, R, EXPORT_OUTCOME,
+        "the lease holder took the desktop's screen (capture number, sha256, size, patient ID) or was refused"),
+    rule("capture_sent", TRANSFERRED, None, C, EXPORT_OUTCOME,
+        "a capture was sent to the PACS as a Secondary Capture (SOP Instance UID, PACS, status, patient ID), or the send failed"),
     // Terminals and people.
     rule("security_alert", ALERT, None, E, OutcomeRule::ByBool {
         field: "accepted",

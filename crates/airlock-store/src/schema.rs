@@ -98,6 +98,17 @@ ALTER TABLE desktops ADD COLUMN drained INTEGER NOT NULL DEFAULT 0 CHECK (draine
 ALTER TABLE desktops ADD COLUMN drain_reason TEXT;
 "#,
         ),
+        // 5: the patient a lease's key images belong to, as the HIS gave it (JSON,
+        // validated by the broker); set and replaced while the lease is active.
+        M::up(
+            r#"
+CREATE TABLE lease_patients (
+    lease_id TEXT PRIMARY KEY NOT NULL REFERENCES leases(id),
+    context  TEXT NOT NULL,
+    set_at   INTEGER NOT NULL
+) STRICT;
+"#,
+        ),
     ])
 }
 

@@ -700,6 +700,50 @@ impl Store {
         )
     }
 
+    /// Sets (or replaces) the patient context of an active lease, with an audit record
+    /// `patient_context_set` (`details`: what to record of it).
+    pub fn set_lease_patient(
+        &mut self,
+        lease_id: &LeaseId,
+        context: &serde_json::Value,
+        now: UnixMillis,
+        audit: AuditEntry,
+    ) -> Result<(), StoreError> {
+        let tx = self.immediate()?;
+        let active: Option<LeaseRow> = query_opt(
+            &tx,
+            &format!("SELECT {LEASE_COLS} FROM leases WHERE id = ?1 AND ended_at IS NULL"),
+            [lease_id.as_str()],
+        )?;
+        if active.is_none() {
+            return Err(StoreError::LeaseNotFound);
+        }
+        tx.execute(
+            "INSERT INTO lease_patients (lease_id, context, set_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(lease_id) DO UPDATE SET context = excluded.context, set_at = excluded.set_at",
+            params![lease_id.as_str(), context.to_string(), now],
+        )?;
+        append_audit_tx(&tx, now, &audit)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The patient context of a lease, if one was set.
+    pub fn lease_patient(
+        &self,
+        lease_id: &LeaseId,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT context FROM lease_patients WHERE lease_id = ?1",
+                [lease_id.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
     /// Ends an active lease and marks its desktop dirty, atomically, with an audit record.
     /// With `terminal` set, only that terminal's lease is found (others get
     /// [`StoreError::LeaseNotFound`]).

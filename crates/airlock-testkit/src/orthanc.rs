@@ -129,6 +129,16 @@ impl Orthanc {
         Ok(r.bytes().await?.to_vec())
     }
 
+    /// The pixel bytes of an instance's first frame as stored (`/frames/0/raw`).
+    pub async fn frame_raw(&self, id: &str) -> Result<Vec<u8>> {
+        let path = format!("/instances/{id}/frames/0/raw");
+        let r = reqwest::get(self.url(&path)).await?;
+        if !r.status().is_success() {
+            bail!("GET {path}: {}", r.status());
+        }
+        Ok(r.bytes().await?.to_vec())
+    }
+
     /// How many instances it holds.
     pub async fn instance_count(&self) -> Result<u64> {
         let s = self.get("/statistics").await?;

@@ -6,6 +6,7 @@
 //! airlock usb forward --broker URL --lease ID (--device auto|VID:PID | --iso FILE)
 //!                     [--token-file F | env AIRLOCK_TOKEN] [--ca-file PEM]
 //! airlock usb forward --to unix:PATH (--device ... | --iso FILE)
+//! airlock capture [--send] [--crop X,Y,W,H] [--out DIR] [--lease ID] [--send-only N]
 //! airlock guard status|install|uninstall [--root DIR]
 //! airlock guard windows-policy --out DIR
 //! ```
@@ -15,8 +16,10 @@
 //! and maps errors to advice and exit codes.
 #![forbid(unsafe_code)]
 
+mod capture;
 mod guard;
 mod open;
+mod session_file;
 mod usb;
 
 use std::io::IsTerminal as _;
@@ -47,6 +50,13 @@ enum Command {
     /// 7 drive problem; 8 the terminal is not guarded (a real drive is not forwarded);
     /// 2 usage.
     Open(OpenArgs),
+    /// Take a key image of the open desktop (pixels only), save it as PNG, and with
+    /// --send store it in the PACS as a DICOM Secondary Capture for the session's
+    /// patient.
+    ///
+    /// Exit codes: 0 done; 3 configuration; 5 broker unreachable; 9 the capture or
+    /// the send failed (the message says why; nothing half-sent); 2 usage.
+    Capture(capture::CaptureArgs),
     /// USB optical drives.
     #[command(subcommand)]
     Usb(UsbCommand),
@@ -95,6 +105,46 @@ struct OpenArgs {
     /// Check the guard of the system under DIR instead of `/` (tests).
     #[arg(long, value_name = "DIR", hide = true)]
     guard_root: Option<PathBuf>,
+    #[command(flatten)]
+    patient: PatientArgs,
+}
+
+/// The patient from the HIS (how an HIS button or URL handler starts `airlock open`).
+/// Key images of the session are filed under this patient; the disc is never asked.
+#[derive(Debug, Args)]
+struct PatientArgs {
+    /// The patient's ID in the HIS.
+    #[arg(long, value_name = "ID")]
+    patient_id: Option<String>,
+    /// The order's accession number.
+    #[arg(long, value_name = "N", requires = "patient_id")]
+    accession: Option<String>,
+    /// The patient's name in DICOM notation (Family^Given, with =ideographic=phonetic
+    /// groups), when the HIS gives it; else the worklist's.
+    #[arg(long, value_name = "PN", requires = "patient_id")]
+    patient_name: Option<String>,
+    /// Birth date, YYYYMMDD.
+    #[arg(long, value_name = "YYYYMMDD", requires = "patient_id")]
+    birth_date: Option<String>,
+    /// Sex: M, F or O.
+    #[arg(long, value_name = "M|F|O", requires = "patient_id")]
+    sex: Option<String>,
+    /// Issuer of the patient ID, where the site has several.
+    #[arg(long, value_name = "ISSUER", requires = "patient_id")]
+    issuer: Option<String>,
+}
+
+impl PatientArgs {
+    fn request(self) -> Option<airlock_core::wire::PatientRequest> {
+        Some(airlock_core::wire::PatientRequest {
+            patient_id: self.patient_id?,
+            issuer: self.issuer,
+            name: self.patient_name,
+            birth_date: self.birth_date,
+            sex: self.sex,
+            accession: self.accession,
+        })
+    }
 }
 
 impl OpenArgs {
@@ -112,6 +162,8 @@ impl OpenArgs {
             display_mode: self.display_mode,
             display_client: self.display_client,
             guard_root: self.guard_root,
+            patient: self.patient.request(),
+            capture_folder: None,
         }
     }
 }
@@ -202,6 +254,13 @@ fn main() -> std::process::ExitCode {
                 }
                 Err(code)
             }
+            Command::Capture(args) => match capture::run(args).await {
+                Ok(()) => Ok(()),
+                Err((code, why)) => {
+                    eprintln!("airlock capture: {why}");
+                    Err(code)
+                }
+            },
             Command::Usb(UsbCommand::List) => usb::usb_list().await.map_err(report),
             Command::Usb(UsbCommand::Forward(args)) => usb::usb_forward(args).await.map_err(report),
             Command::Guard(cmd) => match guard::run(&cmd).map_err(report)? {

@@ -17,7 +17,7 @@ use axum::extract::{
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -40,6 +40,8 @@ pub struct AppState {
     pub forward: Option<Arc<crate::syslog::AuditForward>>,
     /// The web console (`/console`).
     pub console: airlock_console::Console,
+    /// Key images: captures, the PACS (`crate::export`).
+    pub export: Arc<crate::export::Exporter>,
 }
 
 /// An API error.
@@ -52,7 +54,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -92,7 +94,7 @@ impl ApiError {
     }
 
     /// `429` with `Retry-After`: `what` is asked too often.
-    fn rate_limited(what: &str, l: Limited) -> Self {
+    pub(crate) fn rate_limited(what: &str, l: Limited) -> Self {
         let s = l.retry_after_s();
         ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
@@ -867,6 +869,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/leases/{id}", delete(release))
         .route("/v1/leases/{id}/usb", get(usb_stream))
         .route("/v1/leases/{id}/usb/refused", post(usb_refused))
+        .route("/v1/leases/{id}/patient", put(crate::export::set_patient))
+        .route(
+            "/v1/leases/{id}/captures",
+            post(crate::export::take_capture),
+        )
+        .route(
+            "/v1/leases/{id}/captures/{n}",
+            get(crate::export::get_capture),
+        )
+        .route(
+            "/v1/leases/{id}/captures/{n}/send",
+            post(crate::export::send_capture),
+        )
         .route("/v1/queue/{id}", post(poll_ticket).delete(leave_queue))
         .route("/v1/alerts", post(alert))
         .route("/v1/desktops", get(desktops))

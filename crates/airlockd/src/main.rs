@@ -5,6 +5,7 @@ mod anchor;
 mod api;
 mod audit_api;
 mod config;
+mod export;
 mod limits;
 mod syslog;
 
@@ -437,6 +438,26 @@ async fn serve(config: Config) -> Result<()> {
         pool.clone(),
         config.audit.full_verify_interval,
     ));
+    let export = Arc::new(
+        export::Exporter::new(config.export.clone(), &config.pool.state_dir)
+            .context("cannot set up the captures folder under server.state_dir")?,
+    );
+    {
+        // Captures past their retention time are deleted at start and every 10 minutes.
+        let export = export.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                let ex = export.clone();
+                if let Ok(n) = tokio::task::spawn_blocking(move || ex.sweep()).await {
+                    if n > 0 {
+                        tracing::info!(deleted = n, "deleted captures past export.retention_hours");
+                    }
+                }
+            }
+        });
+    }
     let console = airlock_console::Console::new(
         pool.clone(),
         airlock_console::ConsoleConfig {
@@ -461,6 +482,7 @@ async fn serve(config: Config) -> Result<()> {
         chain,
         forward: forward.clone(),
         console,
+        export: export.clone(),
     });
     let served = listen_and_serve(&config, app).await;
     // Refused USB control requests still waiting for their lease's one record.

@@ -17,6 +17,7 @@
 //!   once per lease.
 mod admin;
 mod alerts;
+mod export;
 mod golden;
 mod handoff;
 mod leases;

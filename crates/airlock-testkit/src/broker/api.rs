@@ -180,6 +180,23 @@ impl Broker {
             .context("POST /v1/alerts")
     }
 
+    /// `PUT /v1/leases/{lease}/patient` with `body` as the terminal with `token`; the raw
+    /// response.
+    pub async fn set_patient(
+        &self,
+        token: &str,
+        lease: impl Display,
+        body: &Value,
+    ) -> Result<reqwest::Response> {
+        self.http
+            .put(format!("{}/v1/leases/{lease}/patient", self.url))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .context("PUT /v1/leases/{lease}/patient")
+    }
+
     /// `POST /v1/leases/{lease}/usb/refused` with `body` as the terminal with `token`;
     /// the raw response.
     pub async fn usb_refused(

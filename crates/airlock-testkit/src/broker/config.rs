@@ -132,6 +132,45 @@ pub struct BrokerConfig {
     pub metrics_token: Option<String>,
     /// `[[console.accounts]]`: web console accounts, as (name, argon2 password hash).
     pub console_accounts: Vec<(String, String)>,
+    /// `[export]` (`None`: the broker's defaults: captures, no PACS, no worklist).
+    pub export: Option<Export>,
+}
+
+/// `[export]` of a test broker; `None` leaves a key out (the broker's default).
+#[skip_serializing_none]
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Export {
+    pub retention_hours: Option<u64>,
+    pub captures_per_minute: Option<u32>,
+    pub uid_root: Option<String>,
+    /// `utf8` or `iso2022-ir87`.
+    pub charset: Option<String>,
+    pub station: Option<String>,
+    pub calling_ae: Option<String>,
+    pub pacs: Option<DicomPeer>,
+    pub worklist: Option<DicomPeer>,
+}
+
+/// `[export.pacs]` or `[export.worklist]`.
+#[skip_serializing_none]
+#[derive(Debug, Clone, Serialize)]
+pub struct DicomPeer {
+    pub host: String,
+    pub port: u16,
+    pub called_ae: String,
+    pub timeout_s: Option<u64>,
+}
+
+impl DicomPeer {
+    /// A peer on this machine.
+    pub fn local(port: u16, called_ae: &str) -> DicomPeer {
+        DicomPeer {
+            host: "127.0.0.1".into(),
+            port,
+            called_ae: called_ae.into(),
+            timeout_s: Some(10),
+        }
+    }
 }
 
 impl BrokerConfig {
@@ -173,6 +212,7 @@ impl BrokerConfig {
             confine: true,
             metrics_token: None,
             console_accounts: Vec::new(),
+            export: None,
         }
     }
 
@@ -325,6 +365,7 @@ impl BrokerConfig {
                     })
                     .collect(),
             }),
+            export: self.export.as_ref(),
         };
         toml::to_string(&file).context("writing the broker's config as TOML")
     }
@@ -342,6 +383,8 @@ struct File<'a> {
     metrics: Option<MetricsSection>,
     #[serde(skip_serializing_if = "Option::is_none")]
     console: Option<ConsoleSection<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    export: Option<&'a Export>,
 }
 
 #[derive(Serialize)]

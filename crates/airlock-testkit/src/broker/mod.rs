@@ -7,8 +7,8 @@ mod config;
 
 pub use api::LeaseAnswer;
 pub use config::{
-    AuditForward, BrokerConfig, Limits, TerminalEntry, TlsFiles, ADMIN_TOKEN, TERMINAL2_TOKEN,
-    TERMINAL_TOKEN,
+    AuditForward, BrokerConfig, DicomPeer, Export, Limits, TerminalEntry, TlsFiles, ADMIN_TOKEN,
+    TERMINAL2_TOKEN, TERMINAL_TOKEN,
 };
 
 use crate::process::{register_cleanup, sweep_processes, tail, unregister_cleanup, Proc, RunDir};
@@ -130,8 +130,15 @@ impl Broker {
         self.proc = Some(proc);
         let first = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
         let Some(url) = first.strip_prefix("airlockd listening on ") else {
+            // Its error is the log's `Error:` line (a backtrace may follow it).
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            let error = log
+                .lines()
+                .filter(|l| l.starts_with("Error:"))
+                .last()
+                .unwrap_or("(no Error: line)");
             bail!(
-                "airlockd did not start (first line {first:?}); log:\n{}",
+                "airlockd did not start (first line {first:?}): {error}; log:\n{}",
                 self.log_tail(30)
             );
         };

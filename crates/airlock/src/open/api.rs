@@ -4,15 +4,18 @@
 use std::time::Duration;
 
 use airlock_core::wire::{
-    AlertReport, ErrorBody, ErrorCode, HeartbeatReply, LeaseGrant, LeaseRequest, QueueStanding,
-    UsbRefusedReport,
+    AlertReport, CaptureInfo, CaptureRequest, ErrorBody, ErrorCode, HeartbeatReply, LeaseGrant,
+    LeaseRequest, PatientRequest, QueueStanding, SendReply, UsbRefusedReport,
 };
 use airlock_core::{LeaseId, TicketId, UserName};
 use airlock_usb::transport::{client_config, BrokerUrl, Token, TrustRoots};
 use reqwest::{Method, StatusCode};
 
-/// The longest body read from the broker.
+/// The longest body read from the broker (but a capture's PNG).
 const MAX_BODY: usize = 256 * 1024;
+
+/// The longest capture PNG read (a 4096 × 4096 screen, uncompressed, and more).
+const MAX_PNG: usize = 64 << 20;
 
 /// Why a call to the broker failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +74,22 @@ impl ApiError {
                 ..
             } => {
                 "The broker is limiting requests from this terminal: wait the time it names and try again; if it keeps happening, tell IT (a wrong token in use here or nearby?)."
+            }
+            ApiError::Refused {
+                code: ErrorCode::NoPatient,
+                ..
+            } => {
+                "Open the disc from the HIS with the patient selected (airlock open --patient-id), then capture again."
+            }
+            ApiError::Refused {
+                code: ErrorCode::ExportNotConfigured,
+                ..
+            } => "Sending to the PACS is not set up on this broker: ask IT ([export.pacs]).",
+            ApiError::Refused {
+                code: ErrorCode::WorklistFailed | ErrorCode::PacsFailed,
+                ..
+            } => {
+                "Nothing was stored in the PACS. Check the patient in the HIS, or ask IT whether the PACS and worklist are reachable; the capture is kept and can be sent again."
             }
             ApiError::Refused { .. } | ApiError::Protocol { .. } => {
                 "See the broker's message; the broker's log has the details."
@@ -154,6 +173,17 @@ impl BrokerApi {
         body: Option<serde_json::Value>,
         timeout: Option<Duration>,
     ) -> Result<(StatusCode, Vec<u8>), ApiError> {
+        self.call_up_to(method, path, body, timeout, MAX_BODY).await
+    }
+
+    async fn call_up_to(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        timeout: Option<Duration>,
+        max: usize,
+    ) -> Result<(StatusCode, Vec<u8>), ApiError> {
         let mut r = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -167,7 +197,14 @@ impl BrokerApi {
         let resp = r.send().await.map_err(|e| self.transport_error(e))?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
-        Ok((status, bytes[..bytes.len().min(MAX_BODY)].to_vec()))
+        if bytes.len() > max {
+            return Err(ApiError::Protocol {
+                what: "an answer",
+                status: status.as_u16(),
+                problem: format!("{} bytes, more than the {max} accepted", bytes.len()),
+            });
+        }
+        Ok((status, bytes.to_vec()))
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ApiError {
@@ -308,6 +345,81 @@ impl BrokerApi {
         self.delete(&format!("/v1/leases/{lease}")).await
     }
 
+    /// Gives the lease the patient its captures belong to (from the HIS).
+    pub async fn set_patient(&self, lease: &LeaseId, p: &PatientRequest) -> Result<(), ApiError> {
+        let path = format!("/v1/leases/{lease}/patient");
+        let (status, body) = self.call(Method::PUT, &path, Some(json(p)), None).await?;
+        match status.as_u16() {
+            200..=299 => Ok(()),
+            _ => Err(refusal(status, &body)),
+        }
+    }
+
+    /// Takes the leased desktop's screen (the broker keeps it under the lease).
+    pub async fn take_capture(
+        &self,
+        lease: &LeaseId,
+        req: &CaptureRequest,
+    ) -> Result<CaptureInfo, ApiError> {
+        let path = format!("/v1/leases/{lease}/captures");
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &path,
+                Some(json(req)),
+                Some(Duration::from_secs(30)),
+            )
+            .await?;
+        match status.as_u16() {
+            201 => parse("a capture", status, &body),
+            _ => Err(refusal(status, &body)),
+        }
+    }
+
+    /// A capture's PNG, checked against the sha256 the broker gave.
+    pub async fn capture_png(
+        &self,
+        lease: &LeaseId,
+        info: &CaptureInfo,
+    ) -> Result<Vec<u8>, ApiError> {
+        let path = format!("/v1/leases/{lease}/captures/{}", info.capture);
+        let (status, body) = self
+            .call_up_to(
+                Method::GET,
+                &path,
+                None,
+                Some(Duration::from_secs(60)),
+                MAX_PNG,
+            )
+            .await?;
+        match status.as_u16() {
+            200 => {
+                let got = sha256_hex(&body);
+                if got != info.sha256 {
+                    return Err(ApiError::Protocol {
+                        what: "a capture's PNG",
+                        status: 200,
+                        problem: format!("its sha256 is {got}, the broker said {}", info.sha256),
+                    });
+                }
+                Ok(body)
+            }
+            _ => Err(refusal(status, &body)),
+        }
+    }
+
+    /// Sends capture `n` to the PACS (the broker makes the DICOM object).
+    pub async fn send_capture(&self, lease: &LeaseId, n: u32) -> Result<SendReply, ApiError> {
+        let path = format!("/v1/leases/{lease}/captures/{n}/send");
+        let (status, body) = self
+            .call(Method::POST, &path, None, Some(Duration::from_secs(120)))
+            .await?;
+        match status.as_u16() {
+            200 => parse("a send", status, &body),
+            _ => Err(refusal(status, &body)),
+        }
+    }
+
     /// DELETE `path`; something already gone (404) is not an error.
     async fn delete(&self, path: &str) -> Result<(), ApiError> {
         let (status, body) = self.call(Method::DELETE, path, None, None).await?;
@@ -316,6 +428,14 @@ impl BrokerApi {
             _ => Err(refusal(status, &body)),
         }
     }
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
 }
 
 /// A request body as JSON (the wire types always serialize).

@@ -31,6 +31,16 @@ struct RawConfig {
     display: RawDisplay,
     #[serde(default)]
     drive: RawDrive,
+    #[serde(default)]
+    capture: RawCapture,
+}
+
+/// `[capture]`: where `airlock capture` saves the key images (the folder the site's EHR
+/// imports from).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapture {
+    folder: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +124,10 @@ pub struct Overrides {
     pub display_client: Option<PathBuf>,
     /// The system whose guard is checked (`--guard-root`, tests); default `/`.
     pub guard_root: Option<PathBuf>,
+    /// The patient from the HIS (`--patient-id` and the fields that go with it).
+    pub patient: Option<airlock_core::wire::PatientRequest>,
+    /// Where captures are saved (`--out`, overrides capture.folder).
+    pub capture_folder: Option<PathBuf>,
 }
 
 /// Everything `airlock open` needs, checked.
@@ -134,6 +148,10 @@ pub struct OpenConfig {
     pub source: Source,
     /// The terminal guard's check before a real drive is forwarded.
     pub guard: GuardCheck,
+    /// The patient the session's captures belong to (checked by its DICOM types).
+    pub patient: Option<airlock_core::wire::PatientRequest>,
+    /// Where `airlock capture` saves key images.
+    pub capture_folder: PathBuf,
 }
 
 /// How `airlock open` checks the terminal guard.
@@ -185,6 +203,20 @@ fn read_to_string(what: &'static str, path: &Path) -> Result<String, ConfigError
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Where captures go unless configured: `$XDG_DATA_HOME/airlock/captures`, else
+/// `~/.local/share/airlock/captures`, else `./airlock-captures`.
+fn default_capture_folder() -> PathBuf {
+    let env = |v: &str| {
+        std::env::var_os(v)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
+    env("XDG_DATA_HOME")
+        .or_else(|| env("HOME").map(|h| h.join(".local/share")))
+        .map(|d| d.join("airlock/captures"))
+        .unwrap_or_else(|| PathBuf::from("airlock-captures"))
 }
 
 /// The login name of the user running `airlock` (`LOGNAME`, then `USER`).
@@ -328,6 +360,33 @@ impl OpenConfig {
                 }
             },
         };
+        let patient = match &o.patient {
+            Some(p) => {
+                airlock_core::patient::PatientContext::new(
+                    &p.patient_id,
+                    p.issuer.as_deref(),
+                    p.name.as_deref(),
+                    p.birth_date.as_deref(),
+                    p.sex.as_deref(),
+                    p.accession.as_deref(),
+                    None,
+                )
+                .map_err(|e| {
+                    invalid(
+                        "--patient-id",
+                        format!("the patient from the HIS: {e}"),
+                        "check what the HIS passes to airlock open",
+                    )
+                })?;
+                Some(p.clone())
+            }
+            None => None,
+        };
+        let capture_folder = o
+            .capture_folder
+            .clone()
+            .or(raw.capture.folder)
+            .unwrap_or_else(default_capture_folder);
         Ok(OpenConfig {
             broker,
             token,
@@ -341,6 +400,8 @@ impl OpenConfig {
                 root: o.guard_root.clone().unwrap_or_else(|| PathBuf::from("/")),
                 allow_unguarded,
             },
+            patient,
+            capture_folder,
         })
     }
 }

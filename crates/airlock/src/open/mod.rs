@@ -159,7 +159,38 @@ pub async fn run(o: &Overrides) -> Outcome {
         },
         sig = stop_signal() => return Outcome::Ended(format!("stopped by {sig} before a desktop was ready")),
     };
-    session(&api, &cfg, grant, prepared).await
+    if let Some(p) = &cfg.patient {
+        match api.set_patient(&grant.lease_id, p).await {
+            Ok(()) => say(&format!(
+                "Patient {} (from the HIS): key images go to this patient's record.",
+                p.patient_id
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not give the lease its patient");
+                say(&format!(
+                    "Warning: the broker did not take the patient ({e}); key images of this session cannot be sent to the PACS."
+                ));
+            }
+        }
+    }
+    // Tells `airlock capture` which lease this is.
+    let file = crate::session_file::path();
+    let written = crate::session_file::write(
+        &file,
+        &crate::session_file::SessionFile {
+            broker: cfg.broker.to_string(),
+            lease_id: grant.lease_id.clone(),
+            desktop_id: grant.desktop_id.clone(),
+            patient_id: cfg.patient.as_ref().map(|p| p.patient_id.clone()),
+            pid: std::process::id(),
+        },
+    );
+    if let Err(e) = written {
+        tracing::warn!(file = %file.display(), error = %e, "cannot write the session file; airlock capture needs --lease");
+    }
+    let outcome = session(&api, &cfg, grant, prepared).await;
+    crate::session_file::remove(&file);
+    outcome
 }
 
 /// Before a real drive is forwarded: is the terminal guarded (`airlock guard status`)?

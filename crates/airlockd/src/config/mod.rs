@@ -12,11 +12,13 @@ use std::time::Duration;
 use airlock_core::config_key::invalid;
 pub use airlock_core::config_key::ConfigError;
 
+mod export;
 mod forward;
 mod raw;
 #[cfg(test)]
 mod tests;
 
+pub use export::ExportSettings;
 pub use forward::AuditForwarding;
 
 use raw::*;
@@ -67,6 +69,8 @@ pub struct Config {
     pub metrics_token_sha256: Option<[u8; 32]>,
     /// The web console (`[console]`).
     pub console: ConsoleSettings,
+    /// Key images: captures, the PACS, the worklist (`[export]`).
+    pub export: ExportSettings,
 }
 
 /// `[console]`, validated: who may log in, how long a login lasts, the headroom.
@@ -748,6 +752,7 @@ impl Config {
             limits,
             audit,
             audit_forward: forward::audit_forwarding(base, raw.audit.forward.as_ref())?,
+            export: export::export_settings(&raw.export)?,
             metrics_token_sha256: metrics_token(base, &raw.metrics)?,
         })
     }

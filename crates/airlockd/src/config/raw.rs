@@ -19,6 +19,8 @@ pub(super) struct RawConfig {
     pub(super) metrics: RawMetrics,
     #[serde(default)]
     pub(super) console: RawConsole,
+    #[serde(default)]
+    pub(super) export: super::export::RawExport,
 }
 
 /// `[console]`: the web console's accounts and settings.

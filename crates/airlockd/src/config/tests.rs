@@ -561,3 +561,68 @@ fn agent_port_is_isa_or_virtio() {
         );
     }
 }
+
+#[test]
+fn export_has_defaults_and_checks_every_key() {
+    let (_d, b) = base();
+    let c = Config::parse(&good(), "test.toml", &b, None).unwrap();
+    assert_eq!(c.export.retention, Duration::from_secs(24 * 3600));
+    assert_eq!(c.export.captures_per_minute, 12);
+    assert!(c.export.pacs.is_none() && c.export.worklist.is_none());
+    let full = good()
+        + r#"
+[export]
+uid_root = "1.2.392.200036.9999"
+charset = "iso2022-ir87"
+station = "AIRLOCK1"
+calling_ae = "AIRLOCK_B"
+[export.pacs]
+host = "pacs.example"
+port = 104
+called_ae = "PACS"
+[export.worklist]
+host = "10.0.0.9"
+port = 11112
+called_ae = "WL"
+timeout_s = 5
+"#;
+    let c = Config::parse(&full, "test.toml", &b, None).unwrap();
+    let pacs = c.export.pacs.unwrap();
+    assert_eq!(
+        (
+            pacs.host.as_str(),
+            pacs.port,
+            pacs.called_ae.as_str(),
+            pacs.calling_ae.as_str()
+        ),
+        ("pacs.example", 104, "PACS", "AIRLOCK_B")
+    );
+    assert_eq!(c.export.worklist.unwrap().timeout, Duration::from_secs(5));
+    assert_eq!(c.export.charset, airlock_dicom::Charset::Iso2022Ir87);
+    assert_eq!(c.export.equipment.station.as_deref(), Some("AIRLOCK1"));
+    let pacs = |extra: &str| {
+        format!(
+            "{}\n[export.pacs]\nhost = \"p\"\nport = 104\ncalled_ae = \"PACS\"\n{extra}",
+            good()
+        )
+    };
+    for (text, key) in [
+        (good() + "[export]\nuid_root = \"1.02.3\"\n", "`export.uid_root`"),
+        (good() + "[export]\nuid_root = \"1.2.826.0.1.3680043.10.543\"\n", "`export.uid_root`"),
+        (good() + "[export]\ncharset = \"latin1\"\n", "`export.charset`"),
+        (good() + "[export]\nstation = \"a\\\\b\"\n", "`export.station`"),
+        (good() + "[export]\ncalling_ae = \"\"\n", "`export.calling_ae`"),
+        (good() + "[export]\nretention_hours = 0\n", "`export.retention_hours`"),
+        (good() + "[export]\ncaptures_per_minute = 1000\n", "`export.captures_per_minute`"),
+        (pacs("timeout_s = 0"), "`export.pacs.timeout_s`"),
+        (good() + "[export.pacs]\nhost = \"p q\"\nport = 104\ncalled_ae = \"PACS\"\n", "`export.pacs.host`"),
+        (good() + "[export.pacs]\nhost = \"p\"\nport = 0\ncalled_ae = \"PACS\"\n", "`export.pacs.host`"),
+        (good() + "[export.pacs]\nhost = \"p\"\nport = 104\ncalled_ae = \"WAY_TOO_LONG_AE_TITLE\"\n", "`export.pacs.called_ae`"),
+        (good() + "[export.worklist]\nhost = \"w\"\nport = 104\ncalled_ae = \"A\\\\B\"\n", "`export.worklist.called_ae`"),
+    ] {
+        let e = err(&text);
+        assert!(e.contains(key), "{key}: {e}");
+    }
+    let e = err(&(good() + "[export]\nbogus = 1\n"));
+    assert!(e.contains("bogus"), "{e}");
+}

@@ -1,0 +1,324 @@
+//! Key images into the patient's record (issue 14), with the real parts: a private
+//! Orthanc as the PACS, dcmtk's `wlmscpfs` as the worklist (a patient whose name has
+//! Japanese ideographic and phonetic parts), the broker's demo desktop reading the small
+//! sample disc, and the terminal's `airlock open --patient-id` then `airlock capture
+//! --send`. The object in the PACS has the worklist's patient, the capture attributes,
+//! passes `dciodvfy`, holds exactly the desktop's pixels, and nothing of the disc's own
+//! identity. Then each failure gives its message, exit code and audit record, and
+//! stores nothing: a patient the worklist does not know, the PACS gone, a capture after
+//! the lease ended.
+
+use airlock_e2e::{airlock_capture, airlock_open_with, begin_or_skip, broker_with, exit_of};
+use airlock_testkit::block_on;
+use airlock_testkit::broker::{DicomPeer, Export, TERMINAL_TOKEN};
+use airlock_testkit::orthanc::{Orthanc, AE_TITLE as PACS_AE};
+use airlock_testkit::process::{read_or_empty, Signal};
+use airlock_testkit::terminal_config::TerminalConfig;
+use airlock_testkit::worklist::{Entry, Worklist, AE_TITLE as WORKLIST_AE};
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt as _;
+use std::time::{Duration, Instant};
+
+const NAME: &str = "Yamada^Hanako=山田^花子=やまだ^はなこ";
+const PATIENT: &str = "HIS-0042";
+const STUDY: &str = "1.2.826.0.1.3680043.10.1.77";
+/// The broker's UID root in this test.
+const ROOT: &str = "1.2.3.4.5.6.7";
+/// What the small sample disc says about its own patient and study (`xtask/src/disc.rs`):
+/// none of it may reach the record. Its UIDs are all `2.25.…`.
+const DISC_IDENTITY: &[&str] = &[
+    "SMALL^SAMPLE",
+    "AIRLOCK-0002",
+    "AIRLOCK SAMPLE HOSPITAL",
+    "A0002",
+    "19800202",
+    "SYNTHETIC",
+    "2.25.",
+];
+
+/// The audit records of `action`, oldest first.
+fn records(audit: &[Value], action: &str) -> Vec<Value> {
+    audit
+        .iter()
+        .filter(|r| r["action"] == action)
+        .cloned()
+        .collect()
+}
+
+/// A record's details as JSON (the audit API gives them as text).
+fn details(r: &Value) -> Value {
+    r["details"]
+        .as_str()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_else(|| r["details"].clone())
+}
+
+/// What follows `key` in `out`, up to the next character in `ends`.
+fn after<'a>(out: &'a str, key: &str, ends: &[char]) -> Option<&'a str> {
+    let rest = out.split(key).nth(1)?;
+    Some(rest.split(|c| ends.contains(&c)).next().unwrap_or(rest))
+}
+
+/// The size of the box around the pixels where two RGB images of `width` differ.
+fn different_pixels(a: &[u8], b: &[u8], width: usize) -> Option<(usize, usize)> {
+    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+    for (i, (p, q)) in a.chunks(3).zip(b.chunks(3)).enumerate() {
+        if p != q {
+            let (x, y) = (i % width, i / width);
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+        }
+    }
+    (x0 != usize::MAX).then(|| (x1 - x0 + 1, y1 - y0 + 1))
+}
+
+#[test]
+fn a_key_image_reaches_the_pacs_for_the_worklist_patient_as_pixels_only() -> Result<()> {
+    let run = begin_or_skip!();
+    let (a, tmp) = (run.artifacts, run.tmp.path());
+    let orthanc = block_on(Orthanc::start())?;
+    let worklist = Worklist::start(&[Entry {
+        patient_id: PATIENT.into(),
+        patient_name: NAME.into(),
+        birth_date: "19700101".into(),
+        sex: "F".into(),
+        accession: "ACC-77".into(),
+        study_uid: STUDY.into(),
+    }])?;
+    let broker = broker_with(|c| {
+        c.size = 1;
+        c.heartbeat_timeout_s = 3600;
+        c.export = Some(Export {
+            uid_root: Some(ROOT.into()),
+            station: Some("AIRLOCK-TEST".into()),
+            pacs: Some(DicomPeer::local(orthanc.dicom_port, PACS_AE)),
+            worklist: Some(DicomPeer::local(worklist.port, WORKLIST_AE)),
+            ..Export::default()
+        });
+    })?;
+    block_on(broker.wait_clean(1, Duration::from_secs(240)))?;
+    let config = TerminalConfig::new(&broker.url).write(tmp)?;
+    let runtime = tmp.join("runtime");
+    std::fs::create_dir(&runtime)?;
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700))?;
+    let ehr = tmp.join("ehr-import");
+
+    // The HIS starts the session with the patient; the desktop reads the disc.
+    let serial = broker.serial_log("desk-01");
+    let mark = serial.mark();
+    let log = tmp.join("open.log");
+    let iso = run.small_iso()?;
+    let mut open = airlock_open_with(
+        &config,
+        &[
+            "--no-display",
+            "--iso",
+            &iso,
+            "--patient-id",
+            PATIENT,
+            "--accession",
+            "ACC-77",
+        ],
+        &log,
+        |c| {
+            c.env("XDG_RUNTIME_DIR", &runtime);
+        },
+    )?;
+    serial
+        .wait_cd(mark, Duration::from_secs(90))
+        .with_context(|| format!("airlock open said:\n{}", read_or_empty(&log)))?
+        .check(&a.small)?;
+    let said = read_or_empty(&log);
+    ensure!(
+        said.contains(&format!("Patient {PATIENT} (from the HIS)")),
+        "{said}"
+    );
+    let lease = block_on(broker.desktop("desk-01"))?["lease"]
+        .as_str()
+        .context("the desktop's lease")?
+        .to_owned();
+
+    // The desktop shows the disc's report once it has read it: wait until its screen
+    // stays the same (but for the blinking cursor) for a second.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = broker.screendump("desk-01")?;
+    loop {
+        std::thread::sleep(Duration::from_millis(1000));
+        let now = broker.screendump("desk-01")?;
+        let same =
+            different_pixels(&now.rgb, &last.rgb, now.width).is_none_or(|(w, h)| w <= 9 && h <= 16);
+        if same {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the desktop's screen keeps changing"
+        );
+        last = now;
+    }
+
+    // One action: capture and send.
+    let t = Instant::now();
+    let (code, out) = airlock_capture(
+        &config,
+        &runtime,
+        &["--send", "--out", &ehr.to_string_lossy()],
+    )?;
+    let took = t.elapsed();
+    ensure!(code == 0, "airlock capture --send: exit {code}\n{out}");
+    println!("airlock capture --send ({took:?}):\n{out}");
+    // The console does not change after the disc is read: a screendump now shows what
+    // the capture took.
+    let screen = broker.screendump("desk-01")?;
+    let png_path = after(&out, "Capture 1 saved: ", &[' ']).context("no saved path")?;
+    ensure!(png_path.starts_with(&*ehr.to_string_lossy()), "{png_path}");
+    let png = std::fs::read(png_path)?;
+    let img = airlock_capture::RgbImage::from_png(&png)?;
+    ensure!(
+        (img.width() as usize, img.height() as usize) == (screen.width, screen.height),
+        "the capture is {}×{}, the desktop's screen {}×{}",
+        img.width(),
+        img.height(),
+        screen.width,
+        screen.height
+    );
+    // The text console's cursor blinks: the two may differ in one character cell.
+    let differ = different_pixels(img.pixels(), &screen.rgb, screen.width);
+    ensure!(
+        differ.is_none_or(|(w, h)| w <= 9 && h <= 16),
+        "the capture is not the desktop's screen: they differ in a {differ:?} box"
+    );
+
+    // In the PACS: the worklist's patient, the capture's attributes.
+    let uid = after(&out, "SOP Instance UID ", &[',', ')']).context("no SOP Instance UID")?;
+    let id = block_on(orthanc.find_instance(uid))?
+        .with_context(|| format!("{uid} is not in Orthanc:\n{}", orthanc.log()))?;
+    let tags = block_on(orthanc.tags(&id))?;
+    println!("stored: {tags}");
+    for (k, v) in [
+        ("PatientID", PATIENT),
+        ("PatientName", NAME),
+        ("AccessionNumber", "ACC-77"),
+        ("PatientBirthDate", "19700101"),
+        ("PatientSex", "F"),
+        ("StudyInstanceUID", STUDY),
+        ("ConversionType", "WSD"),
+        ("BurnedInAnnotation", "YES"),
+        ("Modality", "OT"),
+        ("SOPClassUID", "1.2.840.10008.5.1.4.1.1.7"),
+        ("StationName", "AIRLOCK-TEST"),
+    ] {
+        ensure!(tags[k] == v, "{k} is {}, expected {v:?}", tags[k]);
+    }
+    ensure!(uid.starts_with(ROOT), "{uid} is not under the site's root");
+    // The disc's own identity is nowhere in the object.
+    let text = tags.to_string();
+    for s in DISC_IDENTITY {
+        ensure!(
+            !text.contains(s),
+            "the stored object carries the disc's {s:?}: {text}"
+        );
+    }
+    // Its pixels are the capture's.
+    let raw = block_on(orthanc.frame_raw(&id))?;
+    ensure!(
+        raw == img.pixels(),
+        "the stored pixels differ from the capture"
+    );
+    // And other people's validator finds no error.
+    let file = tmp.join("stored.dcm");
+    std::fs::write(&file, block_on(orthanc.file(&id))?)?;
+    airlock_testkit::tools::require(&[("dciodvfy", "dicom3tools")])?;
+    let v = std::process::Command::new("dciodvfy").arg(&file).output()?;
+    let report =
+        String::from_utf8_lossy(&v.stderr).into_owned() + &String::from_utf8_lossy(&v.stdout);
+    ensure!(
+        !report.lines().any(|l| l.starts_with("Error")),
+        "dciodvfy reports errors:\n{report}"
+    );
+
+    // The audit trail: who, which lease and patient, which image, which object.
+    let audit = block_on(broker.audit())?;
+    let taken = records(&audit, "capture_taken");
+    let sent = records(&audit, "capture_sent");
+    ensure!(taken.len() == 1 && sent.len() == 1, "{taken:?} {sent:?}");
+    let (dt, ds) = (details(&taken[0]), details(&sent[0]));
+    for r in [&taken[0], &sent[0]] {
+        ensure!(
+            r["lease"] == lease.as_str() && r["user"] == "dr-test" && r["terminal"] == "term-1",
+            "{r}"
+        );
+    }
+    let sha = airlock_testkit::sha256_hex(&png);
+    ensure!(
+        dt["outcome"] == "success" && dt["sha256"] == sha.as_str() && dt["patient_id"] == PATIENT,
+        "{dt}"
+    );
+    ensure!(
+        ds["outcome"] == "success"
+            && ds["sha256"] == sha.as_str()
+            && ds["sop_instance_uid"] == uid
+            && ds["patient_id"] == PATIENT
+            && ds["from_worklist"] == true,
+        "{ds}"
+    );
+    ensure!(!records(&audit, "patient_context_set").is_empty());
+
+    // A patient the worklist does not know: nothing is sent.
+    let r =
+        block_on(broker.set_patient(TERMINAL_TOKEN, &lease, &json!({"patient_id": "HIS-0000"})))?;
+    ensure!(r.status() == 204, "PUT patient: {}", r.status());
+    let count = block_on(orthanc.instance_count())?;
+    let (code, out) = airlock_capture(&config, &runtime, &["--send-only", "1"])?;
+    ensure!(
+        code == 9 && out.contains("no scheduled patient HIS-0000"),
+        "exit {code}:\n{out}"
+    );
+    ensure!(
+        block_on(orthanc.instance_count())? == count,
+        "something was stored"
+    );
+    // The PACS gone: unreachable, nothing half-sent.
+    block_on(broker.set_patient(TERMINAL_TOKEN, &lease, &json!({"patient_id": PATIENT})))?;
+    drop(orthanc);
+    let (code, out) = airlock_capture(&config, &runtime, &["--send-only", "1"])?;
+    ensure!(
+        code == 9 && out.contains("cannot reach"),
+        "exit {code}:\n{out}"
+    );
+    let audit = block_on(broker.audit())?;
+    let failed: Vec<Value> = records(&audit, "capture_sent")
+        .iter()
+        .map(details)
+        .filter(|d| d["outcome"] == "failed")
+        .collect();
+    ensure!(failed.len() == 2, "{failed:?}");
+    ensure!(
+        failed[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HIS-0000")),
+        "{failed:?}"
+    );
+    ensure!(
+        failed[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot reach")),
+        "{failed:?}"
+    );
+
+    // After the session: the lease has ended, a capture is refused.
+    open.signal(Signal::TERM);
+    let (code, said) = exit_of(&mut open, &log, Duration::from_secs(30))?;
+    ensure!(code == 0, "airlock open: exit {code}\n{said}");
+    let (code, out) = airlock_capture(&config, &runtime, &["--lease", &lease])?;
+    ensure!(
+        code == 9 && out.contains("no active lease"),
+        "exit {code}:\n{out}"
+    );
+    let (code, out) = airlock_capture(&config, &runtime, &[])?;
+    ensure!(
+        code == 3 && out.contains("no airlock open session"),
+        "exit {code}:\n{out}"
+    );
+    Ok(())
+}

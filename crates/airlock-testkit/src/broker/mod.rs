@@ -134,8 +134,7 @@ impl Broker {
             let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
             let error = log
                 .lines()
-                .filter(|l| l.starts_with("Error:"))
-                .last()
+                .rfind(|l| l.starts_with("Error:"))
                 .unwrap_or("(no Error: line)");
             bail!(
                 "airlockd did not start (first line {first:?}): {error}; log:\n{}",

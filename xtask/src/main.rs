@@ -12,6 +12,7 @@
 mod bench_broker;
 mod bench_console;
 mod bench_disc;
+mod bench_export;
 mod bench_open;
 mod cpio;
 mod dicom;
@@ -86,6 +87,9 @@ enum Bench {
     /// Acquire latency with the web console closed and open (a real chromium on the
     /// pool and audit pages), on a store of 1,000,000 audit records (issue 13).
     Console(bench_console::ConsoleArgs),
+    /// Key images (issue 14): disc inserted → first image on the desktop's screen, and
+    /// capture → stored in the PACS (a private Orthanc), medians over 5 sessions.
+    Export(bench_export::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -126,6 +130,7 @@ fn run(cli: Cli) -> Result<()> {
             bench_open::run(&args)?;
         }
         Task::Bench(Bench::Console(args)) => bench_console::run(&args)?,
+        Task::Bench(Bench::Export(args)) => bench_export::run(&args)?,
         Task::Bench(Bench::Disc(args)) => {
             bench_disc::run(&bench_disc::Options::new(args)?)?;
         }

@@ -111,3 +111,14 @@ impl BenchCommon {
         Ok(json)
     }
 }
+
+/// The time now in UTC, in `date`'s `format` (e.g. `%Y-%m-%d %H:%M UTC`).
+pub fn utc_now(format: &str) -> String {
+    run_stdout(
+        std::process::Command::new("date")
+            .arg("-u")
+            .arg(format!("+{format}")),
+    )
+    .map(|s| s.trim().to_owned())
+    .unwrap_or_else(|_| "unknown date".into())
+}

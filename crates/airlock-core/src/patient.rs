@@ -186,6 +186,22 @@ impl PatientContext {
     }
 }
 
+impl crate::wire::PatientRequest {
+    /// The request's values checked by their DICOM types (no study UID: the HIS does
+    /// not give one).
+    pub fn check(&self) -> Result<PatientContext, PatientError> {
+        PatientContext::new(
+            &self.patient_id,
+            self.issuer.as_deref(),
+            self.name.as_deref(),
+            self.birth_date.as_deref(),
+            self.sex.as_deref(),
+            self.accession.as_deref(),
+            None,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,12 @@
 //! What a QEMU child process does between `fork` and `exec`: enter its run directory
-//! (while still root, so the 0700 state directory above it can be traversed), join its
-//! cgroups, then drop to its own uid and gid with no supplementary groups. QEMU is thus
-//! *started* as that uid (its `-sandbox elevateprivileges=deny` forbids `-runas`).
+//! (while still root, so the 0700 state directory above it can be traversed), then drop
+//! to its own uid and gid with no supplementary groups. QEMU is thus *started* as that
+//! uid (its `-sandbox elevateprivileges=deny` forbids `-runas`).
+//!
+//! It joins its cgroups right after `exec`, moved there by the broker
+//! ([`join_cgroups`]) while it starts: on cgroup v1 moving a process waits for an RCU
+//! grace period (about 10 ms here, per start), which in the child would delay QEMU's
+//! whole start-up.
 //!
 //! The only unsafe code of the crate: `pre_exec` is unsafe because the closure runs in
 //! the forked child, where only async-signal-safe work is allowed.
@@ -13,13 +18,21 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// Arranges for `cmd`'s child to work in `run_dir`, join the cgroups whose `cgroup.procs`
-/// files are open in `cgroup_procs`, and run as `uid` (gid the same number) if given, with
-/// no supplementary group but the `kvm` one if given.
+/// Moves process `pid` into the cgroups whose `cgroup.procs` files are open in `procs`
+/// (blocking: each move may wait for an RCU grace period).
+pub fn join_cgroups(pid: i32, procs: &[OwnedFd]) -> std::io::Result<()> {
+    let text = pid.to_string();
+    for f in procs {
+        rustix::io::write(f, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Arranges for `cmd`'s child to work in `run_dir` and run as `uid` (gid the same number)
+/// if given, with no supplementary group but the `kvm` one if given.
 pub fn become_desktop(
     cmd: &mut tokio::process::Command,
     run_dir: &Path,
-    cgroup_procs: Vec<OwnedFd>,
     ids: Option<(u32, Option<u32>)>,
 ) -> Result<(), QemuError> {
     // Everything the closure uses is made here, before the fork: it allocates nothing.
@@ -37,10 +50,6 @@ pub fn become_desktop(
     });
     let closure = move || -> std::io::Result<()> {
         rustix::process::chdir(dir.as_c_str())?;
-        for procs in &cgroup_procs {
-            // "0" moves the writing process itself.
-            rustix::io::write(procs, b"0")?;
-        }
         if let Some((uid, gid, kvm)) = ids {
             // The raw syscalls change only the calling thread, which in the forked child
             // is the only one.
@@ -54,7 +63,7 @@ pub fn become_desktop(
         Ok(())
     };
     // SAFETY: the closure runs in the child between fork and exec. It only makes raw
-    // system calls through rustix (chdir, write, setgroups, setresgid, setresuid) on data
+    // system calls through rustix (chdir, setgroups, setresgid, setresuid) on data
     // prepared before the fork; it takes no lock and allocates no memory, so it is
     // async-signal-safe as `pre_exec` requires.
     unsafe {

@@ -23,6 +23,14 @@ pub struct ConfineConfig {
     pub pids_max: u32,
     /// CPU weight of one QEMU (cgroup v2 scale, 1–10000; 100 is an even share).
     pub cpu_weight: u32,
+    /// How many QEMU processes the pool runs (its desktops and the template's source):
+    /// the pool's own cgroup weighs as much as that many processes do outside it.
+    #[serde(default = "one")]
+    pub processes: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl ConfineConfig {
@@ -246,6 +254,46 @@ pub fn prepare_cgroup(cgroups: &Cgroups, c: &Confine) -> Result<Vec<OwnedFd>, Qe
     Ok(procs)
 }
 
+/// The CPU weight of a pool's own cgroup (`<instance>`, pure): its desktops share it, and
+/// it competes with everything else on the host. Left at the default, the whole pool
+/// would weigh as much as one ordinary process: on a busy host N desktops would get what
+/// one unconfined QEMU gets. So it weighs `processes` × the weight of one QEMU (within
+/// the kernel's bounds: v1 `cpu.shares` 2–262144, v2 `cpu.weight` 1–10000).
+pub fn instance_weight(cgroups: &Cgroups, instance: &str, c: &ConfineConfig) -> (PathBuf, String) {
+    let n = u64::from(c.processes.max(1));
+    let each = u64::from(c.cpu_weight.clamp(1, 10_000));
+    match cgroups {
+        Cgroups::V2 { root } => (
+            root.join(instance).join("cpu.weight"),
+            (each * n).clamp(1, 10_000).to_string(),
+        ),
+        Cgroups::V1 { cpu, .. } => (
+            cpu.join(instance).join("cpu.shares"),
+            (each * 1024 / 100 * n).clamp(2, 262_144).to_string(),
+        ),
+    }
+}
+
+/// Creates a pool's own cgroups and sets their CPU weight ([`instance_weight`]); once at
+/// start, before any QEMU is confined.
+pub fn prepare_instance(
+    cgroups: &Cgroups,
+    instance: &str,
+    c: &ConfineConfig,
+) -> Result<(), QemuError> {
+    if let Cgroups::V2 { root } = cgroups {
+        // The root enables the controllers for its children (as `prepare_cgroup` does).
+        let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory +pids +cpu");
+    }
+    for dir in instance_dirs(cgroups, instance) {
+        std::fs::create_dir_all(&dir).map_err(cgroup_error(&dir, "create"))?;
+    }
+    let (file, value) = instance_weight(cgroups, instance, c);
+    std::fs::write(&file, &value).map_err(cgroup_error(&file, "write"))?;
+    tracing::debug!(file = %file.display(), %value, "the pool's CPU weight");
+    Ok(())
+}
+
 /// Removes the empty cgroups of earlier processes of the same desktop (`c.cgroup` is
 /// `<instance>/<desktop>.<process>`); the ones that still hold a process stay.
 pub fn remove_old_cgroups(cgroups: &Cgroups, c: &Confine) {
@@ -320,6 +368,7 @@ mod tests {
 
     fn cfg() -> ConfineConfig {
         ConfineConfig {
+            processes: 3,
             uid_base: 64000,
             uid_count: 3,
             memory_overhead_mib: 256,
@@ -413,6 +462,42 @@ mod tests {
             ]
         );
         assert!(v2[0].limits.contains(&("cpu.weight", "100".to_string())));
+    }
+
+    #[test]
+    fn the_pool_weighs_as_much_as_its_processes() {
+        let v1 = cgroups_from_mountinfo(V1).unwrap();
+        let v2 = cgroups_from_mountinfo(V2).unwrap();
+        let c = cfg();
+        assert_eq!(
+            instance_weight(&v1, "airlock-ab", &c),
+            (
+                PathBuf::from("/sys/fs/cgroup/cpu/airlock-ab/cpu.shares"),
+                "3072".to_string()
+            )
+        );
+        assert_eq!(
+            instance_weight(&v2, "airlock-ab", &c),
+            (
+                PathBuf::from("/sys/fs/cgroup/airlock-ab/cpu.weight"),
+                "300".to_string()
+            )
+        );
+        // Within the kernel's bounds.
+        let big = ConfineConfig {
+            processes: 1000,
+            cpu_weight: 10_000,
+            ..cfg()
+        };
+        assert_eq!(instance_weight(&v1, "i", &big).1, "262144");
+        assert_eq!(instance_weight(&v2, "i", &big).1, "10000");
+        let small = ConfineConfig {
+            processes: 0,
+            cpu_weight: 1,
+            ..cfg()
+        };
+        assert_eq!(instance_weight(&v1, "i", &small).1, "10");
+        assert_eq!(instance_weight(&v2, "i", &small).1, "1");
     }
 
     #[test]

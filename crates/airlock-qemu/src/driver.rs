@@ -214,6 +214,11 @@ impl Driver {
         for p in driver.confinement_problems() {
             tracing::warn!("{p}");
         }
+        if let (Some(c), Some(cg)) = (&driver.cfg.confine, driver.cgroups()) {
+            if let Err(e) = crate::confine::prepare_instance(cg, &driver.cfg.cgroup_instance, c) {
+                tracing::warn!(error = %e, "cannot set the pool's CPU weight; on a busy host its desktops get less CPU than unconfined ones would");
+            }
+        }
         Ok(driver)
     }
 

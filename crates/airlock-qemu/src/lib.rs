@@ -23,6 +23,7 @@ pub mod confine;
 pub mod driver;
 pub mod img;
 pub mod process;
+pub mod qga;
 pub mod qmp;
 pub mod serial_log;
 pub mod session;

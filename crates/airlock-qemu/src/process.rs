@@ -356,7 +356,6 @@ impl Vm {
         crate::child::become_desktop(
             &mut cmd,
             &spec.run_dir,
-            cgroup_procs,
             spec.confine.as_ref().map(|c| (c.uid, c.kvm_gid)),
         )?;
         let t_exec = std::time::Instant::now();
@@ -372,6 +371,10 @@ impl Vm {
                 qemu: spec.qemu.display().to_string(),
                 reason: "no pid".into(),
             })?;
+        // Into its cgroups while it starts (see `crate::child`): done before its monitor
+        // is used, so before a clone's guest runs.
+        let joined =
+            tokio::task::spawn_blocking(move || crate::child::join_cgroups(pid, &cgroup_procs));
         let pid_path = spec.run_file(files::PID);
         if let Err(e) = std::fs::write(&pid_path, format!("{pid}\n")) {
             kill_pid(pid);
@@ -412,6 +415,18 @@ impl Vm {
                 return Err(crate::qmp_error(&spec.name)(e));
             }
         };
+        let joined = joined
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r);
+        if let Err(e) = joined {
+            kill_pid(pid);
+            return Err(QemuError::Operation {
+                desktop: spec.name.clone(),
+                what: "move QEMU into its cgroups".into(),
+                reason: e.to_string(),
+            });
+        }
         let start_steps = StartSteps {
             prepare_ms,
             cgroups_ms,

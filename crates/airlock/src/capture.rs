@@ -34,18 +34,8 @@ pub struct CaptureArgs {
     /// The lease (default: the one of this user's running `airlock open`).
     #[arg(long, value_name = "ID")]
     lease: Option<String>,
-    /// The terminal configuration [default: /etc/airlock/terminal.toml, if it exists].
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Broker base URL (overrides broker.url).
-    #[arg(long, value_name = "URL")]
-    broker: Option<String>,
-    /// File with this terminal's token, mode 600 (overrides broker.token_file).
-    #[arg(long, value_name = "FILE")]
-    token_file: Option<PathBuf>,
-    /// The site CA (PEM) the broker's certificate is signed by (overrides broker.ca_file).
-    #[arg(long, value_name = "PEM")]
-    ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    terminal: crate::TerminalArgs,
 }
 
 /// Exit codes besides 0: configuration, broker unreachable, capture or send failed.
@@ -147,10 +137,10 @@ fn print_sent(r: &SendReply) {
 /// Runs `airlock capture`; `Err((exit code, message))`.
 pub async fn run(args: CaptureArgs) -> Result<(), (u8, String)> {
     let o = Overrides {
-        config: args.config.clone(),
-        broker: args.broker.clone(),
-        token_file: args.token_file.clone(),
-        ca_file: args.ca_file.clone(),
+        config: args.terminal.config.clone(),
+        broker: args.terminal.broker.clone(),
+        token_file: args.terminal.token_file.clone(),
+        ca_file: args.terminal.ca_file.clone(),
         no_display: true,
         capture_folder: args.out.clone(),
         ..Overrides::default()

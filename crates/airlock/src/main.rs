@@ -66,20 +66,28 @@ enum Command {
     Guard(guard::GuardCommand),
 }
 
+/// Where the terminal's configuration is and what on the command line overrides its
+/// broker settings (`airlock open`, `airlock capture`).
 #[derive(Debug, Args)]
-struct OpenArgs {
+pub(crate) struct TerminalArgs {
     /// The terminal configuration [default: /etc/airlock/terminal.toml, if it exists].
     #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// Broker base URL, e.g. https://broker.example:7443 (overrides broker.url).
     #[arg(long, value_name = "URL")]
-    broker: Option<String>,
+    pub broker: Option<String>,
     /// File with this terminal's token, mode 600 (overrides broker.token_file).
     #[arg(long, value_name = "FILE")]
-    token_file: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
     /// The site CA (PEM) the broker's certificate is signed by (overrides broker.ca_file).
     #[arg(long, value_name = "PEM")]
-    ca_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct OpenArgs {
+    #[command(flatten)]
+    terminal: TerminalArgs,
     /// The user name sent to the broker [default: session.user, else the login name].
     #[arg(long, value_name = "NAME")]
     user: Option<String>,
@@ -150,10 +158,10 @@ impl PatientArgs {
 impl OpenArgs {
     fn overrides(self) -> open::config::Overrides {
         open::config::Overrides {
-            config: self.config,
-            broker: self.broker,
-            token_file: self.token_file,
-            ca_file: self.ca_file,
+            config: self.terminal.config,
+            broker: self.terminal.broker,
+            token_file: self.terminal.token_file,
+            ca_file: self.terminal.ca_file,
             user: self.user,
             wait_s: self.wait,
             device: self.device,

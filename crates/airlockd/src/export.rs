@@ -121,19 +121,7 @@ fn parse_capture(s: &str) -> Result<u32, ApiError> {
 /// The lease's patient context from its stored JSON.
 fn stored_patient(v: &serde_json::Value) -> Option<PatientContext> {
     let r: PatientRequest = serde_json::from_value(v.clone()).ok()?;
-    validate_patient(&r).ok()
-}
-
-fn validate_patient(r: &PatientRequest) -> Result<PatientContext, airlock_dicom::PatientError> {
-    PatientContext::new(
-        &r.patient_id,
-        r.issuer.as_deref(),
-        r.name.as_deref(),
-        r.birth_date.as_deref(),
-        r.sex.as_deref(),
-        r.accession.as_deref(),
-        None,
-    )
+    r.check().ok()
 }
 
 /// An audit record about `row`'s lease.
@@ -160,7 +148,9 @@ pub async fn set_patient(
     ApiJson(req): ApiJson<PatientRequest>,
 ) -> Result<StatusCode, ApiError> {
     let lease = parse_lease(&lease)?;
-    let p = validate_patient(&req).map_err(|e| ApiError::bad_request(format!("patient: {e}")))?;
+    let p = req
+        .check()
+        .map_err(|e| ApiError::bad_request(format!("patient: {e}")))?;
     // What is kept: the values as checked (trimmed), in the request's shape.
     let kept = PatientRequest {
         patient_id: p.id.clone(),

@@ -119,6 +119,15 @@ async fn each_desktop_runs_as_its_own_uid_inside_its_limits() -> Result<()> {
             "guest RAM + overhead"
         );
         assert_eq!(read_limit(&cgroup_dir(pid, "pids")?, &["pids.max"])?, "512");
+        // The pool's own cgroup (the desktop's parent) weighs as much as its three
+        // processes (two desktops and the template's source) would outside it.
+        let cpu = cgroup_dir(pid, "cpu")?;
+        let pool = cpu.parent().context("the desktop's cgroup has a parent")?;
+        let weight = read_limit(pool, &["cpu.shares", "cpu.weight"])?;
+        assert!(
+            weight == "3072" || weight == "300",
+            "the pool's CPU weight is {weight}"
+        );
     }
     // The state directory is the broker's alone.
     let mode = |p: &Path| {

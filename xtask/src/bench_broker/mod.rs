@@ -49,7 +49,6 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Reset methods, in the order of the tables (the first is the reference).
@@ -105,7 +104,7 @@ pub fn broker(args: &BrokerArgs) -> Result<()> {
 
 async fn run(args: &BrokerArgs, root: &Path, logs: &Path) -> Result<()> {
     let started = Instant::now();
-    let started_utc = utc_now("%Y-%m-%d %H:%M UTC");
+    let started_utc = util::utc_now("%Y-%m-%d %H:%M UTC");
     let plan = Plan::new(args);
     if plan.confinement_memory_mib.is_some() && !rustix::process::geteuid().is_root() {
         bail!("--confinement needs root: airlockd confines its desktops only when it runs as root");
@@ -155,7 +154,7 @@ async fn run(args: &BrokerArgs, root: &Path, logs: &Path) -> Result<()> {
     };
     let report = report::render_report(&results);
     println!("\n{report}");
-    let stamp = utc_now("%Y%m%dT%H%M%SZ");
+    let stamp = util::utc_now("%Y%m%dT%H%M%SZ");
     let json_path = args
         .common
         .save(&format!("broker-{}-{stamp}.json", plan.mode), &results)?;
@@ -190,12 +189,6 @@ fn command_line(args: &BrokerArgs) -> String {
         let _ = write!(s, " --airlockd {}", p.display());
     }
     s
-}
-
-fn utc_now(format: &str) -> String {
-    util::run_stdout(Command::new("date").arg("-u").arg(format!("+{format}")))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown date".into())
 }
 
 // ------------------------------------------------------------------ the brokers

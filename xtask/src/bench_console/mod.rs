@@ -55,7 +55,6 @@ use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// `cargo xtask bench console` options.
@@ -256,7 +255,7 @@ pub fn run(args: &ConsoleArgs) -> Result<()> {
     let results = airlock_testkit::block_on(measure(args, &plan, &logs))?;
     let text = report::render(&results);
     println!("\n{text}");
-    let stamp = utc_now("%Y%m%dT%H%M%SZ");
+    let stamp = util::utc_now("%Y%m%dT%H%M%SZ");
     let json = args
         .common
         .save(&format!("console-{}-{stamp}.json", plan.mode), &results)?;
@@ -276,7 +275,7 @@ pub fn run(args: &ConsoleArgs) -> Result<()> {
 
 async fn measure(args: &ConsoleArgs, plan: &Plan, logs: &Path) -> Result<Results> {
     let started = Instant::now();
-    let started_utc = utc_now("%Y-%m-%d %H:%M UTC");
+    let started_utc = util::utc_now("%Y-%m-%d %H:%M UTC");
     let load_before = util::loadavg();
     let (guest, airlockd) = tokio::task::block_in_place(|| -> Result<_> {
         let guest = artifacts::guest()?;
@@ -518,12 +517,6 @@ fn cpu_model() -> String {
                 .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into())
-}
-
-fn utc_now(format: &str) -> String {
-    util::run_stdout(Command::new("date").arg("-u").arg(format!("+{format}")))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown date".into())
 }
 
 fn flush() {

@@ -197,6 +197,43 @@ impl Broker {
             .context("PUT /v1/leases/{lease}/patient")
     }
 
+    /// `POST /v1/leases/{lease}/captures` (optionally cropped) as the terminal with
+    /// `token`; the raw response.
+    pub async fn take_capture(
+        &self,
+        token: &str,
+        lease: impl Display,
+        crop: Option<&str>,
+    ) -> Result<reqwest::Response> {
+        let body = match crop {
+            Some(c) => serde_json::json!({ "crop": c }),
+            None => serde_json::json!({}),
+        };
+        self.http
+            .post(format!("{}/v1/leases/{lease}/captures", self.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .context("POST /v1/leases/{lease}/captures")
+    }
+
+    /// `POST /v1/leases/{lease}/captures/{n}/send` as the terminal with `token`; the raw
+    /// response.
+    pub async fn send_capture(
+        &self,
+        token: &str,
+        lease: impl Display,
+        n: u32,
+    ) -> Result<reqwest::Response> {
+        self.http
+            .post(format!("{}/v1/leases/{lease}/captures/{n}/send", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .context("POST /v1/leases/{lease}/captures/{n}/send")
+    }
+
     /// `POST /v1/leases/{lease}/usb/refused` with `body` as the terminal with `token`;
     /// the raw response.
     pub async fn usb_refused(

@@ -362,16 +362,7 @@ impl OpenConfig {
         };
         let patient = match &o.patient {
             Some(p) => {
-                airlock_core::patient::PatientContext::new(
-                    &p.patient_id,
-                    p.issuer.as_deref(),
-                    p.name.as_deref(),
-                    p.birth_date.as_deref(),
-                    p.sex.as_deref(),
-                    p.accession.as_deref(),
-                    None,
-                )
-                .map_err(|e| {
+                p.check().map_err(|e| {
                     invalid(
                         "--patient-id",
                         format!("the patient from the HIS: {e}"),

@@ -678,6 +678,7 @@ impl Config {
                 memory_overhead_mib: c.memory_overhead_mib,
                 pids_max: c.pids_max,
                 cpu_weight: c.cpu_weight,
+                processes: need,
             })
         } else {
             None

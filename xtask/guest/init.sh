@@ -8,8 +8,12 @@
 #          the virtio-serial port org.airlock.agent.0 instead when the broker
 #          gives one (pool.agent_port = "virtio")
 #   ttyS1  root shell, only with `airlock.control=1` on the kernel command line
-#   tty0   human-readable status for the clinician (seen over SPICE/VNC)
-#   tty1   its keyboard: F or Enter is "Finish" (the guest powers off)
+#   tty1   human-readable status for the clinician (seen over SPICE/VNC), drawn by
+#          fbcon on /dev/fb0; its keyboard: F or Enter is "Finish" (the guest
+#          powers off)
+#   tty2   the image viewer's (/bin/demo-viewer, crates/demo-viewer): in the
+#          foreground while it shows a disc's images; F or Enter there is "Finish"
+#          too, the arrow keys page (the viewer reads /dev/input/event*)
 #   vda    writable disk (virtio-blk); never mounted, tests write markers to it
 
 . /lib/airlock/common.sh
@@ -21,9 +25,10 @@ fi
 
 mount_basics
 mkdir -p /run/airlock/cd /media
+mkfifo /run/airlock/view.fifo
 
 AGENT=/dev/ttyS0
-SCREEN=/dev/tty0
+SCREEN=/dev/tty1
 STATE=/run/airlock/cd
 ESC=$(printf '\033')
 set -o pipefail
@@ -84,7 +89,7 @@ now_ns() {
 
 # ---------------------------------------------------------------- console screen
 FINISH_PROMPT='Press F (or Enter) to finish and leave this desktop.'
-# The clinician sees tty0: a header and one status block per CD drive.
+# The clinician sees tty1: a header and one status block per CD drive.
 draw() {
 	local f found
 	{
@@ -120,6 +125,48 @@ screen() {
 
 # Only printable ASCII from the disc reaches the consoles.
 clean() { tr -c '\n -~' '?'; }
+
+# ---------------------------------------------------------------- image viewer
+# The disc's DICOM images full-screen (docs/guest.md, "The image viewer"): one viewer,
+# for the disc read last. When it has an image to show it switches to tty2 (empty, no
+# cursor: fbcon draws nothing over the image); when its disc goes /init stops it and
+# switches back to tty1, whose text fbcon redraws. It prints its AIRLOCK-VIEW lines on
+# the agent port (fd 6) and reads paging commands from VIEW_FIFO, which PID 1 holds
+# open (fd 8) so that a write to it never waits.
+VIEW_PID=$STATE/view.pid
+VIEW_FIFO=/run/airlock/view.fifo
+VIEW_LOG=/run/airlock/viewer.log
+
+# view_running: is a viewer running (its pid in VIEW_PID, not a zombie)?
+view_running() {
+	local pid dev
+	[ -s "$VIEW_PID" ] && read -r pid dev <"$VIEW_PID" &&
+		grep -q demo-viewer "/proc/$pid/cmdline" 2>/dev/null
+}
+
+# view_stop [DEV]: stop the viewer (only DEV's, if given) and give the console the
+# screen back.
+view_stop() {
+	local pid dev n=0
+	[ -s "$VIEW_PID" ] && read -r pid dev <"$VIEW_PID" || return 0
+	[ -n "$1" ] && [ "$1" != "$dev" ] && return 0
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	while grep -q demo-viewer "/proc/$pid/cmdline" 2>/dev/null && [ "$n" -lt 40 ]; do
+		sleep 0.05
+		n=$((n + 1))
+	done
+	rm -f "$VIEW_PID"
+	chvt 1 2>/dev/null
+}
+
+view_start() {
+	local d=$1
+	view_stop
+	/bin/demo-viewer --dev "$d" --root "/media/$d" --font /lib/airlock/font.psf \
+		--control "$VIEW_FIFO" --vt 2 >&6 2>>"$VIEW_LOG" </dev/null &
+	echo "$! $d" >"$VIEW_PID"
+}
 
 # ---------------------------------------------------------------- CD monitor
 # Media detection is polled: every 0.5 s each /sys/block/sr* is opened (the
@@ -205,6 +252,7 @@ cd_insert() {
 			"Content: $top" \
 			"$files files, $mb MB, read in $secs s" \
 			"SHA-256: $sum"
+		view_start "$d"
 	else
 		agent_say "AIRLOCK-CD-ERROR dev=$d reason=read-error"
 		screen "$d" 31 "CD drive $d: read error; the disc may be damaged."
@@ -214,6 +262,7 @@ cd_insert() {
 
 cd_remove() {
 	local d=$1
+	view_stop "$d"
 	if grep -q " /media/$d " /proc/mounts; then
 		umount "/media/$d" 2>/dev/null || umount -l "/media/$d" 2>/dev/null
 	fi
@@ -264,19 +313,26 @@ cd_monitor() {
 	done
 }
 
-# ---------------------------------------------------------------- finish (tty1)
+# ---------------------------------------------------------------- finish (tty1, tty2)
 # The clinician's way out, like a desktop image's sign-out: F or Enter on the
 # console keyboard powers the guest off. The broker sees the shutdown (QMP
-# SHUTDOWN), ends the lease as signed out and resets the desktop.
+# SHUTDOWN), ends the lease as signed out and resets the desktop. Keys go to the
+# foreground VT: one reader on tty1 (the text screen), one on tty2 (the viewer's).
 finish_keys() {
-	local k
+	local k pid tty=$1
 	cd /
 	while :; do
 		# One key, not echoed; Enter gives an empty line. A failed read (no
 		# keyboard yet) is retried.
-		if IFS= read -r -s -n 1 k </dev/tty1 2>/dev/null; then
+		if IFS= read -r -s -n 1 k <"$tty" 2>/dev/null; then
 			case "$k" in
 			f | F | '')
+				# The text screen back from the viewer, for the message.
+				if view_running; then
+					read -r pid _ <"$VIEW_PID"
+					kill "$pid" 2>/dev/null
+				fi
+				chvt 1 2>/dev/null
 				{
 					printf '%s[H%s[2J\n' "$ESC" "$ESC"
 					printf '  Finishing: this desktop is being closed and wiped.\n'
@@ -328,6 +384,21 @@ agent() {
 				;;
 			esac
 			;;
+		airlock-view)
+			case "$2" in
+			next | prev | first | last)
+				if view_running; then
+					echo "$2" >"$VIEW_FIFO"
+				else
+					agent_say "AIRLOCK-VIEW-ERROR no-viewer"
+				fi
+				;;
+			*)
+				printable "$2"
+				agent_say "AIRLOCK-VIEW-ERROR bad-command $P"
+				;;
+			esac
+			;;
 		*)
 			printable "$1"
 			agent_say "AIRLOCK-ERROR unknown-command $P"
@@ -345,6 +416,8 @@ stty -F "$AGENT" raw -echo 115200 2>/dev/null
 # On a virtio-serial port a read sees end-of-file while the broker is not
 # connected: the loop waits and reads again.
 exec 6<>"$AGENT"
+# The image viewer's control FIFO, held open so that the agent's writes never wait.
+exec 8<>/run/airlock/view.fifo
 (while :; do
 	agent <&6
 	sleep 0.2
@@ -366,9 +439,14 @@ if [ -n "$control" ]; then
 	done) &
 fi
 
+# Console blanking off (setterm's ESC [ 9 ; 0 ]), on all VTs; nothing echoes on the
+# viewer's VT, even between two reads of its keys.
+printf '%s[9;0]' "$ESC" >"$SCREEN" 2>/dev/null
+stty -F /dev/tty2 -echo 2>/dev/null
 draw
 cd_monitor &
-finish_keys &
+finish_keys /dev/tty1 &
+finish_keys /dev/tty2 &
 agent_say "AIRLOCK-READY boot"
 
 # PID 1 must not exit; reap orphans.

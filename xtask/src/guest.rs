@@ -7,7 +7,7 @@
 
 use crate::util::{self, create_dir, mb, run, sha256_hex, write_atomic};
 use crate::{cpio, kmod};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use flate2::{write::GzEncoder, Compression};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -28,9 +28,11 @@ pub const MODULES_TXT: &str = include_str!("../guest/modules.txt");
 /// Recommended kernel command line. ttyS0 carries the kernel console too
 /// (quiet: only critical messages), so a panic is seen on the agent port.
 /// `block.events_dfl_poll_msecs` makes the kernel poll CD drives for media
-/// changes.
+/// changes. `video=800x600` is the screen's mode (the bochs driver would take QEMU's
+/// EDID preference, 1280x800): fbcon draws fewer pixels under TCG, and the desktop fits
+/// unscaled in a viewer's window on a 1024x768 screen.
 pub const APPEND: &str =
-    "console=ttyS0 console=tty0 quiet loglevel=3 block.events_dfl_poll_msecs=1000";
+    "console=ttyS0 console=tty0 quiet loglevel=3 block.events_dfl_poll_msecs=1000 video=800x600";
 /// What /dev/vda starts with on the golden disk.
 pub use airlock_testkit::artifacts::GOLDEN_HEADER;
 pub const GOLDEN_SIZE: u64 = 64 << 20;
@@ -38,7 +40,14 @@ pub const GOLDEN_SIZE: u64 = 64 << 20;
 const KERNEL_META_PACKAGE: &str = "linux-image-amd64";
 const BUSYBOX_PACKAGE: &str = "busybox-static";
 /// Bump when the way the outputs are built changes, to invalidate caches.
-const BUILD_FORMAT: &str = "airlock-guest-build 1";
+const BUILD_FORMAT: &str = "airlock-guest-build 2";
+/// The console font the image viewer draws its text with: the build host's Debian
+/// console font (package `console-setup-linux`), decompressed into the initramfs as
+/// `/lib/airlock/font.psf` (the test kit names it: tests render with it too).
+pub use airlock_testkit::artifacts::VIEWER_FONT;
+/// Where the viewer and its font are in the initramfs.
+const VIEWER_BIN: &str = "bin/demo-viewer";
+const VIEWER_FONT_IN_INITRD: &str = "lib/airlock/font.psf";
 
 pub struct Options {
     pub out: PathBuf,
@@ -91,8 +100,9 @@ pub fn build(opts: &Options) -> Result<Manifest> {
     let (kernel_pkg, busybox_pkg) = resolve_packages(&mut updated)?;
     let manifest_path = out.join("manifest.json");
     let outputs = Outputs::new(&out);
+    let viewer = Viewer::build()?;
 
-    let key = cache_key(&kernel_pkg, &busybox_pkg);
+    let key = cache_key(&kernel_pkg, &busybox_pkg, &viewer);
     let stamp = out.join(".cache-key");
     let up_to_date = fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == key)
         && outputs.all().iter().all(|p| p.is_file())
@@ -114,6 +124,8 @@ pub fn build(opts: &Options) -> Result<Manifest> {
             kernel: outputs.kernel.clone(),
             initrd: outputs.initrd.clone(),
             golden_disk: outputs.golden_disk.clone(),
+            viewer_sha256: sha256_hex(&viewer.binary),
+            viewer_source_sha256: viewer.source_sha256.clone(),
             ..manifest
         };
         write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
@@ -134,12 +146,13 @@ pub fn build(opts: &Options) -> Result<Manifest> {
     for m in modules.iter().filter(|m| m.implied) {
         println!("  adding module {} (a dependency)", m.stem);
     }
-    let initrd = initramfs(&debs.busybox, &modules)?;
+    let initrd = initramfs(&debs.busybox, &modules, &viewer)?;
     write_atomic(&outputs.initrd, &initrd)?;
     println!(
-        "  {} ({} modules, {})",
+        "  {} ({} modules, image viewer {}, {})",
         outputs.initrd.display(),
         modules.len(),
+        mb(viewer.binary.len() as u64),
         mb(initrd.len() as u64)
     );
 
@@ -155,6 +168,8 @@ pub fn build(opts: &Options) -> Result<Manifest> {
         kernel_package_version: kernel_pkg.version.clone(),
         busybox_version: busybox_pkg.version.clone(),
         init_sha256: init_sha256(INIT_SH),
+        viewer_sha256: sha256_hex(&viewer.binary),
+        viewer_source_sha256: viewer.source_sha256.clone(),
     };
     write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
     write_atomic(&stamp, key.as_bytes())?;
@@ -182,7 +197,7 @@ impl Outputs {
     }
 }
 
-fn cache_key(kernel: &Package, busybox: &Package) -> String {
+fn cache_key(kernel: &Package, busybox: &Package, viewer: &Viewer) -> String {
     util::cache_key(&[
         BUILD_FORMAT,
         &kernel.name,
@@ -194,7 +209,68 @@ fn cache_key(kernel: &Package, busybox: &Package) -> String {
         &sha256_hex(MODULES_TXT.as_bytes()),
         &sha256_hex(GOLDEN_HEADER),
         &GOLDEN_SIZE.to_string(),
+        &sha256_hex(&viewer.binary),
+        &sha256_hex(&viewer.font),
     ])
+}
+
+/// The demo guest's image viewer (`crates/demo-viewer`), built statically, and its font.
+pub(crate) struct Viewer {
+    pub binary: Vec<u8>,
+    /// `airlock_testkit::artifacts::viewer_source_sha256()` when it was built.
+    pub source_sha256: String,
+    /// The PSF font, decompressed.
+    pub font: Vec<u8>,
+}
+
+impl Viewer {
+    /// `RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target
+    /// x86_64-unknown-linux-gnu --target-dir <target>/demo-viewer -p demo-viewer` (the
+    /// guest has no libc; its own target directory, as the test kit's static tools), and
+    /// the console font from [`VIEWER_FONT`].
+    fn build() -> Result<Viewer> {
+        let source_sha256 = airlock_testkit::artifacts::viewer_source_sha256();
+        let target = airlock_testkit::artifacts::STATIC_TARGET;
+        let dir = crate::terminal::target_dir()?.join("demo-viewer");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(util::workspace_root())
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                target,
+                "--target-dir",
+            ])
+            .arg(&dir)
+            .args(["-p", "demo-viewer", "--bin", "demo-viewer"]);
+        println!("building the image viewer ({target}, +crt-static)");
+        run(&mut cmd).context("building the demo guest's image viewer")?;
+        let bin = dir.join(target).join("release").join("demo-viewer");
+        let binary = fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
+        crate::terminal::check_static(&binary)
+            .with_context(|| format!("checking {}", bin.display()))?;
+        let gz = fs::read(VIEWER_FONT).with_context(|| {
+            format!(
+                "reading the console font {VIEWER_FONT}: install Debian's console-setup-linux \
+                 (scripts/setup.sh does)"
+            )
+        })?;
+        let mut font = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut font)
+            .with_context(|| format!("decompressing {VIEWER_FONT}"))?;
+        ensure!(
+            font.starts_with(&[0x36, 0x04]) || font.starts_with(&[0x72, 0xb5, 0x4a, 0x86]),
+            "{VIEWER_FONT} is not a PSF font"
+        );
+        Ok(Viewer {
+            binary,
+            source_sha256,
+            font,
+        })
+    }
 }
 
 fn print_summary(manifest_path: &Path, m: &Manifest) {
@@ -443,8 +519,8 @@ fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
 // ------------------------------------------------------------------ initramfs
 
 /// The initramfs: busybox, /init and its shared script, the modules and /etc/modules,
-/// gzip'd.
-pub fn initramfs(busybox: &Path, modules: &[kmod::Module]) -> Result<Vec<u8>> {
+/// the image viewer and its font, gzip'd.
+fn initramfs(busybox: &Path, modules: &[kmod::Module], viewer: &Viewer) -> Result<Vec<u8>> {
     busybox_initramfs(&Initramfs {
         tool: "cargo xtask guest",
         busybox,
@@ -452,7 +528,10 @@ pub fn initramfs(busybox: &Path, modules: &[kmod::Module]) -> Result<Vec<u8>> {
         modules,
         module_tree: None,
         extra_dirs: &["media"],
-        extra_files: &[],
+        extra_files: &[
+            ExtraFile::File(VIEWER_BIN.into(), 0o755, viewer.binary.clone()),
+            ExtraFile::File(VIEWER_FONT_IN_INITRD.into(), 0o644, viewer.font.clone()),
+        ],
         compression: Compression::best(),
     })
 }

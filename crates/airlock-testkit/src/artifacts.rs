@@ -30,6 +30,22 @@ pub const TERMINAL_FORBIDDEN_MODULES: &[&str] = &[
     "udf",
 ];
 
+/// The console font of the demo guest's image viewer: the build host's Debian console
+/// font (package `console-setup-linux`), which `cargo xtask guest` puts into the
+/// initramfs decompressed (`/lib/airlock/font.psf`).
+pub const VIEWER_FONT: &str = "/usr/share/consolefonts/Uni2-VGA16.psf.gz";
+
+/// [`VIEWER_FONT`], decompressed: the PSF font the viewer draws with (a test renders
+/// what the viewer must show with it).
+pub fn viewer_font() -> Result<Vec<u8>> {
+    let out = run(Command::new("gzip").args(["-dc", VIEWER_FONT])).with_context(|| {
+        format!(
+            "reading {VIEWER_FONT}: install Debian's console-setup-linux (scripts/setup.sh does)"
+        )
+    })?;
+    Ok(out.stdout)
+}
+
 /// `build/guest/manifest.json`: what a broker config (or a test) needs to boot the
 /// demo guest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +63,12 @@ pub struct GuestManifest {
     /// SHA-256 of `xtask/initramfs/common.sh` followed by the guest's `/init`
     /// (`xtask/guest/init.sh`).
     pub init_sha256: String,
+    /// SHA-256 of the static image viewer in the initramfs (`/bin/demo-viewer`).
+    #[serde(default)]
+    pub viewer_sha256: String,
+    /// [`viewer_source_sha256`] when it was built.
+    #[serde(default)]
+    pub viewer_source_sha256: String,
 }
 
 /// `build/terminal/manifest.json`: the terminal VM.
@@ -227,12 +249,47 @@ fn init_scripts(init: &str) -> Vec<u8> {
     [read("xtask/initramfs/common.sh"), read(init)].concat()
 }
 
+/// The demo guest's image viewer's sources (`crates/demo-viewer`: `Cargo.toml` and every
+/// file under `src/`), hashed with their paths: what the guest manifest's
+/// `viewer_source_sha256` is of, so that a changed viewer makes the guest stale.
+pub fn viewer_source_sha256() -> String {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let root = workspace_root().join("crates/demo-viewer");
+    let mut files = vec![root.join("Cargo.toml")];
+    walk(&root.join("src"), &mut files);
+    files.sort();
+    let mut all = Vec::new();
+    for f in &files {
+        let rel = f.strip_prefix(&root).unwrap_or(f);
+        let data = std::fs::read(f).unwrap_or_default();
+        all.extend_from_slice(rel.to_string_lossy().as_bytes());
+        all.push(0);
+        all.extend_from_slice(data.len().to_string().as_bytes());
+        all.push(0);
+        all.extend_from_slice(&data);
+    }
+    crate::sha256_hex(&all)
+}
+
 fn guest_is_current(m: &GuestManifest) -> bool {
     let init = init_scripts("xtask/guest/init.sh");
     [&m.kernel, &m.initrd, &m.golden_disk]
         .iter()
         .all(|p| p.is_file())
         && m.init_sha256 == crate::sha256_hex(&init)
+        && m.viewer_source_sha256 == viewer_source_sha256()
 }
 
 fn find_guest() -> Result<Option<GuestManifest>> {
@@ -279,8 +336,8 @@ fn find_or_build<T>(
 }
 
 /// The demo guest alone, for what boots it but reads no disc (the broker benchmark):
-/// `cargo xtask guest` when it is missing or when `xtask/guest/init.sh` changed since
-/// it was built.
+/// `cargo xtask guest` when it is missing or when `xtask/guest/init.sh` or the image
+/// viewer's sources (`crates/demo-viewer`) changed since it was built.
 pub fn guest() -> Result<&'static GuestManifest> {
     static CELL: OnceLock<Result<GuestManifest, String>> = OnceLock::new();
     once(&CELL, || {

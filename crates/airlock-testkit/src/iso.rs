@@ -55,6 +55,20 @@ pub fn make_iso(
     })
 }
 
+/// Copies the directory `from` of the disc image `iso` (e.g. `/DICOM`) to `to` with
+/// xorriso, under its Rock Ridge names: what the guest sees there, read on the host.
+pub fn extract(iso: &Path, from: &str, to: &Path) -> Result<()> {
+    crate::tools::require(&[("xorriso", "xorriso")])?;
+    crate::process::run(
+        Command::new("xorriso")
+            .args(["-osirrox", "on", "-indev"])
+            .arg(iso)
+            .args(["-extract", from])
+            .arg(to),
+    )?;
+    Ok(())
+}
+
 /// Deterministic incompressible filler bytes.
 pub fn filler(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1) | 1;

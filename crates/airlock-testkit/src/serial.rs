@@ -231,6 +231,15 @@ impl SerialLog {
         Ok(r)
     }
 
+    /// Waits for the image viewer's next `AIRLOCK-VIEW` line after `from` (an
+    /// `AIRLOCK-VIEW-ERROR` is an error); returns the position past it and the line.
+    pub fn wait_view(&self, from: usize, timeout: Duration) -> Result<(usize, ViewLine)> {
+        let (end, line) = self.wait_line(from, timeout, "AIRLOCK-VIEW", |l| {
+            l.starts_with("AIRLOCK-VIEW ") || l.starts_with("AIRLOCK-VIEW-ERROR ")
+        })?;
+        Ok((end, ViewLine::parse(&line)?))
+    }
+
     /// Waits for `AIRLOCK-CD-REMOVED` after `from`; returns the position past it.
     pub fn wait_removed(&self, from: usize, timeout: Duration) -> Result<usize> {
         Ok(self
@@ -238,6 +247,42 @@ impl SerialLog {
                 l.starts_with("AIRLOCK-CD-REMOVED ")
             })?
             .0)
+    }
+}
+
+/// The image viewer's `AIRLOCK-VIEW dev=srN images=N shown=K skipped=M` (docs/guest.md,
+/// "The image viewer"): image K (from 1) of the N found is on the screen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewLine {
+    pub dev: String,
+    pub images: u64,
+    pub shown: u64,
+    pub skipped: u64,
+}
+
+impl ViewLine {
+    /// Parses an `AIRLOCK-VIEW` line strictly; an `AIRLOCK-VIEW-ERROR` line is an error
+    /// naming its reason.
+    pub fn parse(line: &str) -> Result<ViewLine> {
+        if line.starts_with("AIRLOCK-VIEW-ERROR ") {
+            bail!("the image viewer failed: {line:?}");
+        }
+        let rest = line
+            .strip_prefix("AIRLOCK-VIEW ")
+            .with_context(|| format!("not an AIRLOCK-VIEW line: {line:?}"))?;
+        let num = |k: &str| -> Result<u64> {
+            field(rest, k)?
+                .parse()
+                .with_context(|| format!("bad {k}= in {line:?}"))
+        };
+        let v = ViewLine {
+            dev: field(rest, "dev")?.to_string(),
+            images: num("images")?,
+            shown: num("shown")?,
+            skipped: num("skipped")?,
+        };
+        ensure!(v.shown <= v.images, "shown > images in {line:?}");
+        Ok(v)
     }
 }
 
@@ -356,6 +401,24 @@ impl CdReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_view_lines() {
+        let v = ViewLine::parse("AIRLOCK-VIEW dev=sr0 images=8 shown=2 skipped=1").unwrap();
+        assert_eq!(
+            v,
+            ViewLine {
+                dev: "sr0".into(),
+                images: 8,
+                shown: 2,
+                skipped: 1
+            }
+        );
+        assert!(ViewLine::parse("AIRLOCK-VIEW-ERROR dev=sr0 reason=no-screen").is_err());
+        assert!(ViewLine::parse("AIRLOCK-VIEW dev=sr0 images=1 shown=2 skipped=0").is_err());
+        assert!(ViewLine::parse("AIRLOCK-VIEW dev=sr0 images=x shown=0 skipped=0").is_err());
+        assert!(ViewLine::parse("AIRLOCK-CD dev=sr0").is_err());
+    }
 
     #[test]
     fn parses_a_cd_report() {

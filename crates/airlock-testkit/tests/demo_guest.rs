@@ -2,7 +2,8 @@
 //! `cargo xtask guest` builds, with the kit's own readers: the agent port (ping, clock,
 //! errors, no echo), the control shell, the golden disk, and the CD events of hot-plugged
 //! USB CD drives (QEMU usb-bot + scsi-cd, as a forwarded terminal drive appears),
-//! checked against the sample discs' .files.json.
+//! checked against the sample discs' .files.json, and the image viewer's lines and
+//! paging command.
 
 use airlock_testkit::artifacts::{artifacts, Artifacts, GOLDEN_HEADER};
 use airlock_testkit::guest_vm::{AgentPort, GuestVm, GuestVmOptions};
@@ -152,17 +153,44 @@ fn hotplug_insert_eject_swap_unplug() -> anyhow::Result<()> {
         .sh("cat /proc/mounts")?
         .contains("/dev/sr0 /media/sr0 iso9660 ro"));
 
-    // Eject: removed and unmounted.
-    let m = r.end;
+    // The image viewer shows its first image on its own VT, and pages on the agent's
+    // command (docs/guest.md, "The image viewer").
+    let (m, v) = vm.serial.wait_view(r.end, T)?;
+    assert_eq!(
+        (v.dev.as_str(), v.images, v.shown, v.skipped),
+        ("sr0", 8, 1, 0)
+    );
+    assert_eq!(
+        vm.control.sh("cat /sys/class/tty/tty0/active")?.trim(),
+        "tty2"
+    );
+    vm.serial.send("airlock-view next")?;
+    let (m, v) = vm.serial.wait_view(m, T)?;
+    assert_eq!(v.shown, 2);
+    vm.serial.send("airlock-view sideways")?;
+    let m = vm
+        .serial
+        .wait_exact(m, T, "AIRLOCK-VIEW-ERROR bad-command sideways")?;
+
+    // Eject: removed and unmounted; the viewer gone, the text console back.
     vm.eject("cd0")?;
-    vm.serial.wait_exact(m, T, "AIRLOCK-CD-REMOVED dev=sr0")?;
+    let m = vm.serial.wait_exact(m, T, "AIRLOCK-CD-REMOVED dev=sr0")?;
     assert!(!vm.control.sh("cat /proc/mounts")?.contains("sr0"));
+    assert_eq!(
+        vm.control.sh("cat /sys/class/tty/tty0/active")?.trim(),
+        "tty1"
+    );
+    vm.serial.send("airlock-view next")?;
+    vm.serial.wait_exact(m, T, "AIRLOCK-VIEW-ERROR no-viewer")?;
 
     // The big disc in the same drive.
     let m = vm.serial.mark();
     vm.insert("cd0", &a.big.iso)?;
     let r = vm.serial.wait_cd(m, Duration::from_secs(50))?;
     r.check(&a.big)?;
+    // 4 series of 64 images.
+    let (_, v) = vm.serial.wait_view(r.end, T)?;
+    assert_eq!((v.images, v.shown, v.skipped), (256, 1, 0));
     eprintln!(
         "big disc read in {} s (guest's figure)",
         r.summary.as_ref().map_or(0.0, |s| s.seconds)

@@ -532,6 +532,8 @@ mod tests {
             kernel_package_version: String::new(),
             busybox_version: String::new(),
             init_sha256: String::new(),
+            viewer_sha256: String::new(),
+            viewer_source_sha256: String::new(),
         };
         let mut c = BrokerConfig::new(&g);
         c.cpus = Some(("0".into(), None));
@@ -581,6 +583,8 @@ mod tests {
             kernel_package_version: String::new(),
             busybox_version: String::new(),
             init_sha256: String::new(),
+            viewer_sha256: String::new(),
+            viewer_source_sha256: String::new(),
         };
         let demo = crate::artifacts::workspace_root().join("examples/demo.toml");
         let (c, tls) = BrokerConfig::from_file(&g, &demo).unwrap();

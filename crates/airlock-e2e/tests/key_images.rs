@@ -8,8 +8,8 @@
 //! the capture attributes, passes `dciodvfy`, holds exactly the desktop's pixels, and
 //! nothing of the disc's own identity. The viewer pages from the control port and from
 //! the keyboard. Then each failure gives its message, exit code and audit record, and
-//! stores nothing: a patient the worklist does not know, the PACS gone, a capture after
-//! the lease ended.
+//! stores nothing: a patient the worklist does not know, the PACS gone, another PACS on
+//! its port that rejects the association, a capture after the lease ended.
 
 use airlock_e2e::{airlock_capture, airlock_open_with, begin_or_skip, broker_with, exit_of};
 use airlock_testkit::block_on;
@@ -404,11 +404,24 @@ fn a_key_image_reaches_the_pacs_for_the_worklist_patient_as_pixels_only() -> Res
     );
     // The PACS gone: unreachable, nothing half-sent.
     block_on(broker.set_patient(TERMINAL_TOKEN, &lease, &json!({"patient_id": PATIENT})))?;
+    let pacs_port = orthanc.dicom_port;
     drop(orthanc);
     let (code, out) = airlock_capture(&config, &runtime, &["--send-only", "1"])?;
     ensure!(
         code == 9 && out.contains("cannot reach"),
         "exit {code}:\n{out}"
+    );
+    // Another PACS on that port, which is not the one configured (another AE title):
+    // it rejects the association, stores nothing.
+    let other = block_on(Orthanc::start_as("OTHERPACS", Some(pacs_port)))?;
+    let (code, out) = airlock_capture(&config, &runtime, &["--send-only", "1"])?;
+    ensure!(
+        code == 9 && out.contains("rejected the association"),
+        "exit {code}:\n{out}"
+    );
+    ensure!(
+        block_on(other.instance_count())? == 0,
+        "the other PACS stored something"
     );
     let audit = block_on(broker.audit())?;
     let failed: Vec<Value> = records(&audit, "capture_sent")
@@ -416,7 +429,7 @@ fn a_key_image_reaches_the_pacs_for_the_worklist_patient_as_pixels_only() -> Res
         .map(details)
         .filter(|d| d["outcome"] == "failed")
         .collect();
-    ensure!(failed.len() == 2, "{failed:?}");
+    ensure!(failed.len() == 3, "{failed:?}");
     ensure!(
         failed[0]["error"]
             .as_str()
@@ -427,6 +440,12 @@ fn a_key_image_reaches_the_pacs_for_the_worklist_patient_as_pixels_only() -> Res
         failed[1]["error"]
             .as_str()
             .is_some_and(|e| e.contains("cannot reach")),
+        "{failed:?}"
+    );
+    ensure!(
+        failed[2]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("rejected the association")),
         "{failed:?}"
     );
 

@@ -32,19 +32,28 @@ fn binary() -> Result<PathBuf> {
 impl Orthanc {
     /// Starts one and waits until its REST API answers.
     pub async fn start() -> Result<Orthanc> {
+        Orthanc::start_as(AE_TITLE, None).await
+    }
+
+    /// Starts one that answers to the AE title `ae` (and only to it), on `dicom_port`
+    /// if given (e.g. the port of one that was stopped, to play another PACS there).
+    pub async fn start_as(ae: &str, dicom_port: Option<u16>) -> Result<Orthanc> {
         let bin = binary()?;
         let dir = tempfile::Builder::new()
             .prefix("airlock-orthanc-")
             .tempdir()?;
         let base = crate::net::free_ports(2)?;
-        let (dicom_port, http_port) = (base, base + 1);
+        let (dicom_port, http_port) = match dicom_port {
+            Some(p) => (p, base),
+            None => (base, base + 1),
+        };
         let config = serde_json::json!({
             "Name": "airlock-test-pacs",
             "StorageDirectory": dir.path().join("storage"),
             "IndexDirectory": dir.path().join("index"),
             "HttpPort": http_port,
             "DicomPort": dicom_port,
-            "DicomAet": AE_TITLE,
+            "DicomAet": ae,
             "DicomCheckCalledAet": true,
             "RemoteAccessAllowed": false,
             "AuthenticationEnabled": false,

@@ -20,9 +20,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const TITLE_BLUE: [u8; 3] = [0x00, 0x00, 0xaa];
 /// The console's "Press F (or Enter) to finish" line (`ESC[42m`: VGA green).
 pub const FINISH_GREEN: [u8; 3] = [0x00, 0xaa, 0x00];
-/// How many pixels of each a frame must have (the bars are 720x16 pixels unscaled).
+/// How many pixels of each a frame must have (the bars are 640x16 pixels of the 800x600
+/// text console, unscaled).
 pub const MIN_PIXELS: usize = 2000;
-/// Per-channel tolerance (the viewer scales the 720x400 console to its window).
+/// Per-channel tolerance (the viewer scales the 800x600 console to its window).
 pub const TOLERANCE: u8 = 16;
 /// How often the X screen is grabbed until the first frame.
 pub const POLL: Duration = Duration::from_millis(10);

@@ -230,7 +230,8 @@ impl Anchorer {
     }
 }
 
-fn now_ms() -> i64 {
+/// The time now in Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

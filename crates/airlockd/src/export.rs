@@ -12,6 +12,7 @@
 //!
 //! Only pixels leave the desktop: the screendump's bytes are never passed on, and the
 //! patient's identity comes from the HIS and the worklist, never from the disc.
+use crate::anchor::now_ms;
 use crate::api::{ApiError, ApiJson, AppState, TerminalAuth};
 use crate::config::ExportSettings;
 use airlock_capture::{CaptureMeta, CaptureStore, Rect, RgbImage};
@@ -88,13 +89,6 @@ impl Exporter {
             delete_after: m.taken_at_ms.saturating_add(keep),
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 fn error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
@@ -239,21 +233,24 @@ pub async fn take_capture(
         }
     };
     // Strict parse, crop, new PNG: off the async threads (a few ms to a few tens).
-    let made = tokio::task::spawn_blocking(move || -> Result<(RgbImage, Vec<u8>), String> {
-        let img = airlock_capture::ppm::parse(&ppm).map_err(|e| e.to_string())?;
-        let img = match crop {
-            Some(r) => img.crop(r).map_err(|e| e.to_string())?,
-            None => img,
-        };
-        let png = img.to_png().map_err(|e| e.to_string())?;
-        Ok((img, png))
-    })
-    .await
-    .map_err(|_| ApiError::internal())?;
+    // `Err((refused, why))`: `refused` when the crop does not fit the screen (the
+    // request's fault), else the screendump could not be used.
+    let made =
+        tokio::task::spawn_blocking(move || -> Result<(RgbImage, Vec<u8>), (bool, String)> {
+            let failed = |e: &dyn std::fmt::Display| (false, e.to_string());
+            let img = airlock_capture::ppm::parse(&ppm).map_err(|e| failed(&e))?;
+            let img = match crop {
+                Some(r) => img.crop(r).map_err(|e| (true, e.to_string()))?,
+                None => img,
+            };
+            let png = img.to_png().map_err(|e| failed(&e))?;
+            Ok((img, png))
+        })
+        .await
+        .map_err(|_| ApiError::internal())?;
     let (img, png) = match made {
         Ok(v) => v,
-        Err(why) => {
-            let refused = crop.is_some() && why.contains("crop rectangle");
+        Err((refused, why)) => {
             refuse(why.clone(), if refused { "refused" } else { "failed" });
             return Err(if refused {
                 ApiError::bad_request(why)
@@ -397,6 +394,7 @@ pub async fn send_capture(
             return Err(e);
         }
     };
+    let sha256 = meta.sha256.clone();
     let worklist = ex.settings.worklist.clone();
     let settings = ex.settings.clone();
     let pacs_label = pacs_name(&pacs);
@@ -450,7 +448,6 @@ pub async fn send_capture(
     )
     .await
     .map_err(|_| ApiError::internal())?;
-    let sha256 = stored_sha(&st.export, &lease, n);
     match job {
         Ok((sc, patient, from_worklist, status)) => {
             let reply = SendReply {
@@ -498,13 +495,4 @@ pub async fn send_capture(
             Err(error(status, code, message))
         }
     }
-}
-
-fn stored_sha(ex: &Exporter, lease: &LeaseId, n: u32) -> Option<String> {
-    ex.store
-        .list(lease.as_str())
-        .ok()?
-        .into_iter()
-        .find(|m| m.id == n)
-        .map(|m| m.sha256)
 }

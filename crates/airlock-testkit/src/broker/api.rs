@@ -47,11 +47,25 @@ impl Broker {
         path: &str,
         token: Option<&str>,
     ) -> Result<reqwest::Response> {
+        self.request_json(method, path, token, None).await
+    }
+
+    /// [`Broker::request`] with a JSON body, if any.
+    pub async fn request_json(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response> {
         let mut r = self
             .http
             .request(method.clone(), format!("{}{path}", self.url));
         if let Some(token) = token {
             r = r.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            r = r.json(body);
         }
         r.send().await.with_context(|| format!("{method} {path}"))
     }
@@ -171,13 +185,8 @@ impl Broker {
 
     /// `POST /v1/alerts` with `body` as the terminal with `token`; the raw response.
     pub async fn alert(&self, token: &str, body: &Value) -> Result<reqwest::Response> {
-        self.http
-            .post(format!("{}/v1/alerts", self.url))
-            .bearer_auth(token)
-            .json(body)
-            .send()
+        self.request_json(Method::POST, "/v1/alerts", Some(token), Some(body))
             .await
-            .context("POST /v1/alerts")
     }
 
     /// `PUT /v1/leases/{lease}/patient` with `body` as the terminal with `token`; the raw
@@ -188,13 +197,9 @@ impl Broker {
         lease: impl Display,
         body: &Value,
     ) -> Result<reqwest::Response> {
-        self.http
-            .put(format!("{}/v1/leases/{lease}/patient", self.url))
-            .bearer_auth(token)
-            .json(body)
-            .send()
+        let path = format!("/v1/leases/{lease}/patient");
+        self.request_json(Method::PUT, &path, Some(token), Some(body))
             .await
-            .context("PUT /v1/leases/{lease}/patient")
     }
 
     /// `POST /v1/leases/{lease}/captures` (optionally cropped) as the terminal with
@@ -209,13 +214,9 @@ impl Broker {
             Some(c) => serde_json::json!({ "crop": c }),
             None => serde_json::json!({}),
         };
-        self.http
-            .post(format!("{}/v1/leases/{lease}/captures", self.url))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
+        let path = format!("/v1/leases/{lease}/captures");
+        self.request_json(Method::POST, &path, Some(token), Some(&body))
             .await
-            .context("POST /v1/leases/{lease}/captures")
     }
 
     /// `POST /v1/leases/{lease}/captures/{n}/send` as the terminal with `token`; the raw
@@ -226,12 +227,8 @@ impl Broker {
         lease: impl Display,
         n: u32,
     ) -> Result<reqwest::Response> {
-        self.http
-            .post(format!("{}/v1/leases/{lease}/captures/{n}/send", self.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .context("POST /v1/leases/{lease}/captures/{n}/send")
+        let path = format!("/v1/leases/{lease}/captures/{n}/send");
+        self.request(Method::POST, &path, Some(token)).await
     }
 
     /// `POST /v1/leases/{lease}/usb/refused` with `body` as the terminal with `token`;
@@ -242,13 +239,9 @@ impl Broker {
         lease: impl Display,
         body: &Value,
     ) -> Result<reqwest::Response> {
-        self.http
-            .post(format!("{}/v1/leases/{lease}/usb/refused", self.url))
-            .bearer_auth(token)
-            .json(body)
-            .send()
+        let path = format!("/v1/leases/{lease}/usb/refused");
+        self.request_json(Method::POST, &path, Some(token), Some(body))
             .await
-            .context("POST /v1/leases/{lease}/usb/refused")
     }
 
     /// The details of the broker's `usb_control_refused` audit records (one per lease),

@@ -112,6 +112,13 @@ pub struct CaptureInfo {
     pub taken_at: UnixMillis,
     /// When the broker deletes it (Unix milliseconds).
     pub delete_after: UnixMillis,
+    /// Where sending it would store it (`CALLED_AE@host:port`), when the broker has a
+    /// PACS; shown when the terminal asks before sending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pacs: Option<String>,
+    /// The patient ID the lease's captures belong to (from the HIS), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_id: Option<String>,
 }
 
 /// `POST /v1/leases/{id}/captures/{capture}/send`: what the PACS said.

@@ -180,6 +180,7 @@ mod tests {
             called_ae: "WL".into(),
             calling_ae: "AIRLOCK".into(),
             timeout: std::time::Duration::from_secs(1),
+            tls: None,
         };
         assert!(matches!(
             find_patient(&peer, "a\\b", None),

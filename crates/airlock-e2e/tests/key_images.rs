@@ -9,13 +9,14 @@
 //! nothing of the disc's own identity. The viewer pages from the control port and from
 //! the keyboard. Then each failure gives its message, exit code and audit record, and
 //! stores nothing: a patient the worklist does not know, the PACS gone, another PACS on
-//! its port that rejects the association, a capture after the lease ended.
+//! its port that rejects the association, a PACS there that speaks only DICOM TLS to a
+//! broker configured for plain DICOM, a capture after the lease ended.
 
 use airlock_e2e::{airlock_capture, airlock_open_with, begin_or_skip, broker_with, exit_of};
 use airlock_testkit::block_on;
 use airlock_testkit::broker::{DicomPeer, Export, TERMINAL_TOKEN};
 use airlock_testkit::image::Image;
-use airlock_testkit::orthanc::{Orthanc, AE_TITLE as PACS_AE};
+use airlock_testkit::orthanc::{Orthanc, OrthancOptions, OrthancTls, AE_TITLE as PACS_AE};
 use airlock_testkit::process::{read_or_empty, Signal};
 use airlock_testkit::terminal_config::TerminalConfig;
 use airlock_testkit::worklist::{Entry, Worklist, AE_TITLE as WORKLIST_AE};
@@ -423,13 +424,42 @@ fn a_key_image_reaches_the_pacs_for_the_worklist_patient_as_pixels_only() -> Res
         block_on(other.instance_count())? == 0,
         "the other PACS stored something"
     );
+    // The PACS on that port now speaks only DICOM TLS, and this broker is configured for
+    // plain DICOM: it says what to configure, stores nothing.
+    drop(other);
+    let t = Instant::now();
+    let pki = tmp.join("pacs-tls");
+    std::fs::create_dir(&pki)?;
+    let site = airlock_testkit::tls::site_ca(&pki, "pacs")?;
+    let tls_only = block_on(Orthanc::start_with(OrthancOptions {
+        dicom_port: Some(pacs_port),
+        tls: Some(OrthancTls {
+            cert: site.cert.clone(),
+            key: site.key.clone(),
+            trusted: site.ca.clone(),
+            require_client_cert: false,
+        }),
+        ..OrthancOptions::default()
+    }))?;
+    let (code, out) = airlock_capture(&config, &runtime, &["--send-only", "1"])?;
+    ensure!(
+        code == 9
+            && out.contains("without answering the association request")
+            && out.contains("tls = true"),
+        "exit {code}:\n{out}"
+    );
+    ensure!(
+        block_on(tls_only.instance_count())? == 0,
+        "the TLS-only PACS stored something"
+    );
+    println!("plain DICOM to a TLS-only PACS: {:?}", t.elapsed());
     let audit = block_on(broker.audit())?;
     let failed: Vec<Value> = records(&audit, "capture_sent")
         .iter()
         .map(details)
         .filter(|d| d["outcome"] == "failed")
         .collect();
-    ensure!(failed.len() == 3, "{failed:?}");
+    ensure!(failed.len() == 4, "{failed:?}");
     ensure!(
         failed[0]["error"]
             .as_str()
@@ -446,6 +476,12 @@ fn a_key_image_reaches_the_pacs_for_the_worklist_patient_as_pixels_only() -> Res
         failed[2]["error"]
             .as_str()
             .is_some_and(|e| e.contains("rejected the association")),
+        "{failed:?}"
+    );
+    ensure!(
+        failed[3]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("without answering")),
         "{failed:?}"
     );
 

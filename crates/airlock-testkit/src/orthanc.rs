@@ -1,7 +1,9 @@
 //! A private Orthanc (Debian's `orthanc`) as the PACS of the key-image tests: its own
 //! config, storage and index in a temporary directory, a DICOM port and an HTTP port of
 //! its own on loopback (never the system service on 4242/8042), AE title checked, and
-//! its REST API to find what it stored. Killed when dropped.
+//! its REST API to find what it stored. Optionally DICOM TLS on its DICOM port (only TLS
+//! there, with the kit's test CAs, `crate::tls`) and the modality worklists of a folder
+//! (Debian's `libModalityWorklists` plugin). Killed when dropped.
 use crate::process::Proc;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -11,6 +13,32 @@ use std::time::{Duration, Instant};
 
 /// The AE title the private Orthanc answers to.
 pub const AE_TITLE: &str = "ORTHANC";
+
+/// DICOM TLS on a private Orthanc's DICOM port (`DicomTls*`): its certificate and key,
+/// the CA(s) whose client certificates it trusts, and whether it requires one.
+#[derive(Debug, Clone)]
+pub struct OrthancTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub trusted: PathBuf,
+    pub require_client_cert: bool,
+}
+
+/// How to start a private Orthanc; the defaults: AE title [`AE_TITLE`], a free port,
+/// plain DICOM, no worklists.
+#[derive(Debug, Clone, Default)]
+pub struct OrthancOptions {
+    /// The AE title it answers to (and only to it).
+    pub ae: Option<String>,
+    /// Its DICOM port (e.g. the port of one that was stopped, to play another PACS there).
+    pub dicom_port: Option<u16>,
+    pub tls: Option<OrthancTls>,
+    /// A folder of `*.wl` files it answers Modality Worklist C-FINDs from.
+    pub worklists: Option<PathBuf>,
+}
+
+/// Debian's sample worklist plugin.
+const WORKLIST_PLUGIN: &str = "/usr/share/orthanc/plugins/libModalityWorklists.so";
 
 /// A running private Orthanc.
 pub struct Orthanc {
@@ -38,7 +66,19 @@ impl Orthanc {
     /// Starts one that answers to the AE title `ae` (and only to it), on `dicom_port`
     /// if given (e.g. the port of one that was stopped, to play another PACS there).
     pub async fn start_as(ae: &str, dicom_port: Option<u16>) -> Result<Orthanc> {
+        Orthanc::start_with(OrthancOptions {
+            ae: Some(ae.to_owned()),
+            dicom_port,
+            ..OrthancOptions::default()
+        })
+        .await
+    }
+
+    /// Starts one as `o` says and waits until its REST API answers.
+    pub async fn start_with(o: OrthancOptions) -> Result<Orthanc> {
         let bin = binary()?;
+        let ae = o.ae.as_deref().unwrap_or(AE_TITLE);
+        let dicom_port = o.dicom_port;
         let dir = tempfile::Builder::new()
             .prefix("airlock-orthanc-")
             .tempdir()?;
@@ -47,7 +87,7 @@ impl Orthanc {
             Some(p) => (p, base),
             None => (base, base + 1),
         };
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "Name": "airlock-test-pacs",
             "StorageDirectory": dir.path().join("storage"),
             "IndexDirectory": dir.path().join("index"),
@@ -62,6 +102,28 @@ impl Orthanc {
             "Plugins": [],
             "StorageCompression": false,
         });
+        if let Some(t) = &o.tls {
+            for f in [&t.cert, &t.key, &t.trusted] {
+                if !f.is_file() {
+                    bail!("Orthanc's TLS file {} does not exist", f.display());
+                }
+            }
+            config["DicomTlsEnabled"] = true.into();
+            config["DicomTlsCertificate"] = serde_json::json!(t.cert);
+            config["DicomTlsPrivateKey"] = serde_json::json!(t.key);
+            config["DicomTlsTrustedCertificates"] = serde_json::json!(t.trusted);
+            config["DicomTlsRemoteCertificateRequired"] = t.require_client_cert.into();
+        }
+        if let Some(folder) = &o.worklists {
+            if !Path::new(WORKLIST_PLUGIN).is_file() {
+                bail!("missing {WORKLIST_PLUGIN}; install it with `apt-get install -y --no-install-recommends orthanc` (scripts/setup.sh does)");
+            }
+            config["Plugins"] = serde_json::json!([WORKLIST_PLUGIN]);
+            config["Worklists"] = serde_json::json!({"Enable": true, "Database": folder});
+            config["DicomAlwaysAllowFindWorklist"] = true.into();
+            // Answers in the files' own character set (UTF-8 here), not Latin-1.
+            config["DefaultEncoding"] = "Utf8".into();
+        }
         let path = dir.path().join("orthanc.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
         let log = std::fs::File::create(dir.path().join("orthanc.log"))?;

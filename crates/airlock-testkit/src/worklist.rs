@@ -1,8 +1,14 @@
 //! A private DICOM Modality Worklist (dcmtk's `wlmscpfs`) for the key-image tests: the
 //! HIS's worklist, one file per scheduled patient, written with `dump2dcm` in UTF-8
 //! (`ISO_IR 192`), answered with the file's character set. Killed when dropped.
+//!
+//! Debian's dcmtk 3.6.7 `wlmscpfs` has no TLS (`wlmscpfs --help` lists no `+tls`): the
+//! worklist over DICOM TLS ([`TlsWorklist`]) is a private Orthanc serving the same files
+//! with its worklist plugin on a TLS-only port.
+use crate::orthanc::{Orthanc, OrthancOptions, OrthancTls};
 use crate::process::Proc;
 use anyhow::{bail, Context, Result};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -60,6 +66,56 @@ fn dump(e: &Entry) -> String {
     )
 }
 
+/// Writes one `N.wl` file per entry into `folder` (with `dump2dcm`, UTF-8).
+pub fn write_entries(folder: &Path, entries: &[Entry]) -> Result<()> {
+    crate::tools::require(&[("dump2dcm", "dcmtk")])?;
+    for (i, e) in entries.iter().enumerate() {
+        let txt = folder.join(format!("{i}.txt"));
+        std::fs::write(&txt, dump(e))?;
+        let out = Command::new("dump2dcm")
+            .arg("+te")
+            .arg(&txt)
+            .arg(folder.join(format!("{i}.wl")))
+            .output()
+            .context("running dump2dcm (dcmtk)")?;
+        std::fs::remove_file(&txt)?;
+        if !out.status.success() {
+            bail!("dump2dcm failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    Ok(())
+}
+
+/// A worklist over DICOM TLS: a private Orthanc whose worklist plugin answers from the
+/// entries, with AE title [`AE_TITLE`], TLS only on its DICOM port. Stopped when dropped.
+pub struct TlsWorklist {
+    pub port: u16,
+    pub orthanc: Orthanc,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsWorklist {
+    /// Writes the entries and starts the Orthanc.
+    pub async fn start(entries: &[Entry], tls: OrthancTls) -> Result<TlsWorklist> {
+        let dir = tempfile::Builder::new()
+            .prefix("airlock-tls-worklist-")
+            .tempdir()?;
+        write_entries(dir.path(), entries)?;
+        let orthanc = Orthanc::start_with(OrthancOptions {
+            ae: Some(AE_TITLE.into()),
+            tls: Some(tls),
+            worklists: Some(dir.path().to_owned()),
+            ..OrthancOptions::default()
+        })
+        .await?;
+        Ok(TlsWorklist {
+            port: orthanc.dicom_port,
+            orthanc,
+            _dir: dir,
+        })
+    }
+}
+
 impl Worklist {
     /// Writes the entries and starts `wlmscpfs` on a free loopback port.
     pub fn start(entries: &[Entry]) -> Result<Worklist> {
@@ -70,19 +126,7 @@ impl Worklist {
         let ae = dir.path().join(AE_TITLE);
         std::fs::create_dir_all(&ae)?;
         std::fs::write(ae.join("lockfile"), b"")?;
-        for (i, e) in entries.iter().enumerate() {
-            let txt = dir.path().join(format!("{i}.txt"));
-            std::fs::write(&txt, dump(e))?;
-            let out = Command::new("dump2dcm")
-                .arg("+te")
-                .arg(&txt)
-                .arg(ae.join(format!("{i}.wl")))
-                .output()
-                .context("running dump2dcm (dcmtk)")?;
-            if !out.status.success() {
-                bail!("dump2dcm failed: {}", String::from_utf8_lossy(&out.stderr));
-            }
-        }
+        write_entries(&ae, entries)?;
         let port = crate::net::free_ports(1)?;
         let log = std::fs::File::create(dir.path().join("wlmscpfs.log"))?;
         let proc = Proc::spawn(

@@ -2,7 +2,11 @@
 //! takes the screen (QEMU renders it; only pixels leave the desktop), keeps it under
 //! the lease and hands back a PNG, saved here in the folder the site's EHR imports from;
 //! with `--send` the broker also stores it in the PACS as a DICOM Secondary Capture for
-//! the session's patient (from the HIS, completed by the worklist).
+//! the session's patient (from the HIS, completed by the worklist). With `--confirm` (or
+//! `--send` and `capture.confirm`) the capture is shown first and sent only when the
+//! clinician answers yes ([`confirm`]).
+mod confirm;
+
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
@@ -22,11 +26,18 @@ pub struct CaptureArgs {
     /// Also send the capture to the PACS (as a DICOM Secondary Capture).
     #[arg(long)]
     send: bool,
+    /// Show the capture (capture.viewer) and send it only if answered yes on the
+    /// terminal.
+    #[arg(long, conflicts_with = "no_confirm")]
+    confirm: bool,
+    /// With --send: send without asking, even when capture.confirm is set.
+    #[arg(long, requires = "send")]
+    no_confirm: bool,
     /// Only a rectangle of the screen: X,Y,WIDTH,HEIGHT in pixels.
     #[arg(long, value_name = "X,Y,W,H")]
     crop: Option<String>,
     /// Send an earlier capture of the session (its number) instead of taking one.
-    #[arg(long, value_name = "N", conflicts_with_all = ["send", "crop"])]
+    #[arg(long, value_name = "N", conflicts_with_all = ["send", "crop", "confirm"])]
     send_only: Option<u32>,
     /// The folder the PNG is saved in (overrides capture.folder).
     #[arg(long, value_name = "DIR")]
@@ -38,7 +49,9 @@ pub struct CaptureArgs {
     terminal: crate::TerminalArgs,
 }
 
-/// Exit codes besides 0: configuration, broker unreachable, capture or send failed.
+/// Exit codes besides 0: usage (asking without a terminal), configuration, broker
+/// unreachable, capture or send failed.
+const USAGE: u8 = 2;
 const CONFIG: u8 = 3;
 const BROKER_LOST: u8 = 5;
 const FAILED: u8 = 9;
@@ -146,6 +159,49 @@ pub async fn run(args: CaptureArgs) -> Result<(), (u8, String)> {
         ..Overrides::default()
     };
     let cfg = OpenConfig::load(&o).map_err(|e| (CONFIG, e.to_string()))?;
+    // Whether to ask is settled before anything is taken.
+    let plan = if args.send_only.is_some() {
+        confirm::Plan::Send
+    } else {
+        let request = confirm::Request {
+            send: args.send,
+            confirm: args.confirm,
+            no_confirm: args.no_confirm,
+            confirm_by_default: cfg.capture_confirm,
+        };
+        use std::io::IsTerminal as _;
+        confirm::plan(
+            request,
+            cfg.capture_viewer.is_some(),
+            std::io::stdin().is_terminal(),
+        )
+        .map_err(|e| match e {
+            confirm::Refusal::NoTerminal => (USAGE, e.to_string()),
+            confirm::Refusal::NoViewer => (CONFIG, e.to_string()),
+        })?
+    };
+    let viewer = match (plan, &cfg.capture_viewer) {
+        (confirm::Plan::Ask, Some(v)) => {
+            let program = v.first().map(String::as_str).unwrap_or_default();
+            let found =
+                confirm::find_program(program, std::env::var_os("PATH").as_deref())
+                    .ok_or_else(|| {
+                        (
+                            CONFIG,
+                            format!(
+                                "`capture.viewer`: the program {program:?} is not found{}; install it or configure another viewer (nothing was taken)",
+                                if program.contains('/') { "" } else { " on PATH" }
+                            ),
+                        )
+                    })?;
+            let mut argv = v.clone();
+            if let Some(first) = argv.first_mut() {
+                *first = found.to_string_lossy().into_owned();
+            }
+            Some(argv)
+        }
+        _ => None,
+    };
     let api = BrokerApi::new(&cfg.broker, &cfg.token, &cfg.trust, Duration::from_secs(10))
         .map_err(|e| api_failure(&e))?;
     let (lease, patient) = lease_of(&args, &cfg)?;
@@ -189,15 +245,56 @@ pub async fn run(args: CaptureArgs) -> Result<(), (u8, String)> {
         info.height,
         info.sha256
     );
-    if args.send {
-        println!("Sending capture {} to the PACS...", info.capture);
-        let r = api
-            .send_capture(&lease, info.capture)
-            .await
-            .map_err(|e| api_failure(&e))?;
-        print_sent(&r);
+    let patient = info.patient_id.clone().or(patient);
+    match (plan, viewer) {
+        (confirm::Plan::Keep, _) => return Ok(()),
+        (confirm::Plan::Send, _) => {}
+        (confirm::Plan::Ask, viewer) => {
+            let not_sent = confirm::not_sent(
+                info.capture,
+                &path,
+                utc_minute(info.delete_after).as_deref(),
+            );
+            let shown = confirm::show(viewer.as_deref().unwrap_or_default(), &path)
+                .await
+                .map_err(|e| {
+                    (
+                        FAILED,
+                        format!(
+                            "{e}; check capture.viewer in the terminal's configuration. {not_sent}"
+                        ),
+                    )
+                })?;
+            let answer = confirm::ask(confirm::question(
+                info.capture,
+                info.pacs.as_deref(),
+                patient.as_deref(),
+            ))
+            .await;
+            shown.close().await;
+            if !confirm::is_yes(&answer) {
+                println!("{not_sent}");
+                return Ok(());
+            }
+        }
     }
+    println!("Sending capture {} to the PACS...", info.capture);
+    let r = api
+        .send_capture(&lease, info.capture)
+        .await
+        .map_err(|e| api_failure(&e))?;
+    print_sent(&r);
     Ok(())
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM UTC`.
+fn utc_minute(ms: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()?
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute] UTC"
+        ))
+        .ok()
 }
 
 #[cfg(test)]
@@ -212,6 +309,8 @@ mod tests {
             height: 1,
             taken_at: 1_764_720_000_123,
             delete_after: 0,
+            pacs: None,
+            patient_id: None,
         }
     }
 
@@ -224,6 +323,14 @@ mod tests {
         assert_eq!(
             file_name(None, &info(1)),
             "airlock-capture-20251203T000000Z-1.png"
+        );
+    }
+
+    #[test]
+    fn the_broker_keeps_it_until_a_minute_in_utc() {
+        assert_eq!(
+            utc_minute(1_764_720_000_123).as_deref(),
+            Some("2025-12-03 00:00 UTC")
         );
     }
 

@@ -6,7 +6,8 @@
 //! airlock usb forward --broker URL --lease ID (--device auto|VID:PID | --iso FILE)
 //!                     [--token-file F | env AIRLOCK_TOKEN] [--ca-file PEM]
 //! airlock usb forward --to unix:PATH (--device ... | --iso FILE)
-//! airlock capture [--send] [--crop X,Y,W,H] [--out DIR] [--lease ID] [--send-only N]
+//! airlock capture [--send [--no-confirm] | --confirm] [--crop X,Y,W,H] [--out DIR] [--lease ID]
+//! airlock capture --send-only N
 //! airlock guard status|install|uninstall [--root DIR]
 //! airlock guard windows-policy --out DIR
 //! ```
@@ -52,10 +53,12 @@ enum Command {
     Open(OpenArgs),
     /// Take a key image of the open desktop (pixels only), save it as PNG, and with
     /// --send store it in the PACS as a DICOM Secondary Capture for the session's
-    /// patient.
+    /// patient; with --confirm show it first and send it only if answered yes.
     ///
-    /// Exit codes: 0 done; 3 configuration; 5 broker unreachable; 9 the capture or
-    /// the send failed (the message says why; nothing half-sent); 2 usage.
+    /// Exit codes: 0 done (also when the answer was no); 3 configuration; 5 broker
+    /// unreachable; 9 the capture or the send failed, or the viewer could not show it
+    /// (the message says why; nothing half-sent); 2 usage (also: asked to confirm
+    /// without a terminal).
     Capture(capture::CaptureArgs),
     /// USB optical drives.
     #[command(subcommand)]

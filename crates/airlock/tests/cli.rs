@@ -316,3 +316,302 @@ fn ctrl_c_ends_a_forward_whose_stdin_stays_open() {
     assert!(status.success(), "{status}: {out}");
     assert!(out.contains("Ctrl-C: unplugging"), "{out}");
 }
+
+/// A stand-in for the broker's capture API (the real one is tested in airlockd and the
+/// key_images end-to-end test): one capture of `PNG` for `HIS-0042`, the PACS
+/// `PACS@127.0.0.1:104`; every request's method and path recorded.
+struct CaptureBroker {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\nnot really a picture";
+const LEASE: &str = "0123456789abcdef0123456789abcdef";
+
+impl CaptureBroker {
+    fn start() -> CaptureBroker {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut length = 0;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = r.read_exact(&mut body);
+                let request: Vec<&str> = line.split_whitespace().take(2).collect();
+                let request = request.join(" ");
+                log.lock().unwrap().push(request.clone());
+                let captures = format!("/v1/leases/{LEASE}/captures");
+                let sha: String = {
+                    use sha2::Digest as _;
+                    sha2::Sha256::digest(PNG)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect()
+                };
+                let (status, ctype, body): (&str, &str, Vec<u8>) = match request.as_str() {
+                    r if r == format!("POST {captures}") => (
+                        "201 Created",
+                        "application/json",
+                        serde_json::json!({
+                            "capture": 1, "sha256": sha, "width": 8, "height": 8,
+                            "taken_at": 1_764_720_000_000_i64,
+                            "delete_after": 1_764_806_400_000_i64,
+                            "pacs": "PACS@127.0.0.1:104", "patient_id": "HIS-0042",
+                        })
+                        .to_string()
+                        .into_bytes(),
+                    ),
+                    r if r == format!("GET {captures}/1") => ("200 OK", "image/png", PNG.to_vec()),
+                    r if r == format!("POST {captures}/1/send") => (
+                        "200 OK",
+                        "application/json",
+                        serde_json::json!({
+                            "capture": 1, "sop_instance_uid": "1.2.3.4", "study_instance_uid": "1.2.3",
+                            "pacs": "PACS@127.0.0.1:104", "status": 0, "patient_id": "HIS-0042",
+                            "from_worklist": false,
+                        })
+                        .to_string()
+                        .into_bytes(),
+                    ),
+                    _ => ("404 Not Found", "application/json", b"{}".to_vec()),
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(&body);
+            }
+        });
+        CaptureBroker { url, seen }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn sent(&self) -> bool {
+        self.seen().iter().any(|r| r.ends_with("/send"))
+    }
+}
+
+/// A terminal configuration in `dir` for `broker` with `capture` in `[capture]`; its
+/// path. Captures go to `dir/ehr`.
+fn capture_config(dir: &Path, broker: &str, capture: &str) -> std::path::PathBuf {
+    let token = dir.join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = dir.join("terminal.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[broker]\nurl = \"{broker}\"\ntoken_file = \"{}\"\n[session]\nuser = \"dr-x\"\n[capture]\nfolder = \"{}\"\n{capture}\n",
+            token.display(),
+            dir.join("ehr").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// A viewer script in `dir` that writes the path it is given (and whether that file
+/// is whole) to `dir/shown`, then keeps showing it.
+fn viewer_script(dir: &Path) -> std::path::PathBuf {
+    let script = dir.join("viewer.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncmp -s \"$1\" \"{png}\" && echo \"$1 whole\" >\"{shown}\" || echo \"$1 broken\" >\"{shown}\"\nexec sleep 30\n",
+            png = dir.join("expected.png").display(),
+            shown = dir.join("shown").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("expected.png"), PNG).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    script
+}
+
+/// `airlock capture ARGS…` with stdin a pseudo-terminal on which `answer` is typed.
+fn capture_on_a_terminal(config: &Path, args: &[&str], answer: &str) -> CliRun {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    use std::io::Write as _;
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let name = ptsname(&master, Vec::new()).unwrap();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    let mut master = std::fs::File::from(master);
+    // Typed ahead: the terminal keeps the line until it is read.
+    master.write_all(answer.as_bytes()).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("capture")
+        .arg("--config")
+        .arg(config)
+        .args(["--lease", LEASE])
+        .args(args)
+        .env_remove("AIRLOCK_TOKEN")
+        .stdin(slave)
+        .output()
+        .unwrap();
+    drop(master);
+    CliRun {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn capture_shows_the_image_and_sends_only_on_yes() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = CaptureBroker::start();
+    let viewer = viewer_script(dir.path());
+    let config = capture_config(
+        dir.path(),
+        &broker.url,
+        &format!("viewer = [\"{}\"]", viewer.display()),
+    );
+    // "n": shown, asked, kept, told how to send it later.
+    let t0 = std::time::Instant::now();
+    let o = capture_on_a_terminal(&config, &["--confirm"], "n\n");
+    let t = o.text();
+    assert_eq!(o.code, Some(0), "{t}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "the viewer was not closed"
+    );
+    assert!(
+        o.stderr
+            .contains("Send capture 1 to the PACS PACS@127.0.0.1:104 for patient HIS-0042? [y/N]"),
+        "{t}"
+    );
+    let saved = std::fs::read_dir(dir.path().join("ehr"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect::<Vec<_>>();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    assert_eq!(std::fs::read(&saved[0]).unwrap(), PNG);
+    let shown = std::fs::read_to_string(dir.path().join("shown")).unwrap();
+    assert_eq!(shown.trim(), format!("{} whole", saved[0].display()));
+    assert!(t.contains("Not sent. Capture 1 stays saved at"), "{t}");
+    assert!(t.contains("airlock capture --send-only 1"), "{t}");
+    assert!(!broker.sent(), "{:?}", broker.seen());
+    // Anything but y or yes is no, end of input (Ctrl-D) too.
+    for answer in ["\x04", "yep\n", "\n"] {
+        let o = capture_on_a_terminal(&config, &["--confirm"], answer);
+        assert_eq!(o.code, Some(0), "{}", o.text());
+        assert!(o.text().contains("Not sent."), "{answer:?}: {}", o.text());
+        assert!(!broker.sent(), "{answer:?}");
+    }
+    // "yes": sent.
+    let o = capture_on_a_terminal(&config, &["--confirm"], "yes\n");
+    assert_eq!(o.code, Some(0), "{}", o.text());
+    assert!(
+        o.stdout.contains("Sent to the PACS PACS@127.0.0.1:104"),
+        "{}",
+        o.text()
+    );
+    assert!(broker.sent());
+}
+
+#[test]
+fn capture_never_sends_unasked_when_asking_is_wanted() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = CaptureBroker::start();
+    let viewer = viewer_script(dir.path());
+    // capture.confirm: --send asks; without a terminal it refuses before taking
+    // anything (exit 2), and says how to go on.
+    let config = capture_config(
+        dir.path(),
+        &broker.url,
+        &format!("viewer = [\"{}\"]\nconfirm = true", viewer.display()),
+    );
+    let c = config.to_str().unwrap();
+    for args in [&["--send"][..], &["--confirm"]] {
+        let mut all = vec!["capture", "--config", c, "--lease", LEASE];
+        all.extend_from_slice(args);
+        let o = run(&all);
+        assert_eq!(o.code, Some(2), "{args:?}: {}", o.text());
+        assert!(o.text().contains("needs a terminal"), "{}", o.text());
+        assert!(
+            o.text().contains("nothing was taken or sent"),
+            "{}",
+            o.text()
+        );
+    }
+    assert!(broker.seen().is_empty(), "{:?}", broker.seen());
+    // --no-confirm sends without asking; a plain capture does not ask either.
+    let o = run(&[
+        "capture",
+        "--config",
+        c,
+        "--lease",
+        LEASE,
+        "--send",
+        "--no-confirm",
+    ]);
+    assert_eq!(o.code, Some(0), "{}", o.text());
+    assert!(broker.sent());
+    let o = run(&["capture", "--config", c, "--lease", LEASE]);
+    assert_eq!(o.code, Some(0), "{}", o.text());
+    // --no-confirm without --send, --confirm with --send-only: usage.
+    for args in [&["--no-confirm"][..], &["--confirm", "--send-only", "1"]] {
+        let mut all = vec!["capture", "--config", c, "--lease", LEASE];
+        all.extend_from_slice(args);
+        assert_eq!(run(&all).code, Some(2), "{args:?}");
+    }
+}
+
+#[test]
+fn a_viewer_that_is_missing_or_fails_keeps_the_capture_unsent() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = CaptureBroker::start();
+    // Not installed: configuration (exit 3) before anything is taken.
+    let config = capture_config(
+        dir.path(),
+        &broker.url,
+        "viewer = [\"no-such-viewer-airlock\"]",
+    );
+    let o = capture_on_a_terminal(&config, &["--confirm"], "y\n");
+    assert_eq!(o.code, Some(3), "{}", o.text());
+    assert!(o.text().contains("capture.viewer"), "{}", o.text());
+    assert!(o.text().contains("nothing was taken"), "{}", o.text());
+    assert!(broker.seen().is_empty(), "{:?}", broker.seen());
+    // It starts and fails at once (no display, say): the capture stays saved, unsent,
+    // and the message says how to send it.
+    let config = capture_config(dir.path(), &broker.url, "viewer = [\"false\"]");
+    let o = capture_on_a_terminal(&config, &["--confirm"], "y\n");
+    let t = o.text();
+    assert_eq!(o.code, Some(9), "{t}");
+    assert!(t.contains("the capture viewer"), "{t}");
+    assert!(t.contains("stays saved at"), "{t}");
+    assert!(t.contains("--send-only 1"), "{t}");
+    assert!(!broker.sent(), "{:?}", broker.seen());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("ehr")).unwrap().count(),
+        1
+    );
+}

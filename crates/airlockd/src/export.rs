@@ -8,7 +8,8 @@
 //! - `GET /v1/leases/{id}/captures/{n}`: that PNG;
 //! - `POST /v1/leases/{id}/captures/{n}/send`: a DICOM Secondary Capture of it, with the
 //!   patient completed from the worklist when one is configured, stored in the PACS by
-//!   C-STORE (audited as a DICOM transfer, with its outcome).
+//!   C-STORE (audited as a DICOM transfer, with its outcome), over DICOM TLS when
+//!   configured (`pacs_tls` in the record).
 //!
 //! Only pixels leave the desktop: the screendump's bytes are never passed on, and the
 //! patient's identity comes from the HIS and the worklist, never from the disc.
@@ -78,7 +79,7 @@ impl Exporter {
         }
     }
 
-    fn info(&self, m: &CaptureMeta) -> CaptureInfo {
+    fn info(&self, m: &CaptureMeta, patient_id: Option<String>) -> CaptureInfo {
         let keep = i64::try_from(self.settings.retention.as_millis()).unwrap_or(i64::MAX);
         CaptureInfo {
             capture: m.id,
@@ -87,6 +88,8 @@ impl Exporter {
             height: m.height,
             taken_at: m.taken_at_ms,
             delete_after: m.taken_at_ms.saturating_add(keep),
+            pacs: self.settings.pacs.as_ref().map(pacs_name),
+            patient_id,
         }
     }
 }
@@ -295,7 +298,7 @@ pub async fn take_capture(
         ),
     );
     tracing::info!(lease = %lease, capture = meta.id, sha256 = %meta.sha256, "capture taken");
-    let info = ex.info(&meta);
+    let info = ex.info(&meta, patient_id);
     let mut resp = (StatusCode::CREATED, Json(info)).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/leases/{lease}/captures/{}", meta.id)) {
         resp.headers_mut().insert(header::LOCATION, v);
@@ -363,6 +366,7 @@ pub async fn send_capture(
         let mut d = json!({
             "outcome": outcome, "capture": n, "error": why, "patient_id": patient_id,
             "pacs": pacs.as_ref().map(pacs_name),
+            "pacs_tls": pacs.as_ref().map(|p| p.tls.is_some()),
         });
         if let (Some(d), Some(x)) = (d.as_object_mut(), extra.as_object()) {
             d.extend(x.clone());
@@ -398,6 +402,7 @@ pub async fn send_capture(
     let worklist = ex.settings.worklist.clone();
     let settings = ex.settings.clone();
     let pacs_label = pacs_name(&pacs);
+    let pacs_tls = pacs.tls.is_some();
     let his_for_job = his.clone();
     // Worklist, object, C-STORE: blocking network work, off the async threads.
     let job = tokio::task::spawn_blocking(
@@ -471,6 +476,7 @@ pub async fn send_capture(
                         "sop_instance_uid": reply.sop_instance_uid,
                         "study_instance_uid": reply.study_instance_uid,
                         "pacs": reply.pacs,
+                        "pacs_tls": pacs_tls,
                         "status": status,
                         "patient_id": patient.id,
                         "accession": patient.accession,

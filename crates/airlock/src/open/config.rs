@@ -36,11 +36,16 @@ struct RawConfig {
 }
 
 /// `[capture]`: where `airlock capture` saves the key images (the folder the site's EHR
-/// imports from).
+/// imports from), the viewer that shows one before it is sent, and whether `--send`
+/// asks first.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCapture {
     folder: Option<PathBuf>,
+    /// A program and its arguments; the PNG's path is added.
+    viewer: Option<Vec<String>>,
+    #[serde(default)]
+    confirm: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +157,11 @@ pub struct OpenConfig {
     pub patient: Option<airlock_core::wire::PatientRequest>,
     /// Where `airlock capture` saves key images.
     pub capture_folder: PathBuf,
+    /// The program (and its arguments) that shows a capture before it is sent; the
+    /// PNG's path is added.
+    pub capture_viewer: Option<Vec<String>>,
+    /// `capture.confirm`: `airlock capture --send` shows the capture and asks first.
+    pub capture_confirm: bool,
 }
 
 /// How `airlock open` checks the terminal guard.
@@ -217,6 +227,31 @@ fn default_capture_folder() -> PathBuf {
         .or_else(|| env("HOME").map(|h| h.join(".local/share")))
         .map(|d| d.join("airlock/captures"))
         .unwrap_or_else(|| PathBuf::from("airlock-captures"))
+}
+
+/// `capture.viewer`: a program (a name looked up on PATH, or an absolute path) and its
+/// arguments, none empty.
+fn capture_viewer(v: Option<Vec<String>>) -> Result<Option<Vec<String>>, ConfigError> {
+    const FIX: &str = "give the program and its arguments, e.g. viewer = [\"eog\"] or [\"/usr/bin/feh\", \"--scale-down\"]; the PNG's path is added at the end";
+    let Some(v) = v else { return Ok(None) };
+    let Some(program) = v.first() else {
+        return Err(invalid("capture.viewer", "is empty", FIX));
+    };
+    if v.iter().any(|a| a.is_empty() || a.contains('\0')) {
+        return Err(invalid(
+            "capture.viewer",
+            "has an empty argument (or a NUL character)",
+            FIX,
+        ));
+    }
+    if program.contains('/') && !program.starts_with('/') {
+        return Err(invalid(
+            "capture.viewer",
+            format!("{program:?} is a relative path"),
+            "give a program name found on PATH or an absolute path",
+        ));
+    }
+    Ok(Some(v))
 }
 
 /// The login name of the user running `airlock` (`LOGNAME`, then `USER`).
@@ -378,6 +413,14 @@ impl OpenConfig {
             .clone()
             .or(raw.capture.folder)
             .unwrap_or_else(default_capture_folder);
+        let capture_viewer = capture_viewer(raw.capture.viewer)?;
+        if raw.capture.confirm && capture_viewer.is_none() {
+            return Err(invalid(
+                "capture.confirm",
+                "is true but capture.viewer is not set",
+                "set [capture] viewer (e.g. viewer = [\"eog\"]) to show the capture before it is sent",
+            ));
+        }
         Ok(OpenConfig {
             broker,
             token,
@@ -393,6 +436,8 @@ impl OpenConfig {
             },
             patient,
             capture_folder,
+            capture_viewer,
+            capture_confirm: raw.capture.confirm,
         })
     }
 }
@@ -491,6 +536,36 @@ mod tests {
         );
         assert!(e.contains("session.user") || !e.is_empty());
         assert!(toml::from_str::<RawConfig>("[broker]\nurll = 1").is_err());
+    }
+
+    #[test]
+    fn the_capture_viewer_is_checked_at_load() {
+        let base = "[broker]\nurl = \"https://x\"\ntoken = \"t\"\n[capture]\n";
+        let c = OpenConfig::from_raw(raw(base), &overrides()).unwrap();
+        assert_eq!((c.capture_viewer, c.capture_confirm), (None, false));
+        let c = OpenConfig::from_raw(
+            raw(&format!(
+                "{base}viewer = [\"feh\", \"--scale-down\"]\nconfirm = true\n"
+            )),
+            &overrides(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.capture_viewer,
+            Some(vec!["feh".to_owned(), "--scale-down".to_owned()])
+        );
+        assert!(c.capture_confirm);
+        for (text, says) in [
+            ("viewer = []", "is empty"),
+            ("viewer = [\"\"]", "empty argument"),
+            ("viewer = [\"eog\", \"\"]", "empty argument"),
+            ("viewer = [\"bin/eog\"]", "relative path"),
+            ("confirm = true", "capture.viewer is not set"),
+        ] {
+            let e = err(&format!("{base}{text}\n"), &overrides());
+            assert!(e.contains("capture.") && e.contains(says), "{text}: {e}");
+        }
+        assert!(toml::from_str::<RawConfig>("[capture]\nviewer = \"eog\"").is_err());
     }
 
     /// Writes `text` to `dir/name` with permissions `mode`; its path.

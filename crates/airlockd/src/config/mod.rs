@@ -753,7 +753,7 @@ impl Config {
             limits,
             audit,
             audit_forward: forward::audit_forwarding(base, raw.audit.forward.as_ref())?,
-            export: export::export_settings(&raw.export)?,
+            export: export::export_settings(base, &raw.export)?,
             metrics_token_sha256: metrics_token(base, &raw.metrics)?,
         })
     }

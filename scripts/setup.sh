@@ -17,8 +17,10 @@ need_pkgs=()
 # (prometheus) and a private rsyslogd (rsyslog, rsyslog-gnutls); the key-image tests check
 # DICOM objects with dciodvfy (dicom3tools), dcmdump (dcmtk) and pydicom, and send them
 # to a private Orthanc. The demo guest's image viewer draws with a Debian console font
-# (console-setup-linux: /usr/share/consolefonts).
-for p in console-setup-linux xorriso genisoimage python3-gi gir1.2-spiceclientglib-2.0 curl virt-viewer xvfb imagemagick sqlite3 util-linux \
+# (console-setup-linux: /usr/share/consolefonts). UEFI desktops use OVMF (ovmf) and a TPM per
+# desktop swtpm (swtpm, swtpm-tools). `cargo xtask qga-guest` makes its UEFI disk without
+# loop mounts: sfdisk (fdisk), mkfs.vfat (dosfstools), mmd/mcopy/mdir (mtools).
+for p in console-setup-linux ovmf swtpm swtpm-tools fdisk dosfstools mtools xorriso genisoimage python3-gi gir1.2-spiceclientglib-2.0 curl virt-viewer xvfb imagemagick sqlite3 util-linux \
     chromium chromium-driver prometheus rsyslog rsyslog-gnutls dicom3tools dcmtk python3-pydicom orthanc \
     libkmod2 libacl1 libblkid1 libcap2 libselinux1 libzstd1 liblzma5 libssl3 libpcre2-8-0; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")

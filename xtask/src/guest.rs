@@ -69,7 +69,7 @@ pub(crate) struct Package {
     pub(crate) version: String,
     arch: String,
     size: u64,
-    depends: String,
+    pub(crate) depends: String,
 }
 
 impl Package {
@@ -104,20 +104,9 @@ pub fn build(opts: &Options) -> Result<Manifest> {
 
     let key = cache_key(&kernel_pkg, &busybox_pkg, &viewer);
     let stamp = out.join(".cache-key");
-    let up_to_date = fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == key)
-        && outputs.all().iter().all(|p| p.is_file())
-        && manifest_path.is_file();
-    if up_to_date && !opts.force {
-        let manifest: Manifest = serde_json::from_slice(
-            &fs::read(&manifest_path)
-                .with_context(|| format!("reading {}", manifest_path.display()))?,
-        )
-        .with_context(|| {
-            format!(
-                "parsing {} (run with --force to rebuild)",
-                manifest_path.display()
-            )
-        })?;
+    if let Some(manifest) =
+        util::up_to_date_manifest::<Manifest>(&out, &key, &outputs.all(), opts.force)?
+    {
         // The build directory may have moved: the manifest names the files
         // where they are now.
         let manifest = Manifest {
@@ -679,7 +668,7 @@ pub(crate) fn busybox_initramfs(spec: &Initramfs) -> Result<Vec<u8>> {
 
 /// The golden disk: GOLDEN_SIZE bytes, GOLDEN_HEADER at offset 0, zeros
 /// elsewhere, as qcow2.
-fn golden_disk(path: &Path) -> Result<()> {
+pub(crate) fn golden_disk(path: &Path) -> Result<()> {
     let raw = util::tmp_path(&path.with_extension("raw"));
     {
         let f = fs::File::create(&raw).with_context(|| format!("creating {}", raw.display()))?;

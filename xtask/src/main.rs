@@ -1,6 +1,7 @@
-//! `cargo xtask`: Airlock's build tasks: the demo guest (`guest`), the sample referral
-//! discs (`sample-disc`), the test terminal VM (`terminal-guest`) and the benchmarks
-//! (`bench broker`, `bench disc`, `bench open`, `bench console`). A binary that nothing
+//! `cargo xtask`: Airlock's build tasks: the demo guest (`guest`), the qga test image
+//! (`qga-guest`), the sample referral discs (`sample-disc`), the test terminal VM
+//! (`terminal-guest`) and the benchmarks (`bench broker`, `bench disc`, `bench open`,
+//! `bench console`). A binary that nothing
 //! depends on: tests find what it builds through the manifests it writes
 //! (`airlock-testkit`), and its benchmarks run
 //! Airlock through the same test kit.
@@ -19,6 +20,7 @@ mod dicom;
 mod disc;
 mod guest;
 mod kmod;
+mod qga_guest;
 mod terminal;
 mod userland;
 mod util;
@@ -45,6 +47,20 @@ enum Task {
         /// Rebuild even if the outputs are up to date.
         #[arg(long)]
         force: bool,
+    },
+    /// Build the qga test image: the demo guest's kernel with Debian's qemu-guest-agent
+    /// (no Airlock marker), for `-kernel` boots and as a UEFI disk with Debian's signed
+    /// boot chain; unless --no-check, boot that disk with Secure Boot and a TPM.
+    QgaGuest {
+        /// Output directory [default: <workspace>/build/qga-guest]
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Rebuild even if the outputs are up to date.
+        #[arg(long)]
+        force: bool,
+        /// Do not boot the UEFI disk under OVMF (Secure Boot, swtpm) to check it.
+        #[arg(long)]
+        no_check: bool,
     },
     /// Build the sample referral discs (ISO 9660, IHE PDI layout) and their file lists.
     SampleDisc {
@@ -108,6 +124,18 @@ fn run(cli: Cli) -> Result<()> {
         Task::Guest { out, force } => {
             let out = out.unwrap_or_else(guest::default_out);
             guest::build(&guest::Options { out, force })?;
+        }
+        Task::QgaGuest {
+            out,
+            force,
+            no_check,
+        } => {
+            let out = out.unwrap_or_else(qga_guest::default_out);
+            qga_guest::build(&qga_guest::Options {
+                out,
+                force,
+                no_check,
+            })?;
         }
         Task::SampleDisc { out, force } => {
             let out = out.unwrap_or_else(disc::default_out);

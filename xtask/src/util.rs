@@ -122,3 +122,32 @@ pub fn utc_now(format: &str) -> String {
     .map(|s| s.trim().to_owned())
     .unwrap_or_else(|_| "unknown date".into())
 }
+
+/// The manifest of an image built with cache key `key`, if the build directory holds
+/// it with every output in `outputs` and `.cache-key` matches (and `force` is off):
+/// the caller then names the outputs where they are now and writes it back.
+pub fn up_to_date_manifest<M: serde::de::DeserializeOwned>(
+    out: &Path,
+    key: &str,
+    outputs: &[&Path],
+    force: bool,
+) -> Result<Option<M>> {
+    let manifest_path = out.join("manifest.json");
+    let up_to_date = fs::read_to_string(out.join(".cache-key")).is_ok_and(|s| s.trim() == key)
+        && outputs.iter().all(|p| p.is_file())
+        && manifest_path.is_file();
+    if !up_to_date || force {
+        return Ok(None);
+    }
+    let manifest = serde_json::from_slice(
+        &fs::read(&manifest_path)
+            .with_context(|| format!("reading {}", manifest_path.display()))?,
+    )
+    .with_context(|| {
+        format!(
+            "parsing {} (run with --force to rebuild)",
+            manifest_path.display()
+        )
+    })?;
+    Ok(Some(manifest))
+}

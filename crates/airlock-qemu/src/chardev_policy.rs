@@ -3,7 +3,8 @@
 //!
 //! A chardev is a data path between QEMU and the outside (a SPICE agent, a webdav
 //! folder, a SPICE USB channel would each be one). [`crate::spec`] creates only unix
-//! socket servers in the run directory: the broker's QMP monitor, the agent serial port,
+//! sockets in the run directory, all servers but the TPM emulator's control socket
+//! (QEMU connects to swtpm): the broker's QMP monitor, the agent serial port,
 //! the usb-redir stream and, with the test control channel, the control serial port and
 //! a second QMP monitor. The broker checks at every start that QEMU has nothing else
 //! (`Driver::check_chardevs`), so a desktop with another channel is never offered.
@@ -15,6 +16,8 @@ use serde_json::Value;
 pub struct AllowedChardev {
     pub label: &'static str,
     pub socket: &'static str,
+    /// QEMU listens on it (every channel but the TPM emulator's, which QEMU connects to).
+    pub server: bool,
 }
 
 /// One entry of a `query-chardev` answer.
@@ -59,24 +62,36 @@ pub fn allowed(spec: &VmSpec) -> Vec<AllowedChardev> {
         AllowedChardev {
             label: "compat_monitor0",
             socket: files::QMP,
+            server: true,
         },
         AllowedChardev {
             label: "agent0",
             socket: files::AGENT,
+            server: true,
         },
         AllowedChardev {
             label: "usbredir0",
             socket: files::USBREDIR,
+            server: true,
         },
     ];
+    if spec.shape.tpm.is_some() {
+        v.push(AllowedChardev {
+            label: crate::spec::TPM_CHARDEV,
+            socket: files::SWTPM,
+            server: false,
+        });
+    }
     if spec.control_channel {
         v.push(AllowedChardev {
             label: "control0",
             socket: files::CONTROL,
+            server: true,
         });
         v.push(AllowedChardev {
             label: "compat_monitor1",
             socket: files::TEST_QMP,
+            server: true,
         });
     }
     v
@@ -121,15 +136,18 @@ pub fn parse(answer: &Value) -> Result<Vec<Chardev>, ChardevRefused> {
 }
 
 /// The unix socket path of a socket chardev's `filename` (`unix:PATH,server=on`, or
-/// `disconnected:unix:PATH,server=on` while no client is connected).
-fn unix_socket_path(filename: &str) -> Option<&str> {
+/// `disconnected:unix:PATH,server=on` while no client is connected; a client socket
+/// without `,server=on`).
+fn unix_socket_path(filename: &str, server: bool) -> Option<&str> {
     let rest = filename
         .strip_prefix("disconnected:")
         .unwrap_or(filename)
         .strip_prefix("unix:")?;
     let (path, opts) = rest.split_once(',').unwrap_or((rest, ""));
-    // A listening socket is `server=on`; anything else is not what the spec made.
-    (opts == "server=on").then_some(path)
+    // A listening socket is `server=on`, a client has no options; anything else is not
+    // what the spec made.
+    let expected = if server { "server=on" } else { "" };
+    (opts == expected).then_some(path)
 }
 
 /// Checks `present` (from [`parse`]) against `allowed` (from [`allowed`]): every chardev
@@ -156,7 +174,10 @@ pub fn check(
                     .join(", "),
             });
         };
-        if unix_socket_path(&c.filename) != Some(a.socket) {
+        let path = unix_socket_path(&c.filename, a.server);
+        // A connected client socket reports its own (unnamed) end: `unix:`.
+        let client_connected = !a.server && path == Some("");
+        if path != Some(a.socket) && !client_connected {
             return Err(ChardevRefused::WrongBackend {
                 label: cut(&c.label),
                 filename: cut(&c.filename),
@@ -190,6 +211,30 @@ mod tests {
         let mut s = every_variant().remove(0);
         s.control_channel = control;
         allowed(&s)
+    }
+
+    #[test]
+    fn the_tpm_socket_is_a_client_of_swtpm() {
+        let mut s = every_variant().remove(0);
+        s.control_channel = true;
+        s.shape.tpm = Some("/usr/bin/swtpm".into());
+        let allow = allowed(&s);
+        let tpm = |filename: &str| {
+            let mut v: Vec<Value> = answer_with_control().as_array().unwrap().clone();
+            v.push(json!({"frontend-open": true, "filename": filename, "label": "tpmchr0"}));
+            check(&allow, &parse(&Value::Array(v)).unwrap())
+        };
+        // Connected, QEMU names its own unnamed end; before that, the path.
+        assert!(tpm("unix:").unwrap().contains(&"tpmchr0".to_owned()));
+        assert!(tpm("disconnected:unix:swtpm.sock").is_ok());
+        // A listening socket, or another path, is not what the spec made.
+        assert!(tpm("unix:swtpm.sock,server=on").is_err());
+        assert!(tpm("disconnected:unix:other.sock").is_err());
+        assert!(tpm("file:swtpm.sock").is_err());
+        // Without a TPM in the spec, the channel is refused.
+        let mut v: Vec<Value> = answer_with_control().as_array().unwrap().clone();
+        v.push(json!({"frontend-open": true, "filename": "unix:", "label": "tpmchr0"}));
+        assert!(check(&with(true), &parse(&Value::Array(v)).unwrap()).is_err());
     }
 
     #[test]

@@ -2,9 +2,10 @@
 use crate::confine::{Cgroups, ConfineConfig, Host};
 use crate::img::create_overlay;
 use crate::process::{host_available_bytes, kill_stale, kill_stale_now, kill_stale_now_except, Vm};
+use crate::qga_probe::Depth;
 use crate::spec::{
     backing, fds, files, Accel, AgentPort, Boot, Confine, CpuShape, DisplayProtocol, DisplaySpec,
-    Memory, VmSpec,
+    MachineShape, Memory, VmSpec,
 };
 use crate::QemuError;
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,18 @@ pub enum Readiness {
     Serial { boot_timeout: Duration },
     /// Wait a fixed time after start (for guests without an agent).
     Delay(Duration),
+    /// Ask the stock QEMU guest agent on the agent port ([`crate::qga_probe`]).
+    Qga(crate::qga_probe::QgaProbe),
+}
+
+impl Readiness {
+    /// What answers on the agent port of a pool with this readiness.
+    pub fn agent_protocol(&self) -> crate::spec::AgentProtocol {
+        match self {
+            Readiness::Qga(_) => crate::spec::AgentProtocol::Qga,
+            Readiness::Serial { .. } | Readiness::Delay(_) => crate::spec::AgentProtocol::Airlock,
+        }
+    }
 }
 
 /// What every desktop VM of a pool shares.
@@ -71,6 +84,9 @@ pub struct DriverConfig {
     /// The device of the guest agent's port.
     #[serde(default)]
     pub agent_port: AgentPort,
+    /// Firmware, TPM, clock, pointer, disk bus and graphics card.
+    #[serde(default)]
+    pub shape: MachineShape,
     pub sandbox: bool,
     pub readiness: Readiness,
     /// Host CPUs for the desktops' vCPUs and for QEMU's other threads (`None`: not pinned).
@@ -124,6 +140,13 @@ pub struct Template {
     pub build_ms: u64,
     /// SHA-256 of the saved device state: part of every clone's proof of a clean start.
     pub device_state_sha256: String,
+    /// What the readiness probe found when the template was frozen (with the stock
+    /// guest agent: its version, the guest's OS and devices, the logon waited for).
+    #[serde(default)]
+    pub guest: Option<Value>,
+    /// UEFI: the variable store as of the save; every clone starts on a copy.
+    #[serde(default)]
+    pub vars: Option<PathBuf>,
 }
 
 /// A desktop VM that was started and verified ready.
@@ -181,6 +204,23 @@ fn file_fingerprint(h: &mut Sha256, path: &Path) -> Result<(), QemuError> {
         h.update(&buf);
     }
     Ok(())
+}
+
+/// A fresh copy of a UEFI variable store as `run_dir/vars.fd` (written beside it and
+/// renamed: a frozen previous process keeps its own). Returns its path.
+fn copy_vars(from: &Path, run_dir: &Path) -> Result<PathBuf, QemuError> {
+    std::fs::create_dir_all(run_dir)
+        .map_err(crate::io_error(format!("create {}", run_dir.display())))?;
+    let to = run_dir.join(files::VARS);
+    let tmp = run_dir.join(format!("{}.new", files::VARS));
+    std::fs::copy(from, &tmp).map_err(crate::io_error(format!(
+        "copy the UEFI variable store {}",
+        from.display()
+    )))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .map_err(crate::io_error(format!("restrict {}", tmp.display())))?;
+    std::fs::rename(&tmp, &to).map_err(crate::io_error(format!("install {}", to.display())))?;
+    Ok(to)
 }
 
 fn sha256_file(path: &Path) -> Result<String, QemuError> {
@@ -311,9 +351,34 @@ impl Driver {
         if let Some(cpu) = &c.cpu {
             h.update(format!("|cpu={}|hyperv={}", cpu.model, cpu.hyperv).as_bytes());
         }
-        // So is the agent port's device (likewise nothing for the default).
+        // So is the agent port's device (likewise nothing for the default), and what
+        // answers on it (a virtio port's name depends on it).
         if c.agent_port != AgentPort::Isa {
             h.update(format!("|agent={}", c.agent_port.as_str()).as_bytes());
+        }
+        if !c.shape.is_default() {
+            h.update(b"|shape=");
+            h.update(
+                serde_json::to_string(&c.shape)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
+            if let Some(u) = c.shape.uefi() {
+                file_fingerprint(&mut h, &u.code)?;
+                file_fingerprint(&mut h, &u.vars_template)?;
+            }
+        }
+        if let Readiness::Qga(q) = &c.readiness {
+            // Accepting program and file commands is checked when the template is
+            // built: a change must build it again.
+            h.update(if q.accept_exec {
+                b"|qga+exec".as_slice()
+            } else {
+                b"|qga".as_slice()
+            });
+            if let Some(l) = &q.logon {
+                h.update(format!("|logon={}", l.user).as_bytes());
+            }
         }
         file_fingerprint(&mut h, &c.golden)?;
         if let Boot::Kernel {
@@ -362,6 +427,9 @@ impl Driver {
             vmgenid,
             control_channel: self.cfg.control_channel,
             agent_port: self.cfg.agent_port,
+            agent_protocol: self.cfg.readiness.agent_protocol(),
+            shape: self.cfg.shape.clone(),
+            vars: None,
             incoming: false,
             cpu: self.cfg.cpu.clone(),
             sandbox: self.cfg.sandbox,
@@ -375,7 +443,23 @@ impl Driver {
         spec: &VmSpec,
         timeout: Duration,
     ) -> Result<Value, QemuError> {
+        self.wait_ready_as(vm, spec, timeout, Depth::Clone).await
+    }
+
+    /// [`Self::wait_ready`] after a boot or for the template's source VM: with the
+    /// stock agent, its guest is checked and described for the proof (and, for the
+    /// template of desktops that log on, waited for).
+    async fn wait_ready_as(
+        &self,
+        vm: &Vm,
+        spec: &VmSpec,
+        timeout: Duration,
+        depth: Depth,
+    ) -> Result<Value, QemuError> {
         match &self.cfg.readiness {
+            Readiness::Qga(probe) => {
+                crate::qga_probe::ready(vm, &spec.name, probe, timeout, depth).await
+            }
             Readiness::Delay(d) => {
                 tokio::time::sleep(*d).await;
                 Ok(json!({ "probe": "delay", "delay_ms": d.as_millis() as u64 }))
@@ -426,6 +510,7 @@ impl Driver {
     fn boot_timeout(&self) -> Duration {
         match &self.cfg.readiness {
             Readiness::Serial { boot_timeout } => *boot_timeout,
+            Readiness::Qga(q) => q.boot_timeout,
             Readiness::Delay(d) => *d + Duration::from_secs(10),
         }
     }
@@ -439,7 +524,11 @@ impl Driver {
         let meta_path = dir.join("template.json");
         if let Ok(text) = std::fs::read_to_string(&meta_path) {
             if let Ok(t) = serde_json::from_str::<Template>(&text) {
-                if t.ram_file.exists() && t.device_state.exists() && t.base_disk.exists() {
+                if t.ram_file.exists()
+                    && t.device_state.exists()
+                    && t.base_disk.exists()
+                    && t.vars.as_ref().is_none_or(|v| v.exists())
+                {
                     tracing::info!(key = %key, "using existing template");
                     return Ok(t);
                 }
@@ -471,17 +560,26 @@ impl Driver {
         spec.memory = Memory::TemplateSource {
             ram_file: run.join("ram"),
         };
+        if let Some(u) = self.cfg.shape.uefi() {
+            std::fs::create_dir_all(&run)
+                .map_err(crate::io_error(format!("create {}", run.display())))?;
+            spec.vars = Some(copy_vars(&u.vars_template, &run)?);
+        }
         let vm = Vm::spawn(&spec, None, self.cgroups()).await?;
         let result = self.save_template(&vm, &spec).await;
         vm.kill().await;
-        result?;
+        let guest = result?;
         // Freeze: root's, read-only to everyone. The clones get the RAM as a sealed
         // memfd, the disk and device state as read-only descriptors.
-        for (from, to) in [
+        let mut frozen = vec![
             (run.join("ram"), ram_file.clone()),
             (run.join("device.state"), building.join("device.state")),
             (base_disk.clone(), base_disk.clone()),
-        ] {
+        ];
+        if spec.vars.is_some() {
+            frozen.push((run.join(files::VARS), building.join(files::VARS)));
+        }
+        for (from, to) in frozen {
             std::fs::rename(&from, &to)
                 .map_err(crate::io_error(format!("move {}", from.display())))?;
             rustix::fs::chown(
@@ -506,6 +604,8 @@ impl Driver {
             dir: dir.clone(),
             built_at_unix: unix_now(),
             build_ms: started.elapsed().as_millis() as u64,
+            guest: Some(guest),
+            vars: spec.vars.as_ref().map(|_| dir.join(files::VARS)),
         };
         let text = serde_json::to_string_pretty(&t).map_err(|e| QemuError::Operation {
             desktop: "template".into(),
@@ -517,9 +617,13 @@ impl Driver {
         Ok(t)
     }
 
-    async fn save_template(&self, vm: &Vm, spec: &VmSpec) -> Result<(), QemuError> {
+    /// Waits for the source VM's guest, then saves it. Returns what the readiness probe
+    /// found.
+    async fn save_template(&self, vm: &Vm, spec: &VmSpec) -> Result<Value, QemuError> {
         self.check_chardevs(vm, spec).await?;
-        self.wait_ready(vm, spec, self.boot_timeout()).await?;
+        let guest = self
+            .wait_ready_as(vm, spec, self.boot_timeout(), Depth::Template)
+            .await?;
         let q = &vm.qmp;
         let op = |what: &str| {
             let what = what.to_owned();
@@ -550,7 +654,7 @@ impl Driver {
                 .await
                 .map_err(op("query-migrate"))?;
             match r.get("status").and_then(Value::as_str) {
-                Some("completed") => return Ok(()),
+                Some("completed") => return Ok(guest),
                 Some("failed") | Some("cancelled") => {
                     return Err(QemuError::Operation {
                         desktop: "template".into(),
@@ -646,6 +750,14 @@ impl Driver {
         spec.base_disk = Some(template.base_disk.clone());
         spec.device_state = Some(template.device_state.clone());
         spec.incoming = true;
+        if self.cfg.shape.uefi().is_some() {
+            let from = template.vars.as_ref().ok_or_else(|| QemuError::Operation {
+                desktop: spec.name.clone(),
+                what: "start a UEFI clone".into(),
+                reason: "the template has no UEFI variable store; remove the templates directory to rebuild it".into(),
+            })?;
+            spec.vars = Some(copy_vars(from, &spec.run_dir)?);
+        }
         let vm = Vm::spawn(spec, Some(&ram), self.cgroups()).await?;
         match self.finish_clone(&vm, spec, template, t0).await {
             Ok(proof) => Ok(StartedVm { vm, proof }),
@@ -745,10 +857,13 @@ impl Driver {
         spec.incoming = false;
         spec.base_disk = None;
         spec.device_state = None;
+        if let Some(u) = self.cfg.shape.uefi() {
+            spec.vars = Some(copy_vars(&u.vars_template, &spec.run_dir)?);
+        }
         let vm = Vm::spawn(&spec, None, self.cgroups()).await?;
         let ready = match self.check_chardevs(&vm, &spec).await {
             Ok(chardevs) => self
-                .wait_ready(&vm, &spec, self.boot_timeout())
+                .wait_ready_as(&vm, &spec, self.boot_timeout(), Depth::Boot)
                 .await
                 .map(|r| (chardevs, r)),
             Err(e) => Err(e),
@@ -1039,6 +1154,7 @@ mod tests {
                 golden: golden.to_owned(),
                 control_channel: false,
                 agent_port: AgentPort::Isa,
+                shape: MachineShape::default(),
                 sandbox: true,
                 readiness: Readiness::Delay(Duration::from_secs(1)),
                 placement: None,
@@ -1084,5 +1200,87 @@ mod tests {
         assert_eq!(again.template_key().unwrap(), keys[2]);
         let spec = again.spec("desk-01", Some(0), Path::new("/d"), Path::new("/r"), None);
         assert_eq!(spec.cpu, again.cfg.cpu);
+    }
+
+    #[test]
+    fn the_template_key_covers_the_machine_shape_and_the_agent() {
+        use crate::qga_probe::QgaProbe;
+        use crate::spec::{DiskBus, Firmware, Uefi, Vga};
+        let d = tempfile::tempdir().unwrap();
+        let golden = d.path().join("golden.qcow2");
+        std::fs::write(&golden, b"golden").unwrap();
+        let code = d.path().join("code.fd");
+        let vars = d.path().join("vars.fd");
+        std::fs::write(&code, b"code").unwrap();
+        std::fs::write(&vars, b"vars").unwrap();
+        let uefi = |secure_boot| {
+            Firmware::Uefi(Uefi {
+                code: code.clone(),
+                vars_template: vars.clone(),
+                secure_boot,
+            })
+        };
+        let shapes = [
+            MachineShape::default(),
+            MachineShape {
+                firmware: uefi(false),
+                ..Default::default()
+            },
+            MachineShape {
+                firmware: uefi(true),
+                ..Default::default()
+            },
+            MachineShape {
+                tpm: Some("/usr/bin/swtpm".into()),
+                ..Default::default()
+            },
+            MachineShape {
+                rtc_localtime: true,
+                ..Default::default()
+            },
+            MachineShape {
+                tablet: true,
+                ..Default::default()
+            },
+            MachineShape {
+                disk_bus: DiskBus::Sata,
+                ..Default::default()
+            },
+            MachineShape {
+                vga: Vga::Virtio,
+                ..Default::default()
+            },
+        ];
+        let mut keys: Vec<String> = shapes
+            .iter()
+            .map(|shape| {
+                let mut dr = driver(&golden, None);
+                dr.cfg.shape = shape.clone();
+                dr.template_key().unwrap()
+            })
+            .collect();
+        let mut qga = driver(&golden, None);
+        qga.cfg.readiness = Readiness::Qga(QgaProbe {
+            boot_timeout: Duration::from_secs(60),
+            accept_exec: false,
+            logon: None,
+        });
+        keys.push(qga.template_key().unwrap());
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b, "{keys:?}");
+            }
+        }
+        // The default shape keeps the key desktops had before shapes existed: the same
+        // as a driver that never heard of them.
+        assert_eq!(keys[0], driver(&golden, None).template_key().unwrap());
+        // A changed VARS template is a new template.
+        std::fs::write(&vars, b"other vars").unwrap();
+        let mut dr = driver(&golden, None);
+        dr.cfg.shape = shapes[1].clone();
+        assert_ne!(dr.template_key().unwrap(), keys[1]);
+        // The qga pool's processes speak qga on the agent port.
+        let spec = qga.spec("desk-01", Some(0), Path::new("/d"), Path::new("/r"), None);
+        assert_eq!(spec.agent_protocol, crate::spec::AgentProtocol::Qga);
     }
 }

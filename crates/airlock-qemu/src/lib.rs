@@ -5,8 +5,11 @@
 //! - [`process`]: start, re-attach, kill.
 //! - [`confine`]: each QEMU's own uid and its cgroup limits.
 //! - [`affinity`]: pinning QEMU's threads to host CPUs.
+//! - [`tpm`]: a swtpm TPM 2.0 per desktop process.
 //! - [`chardev_policy`]: the chardevs a desktop may have, checked against `query-chardev`.
 //! - [`agent`]: readiness ping and clock setting over the guest's serial agent port.
+//! - [`qga`], [`qga_probe`]: the same, and the template's facts, from a stock QEMU guest
+//!   agent.
 //! - [`session`]: what QMP events say about a session (the guest powered off, a display
 //!   client came or went).
 //! - [`driver`]: the operations a pool needs: build a template, start a template clone,
@@ -24,17 +27,20 @@ pub mod driver;
 pub mod img;
 pub mod process;
 pub mod qga;
+pub mod qga_probe;
 pub mod qmp;
 pub mod serial_log;
 pub mod session;
 pub mod spec;
+pub mod tpm;
 
 pub use confine::{ConfineConfig, Host};
 pub use driver::{Driver, DriverConfig, Readiness, StartedVm, Template};
 pub use process::Vm;
 pub use qmp::{Qmp, QmpError, QmpEvent};
 pub use spec::{
-    Accel, AgentPort, Boot, Confine, CpuShape, DisplayProtocol, DisplaySpec, Memory, VmSpec,
+    Accel, AgentPort, AgentProtocol, Boot, Confine, CpuShape, DiskBus, DisplayProtocol,
+    DisplaySpec, Firmware, MachineShape, Memory, Uefi, Vga, VmSpec,
 };
 
 /// What went wrong driving QEMU.
@@ -65,6 +71,12 @@ pub enum QemuError {
         desktop: String,
         #[source]
         source: agent::AgentError,
+    },
+    #[error("the guest agent (qemu-ga) of {desktop} is not ready")]
+    QgaNotReady {
+        desktop: String,
+        #[source]
+        source: qga::QgaError,
     },
     #[error("QEMU of {desktop} has a channel that is not allowed")]
     Chardevs {

@@ -5,8 +5,9 @@
 //! pid file and the QMP socket.
 use crate::agent::{Agent, AgentError};
 use crate::confine::Cgroups;
+use crate::qga::{Qga, QgaError};
 use crate::qmp::Qmp;
-use crate::spec::{files, VmSpec};
+use crate::spec::{files, AgentProtocol, VmSpec};
 use crate::QemuError;
 use command_fds::{CommandFdExt, FdMapping};
 use std::os::fd::OwnedFd;
@@ -15,6 +16,25 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// A connection to a desktop's stock guest agent, holding its port.
+pub struct QgaSession<'a> {
+    _held: tokio::sync::MutexGuard<'a, ()>,
+    qga: Qga,
+}
+
+impl std::ops::Deref for QgaSession<'_> {
+    type Target = Qga;
+    fn deref(&self) -> &Qga {
+        &self.qga
+    }
+}
+
+impl std::ops::DerefMut for QgaSession<'_> {
+    fn deref_mut(&mut self) -> &mut Qga {
+        &mut self.qga
+    }
+}
 
 /// A running QEMU process with a QMP session.
 #[derive(Debug)]
@@ -30,6 +50,12 @@ pub struct Vm {
     agent: tokio::sync::Mutex<Option<Arc<Agent>>>,
     /// The most bytes of one file of the agent port's log.
     log_max: u64,
+    /// What answers on the agent port.
+    agent_protocol: AgentProtocol,
+    /// Held while a [`Qga`] connection is open: the port takes one client at a time.
+    qga_port: tokio::sync::Mutex<()>,
+    /// Its TPM emulator's pid, if it has one.
+    pub swtpm: Option<i32>,
     /// How long its start took, step by step (zero for a re-attached process).
     pub start_steps: StartSteps,
 }
@@ -101,8 +127,8 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     v[v.len().saturating_sub(lines)..].join(" | ")
 }
 
-/// Whether a process with this pid exists, is a desktop QEMU (its `-name` says so) and
-/// works in `run_dir` (protects against pid reuse).
+/// Whether a process with this pid exists, is a desktop QEMU (its `-name` says so) or
+/// its TPM emulator, and works in `run_dir` (protects against pid reuse).
 pub fn runs_in(pid: i32, run_dir: &Path) -> bool {
     let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
@@ -111,7 +137,8 @@ pub fn runs_in(pid: i32, run_dir: &Path) -> bool {
         .split(|b| *b == 0)
         .collect::<Vec<_>>()
         .windows(2)
-        .any(|w| w[0] == b"-name" && w[1].starts_with(b"guest=airlock-"));
+        .any(|w| w[0] == b"-name" && w[1].starts_with(b"guest=airlock-"))
+        || crate::tpm::is_desktop_swtpm(&cmd);
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"));
     let here = std::fs::canonicalize(run_dir);
     is_ours && matches!((cwd, here), (Ok(a), Ok(b)) if a == b)
@@ -183,6 +210,25 @@ fn inherited_files(spec: &VmSpec, ram: Option<&OwnedFd>) -> Result<Vec<FdMapping
             child_fd: fds::DEVICE_STATE,
         });
     }
+    if let Some(u) = spec.shape.uefi() {
+        let vars = spec.vars.as_ref().ok_or_else(|| QemuError::Operation {
+            desktop: spec.name.clone(),
+            what: "give the desktop its UEFI variable store".into(),
+            reason: "no copy of the store was made for this process".into(),
+        })?;
+        v.push(FdMapping {
+            parent_fd: open(&u.code, false)?,
+            child_fd: fds::FIRMWARE_CODE,
+        });
+        v.push(FdMapping {
+            parent_fd: open(vars, true)?,
+            child_fd: fds::VARS_RW,
+        });
+        v.push(FdMapping {
+            parent_fd: open(vars, false)?,
+            child_fd: fds::VARS_RO,
+        });
+    }
     if let Some(ram) = ram {
         v.push(FdMapping {
             parent_fd: ram
@@ -220,6 +266,11 @@ fn inherited_files(spec: &VmSpec, ram: Option<&OwnedFd>) -> Result<Vec<FdMapping
     Ok(v)
 }
 
+/// Whether `pid` runs (exists and is not a zombie).
+pub(crate) fn is_alive(pid: i32) -> bool {
+    !is_zombie_or_gone(pid)
+}
+
 fn is_zombie_or_gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => s
@@ -249,7 +300,7 @@ pub fn host_available_bytes() -> Option<u64> {
     )
 }
 
-fn kill_pid(pid: i32) {
+pub(crate) fn kill_pid(pid: i32) {
     if let Some(p) = rustix::process::Pid::from_raw(pid) {
         let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
     }
@@ -340,6 +391,19 @@ impl Vm {
             _ => Vec::new(),
         };
         let cgroups_ms = ms(t_cgroups.elapsed());
+        let swtpm = match &spec.shape.tpm {
+            Some(bin) => Some(
+                crate::tpm::spawn(
+                    bin,
+                    &spec.name,
+                    &spec.run_dir,
+                    spec.confine.as_ref().map(|c| c.uid),
+                    &cgroup_procs,
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let argv = spec.argv();
         tracing::debug!(desktop = %spec.name, qemu = %spec.qemu.display(), ?argv, uid = ?spec.confine.as_ref().map(|c| c.uid), "starting QEMU");
         let mut cmd = tokio::process::Command::new(&spec.qemu);
@@ -360,9 +424,14 @@ impl Vm {
         )?;
         let t_exec = std::time::Instant::now();
         let prepare_ms = ms(t_exec - t_start);
-        let mut child = cmd.spawn().map_err(|e| QemuError::Spawn {
-            qemu: spec.qemu.display().to_string(),
-            reason: e.to_string(),
+        let mut child = cmd.spawn().map_err(|e| {
+            if let Some(p) = swtpm {
+                kill_pid(p);
+            }
+            QemuError::Spawn {
+                qemu: spec.qemu.display().to_string(),
+                reason: e.to_string(),
+            }
         })?;
         let pid = child
             .id()
@@ -457,7 +526,12 @@ impl Vm {
                 return Err(e);
             }
         }
-        let agent = connect_agent(&spec.run_dir, &spec.name, spec.serial_log_bytes).await;
+        let agent = match spec.agent_protocol {
+            AgentProtocol::Airlock => {
+                connect_agent(&spec.run_dir, &spec.name, spec.serial_log_bytes).await
+            }
+            AgentProtocol::Qga => None,
+        };
         Ok(Vm {
             pid,
             qmp,
@@ -465,6 +539,9 @@ impl Vm {
             exited: Some(rx),
             agent: tokio::sync::Mutex::new(agent),
             log_max: spec.serial_log_bytes,
+            agent_protocol: spec.agent_protocol,
+            qga_port: tokio::sync::Mutex::new(()),
+            swtpm,
             start_steps,
         })
     }
@@ -503,7 +580,11 @@ impl Vm {
                 qmp.closed_signal(),
             ));
         }
-        let agent = connect_agent(run_dir, name, log_max).await;
+        let agent_protocol = spec.map(|s| s.agent_protocol).unwrap_or_default();
+        let agent = match agent_protocol {
+            AgentProtocol::Airlock => connect_agent(run_dir, name, log_max).await,
+            AgentProtocol::Qga => None,
+        };
         Ok(Vm {
             pid,
             qmp,
@@ -511,8 +592,24 @@ impl Vm {
             exited: None,
             agent: tokio::sync::Mutex::new(agent),
             log_max,
+            agent_protocol,
+            qga_port: tokio::sync::Mutex::new(()),
+            swtpm: crate::tpm::pidfile(run_dir),
             start_steps: StartSteps::default(),
         })
+    }
+
+    /// A new connection to the stock guest agent on its agent port, synced (see
+    /// [`crate::qga`]); the port is this caller's until the session is dropped.
+    pub async fn qga(&self, timeout: Duration) -> Result<QgaSession<'_>, QgaError> {
+        let held = self.qga_port.lock().await;
+        let qga = Qga::connect(&self.run_dir.join(files::AGENT), timeout).await?;
+        Ok(QgaSession { _held: held, qga })
+    }
+
+    /// What answers on its agent port.
+    pub fn agent_protocol(&self) -> AgentProtocol {
+        self.agent_protocol
     }
 
     /// Its guest agent port: the open connection, or a new one (waiting up to
@@ -591,6 +688,9 @@ impl Vm {
     /// process needs is a new file or socket).
     pub fn kill_now(&self) {
         kill_pid_in_background(self.pid);
+        if let Some(p) = self.swtpm {
+            kill_pid(p);
+        }
     }
 
     /// Resident memory of the process in bytes (`VmRSS`), if it can be read.
@@ -612,6 +712,9 @@ impl Vm {
     /// until it is gone.
     pub async fn kill(&self) {
         kill_pid(self.pid);
+        if let Some(p) = self.swtpm {
+            kill_pid(p);
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let gone = match &self.exited {

@@ -311,6 +311,12 @@ impl Qga {
         self.execute("guest-get-users", None, timeout).await
     }
 
+    /// `guest-get-devices` (Windows agents: drivers and their versions), as the agent
+    /// gives it (for the template's proof).
+    pub async fn devices(&mut self, timeout: Duration) -> Result<serde_json::Value, QgaError> {
+        self.execute("guest-get-devices", None, timeout).await
+    }
+
     /// `guest-get-osinfo`, as the agent gives it (for the template's proof).
     pub async fn osinfo(&mut self, timeout: Duration) -> Result<serde_json::Value, QgaError> {
         self.execute("guest-get-osinfo", None, timeout).await

@@ -50,6 +50,23 @@ pub enum AgentPort {
 /// The name of the agent's virtio-serial port (`/sys/class/virtio-ports/*/name`).
 pub const VIRTIO_AGENT_PORT: &str = "org.airlock.agent.0";
 
+/// The name the stock QEMU guest agent looks for (Linux `qemu-ga`, the Windows service)
+/// when the pool's agent is [`AgentProtocol::Qga`] on a virtio-serial port.
+pub const VIRTIO_QGA_PORT: &str = "org.qemu.guest_agent.0";
+
+/// What answers on the agent port inside the guest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentProtocol {
+    /// Airlock's own line protocol (the demo guest; docs/guest.md): the broker keeps a
+    /// connection open and logs what the guest writes.
+    #[default]
+    Airlock,
+    /// The stock QEMU guest agent (`qemu-ga`, [`crate::qga`]): the broker connects only
+    /// to ask it something.
+    Qga,
+}
+
 impl AgentPort {
     /// The config's spelling.
     pub fn as_str(self) -> &'static str {
@@ -65,6 +82,104 @@ impl AgentPort {
             "isa" => Some(AgentPort::Isa),
             "virtio" => Some(AgentPort::Virtio),
             _ => None,
+        }
+    }
+}
+
+/// The firmware a desktop boots with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// SeaBIOS, QEMU's default.
+    #[default]
+    Bios,
+    /// OVMF (UEFI), with its variable store.
+    Uefi(Uefi),
+}
+
+/// UEFI firmware: OVMF's code, the variable store every desktop starts from, and
+/// whether Secure Boot is enforced (the `secboot` code build needs SMM: `smm=on`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uefi {
+    /// The firmware code (read-only), e.g. Debian's `OVMF_CODE_4M.secboot.fd`.
+    pub code: PathBuf,
+    /// The variable store desktops start from when they boot (the template freezes its
+    /// own copy), e.g. `OVMF_VARS_4M.ms.fd` (Microsoft's keys enrolled).
+    pub vars_template: PathBuf,
+    /// SMM on and the flash secured: Secure Boot as the variable store enforces it.
+    pub secure_boot: bool,
+}
+
+/// The bus of the desktop's disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskBus {
+    /// virtio-blk: fastest; Windows needs the virtio-win driver in its image.
+    #[default]
+    Virtio,
+    /// SATA on the q35 machine's AHCI controller: every OS has its driver.
+    Sata,
+}
+
+/// The emulated graphics card.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Vga {
+    /// The standard VGA with Bochs extensions (every OS; UEFI's GOP).
+    #[default]
+    Std,
+    /// virtio-vga (Linux's virtio-gpu, virtio-win's viogpudo).
+    Virtio,
+    /// QXL (the SPICE-era card; Windows needs the qxl driver).
+    Qxl,
+}
+
+impl Vga {
+    /// The name `-vga` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Vga::Std => "std",
+            Vga::Virtio => "virtio",
+            Vga::Qxl => "qxl",
+        }
+    }
+}
+
+/// The machine a desktop is, beyond CPU and memory: what a Windows image needs.
+/// Every field's default is what desktops had before these choices existed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineShape {
+    #[serde(default)]
+    pub firmware: Firmware,
+    /// A TPM 2.0 per desktop: the `swtpm` binary to run for each QEMU (`None`: no TPM).
+    #[serde(default)]
+    pub tpm: Option<PathBuf>,
+    /// The RTC in local time (Windows' expectation) rather than UTC; slewed after a
+    /// pause either way.
+    #[serde(default)]
+    pub rtc_localtime: bool,
+    /// An absolute pointer (`usb-tablet`): the display client's pointer and the
+    /// guest's agree without a SPICE agent.
+    #[serde(default)]
+    pub tablet: bool,
+    #[serde(default)]
+    pub disk_bus: DiskBus,
+    #[serde(default)]
+    pub vga: Vga,
+}
+
+impl MachineShape {
+    /// Whether everything is as it was before the shape existed (the template key then
+    /// stays what it was).
+    pub fn is_default(&self) -> bool {
+        *self == MachineShape::default()
+    }
+
+    /// The UEFI firmware, if the desktop has it.
+    pub fn uefi(&self) -> Option<&Uefi> {
+        match &self.firmware {
+            Firmware::Uefi(u) => Some(u),
+            Firmware::Bios => None,
         }
     }
 }
@@ -169,6 +284,15 @@ pub struct VmSpec {
     /// The device of the agent port.
     #[serde(default)]
     pub agent_port: AgentPort,
+    /// What answers on it.
+    #[serde(default)]
+    pub agent_protocol: AgentProtocol,
+    /// Firmware, TPM, clock, pointer, disk bus and graphics card.
+    #[serde(default)]
+    pub shape: MachineShape,
+    /// The UEFI variable store this process uses (read-write; a copy made for it).
+    #[serde(default)]
+    pub vars: Option<PathBuf>,
     /// Start paused, waiting for `migrate-incoming`.
     pub incoming: bool,
     /// The guest CPU (`None`: QEMU's default model for the machine, `qemu64`).
@@ -243,6 +367,11 @@ pub mod fds {
     pub const BASE: i32 = 12;
     /// The golden image, read-only (fd set 3).
     pub const GOLDEN: i32 = 13;
+    /// UEFI: the firmware code, read-only (fd set 4).
+    pub const FIRMWARE_CODE: i32 = 14;
+    /// UEFI: the process's variable store, read-write and read-only (fd set 5).
+    pub const VARS_RW: i32 = 15;
+    pub const VARS_RO: i32 = 16;
 }
 
 /// How a disk refers to the image below it: an fd set the process was given, so the
@@ -276,7 +405,17 @@ pub mod files {
     pub const DISPLAY: &str = "display.sock";
     pub const PID: &str = "qemu.pid";
     pub const LOG: &str = "qemu.log";
+    /// The TPM emulator's control socket, state directory, pid file and log.
+    pub const SWTPM: &str = "swtpm.sock";
+    pub const SWTPM_STATE: &str = "tpm";
+    pub const SWTPM_PID: &str = "swtpm.pid";
+    pub const SWTPM_LOG: &str = "swtpm.log";
+    /// The process's copy of the UEFI variable store.
+    pub const VARS: &str = "vars.fd";
 }
+
+/// The chardev id of the TPM emulator's control socket.
+pub const TPM_CHARDEV: &str = "tpmchr0";
 
 /// The usb-redir device's own filter (QEMU `usbredirfilter` rules,
 /// `class:vendor:product:version:allow` joined by `|`, -1 for any): mass storage (class
@@ -290,6 +429,14 @@ fn p(path: &Path) -> String {
 }
 
 impl VmSpec {
+    /// The name of the agent's virtio-serial port: what the guest's agent looks for.
+    pub fn virtio_agent_port(&self) -> &'static str {
+        match self.agent_protocol {
+            AgentProtocol::Airlock => VIRTIO_AGENT_PORT,
+            AgentProtocol::Qga => VIRTIO_QGA_PORT,
+        }
+    }
+
     /// A run-directory path.
     pub fn run_file(&self, name: &str) -> PathBuf {
         self.run_dir.join(name)
@@ -315,6 +462,10 @@ impl VmSpec {
         };
         if ram_backend.is_some() {
             machine.push_str(",memory-backend=ram0");
+        }
+        let uefi = self.shape.uefi();
+        if uefi.is_some_and(|u| u.secure_boot) {
+            machine.push_str(",smm=on");
         }
         push("-machine");
         push(&machine);
@@ -346,7 +497,13 @@ impl VmSpec {
         // SHUTDOWN event, ends the lease as signed out and resets the desktop.
         push("-no-shutdown");
         push("-vga");
-        push("std");
+        push(self.shape.vga.as_str());
+        push("-rtc");
+        push(if self.shape.rtc_localtime {
+            "base=localtime,driftfix=slew"
+        } else {
+            "base=utc,driftfix=slew"
+        });
         if let Boot::Kernel { append, .. } = &self.boot {
             push("-kernel");
             push(&format!("/proc/self/fd/{}", fds::KERNEL));
@@ -370,11 +527,37 @@ impl VmSpec {
             add_fd(fds::BASE, 2);
         }
         add_fd(fds::GOLDEN, 3);
-        push("-drive");
-        push(&format!(
-            "file={},file.node-name={DISK_FILE_NODE},if=virtio,format=qcow2,node-name=disk0,discard=unmap",
-            backing::DISK
-        ));
+        if let Some(u) = uefi {
+            add_fd(fds::FIRMWARE_CODE, 4);
+            add_fd(fds::VARS_RW, 5);
+            add_fd(fds::VARS_RO, 5);
+            if u.secure_boot {
+                push("-global");
+                push("driver=cfi.pflash01,property=secure,value=on");
+            }
+            push("-drive");
+            push("if=pflash,format=raw,unit=0,readonly=on,file=/dev/fdset/4");
+            push("-drive");
+            push("if=pflash,format=raw,unit=1,file=/dev/fdset/5");
+        }
+        match self.shape.disk_bus {
+            DiskBus::Virtio => {
+                push("-drive");
+                push(&format!(
+                    "file={},file.node-name={DISK_FILE_NODE},if=virtio,format=qcow2,node-name=disk0,discard=unmap",
+                    backing::DISK
+                ));
+            }
+            DiskBus::Sata => {
+                push("-drive");
+                push(&format!(
+                    "file={},file.node-name={DISK_FILE_NODE},if=none,id=drive0,format=qcow2,node-name=disk0,discard=unmap",
+                    backing::DISK
+                ));
+                push("-device");
+                push("ide-hd,drive=drive0,bus=ide.0");
+            }
+        }
         push("-qmp");
         push(&format!("unix:{},server=on,wait=off", files::QMP));
         // The agent port: its log is written by the broker's reader (`crate::agent`).
@@ -403,7 +586,8 @@ impl VmSpec {
                 push(VIRTIO_SERIAL_CONTROLLER);
                 push("-device");
                 push(&format!(
-                    "virtserialport,bus=vser0.0,nr=1,chardev=agent0,name={VIRTIO_AGENT_PORT}"
+                    "virtserialport,bus=vser0.0,nr=1,chardev=agent0,name={}",
+                    self.virtio_agent_port()
                 ));
             }
         }
@@ -427,6 +611,18 @@ impl VmSpec {
         ));
         push("-device");
         push(&format!("vmgenid,guid={}", self.vmgenid));
+        if self.shape.tablet {
+            push("-device");
+            push("usb-tablet,bus=xhci.0");
+        }
+        if self.shape.tpm.is_some() {
+            push("-chardev");
+            push(&format!("socket,id={TPM_CHARDEV},path={}", files::SWTPM));
+            push("-tpmdev");
+            push(&format!("emulator,id=tpm0,chardev={TPM_CHARDEV}"));
+            push("-device");
+            push("tpm-crb,tpmdev=tpm0");
+        }
         if let Some(d) = &self.display {
             // QEMU's display server listens on a unix socket in the run directory; the
             // broker owns the TCP port clients connect to and forwards to it.
@@ -496,6 +692,9 @@ pub(crate) mod tests {
             vmgenid: "6b1b0b5e-0000-4000-8000-000000000001".into(),
             control_channel: false,
             agent_port: AgentPort::Isa,
+            agent_protocol: AgentProtocol::Airlock,
+            shape: MachineShape::default(),
+            vars: None,
             incoming: true,
             cpu: None,
             sandbox: true,
@@ -614,6 +813,72 @@ pub(crate) mod tests {
             .argv()
             .iter()
             .any(|x| x.contains("mem-path=/elsewhere/a,,b,")));
+    }
+
+    #[test]
+    fn a_windows_shape_uefi_secure_boot_tpm_and_the_rest() {
+        let mut s = spec();
+        s.shape = MachineShape {
+            firmware: Firmware::Uefi(Uefi {
+                code: "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd".into(),
+                vars_template: "/usr/share/OVMF/OVMF_VARS_4M.ms.fd".into(),
+                secure_boot: true,
+            }),
+            tpm: Some("/usr/bin/swtpm".into()),
+            rtc_localtime: true,
+            tablet: true,
+            disk_bus: DiskBus::Sata,
+            vga: Vga::Virtio,
+        };
+        s.vars = Some("/s/desk-01/run/vars.fd".into());
+        let a = s.argv();
+        assert!(values(&a, "-machine")[0].ends_with(",smm=on"), "{a:?}");
+        assert_eq!(
+            values(&a, "-global"),
+            ["driver=cfi.pflash01,property=secure,value=on"]
+        );
+        // Firmware and variables come as descriptors, never by path.
+        let drives = values(&a, "-drive");
+        assert!(drives.contains(&"if=pflash,format=raw,unit=0,readonly=on,file=/dev/fdset/4"));
+        assert!(drives.contains(&"if=pflash,format=raw,unit=1,file=/dev/fdset/5"));
+        for fd in ["fd=14,set=4", "fd=15,set=5", "fd=16,set=5"] {
+            assert!(values(&a, "-add-fd").contains(&fd), "{fd} in {a:?}");
+        }
+        assert!(!a.iter().any(|x| x.contains("OVMF")), "{a:?}");
+        // SATA disk, virtio-vga, local-time RTC, a tablet on the xHCI bus, a CRB TPM on
+        // the swtpm socket in the run directory.
+        assert!(drives.iter().any(|d| d.contains("if=none,id=drive0")));
+        let devices = values(&a, "-device");
+        for d in [
+            "ide-hd,drive=drive0,bus=ide.0",
+            "usb-tablet,bus=xhci.0",
+            "tpm-crb,tpmdev=tpm0",
+        ] {
+            assert!(devices.contains(&d), "{d} in {devices:?}");
+        }
+        assert_eq!(values(&a, "-vga"), ["virtio"]);
+        assert_eq!(values(&a, "-rtc"), ["base=localtime,driftfix=slew"]);
+        assert_eq!(values(&a, "-tpmdev"), ["emulator,id=tpm0,chardev=tpmchr0"]);
+        assert!(values(&a, "-chardev").contains(&"socket,id=tpmchr0,path=swtpm.sock"));
+        // The TPM's socket is the one chardev QEMU connects to rather than listens on,
+        // and the policy knows it.
+        let allowed = crate::chardev_policy::allowed(&s);
+        assert!(allowed
+            .iter()
+            .any(|c| c.label == TPM_CHARDEV && c.socket == files::SWTPM && !c.server));
+        // UEFI without Secure Boot: no SMM, no secured flash.
+        if let Firmware::Uefi(u) = &mut s.shape.firmware {
+            u.secure_boot = false;
+        }
+        let a = s.argv();
+        assert!(!values(&a, "-machine")[0].contains("smm"));
+        assert!(values(&a, "-global").is_empty());
+        // The default shape: SeaBIOS, virtio disk, std VGA, UTC, no tablet, no TPM.
+        let a = spec().argv();
+        assert!(values(&a, "-drive").iter().all(|d| !d.contains("pflash")));
+        assert!(values(&a, "-tpmdev").is_empty());
+        assert_eq!(values(&a, "-vga"), ["std"]);
+        assert_eq!(values(&a, "-rtc"), ["base=utc,driftfix=slew"]);
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! Built artifacts: the demo guest, the sample discs, the terminal VM and the host
-//! binaries. Found through their manifests under `build/`; built by `cargo xtask …`
-//! (or `cargo build`) when missing or stale, one process at a time under a file lock per
-//! kind of artifact (`build/.guest.lock`, `.terminal.lock`, `.host-binaries.lock`),
-//! because test processes run in parallel. What is present and current is used without
+//! Built artifacts: the demo guest, the qga test image, the sample discs, the terminal
+//! VM and the host binaries. Found through their manifests under `build/`; built by
+//! `cargo xtask …` (or `cargo build`) when missing or stale, one process at a time under a
+//! file lock per kind of artifact (`build/.guest.lock`, `.qga-guest.lock`,
+//! `.terminal.lock`, `.host-binaries.lock`), because test processes run in parallel. What is present and current is used without
 //! waiting for any lock. The manifest
 //! types are defined here, once; `xtask` writes them.
 use crate::process::{describe, run};
@@ -69,6 +69,84 @@ pub struct GuestManifest {
     /// [`viewer_source_sha256`] when it was built.
     #[serde(default)]
     pub viewer_source_sha256: String,
+}
+
+/// `build/qga-guest/manifest.json`: the qga test image (`cargo xtask qga-guest`,
+/// docs/guest.md "The qga test image"): Debian's `qemu-guest-agent` on the agent port of
+/// the demo guest's kernel, bootable with `-kernel` (SeaBIOS) and from a UEFI disk with
+/// Debian's signed boot chain (Secure Boot).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QgaGuestManifest {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// For `-kernel` boots: the demo guest's golden-disk format (qcow2, 64 MiB,
+    /// [`GOLDEN_HEADER`] at offset 0).
+    pub golden_disk: PathBuf,
+    /// The UEFI boot disk (raw, GPT, one FAT EFI System Partition with shim, GRUB, the
+    /// kernel and the initrd): the golden image of a UEFI pool.
+    pub uefi_disk: PathBuf,
+    /// The kernel command line (also the one in the UEFI disk's `grub.cfg`).
+    pub append: String,
+    /// The OVMF firmware (Secure Boot build) and VARS template (Microsoft keys
+    /// enrolled) the UEFI disk is for, and was checked with when `uefi_check` is set.
+    pub ovmf_code: PathBuf,
+    pub ovmf_vars: PathBuf,
+    /// `uname -r` of the guest kernel.
+    pub kernel_version: String,
+    pub kernel_package_version: String,
+    pub busybox_version: String,
+    /// Debian version of `qemu-guest-agent`.
+    pub qemu_ga_version: String,
+    /// Every Debian package taken (downloaded or, for a library, found on the build
+    /// host), with its version.
+    pub packages: Vec<DebianPackage>,
+    /// The shared libraries copied with `qemu-ga`.
+    pub libraries: Vec<GuestLibrary>,
+    /// The build's boot of the UEFI disk (OVMF, Secure Boot, swtpm), if it was done.
+    #[serde(default)]
+    pub uefi_check: Option<UefiCheck>,
+    /// SHA-256 of `xtask/initramfs/common.sh` followed by `xtask/qga-guest/init.sh`.
+    pub init_sha256: String,
+    /// [`qga_guest_source_sha256`] when it was built.
+    pub source_sha256: String,
+}
+
+/// A Debian package an image was made from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebianPackage {
+    pub name: String,
+    pub version: String,
+    /// What it gave the image.
+    pub role: String,
+}
+
+/// A shared library in the qga guest's initramfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestLibrary {
+    /// Its path in the guest.
+    pub path: String,
+    /// The Debian package it came from, and its version.
+    pub package: String,
+    pub version: String,
+    /// `host` (copied from the build host, found with `ldd`) or `deb` (from the
+    /// downloaded package, because the host lacks it).
+    pub source: String,
+}
+
+/// What the build saw when it booted the UEFI disk under OVMF with Secure Boot and a
+/// swtpm TPM (TCG).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UefiCheck {
+    /// Debian version of the `ovmf` package installed (the firmware files' owner).
+    pub ovmf_version: String,
+    /// The guest's test-hook line (`AIRLOCK-QGA-GUEST tpm=yes efi=yes secureboot=1 …`).
+    pub status_line: String,
+    /// Seconds from QEMU's start to the first test-hook line, and to qemu-ga's first
+    /// answer.
+    pub boot_seconds: f64,
+    pub agent_seconds: f64,
+    /// `guest-info`'s version.
+    pub agent_version: String,
 }
 
 /// `build/terminal/manifest.json`: the terminal VM.
@@ -281,6 +359,57 @@ pub fn viewer_source_sha256() -> String {
         all.extend_from_slice(&data);
     }
     crate::sha256_hex(&all)
+}
+
+/// The qga test image's sources, relative to the workspace: what its manifest's
+/// `source_sha256` is of (the builder too, so a changed build makes the image stale).
+pub const QGA_GUEST_SOURCES: &[&str] = &[
+    "xtask/initramfs/common.sh",
+    "xtask/qga-guest/init.sh",
+    "xtask/qga-guest/modules.txt",
+    "xtask/src/qga_guest.rs",
+];
+
+/// [`QGA_GUEST_SOURCES`], hashed with their paths (a missing file hashes as empty).
+pub fn qga_guest_source_sha256() -> String {
+    let mut all = Vec::new();
+    for rel in QGA_GUEST_SOURCES {
+        let data = std::fs::read(workspace_root().join(rel)).unwrap_or_default();
+        all.extend_from_slice(rel.as_bytes());
+        all.push(0);
+        all.extend_from_slice(data.len().to_string().as_bytes());
+        all.push(0);
+        all.extend_from_slice(&data);
+    }
+    crate::sha256_hex(&all)
+}
+
+fn qga_guest_is_current(m: &QgaGuestManifest) -> bool {
+    let init = init_scripts("xtask/qga-guest/init.sh");
+    [&m.kernel, &m.initrd, &m.golden_disk, &m.uefi_disk]
+        .iter()
+        .all(|p| p.is_file())
+        && m.init_sha256 == crate::sha256_hex(&init)
+        && m.source_sha256 == qga_guest_source_sha256()
+}
+
+fn find_qga_guest() -> Result<Option<QgaGuestManifest>> {
+    let path = build_dir().join("qga-guest/manifest.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let m: QgaGuestManifest = read_json(&path)?;
+    Ok(qga_guest_is_current(&m).then_some(m))
+}
+
+/// The qga test image (Debian's `qemu-guest-agent`; docs/guest.md): `cargo xtask
+/// qga-guest` when it is missing or when its sources ([`QGA_GUEST_SOURCES`]) changed
+/// since it was built.
+pub fn qga_guest() -> Result<&'static QgaGuestManifest> {
+    static CELL: OnceLock<Result<QgaGuestManifest, String>> = OnceLock::new();
+    once(&CELL, || {
+        find_or_build("qga-guest", find_qga_guest, || xtask(&["qga-guest"]))
+    })
 }
 
 fn guest_is_current(m: &GuestManifest) -> bool {

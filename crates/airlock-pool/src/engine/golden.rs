@@ -25,6 +25,7 @@ impl Pool {
                         "device_state_sha256": t.device_state_sha256,
                         "build_ms": t.build_ms,
                         "golden": self.inner.cfg.driver.golden.display().to_string(),
+                        "guest": t.guest,
                     })));
                     self.remove_old_templates(&dir, &t.key);
                 }
@@ -37,14 +38,16 @@ impl Pool {
                 changed
             }
             Err(e) => {
-                tracing::error!(error = %e, "template build failed; desktops will be rebuilt from the golden image instead");
+                tracing::error!(error = %crate::error::ErrorChain(&e), "template build failed; desktops will be rebuilt from the golden image instead");
                 if let Ok(mut te) = self.inner.template_error.lock() {
                     *te = Some(format!(
-                        "no template ({e}): resets fall back to rebuilds, which are much slower"
+                        "no template ({}): resets fall back to rebuilds, which are much slower",
+                        crate::error::ErrorChain(&e)
                     ));
                 }
                 self.record_audit(
-                    AuditEntry::new("template_failed").details(json!({"error": e.to_string()})),
+                    AuditEntry::new("template_failed")
+                        .details(json!({"error": crate::error::ErrorChain(&e).to_string()})),
                 );
                 false
             }

@@ -90,16 +90,19 @@ impl Pool {
         let Some((vm, _spec)) = self.running_vm(id) else {
             return false;
         };
-        if !matches!(
-            self.inner.cfg.driver.readiness,
-            airlock_qemu::Readiness::Serial { .. }
-        ) {
-            return true;
-        }
-        let nonce = format!("verify-{}", now_ms());
-        match vm.agent(Duration::from_secs(2)).await {
-            Ok(a) => a.ping(&nonce, Duration::from_secs(5)).await.is_ok(),
-            Err(_) => false,
+        match &self.inner.cfg.driver.readiness {
+            airlock_qemu::Readiness::Serial { .. } => {
+                let nonce = format!("verify-{}", now_ms());
+                match vm.agent(Duration::from_secs(2)).await {
+                    Ok(a) => a.ping(&nonce, Duration::from_secs(5)).await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+            airlock_qemu::Readiness::Qga(_) => match vm.qga(Duration::from_secs(5)).await {
+                Ok(mut q) => q.ping(Duration::from_secs(5)).await.is_ok(),
+                Err(_) => false,
+            },
+            airlock_qemu::Readiness::Delay(_) => true,
         }
     }
 }

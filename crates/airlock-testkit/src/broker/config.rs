@@ -84,10 +84,19 @@ pub struct BrokerConfig {
     pub initrd: PathBuf,
     /// The guest's kernel command line.
     pub append: String,
+    /// Boot the disk's own boot loader (`pool.guest` without kernel and initrd: a UEFI
+    /// disk) instead of the kernel.
+    pub boot_from_disk: bool,
+    /// `[pool.hardware]` (`None`: left out, the broker's defaults).
+    pub hardware: Option<Hardware>,
     /// `pool.readiness.probe`.
     pub probe: String,
     /// `pool.readiness.timeout_s`.
     pub ready_timeout_s: u64,
+    /// `pool.readiness.accept_exec` (`probe = "qga"` only; `None`: left out).
+    pub accept_exec: Option<bool>,
+    /// `[pool.readiness.logon]` (`probe = "qga"` only; `None`: left out).
+    pub logon: Option<Logon>,
     /// `pool.display.protocol` (`spice` or `vnc`), or no display.
     pub display: Option<String>,
     /// `pool.display.grace_s` (`None`: the broker's default).
@@ -188,8 +197,12 @@ impl BrokerConfig {
             kernel: guest.kernel.clone(),
             initrd: guest.initrd.clone(),
             append: guest.append.clone(),
+            boot_from_disk: false,
+            hardware: None,
             probe: "serial".into(),
             ready_timeout_s: 180,
+            accept_exec: None,
+            logon: None,
             display: Some("spice".into()),
             display_grace_s: None,
             display_host_subject: None,
@@ -315,14 +328,17 @@ impl BrokerConfig {
                 test_clone_pause_ms: self.test_clone_pause_ms,
                 guest: Guest {
                     disk: &self.disk,
-                    kernel: &self.kernel,
-                    initrd: &self.initrd,
-                    append: &self.append,
+                    kernel: (!self.boot_from_disk).then_some(self.kernel.as_path()),
+                    initrd: (!self.boot_from_disk).then_some(self.initrd.as_path()),
+                    append: (!self.boot_from_disk).then_some(self.append.as_str()),
                 },
+                hardware: self.hardware.as_ref(),
                 readiness: Readiness {
                     probe: &self.probe,
                     timeout_s: self.ready_timeout_s,
                     idle_probe_s: self.idle_probe_s,
+                    accept_exec: self.accept_exec,
+                    logon: self.logon.as_ref(),
                 },
                 display: self.display.as_deref().map(|protocol| Display {
                     protocol,
@@ -471,6 +487,7 @@ struct Pool<'a> {
     serial_log_kib: Option<u64>,
     test_clone_pause_ms: Option<u64>,
     guest: Guest<'a>,
+    hardware: Option<&'a Hardware>,
     readiness: Readiness<'a>,
     display: Option<Display<'a>>,
     cpus: Option<Cpus<'a>>,
@@ -482,12 +499,29 @@ struct Confine {
     enabled: bool,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize)]
 struct Guest<'a> {
     disk: &'a Path,
-    kernel: &'a Path,
-    initrd: &'a Path,
-    append: &'a str,
+    kernel: Option<&'a Path>,
+    initrd: Option<&'a Path>,
+    append: Option<&'a str>,
+}
+
+/// `[pool.hardware]` of a test broker; `None` leaves a key out (the broker's default).
+#[skip_serializing_none]
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Hardware {
+    /// `bios` or `uefi`.
+    pub firmware: Option<String>,
+    pub secure_boot: Option<bool>,
+    pub ovmf_code: Option<PathBuf>,
+    pub ovmf_vars: Option<PathBuf>,
+    pub tpm: Option<bool>,
+    pub rtc: Option<String>,
+    pub pointer: Option<String>,
+    pub disk_bus: Option<String>,
+    pub vga: Option<String>,
 }
 
 #[skip_serializing_none]
@@ -496,6 +530,18 @@ struct Readiness<'a> {
     probe: &'a str,
     timeout_s: u64,
     idle_probe_s: Option<u64>,
+    accept_exec: Option<bool>,
+    logon: Option<&'a Logon>,
+}
+
+/// `[pool.readiness.logon]` of a test broker.
+#[skip_serializing_none]
+#[derive(Debug, Clone, Serialize)]
+pub struct Logon {
+    pub user: String,
+    pub quiet_s: Option<u64>,
+    pub busy_percent: Option<u32>,
+    pub timeout_s: Option<u64>,
 }
 
 #[skip_serializing_none]

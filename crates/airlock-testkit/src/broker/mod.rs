@@ -7,8 +7,8 @@ mod config;
 
 pub use api::LeaseAnswer;
 pub use config::{
-    AuditForward, BrokerConfig, DicomPeer, Export, Limits, TerminalEntry, TlsFiles, ADMIN_TOKEN,
-    TERMINAL2_TOKEN, TERMINAL_TOKEN,
+    AuditForward, BrokerConfig, DicomPeer, Export, Hardware, Limits, Logon, TerminalEntry,
+    TlsFiles, ADMIN_TOKEN, TERMINAL2_TOKEN, TERMINAL_TOKEN,
 };
 
 use crate::process::{register_cleanup, sweep_processes, tail, unregister_cleanup, Proc, RunDir};

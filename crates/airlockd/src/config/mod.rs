@@ -3,6 +3,7 @@
 use airlock_core::rate::Limit;
 use airlock_core::{CpuError, CpuList, CpuPlacement, DesktopId, ResetMethod, TerminalName};
 use airlock_pool::{DisplayConfig, DisplayTls, PoolConfig, QueueConfig};
+use airlock_qemu::qga_probe::{Logon, QgaProbe};
 use airlock_qemu::{Accel, Boot, DisplayProtocol, DriverConfig, Readiness};
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, SocketAddr};
@@ -14,6 +15,7 @@ pub use airlock_core::config_key::ConfigError;
 
 mod export;
 mod forward;
+mod hardware;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -240,6 +242,52 @@ fn display_tls(
         key: key.clone(),
         host_subject: d.host_subject.clone(),
     }))
+}
+
+/// `[pool.readiness.logon]`: the user is a plain account name, the times in range.
+fn logon(l: &RawLogon) -> Result<Logon, ConfigError> {
+    let user = l.user.trim();
+    if user.is_empty()
+        || user.len() > 256
+        || user
+            .chars()
+            .any(|c| c.is_control() || c == '\\' || c == '@')
+    {
+        return Err(invalid(
+            "pool.readiness.logon.user",
+            format!("{:?} is not an account name", l.user),
+            "write the auto-logon account's name as guest-get-users reports it, without domain (e.g. \"clinician\")",
+        ));
+    }
+    in_range("pool.readiness.logon.quiet_s", l.quiet_s, 1..=600, " s")?;
+    in_range(
+        "pool.readiness.logon.busy_percent",
+        l.busy_percent,
+        1..=100,
+        " %",
+    )?;
+    in_range(
+        "pool.readiness.logon.timeout_s",
+        l.timeout_s,
+        10..=7200,
+        " s",
+    )?;
+    if l.timeout_s <= l.quiet_s {
+        return Err(invalid(
+            "pool.readiness.logon.timeout_s",
+            format!(
+                "{} s leaves no room for quiet_s = {} s",
+                l.timeout_s, l.quiet_s
+            ),
+            "make timeout_s longer than quiet_s",
+        ));
+    }
+    Ok(Logon {
+        user: user.to_owned(),
+        quiet: Duration::from_secs(l.quiet_s),
+        busy_percent: l.busy_percent,
+        timeout: Duration::from_secs(l.timeout_s),
+    })
 }
 
 /// `value` of `key` within `range`, or the error that says the range (with `unit`, e.g.
@@ -486,8 +534,21 @@ impl Config {
             0..=86400,
             " s",
         )?;
-        let idle_probe = (p.readiness.idle_probe_s > 0 && p.readiness.probe == "serial")
+        let idle_probe = (p.readiness.idle_probe_s > 0
+            && (p.readiness.probe == "serial" || p.readiness.probe == "qga"))
             .then(|| Duration::from_secs(p.readiness.idle_probe_s));
+        if p.readiness.probe != "qga" {
+            if p.readiness.accept_exec.is_some() {
+                return Err(invalid(
+                    "pool.readiness.accept_exec",
+                    "is set but the probe is not \"qga\"",
+                    "remove it, or set probe = \"qga\"",
+                ));
+            }
+            if p.readiness.logon.is_some() {
+                return Err(invalid("pool.readiness.logon", "is set but the probe is not \"qga\"", "remove it, or set probe = \"qga\" (the user's session is seen through the guest agent)"));
+            }
+        }
         let readiness = match p.readiness.probe.as_str() {
             "serial" => {
                 if p.readiness.delay_s.is_some() {
@@ -495,6 +556,21 @@ impl Config {
                 }
                 in_range("pool.readiness.timeout_s", p.readiness.timeout_s, 1..=3600, "")?;
                 Readiness::Serial { boot_timeout: Duration::from_secs(p.readiness.timeout_s) }
+            }
+            "qga" => {
+                if p.readiness.delay_s.is_some() {
+                    return Err(invalid("pool.readiness.delay_s", "is set but the probe is \"qga\"", "remove it, or set probe = \"delay\""));
+                }
+                in_range("pool.readiness.timeout_s", p.readiness.timeout_s, 1..=3600, "")?;
+                let logon = match &p.readiness.logon {
+                    None => None,
+                    Some(l) => Some(logon(l)?),
+                };
+                Readiness::Qga(QgaProbe {
+                    boot_timeout: Duration::from_secs(p.readiness.timeout_s),
+                    accept_exec: p.readiness.accept_exec.unwrap_or(false),
+                    logon,
+                })
             }
             "delay" => {
                 let d = p.readiness.delay_s.ok_or_else(|| invalid("pool.readiness.delay_s", "is missing", "set how many seconds a guest needs to become usable"))?;
@@ -504,7 +580,7 @@ impl Config {
                 return Err(invalid(
                     "pool.readiness.probe",
                     format!("{other:?} is not a probe"),
-                    "use \"serial\" (the Airlock guest agent answers a ping on the first serial port) or \"delay\"",
+                    "use \"serial\" (the Airlock guest agent answers a ping on the first serial port), \"qga\" (the QEMU guest agent) or \"delay\"",
                 ))
             }
         };
@@ -708,6 +784,7 @@ impl Config {
             p.cpu_model.as_deref(),
             p.hyperv,
         )?;
+        let shape = hardware::machine_shape(&p.hardware, &p.machine, reset_method, base)?;
         let pool = PoolConfig {
             desktops,
             reset_method,
@@ -726,6 +803,7 @@ impl Config {
                 golden,
                 control_channel: p.test_control_channel,
                 agent_port,
+                shape,
                 sandbox: p.sandbox,
                 readiness,
                 placement,

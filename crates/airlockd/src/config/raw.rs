@@ -248,6 +248,9 @@ pub(super) struct RawPool {
     pub(super) cpus: Option<RawCpus>,
     #[serde(default)]
     pub(super) queue: RawQueue,
+    /// `[pool.hardware]`: firmware, TPM, clock, pointer, disk bus, graphics card.
+    #[serde(default)]
+    pub(super) hardware: super::hardware::RawHardware,
 }
 
 #[derive(Debug, Deserialize)]
@@ -393,6 +396,10 @@ pub(super) struct RawReadiness {
     pub(super) delay_s: Option<u64>,
     #[serde(default = "default_idle_probe")]
     pub(super) idle_probe_s: u64,
+    /// `probe = "qga"`: accept a guest agent that runs programs or touches files.
+    pub(super) accept_exec: Option<bool>,
+    /// `probe = "qga"`: the template of a desktop that logs on waits for it.
+    pub(super) logon: Option<RawLogon>,
 }
 
 impl Default for RawReadiness {
@@ -402,8 +409,33 @@ impl Default for RawReadiness {
             timeout_s: default_ready_timeout(),
             delay_s: None,
             idle_probe_s: default_idle_probe(),
+            accept_exec: None,
+            logon: None,
         }
     }
+}
+
+/// `[pool.readiness.logon]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLogon {
+    pub(super) user: String,
+    #[serde(default = "default_logon_quiet")]
+    pub(super) quiet_s: u64,
+    #[serde(default = "default_logon_busy")]
+    pub(super) busy_percent: u32,
+    #[serde(default = "default_logon_timeout")]
+    pub(super) timeout_s: u64,
+}
+
+pub(super) fn default_logon_quiet() -> u64 {
+    20
+}
+pub(super) fn default_logon_busy() -> u32 {
+    5
+}
+pub(super) fn default_logon_timeout() -> u64 {
+    900
 }
 
 pub(super) fn default_probe() -> String {

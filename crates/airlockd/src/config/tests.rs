@@ -626,3 +626,63 @@ timeout_s = 5
     let e = err(&(good() + "[export]\nbogus = 1\n"));
     assert!(e.contains("bogus"), "{e}");
 }
+
+#[test]
+fn the_qga_probe_and_its_logon_wait() {
+    let (_d, b) = base();
+    let with =
+        |readiness: &str| good().replace("[pool.display]", &format!("{readiness}\n[pool.display]"));
+    let qga = "[pool.readiness]\nprobe = \"qga\"\ntimeout_s = 120";
+    let c = Config::parse(&with(qga), "t", &b, None).unwrap();
+    match &c.pool.driver.readiness {
+        Readiness::Qga(q) => {
+            assert_eq!(q.boot_timeout, Duration::from_secs(120));
+            assert!(!q.accept_exec && q.logon.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        c.pool.driver.readiness.agent_protocol(),
+        airlock_qemu::AgentProtocol::Qga
+    );
+    let logon = format!(
+        "{qga}\naccept_exec = true\n[pool.readiness.logon]\nuser = \"clinician\"\nquiet_s = 10"
+    );
+    let c = Config::parse(&with(&logon), "t", &b, None).unwrap();
+    let Readiness::Qga(q) = &c.pool.driver.readiness else {
+        panic!("not qga")
+    };
+    assert!(q.accept_exec);
+    let l = q.logon.as_ref().unwrap();
+    assert_eq!(
+        (l.user.as_str(), l.quiet, l.busy_percent),
+        ("clinician", Duration::from_secs(10), 5)
+    );
+    // Refused, each naming its key.
+    for (text, key) in [
+        (
+            "[pool.readiness]\naccept_exec = true".to_owned(),
+            "pool.readiness.accept_exec",
+        ),
+        (
+            "[pool.readiness.logon]\nuser = \"x\"".to_owned(),
+            "pool.readiness.logon",
+        ),
+        (format!("{qga}\ndelay_s = 5"), "pool.readiness.delay_s"),
+        (
+            format!("{qga}\n[pool.readiness.logon]\nuser = \"DOM\\\\x\""),
+            "pool.readiness.logon.user",
+        ),
+        (
+            format!("{qga}\n[pool.readiness.logon]\nuser = \"x\"\nbusy_percent = 0"),
+            "pool.readiness.logon.busy_percent",
+        ),
+        (
+            format!("{qga}\n[pool.readiness.logon]\nuser = \"x\"\nquiet_s = 60\ntimeout_s = 30"),
+            "pool.readiness.logon.timeout_s",
+        ),
+    ] {
+        let e = err(&with(&text));
+        assert!(e.contains(key), "{key}: {e}");
+    }
+}

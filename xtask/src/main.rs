@@ -1,7 +1,7 @@
 //! `cargo xtask`: Airlock's build tasks: the demo guest (`guest`), the qga test image
 //! (`qga-guest`), the sample referral discs (`sample-disc`), the test terminal VM
 //! (`terminal-guest`) and the benchmarks (`bench broker`, `bench disc`, `bench open`,
-//! `bench console`). A binary that nothing
+//! `bench console`, `bench export`, `bench hardware`). A binary that nothing
 //! depends on: tests find what it builds through the manifests it writes
 //! (`airlock-testkit`), and its benchmarks run
 //! Airlock through the same test kit.
@@ -14,6 +14,7 @@ mod bench_broker;
 mod bench_console;
 mod bench_disc;
 mod bench_export;
+mod bench_hardware;
 mod bench_open;
 mod cpio;
 mod dicom;
@@ -106,6 +107,9 @@ enum Bench {
     /// Key images (issue 14): disc inserted → first image on the desktop's screen, and
     /// capture → stored in the PACS (a private Orthanc), medians over 5 sessions.
     Export(bench_export::ExportArgs),
+    /// Release-to-clean of a UEFI + Secure Boot + TPM pool with the stock guest agent
+    /// beside the demo pool's, samples interleaved (issue 15).
+    Hardware(bench_hardware::HardwareArgs),
 }
 
 fn main() -> ExitCode {
@@ -159,6 +163,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Task::Bench(Bench::Console(args)) => bench_console::run(&args)?,
         Task::Bench(Bench::Export(args)) => bench_export::run(&args)?,
+        Task::Bench(Bench::Hardware(args)) => bench_hardware::run(&args)?,
         Task::Bench(Bench::Disc(args)) => {
             bench_disc::run(&bench_disc::Options::new(args)?)?;
         }

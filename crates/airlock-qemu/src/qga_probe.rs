@@ -239,6 +239,12 @@ async fn wait_logon(vm: &Vm, desktop: &str, logon: &Logon) -> Result<Value, Qemu
     let tids = crate::affinity::vcpu_threads(&vm.qmp)
         .await
         .map_err(crate::qmp_error(desktop))?;
+    if tids.is_empty() {
+        return Err(waiting(
+            "QEMU named no vCPU threads (query-cpus-fast), so their quiet cannot be measured"
+                .into(),
+        ));
+    }
     let step = Duration::from_millis(500);
     let mut quiet_since: Option<Instant> = None;
     let mut last = (Instant::now(), vcpu_ns(vm.pid, &tids));

@@ -56,6 +56,10 @@ pub enum Depth {
     Template,
 }
 
+/// Attempts in a row that end in an answer the protocol does not allow before the agent
+/// is judged hostile (one could be a stale answer to an earlier attempt).
+pub const MAX_VIOLATIONS: u32 = 3;
+
 /// The most a clock may be off after it was set.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(1);
 
@@ -95,6 +99,7 @@ pub async fn ready(
     let deadline = started + timeout;
     let mut attempts = 0u32;
     let mut violation: Option<QgaError> = None;
+    let mut violations = 0u32;
     let mut q = loop {
         attempts += 1;
         let left = deadline.saturating_duration_since(Instant::now());
@@ -107,12 +112,21 @@ pub async fn ready(
             Ok(q) => break q,
             Err(e) => {
                 tracing::debug!(desktop, attempt = attempts, error = %e, "guest agent not answering yet");
+                if is_violation(&e) {
+                    violations += 1;
+                } else {
+                    violations = 0;
+                }
                 // What the agent did wrong says more than a later silence.
                 let e = match (e, violation.take()) {
                     (e, Some(v)) if !is_violation(&e) => v,
                     (e, _) => e,
                 };
-                if Instant::now() + Duration::from_millis(200) >= deadline {
+                // Silence may be a slow boot; answers the protocol does not allow, again
+                // and again, are the agent's answer.
+                if violations >= MAX_VIOLATIONS
+                    || Instant::now() + Duration::from_millis(200) >= deadline
+                {
                     return Err(err(e));
                 }
                 if is_violation(&e) {

@@ -18,7 +18,7 @@
 use crate::bench_broker::stats::median;
 use crate::util;
 use airlock_testkit::artifacts::{artifacts, host_binaries, qga_guest};
-use airlock_testkit::broker::{Hardware, TERMINAL_TOKEN};
+use airlock_testkit::broker::TERMINAL_TOKEN;
 use airlock_testkit::{block_on, Broker, BrokerConfig};
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
@@ -70,22 +70,7 @@ fn configs(memory_mib: u64) -> Result<[(&'static str, BrokerConfig); 2]> {
         display: None,
         ..BrokerConfig::new(&artifacts()?.guest)
     };
-    let qga = qga_guest()?;
-    let uefi = BrokerConfig {
-        disk: qga.uefi_disk.clone(),
-        boot_from_disk: true,
-        probe: "qga".into(),
-        hardware: Some(Hardware {
-            firmware: Some("uefi".into()),
-            secure_boot: Some(true),
-            ovmf_code: Some(qga.ovmf_code.clone()),
-            ovmf_vars: Some(qga.ovmf_vars.clone()),
-            tpm: Some(true),
-            pointer: Some("tablet".into()),
-            ..Hardware::default()
-        }),
-        ..demo.clone()
-    };
+    let uefi = demo.clone().uefi_tpm(qga_guest()?);
     Ok([("demo", demo), ("uefi-tpm", uefi)])
 }
 

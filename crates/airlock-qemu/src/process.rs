@@ -50,8 +50,6 @@ pub struct Vm {
     agent: tokio::sync::Mutex<Option<Arc<Agent>>>,
     /// The most bytes of one file of the agent port's log.
     log_max: u64,
-    /// What answers on the agent port.
-    agent_protocol: AgentProtocol,
     /// Held while a [`Qga`] connection is open: the port takes one client at a time.
     qga_port: tokio::sync::Mutex<()>,
     /// Its TPM emulator's pid, if it has one.
@@ -539,7 +537,6 @@ impl Vm {
             exited: Some(rx),
             agent: tokio::sync::Mutex::new(agent),
             log_max: spec.serial_log_bytes,
-            agent_protocol: spec.agent_protocol,
             qga_port: tokio::sync::Mutex::new(()),
             swtpm,
             start_steps,
@@ -580,8 +577,7 @@ impl Vm {
                 qmp.closed_signal(),
             ));
         }
-        let agent_protocol = spec.map(|s| s.agent_protocol).unwrap_or_default();
-        let agent = match agent_protocol {
+        let agent = match spec.map(|s| s.agent_protocol).unwrap_or_default() {
             AgentProtocol::Airlock => connect_agent(run_dir, name, log_max).await,
             AgentProtocol::Qga => None,
         };
@@ -592,7 +588,6 @@ impl Vm {
             exited: None,
             agent: tokio::sync::Mutex::new(agent),
             log_max,
-            agent_protocol,
             qga_port: tokio::sync::Mutex::new(()),
             swtpm: crate::tpm::pidfile(run_dir),
             start_steps: StartSteps::default(),
@@ -605,11 +600,6 @@ impl Vm {
         let held = self.qga_port.lock().await;
         let qga = Qga::connect(&self.run_dir.join(files::AGENT), timeout).await?;
         Ok(QgaSession { _held: held, qga })
-    }
-
-    /// What answers on its agent port.
-    pub fn agent_protocol(&self) -> AgentProtocol {
-        self.agent_protocol
     }
 
     /// Its guest agent port: the open connection, or a new one (waiting up to

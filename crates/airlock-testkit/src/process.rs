@@ -180,6 +180,29 @@ pub fn cmdline(pid: u32) -> String {
     String::from_utf8_lossy(&raw).replace('\0', " ")
 }
 
+/// The processes working in `run` (a desktop's QEMU and swtpm name no path: they work
+/// in its run directory) whose program's file name starts with `program` (e.g.
+/// `qemu-system`, `swtpm`); none when `run` is gone.
+pub fn processes_in(run: &Path, program: &str) -> Vec<u32> {
+    let Ok(run) = std::fs::canonicalize(run) else {
+        return Vec::new();
+    };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == run)
+                && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| {
+                    e.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(program))
+                })
+        })
+        .collect()
+}
+
 /// Kills (SIGKILL) every process but this one whose command line mentions `dir` (a
 /// broker: every path it uses is under its state directory) or that works in it (its
 /// QEMUs) and waits until they are gone, at most 10 s. Returns their pids.

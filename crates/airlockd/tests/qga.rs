@@ -14,10 +14,10 @@
 mod common;
 
 use airlock_testkit::artifacts::qga_guest;
-use airlock_testkit::broker::{Hardware, Logon};
+use airlock_testkit::broker::Logon;
+use airlock_testkit::process::processes_in;
 use common::*;
 use serde_json::{json, Value};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The `details` of every audit record with `action`, parsed.
@@ -28,25 +28,6 @@ async fn audited(b: &Broker, action: &str) -> Result<Vec<Value>> {
         .filter(|r| r["action"] == action)
         .map(|r| serde_json::from_str(r["details"].as_str().unwrap_or("{}")).unwrap_or_default())
         .collect())
-}
-
-/// The processes (pids) working in `run` whose program's name starts with `what`.
-fn processes_in(run: &Path, what: &str) -> Vec<u32> {
-    let Ok(run) = std::fs::canonicalize(run) else {
-        return Vec::new();
-    };
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == run)
-                && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| {
-                    e.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with(what))
-                })
-        })
-        .collect()
 }
 
 fn swtpm_pid(b: &Broker, desk: &str) -> Result<u32> {
@@ -87,9 +68,6 @@ async fn a_stock_agent_pool_with_uefi_secure_boot_and_a_tpm() -> Result<()> {
         size: 2,
         // The Debian kernel needs more than 256 MiB after OVMF and GRUB.
         memory_mib: 512,
-        disk: qga.uefi_disk.clone(),
-        boot_from_disk: true,
-        probe: "qga".into(),
         ready_timeout_s: 300,
         // The image logs `clinician` in on tty1: the template waits for the session and
         // for quiet vCPUs (measured on the host) before it is frozen.
@@ -99,16 +77,7 @@ async fn a_stock_agent_pool_with_uefi_secure_boot_and_a_tpm() -> Result<()> {
             busy_percent: Some(40),
             timeout_s: Some(120),
         }),
-        hardware: Some(Hardware {
-            firmware: Some("uefi".into()),
-            secure_boot: Some(true),
-            ovmf_code: Some(qga.ovmf_code.clone()),
-            ovmf_vars: Some(qga.ovmf_vars.clone()),
-            tpm: Some(true),
-            pointer: Some("tablet".into()),
-            ..Hardware::default()
-        }),
-        ..config()?
+        ..config()?.uefi_tpm(qga)
     })?;
     let desks = b.wait_clean(2, Duration::from_secs(480)).await?;
 

@@ -83,19 +83,9 @@ async fn kill9_and_restart_keeps_leases_and_never_hands_out_dirty_desktops() -> 
     Ok(())
 }
 
-/// The QEMU processes working in a run directory (a desktop's QEMU names no path: it
-/// works in its run directory).
+/// The QEMU processes working in a run directory.
 fn processes_in(run: &std::path::Path) -> Vec<u32> {
-    let run = std::fs::canonicalize(run).unwrap();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == run)
-                && airlock_testkit::process::cmdline(*pid).contains("qemu-system")
-        })
-        .collect()
+    airlock_testkit::process::processes_in(run, "qemu-system")
 }
 
 #[tokio::test(flavor = "multi_thread")]

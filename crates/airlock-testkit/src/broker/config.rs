@@ -1,7 +1,7 @@
 //! The one typed configuration of a test broker, written to TOML in one place
 //! ([`BrokerConfig::to_toml`]). Tests and benchmarks start from
 //! [`BrokerConfig::new`] and change what they measure.
-use crate::artifacts::GuestManifest;
+use crate::artifacts::{GuestManifest, QgaGuestManifest};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_with::skip_serializing_none;
@@ -226,6 +226,28 @@ impl BrokerConfig {
             metrics_token: None,
             console_accounts: Vec::new(),
             export: None,
+        }
+    }
+
+    /// This pool as a Windows-shaped one: the qga test image's UEFI disk booted by OVMF
+    /// with Secure Boot enforcing, a swtpm TPM per desktop, a USB tablet, and the stock
+    /// QEMU guest agent as the readiness probe. Its RAM is the caller's: the Debian
+    /// kernel needs at least 384 MiB after OVMF and GRUB.
+    pub fn uefi_tpm(self, qga: &QgaGuestManifest) -> BrokerConfig {
+        BrokerConfig {
+            disk: qga.uefi_disk.clone(),
+            boot_from_disk: true,
+            probe: "qga".into(),
+            hardware: Some(Hardware {
+                firmware: Some("uefi".into()),
+                secure_boot: Some(true),
+                ovmf_code: Some(qga.ovmf_code.clone()),
+                ovmf_vars: Some(qga.ovmf_vars.clone()),
+                tpm: Some(true),
+                pointer: Some("tablet".into()),
+                ..Hardware::default()
+            }),
+            ..self
         }
     }
 
